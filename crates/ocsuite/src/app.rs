@@ -1,0 +1,141 @@
+//! Application state and router assembly.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request, header};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, patch, post, put};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::auth::oidc::OidcVerifier;
+use crate::config::Config;
+use crate::crypto::Crypto;
+use crate::error::AppError;
+use crate::ops::ratelimit::{self, Limits};
+use crate::store::Store;
+use crate::{audit, auth, ops, openapi, tenancy};
+
+pub struct AppInner {
+    pub config: Config,
+    pub store: Store,
+    pub crypto: Crypto,
+    pub oidc: OidcVerifier,
+    pub limits: Arc<Limits>,
+}
+
+/// Shared state handed to every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<AppInner>);
+
+impl AppState {
+    pub fn new(config: Config, store: Store, crypto: Crypto) -> Self {
+        let oidc = OidcVerifier::new(config.oidc());
+        let limits = Limits::new(&config);
+        Self(Arc::new(AppInner {
+            config,
+            store,
+            crypto,
+            oidc,
+            limits,
+        }))
+    }
+}
+
+impl Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Every route of the server.
+pub fn router(state: AppState) -> Router {
+    use auth::routes as a;
+    use tenancy::routes as t;
+
+    let credentials = Router::new()
+        .route("/auth/signup", post(a::signup))
+        .route("/auth/login", post(a::login))
+        .route_layer(from_fn_with_state(state.clone(), ratelimit::per_ip));
+
+    let api = Router::new()
+        .route("/auth/logout", post(a::logout))
+        .route("/me", get(a::me))
+        .route("/me/active-tenant", put(a::set_active_tenant))
+        .route("/me/mfa/totp/setup", post(a::totp_setup))
+        .route("/me/mfa/totp/enable", post(a::totp_enable))
+        .route("/me/mfa/totp/disable", post(a::totp_disable))
+        .route("/sessions", get(a::list_sessions))
+        .route("/sessions/revoke-others", post(a::revoke_other_sessions))
+        .route("/sessions/{id}", delete(a::revoke_session))
+        .route("/tenants", post(t::create_tenant).get(t::list_tenants))
+        .route("/tenant", get(t::get_tenant).patch(t::update_tenant))
+        .route("/members", get(t::list_members).post(t::create_invite))
+        .route("/members/{user_id}", patch(t::change_role).delete(t::remove_member))
+        .route("/invites", get(t::list_invites).post(t::create_invite))
+        .route("/invites/{id}", delete(t::revoke_invite))
+        .route("/invites/{token}/accept", post(t::accept_invite))
+        .route("/api-keys", get(t::list_api_keys).post(t::create_api_key))
+        .route("/api-keys/{id}", delete(t::revoke_api_key))
+        .route("/audit", get(audit::routes::list))
+        .merge(credentials)
+        .layer(from_fn_with_state(state.clone(), auth::authenticate))
+        .route("/openapi.json", get(openapi::spec));
+
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(from_fn(ops::track))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(CatchPanicLayer::custom(|_| {
+            AppError::Internal("handler panicked".into()).into_response()
+        }))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    let request_id = req
+                        .headers()
+                        .get(&REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    tracing::info_span!(
+                        "http",
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                        request_id = %request_id,
+                        tenant_id = tracing::field::Empty,
+                    )
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
+        .with_state(state)
+}
+
+async fn not_found() -> AppError {
+    AppError::NotFound("route")
+}
+
+async fn method_not_allowed() -> AppError {
+    AppError::Rejected {
+        status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: "this route does not accept that HTTP method".into(),
+    }
+}

@@ -1,0 +1,124 @@
+//! The audit trail.
+//!
+//! Tenant state changes write an `audit_log` row in the same transaction as the change,
+//! so a change without its audit row cannot commit. Sign-in events that belong to no
+//! tenant (login, logout, MFA changes) go to `security_events`.
+
+pub mod routes;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::auth::ClientMeta;
+use crate::error::{AppError, Result};
+use crate::ids::{AuditId, UserId};
+use crate::store::{TenantTx, Tx, sql};
+use crate::tenancy::TenantCtx;
+
+/// Writes one audit row for the tenant of `tx`.
+pub async fn record(
+    tx: &mut TenantTx,
+    ctx: &TenantCtx,
+    action: &str,
+    target_type: &str,
+    target_id: &str,
+    details: Value,
+) -> Result<()> {
+    let tenant = tx.tenant_id().clone();
+    tx.execute(
+        sql("INSERT INTO audit_log (tenant_id, id, actor_type, actor_id, action, target_type, target_id, details, request_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+            .bind(&tenant)
+            .bind(AuditId::new())
+            .bind(ctx.actor.kind())
+            .bind(ctx.actor.id())
+            .bind(action)
+            .bind(target_type)
+            .bind(target_id)
+            .bind(details.to_string())
+            .bind(ctx.meta.request_id.clone())
+            .bind(Utc::now()),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records a sign-in related event for a user (or for an email with no account).
+pub async fn security_event(
+    tx: &mut Tx,
+    user: Option<&UserId>,
+    email: Option<&str>,
+    action: &str,
+    meta: &ClientMeta,
+) -> Result<()> {
+    tx.execute(
+        sql("INSERT INTO security_events (id, user_id, email, action, ip, request_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(AuditId::new())
+            .bind(user.map(|u| u.as_str().to_owned()))
+            .bind(email)
+            .bind(action)
+            .bind(meta.ip.clone())
+            .bind(meta.request_id.clone())
+            .bind(Utc::now()),
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct AuditRow {
+    id: String,
+    actor_type: String,
+    actor_id: String,
+    action: String,
+    target_type: String,
+    target_id: String,
+    details: String,
+    request_id: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+/// One audit entry.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditOut {
+    pub id: String,
+    pub actor_type: String,
+    pub actor_id: String,
+    pub action: String,
+    pub target_type: String,
+    pub target_id: String,
+    #[schema(value_type = Object)]
+    pub details: Value,
+    pub request_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Newest first; `before` is an audit id from a previous page.
+pub async fn list(tx: &mut TenantTx, limit: u32, before: Option<&AuditId>) -> Result<Vec<AuditOut>> {
+    let tenant = tx.tenant_id().clone();
+    let rows: Vec<AuditRow> = tx
+        .fetch_all(
+            sql("SELECT id, actor_type, actor_id, action, target_type, target_id, details, request_id, created_at \
+                 FROM audit_log WHERE tenant_id = $1 AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3")
+                .bind(&tenant)
+                .bind(before.map(|b| b.as_str().to_owned()).unwrap_or_default())
+                .bind(i64::from(limit)),
+        )
+        .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(AuditOut {
+                details: serde_json::from_str(&r.details).map_err(AppError::internal)?,
+                id: r.id,
+                actor_type: r.actor_type,
+                actor_id: r.actor_id,
+                action: r.action,
+                target_type: r.target_type,
+                target_id: r.target_id,
+                request_id: r.request_id,
+                created_at: r.created_at,
+            })
+        })
+        .collect()
+}

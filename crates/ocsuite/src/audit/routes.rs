@@ -1,0 +1,45 @@
+//! `GET /api/v1/audit`.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+
+use super::AuditOut;
+use crate::app::AppState;
+use crate::error::{AppError, Result};
+use crate::ids::AuditId;
+use crate::json::ApiQuery;
+use crate::tenancy::{Role, TenantCtx};
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct AuditQuery {
+    /// Page size, 1–500 (default 100).
+    pub limit: Option<u32>,
+    /// Return entries older than this audit id.
+    pub before: Option<String>,
+}
+
+/// The tenant's audit trail, newest first (admins and owners).
+#[utoipa::path(get, path = "/api/v1/audit", params(AuditQuery), tag = "audit",
+    responses((status = 200, body = Vec<AuditOut>), (status = 403, body = crate::error::ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> Result<Json<Vec<AuditOut>>> {
+    ctx.require(Role::Admin)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(AppError::invalid("limit", "limit must be between 1 and 500"));
+    }
+    let before = match q.before.as_deref() {
+        Some(b) => Some(
+            AuditId::parse(b).ok_or_else(|| AppError::invalid("before", "before must be an audit id (aud_…)"))?,
+        ),
+        None => None,
+    };
+    let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
+    let out = super::list(&mut tx, limit, before.as_ref()).await?;
+    tx.commit().await?;
+    Ok(Json(out))
+}

@@ -1,0 +1,255 @@
+//! Layered configuration: built-in defaults → optional `ocsuite.toml` (or the file named
+//! by `OCSUITE_CONFIG`) → `OCSUITE_*` environment variables.
+//!
+//! Everything is validated once at start; an error names the setting to fix, so a
+//! misconfigured server never half-starts.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use base64::Engine;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// A string that never prints: `Debug` and `Display` show `[redacted]`.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// An external OpenID Connect issuer whose JWTs are accepted as bearer tokens.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OidcProvider {
+    /// Exact `iss` claim, e.g. `https://example.eu.auth0.com/`.
+    pub issuer: String,
+    /// Expected `aud` claim.
+    pub audience: String,
+    /// JWKS URL; when absent it is discovered from `<issuer>/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Config {
+    pub env: Environment,
+    pub addr: String,
+    pub database_url: String,
+    /// Owner connection used for migrations and platform CLI commands (PostgreSQL);
+    /// defaults to `database_url`.
+    pub migration_database_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub master_key: Option<Secret>,
+    /// The URL users reach the server at; `https://` turns on `Secure` cookies.
+    pub public_url: Option<String>,
+    pub log_format: LogFormat,
+    pub db_max_connections: u32,
+    pub session_ttl_hours: u32,
+    pub max_body_bytes: usize,
+    pub rate_limit_auth_per_minute: u32,
+    pub rate_limit_api_per_second: u32,
+    pub rate_limit_api_burst: u32,
+    pub login_max_failures: u32,
+    /// Trust `X-Forwarded-For` for the client IP (only behind a proxy you run).
+    pub trust_proxy: bool,
+    pub oidc_issuer: Option<String>,
+    pub oidc_audience: Option<String>,
+    pub oidc_jwks_url: Option<String>,
+    #[serde(default)]
+    pub oidc_providers: Vec<OidcProvider>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            env: Environment::Development,
+            addr: "127.0.0.1:8080".into(),
+            database_url: "sqlite://data/ocsuite.db".into(),
+            migration_database_url: None,
+            data_dir: PathBuf::from("data"),
+            master_key: None,
+            public_url: None,
+            log_format: LogFormat::Json,
+            db_max_connections: 16,
+            session_ttl_hours: 24 * 30,
+            max_body_bytes: 1024 * 1024,
+            rate_limit_auth_per_minute: 30,
+            rate_limit_api_per_second: 100,
+            rate_limit_api_burst: 200,
+            login_max_failures: 5,
+            trust_proxy: false,
+            oidc_issuer: None,
+            oidc_audience: None,
+            oidc_jwks_url: None,
+            oidc_providers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Loads defaults → TOML file → `OCSUITE_*` environment, then validates.
+    pub fn load() -> Result<Self, ConfigError> {
+        let file = std::env::var("OCSUITE_CONFIG").unwrap_or_else(|_| "ocsuite.toml".into());
+        let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(&file))
+            .merge(Env::prefixed("OCSUITE_").ignore(&["config"]))
+            .extract()
+            .map_err(|e| {
+                let key = e.path.join(".");
+                ConfigError(format!(
+                    "setting `{}` (env OCSUITE_{}): {}",
+                    key,
+                    key.to_uppercase(),
+                    e.kind
+                ))
+            })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |name: &str, msg: &str| Err(ConfigError(format!("OCSUITE_{name}: {msg}")));
+        if self.addr.parse::<SocketAddr>().is_err() {
+            return err("ADDR", "must be host:port with a numeric IP, e.g. 127.0.0.1:8080");
+        }
+        for (name, url) in [
+            ("DATABASE_URL", Some(&self.database_url)),
+            ("MIGRATION_DATABASE_URL", self.migration_database_url.as_ref()),
+        ] {
+            if let Some(url) = url
+                && !(url.starts_with("sqlite:")
+                    || url.starts_with("postgres://")
+                    || url.starts_with("postgresql://"))
+            {
+                return err(name, "must start with sqlite:, postgres:// or postgresql://");
+            }
+        }
+        if let Some(k) = &self.master_key {
+            decode_master_key(k.expose())
+                .map_err(|m| ConfigError(format!("OCSUITE_MASTER_KEY: {m}")))?;
+        } else if self.env == Environment::Production {
+            return err(
+                "MASTER_KEY",
+                "is required when OCSUITE_ENV=production (generate one with `openssl rand -base64 32`)",
+            );
+        }
+        if let Some(u) = &self.public_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return err("PUBLIC_URL", "must start with http:// or https://");
+        }
+        for (name, v) in [
+            ("DB_MAX_CONNECTIONS", self.db_max_connections as u64),
+            ("SESSION_TTL_HOURS", self.session_ttl_hours as u64),
+            ("MAX_BODY_BYTES", self.max_body_bytes as u64),
+            ("RATE_LIMIT_AUTH_PER_MINUTE", self.rate_limit_auth_per_minute as u64),
+            ("RATE_LIMIT_API_PER_SECOND", self.rate_limit_api_per_second as u64),
+            ("RATE_LIMIT_API_BURST", self.rate_limit_api_burst as u64),
+            ("LOGIN_MAX_FAILURES", self.login_max_failures as u64),
+        ] {
+            if v == 0 {
+                return err(name, "must be greater than zero");
+            }
+        }
+        if self.oidc_issuer.is_some() != self.oidc_audience.is_some() {
+            return err("OIDC_ISSUER", "OCSUITE_OIDC_ISSUER and OCSUITE_OIDC_AUDIENCE go together");
+        }
+        Ok(())
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url.starts_with("sqlite:")
+    }
+
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"))
+    }
+
+    /// Single-provider env settings plus any `[[oidc_providers]]` from the file.
+    pub fn oidc(&self) -> Vec<OidcProvider> {
+        let mut all = self.oidc_providers.clone();
+        if let (Some(issuer), Some(audience)) = (&self.oidc_issuer, &self.oidc_audience) {
+            all.push(OidcProvider {
+                issuer: issuer.clone(),
+                audience: audience.clone(),
+                jwks_url: self.oidc_jwks_url.clone(),
+            });
+        }
+        all
+    }
+}
+
+pub fn decode_master_key(b64: &str) -> Result<[u8; 32], String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|_| "must be valid base64 (standard alphabet)".to_owned())?;
+    bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| format!("must decode to exactly 32 bytes, got {}", b.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_setting() {
+        let c = Config {
+            addr: "nope".into(),
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().0.contains("OCSUITE_ADDR"));
+        let c = Config {
+            env: Environment::Production,
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().0.contains("OCSUITE_MASTER_KEY"));
+        let c = Config {
+            master_key: Some(Secret::new("c2hvcnQ=")),
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().0.contains("32 bytes"));
+        assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn secret_never_prints() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "[redacted]");
+    }
+}

@@ -1,0 +1,219 @@
+//! Encrypted tenant secrets at rest, key versions, and online key rotation.
+//!
+//! Connectors (OAuth tokens) and external modules (MCP credentials) keep their secrets
+//! here. A secret is decrypted inside the request that uses it and dropped with it;
+//! nothing decrypted is cached.
+
+use chrono::Utc;
+use serde::Serialize;
+
+use super::{Binding, Crypto, KeyScope, Plaintext};
+use crate::error::{AppError, Result};
+use crate::ids::{SecretId, TenantId, UserId};
+use crate::store::{Store, TenantTx, Tx, sql};
+
+/// The version new ciphertexts are made with (the newest row of `key_versions`).
+pub async fn current_version(tx: &mut Tx) -> Result<u32> {
+    let (v,): (Option<i64>,) = tx
+        .fetch_one(sql("SELECT MAX(version) FROM key_versions"))
+        .await?;
+    u32::try_from(v.unwrap_or(1)).map_err(AppError::internal)
+}
+
+/// Makes sure version 1 exists (run after migrations).
+pub async fn ensure_initial_version(store: &Store) -> Result<()> {
+    let mut tx = store.platform().await?;
+    tx.execute(
+        sql("INSERT INTO key_versions (version, created_at) VALUES (1, $1) ON CONFLICT (version) DO NOTHING")
+            .bind(Utc::now()),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Stores (or replaces) a secret for the tenant of `tx`.
+pub async fn put(
+    tx: &mut TenantTx,
+    crypto: &Crypto,
+    key_version: u32,
+    purpose: &str,
+    name: &str,
+    plaintext: &[u8],
+) -> Result<SecretId> {
+    let tenant = tx.tenant_id().clone();
+    let existing: Option<(String,)> = tx
+        .fetch_optional(
+            sql("SELECT id FROM tenant_secrets WHERE tenant_id = $1 AND purpose = $2 AND name = $3")
+                .bind(&tenant)
+                .bind(purpose)
+                .bind(name),
+        )
+        .await?;
+    let id = match existing {
+        Some((id,)) => SecretId::try_from(id).map_err(AppError::internal)?,
+        None => SecretId::new(),
+    };
+    let ct = crypto.encrypt(
+        KeyScope::Tenant(&tenant),
+        key_version,
+        Binding {
+            purpose,
+            row_id: id.as_str(),
+        },
+        plaintext,
+    );
+    let now = Utc::now();
+    tx.execute(
+        sql("INSERT INTO tenant_secrets (tenant_id, id, purpose, name, ciphertext, key_version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+             ON CONFLICT (tenant_id, id) DO UPDATE SET ciphertext = $5, key_version = $6, updated_at = $7")
+            .bind(&tenant)
+            .bind(&id)
+            .bind(purpose)
+            .bind(name)
+            .bind(ct)
+            .bind(i64::from(key_version))
+            .bind(now),
+    )
+    .await?;
+    Ok(id)
+}
+
+/// Reads and decrypts a secret of the tenant of `tx`.
+pub async fn get(
+    tx: &mut TenantTx,
+    crypto: &Crypto,
+    purpose: &str,
+    name: &str,
+) -> Result<Option<Plaintext>> {
+    let tenant = tx.tenant_id().clone();
+    let row: Option<(String, Vec<u8>)> = tx
+        .fetch_optional(
+            sql("SELECT id, ciphertext FROM tenant_secrets WHERE tenant_id = $1 AND purpose = $2 AND name = $3")
+                .bind(&tenant)
+                .bind(purpose)
+                .bind(name),
+        )
+        .await?;
+    let Some((id, ct)) = row else {
+        return Ok(None);
+    };
+    crypto
+        .decrypt(
+            KeyScope::Tenant(&tenant),
+            Binding {
+                purpose,
+                row_id: &id,
+            },
+            &ct,
+        )
+        .map(Some)
+        .map_err(AppError::internal)
+}
+
+#[derive(Debug, Serialize)]
+pub struct RotationReport {
+    pub new_version: u32,
+    pub tenant_secrets: u64,
+    pub user_secrets: u64,
+}
+
+#[derive(sqlx::FromRow)]
+struct SecretRow {
+    tenant_id: String,
+    id: String,
+    purpose: String,
+    ciphertext: Vec<u8>,
+}
+
+/// Adds a key version and re-encrypts every secret under it, in batches, while the
+/// server keeps running: each row is swapped only if it still holds the ciphertext we
+/// read (compare-and-set), so a concurrent write by the server is never overwritten.
+///
+/// Runs on the owner connection (PostgreSQL: the `owner_maintenance` policies let the
+/// migration owner see every tenant's rows).
+pub async fn rotate(owner: &Store, crypto: &Crypto) -> Result<RotationReport> {
+    let mut tx = owner.platform().await?;
+    let new_version = current_version(&mut tx).await? + 1;
+    tx.execute(
+        sql("INSERT INTO key_versions (version, created_at) VALUES ($1, $2)")
+            .bind(i64::from(new_version))
+            .bind(Utc::now()),
+    )
+    .await?;
+    tx.commit().await?;
+
+    let mut tenant_secrets = 0u64;
+    loop {
+        let mut tx = owner.platform().await?;
+        let rows: Vec<SecretRow> = tx
+            .fetch_all(
+                sql("SELECT tenant_id, id, purpose, ciphertext FROM tenant_secrets WHERE key_version < $1 ORDER BY tenant_id, id LIMIT 200")
+                    .bind(i64::from(new_version)),
+            )
+            .await?;
+        if rows.is_empty() {
+            break;
+        }
+        for r in rows {
+            let tenant = TenantId::try_from(r.tenant_id.clone()).map_err(AppError::internal)?;
+            let binding = Binding {
+                purpose: &r.purpose,
+                row_id: &r.id,
+            };
+            let plain = crypto
+                .decrypt(KeyScope::Tenant(&tenant), binding, &r.ciphertext)
+                .map_err(|e| {
+                    AppError::internal(format!("secret {} of {}: {e}", r.id, r.tenant_id))
+                })?;
+            let ct = crypto.encrypt(KeyScope::Tenant(&tenant), new_version, binding, &plain.0);
+            tenant_secrets += tx
+                .execute(
+                    sql("UPDATE tenant_secrets SET ciphertext = $1, key_version = $2, updated_at = $3 \
+                         WHERE tenant_id = $4 AND id = $5 AND ciphertext = $6")
+                        .bind(ct)
+                        .bind(i64::from(new_version))
+                        .bind(Utc::now())
+                        .bind(&tenant)
+                        .bind(r.id.as_str())
+                        .bind(r.ciphertext),
+                )
+                .await?;
+        }
+        tx.commit().await?;
+    }
+
+    let mut user_secrets = 0u64;
+    let mut tx = owner.platform().await?;
+    let users: Vec<(String, Vec<u8>)> = tx
+        .fetch_all(sql(
+            "SELECT id, totp_secret FROM users WHERE totp_secret IS NOT NULL",
+        ))
+        .await?;
+    for (id, ct) in users {
+        if Crypto::version_of(&ct).map_err(AppError::internal)? >= new_version {
+            continue;
+        }
+        let user = UserId::try_from(id).map_err(AppError::internal)?;
+        let binding = crate::auth::totp::binding(&user);
+        let plain = crypto
+            .decrypt(KeyScope::Platform, binding, &ct)
+            .map_err(AppError::internal)?;
+        let new_ct = crypto.encrypt(KeyScope::Platform, new_version, binding, &plain.0);
+        user_secrets += tx
+            .execute(
+                sql("UPDATE users SET totp_secret = $1 WHERE id = $2 AND totp_secret = $3")
+                    .bind(new_ct)
+                    .bind(&user)
+                    .bind(ct),
+            )
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(RotationReport {
+        new_version,
+        tenant_secrets,
+        user_secrets,
+    })
+}

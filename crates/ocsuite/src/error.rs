@@ -1,0 +1,167 @@
+//! The one error type of the server and its HTTP mapping.
+//!
+//! Every failure a client can cause becomes a 4xx whose message says what to fix; a
+//! failure the client cannot fix becomes a 5xx whose body carries only the request id,
+//! while the cause goes to the log. Unique-constraint violations become 409.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+pub type Result<T, E = AppError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Malformed request: bad JSON, wrong types, missing headers.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    /// Well-formed but invalid values (weak password, bad email …).
+    #[error("{message}")]
+    Invalid { field: &'static str, message: String },
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Login needs a second factor.
+    #[error("a TOTP code is required for this account")]
+    MfaRequired,
+    #[error("{0}")]
+    Forbidden(String),
+    /// Also used for "exists but not yours", so existence never leaks.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Gone(String),
+    #[error("request body is larger than the {0}-byte limit")]
+    PayloadTooLarge(usize),
+    #[error("too many requests; retry after {} seconds", .retry_after.as_secs().max(1))]
+    TooManyRequests { retry_after: Duration },
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    /// A request the framework refused before our code ran (bad JSON, wrong media type …).
+    #[error("{message}")]
+    Rejected {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            field,
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        Self::Internal(e.to_string())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthorized(_) | Self::MfaRequired => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Gone(_) => StatusCode::GONE,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Rejected { status, .. } => *status,
+            Self::Database(e) if is_unique_violation(e) => StatusCode::CONFLICT,
+            Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { code, .. } => code,
+            Self::Invalid { .. } => "invalid_input",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::MfaRequired => "mfa_required",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::Conflict(_) => "conflict",
+            Self::Gone(_) => "gone",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::TooManyRequests { .. } => "rate_limited",
+            Self::Unavailable(_) => "unavailable",
+            Self::Rejected { code, .. } => code,
+            Self::Database(e) if is_unique_violation(e) => "conflict",
+            Self::Database(_) | Self::Internal(_) => "internal",
+        }
+    }
+}
+
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `not_found`, `invalid_input`.
+    pub code: String,
+    /// What went wrong and what to fix.
+    pub message: String,
+    /// The offending field, for `invalid_input`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+            match &self {
+                Self::Unavailable(m) => format!("service unavailable: {m}"),
+                _ => "internal error; the request id in the x-request-id header identifies it in the server log".to_owned(),
+            }
+        } else if let Self::Database(_) = self {
+            "a record with these values already exists".to_owned()
+        } else {
+            self.to_string()
+        };
+        let field = match &self {
+            Self::Invalid { field, .. } => Some((*field).to_owned()),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_owned(),
+                message,
+                field,
+            },
+        };
+        let mut res = (status, axum::Json(body)).into_response();
+        if let Self::TooManyRequests { retry_after } = &self {
+            let secs = retry_after.as_secs().max(1).to_string();
+            if let Ok(v) = HeaderValue::from_str(&secs) {
+                res.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        res
+    }
+}

@@ -1,0 +1,161 @@
+//! Typed, prefixed identifiers.
+//!
+//! Every id that crosses a function boundary is one of these, never a bare `String`:
+//! the prefix makes a misplaced id (a user id where a tenant id belongs) fail loudly at
+//! parse time, and makes ids self-describing in logs and support tickets.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+macro_rules! typed_id {
+    ($(#[$meta:meta])* $name:ident, $prefix:literal) => {
+        $(#[$meta])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            pub const PREFIX: &'static str = $prefix;
+
+            /// A fresh, time-ordered (UUIDv7) id.
+            pub fn new() -> Self {
+                Self(format!("{}_{}", $prefix, uuid::Uuid::now_v7().simple()))
+            }
+
+            /// Parses `ten_<32 hex>`; anything else is rejected.
+            pub fn parse(s: &str) -> Option<Self> {
+                let hex = s.strip_prefix($prefix)?.strip_prefix('_')?;
+                (hex.len() == 32 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+                    .then(|| Self(s.to_owned()))
+            }
+
+            /// The 32 hex digits after the prefix (used inside tokens that name their id).
+            pub fn hex(&self) -> &str {
+                &self.0[$prefix.len() + 1..]
+            }
+
+            pub fn from_hex(hex: &str) -> Option<Self> {
+                Self::parse(&format!("{}_{}", $prefix, hex))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                Self::parse(&s).ok_or_else(|| format!("not a valid {} id: {s:?}", $prefix))
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                Self::parse(&s).ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "expected an id of the form {}_<32 hex digits>",
+                        $prefix
+                    ))
+                })
+            }
+        }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .pattern(Some(concat!("^", $prefix, "_[0-9a-f]{32}$")))
+                    .into()
+            }
+        }
+        impl utoipa::ToSchema for $name {}
+
+        impl From<&$name> for crate::store::Arg {
+            fn from(id: &$name) -> Self {
+                crate::store::Arg::Text(id.0.clone())
+            }
+        }
+        impl From<$name> for crate::store::Arg {
+            fn from(id: $name) -> Self {
+                crate::store::Arg::Text(id.0)
+            }
+        }
+    };
+}
+
+typed_id!(
+    /// A company using ocsuite.
+    TenantId,
+    "ten"
+);
+typed_id!(
+    /// A person who can log in.
+    UserId,
+    "usr"
+);
+typed_id!(
+    /// A login session (browser cookie or bearer token).
+    SessionId,
+    "ses"
+);
+typed_id!(
+    /// A tenant API key.
+    ApiKeyId,
+    "key"
+);
+typed_id!(
+    /// An invitation to join a tenant.
+    InviteId,
+    "inv"
+);
+typed_id!(
+    /// An audit log entry.
+    AuditId,
+    "aud"
+);
+typed_id!(
+    /// An encrypted tenant secret.
+    SecretId,
+    "sec"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_round_trip_and_rejects_foreign_prefix() {
+        let t = TenantId::new();
+        assert_eq!(TenantId::parse(t.as_str()), Some(t.clone()));
+        assert_eq!(TenantId::from_hex(t.hex()), Some(t.clone()));
+        assert!(UserId::parse(t.as_str()).is_none());
+        assert!(TenantId::parse("ten_xyz").is_none());
+        assert!(TenantId::parse("ten_' OR 1=1 --").is_none());
+    }
+}

@@ -1,0 +1,148 @@
+//! ocsuite: a self-hostable, multi-tenant online C-suite.
+//!
+//! The binary is thin; [`run`] starts the real server on any listener, so tests bind
+//! `127.0.0.1:0` and talk HTTP to exactly what production runs.
+
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod ids;
+pub mod json;
+pub mod openapi;
+pub mod ops;
+pub mod store;
+pub mod tenancy;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine;
+use tokio::net::TcpListener;
+
+pub use app::AppState;
+use config::{Config, Environment, decode_master_key};
+use crypto::{Crypto, MasterKey};
+use store::Store;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The master key from config, or — in development only — from `<data_dir>/master.key`,
+/// generated on first run.
+pub fn master_key(config: &Config) -> Result<MasterKey, StartError> {
+    if let Some(k) = &config.master_key {
+        return decode_master_key(k.expose())
+            .map(MasterKey::from_bytes)
+            .map_err(|m| StartError::Other(format!("OCSUITE_MASTER_KEY: {m}")));
+    }
+    if config.env == Environment::Production {
+        return Err(StartError::Other("OCSUITE_MASTER_KEY is required in production".into()));
+    }
+    let path = config.data_dir.join("master.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return decode_master_key(&text)
+            .map(MasterKey::from_bytes)
+            .map_err(|m| StartError::Other(format!("{}: {m}", path.display())));
+    }
+    let mut key = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+    write_private(&path, &base64::engine::general_purpose::STANDARD.encode(key))
+        .map_err(|e| StartError::Other(format!("cannot write {}: {e}", path.display())))?;
+    tracing::warn!(
+        path = %path.display(),
+        "OCSUITE_MASTER_KEY is not set: generated a development master key. Back this file up: \
+         without it every stored secret is unreadable. Set OCSUITE_MASTER_KEY in production."
+    );
+    Ok(MasterKey::from_bytes(key))
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        f.write_all(contents.as_bytes())
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::write(path, contents)
+    }
+}
+
+/// Migrates, connects and checks the database; returns the state the server runs on.
+pub async fn prepare(config: Config) -> Result<AppState, StartError> {
+    let key = master_key(&config)?;
+    store::migrate(&config).await?;
+    let store = Store::connect(&config.database_url, config.db_max_connections).await?;
+    crypto::secrets::ensure_initial_version(&store)
+        .await
+        .map_err(|e| StartError::Other(e.to_string()))?;
+    if let Some(check) = store::check_runtime_role(&store).await?
+        && let Some(problem) = check.problem()
+    {
+        if config.env == Environment::Production {
+            return Err(StartError::Other(format!(
+                "{problem}: row-level security would not bind it (see docs/operations.md)"
+            )));
+        }
+        tracing::warn!(%problem, "PostgreSQL runtime role defeats row-level security; fine for a dev box, refused in production");
+    }
+    Ok(AppState::new(config, store, Crypto::new(key)))
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let limits = state.limits.clone();
+    let sweeper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            limits.shrink();
+        }
+    });
+    let store = state.store.clone();
+    let app = app::router(state);
+    let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await;
+    sweeper.abort();
+    store.close().await;
+    result
+}
+
+/// [`prepare`] then [`serve`].
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let state = prepare(config).await?;
+    serve(state, listener, shutdown)
+        .await
+        .map_err(|e| StartError::Other(e.to_string()))
+}

@@ -1,0 +1,147 @@
+//! The `ocsuite` binary: parse the command line, then call the library.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ocsuite::config::{Config, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "ocsuite", version, about = "Self-hostable multi-tenant online C-suite")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server (migrates the database first). The default.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Platform administration.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Encryption key management.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a platform super-admin (or promote an existing user).
+    CreateSuperAdmin {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Read the password from standard input (required: never pass it as an argument).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Add a key version and re-encrypt every stored secret under it, online.
+    Rotate,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format);
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).await,
+        Command::Migrate => ocsuite::store::migrate(&config).await.map_err(|e| e.to_string()),
+        Command::Admin {
+            command: AdminCommand::CreateSuperAdmin { email, name, .. },
+        } => create_super_admin(config, email, name).await,
+        Command::Keys {
+            command: KeysCommand::Rotate,
+        } => rotate(config).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "ocsuite failed");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let addr = config.addr.clone();
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} (OCSUITE_ADDR): {e}"))?;
+    tracing::info!(%addr, "ocsuite listening");
+    ocsuite::run(config, listener, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: draining in-flight requests");
+}
+
+async fn create_super_admin(config: Config, email: String, name: Option<String>) -> Result<(), String> {
+    let mut password = String::new();
+    std::io::stdin()
+        .read_to_string(&mut password)
+        .map_err(|e| format!("reading password from stdin: {e}"))?;
+    let password = password.trim_end_matches(['\n', '\r']).to_owned();
+    let user = ocsuite::auth::admin::create_super_admin(config, &email, name.as_deref(), password)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("super-admin {} ({})", user.email, user.id);
+    Ok(())
+}
+
+async fn rotate(config: Config) -> Result<(), String> {
+    let report = ocsuite::crypto::admin_rotate(config).await.map_err(|e| e.to_string())?;
+    println!(
+        "key version {} is current; re-encrypted {} tenant secrets and {} user secrets",
+        report.new_version, report.tenant_secrets, report.user_secrets
+    );
+    Ok(())
+}

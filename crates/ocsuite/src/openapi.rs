@@ -1,0 +1,43 @@
+//! The OpenAPI 3.1 description of the whole API, served at `/api/v1/openapi.json`.
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::{audit, auth, tenancy};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "ocsuite API", description = "Multi-tenant online C-suite. Authenticate with `Authorization: Bearer <session token | API key | OIDC JWT>`; tenant-scoped endpoints take `X-Tenant-Id`."),
+    paths(
+        auth::routes::signup, auth::routes::login, auth::routes::logout, auth::routes::me,
+        auth::routes::set_active_tenant, auth::routes::list_sessions, auth::routes::revoke_session,
+        auth::routes::revoke_other_sessions, auth::routes::totp_setup, auth::routes::totp_enable,
+        auth::routes::totp_disable,
+        tenancy::routes::create_tenant, tenancy::routes::list_tenants, tenancy::routes::get_tenant,
+        tenancy::routes::update_tenant, tenancy::routes::list_members, tenancy::routes::change_role,
+        tenancy::routes::remove_member, tenancy::routes::create_invite, tenancy::routes::list_invites,
+        tenancy::routes::revoke_invite, tenancy::routes::accept_invite, tenancy::routes::create_api_key,
+        tenancy::routes::list_api_keys, tenancy::routes::revoke_api_key,
+        audit::routes::list,
+    ),
+    modifiers(&Security),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub async fn spec() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

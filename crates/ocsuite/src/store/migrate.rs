@@ -1,0 +1,95 @@
+//! Schema migrations and the PostgreSQL role checks.
+//!
+//! Migrations run as the owner (`OCSUITE_MIGRATION_DATABASE_URL`, or the runtime URL
+//! when only one is given); afterwards the runtime role named in `OCSUITE_DATABASE_URL`
+//! is granted DML — never ownership — on every table, so row-level security binds it.
+
+use std::str::FromStr;
+
+use sqlx::postgres::PgConnectOptions;
+
+use super::{Store, sql};
+use crate::config::Config;
+
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Applies pending migrations and grants the runtime role its privileges.
+pub async fn migrate(config: &Config) -> Result<(), sqlx::Error> {
+    let owner_url = config
+        .migration_database_url
+        .as_deref()
+        .unwrap_or(&config.database_url);
+    let owner = Store::connect(owner_url, 2).await?;
+    if let Some(pool) = owner.sqlite_pool() {
+        SQLITE.run(pool).await?;
+    } else if let Some(pool) = owner.pg_pool() {
+        POSTGRES.run(pool).await?;
+        let runtime = PgConnectOptions::from_str(&config.database_url)?;
+        let role = runtime.get_username();
+        if !role.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(sqlx::Error::Configuration(
+                format!("runtime role name {role:?} must be letters, digits and _ only").into(),
+            ));
+        }
+        let mut tx = owner.platform().await?;
+        let (current,): (String,) = tx.fetch_one(sql("SELECT current_user::text")).await?;
+        if current != role {
+            for stmt in [
+                format!("GRANT USAGE ON SCHEMA public TO \"{role}\""),
+                format!(
+                    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \"{role}\""
+                ),
+                format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO \"{role}\""),
+            ] {
+                if let super::Conn::PgTx(t) = &mut tx.conn {
+                    sqlx::query(sqlx::AssertSqlSafe(stmt)).execute(&mut **t).await?;
+                }
+            }
+        }
+        tx.commit().await?;
+    }
+    owner.close().await;
+    Ok(())
+}
+
+/// What PostgreSQL says about the role the server runs queries as.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RoleCheck {
+    pub role: String,
+    pub superuser: bool,
+    pub bypass_rls: bool,
+    pub owned_tables: i64,
+}
+
+impl RoleCheck {
+    /// Why this role would defeat row-level security, if it would.
+    pub fn problem(&self) -> Option<String> {
+        if self.superuser {
+            Some(format!("runtime role {} is a superuser", self.role))
+        } else if self.bypass_rls {
+            Some(format!("runtime role {} has BYPASSRLS", self.role))
+        } else if self.owned_tables > 0 {
+            Some(format!(
+                "runtime role {} owns {} tables; use a separate owner for migrations",
+                self.role, self.owned_tables
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// `None` on SQLite (no roles there).
+pub async fn check_runtime_role(store: &Store) -> Result<Option<RoleCheck>, sqlx::Error> {
+    if store.pg_pool().is_none() {
+        return Ok(None);
+    }
+    let mut tx = store.platform_read().await?;
+    tx.fetch_optional(sql(
+        "SELECT r.rolname::text AS role, r.rolsuper AS superuser, r.rolbypassrls AS bypass_rls, \
+         (SELECT count(*) FROM pg_tables t WHERE t.schemaname = 'public' AND t.tableowner = r.rolname) AS owned_tables \
+         FROM pg_roles r WHERE r.rolname = current_user",
+    ))
+    .await
+}

@@ -1,0 +1,342 @@
+//! Storage: the only module that knows two database backends exist.
+//!
+//! Callers get a [`Tx`] in one of three scopes and run backend-neutral [`Sql`] on it:
+//!
+//! * [`Store::tenant`] / [`Store::tenant_read`] → [`TenantTx`]: every query on a tenant
+//!   table goes through one. On PostgreSQL it starts with
+//!   `set_config('app.tenant_id', $1, true)` — transaction-local, so a pooled connection
+//!   never carries one tenant's setting into the next request — and row-level security
+//!   is the second wall behind the `tenant_id = $1` every tenant query also carries.
+//! * [`Store::user`] → [`UserTx`]: a signed-in user's own view across tenants (their
+//!   memberships); sets `app.user_id`, which the membership and tenant policies accept.
+//! * [`Store::platform`] / [`Store::platform_read`]: identity tables that belong to no
+//!   tenant (users, sessions, key versions).
+//!
+//! On SQLite, write transactions begin `IMMEDIATE` so two writers queue on the busy
+//! timeout instead of failing on a lock upgrade, and reads run without a transaction.
+
+mod migrate;
+mod sql;
+
+use std::ops::{Deref, DerefMut};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{FromRow, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+
+pub use migrate::{RoleCheck, check_runtime_role, migrate};
+pub use sql::{Arg, Sql, sql};
+
+use crate::ids::{TenantId, UserId};
+use sql::bind_all;
+
+/// Which engine a [`Store`] runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+enum Pools {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The connection pool, cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pools: Pools,
+}
+
+/// A row type decodable from both backends.
+pub trait Row: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin {}
+impl<T> Row for T where T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin {}
+
+enum Conn {
+    SqliteTx(Transaction<'static, Sqlite>),
+    SqliteConn(PoolConnection<Sqlite>),
+    PgTx(Transaction<'static, Postgres>),
+    PgConn(PoolConnection<Postgres>),
+}
+
+/// A connection or transaction in some scope; see the module docs.
+pub struct Tx {
+    conn: Conn,
+}
+
+macro_rules! run {
+    ($self:ident, $q:ident, |$query:ident, $exec:ident| $body:expr) => {
+        match &mut $self.conn {
+            Conn::SqliteTx(t) => {
+                let $exec = &mut **t;
+                let $query = $q;
+                $body
+            }
+            Conn::SqliteConn(c) => {
+                let $exec = &mut **c;
+                let $query = $q;
+                $body
+            }
+            Conn::PgTx(t) => {
+                let $exec = &mut **t;
+                let $query = $q;
+                $body
+            }
+            Conn::PgConn(c) => {
+                let $exec = &mut **c;
+                let $query = $q;
+                $body
+            }
+        }
+    };
+}
+
+impl Tx {
+    /// Runs a statement; returns the number of rows it affected.
+    pub async fn execute(&mut self, q: Sql) -> Result<u64, sqlx::Error> {
+        run!(self, q, |q, exec| {
+            Ok(bind_all!(sqlx::query(q.text), q.args)
+                .execute(exec)
+                .await?
+                .rows_affected())
+        })
+    }
+
+    pub async fn fetch_optional<T: Row>(&mut self, q: Sql) -> Result<Option<T>, sqlx::Error> {
+        run!(self, q, |q, exec| {
+            bind_all!(sqlx::query_as::<_, T>(q.text), q.args)
+                .fetch_optional(exec)
+                .await
+        })
+    }
+
+    pub async fn fetch_one<T: Row>(&mut self, q: Sql) -> Result<T, sqlx::Error> {
+        self.fetch_optional(q).await?.ok_or(sqlx::Error::RowNotFound)
+    }
+
+    pub async fn fetch_all<T: Row>(&mut self, q: Sql) -> Result<Vec<T>, sqlx::Error> {
+        run!(self, q, |q, exec| {
+            bind_all!(sqlx::query_as::<_, T>(q.text), q.args)
+                .fetch_all(exec)
+                .await
+        })
+    }
+
+    /// Commits a transaction; a plain read connection just returns to the pool.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self.conn {
+            Conn::SqliteTx(t) => t.commit().await,
+            Conn::PgTx(t) => t.commit().await,
+            Conn::SqliteConn(_) | Conn::PgConn(_) => Ok(()),
+        }
+    }
+}
+
+/// A transaction bound to one tenant. Tenant store functions take this, and bind
+/// [`TenantTx::tenant_id`] into every query.
+pub struct TenantTx {
+    tx: Tx,
+    tenant: TenantId,
+}
+
+impl TenantTx {
+    pub fn tenant_id(&self) -> &TenantId {
+        &self.tenant
+    }
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl Deref for TenantTx {
+    type Target = Tx;
+    fn deref(&self) -> &Tx {
+        &self.tx
+    }
+}
+impl DerefMut for TenantTx {
+    fn deref_mut(&mut self) -> &mut Tx {
+        &mut self.tx
+    }
+}
+
+/// A transaction that sees one user's memberships across tenants.
+pub struct UserTx {
+    tx: Tx,
+    user: UserId,
+}
+
+impl UserTx {
+    pub fn user_id(&self) -> &UserId {
+        &self.user
+    }
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl Deref for UserTx {
+    type Target = Tx;
+    fn deref(&self) -> &Tx {
+        &self.tx
+    }
+}
+impl DerefMut for UserTx {
+    fn deref_mut(&mut self) -> &mut Tx {
+        &mut self.tx
+    }
+}
+
+impl Store {
+    /// Opens the runtime pool. SQLite files (and their folder) are created on first use.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
+        if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            if let Some(dir) = opts.get_filename().parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections)
+                .min_connections(1)
+                .connect_with(opts)
+                .await?;
+            Ok(Self {
+                pools: Pools::Sqlite(pool),
+            })
+        } else {
+            let opts = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts)
+                .await?;
+            Ok(Self {
+                pools: Pools::Postgres(pool),
+            })
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pools {
+            Pools::Sqlite(_) => Backend::Sqlite,
+            Pools::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    pub(crate) fn pg_pool(&self) -> Option<&PgPool> {
+        match &self.pools {
+            Pools::Postgres(p) => Some(p),
+            Pools::Sqlite(_) => None,
+        }
+    }
+
+    pub(crate) fn sqlite_pool(&self) -> Option<&SqlitePool> {
+        match &self.pools {
+            Pools::Sqlite(p) => Some(p),
+            Pools::Postgres(_) => None,
+        }
+    }
+
+    async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
+        let conn = match &self.pools {
+            Pools::Sqlite(p) => Conn::SqliteTx(p.begin_with("BEGIN IMMEDIATE").await?),
+            Pools::Postgres(p) => Conn::PgTx(p.begin().await?),
+        };
+        Ok(Tx { conn })
+    }
+
+    /// A write transaction on platform tables (no tenant).
+    pub async fn platform(&self) -> Result<Tx, sqlx::Error> {
+        self.begin_write().await
+    }
+
+    /// A plain connection for reads of platform tables.
+    pub async fn platform_read(&self) -> Result<Tx, sqlx::Error> {
+        let conn = match &self.pools {
+            Pools::Sqlite(p) => Conn::SqliteConn(p.acquire().await?),
+            Pools::Postgres(p) => Conn::PgConn(p.acquire().await?),
+        };
+        Ok(Tx { conn })
+    }
+
+    /// A write transaction scoped to `tenant`.
+    pub async fn tenant(&self, tenant: &TenantId) -> Result<TenantTx, sqlx::Error> {
+        let mut tx = self.begin_write().await?;
+        set_pg(&mut tx, "app.tenant_id", tenant.as_str()).await?;
+        Ok(TenantTx {
+            tx,
+            tenant: tenant.clone(),
+        })
+    }
+
+    /// A read scoped to `tenant` (a transaction on PostgreSQL, where the setting needs one).
+    pub async fn tenant_read(&self, tenant: &TenantId) -> Result<TenantTx, sqlx::Error> {
+        let tx = match &self.pools {
+            Pools::Sqlite(p) => Tx {
+                conn: Conn::SqliteConn(p.acquire().await?),
+            },
+            Pools::Postgres(p) => {
+                let mut tx = Tx {
+                    conn: Conn::PgTx(p.begin().await?),
+                };
+                set_pg(&mut tx, "app.tenant_id", tenant.as_str()).await?;
+                tx
+            }
+        };
+        Ok(TenantTx {
+            tx,
+            tenant: tenant.clone(),
+        })
+    }
+
+    /// A transaction that may read `user`'s memberships in every tenant.
+    pub async fn user(&self, user: &UserId) -> Result<UserTx, sqlx::Error> {
+        let mut tx = match &self.pools {
+            Pools::Sqlite(p) => Tx {
+                conn: Conn::SqliteConn(p.acquire().await?),
+            },
+            Pools::Postgres(p) => Tx {
+                conn: Conn::PgTx(p.begin().await?),
+            },
+        };
+        set_pg(&mut tx, "app.user_id", user.as_str()).await?;
+        Ok(UserTx {
+            tx,
+            user: user.clone(),
+        })
+    }
+
+    /// `SELECT 1`, for readiness.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        let mut tx = self.platform_read().await?;
+        tx.execute(sql("SELECT 1")).await.map(|_| ())
+    }
+
+    pub async fn close(&self) {
+        match &self.pools {
+            Pools::Sqlite(p) => p.close().await,
+            Pools::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+async fn set_pg(tx: &mut Tx, key: &'static str, value: &str) -> Result<(), sqlx::Error> {
+    if let Conn::PgTx(_) = tx.conn {
+        tx.execute(sql("SELECT set_config($1, $2, true)").bind(key).bind(value))
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! Tenant API keys: for scripts and integrations acting inside one tenant.
+//!
+//! The key is shown once at creation; only its digest is stored, with a short display
+//! prefix so people can tell keys apart. A key's role is at most its creator's and
+//! never owner: keys cannot manage ownership.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+use super::{Role, TenantCtx};
+use crate::audit;
+use crate::auth::tokens;
+use crate::error::{AppError, Result};
+use crate::ids::{ApiKeyId, TenantId};
+use crate::store::{Store, TenantTx, sql};
+
+/// The caller behind a valid API key.
+#[derive(Clone, Debug)]
+pub struct ApiKeyAuth {
+    pub key_id: ApiKeyId,
+    pub tenant_id: TenantId,
+    pub role: Role,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct ApiKeyOut {
+    #[sqlx(try_from = "String")]
+    pub id: ApiKeyId,
+    pub name: String,
+    #[sqlx(try_from = "String")]
+    pub role: Role,
+    /// The first characters of the key, to recognise it.
+    pub prefix: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ApiKeyCreated {
+    pub id: ApiKeyId,
+    /// The secret key, shown only in this response.
+    pub key: String,
+    pub name: String,
+    pub role: Role,
+    pub prefix: String,
+}
+
+pub async fn create(tx: &mut TenantTx, ctx: &TenantCtx, name: &str, role: Role) -> Result<ApiKeyCreated> {
+    ctx.require(Role::Admin)?;
+    if role == Role::Owner {
+        return Err(AppError::invalid("role", "API keys can be admin, member or viewer, not owner"));
+    }
+    if !ctx.role.at_least(role) {
+        return Err(AppError::Forbidden("an API key cannot have a stronger role than its creator".into()));
+    }
+    let tenant = tx.tenant_id().clone();
+    let id = ApiKeyId::new();
+    let key = tokens::new_tenant_token(tokens::API_KEY_PREFIX, &tenant);
+    let secret_start = key.len() - 43;
+    let prefix = format!("{}{}…", tokens::API_KEY_PREFIX, &key[secret_start..secret_start + 6]);
+    tx.execute(
+        sql("INSERT INTO api_keys (tenant_id, id, name, role, key_hash, prefix, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+            .bind(&tenant)
+            .bind(&id)
+            .bind(name)
+            .bind(role)
+            .bind(tokens::digest(&key))
+            .bind(prefix.as_str())
+            .bind(ctx.actor.id())
+            .bind(Utc::now()),
+    )
+    .await?;
+    audit::record(tx, ctx, "api_key.create", "api_key", id.as_str(), serde_json::json!({ "name": name, "role": role })).await?;
+    Ok(ApiKeyCreated {
+        id,
+        key,
+        name: name.to_owned(),
+        role,
+        prefix,
+    })
+}
+
+pub async fn list(tx: &mut TenantTx) -> Result<Vec<ApiKeyOut>> {
+    let tenant = tx.tenant_id().clone();
+    Ok(tx
+        .fetch_all(
+            sql("SELECT id, name, role, prefix, created_by, created_at, last_used_at FROM api_keys \
+                 WHERE tenant_id = $1 AND revoked_at IS NULL ORDER BY created_at")
+                .bind(&tenant),
+        )
+        .await?)
+}
+
+pub async fn revoke(tx: &mut TenantTx, ctx: &TenantCtx, id: &ApiKeyId) -> Result<()> {
+    ctx.require(Role::Admin)?;
+    let tenant = tx.tenant_id().clone();
+    let n = tx
+        .execute(
+            sql("UPDATE api_keys SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL")
+                .bind(Utc::now())
+                .bind(&tenant)
+                .bind(id),
+        )
+        .await?;
+    if n == 0 {
+        return Err(AppError::NotFound("API key"));
+    }
+    audit::record(tx, ctx, "api_key.revoke", "api_key", id.as_str(), serde_json::json!({})).await
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyLookup {
+    id: String,
+    role: String,
+    last_used_at: Option<DateTime<Utc>>,
+}
+
+/// Resolves a presented API key; `None` when unknown or revoked.
+pub async fn authenticate(store: &Store, key: &str) -> Result<Option<ApiKeyAuth>> {
+    let Some(tenant) = tokens::tenant_of(tokens::API_KEY_PREFIX, key) else {
+        return Ok(None);
+    };
+    let mut tx = store.tenant_read(&tenant).await?;
+    let row: Option<KeyLookup> = tx
+        .fetch_optional(
+            sql("SELECT id, role, last_used_at FROM api_keys WHERE tenant_id = $1 AND key_hash = $2 AND revoked_at IS NULL")
+                .bind(&tenant)
+                .bind(tokens::digest(key)),
+        )
+        .await?;
+    tx.commit().await?;
+    let Some(r) = row else { return Ok(None) };
+    let key_id = ApiKeyId::try_from(r.id).map_err(AppError::internal)?;
+    let now = Utc::now();
+    if r.last_used_at.is_none_or(|t| now - t > Duration::seconds(60)) {
+        let mut tx = store.tenant(&tenant).await?;
+        tx.execute(
+            sql("UPDATE api_keys SET last_used_at = $1 WHERE tenant_id = $2 AND id = $3")
+                .bind(now)
+                .bind(&tenant)
+                .bind(&key_id),
+        )
+        .await?;
+        tx.commit().await?;
+    }
+    Ok(Some(ApiKeyAuth {
+        key_id,
+        tenant_id: tenant,
+        role: Role::try_from(r.role).map_err(AppError::internal)?,
+    }))
+}

@@ -1,0 +1,215 @@
+//! Tenancy: companies, their members and roles, invites and API keys.
+//!
+//! [`TenantCtx`] is how a handler says "this is tenant-scoped": it reads the tenant from
+//! `X-Tenant-Id` (an API key implies its own tenant; a browser session falls back to
+//! its active tenant), resolves the caller's role there, and answers 404 — not 403 —
+//! to a caller who is not a member, so the existence of other tenants never leaks.
+
+pub mod api_keys;
+pub mod invites;
+pub mod members;
+pub mod routes;
+pub mod tenants;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::auth::{Caller, ClientMeta, Principal};
+use crate::error::{AppError, Result};
+use crate::ids::{ApiKeyId, TenantId, UserId};
+use crate::store::sql;
+
+/// A member's role in a tenant, strongest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Owner,
+    Admin,
+    Member,
+    Viewer,
+}
+
+impl Role {
+    fn rank(self) -> u8 {
+        match self {
+            Role::Owner => 3,
+            Role::Admin => 2,
+            Role::Member => 1,
+            Role::Viewer => 0,
+        }
+    }
+
+    /// True when `self` grants at least what `min` grants.
+    pub fn at_least(self, min: Role) -> bool {
+        self.rank() >= min.rank()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Member => "member",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+impl TryFrom<String> for Role {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "owner" => Ok(Role::Owner),
+            "admin" => Ok(Role::Admin),
+            "member" => Ok(Role::Member),
+            "viewer" => Ok(Role::Viewer),
+            other => Err(format!("unknown role {other:?}")),
+        }
+    }
+}
+
+impl From<Role> for crate::store::Arg {
+    fn from(r: Role) -> Self {
+        crate::store::Arg::Text(r.as_str().to_owned())
+    }
+}
+
+/// Who acts inside a tenant.
+#[derive(Clone, Debug)]
+pub enum Actor {
+    User(UserId),
+    ApiKey(ApiKeyId),
+    /// A platform super-admin working in a tenant they are not a member of.
+    SupportAdmin(UserId),
+}
+
+impl Actor {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Actor::User(_) => "user",
+            Actor::ApiKey(_) => "api_key",
+            Actor::SupportAdmin(_) => "support_admin",
+        }
+    }
+    pub fn id(&self) -> &str {
+        match self {
+            Actor::User(u) | Actor::SupportAdmin(u) => u.as_str(),
+            Actor::ApiKey(k) => k.as_str(),
+        }
+    }
+    pub fn user_id(&self) -> Option<&UserId> {
+        match self {
+            Actor::User(u) | Actor::SupportAdmin(u) => Some(u),
+            Actor::ApiKey(_) => None,
+        }
+    }
+}
+
+/// The caller, resolved inside one tenant.
+#[derive(Clone, Debug)]
+pub struct TenantCtx {
+    pub tenant_id: TenantId,
+    pub role: Role,
+    pub actor: Actor,
+    pub meta: ClientMeta,
+}
+
+impl TenantCtx {
+    /// 403 unless the caller's role is at least `min`.
+    pub fn require(&self, min: Role) -> Result<()> {
+        if self.role.at_least(min) {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden(format!(
+                "this action needs the {} role or higher; you are {}",
+                min.as_str(),
+                self.role.as_str()
+            )))
+        }
+    }
+}
+
+fn tenant_header(parts: &Parts) -> Result<Option<TenantId>> {
+    let Some(v) = parts.headers.get("x-tenant-id") else {
+        return Ok(None);
+    };
+    let s = v
+        .to_str()
+        .map_err(|_| AppError::bad_request("bad_tenant_header", "X-Tenant-Id must be ASCII"))?;
+    TenantId::parse(s.trim()).map(Some).ok_or_else(|| {
+        AppError::bad_request(
+            "bad_tenant_header",
+            "X-Tenant-Id must be a tenant id of the form ten_<32 hex digits>",
+        )
+    })
+}
+
+impl FromRequestParts<AppState> for TenantCtx {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let Caller(principal) = Caller::from_request_parts(parts, state).await?;
+        let header = tenant_header(parts)?;
+        let meta = ClientMeta::from_parts(parts, state.config.trust_proxy);
+        let ctx = match principal {
+            Principal::ApiKey(k) => {
+                if header.as_ref().is_some_and(|h| *h != k.tenant_id) {
+                    return Err(AppError::NotFound("tenant"));
+                }
+                TenantCtx {
+                    tenant_id: k.tenant_id,
+                    role: k.role,
+                    actor: Actor::ApiKey(k.key_id),
+                    meta,
+                }
+            }
+            Principal::User {
+                user,
+                active_tenant,
+                via_cookie,
+                ..
+            } => {
+                let tenant = match (header, via_cookie) {
+                    (Some(t), _) => t,
+                    (None, true) => active_tenant.ok_or_else(no_tenant)?,
+                    (None, false) => return Err(no_tenant()),
+                };
+                let mut tx = state.store.tenant_read(&tenant).await?;
+                let role: Option<(String,)> = tx
+                    .fetch_optional(
+                        sql("SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2")
+                            .bind(&tenant)
+                            .bind(&user.id),
+                    )
+                    .await?;
+                let (role, actor) = match role {
+                    Some((r,)) => (
+                        Role::try_from(r).map_err(AppError::internal)?,
+                        Actor::User(user.id),
+                    ),
+                    None if user.is_super_admin && tenants::exists(&mut tx).await? => {
+                        (Role::Admin, Actor::SupportAdmin(user.id))
+                    }
+                    None => return Err(AppError::NotFound("tenant")),
+                };
+                tx.commit().await?;
+                TenantCtx {
+                    tenant_id: tenant,
+                    role,
+                    actor,
+                    meta,
+                }
+            }
+        };
+        tracing::Span::current().record("tenant_id", ctx.tenant_id.as_str());
+        Ok(ctx)
+    }
+}
+
+fn no_tenant() -> AppError {
+    AppError::bad_request(
+        "tenant_required",
+        "this endpoint is tenant-scoped: send the X-Tenant-Id header (see GET /api/v1/tenants)",
+    )
+}

@@ -1,0 +1,251 @@
+//! HTTP handlers for tenants, members, invites and API keys.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::api_keys::{self, ApiKeyCreated, ApiKeyOut};
+use super::invites::{self, InviteCreated, InviteOut};
+use super::members::{self, MemberOut};
+use super::tenants::{self, Profile, TenantOut};
+use super::{Role, TenantCtx};
+use crate::app::AppState;
+use crate::auth::users::{clean_name, normalize_email};
+use crate::auth::{ClientMeta, CurrentUser, sessions};
+use crate::error::{AppError, ErrorBody, Result};
+use crate::ids::{ApiKeyId, InviteId, TenantId, UserId};
+use crate::json::ApiJson;
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantIn {
+    /// Company name, 1–200 characters.
+    pub name: String,
+    #[serde(default)]
+    pub profile: Profile,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPatch {
+    pub name: Option<String>,
+    pub profile: Option<Profile>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InviteIn {
+    pub email: String,
+    /// Defaults to `member`.
+    #[serde(default)]
+    pub role: Option<Role>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleIn {
+    pub role: Role,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyIn {
+    pub name: String,
+    /// Defaults to `member`.
+    #[serde(default)]
+    pub role: Option<Role>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    pub tenant_id: TenantId,
+    pub role: Role,
+}
+
+/// Creates a company; the caller becomes its owner and it becomes their active tenant.
+#[utoipa::path(post, path = "/api/v1/tenants", request_body = TenantIn, tag = "tenants",
+    responses((status = 201, body = TenantOut), (status = 422, body = ErrorBody)))]
+pub async fn create_tenant(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    meta: ClientMeta,
+    ApiJson(input): ApiJson<TenantIn>,
+) -> Result<(StatusCode, Json<TenantOut>)> {
+    let name = clean_name("name", &input.name, 200)?;
+    let profile = input.profile.validated()?;
+    let out = tenants::create(&state.store, &me.user.id, &meta, &name, profile).await?;
+    if let Some(s) = &me.session {
+        let mut tx = state.store.platform().await?;
+        sessions::set_active_tenant(&mut tx, s, &out.id).await?;
+        tx.commit().await?;
+    }
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+/// The tenants the caller belongs to, with their role in each.
+#[utoipa::path(get, path = "/api/v1/tenants", tag = "tenants", responses((status = 200, body = Vec<TenantOut>)))]
+pub async fn list_tenants(State(state): State<AppState>, me: CurrentUser) -> Result<Json<Vec<TenantOut>>> {
+    let mut tx = state.store.user(&me.user.id).await?;
+    let out = tenants::list_for_user(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Json(out))
+}
+
+/// The current tenant (from `X-Tenant-Id`).
+#[utoipa::path(get, path = "/api/v1/tenant", tag = "tenants", responses((status = 200, body = TenantOut), (status = 404, body = ErrorBody)))]
+pub async fn get_tenant(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<TenantOut>> {
+    let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
+    let out = tenants::get(&mut tx, ctx.role).await?;
+    tx.commit().await?;
+    Ok(Json(out))
+}
+
+/// Renames the tenant or replaces its profile (admins).
+#[utoipa::path(patch, path = "/api/v1/tenant", request_body = TenantPatch, tag = "tenants", responses((status = 200, body = TenantOut)))]
+pub async fn update_tenant(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    ApiJson(input): ApiJson<TenantPatch>,
+) -> Result<Json<TenantOut>> {
+    ctx.require(Role::Admin)?;
+    let name = input.name.map(|n| clean_name("name", &n, 200)).transpose()?;
+    let profile = input.profile.map(Profile::validated).transpose()?;
+    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    let out = tenants::update(&mut tx, &ctx, name, profile).await?;
+    tx.commit().await?;
+    Ok(Json(out))
+}
+
+/// Members of the tenant.
+#[utoipa::path(get, path = "/api/v1/members", tag = "members", responses((status = 200, body = Vec<MemberOut>)))]
+pub async fn list_members(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<Vec<MemberOut>>> {
+    let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
+    let out = members::list(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Json(out))
+}
+
+fn member_id(raw: &str) -> Result<UserId> {
+    UserId::parse(raw).ok_or(AppError::NotFound("member"))
+}
+
+/// Changes a member's role (admins; owner changes need an owner).
+#[utoipa::path(patch, path = "/api/v1/members/{user_id}", request_body = RoleIn, tag = "members",
+    params(("user_id" = String, Path)), responses((status = 200, body = MemberOut), (status = 409, body = ErrorBody)))]
+pub async fn change_role(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    Path(user_id): Path<String>,
+    ApiJson(input): ApiJson<RoleIn>,
+) -> Result<Json<MemberOut>> {
+    let target = member_id(&user_id)?;
+    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    let out = members::change_role(&mut tx, &ctx, &target, input.role).await?;
+    tx.commit().await?;
+    Ok(Json(out))
+}
+
+/// Removes a member, or leaves when the id is the caller's own.
+#[utoipa::path(delete, path = "/api/v1/members/{user_id}", tag = "members",
+    params(("user_id" = String, Path)), responses((status = 204), (status = 409, body = ErrorBody)))]
+pub async fn remove_member(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    Path(user_id): Path<String>,
+) -> Result<StatusCode> {
+    let target = member_id(&user_id)?;
+    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    members::remove(&mut tx, &ctx, &target).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Invites a person by email (admins). `POST /api/v1/members` does the same: nobody
+/// joins a tenant without accepting.
+#[utoipa::path(post, path = "/api/v1/invites", request_body = InviteIn, tag = "members",
+    responses((status = 201, body = InviteCreated), (status = 409, body = ErrorBody)))]
+pub async fn create_invite(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    ApiJson(input): ApiJson<InviteIn>,
+) -> Result<(StatusCode, Json<InviteCreated>)> {
+    let email = normalize_email(&input.email)?;
+    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    let out = invites::create(&mut tx, &ctx, &email, input.role.unwrap_or(Role::Member)).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+/// Pending and past invites (admins).
+#[utoipa::path(get, path = "/api/v1/invites", tag = "members", responses((status = 200, body = Vec<InviteOut>)))]
+pub async fn list_invites(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<Vec<InviteOut>>> {
+    ctx.require(Role::Admin)?;
+    let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
+    let out = invites::list(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Json(out))
+}
+
+/// Revokes a pending invite (admins).
+#[utoipa::path(delete, path = "/api/v1/invites/{id}", tag = "members", params(("id" = String, Path)), responses((status = 204)))]
+pub async fn revoke_invite(State(state): State<AppState>, ctx: TenantCtx, Path(id): Path<String>) -> Result<StatusCode> {
+    let id = InviteId::parse(&id).ok_or(AppError::NotFound("invite"))?;
+    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    invites::revoke(&mut tx, &ctx, &id).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Accepts an invite as the signed-in user (whose email must be the invited one).
+#[utoipa::path(post, path = "/api/v1/invites/{token}/accept", tag = "members", params(("token" = String, Path)),
+    responses((status = 200, body = Accepted), (status = 410, body = ErrorBody)))]
+pub async fn accept_invite(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    meta: ClientMeta,
+    Path(token): Path<String>,
+) -> Result<Json<Accepted>> {
+    let (tenant_id, role) = invites::accept(&state.store, &me.user, &meta, &token).await?;
+    if let Some(s) = &me.session {
+        let mut tx = state.store.platform().await?;
+        sessions::set_active_tenant(&mut tx, s, &tenant_id).await?;
+        tx.commit().await?;
+    }
+    Ok(Json(Accepted { tenant_id, role }))
+}
+
+/// Creates an API key (admins); the key is in this response only.
+#[utoipa::path(post, path = "/api/v1/api-keys", request_body = ApiKeyIn, tag = "api-keys",
+    responses((status = 201, body = ApiKeyCreated), (status = 403, body = ErrorBody)))]
+pub async fn create_api_key(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    ApiJson(input): ApiJson<ApiKeyIn>,
+) -> Result<(StatusCode, Json<ApiKeyCreated>)> {
+    let name = clean_name("name", &input.name, 100)?;
+    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    let out = api_keys::create(&mut tx, &ctx, &name, input.role.unwrap_or(Role::Member)).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+/// Live API keys of the tenant (admins), without their secrets.
+#[utoipa::path(get, path = "/api/v1/api-keys", tag = "api-keys", responses((status = 200, body = Vec<ApiKeyOut>)))]
+pub async fn list_api_keys(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<Vec<ApiKeyOut>>> {
+    ctx.require(Role::Admin)?;
+    let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
+    let out = api_keys::list(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Json(out))
+}
+
+/// Revokes an API key (admins); it stops working on the next request.
+#[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "api-keys", params(("id" = String, Path)), responses((status = 204)))]
+pub async fn revoke_api_key(State(state): State<AppState>, ctx: TenantCtx, Path(id): Path<String>) -> Result<StatusCode> {
+    let id = ApiKeyId::parse(&id).ok_or(AppError::NotFound("API key"))?;
+    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    api_keys::revoke(&mut tx, &ctx, &id).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
