@@ -30,7 +30,13 @@ fn json_rejection(rej: JsonRejection) -> AppError {
     let status = rej.status();
     let (code, message) = match &rej {
         JsonRejection::JsonDataError(e) => ("invalid_input", format!("request body has wrong fields or types: {}", e.body_text().trim_start_matches("Failed to deserialize the JSON body into the target type: "))),
-        JsonRejection::JsonSyntaxError(_) => ("malformed_json", "request body is not valid JSON".to_owned()),
+        JsonRejection::JsonSyntaxError(e) => (
+            "malformed_json",
+            format!(
+                "request body is not valid JSON: {}",
+                e.body_text().trim_start_matches("Failed to parse the request body as JSON: ")
+            ),
+        ),
         JsonRejection::MissingJsonContentType(_) => (
             "unsupported_media_type",
             "send the body with Content-Type: application/json".to_owned(),

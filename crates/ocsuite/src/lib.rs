@@ -93,6 +93,8 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 /// Migrates, connects and checks the database; returns the state the server runs on.
 pub async fn prepare(config: Config) -> Result<AppState, StartError> {
     let key = master_key(&config)?;
+    // Install the metrics recorder before the first request is counted.
+    ops::metrics_handle();
     store::migrate(&config).await?;
     let store = Store::connect(&config.database_url, config.db_max_connections).await?;
     crypto::secrets::ensure_initial_version(&store)
@@ -107,6 +109,15 @@ pub async fn prepare(config: Config) -> Result<AppState, StartError> {
             )));
         }
         tracing::warn!(%problem, "PostgreSQL runtime role defeats row-level security; fine for a dev box, refused in production");
+    }
+    if let Some((_, problems)) = store::rls_violations(&store).await?
+        && !problems.is_empty()
+    {
+        let problems = problems.join("; ");
+        if config.env == Environment::Production {
+            return Err(StartError::Other(format!("row-level security check failed: {problems}")));
+        }
+        tracing::warn!(%problems, "row-level security check failed");
     }
     Ok(AppState::new(config, store, Crypto::new(key)))
 }

@@ -50,12 +50,6 @@ pub fn check(seed: &[u8], code: &str, last_step: Option<i64>) -> Option<i64> {
     (last_step.is_none_or(|last| step > last)).then_some(step)
 }
 
-/// The code for the current step (used by tests and the CLI).
-pub fn current_code(seed: &[u8]) -> Result<String> {
-    let t = totp(seed, "x")?;
-    Ok(t.generate_current().to_string())
-}
-
 /// Decrypts the user's seed.
 pub fn open_seed(crypto: &Crypto, user: &UserId, ct: &[u8]) -> Result<Vec<u8>> {
     crypto
@@ -114,9 +108,9 @@ pub async fn clear(tx: &mut Tx, user: &UserId) -> Result<()> {
     Ok(())
 }
 
-/// The current code for a base32 secret, as an authenticator app would show it.
-pub fn current_code_base32(b32: &str) -> Result<String> {
+/// The code an authenticator app shows at `unix_time` for a base32 secret (tests, support).
+pub fn code_at_base32(b32: &str, unix_time: u64) -> Result<String> {
     let seed = Secret::try_from_base32(b32)
         .map_err(|_| AppError::invalid("secret", "not a base32 TOTP secret"))?;
-    current_code(seed.as_ref())
+    Ok(totp(seed.as_ref(), "x")?.generate(unix_time).to_string())
 }

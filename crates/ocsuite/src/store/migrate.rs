@@ -93,3 +93,48 @@ pub async fn check_runtime_role(store: &Store) -> Result<Option<RoleCheck>, sqlx
     ))
     .await
 }
+
+#[derive(sqlx::FromRow)]
+struct TableRls {
+    table_name: String,
+    enabled: bool,
+    forced: bool,
+    has_policy: bool,
+}
+
+/// The catalog check behind the isolation promise: every table holding tenant data
+/// (a `tenant_id` column, plus `tenants` itself) must have row-level security enabled
+/// AND forced, with a `tenant_isolation` policy on `app.tenant_id`. Returns the tables
+/// checked and one line per violation. `None` on SQLite.
+pub async fn rls_violations(store: &Store) -> Result<Option<(Vec<String>, Vec<String>)>, sqlx::Error> {
+    if store.pg_pool().is_none() {
+        return Ok(None);
+    }
+    let mut tx = store.platform_read().await?;
+    let rows: Vec<TableRls> = tx
+        .fetch_all(sql(
+            "SELECT c.relname::text AS table_name, c.relrowsecurity AS enabled, c.relforcerowsecurity AS forced, \
+             EXISTS (SELECT 1 FROM pg_policies p WHERE p.schemaname = 'public' AND p.tablename = c.relname \
+                     AND p.policyname = 'tenant_isolation' AND p.qual LIKE '%app.tenant_id%' \
+                     AND p.with_check LIKE '%app.tenant_id%') AS has_policy \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'public' AND c.relkind = 'r' AND (c.relname = 'tenants' OR EXISTS ( \
+                 SELECT 1 FROM information_schema.columns col WHERE col.table_schema = 'public' \
+                 AND col.table_name = c.relname AND col.column_name = 'tenant_id')) \
+             ORDER BY c.relname",
+        ))
+        .await?;
+    let mut problems = Vec::new();
+    for r in &rows {
+        if !r.enabled {
+            problems.push(format!("{}: row-level security is not enabled", r.table_name));
+        }
+        if !r.forced {
+            problems.push(format!("{}: row-level security is not forced", r.table_name));
+        }
+        if !r.has_policy {
+            problems.push(format!("{}: no tenant_isolation policy on app.tenant_id", r.table_name));
+        }
+    }
+    Ok(Some((rows.into_iter().map(|r| r.table_name).collect(), problems)))
+}

@@ -29,7 +29,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{FromRow, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 
-pub use migrate::{RoleCheck, check_runtime_role, migrate};
+pub use migrate::{RoleCheck, check_runtime_role, migrate, rls_violations};
 pub use sql::{Arg, Sql, sql};
 
 use crate::ids::{TenantId, UserId};
