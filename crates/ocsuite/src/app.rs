@@ -21,7 +21,7 @@ use crate::crypto::Crypto;
 use crate::error::AppError;
 use crate::ops::ratelimit::{self, Limits};
 use crate::store::Store;
-use crate::{audit, auth, ops, openapi, tenancy};
+use crate::{audit, auth, openapi, ops, tenancy};
 
 pub struct AppInner {
     pub config: Config,
@@ -81,7 +81,10 @@ pub fn router(state: AppState) -> Router {
         .route("/tenants", post(t::create_tenant).get(t::list_tenants))
         .route("/tenant", get(t::get_tenant).patch(t::update_tenant))
         .route("/members", get(t::list_members).post(t::create_invite))
-        .route("/members/{user_id}", patch(t::change_role).delete(t::remove_member))
+        .route(
+            "/members/{user_id}",
+            patch(t::change_role).delete(t::remove_member),
+        )
         .route("/invites", get(t::list_invites).post(t::create_invite))
         .route("/invites/{id}", delete(t::revoke_invite))
         .route("/invites/{token}/accept", post(t::accept_invite))
@@ -116,7 +119,7 @@ pub fn router(state: AppState) -> Router {
                     tracing::info_span!(
                         "http",
                         method = %req.method(),
-                        path = %req.uri().path(),
+                        path = %redact_path(req.uri().path()),
                         request_id = %request_id,
                         tenant_id = tracing::field::Empty,
                     )
@@ -124,8 +127,25 @@ pub fn router(state: AppState) -> Router {
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+        ]))
         .with_state(state)
+}
+
+/// The request path for logs, with any secret path segment (an invite token) masked.
+fn redact_path(path: &str) -> String {
+    path.split('/')
+        .map(|seg| {
+            if seg.starts_with("ocs_") {
+                "[redacted]"
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 async fn not_found() -> AppError {

@@ -143,18 +143,27 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |name: &str, msg: &str| Err(ConfigError(format!("OCSUITE_{name}: {msg}")));
         if self.addr.parse::<SocketAddr>().is_err() {
-            return err("ADDR", "must be host:port with a numeric IP, e.g. 127.0.0.1:8080");
+            return err(
+                "ADDR",
+                "must be host:port with a numeric IP, e.g. 127.0.0.1:8080",
+            );
         }
         for (name, url) in [
             ("DATABASE_URL", Some(&self.database_url)),
-            ("MIGRATION_DATABASE_URL", self.migration_database_url.as_ref()),
+            (
+                "MIGRATION_DATABASE_URL",
+                self.migration_database_url.as_ref(),
+            ),
         ] {
             if let Some(url) = url
                 && !(url.starts_with("sqlite:")
                     || url.starts_with("postgres://")
                     || url.starts_with("postgresql://"))
             {
-                return err(name, "must start with sqlite:, postgres:// or postgresql://");
+                return err(
+                    name,
+                    "must start with sqlite:, postgres:// or postgresql://",
+                );
             }
         }
         if let Some(k) = &self.master_key {
@@ -175,8 +184,14 @@ impl Config {
             ("DB_MAX_CONNECTIONS", self.db_max_connections as u64),
             ("SESSION_TTL_HOURS", self.session_ttl_hours as u64),
             ("MAX_BODY_BYTES", self.max_body_bytes as u64),
-            ("RATE_LIMIT_AUTH_PER_MINUTE", self.rate_limit_auth_per_minute as u64),
-            ("RATE_LIMIT_API_PER_SECOND", self.rate_limit_api_per_second as u64),
+            (
+                "RATE_LIMIT_AUTH_PER_MINUTE",
+                self.rate_limit_auth_per_minute as u64,
+            ),
+            (
+                "RATE_LIMIT_API_PER_SECOND",
+                self.rate_limit_api_per_second as u64,
+            ),
             ("RATE_LIMIT_API_BURST", self.rate_limit_api_burst as u64),
             ("LOGIN_MAX_FAILURES", self.login_max_failures as u64),
         ] {
@@ -185,7 +200,10 @@ impl Config {
             }
         }
         if self.oidc_issuer.is_some() != self.oidc_audience.is_some() {
-            return err("OIDC_ISSUER", "OCSUITE_OIDC_ISSUER and OCSUITE_OIDC_AUDIENCE go together");
+            return err(
+                "OIDC_ISSUER",
+                "OCSUITE_OIDC_ISSUER and OCSUITE_OIDC_AUDIENCE go together",
+            );
         }
         Ok(())
     }

@@ -19,7 +19,10 @@ pub enum AppError {
     BadRequest { code: &'static str, message: String },
     /// Well-formed but invalid values (weak password, bad email …).
     #[error("{message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     Unauthorized(String),
     /// Login needs a second factor.

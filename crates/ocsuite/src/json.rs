@@ -29,22 +29,37 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 fn json_rejection(rej: JsonRejection) -> AppError {
     let status = rej.status();
     let (code, message) = match &rej {
-        JsonRejection::JsonDataError(e) => ("invalid_input", format!("request body has wrong fields or types: {}", e.body_text().trim_start_matches("Failed to deserialize the JSON body into the target type: "))),
+        JsonRejection::JsonDataError(e) => (
+            "invalid_input",
+            format!(
+                "request body has wrong fields or types: {}",
+                e.body_text().trim_start_matches(
+                    "Failed to deserialize the JSON body into the target type: "
+                )
+            ),
+        ),
         JsonRejection::JsonSyntaxError(e) => (
             "malformed_json",
             format!(
                 "request body is not valid JSON: {}",
-                e.body_text().trim_start_matches("Failed to parse the request body as JSON: ")
+                e.body_text()
+                    .trim_start_matches("Failed to parse the request body as JSON: ")
             ),
         ),
         JsonRejection::MissingJsonContentType(_) => (
             "unsupported_media_type",
             "send the body with Content-Type: application/json".to_owned(),
         ),
-        _ if status == StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request body is too large".to_owned()),
+        _ if status == StatusCode::PAYLOAD_TOO_LARGE => {
+            ("payload_too_large", "request body is too large".to_owned())
+        }
         _ => ("bad_request", rej.body_text()),
     };
-    AppError::Rejected { status, code, message }
+    AppError::Rejected {
+        status,
+        code,
+        message,
+    }
 }
 
 /// `Query<T>` with API-shaped errors.

@@ -3,6 +3,8 @@
 //! The binary is thin; [`run`] starts the real server on any listener, so tests bind
 //! `127.0.0.1:0` and talk HTTP to exactly what production runs.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod app;
 pub mod audit;
 pub mod auth;
@@ -49,7 +51,9 @@ pub fn master_key(config: &Config) -> Result<MasterKey, StartError> {
             .map_err(|m| StartError::Other(format!("OCSUITE_MASTER_KEY: {m}")));
     }
     if config.env == Environment::Production {
-        return Err(StartError::Other("OCSUITE_MASTER_KEY is required in production".into()));
+        return Err(StartError::Other(
+            "OCSUITE_MASTER_KEY is required in production".into(),
+        ));
     }
     let path = config.data_dir.join("master.key");
     if let Ok(text) = std::fs::read_to_string(&path) {
@@ -59,8 +63,11 @@ pub fn master_key(config: &Config) -> Result<MasterKey, StartError> {
     }
     let mut key = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
-    write_private(&path, &base64::engine::general_purpose::STANDARD.encode(key))
-        .map_err(|e| StartError::Other(format!("cannot write {}: {e}", path.display())))?;
+    write_private(
+        &path,
+        &base64::engine::general_purpose::STANDARD.encode(key),
+    )
+    .map_err(|e| StartError::Other(format!("cannot write {}: {e}", path.display())))?;
     tracing::warn!(
         path = %path.display(),
         "OCSUITE_MASTER_KEY is not set: generated a development master key. Back this file up: \
@@ -115,7 +122,9 @@ pub async fn prepare(config: Config) -> Result<AppState, StartError> {
     {
         let problems = problems.join("; ");
         if config.env == Environment::Production {
-            return Err(StartError::Other(format!("row-level security check failed: {problems}")));
+            return Err(StartError::Other(format!(
+                "row-level security check failed: {problems}"
+            )));
         }
         tracing::warn!(%problems, "row-level security check failed");
     }
@@ -138,9 +147,12 @@ pub async fn serve(
     });
     let store = state.store.clone();
     let app = app::router(state);
-    let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     sweeper.abort();
     store.close().await;
     result

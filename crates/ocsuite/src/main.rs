@@ -8,7 +8,11 @@ use ocsuite::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "ocsuite", version, about = "Self-hostable multi-tenant online C-suite")]
+#[command(
+    name = "ocsuite",
+    version,
+    about = "Self-hostable multi-tenant online C-suite"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -54,9 +58,15 @@ enum KeysCommand {
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
         LogFormat::Pretty => builder.init(),
     }
 }
@@ -74,7 +84,9 @@ async fn main() -> ExitCode {
     init_logging(config.log_format);
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
-        Command::Migrate => ocsuite::store::migrate(&config).await.map_err(|e| e.to_string()),
+        Command::Migrate => ocsuite::store::migrate(&config)
+            .await
+            .map_err(|e| e.to_string()),
         Command::Admin {
             command: AdminCommand::CreateSuperAdmin { email, name, .. },
         } => create_super_admin(config, email, name).await,
@@ -107,13 +119,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -124,7 +137,11 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: draining in-flight requests");
 }
 
-async fn create_super_admin(config: Config, email: String, name: Option<String>) -> Result<(), String> {
+async fn create_super_admin(
+    config: Config,
+    email: String,
+    name: Option<String>,
+) -> Result<(), String> {
     let mut password = String::new();
     std::io::stdin()
         .read_to_string(&mut password)
@@ -138,7 +155,9 @@ async fn create_super_admin(config: Config, email: String, name: Option<String>)
 }
 
 async fn rotate(config: Config) -> Result<(), String> {
-    let report = ocsuite::crypto::admin_rotate(config).await.map_err(|e| e.to_string())?;
+    let report = ocsuite::crypto::admin_rotate(config)
+        .await
+        .map_err(|e| e.to_string())?;
     println!(
         "key version {} is current; re-encrypted {} tenant secrets and {} user secrets",
         report.new_version, report.tenant_secrets, report.user_secrets

@@ -95,7 +95,11 @@ pub struct AuditOut {
 }
 
 /// Newest first; `before` is an audit id from a previous page.
-pub async fn list(tx: &mut TenantTx, limit: u32, before: Option<&AuditId>) -> Result<Vec<AuditOut>> {
+pub async fn list(
+    tx: &mut TenantTx,
+    limit: u32,
+    before: Option<&AuditId>,
+) -> Result<Vec<AuditOut>> {
     let tenant = tx.tenant_id().clone();
     let rows: Vec<AuditRow> = tx
         .fetch_all(

@@ -30,11 +30,15 @@ pub async fn list(
     ctx.require(Role::Admin)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
-        return Err(AppError::invalid("limit", "limit must be between 1 and 500"));
+        return Err(AppError::invalid(
+            "limit",
+            "limit must be between 1 and 500",
+        ));
     }
     let before = match q.before.as_deref() {
         Some(b) => Some(
-            AuditId::parse(b).ok_or_else(|| AppError::invalid("before", "before must be an audit id (aud_…)"))?,
+            AuditId::parse(b)
+                .ok_or_else(|| AppError::invalid("before", "before must be an audit id (aud_…)"))?,
         ),
         None => None,
     };

@@ -58,7 +58,14 @@ impl ClientMeta {
     pub fn from_parts(parts: &Parts, trust_proxy: bool) -> Self {
         let h = &parts.headers;
         let forwarded = trust_proxy
-            .then(|| h.get("x-forwarded-for")?.to_str().ok()?.split(',').next().map(|s| s.trim().to_owned()))
+            .then(|| {
+                h.get("x-forwarded-for")?
+                    .to_str()
+                    .ok()?
+                    .rsplit(',')
+                    .next()
+                    .map(|s| s.trim().to_owned())
+            })
             .flatten();
         let peer = parts
             .extensions
@@ -66,7 +73,8 @@ impl ClientMeta {
             .map(|c| c.0.ip().to_string());
         Self {
             ip: forwarded.or(peer),
-            user_agent: header_str(h, header::USER_AGENT.as_str()).map(|s| s.chars().take(300).collect()),
+            user_agent: header_str(h, header::USER_AGENT.as_str())
+                .map(|s| s.chars().take(300).collect()),
             request_id: header_str(h, "x-request-id").map(str::to_owned),
         }
     }
@@ -98,7 +106,9 @@ async fn resolve_bearer(state: &AppState, token: &str) -> Result<Principal> {
     if token.starts_with(tokens::SESSION_PREFIX) {
         let s = sessions::authenticate(&state.store, token)
             .await?
-            .ok_or_else(|| AppError::Unauthorized("session has expired or was revoked; log in again".into()))?;
+            .ok_or_else(|| {
+                AppError::Unauthorized("session has expired or was revoked; log in again".into())
+            })?;
         Ok(Principal::User {
             user: s.user,
             session: Some(s.session_id),
@@ -140,15 +150,17 @@ async fn external_user(state: &AppState, id: oidc::ExternalIdentity) -> Result<A
     let user = match linked {
         Some((uid,)) => {
             let uid = UserId::try_from(uid).map_err(AppError::internal)?;
-            users::find(&mut tx, &uid).await?.ok_or(AppError::NotFound("user"))?
+            users::find(&mut tx, &uid)
+                .await?
+                .ok_or(AppError::NotFound("user"))?
         }
         None => {
-            let raw = id
-                .email
-                .as_deref()
-                .ok_or_else(|| AppError::Unauthorized("JWT carries no email claim to map to a user".into()))?;
-            let email = users::normalize_email(raw)
-                .map_err(|_| AppError::Unauthorized("JWT email claim is not a valid address".into()))?;
+            let raw = id.email.as_deref().ok_or_else(|| {
+                AppError::Unauthorized("JWT carries no email claim to map to a user".into())
+            })?;
+            let email = users::normalize_email(raw).map_err(|_| {
+                AppError::Unauthorized("JWT email claim is not a valid address".into())
+            })?;
             let user = match users::find_by_email(&mut tx, &email).await? {
                 Some(u) if id.email_verified => u,
                 Some(_) => {
@@ -158,7 +170,8 @@ async fn external_user(state: &AppState, id: oidc::ExternalIdentity) -> Result<A
                 }
                 None => {
                     let name = id.name.clone().unwrap_or_else(|| email.clone());
-                    let name = users::clean_name("name", &name, 200).unwrap_or_else(|_| email.clone());
+                    let name =
+                        users::clean_name("name", &name, 200).unwrap_or_else(|_| email.clone());
                     users::create(&mut tx, &email, &name, None, false).await?
                 }
             };
@@ -200,30 +213,35 @@ async fn authenticate_inner(state: &AppState, req: &mut Request) -> Result<()> {
                 .or_else(|| auth.strip_prefix("bearer "))
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
-                .ok_or_else(|| AppError::Unauthorized("Authorization header must be `Bearer <token>`".into()))?;
+                .ok_or_else(|| {
+                    AppError::Unauthorized("Authorization header must be `Bearer <token>`".into())
+                })?;
             Some(resolve_bearer(state, token).await?)
         }
         None => match cookie_token(headers) {
-            Some(t) if t.starts_with(tokens::SESSION_PREFIX) => sessions::authenticate(&state.store, &t)
-                .await?
-                .map(|s| Principal::User {
-                    user: s.user,
-                    session: Some(s.session_id),
-                    active_tenant: s.active_tenant,
-                    via_cookie: true,
-                }),
+            Some(t) if t.starts_with(tokens::SESSION_PREFIX) => {
+                sessions::authenticate(&state.store, &t)
+                    .await?
+                    .map(|s| Principal::User {
+                        user: s.user,
+                        session: Some(s.session_id),
+                        active_tenant: s.active_tenant,
+                        via_cookie: true,
+                    })
+            }
             _ => None,
         },
     };
-    if let Some(Principal::User { via_cookie: true, .. }) = &principal {
+    if let Some(Principal::User {
+        via_cookie: true, ..
+    }) = &principal
+    {
         check_same_origin(req)?;
     }
     let key = match &principal {
         Some(Principal::ApiKey(k)) => Some(format!("k:{}", k.key_id)),
-        Some(Principal::User { user, .. }) => Some(match header_str(req.headers(), "x-tenant-id") {
-            Some(t) => format!("t:{t}"),
-            None => format!("u:{}", user.id),
-        }),
+        // Keyed by who the caller is, never by a header they choose.
+        Some(Principal::User { user, .. }) => Some(format!("u:{}", user.id)),
         None => None,
     };
     if let Some(key) = key {
@@ -245,7 +263,10 @@ fn check_same_origin(req: &Request) -> Result<()> {
         return Ok(());
     };
     let host = header_str(h, header::HOST.as_str()).unwrap_or_default();
-    let origin_host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or(origin);
+    let origin_host = origin
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or(origin);
     if origin_host == host {
         Ok(())
     } else {
@@ -268,7 +289,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .map(Caller)
             .ok_or_else(|| {
                 AppError::Unauthorized(
-                    "authentication required: send `Authorization: Bearer <token>` or log in".into(),
+                    "authentication required: send `Authorization: Bearer <token>` or log in"
+                        .into(),
                 )
             })
     }
@@ -296,7 +318,8 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
                 via_cookie,
             }),
             Principal::ApiKey(_) => Err(AppError::Forbidden(
-                "this endpoint is for signed-in users; API keys act only inside their tenant".into(),
+                "this endpoint is for signed-in users; API keys act only inside their tenant"
+                    .into(),
             )),
         }
     }

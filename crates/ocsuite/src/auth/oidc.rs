@@ -180,7 +180,8 @@ impl OidcVerifier {
         if let Some((set, at)) = slot.as_ref()
             && at.elapsed() < REFETCH_MIN
         {
-            return pick(set).ok_or_else(|| unauthorized("JWT key id is not in the issuer's key set"));
+            return pick(set)
+                .ok_or_else(|| unauthorized("JWT key id is not in the issuer's key set"));
         }
         let set = self.fetch_jwks(&p.cfg).await?;
         let key = pick(&set);

@@ -14,8 +14,18 @@ pub const MAX_LEN: usize = 256;
 pub const MIN_LEN: usize = 10;
 
 const COMMON: &[&str] = &[
-    "password", "password1", "password123", "1234567890", "12345678910", "qwertyuiop",
-    "iloveyou12", "letmein123", "welcome123", "admin12345", "changeme12", "passw0rd12",
+    "password",
+    "password1",
+    "password123",
+    "1234567890",
+    "12345678910",
+    "qwertyuiop",
+    "iloveyou12",
+    "letmein123",
+    "welcome123",
+    "admin12345",
+    "changeme12",
+    "passw0rd12",
 ];
 
 /// Rejects passwords that are short, overlong, trivially guessable or the email itself.
@@ -89,7 +99,11 @@ mod tests {
     async fn hash_and_verify() {
         let h = hash("correct horse battery".into()).await.unwrap();
         assert!(h.starts_with("$argon2id$"));
-        assert!(verify("correct horse battery".into(), Some(h.clone())).await.unwrap());
+        assert!(
+            verify("correct horse battery".into(), Some(h.clone()))
+                .await
+                .unwrap()
+        );
         assert!(!verify("wrong horse battery".into(), Some(h)).await.unwrap());
         assert!(!verify("anything".into(), None).await.unwrap());
     }

@@ -58,29 +58,57 @@ pub struct MeOut {
 }
 
 fn session_cookie(state: &AppState, token: &str, max_age_secs: i64) -> Option<HeaderValue> {
-    let secure = if state.config.secure_cookies() { "; Secure" } else { "" };
+    let secure = if state.config.secure_cookies() {
+        "; Secure"
+    } else {
+        ""
+    };
     HeaderValue::from_str(&format!(
         "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}"
     ))
     .ok()
 }
 
-async fn issue_session(state: &AppState, user: users::UserRow, meta: &ClientMeta, status: StatusCode, event: &str) -> Result<Response> {
+async fn issue_session(
+    state: &AppState,
+    user: users::UserRow,
+    meta: &ClientMeta,
+    status: StatusCode,
+    event: &str,
+) -> Result<Response> {
     let mut tx = state.store.platform().await?;
-    let (_, token, expires_at) = sessions::create(&mut tx, &user.id, meta, state.config.session_ttl_hours).await?;
+    let (_, token, expires_at) =
+        sessions::create(&mut tx, &user.id, meta, state.config.session_ttl_hours).await?;
     security_event(&mut tx, Some(&user.id), Some(&user.email), event, meta).await?;
     tx.commit().await?;
     let mut headers = HeaderMap::new();
-    if let Some(c) = session_cookie(state, &token, i64::from(state.config.session_ttl_hours) * 3600) {
+    if let Some(c) = session_cookie(
+        state,
+        &token,
+        i64::from(state.config.session_ttl_hours) * 3600,
+    ) {
         headers.insert(header::SET_COOKIE, c);
     }
-    Ok((status, headers, Json(AuthOut { user: user.into(), token, expires_at })).into_response())
+    Ok((
+        status,
+        headers,
+        Json(AuthOut {
+            user: user.into(),
+            token,
+            expires_at,
+        }),
+    )
+        .into_response())
 }
 
 /// Creates an account and signs it in.
 #[utoipa::path(post, path = "/api/v1/auth/signup", request_body = SignupIn, tag = "auth",
     responses((status = 201, body = AuthOut), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn signup(State(state): State<AppState>, meta: ClientMeta, ApiJson(input): ApiJson<SignupIn>) -> Result<Response> {
+pub async fn signup(
+    State(state): State<AppState>,
+    meta: ClientMeta,
+    ApiJson(input): ApiJson<SignupIn>,
+) -> Result<Response> {
     let email = normalize_email(&input.email)?;
     let name = clean_name("name", &input.name, 200)?;
     password::check_policy(&input.password, &email)?;
@@ -97,7 +125,11 @@ pub async fn signup(State(state): State<AppState>, meta: ClientMeta, ApiJson(inp
 /// the account locks for 30 s, doubling up to 15 minutes (429 with `Retry-After`).
 #[utoipa::path(post, path = "/api/v1/auth/login", request_body = LoginIn, tag = "auth",
     responses((status = 200, body = AuthOut), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
-pub async fn login(State(state): State<AppState>, meta: ClientMeta, ApiJson(input): ApiJson<LoginIn>) -> Result<Response> {
+pub async fn login(
+    State(state): State<AppState>,
+    meta: ClientMeta,
+    ApiJson(input): ApiJson<LoginIn>,
+) -> Result<Response> {
     let bad = || AppError::Unauthorized("email or password is incorrect".into());
     if input.password.len() > password::MAX_LEN {
         return Err(bad());
@@ -113,7 +145,11 @@ pub async fn login(State(state): State<AppState>, meta: ClientMeta, ApiJson(inpu
             retry_after: (until - chrono::Utc::now()).to_std().unwrap_or_default(),
         });
     }
-    let ok = password::verify(input.password, user.as_ref().and_then(|u| u.password_hash.clone())).await?;
+    let ok = password::verify(
+        input.password,
+        user.as_ref().and_then(|u| u.password_hash.clone()),
+    )
+    .await?;
     let Some(user) = user else {
         let mut tx = state.store.platform().await?;
         security_event(&mut tx, None, Some(&email), "login.unknown_email", &meta).await?;
@@ -136,7 +172,11 @@ pub async fn login(State(state): State<AppState>, meta: ClientMeta, ApiJson(inpu
         let Some(code) = input.totp.as_deref() else {
             return Err(AppError::MfaRequired);
         };
-        let seed = totp::open_seed(&state.crypto, &user.id, user.totp_secret.as_deref().unwrap_or_default())?;
+        let seed = totp::open_seed(
+            &state.crypto,
+            &user.id,
+            user.totp_secret.as_deref().unwrap_or_default(),
+        )?;
         let step = totp::check(&seed, code, user.totp_last_step);
         let accepted = match step {
             Some(step) => totp::consume_step(&mut tx, &user.id, step, None).await?,
@@ -144,9 +184,18 @@ pub async fn login(State(state): State<AppState>, meta: ClientMeta, ApiJson(inpu
         };
         if !accepted {
             users::record_failure(&mut tx, &user, state.config.login_max_failures).await?;
-            security_event(&mut tx, Some(&user.id), Some(&email), "login.mfa_failed", &meta).await?;
+            security_event(
+                &mut tx,
+                Some(&user.id),
+                Some(&email),
+                "login.mfa_failed",
+                &meta,
+            )
+            .await?;
             tx.commit().await?;
-            return Err(AppError::Unauthorized("TOTP code is wrong, expired or already used".into()));
+            return Err(AppError::Unauthorized(
+                "TOTP code is wrong, expired or already used".into(),
+            ));
         }
     }
     users::reset_failures(&mut tx, &user.id).await?;
@@ -156,7 +205,11 @@ pub async fn login(State(state): State<AppState>, meta: ClientMeta, ApiJson(inpu
 
 /// Ends the current session and clears the cookie.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", responses((status = 204)))]
-pub async fn logout(State(state): State<AppState>, me: CurrentUser, meta: ClientMeta) -> Result<Response> {
+pub async fn logout(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    meta: ClientMeta,
+) -> Result<Response> {
     if let Some(s) = &me.session {
         let mut tx = state.store.platform().await?;
         sessions::revoke(&mut tx, &me.user.id, s).await?;
@@ -183,7 +236,9 @@ struct MembershipRow {
 #[utoipa::path(get, path = "/api/v1/me", tag = "auth", responses((status = 200, body = MeOut), (status = 401, body = ErrorBody)))]
 pub async fn me(State(state): State<AppState>, me: CurrentUser) -> Result<Json<MeOut>> {
     let mut tx = state.store.user(&me.user.id).await?;
-    let user = users::find(&mut tx, &me.user.id).await?.ok_or(AppError::NotFound("user"))?;
+    let user = users::find(&mut tx, &me.user.id)
+        .await?
+        .ok_or(AppError::NotFound("user"))?;
     let rows: Vec<MembershipRow> = tx
         .fetch_all(
             sql("SELECT m.tenant_id, t.name AS tenant_name, m.role FROM memberships m JOIN tenants t ON t.id = m.tenant_id \
@@ -213,10 +268,14 @@ pub struct ActiveTenantIn {
 
 /// Chooses the tenant a browser session works in when it sends no `X-Tenant-Id`.
 #[utoipa::path(put, path = "/api/v1/me/active-tenant", request_body = ActiveTenantIn, tag = "auth", responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn set_active_tenant(State(state): State<AppState>, me: CurrentUser, ApiJson(input): ApiJson<ActiveTenantIn>) -> Result<StatusCode> {
-    let session = me
-        .session
-        .ok_or_else(|| AppError::bad_request("no_session", "only a login session has an active tenant"))?;
+pub async fn set_active_tenant(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    ApiJson(input): ApiJson<ActiveTenantIn>,
+) -> Result<StatusCode> {
+    let session = me.session.ok_or_else(|| {
+        AppError::bad_request("no_session", "only a login session has an active tenant")
+    })?;
     let mut tx = state.store.user(&me.user.id).await?;
     let member: Option<(String,)> = tx
         .fetch_optional(
@@ -237,14 +296,24 @@ pub async fn set_active_tenant(State(state): State<AppState>, me: CurrentUser, A
 
 /// The caller's live sessions.
 #[utoipa::path(get, path = "/api/v1/sessions", tag = "auth", responses((status = 200, body = Vec<sessions::SessionOut>)))]
-pub async fn list_sessions(State(state): State<AppState>, me: CurrentUser) -> Result<Json<Vec<sessions::SessionOut>>> {
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    me: CurrentUser,
+) -> Result<Json<Vec<sessions::SessionOut>>> {
     let mut tx = state.store.platform_read().await?;
-    Ok(Json(sessions::list(&mut tx, &me.user.id, me.session.as_ref()).await?))
+    Ok(Json(
+        sessions::list(&mut tx, &me.user.id, me.session.as_ref()).await?,
+    ))
 }
 
 /// Revokes one of the caller's sessions (sign out that device).
 #[utoipa::path(delete, path = "/api/v1/sessions/{id}", tag = "auth", params(("id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn revoke_session(State(state): State<AppState>, me: CurrentUser, meta: ClientMeta, Path(id): Path<String>) -> Result<StatusCode> {
+pub async fn revoke_session(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    meta: ClientMeta,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
     let id = SessionId::parse(&id).ok_or(AppError::NotFound("session"))?;
     let mut tx = state.store.platform().await?;
     if !sessions::revoke(&mut tx, &me.user.id, &id).await? {
@@ -262,10 +331,21 @@ pub struct Revoked {
 
 /// Signs out every other session of the caller.
 #[utoipa::path(post, path = "/api/v1/sessions/revoke-others", tag = "auth", responses((status = 200, body = Revoked)))]
-pub async fn revoke_other_sessions(State(state): State<AppState>, me: CurrentUser, meta: ClientMeta) -> Result<Json<Revoked>> {
+pub async fn revoke_other_sessions(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    meta: ClientMeta,
+) -> Result<Json<Revoked>> {
     let mut tx = state.store.platform().await?;
     let revoked = sessions::revoke_others(&mut tx, &me.user.id, me.session.as_ref()).await?;
-    security_event(&mut tx, Some(&me.user.id), None, "session.revoke_others", &meta).await?;
+    security_event(
+        &mut tx,
+        Some(&me.user.id),
+        None,
+        "session.revoke_others",
+        &meta,
+    )
+    .await?;
     tx.commit().await?;
     Ok(Json(Revoked { revoked }))
 }
@@ -293,9 +373,15 @@ pub struct TotpCodeIn {
     pub password: Option<String>,
 }
 
-async fn require_password(state: &AppState, me: &CurrentUser, password_in: String) -> Result<users::UserRow> {
+async fn require_password(
+    state: &AppState,
+    me: &CurrentUser,
+    password_in: String,
+) -> Result<users::UserRow> {
     let mut tx = state.store.platform_read().await?;
-    let user = users::find(&mut tx, &me.user.id).await?.ok_or(AppError::NotFound("user"))?;
+    let user = users::find(&mut tx, &me.user.id)
+        .await?
+        .ok_or(AppError::NotFound("user"))?;
     drop(tx);
     if !password::verify(password_in, user.password_hash.clone()).await? {
         return Err(AppError::Forbidden("password is incorrect".into()));
@@ -305,10 +391,16 @@ async fn require_password(state: &AppState, me: &CurrentUser, password_in: Strin
 
 /// Starts TOTP enrolment: returns a new secret; MFA is on after `…/enable`.
 #[utoipa::path(post, path = "/api/v1/me/mfa/totp/setup", request_body = PasswordConfirm, tag = "auth", responses((status = 200, body = TotpSetupOut)))]
-pub async fn totp_setup(State(state): State<AppState>, me: CurrentUser, ApiJson(input): ApiJson<PasswordConfirm>) -> Result<Json<TotpSetupOut>> {
+pub async fn totp_setup(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    ApiJson(input): ApiJson<PasswordConfirm>,
+) -> Result<Json<TotpSetupOut>> {
     let user = require_password(&state, &me, input.password).await?;
     if user.totp_enabled {
-        return Err(AppError::Conflict("TOTP is already enabled; disable it first".into()));
+        return Err(AppError::Conflict(
+            "TOTP is already enabled; disable it first".into(),
+        ));
     }
     let seed = totp::new_seed();
     let (secret, otpauth_url) = totp::provisioning(&seed, &user.email)?;
@@ -316,14 +408,24 @@ pub async fn totp_setup(State(state): State<AppState>, me: CurrentUser, ApiJson(
     let version = current_version(&mut tx).await?;
     totp::store_pending(&mut tx, &state.crypto, version, &user.id, &seed).await?;
     tx.commit().await?;
-    Ok(Json(TotpSetupOut { secret, otpauth_url }))
+    Ok(Json(TotpSetupOut {
+        secret,
+        otpauth_url,
+    }))
 }
 
 /// Confirms enrolment with a current code; from now on login needs a code.
 #[utoipa::path(post, path = "/api/v1/me/mfa/totp/enable", request_body = TotpCodeIn, tag = "auth", responses((status = 204), (status = 422, body = ErrorBody)))]
-pub async fn totp_enable(State(state): State<AppState>, me: CurrentUser, meta: ClientMeta, ApiJson(input): ApiJson<TotpCodeIn>) -> Result<StatusCode> {
+pub async fn totp_enable(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    meta: ClientMeta,
+    ApiJson(input): ApiJson<TotpCodeIn>,
+) -> Result<StatusCode> {
     let mut tx = state.store.platform().await?;
-    let user = users::find(&mut tx, &me.user.id).await?.ok_or(AppError::NotFound("user"))?;
+    let user = users::find(&mut tx, &me.user.id)
+        .await?
+        .ok_or(AppError::NotFound("user"))?;
     if user.totp_enabled {
         return Err(AppError::Conflict("TOTP is already enabled".into()));
     }
@@ -332,8 +434,12 @@ pub async fn totp_enable(State(state): State<AppState>, me: CurrentUser, meta: C
         .as_deref()
         .ok_or_else(|| AppError::Conflict("start with POST /api/v1/me/mfa/totp/setup".into()))?;
     let seed = totp::open_seed(&state.crypto, &user.id, ct)?;
-    let step = totp::check(&seed, &input.code, user.totp_last_step)
-        .ok_or_else(|| AppError::invalid("code", "code does not match; check the authenticator's clock"))?;
+    let step = totp::check(&seed, &input.code, user.totp_last_step).ok_or_else(|| {
+        AppError::invalid(
+            "code",
+            "code does not match; check the authenticator's clock",
+        )
+    })?;
     totp::consume_step(&mut tx, &user.id, step, Some(true)).await?;
     security_event(&mut tx, Some(&user.id), None, "mfa.enable", &meta).await?;
     tx.commit().await?;
@@ -342,7 +448,12 @@ pub async fn totp_enable(State(state): State<AppState>, me: CurrentUser, meta: C
 
 /// Turns TOTP off (needs the password and a current code).
 #[utoipa::path(post, path = "/api/v1/me/mfa/totp/disable", request_body = TotpCodeIn, tag = "auth", responses((status = 204), (status = 403, body = ErrorBody)))]
-pub async fn totp_disable(State(state): State<AppState>, me: CurrentUser, meta: ClientMeta, ApiJson(input): ApiJson<TotpCodeIn>) -> Result<StatusCode> {
+pub async fn totp_disable(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    meta: ClientMeta,
+    ApiJson(input): ApiJson<TotpCodeIn>,
+) -> Result<StatusCode> {
     let password_in = input
         .password
         .ok_or_else(|| AppError::invalid("password", "password is required to turn MFA off"))?;

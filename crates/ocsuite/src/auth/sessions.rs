@@ -149,7 +149,11 @@ pub async fn revoke_others(tx: &mut Tx, user: &UserId, keep: Option<&SessionId>)
         .await?)
 }
 
-pub async fn list(tx: &mut Tx, user: &UserId, current: Option<&SessionId>) -> Result<Vec<SessionOut>> {
+pub async fn list(
+    tx: &mut Tx,
+    user: &UserId,
+    current: Option<&SessionId>,
+) -> Result<Vec<SessionOut>> {
     let mut rows: Vec<SessionOut> = tx
         .fetch_all(
             sql("SELECT id, user_agent, ip, created_at, last_seen_at, expires_at FROM sessions \

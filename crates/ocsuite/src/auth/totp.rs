@@ -59,7 +59,13 @@ pub fn open_seed(crypto: &Crypto, user: &UserId, ct: &[u8]) -> Result<Vec<u8>> {
 }
 
 /// Stores a new, not yet enabled seed.
-pub async fn store_pending(tx: &mut Tx, crypto: &Crypto, version: u32, user: &UserId, seed: &[u8]) -> Result<()> {
+pub async fn store_pending(
+    tx: &mut Tx,
+    crypto: &Crypto,
+    version: u32,
+    user: &UserId,
+    seed: &[u8],
+) -> Result<()> {
     let ct = crypto.encrypt(KeyScope::Platform, version, binding(user), seed);
     tx.execute(
         sql("UPDATE users SET totp_secret = $1, totp_enabled = $2, totp_last_step = NULL, updated_at = $3 WHERE id = $4")
@@ -74,7 +80,12 @@ pub async fn store_pending(tx: &mut Tx, crypto: &Crypto, version: u32, user: &Us
 
 /// Records `step` as used (and optionally flips `enabled`); false if a concurrent
 /// request already used this step.
-pub async fn consume_step(tx: &mut Tx, user: &UserId, step: i64, enable: Option<bool>) -> Result<bool> {
+pub async fn consume_step(
+    tx: &mut Tx,
+    user: &UserId,
+    step: i64,
+    enable: Option<bool>,
+) -> Result<bool> {
     let n = match enable {
         Some(on) => tx
             .execute(

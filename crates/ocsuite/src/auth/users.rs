@@ -140,27 +140,53 @@ pub async fn create(
 }
 
 pub async fn find(tx: &mut Tx, id: &UserId) -> Result<Option<UserRow>> {
-    Ok(tx.fetch_optional(sql(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1")).bind(id)).await?)
+    Ok(tx
+        .fetch_optional(
+            sql(concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users WHERE id = $1"
+            ))
+            .bind(id),
+        )
+        .await?)
 }
 
 pub async fn find_by_email(tx: &mut Tx, email: &str) -> Result<Option<UserRow>> {
     Ok(tx
-        .fetch_optional(sql(concat!("SELECT ", user_columns!(), " FROM users WHERE email = $1")).bind(email))
+        .fetch_optional(
+            sql(concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users WHERE email = $1"
+            ))
+            .bind(email),
+        )
         .await?)
 }
 
 /// Counts a failed login; past `max` failures the account locks for 30 s, doubling
 /// with each further failure up to 15 minutes. Returns the lock expiry, if any.
-pub async fn record_failure(tx: &mut Tx, user: &UserRow, max: u32) -> Result<Option<DateTime<Utc>>> {
-    let failures = user.failed_logins.saturating_add(1);
+pub async fn record_failure(
+    tx: &mut Tx,
+    user: &UserRow,
+    max: u32,
+) -> Result<Option<DateTime<Utc>>> {
+    // Increment in SQL so concurrent wrong guesses on several nodes all count.
+    tx.execute(
+        sql("UPDATE users SET failed_logins = failed_logins + 1 WHERE id = $1").bind(&user.id),
+    )
+    .await?;
+    let (failures,): (i32,) = tx
+        .fetch_one(sql("SELECT failed_logins FROM users WHERE id = $1").bind(&user.id))
+        .await?;
     let locked_until = (failures as u32 >= max).then(|| {
         let over = (failures as u32 - max).min(5);
         let secs = (30i64 << over).min(15 * 60);
         Utc::now() + Duration::seconds(secs)
     });
     tx.execute(
-        sql("UPDATE users SET failed_logins = $1, locked_until = $2, updated_at = $3 WHERE id = $4")
-            .bind(i64::from(failures))
+        sql("UPDATE users SET locked_until = $1, updated_at = $2 WHERE id = $3")
             .bind(locked_until)
             .bind(Utc::now())
             .bind(&user.id),
@@ -206,8 +232,21 @@ mod tests {
 
     #[test]
     fn emails() {
-        assert_eq!(normalize_email(" Bob@Example.COM ").unwrap(), "bob@example.com");
-        for bad in ["", "bob", "bob@", "@x.com", "bob@x", "b ob@x.com", "bob@x..com", "<script>@x.com", "a@b@c.com"] {
+        assert_eq!(
+            normalize_email(" Bob@Example.COM ").unwrap(),
+            "bob@example.com"
+        );
+        for bad in [
+            "",
+            "bob",
+            "bob@",
+            "@x.com",
+            "bob@x",
+            "b ob@x.com",
+            "bob@x..com",
+            "<script>@x.com",
+            "a@b@c.com",
+        ] {
             assert!(normalize_email(bad).is_err(), "{bad}");
         }
     }

@@ -185,7 +185,9 @@ impl Crypto {
 }
 
 /// `ocsuite keys rotate`: runs on the owner connection so it can reach every tenant.
-pub async fn admin_rotate(config: crate::config::Config) -> Result<secrets::RotationReport, crate::error::AppError> {
+pub async fn admin_rotate(
+    config: crate::config::Config,
+) -> Result<secrets::RotationReport, crate::error::AppError> {
     let key = crate::master_key(&config).map_err(crate::error::AppError::internal)?;
     crate::store::migrate(&config).await?;
     let owner_url = config

@@ -44,10 +44,12 @@ pub async fn put(
     let tenant = tx.tenant_id().clone();
     let existing: Option<(String,)> = tx
         .fetch_optional(
-            sql("SELECT id FROM tenant_secrets WHERE tenant_id = $1 AND purpose = $2 AND name = $3")
-                .bind(&tenant)
-                .bind(purpose)
-                .bind(name),
+            sql(
+                "SELECT id FROM tenant_secrets WHERE tenant_id = $1 AND purpose = $2 AND name = $3",
+            )
+            .bind(&tenant)
+            .bind(purpose)
+            .bind(name),
         )
         .await?;
     let id = match existing {

@@ -32,8 +32,10 @@ fn nz(n: u32) -> NonZeroU32 {
 
 impl Limits {
     pub fn new(c: &Config) -> Arc<Self> {
-        let auth = Quota::per_minute(nz(c.rate_limit_auth_per_minute)).allow_burst(nz(c.rate_limit_auth_per_minute));
-        let api = Quota::per_second(nz(c.rate_limit_api_per_second)).allow_burst(nz(c.rate_limit_api_burst));
+        let auth = Quota::per_minute(nz(c.rate_limit_auth_per_minute))
+            .allow_burst(nz(c.rate_limit_auth_per_minute));
+        let api = Quota::per_second(nz(c.rate_limit_api_per_second))
+            .allow_burst(nz(c.rate_limit_api_burst));
         Arc::new(Self {
             auth: RateLimiter::keyed(auth),
             api: RateLimiter::keyed(api),
@@ -41,9 +43,11 @@ impl Limits {
     }
 
     fn check(limiter: &DefaultKeyedRateLimiter<String>, key: &str) -> Result<()> {
-        limiter.check_key(&key.to_owned()).map_err(|not_until| AppError::TooManyRequests {
-            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
-        })
+        limiter
+            .check_key(&key.to_owned())
+            .map_err(|not_until| AppError::TooManyRequests {
+                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+            })
     }
 
     pub fn check_api(&self, key: &str) -> Result<()> {
@@ -60,7 +64,9 @@ impl Limits {
 /// Middleware for the auth routes: limit by client IP.
 pub async fn per_ip(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
-    let ip = ClientMeta::from_parts(&parts, state.config.trust_proxy).ip.unwrap_or_default();
+    let ip = ClientMeta::from_parts(&parts, state.config.trust_proxy)
+        .ip
+        .unwrap_or_default();
     if let Err(e) = Limits::check(&state.limits.auth, &ip) {
         return e.into_response();
     }

@@ -43,7 +43,9 @@ pub async fn migrate(config: &Config) -> Result<(), sqlx::Error> {
                 format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO \"{role}\""),
             ] {
                 if let super::Conn::PgTx(t) = &mut tx.conn {
-                    sqlx::query(sqlx::AssertSqlSafe(stmt)).execute(&mut **t).await?;
+                    sqlx::query(sqlx::AssertSqlSafe(stmt))
+                        .execute(&mut **t)
+                        .await?;
                 }
             }
         }
@@ -106,7 +108,9 @@ struct TableRls {
 /// (a `tenant_id` column, plus `tenants` itself) must have row-level security enabled
 /// AND forced, with a `tenant_isolation` policy on `app.tenant_id`. Returns the tables
 /// checked and one line per violation. `None` on SQLite.
-pub async fn rls_violations(store: &Store) -> Result<Option<(Vec<String>, Vec<String>)>, sqlx::Error> {
+pub async fn rls_violations(
+    store: &Store,
+) -> Result<Option<(Vec<String>, Vec<String>)>, sqlx::Error> {
     if store.pg_pool().is_none() {
         return Ok(None);
     }
@@ -127,14 +131,26 @@ pub async fn rls_violations(store: &Store) -> Result<Option<(Vec<String>, Vec<St
     let mut problems = Vec::new();
     for r in &rows {
         if !r.enabled {
-            problems.push(format!("{}: row-level security is not enabled", r.table_name));
+            problems.push(format!(
+                "{}: row-level security is not enabled",
+                r.table_name
+            ));
         }
         if !r.forced {
-            problems.push(format!("{}: row-level security is not forced", r.table_name));
+            problems.push(format!(
+                "{}: row-level security is not forced",
+                r.table_name
+            ));
         }
         if !r.has_policy {
-            problems.push(format!("{}: no tenant_isolation policy on app.tenant_id", r.table_name));
+            problems.push(format!(
+                "{}: no tenant_isolation policy on app.tenant_id",
+                r.table_name
+            ));
         }
     }
-    Ok(Some((rows.into_iter().map(|r| r.table_name).collect(), problems)))
+    Ok(Some((
+        rows.into_iter().map(|r| r.table_name).collect(),
+        problems,
+    )))
 }

@@ -56,13 +56,14 @@ pub struct Store {
 
 /// A row type decodable from both backends.
 pub trait Row: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin {}
-impl<T> Row for T where T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin {}
+impl<T> Row for T where T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
+{}
 
 enum Conn {
     SqliteTx(Transaction<'static, Sqlite>),
-    SqliteConn(PoolConnection<Sqlite>),
+    SqlitePooled(PoolConnection<Sqlite>),
     PgTx(Transaction<'static, Postgres>),
-    PgConn(PoolConnection<Postgres>),
+    PgPooled(PoolConnection<Postgres>),
 }
 
 /// A connection or transaction in some scope; see the module docs.
@@ -78,7 +79,7 @@ macro_rules! run {
                 let $query = $q;
                 $body
             }
-            Conn::SqliteConn(c) => {
+            Conn::SqlitePooled(c) => {
                 let $exec = &mut **c;
                 let $query = $q;
                 $body
@@ -88,7 +89,7 @@ macro_rules! run {
                 let $query = $q;
                 $body
             }
-            Conn::PgConn(c) => {
+            Conn::PgPooled(c) => {
                 let $exec = &mut **c;
                 let $query = $q;
                 $body
@@ -117,7 +118,9 @@ impl Tx {
     }
 
     pub async fn fetch_one<T: Row>(&mut self, q: Sql) -> Result<T, sqlx::Error> {
-        self.fetch_optional(q).await?.ok_or(sqlx::Error::RowNotFound)
+        self.fetch_optional(q)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)
     }
 
     pub async fn fetch_all<T: Row>(&mut self, q: Sql) -> Result<Vec<T>, sqlx::Error> {
@@ -133,7 +136,7 @@ impl Tx {
         match self.conn {
             Conn::SqliteTx(t) => t.commit().await,
             Conn::PgTx(t) => t.commit().await,
-            Conn::SqliteConn(_) | Conn::PgConn(_) => Ok(()),
+            Conn::SqlitePooled(_) | Conn::PgPooled(_) => Ok(()),
         }
     }
 }
@@ -266,8 +269,8 @@ impl Store {
     /// A plain connection for reads of platform tables.
     pub async fn platform_read(&self) -> Result<Tx, sqlx::Error> {
         let conn = match &self.pools {
-            Pools::Sqlite(p) => Conn::SqliteConn(p.acquire().await?),
-            Pools::Postgres(p) => Conn::PgConn(p.acquire().await?),
+            Pools::Sqlite(p) => Conn::SqlitePooled(p.acquire().await?),
+            Pools::Postgres(p) => Conn::PgPooled(p.acquire().await?),
         };
         Ok(Tx { conn })
     }
@@ -286,7 +289,7 @@ impl Store {
     pub async fn tenant_read(&self, tenant: &TenantId) -> Result<TenantTx, sqlx::Error> {
         let tx = match &self.pools {
             Pools::Sqlite(p) => Tx {
-                conn: Conn::SqliteConn(p.acquire().await?),
+                conn: Conn::SqlitePooled(p.acquire().await?),
             },
             Pools::Postgres(p) => {
                 let mut tx = Tx {
@@ -306,7 +309,7 @@ impl Store {
     pub async fn user(&self, user: &UserId) -> Result<UserTx, sqlx::Error> {
         let mut tx = match &self.pools {
             Pools::Sqlite(p) => Tx {
-                conn: Conn::SqliteConn(p.acquire().await?),
+                conn: Conn::SqlitePooled(p.acquire().await?),
             },
             Pools::Postgres(p) => Tx {
                 conn: Conn::PgTx(p.begin().await?),

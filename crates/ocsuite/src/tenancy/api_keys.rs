@@ -46,19 +46,33 @@ pub struct ApiKeyCreated {
     pub prefix: String,
 }
 
-pub async fn create(tx: &mut TenantTx, ctx: &TenantCtx, name: &str, role: Role) -> Result<ApiKeyCreated> {
+pub async fn create(
+    tx: &mut TenantTx,
+    ctx: &TenantCtx,
+    name: &str,
+    role: Role,
+) -> Result<ApiKeyCreated> {
     ctx.require(Role::Admin)?;
     if role == Role::Owner {
-        return Err(AppError::invalid("role", "API keys can be admin, member or viewer, not owner"));
+        return Err(AppError::invalid(
+            "role",
+            "API keys can be admin, member or viewer, not owner",
+        ));
     }
     if !ctx.role.at_least(role) {
-        return Err(AppError::Forbidden("an API key cannot have a stronger role than its creator".into()));
+        return Err(AppError::Forbidden(
+            "an API key cannot have a stronger role than its creator".into(),
+        ));
     }
     let tenant = tx.tenant_id().clone();
     let id = ApiKeyId::new();
     let key = tokens::new_tenant_token(tokens::API_KEY_PREFIX, &tenant);
     let secret_start = key.len() - 43;
-    let prefix = format!("{}{}…", tokens::API_KEY_PREFIX, &key[secret_start..secret_start + 6]);
+    let prefix = format!(
+        "{}{}…",
+        tokens::API_KEY_PREFIX,
+        &key[secret_start..secret_start + 6]
+    );
     tx.execute(
         sql("INSERT INTO api_keys (tenant_id, id, name, role, key_hash, prefix, created_by, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
@@ -72,7 +86,15 @@ pub async fn create(tx: &mut TenantTx, ctx: &TenantCtx, name: &str, role: Role) 
             .bind(Utc::now()),
     )
     .await?;
-    audit::record(tx, ctx, "api_key.create", "api_key", id.as_str(), serde_json::json!({ "name": name, "role": role })).await?;
+    audit::record(
+        tx,
+        ctx,
+        "api_key.create",
+        "api_key",
+        id.as_str(),
+        serde_json::json!({ "name": name, "role": role }),
+    )
+    .await?;
     Ok(ApiKeyCreated {
         id,
         key,
@@ -86,9 +108,11 @@ pub async fn list(tx: &mut TenantTx) -> Result<Vec<ApiKeyOut>> {
     let tenant = tx.tenant_id().clone();
     Ok(tx
         .fetch_all(
-            sql("SELECT id, name, role, prefix, created_by, created_at, last_used_at FROM api_keys \
-                 WHERE tenant_id = $1 AND revoked_at IS NULL ORDER BY created_at")
-                .bind(&tenant),
+            sql(
+                "SELECT id, name, role, prefix, created_by, created_at, last_used_at FROM api_keys \
+                 WHERE tenant_id = $1 AND revoked_at IS NULL ORDER BY created_at",
+            )
+            .bind(&tenant),
         )
         .await?)
 }
@@ -107,7 +131,15 @@ pub async fn revoke(tx: &mut TenantTx, ctx: &TenantCtx, id: &ApiKeyId) -> Result
     if n == 0 {
         return Err(AppError::NotFound("API key"));
     }
-    audit::record(tx, ctx, "api_key.revoke", "api_key", id.as_str(), serde_json::json!({})).await
+    audit::record(
+        tx,
+        ctx,
+        "api_key.revoke",
+        "api_key",
+        id.as_str(),
+        serde_json::json!({}),
+    )
+    .await
 }
 
 #[derive(sqlx::FromRow)]
@@ -134,7 +166,9 @@ pub async fn authenticate(store: &Store, key: &str) -> Result<Option<ApiKeyAuth>
     let Some(r) = row else { return Ok(None) };
     let key_id = ApiKeyId::try_from(r.id).map_err(AppError::internal)?;
     let now = Utc::now();
-    if r.last_used_at.is_none_or(|t| now - t > Duration::seconds(60)) {
+    if r.last_used_at
+        .is_none_or(|t| now - t > Duration::seconds(60))
+    {
         let mut tx = store.tenant(&tenant).await?;
         tx.execute(
             sql("UPDATE api_keys SET last_used_at = $1 WHERE tenant_id = $2 AND id = $3")

@@ -38,11 +38,17 @@ pub struct InviteCreated {
     pub token: String,
 }
 
-
-pub async fn create(tx: &mut TenantTx, ctx: &TenantCtx, email: &str, role: Role) -> Result<InviteCreated> {
+pub async fn create(
+    tx: &mut TenantTx,
+    ctx: &TenantCtx,
+    email: &str,
+    role: Role,
+) -> Result<InviteCreated> {
     ctx.require(Role::Admin)?;
     if role == Role::Owner && ctx.role != Role::Owner {
-        return Err(AppError::Forbidden("only an owner can invite another owner".into()));
+        return Err(AppError::Forbidden(
+            "only an owner can invite another owner".into(),
+        ));
     }
     let tenant = tx.tenant_id().clone();
     let already: Option<(String,)> = tx
@@ -53,7 +59,9 @@ pub async fn create(tx: &mut TenantTx, ctx: &TenantCtx, email: &str, role: Role)
         )
         .await?;
     if already.is_some() {
-        return Err(AppError::Conflict(format!("{email} is already a member of this tenant")));
+        return Err(AppError::Conflict(format!(
+            "{email} is already a member of this tenant"
+        )));
     }
     let id = InviteId::new();
     let token = tokens::new_tenant_token(tokens::INVITE_PREFIX, &tenant);
@@ -71,7 +79,15 @@ pub async fn create(tx: &mut TenantTx, ctx: &TenantCtx, email: &str, role: Role)
             .bind(now + Duration::days(TTL_DAYS)),
     )
     .await?;
-    audit::record(tx, ctx, "invite.create", "invite", id.as_str(), serde_json::json!({ "email": email, "role": role })).await?;
+    audit::record(
+        tx,
+        ctx,
+        "invite.create",
+        "invite",
+        id.as_str(),
+        serde_json::json!({ "email": email, "role": role }),
+    )
+    .await?;
     let invite = get(tx, &id).await?;
     Ok(InviteCreated { invite, token })
 }
@@ -111,7 +127,15 @@ pub async fn revoke(tx: &mut TenantTx, ctx: &TenantCtx, id: &InviteId) -> Result
     if n == 0 {
         return Err(AppError::NotFound("pending invite"));
     }
-    audit::record(tx, ctx, "invite.revoke", "invite", id.as_str(), serde_json::json!({})).await
+    audit::record(
+        tx,
+        ctx,
+        "invite.revoke",
+        "invite",
+        id.as_str(),
+        serde_json::json!({}),
+    )
+    .await
 }
 
 #[derive(sqlx::FromRow)]
@@ -125,8 +149,14 @@ struct InviteSecretRow {
 }
 
 /// Accepts an invite for `user`; returns the tenant joined and the role granted.
-pub async fn accept(store: &Store, user: &AuthUser, meta: &ClientMeta, token: &str) -> Result<(crate::ids::TenantId, Role)> {
-    let tenant = tokens::tenant_of(tokens::INVITE_PREFIX, token).ok_or(AppError::NotFound("invite"))?;
+pub async fn accept(
+    store: &Store,
+    user: &AuthUser,
+    meta: &ClientMeta,
+    token: &str,
+) -> Result<(crate::ids::TenantId, Role)> {
+    let tenant =
+        tokens::tenant_of(tokens::INVITE_PREFIX, token).ok_or(AppError::NotFound("invite"))?;
     let mut tx = store.tenant(&tenant).await?;
     let row: InviteSecretRow = tx
         .fetch_optional(
@@ -140,10 +170,14 @@ pub async fn accept(store: &Store, user: &AuthUser, meta: &ClientMeta, token: &s
         return Err(AppError::Gone("this invite has already been used".into()));
     }
     if row.revoked_at.is_some() {
-        return Err(AppError::Gone("this invite was revoked; ask for a new one".into()));
+        return Err(AppError::Gone(
+            "this invite was revoked; ask for a new one".into(),
+        ));
     }
     if row.expires_at <= Utc::now() {
-        return Err(AppError::Gone("this invite has expired; ask for a new one".into()));
+        return Err(AppError::Gone(
+            "this invite has expired; ask for a new one".into(),
+        ));
     }
     if row.email != user.email {
         return Err(AppError::Forbidden(
@@ -170,8 +204,15 @@ pub async fn accept(store: &Store, user: &AuthUser, meta: &ClientMeta, token: &s
         actor: super::Actor::User(user.id.clone()),
         meta: meta.clone(),
     };
-    audit::record(&mut tx, &ctx, "invite.accept", "invite", &row.id, serde_json::json!({ "role": role })).await?;
+    audit::record(
+        &mut tx,
+        &ctx,
+        "invite.accept",
+        "invite",
+        &row.id,
+        serde_json::json!({ "role": role }),
+    )
+    .await?;
     tx.commit().await?;
     Ok((tenant, role))
 }
-

@@ -28,10 +28,12 @@ pub async fn list(tx: &mut TenantTx) -> Result<Vec<MemberOut>> {
     let tenant = tx.tenant_id().clone();
     Ok(tx
         .fetch_all(
-            sql("SELECT m.user_id, u.email, u.name, m.role, m.created_at AS joined_at \
+            sql(
+                "SELECT m.user_id, u.email, u.name, m.role, m.created_at AS joined_at \
                  FROM memberships m JOIN users u ON u.id = m.user_id \
-                 WHERE m.tenant_id = $1 ORDER BY m.created_at")
-                .bind(&tenant),
+                 WHERE m.tenant_id = $1 ORDER BY m.created_at",
+            )
+            .bind(&tenant),
         )
         .await?)
 }
@@ -64,7 +66,8 @@ async fn owner_count(tx: &mut TenantTx) -> Result<i64> {
     let tenant = tx.tenant_id().clone();
     let (n,): (i64,) = tx
         .fetch_one(
-            sql("SELECT COUNT(*) FROM memberships WHERE tenant_id = $1 AND role = 'owner'").bind(&tenant),
+            sql("SELECT COUNT(*) FROM memberships WHERE tenant_id = $1 AND role = 'owner'")
+                .bind(&tenant),
         )
         .await?;
     Ok(n)
@@ -92,12 +95,19 @@ pub async fn add(tx: &mut TenantTx, user: &UserId, role: Role) -> Result<()> {
     Ok(())
 }
 
-pub async fn change_role(tx: &mut TenantTx, ctx: &TenantCtx, target: &UserId, new: Role) -> Result<MemberOut> {
+pub async fn change_role(
+    tx: &mut TenantTx,
+    ctx: &TenantCtx,
+    target: &UserId,
+    new: Role,
+) -> Result<MemberOut> {
     ctx.require(Role::Admin)?;
     lock_tenant(tx).await?;
     let old = role_of(tx, target).await?;
     if (old == Role::Owner || new == Role::Owner) && ctx.role != Role::Owner {
-        return Err(AppError::Forbidden("only an owner can grant or change the owner role".into()));
+        return Err(AppError::Forbidden(
+            "only an owner can grant or change the owner role".into(),
+        ));
     }
     if old == Role::Owner && new != Role::Owner && owner_count(tx).await? <= 1 {
         return Err(AppError::Conflict(
@@ -138,7 +148,9 @@ pub async fn remove(tx: &mut TenantTx, ctx: &TenantCtx, target: &UserId) -> Resu
     lock_tenant(tx).await?;
     let role = role_of(tx, target).await?;
     if role == Role::Owner && !leaving && ctx.role != Role::Owner {
-        return Err(AppError::Forbidden("only an owner can remove an owner".into()));
+        return Err(AppError::Forbidden(
+            "only an owner can remove an owner".into(),
+        ));
     }
     if role == Role::Owner && owner_count(tx).await? <= 1 {
         return Err(AppError::Conflict(
@@ -155,7 +167,11 @@ pub async fn remove(tx: &mut TenantTx, ctx: &TenantCtx, target: &UserId) -> Resu
     audit::record(
         tx,
         ctx,
-        if leaving { "member.leave" } else { "member.remove" },
+        if leaving {
+            "member.leave"
+        } else {
+            "member.remove"
+        },
         "user",
         target.as_str(),
         serde_json::json!({ "role": role }),

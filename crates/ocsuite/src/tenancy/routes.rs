@@ -85,7 +85,10 @@ pub async fn create_tenant(
 
 /// The tenants the caller belongs to, with their role in each.
 #[utoipa::path(get, path = "/api/v1/tenants", tag = "tenants", responses((status = 200, body = Vec<TenantOut>)))]
-pub async fn list_tenants(State(state): State<AppState>, me: CurrentUser) -> Result<Json<Vec<TenantOut>>> {
+pub async fn list_tenants(
+    State(state): State<AppState>,
+    me: CurrentUser,
+) -> Result<Json<Vec<TenantOut>>> {
     let mut tx = state.store.user(&me.user.id).await?;
     let out = tenants::list_for_user(&mut tx).await?;
     tx.commit().await?;
@@ -109,7 +112,10 @@ pub async fn update_tenant(
     ApiJson(input): ApiJson<TenantPatch>,
 ) -> Result<Json<TenantOut>> {
     ctx.require(Role::Admin)?;
-    let name = input.name.map(|n| clean_name("name", &n, 200)).transpose()?;
+    let name = input
+        .name
+        .map(|n| clean_name("name", &n, 200))
+        .transpose()?;
     let profile = input.profile.map(Profile::validated).transpose()?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let out = tenants::update(&mut tx, &ctx, name, profile).await?;
@@ -119,7 +125,10 @@ pub async fn update_tenant(
 
 /// Members of the tenant.
 #[utoipa::path(get, path = "/api/v1/members", tag = "members", responses((status = 200, body = Vec<MemberOut>)))]
-pub async fn list_members(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<Vec<MemberOut>>> {
+pub async fn list_members(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+) -> Result<Json<Vec<MemberOut>>> {
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
     let out = members::list(&mut tx).await?;
     tx.commit().await?;
@@ -179,7 +188,10 @@ pub async fn create_invite(
 
 /// Pending and past invites (admins).
 #[utoipa::path(get, path = "/api/v1/invites", tag = "members", responses((status = 200, body = Vec<InviteOut>)))]
-pub async fn list_invites(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<Vec<InviteOut>>> {
+pub async fn list_invites(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+) -> Result<Json<Vec<InviteOut>>> {
     ctx.require(Role::Admin)?;
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
     let out = invites::list(&mut tx).await?;
@@ -189,7 +201,11 @@ pub async fn list_invites(State(state): State<AppState>, ctx: TenantCtx) -> Resu
 
 /// Revokes a pending invite (admins).
 #[utoipa::path(delete, path = "/api/v1/invites/{id}", tag = "members", params(("id" = String, Path)), responses((status = 204)))]
-pub async fn revoke_invite(State(state): State<AppState>, ctx: TenantCtx, Path(id): Path<String>) -> Result<StatusCode> {
+pub async fn revoke_invite(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
     let id = InviteId::parse(&id).ok_or(AppError::NotFound("invite"))?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     invites::revoke(&mut tx, &ctx, &id).await?;
@@ -232,7 +248,10 @@ pub async fn create_api_key(
 
 /// Live API keys of the tenant (admins), without their secrets.
 #[utoipa::path(get, path = "/api/v1/api-keys", tag = "api-keys", responses((status = 200, body = Vec<ApiKeyOut>)))]
-pub async fn list_api_keys(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<Vec<ApiKeyOut>>> {
+pub async fn list_api_keys(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+) -> Result<Json<Vec<ApiKeyOut>>> {
     ctx.require(Role::Admin)?;
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
     let out = api_keys::list(&mut tx).await?;
@@ -242,7 +261,11 @@ pub async fn list_api_keys(State(state): State<AppState>, ctx: TenantCtx) -> Res
 
 /// Revokes an API key (admins); it stops working on the next request.
 #[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "api-keys", params(("id" = String, Path)), responses((status = 204)))]
-pub async fn revoke_api_key(State(state): State<AppState>, ctx: TenantCtx, Path(id): Path<String>) -> Result<StatusCode> {
+pub async fn revoke_api_key(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
     let id = ApiKeyId::parse(&id).ok_or(AppError::NotFound("API key"))?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     api_keys::revoke(&mut tx, &ctx, &id).await?;

@@ -55,9 +55,17 @@ impl Profile {
         if let Some(n) = self.team_size
             && !(1..=1_000_000).contains(&n)
         {
-            return Err(AppError::invalid("profile.team_size", "team_size must be between 1 and 1000000"));
+            return Err(AppError::invalid(
+                "profile.team_size",
+                "team_size must be between 1 and 1000000",
+            ));
         }
-        let currency = self.currency.as_deref().unwrap_or("USD").trim().to_uppercase();
+        let currency = self
+            .currency
+            .as_deref()
+            .unwrap_or("USD")
+            .trim()
+            .to_uppercase();
         if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(AppError::invalid(
                 "profile.currency",
@@ -135,7 +143,15 @@ pub async fn create(
         actor: super::Actor::User(owner.clone()),
         meta: meta.clone(),
     };
-    audit::record(&mut tx, &ctx, "tenant.create", "tenant", id.as_str(), serde_json::json!({ "name": name })).await?;
+    audit::record(
+        &mut tx,
+        &ctx,
+        "tenant.create",
+        "tenant",
+        id.as_str(),
+        serde_json::json!({ "name": name }),
+    )
+    .await?;
     let out = get(&mut tx, Role::Owner).await?;
     tx.commit().await?;
     Ok(out)
@@ -146,7 +162,8 @@ pub async fn get(tx: &mut TenantTx, role: Role) -> Result<TenantOut> {
     let tenant = tx.tenant_id().clone();
     let row: TenantRow = tx
         .fetch_optional(
-            sql("SELECT id, name, profile, created_at, updated_at FROM tenants WHERE id = $1").bind(&tenant),
+            sql("SELECT id, name, profile, created_at, updated_at FROM tenants WHERE id = $1")
+                .bind(&tenant),
         )
         .await?
         .ok_or(AppError::NotFound("tenant"))?;
@@ -177,10 +194,12 @@ pub async fn list_for_user(tx: &mut UserTx) -> Result<Vec<TenantOut>> {
     let user = tx.user_id().clone();
     let rows: Vec<TenantWithRole> = tx
         .fetch_all(
-            sql("SELECT t.id, t.name, t.profile, t.created_at, t.updated_at, m.role \
+            sql(
+                "SELECT t.id, t.name, t.profile, t.created_at, t.updated_at, m.role \
                  FROM memberships m JOIN tenants t ON t.id = m.tenant_id \
-                 WHERE m.user_id = $1 ORDER BY t.created_at")
-                .bind(&user),
+                 WHERE m.user_id = $1 ORDER BY t.created_at",
+            )
+            .bind(&user),
         )
         .await?;
     rows.into_iter()

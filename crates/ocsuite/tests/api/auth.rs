@@ -6,7 +6,13 @@ use serde_json::json;
 use crate::dual;
 use crate::helpers::{Db, PASSWORD, TestApp};
 
-dual!(signup_login_logout, bad_signup_input, session_revocation, totp_mfa, api_key_lifecycle);
+dual!(
+    signup_login_logout,
+    bad_signup_input,
+    session_revocation,
+    totp_mfa,
+    api_key_lifecycle
+);
 
 async fn signup_login_logout(app: TestApp) {
     let res = app
@@ -19,14 +25,23 @@ async fn signup_login_logout(app: TestApp) {
     assert_eq!(res.status(), StatusCode::CREATED);
     let cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(cookie.starts_with("ocsuite_session=ocs_s_"), "{cookie}");
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["user"]["email"], "ann@example.com");
     assert!(body["user"].get("password_hash").is_none());
 
     // The same email again, in any case → 409.
     let (s, v) = app
-        .call(Method::POST, "/api/v1/auth/signup", None, None, Some(json!({"email": "ANN@example.com", "password": PASSWORD, "name": "Ann"})))
+        .call(
+            Method::POST,
+            "/api/v1/auth/signup",
+            None,
+            None,
+            Some(json!({"email": "ANN@example.com", "password": PASSWORD, "name": "Ann"})),
+        )
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
 
@@ -65,51 +80,136 @@ async fn signup_login_logout(app: TestApp) {
         .unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
 
-    let (s, _) = app.call(Method::POST, "/api/v1/auth/logout", Some(&token), None, None).await;
+    let (s, _) = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/logout",
+            Some(&token),
+            None,
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, v) = app.get("/api/v1/me", &token, None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    assert!(v["error"]["message"].as_str().unwrap().contains("log in again"));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("log in again")
+    );
 
     let (s, _) = app.call(Method::GET, "/api/v1/me", None, None, None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, _) = app.get("/api/v1/me", "ocs_s_forged", None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let res = app.http.get(app.url("/api/v1/me")).header("authorization", "Basic abc").send().await.unwrap();
+    let res = app
+        .http
+        .get(app.url("/api/v1/me"))
+        .header("authorization", "Basic abc")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 }
 
 async fn bad_signup_input(app: TestApp) {
     let cases = [
-        (json!({"email": "bob", "password": PASSWORD, "name": "Bob"}), StatusCode::UNPROCESSABLE_ENTITY, "email"),
-        (json!({"email": "bob@example.com", "password": "short", "name": "Bob"}), StatusCode::UNPROCESSABLE_ENTITY, "password"),
-        (json!({"email": "bob@example.com", "password": "password123", "name": "Bob"}), StatusCode::UNPROCESSABLE_ENTITY, "password"),
-        (json!({"email": "bob@example.com", "password": PASSWORD, "name": "  "}), StatusCode::UNPROCESSABLE_ENTITY, "name"),
-        (json!({"email": "bob@example.com", "password": PASSWORD}), StatusCode::UNPROCESSABLE_ENTITY, "name"),
-        (json!({"email": 42, "password": PASSWORD, "name": "Bob"}), StatusCode::UNPROCESSABLE_ENTITY, "email"),
-        (json!({"email": "bob@example.com", "password": PASSWORD, "name": "Bob", "admin": true}), StatusCode::UNPROCESSABLE_ENTITY, "admin"),
+        (
+            json!({"email": "bob", "password": PASSWORD, "name": "Bob"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "email",
+        ),
+        (
+            json!({"email": "bob@example.com", "password": "short", "name": "Bob"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "password",
+        ),
+        (
+            json!({"email": "bob@example.com", "password": "password123", "name": "Bob"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "password",
+        ),
+        (
+            json!({"email": "bob@example.com", "password": PASSWORD, "name": "  "}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "name",
+        ),
+        (
+            json!({"email": "bob@example.com", "password": PASSWORD}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "name",
+        ),
+        (
+            json!({"email": 42, "password": PASSWORD, "name": "Bob"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "email",
+        ),
+        (
+            json!({"email": "bob@example.com", "password": PASSWORD, "name": "Bob", "admin": true}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "admin",
+        ),
     ];
     for (body, status, mention) in cases {
-        let (s, v) = app.call(Method::POST, "/api/v1/auth/signup", None, None, Some(body.clone())).await;
+        let (s, v) = app
+            .call(
+                Method::POST,
+                "/api/v1/auth/signup",
+                None,
+                None,
+                Some(body.clone()),
+            )
+            .await;
         assert_eq!(s, status, "{body} → {v}");
-        let msg = v["error"]["message"].as_str().unwrap_or_default().to_owned() + v["error"]["field"].as_str().unwrap_or_default();
+        let msg = v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+            + v["error"]["field"].as_str().unwrap_or_default();
         assert!(msg.contains(mention), "{body} → {v}");
     }
-    let res = app.http.post(app.url("/api/v1/auth/signup")).header("content-type", "application/json").body("{\"email\":").send().await.unwrap();
+    let res = app
+        .http
+        .post(app.url("/api/v1/auth/signup"))
+        .header("content-type", "application/json")
+        .body("{\"email\":")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     let v: serde_json::Value = res.json().await.unwrap();
     assert_eq!(v["error"]["code"], "malformed_json");
-    let res = app.http.post(app.url("/api/v1/auth/signup")).body("email=a").send().await.unwrap();
+    let res = app
+        .http
+        .post(app.url("/api/v1/auth/signup"))
+        .body("email=a")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let huge = format!("{{\"email\":\"a@b.co\",\"password\":\"{}\",\"name\":\"x\"}}", "x".repeat(2 * 1024 * 1024));
-    let res = app.http.post(app.url("/api/v1/auth/signup")).header("content-type", "application/json").body(huge).send().await.unwrap();
+    let huge = format!(
+        "{{\"email\":\"a@b.co\",\"password\":\"{}\",\"name\":\"x\"}}",
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let res = app
+        .http
+        .post(app.url("/api/v1/auth/signup"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // Hostile strings are data, stored and returned verbatim.
     let (s, v) = app
         .call(Method::POST, "/api/v1/auth/signup", None, None, Some(json!({"email": "o'hara@example.com", "password": PASSWORD, "name": "<script>alert(1)</script>'; DROP TABLE users;--"})))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert_eq!(v["user"]["name"], "<script>alert(1)</script>'; DROP TABLE users;--");
+    assert_eq!(
+        v["user"]["name"],
+        "<script>alert(1)</script>'; DROP TABLE users;--"
+    );
     let (s, _) = app.login("o'hara@example.com", PASSWORD).await;
     assert_eq!(s, StatusCode::OK);
 }
@@ -122,41 +222,115 @@ async fn session_revocation(app: TestApp) {
     assert_eq!(s, StatusCode::OK);
     let list = list.as_array().unwrap().clone();
     assert_eq!(list.len(), 2);
-    let other = list.iter().find(|s| s["current"] == false).unwrap()["id"].as_str().unwrap().to_owned();
-    let (s, _) = app.call(Method::DELETE, &format!("/api/v1/sessions/{other}"), Some(&ann.token), None, None).await;
+    let other = list.iter().find(|s| s["current"] == false).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/sessions/{other}"),
+            Some(&ann.token),
+            None,
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    assert_eq!(app.get("/api/v1/me", &second, None).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(app.get("/api/v1/me", &ann.token, None).await.0, StatusCode::OK);
+    assert_eq!(
+        app.get("/api/v1/me", &second, None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.get("/api/v1/me", &ann.token, None).await.0,
+        StatusCode::OK
+    );
     // Another user cannot revoke Ann's session.
     let bob = app.signup("bob@example.com").await;
     let (_, v) = app.get("/api/v1/sessions", &ann.token, None).await;
     let mine = v[0]["id"].as_str().unwrap().to_owned();
-    let (s, _) = app.call(Method::DELETE, &format!("/api/v1/sessions/{mine}"), Some(&bob.token), None, None).await;
+    let (s, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/sessions/{mine}"),
+            Some(&bob.token),
+            None,
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    assert_eq!(app.get("/api/v1/me", &ann.token, None).await.0, StatusCode::OK);
+    assert_eq!(
+        app.get("/api/v1/me", &ann.token, None).await.0,
+        StatusCode::OK
+    );
     // Revoke-others keeps the current one.
     let (_, v) = app.login("ann@example.com", PASSWORD).await;
     let third = v["token"].as_str().unwrap().to_owned();
-    let (s, v) = app.post("/api/v1/sessions/revoke-others", &ann.token, None, json!({})).await;
+    let (s, v) = app
+        .post(
+            "/api/v1/sessions/revoke-others",
+            &ann.token,
+            None,
+            json!({}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["revoked"], 1);
-    assert_eq!(app.get("/api/v1/me", &third, None).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(app.get("/api/v1/me", &ann.token, None).await.0, StatusCode::OK);
+    assert_eq!(
+        app.get("/api/v1/me", &third, None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.get("/api/v1/me", &ann.token, None).await.0,
+        StatusCode::OK
+    );
 }
 
 async fn totp_mfa(app: TestApp) {
     let ann = app.signup("ann@example.com").await;
-    let (s, _) = app.post("/api/v1/me/mfa/totp/setup", &ann.token, None, json!({"password": "not my password"})).await;
+    let (s, _) = app
+        .post(
+            "/api/v1/me/mfa/totp/setup",
+            &ann.token,
+            None,
+            json!({"password": "not my password"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, v) = app.post("/api/v1/me/mfa/totp/setup", &ann.token, None, json!({"password": PASSWORD})).await;
+    let (s, v) = app
+        .post(
+            "/api/v1/me/mfa/totp/setup",
+            &ann.token,
+            None,
+            json!({"password": PASSWORD}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let secret = v["secret"].as_str().unwrap().to_owned();
-    assert!(v["otpauth_url"].as_str().unwrap().starts_with("otpauth://totp/"));
-    let (s, _) = app.post("/api/v1/me/mfa/totp/enable", &ann.token, None, json!({"code": "000000"})).await;
+    assert!(
+        v["otpauth_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("otpauth://totp/")
+    );
+    let (s, _) = app
+        .post(
+            "/api/v1/me/mfa/totp/enable",
+            &ann.token,
+            None,
+            json!({"code": "000000"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     let now = chrono::Utc::now().timestamp() as u64;
     let code = ocsuite::auth::totp::code_at_base32(&secret, now).unwrap();
-    let (s, v) = app.post("/api/v1/me/mfa/totp/enable", &ann.token, None, json!({"code": code})).await;
+    let (s, v) = app
+        .post(
+            "/api/v1/me/mfa/totp/enable",
+            &ann.token,
+            None,
+            json!({"code": code}),
+        )
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
 
     let (s, v) = app.login("ann@example.com", PASSWORD).await;
@@ -164,20 +338,46 @@ async fn totp_mfa(app: TestApp) {
     assert_eq!(v["error"]["code"], "mfa_required");
     // The code used to enable cannot be replayed.
     let (s, _) = app
-        .call(Method::POST, "/api/v1/auth/login", None, None, Some(json!({"email": "ann@example.com", "password": PASSWORD, "totp": code})))
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            None,
+            Some(json!({"email": "ann@example.com", "password": PASSWORD, "totp": code})),
+        )
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let next = ocsuite::auth::totp::code_at_base32(&secret, now + 30).unwrap();
     let login = json!({"email": "ann@example.com", "password": PASSWORD, "totp": next});
-    let (s, v) = app.call(Method::POST, "/api/v1/auth/login", None, None, Some(login.clone())).await;
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            None,
+            Some(login.clone()),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, _) = app.call(Method::POST, "/api/v1/auth/login", None, None, Some(login)).await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED, "a used code must not work twice");
+    let (s, _) = app
+        .call(Method::POST, "/api/v1/auth/login", None, None, Some(login))
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "a used code must not work twice"
+    );
     let (_, me) = app.get("/api/v1/me", &ann.token, None).await;
     assert_eq!(me["user"]["mfa_enabled"], true);
     // The seed is stored encrypted, never as the base32 text.
     let mut tx = app.state.store.platform_read().await.unwrap();
-    let (ct,): (Vec<u8>,) = tx.fetch_one(ocsuite::store::sql("SELECT totp_secret FROM users WHERE email = $1").bind("ann@example.com")).await.unwrap();
+    let (ct,): (Vec<u8>,) = tx
+        .fetch_one(
+            ocsuite::store::sql("SELECT totp_secret FROM users WHERE email = $1")
+                .bind("ann@example.com"),
+        )
+        .await
+        .unwrap();
     assert!(!String::from_utf8_lossy(&ct).contains(&secret));
 }
 
@@ -189,36 +389,84 @@ async fn api_key_lifecycle(app: TestApp) {
     let (s, v) = app.get("/api/v1/members", &key, None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     // A viewer key cannot write; keys cannot use user-only endpoints.
-    let (s, _) = app.post("/api/v1/invites", &key, None, json!({"email": "x@example.com"})).await;
+    let (s, _) = app
+        .post(
+            "/api/v1/invites",
+            &key,
+            None,
+            json!({"email": "x@example.com"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    assert_eq!(app.get("/api/v1/me", &key, None).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.get("/api/v1/me", &key, None).await.0,
+        StatusCode::FORBIDDEN
+    );
     // The list never shows the secret.
     let (_, list) = app.get("/api/v1/api-keys", &ann.token, Some(&t)).await;
     assert!(!list.to_string().contains(&key[key.len() - 43..]));
     assert_eq!(list[0]["id"], id.as_str());
     // Stronger-than-creator and owner keys are refused.
-    let (s, _) = app.post("/api/v1/api-keys", &ann.token, Some(&t), json!({"name": "x", "role": "owner"})).await;
+    let (s, _) = app
+        .post(
+            "/api/v1/api-keys",
+            &ann.token,
+            Some(&t),
+            json!({"name": "x", "role": "owner"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
-    let (s, _) = app.post("/api/v1/api-keys", &ann.token, Some(&t), json!({"name": "x", "role": "boss"})).await;
+    let (s, _) = app
+        .post(
+            "/api/v1/api-keys",
+            &ann.token,
+            Some(&t),
+            json!({"name": "x", "role": "boss"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
-    let (s, _) = app.call(Method::DELETE, &format!("/api/v1/api-keys/{id}"), Some(&ann.token), Some(&t), None).await;
+    let (s, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/api-keys/{id}"),
+            Some(&ann.token),
+            Some(&t),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, v) = app.get("/api/v1/members", &key, None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
-    let (s, _) = app.call(Method::DELETE, &format!("/api/v1/api-keys/{id}"), Some(&ann.token), Some(&t), None).await;
+    let (s, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/api-keys/{id}"),
+            Some(&ann.token),
+            Some(&t),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // A key with a mangled secret is refused.
     let (_, key2) = app.api_key(&ann, &t, "member").await;
     let forged = format!("{}A", &key2[..key2.len() - 1]);
-    assert_eq!(app.get("/api/v1/members", &forged, None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.get("/api/v1/members", &forged, None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
 async fn login_throttling_locks_the_account() {
-    let app = TestApp::start_with(Db::Sqlite, |c| c.login_max_failures = 3).await.unwrap();
+    let app = TestApp::start_with(Db::Sqlite, |c| c.login_max_failures = 3)
+        .await
+        .unwrap();
     app.signup("ann@example.com").await;
     for _ in 0..2 {
-        assert_eq!(app.login("ann@example.com", "wrong password!!").await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            app.login("ann@example.com", "wrong password!!").await.0,
+            StatusCode::UNAUTHORIZED
+        );
     }
     let res = app
         .http
@@ -228,7 +476,11 @@ async fn login_throttling_locks_the_account() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=30).contains(&retry), "{retry}");
     // Even the right password is refused while locked.
     let (s, v) = app.login("ann@example.com", PASSWORD).await;
@@ -238,11 +490,22 @@ async fn login_throttling_locks_the_account() {
 
 #[tokio::test]
 async fn auth_routes_are_rate_limited_per_ip() {
-    let app = TestApp::start_with(Db::Sqlite, |c| c.rate_limit_auth_per_minute = 3).await.unwrap();
+    let app = TestApp::start_with(Db::Sqlite, |c| c.rate_limit_auth_per_minute = 3)
+        .await
+        .unwrap();
     for _ in 0..3 {
-        assert_eq!(app.login("x@example.com", "wrong password!!").await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            app.login("x@example.com", "wrong password!!").await.0,
+            StatusCode::UNAUTHORIZED
+        );
     }
-    let res = app.http.post(app.url("/api/v1/auth/login")).json(&json!({"email": "x@example.com", "password": "p"})).send().await.unwrap();
+    let res = app
+        .http
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"email": "x@example.com", "password": "p"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(res.headers().contains_key("retry-after"));
 }
@@ -265,5 +528,8 @@ async fn api_is_rate_limited_per_caller() {
     }
     assert!(limited, "ann should hit the limit");
     // Another caller is unaffected.
-    assert_eq!(app.get("/api/v1/me", &bob.token, None).await.0, StatusCode::OK);
+    assert_eq!(
+        app.get("/api/v1/me", &bob.token, None).await.0,
+        StatusCode::OK
+    );
 }

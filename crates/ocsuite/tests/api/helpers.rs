@@ -49,7 +49,9 @@ pub async fn pg_database() -> Option<(String, String)> {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("PostgreSQL tests cannot run (CI=true): {admin}: {e}");
             }
-            eprintln!("SKIPPED: PostgreSQL unreachable at {admin} ({e}); set OCSUITE_TEST_POSTGRES_URL");
+            eprintln!(
+                "SKIPPED: PostgreSQL unreachable at {admin} ({e}); set OCSUITE_TEST_POSTGRES_URL"
+            );
             return None;
         }
     };
@@ -105,7 +107,6 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub state: AppState,
     pub config: Config,
-    pub db: Db,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -133,12 +134,14 @@ impl TestApp {
     pub async fn start_with(db: Db, tweak: impl FnOnce(&mut Config)) -> Option<Self> {
         let mut config = test_config(db).await?;
         tweak(&mut config);
-        Some(Self::start_config(db, config).await)
+        Some(Self::start_config(config).await)
     }
 
-    pub async fn start_config(db: Db, config: Config) -> Self {
+    pub async fn start_config(config: Config) -> Self {
         let state = ocsuite::prepare(config.clone()).await.expect("prepare app");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel();
         tokio::spawn(ocsuite::serve(state.clone(), listener, async move {
@@ -152,7 +155,6 @@ impl TestApp {
                 .expect("client"),
             state,
             config,
-            db,
             shutdown: Some(tx),
         }
     }
@@ -162,7 +164,14 @@ impl TestApp {
     }
 
     /// Sends a JSON request; returns status and parsed body (Null when empty).
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, tenant: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        tenant: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut rb = self.http.request(method, self.url(path));
         if let Some(t) = token {
             rb = rb.bearer_auth(t);
@@ -188,16 +197,30 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str, token: &str, tenant: Option<&str>) -> (StatusCode, Value) {
-        self.call(Method::GET, path, Some(token), tenant, None).await
+        self.call(Method::GET, path, Some(token), tenant, None)
+            .await
     }
 
-    pub async fn post(&self, path: &str, token: &str, tenant: Option<&str>, body: Value) -> (StatusCode, Value) {
-        self.call(Method::POST, path, Some(token), tenant, Some(body)).await
+    pub async fn post(
+        &self,
+        path: &str,
+        token: &str,
+        tenant: Option<&str>,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(token), tenant, Some(body))
+            .await
     }
 
     pub async fn signup(&self, email: &str) -> User {
         let (s, v) = self
-            .call(Method::POST, "/api/v1/auth/signup", None, None, Some(json!({"email": email, "password": PASSWORD, "name": "Test User"})))
+            .call(
+                Method::POST,
+                "/api/v1/auth/signup",
+                None,
+                None,
+                Some(json!({"email": email, "password": PASSWORD, "name": "Test User"})),
+            )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         User {
@@ -208,29 +231,66 @@ impl TestApp {
     }
 
     pub async fn login(&self, email: &str, password: &str) -> (StatusCode, Value) {
-        self.call(Method::POST, "/api/v1/auth/login", None, None, Some(json!({"email": email, "password": password})))
-            .await
+        self.call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            None,
+            Some(json!({"email": email, "password": password})),
+        )
+        .await
     }
 
     pub async fn create_tenant(&self, user: &User, name: &str) -> String {
-        let (s, v) = self.post("/api/v1/tenants", &user.token, None, json!({"name": name, "profile": {"industry": "retail"}})).await;
+        let (s, v) = self
+            .post(
+                "/api/v1/tenants",
+                &user.token,
+                None,
+                json!({"name": name, "profile": {"industry": "retail"}}),
+            )
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         v["id"].as_str().expect("tenant id").to_owned()
     }
 
     /// Invites `email` as `role` into `tenant` and has `invitee` accept.
     pub async fn add_member(&self, owner: &User, tenant: &str, invitee: &User, role: &str) {
-        let (s, v) = self.post("/api/v1/invites", &owner.token, Some(tenant), json!({"email": invitee.email, "role": role})).await;
+        let (s, v) = self
+            .post(
+                "/api/v1/invites",
+                &owner.token,
+                Some(tenant),
+                json!({"email": invitee.email, "role": role}),
+            )
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         let token = v["token"].as_str().expect("invite token");
-        let (s, v) = self.post(&format!("/api/v1/invites/{token}/accept"), &invitee.token, None, json!({})).await;
+        let (s, v) = self
+            .post(
+                &format!("/api/v1/invites/{token}/accept"),
+                &invitee.token,
+                None,
+                json!({}),
+            )
+            .await;
         assert_eq!(s, StatusCode::OK, "{v}");
     }
 
     pub async fn api_key(&self, user: &User, tenant: &str, role: &str) -> (String, String) {
-        let (s, v) = self.post("/api/v1/api-keys", &user.token, Some(tenant), json!({"name": "test key", "role": role})).await;
+        let (s, v) = self
+            .post(
+                "/api/v1/api-keys",
+                &user.token,
+                Some(tenant),
+                json!({"name": "test key", "role": role}),
+            )
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
-        (v["id"].as_str().expect("id").to_owned(), v["key"].as_str().expect("key").to_owned())
+        (
+            v["id"].as_str().expect("id").to_owned(),
+            v["key"].as_str().expect("key").to_owned(),
+        )
     }
 }
 

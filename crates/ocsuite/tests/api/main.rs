@@ -1,10 +1,12 @@
 //! One integration-test binary: the real server over HTTP, on SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used)]
 
 mod helpers;
 
 mod auth;
 mod crypto;
 mod isolation;
+mod oidc;
 mod ops;
 mod postgres;
 mod tenancy;

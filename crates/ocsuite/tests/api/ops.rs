@@ -11,17 +11,53 @@ async fn operational_endpoints(app: TestApp) {
     let res = app.http.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.headers().contains_key("x-request-id"));
-    assert_eq!(app.http.get(app.url("/readyz")).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        app.http
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
     let ann = app.signup("ann@example.com").await;
     app.get("/api/v1/me", &ann.token, None).await;
-    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("http_requests_total"), "{metrics}");
     assert!(metrics.contains("route=\"/api/v1/me\""), "{metrics}");
-    assert!(metrics.contains("http_request_duration_seconds_bucket"), "{metrics}");
-    let spec: serde_json::Value = app.http.get(app.url("/api/v1/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert!(
+        metrics.contains("http_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    let spec: serde_json::Value = app
+        .http
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(spec["openapi"], "3.1.0");
-    for path in ["/api/v1/auth/signup", "/api/v1/tenants", "/api/v1/members/{user_id}", "/api/v1/api-keys", "/api/v1/audit"] {
-        assert!(spec["paths"].get(path).is_some(), "{path} missing from OpenAPI");
+    for path in [
+        "/api/v1/auth/signup",
+        "/api/v1/tenants",
+        "/api/v1/members/{user_id}",
+        "/api/v1/api-keys",
+        "/api/v1/audit",
+    ] {
+        assert!(
+            spec["paths"].get(path).is_some(),
+            "{path} missing from OpenAPI"
+        );
     }
     let (s, v) = app.get("/api/v1/nope", &ann.token, None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);

@@ -6,7 +6,13 @@ use serde_json::json;
 use crate::dual;
 use crate::helpers::{PASSWORD, TestApp};
 
-dual!(tenant_profile, invites_flow, roles_and_last_owner, audit_trail, super_admin_support_access);
+dual!(
+    tenant_profile,
+    invites_flow,
+    roles_and_last_owner,
+    audit_trail,
+    super_admin_support_access
+);
 
 async fn tenant_profile(app: TestApp) {
     let ann = app.signup("ann@example.com").await;
@@ -24,16 +30,40 @@ async fn tenant_profile(app: TestApp) {
         (json!({"stage": "unicorn"}), "stage"),
         (json!({"colour": "red"}), "colour"),
     ] {
-        let (s, v) = app.post("/api/v1/tenants", &ann.token, None, json!({"name": "X", "profile": profile})).await;
-        assert!(s.is_client_error() && v["error"]["message"].as_str().unwrap().contains("role"), "{v}");
+        let (s, v) = app
+            .post(
+                "/api/v1/tenants",
+                &ann.token,
+                None,
+                json!({"name": "X", "profile": profile}),
+            )
+            .await;
+        assert!(
+            s.is_client_error() && v["error"]["message"].as_str().unwrap().contains("role"),
+            "{v}"
+        );
         assert!(v.to_string().contains(field), "{v}");
     }
-    let (s, _) = app.post("/api/v1/tenants", &ann.token, None, json!({"name": ""})).await;
+    let (s, _) = app
+        .post("/api/v1/tenants", &ann.token, None, json!({"name": ""}))
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     let (s, list) = app.get("/api/v1/tenants", &ann.token, None).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(list.as_array().unwrap().len(), 1, "failed creates stored nothing");
-    let (s, v) = app.call(Method::PATCH, "/api/v1/tenant", Some(&ann.token), Some(&t), Some(json!({"profile": {"industry": "Retail", "currency": "GBP"}}))).await;
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        1,
+        "failed creates stored nothing"
+    );
+    let (s, v) = app
+        .call(
+            Method::PATCH,
+            "/api/v1/tenant",
+            Some(&ann.token),
+            Some(&t),
+            Some(json!({"profile": {"industry": "Retail", "currency": "GBP"}})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["profile"]["industry"], "Retail");
     assert_eq!(v["name"], "Acme <b>Ltd</b>");
@@ -44,12 +74,26 @@ async fn tenant_profile(app: TestApp) {
     let (s, v) = app.get("/api/v1/tenant", &ann.token, None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(v["error"]["code"], "tenant_required");
-    let (s, _) = app.get("/api/v1/tenant", &ann.token, Some("ten_' OR 1=1 --")).await;
+    let (s, _) = app
+        .get("/api/v1/tenant", &ann.token, Some("ten_' OR 1=1 --"))
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, _) = app.get("/api/v1/tenant", &ann.token, Some("ten_0123456789abcdef0123456789abcdef")).await;
+    let (s, _) = app
+        .get(
+            "/api/v1/tenant",
+            &ann.token,
+            Some("ten_0123456789abcdef0123456789abcdef"),
+        )
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // A browser session falls back to its active tenant.
-    let res = app.http.get(app.url("/api/v1/tenant")).header("cookie", format!("ocsuite_session={}", ann.token)).send().await.unwrap();
+    let res = app
+        .http
+        .get(app.url("/api/v1/tenant"))
+        .header("cookie", format!("ocsuite_session={}", ann.token))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
 }
 
@@ -58,7 +102,14 @@ async fn invites_flow(app: TestApp) {
     let t = app.create_tenant(&ann, "Acme").await;
     let bob = app.signup("bob@example.com").await;
     let eve = app.signup("eve@example.com").await;
-    let (s, inv) = app.post("/api/v1/members", &ann.token, Some(&t), json!({"email": "BOB@example.com", "role": "admin"})).await;
+    let (s, inv) = app
+        .post(
+            "/api/v1/members",
+            &ann.token,
+            Some(&t),
+            json!({"email": "BOB@example.com", "role": "admin"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{inv}");
     let token = inv["token"].as_str().unwrap().to_owned();
     let accept = format!("/api/v1/invites/{token}/accept");
@@ -73,31 +124,119 @@ async fn invites_flow(app: TestApp) {
     let (_, members) = app.get("/api/v1/members", &bob.token, Some(&t)).await;
     assert_eq!(members.as_array().unwrap().len(), 2);
     // Already a member → 409; unknown/garbled token → 404.
-    let (s, _) = app.post("/api/v1/invites", &ann.token, Some(&t), json!({"email": "bob@example.com"})).await;
+    let (s, _) = app
+        .post(
+            "/api/v1/invites",
+            &ann.token,
+            Some(&t),
+            json!({"email": "bob@example.com"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CONFLICT);
-    assert_eq!(app.post("/api/v1/invites/ocs_i_nope/accept", &eve.token, None, json!({})).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.post(
+            "/api/v1/invites/ocs_i_nope/accept",
+            &eve.token,
+            None,
+            json!({})
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
     let forged = format!("{}x", &token[..token.len() - 1]);
-    assert_eq!(app.post(&format!("/api/v1/invites/{forged}/accept"), &eve.token, None, json!({})).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.post(
+            &format!("/api/v1/invites/{forged}/accept"),
+            &eve.token,
+            None,
+            json!({})
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
     // Expired and revoked invites are refused.
-    let (_, inv) = app.post("/api/v1/invites", &ann.token, Some(&t), json!({"email": "eve@example.com"})).await;
+    let (_, inv) = app
+        .post(
+            "/api/v1/invites",
+            &ann.token,
+            Some(&t),
+            json!({"email": "eve@example.com"}),
+        )
+        .await;
     let eve_token = inv["token"].as_str().unwrap().to_owned();
     let tenant = ocsuite::ids::TenantId::parse(&t).unwrap();
     let mut tx = app.state.store.tenant(&tenant).await.unwrap();
-    tx.execute(ocsuite::store::sql("UPDATE invites SET expires_at = $1 WHERE tenant_id = $2 AND email = $3").bind(chrono::Utc::now() - chrono::Duration::hours(1)).bind(&tenant).bind("eve@example.com")).await.unwrap();
+    tx.execute(
+        ocsuite::store::sql(
+            "UPDATE invites SET expires_at = $1 WHERE tenant_id = $2 AND email = $3",
+        )
+        .bind(chrono::Utc::now() - chrono::Duration::hours(1))
+        .bind(&tenant)
+        .bind("eve@example.com"),
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
-    let (s, v) = app.post(&format!("/api/v1/invites/{eve_token}/accept"), &eve.token, None, json!({})).await;
+    let (s, v) = app
+        .post(
+            &format!("/api/v1/invites/{eve_token}/accept"),
+            &eve.token,
+            None,
+            json!({}),
+        )
+        .await;
     assert_eq!(s, StatusCode::GONE);
     assert!(v["error"]["message"].as_str().unwrap().contains("expired"));
-    let (_, inv) = app.post("/api/v1/invites", &ann.token, Some(&t), json!({"email": "eve@example.com", "role": "viewer"})).await;
-    let (id, tok) = (inv["id"].as_str().unwrap().to_owned(), inv["token"].as_str().unwrap().to_owned());
-    let (s, _) = app.call(Method::DELETE, &format!("/api/v1/invites/{id}"), Some(&ann.token), Some(&t), None).await;
+    let (_, inv) = app
+        .post(
+            "/api/v1/invites",
+            &ann.token,
+            Some(&t),
+            json!({"email": "eve@example.com", "role": "viewer"}),
+        )
+        .await;
+    let (id, tok) = (
+        inv["id"].as_str().unwrap().to_owned(),
+        inv["token"].as_str().unwrap().to_owned(),
+    );
+    let (s, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/invites/{id}"),
+            Some(&ann.token),
+            Some(&t),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    assert_eq!(app.post(&format!("/api/v1/invites/{tok}/accept"), &eve.token, None, json!({})).await.0, StatusCode::GONE);
+    assert_eq!(
+        app.post(
+            &format!("/api/v1/invites/{tok}/accept"),
+            &eve.token,
+            None,
+            json!({})
+        )
+        .await
+        .0,
+        StatusCode::GONE
+    );
     let (s, list) = app.get("/api/v1/invites", &ann.token, Some(&t)).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(list.as_array().unwrap().len(), 3);
-    assert!(!list.to_string().contains("ocs_i_"), "invite tokens are never listed");
-    let (s, _) = app.post("/api/v1/invites", &ann.token, Some(&t), json!({"email": "not-an-email"})).await;
+    assert!(
+        !list.to_string().contains("ocs_i_"),
+        "invite tokens are never listed"
+    );
+    let (s, _) = app
+        .post(
+            "/api/v1/invites",
+            &ann.token,
+            Some(&t),
+            json!({"email": "not-an-email"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
@@ -109,40 +248,147 @@ async fn roles_and_last_owner(app: TestApp) {
     app.add_member(&ann, &t, &bob, "admin").await;
     app.add_member(&ann, &t, &cat, "viewer").await;
     // Viewer reads, cannot write.
-    assert_eq!(app.get("/api/v1/members", &cat.token, Some(&t)).await.0, StatusCode::OK);
-    let (s, v) = app.post("/api/v1/invites", &cat.token, Some(&t), json!({"email": "d@example.com"})).await;
+    assert_eq!(
+        app.get("/api/v1/members", &cat.token, Some(&t)).await.0,
+        StatusCode::OK
+    );
+    let (s, v) = app
+        .post(
+            "/api/v1/invites",
+            &cat.token,
+            Some(&t),
+            json!({"email": "d@example.com"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert!(v["error"]["message"].as_str().unwrap().contains("admin"));
-    assert_eq!(app.get("/api/v1/audit", &cat.token, Some(&t)).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.get("/api/v1/audit", &cat.token, Some(&t)).await.0,
+        StatusCode::FORBIDDEN
+    );
     // Admin cannot touch owners or mint owners.
     let patch = |id: &str| format!("/api/v1/members/{id}");
-    let (s, _) = app.call(Method::PATCH, &patch(&cat.id), Some(&bob.token), Some(&t), Some(json!({"role": "owner"}))).await;
+    let (s, _) = app
+        .call(
+            Method::PATCH,
+            &patch(&cat.id),
+            Some(&bob.token),
+            Some(&t),
+            Some(json!({"role": "owner"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, _) = app.call(Method::DELETE, &patch(&ann.id), Some(&bob.token), Some(&t), None).await;
+    let (s, _) = app
+        .call(
+            Method::DELETE,
+            &patch(&ann.id),
+            Some(&bob.token),
+            Some(&t),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, v) = app.call(Method::PATCH, &patch(&cat.id), Some(&bob.token), Some(&t), Some(json!({"role": "member"}))).await;
+    let (s, v) = app
+        .call(
+            Method::PATCH,
+            &patch(&cat.id),
+            Some(&bob.token),
+            Some(&t),
+            Some(json!({"role": "member"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["role"], "member");
     // The last owner can neither leave nor be demoted.
-    let (s, v) = app.call(Method::DELETE, &patch(&ann.id), Some(&ann.token), Some(&t), None).await;
+    let (s, v) = app
+        .call(
+            Method::DELETE,
+            &patch(&ann.id),
+            Some(&ann.token),
+            Some(&t),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    let (s, _) = app.call(Method::PATCH, &patch(&ann.id), Some(&ann.token), Some(&t), Some(json!({"role": "admin"}))).await;
+    let (s, _) = app
+        .call(
+            Method::PATCH,
+            &patch(&ann.id),
+            Some(&ann.token),
+            Some(&t),
+            Some(json!({"role": "admin"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::CONFLICT);
     // With a second owner, the first may step down.
-    let (s, _) = app.call(Method::PATCH, &patch(&bob.id), Some(&ann.token), Some(&t), Some(json!({"role": "owner"}))).await;
+    let (s, _) = app
+        .call(
+            Method::PATCH,
+            &patch(&bob.id),
+            Some(&ann.token),
+            Some(&t),
+            Some(json!({"role": "owner"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _) = app.call(Method::PATCH, &patch(&ann.id), Some(&ann.token), Some(&t), Some(json!({"role": "member"}))).await;
+    let (s, _) = app
+        .call(
+            Method::PATCH,
+            &patch(&ann.id),
+            Some(&ann.token),
+            Some(&t),
+            Some(json!({"role": "member"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
     // Members may leave; unknown or garbage member ids are 404.
-    let (s, _) = app.call(Method::DELETE, &patch(&cat.id), Some(&cat.token), Some(&t), None).await;
+    let (s, _) = app
+        .call(
+            Method::DELETE,
+            &patch(&cat.id),
+            Some(&cat.token),
+            Some(&t),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    assert_eq!(app.get("/api/v1/members", &cat.token, Some(&t)).await.0, StatusCode::NOT_FOUND);
-    let (s, _) = app.call(Method::DELETE, &patch(&cat.id), Some(&bob.token), Some(&t), None).await;
+    assert_eq!(
+        app.get("/api/v1/members", &cat.token, Some(&t)).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (s, _) = app
+        .call(
+            Method::DELETE,
+            &patch(&cat.id),
+            Some(&bob.token),
+            Some(&t),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = app.call(Method::PATCH, &patch("usr_garbage"), Some(&bob.token), Some(&t), Some(json!({"role": "member"}))).await;
+    let (s, _) = app
+        .call(
+            Method::PATCH,
+            &patch("usr_garbage"),
+            Some(&bob.token),
+            Some(&t),
+            Some(json!({"role": "member"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, v) = app.call(Method::PATCH, &patch(&ann.id), Some(&bob.token), Some(&t), Some(json!({"role": 7}))).await;
-    assert!(s.is_client_error() && v["error"]["message"].as_str().unwrap().contains("role"), "{v}");
+    let (s, v) = app
+        .call(
+            Method::PATCH,
+            &patch(&ann.id),
+            Some(&bob.token),
+            Some(&t),
+            Some(json!({"role": 7})),
+        )
+        .await;
+    assert!(
+        s.is_client_error() && v["error"]["message"].as_str().unwrap().contains("role"),
+        "{v}"
+    );
     let (_, me) = app.get("/api/v1/me", &ann.token, None).await;
     assert_eq!(me["memberships"][0]["role"], "member");
 }
@@ -153,37 +399,101 @@ async fn audit_trail(app: TestApp) {
     let bob = app.signup("bob@example.com").await;
     app.add_member(&ann, &t, &bob, "member").await;
     let (key_id, key) = app.api_key(&ann, &t, "admin").await;
-    app.call(Method::PATCH, &format!("/api/v1/members/{}", bob.id), Some(&key), None, Some(json!({"role": "viewer"}))).await;
+    app.call(
+        Method::PATCH,
+        &format!("/api/v1/members/{}", bob.id),
+        Some(&key),
+        None,
+        Some(json!({"role": "viewer"})),
+    )
+    .await;
     let (s, log) = app.get("/api/v1/audit", &ann.token, Some(&t)).await;
     assert_eq!(s, StatusCode::OK);
-    let actions: Vec<&str> = log.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["member.role_change", "api_key.create", "invite.accept", "invite.create", "tenant.create"]);
+    let actions: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "member.role_change",
+            "api_key.create",
+            "invite.accept",
+            "invite.create",
+            "tenant.create"
+        ]
+    );
     let change = &log[0];
     assert_eq!(change["actor_type"], "api_key");
     assert_eq!(change["actor_id"], key_id.as_str());
     assert_eq!(change["details"], json!({"from": "member", "to": "viewer"}));
     assert!(change["request_id"].as_str().is_some_and(|r| !r.is_empty()));
-    let (_, page) = app.get(&format!("/api/v1/audit?limit=2&before={}", log[1]["id"].as_str().unwrap()), &ann.token, Some(&t)).await;
+    let (_, page) = app
+        .get(
+            &format!(
+                "/api/v1/audit?limit=2&before={}",
+                log[1]["id"].as_str().unwrap()
+            ),
+            &ann.token,
+            Some(&t),
+        )
+        .await;
     assert_eq!(page.as_array().unwrap().len(), 2);
     assert_eq!(page[0]["action"], "invite.accept");
-    assert_eq!(app.get("/api/v1/audit?limit=0", &ann.token, Some(&t)).await.0, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(app.get("/api/v1/audit?limit=abc", &ann.token, Some(&t)).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        app.get("/api/v1/audit?limit=0", &ann.token, Some(&t))
+            .await
+            .0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        app.get("/api/v1/audit?limit=abc", &ann.token, Some(&t))
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 async fn super_admin_support_access(app: TestApp) {
     let ann = app.signup("ann@example.com").await;
     let t = app.create_tenant(&ann, "Acme").await;
-    let admin = ocsuite::auth::admin::create_super_admin(app.config.clone(), "root@example.com", Some("Root"), PASSWORD.into()).await.unwrap();
+    let admin = ocsuite::auth::admin::create_super_admin(
+        app.config.clone(),
+        "root@example.com",
+        Some("Root"),
+        PASSWORD.into(),
+    )
+    .await
+    .unwrap();
     assert!(admin.is_super_admin);
     let (_, v) = app.login("root@example.com", PASSWORD).await;
     let root = v["token"].as_str().unwrap().to_owned();
     let (s, _) = app.get("/api/v1/members", &root, Some(&t)).await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _) = app.post("/api/v1/api-keys", &root, Some(&t), json!({"name": "support"})).await;
+    let (s, _) = app
+        .post(
+            "/api/v1/api-keys",
+            &root,
+            Some(&t),
+            json!({"name": "support"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED);
     let (_, log) = app.get("/api/v1/audit", &ann.token, Some(&t)).await;
     assert_eq!(log[0]["actor_type"], "support_admin");
     // Promoting an existing user keeps their password.
-    ocsuite::auth::admin::create_super_admin(app.config.clone(), "ann@example.com", None, "ignored ignored".into()).await.unwrap();
-    assert_eq!(app.login("ann@example.com", PASSWORD).await.0, StatusCode::OK);
+    ocsuite::auth::admin::create_super_admin(
+        app.config.clone(),
+        "ann@example.com",
+        None,
+        "ignored ignored".into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        app.login("ann@example.com", PASSWORD).await.0,
+        StatusCode::OK
+    );
 }
