@@ -1,6 +1,6 @@
 //! Backend-neutral query text and arguments.
 //!
-//! A query is written once with `$1, $2 …` placeholders (both SQLite and PostgreSQL
+//! A query is written once with `$1, $2 …` parameter markers (both SQLite and PostgreSQL
 //! accept them) and carries its arguments as [`Arg`] values, so the caller never learns
 //! which backend runs it. Only [`super::Tx`] turns an [`Sql`] into a driver query.
 
@@ -19,7 +19,7 @@ pub enum Arg {
     OptTime(Option<DateTime<Utc>>),
 }
 
-/// A query: static SQL text plus its arguments, in placeholder order.
+/// A query: static SQL text plus its arguments, in parameter order.
 #[derive(Clone, Debug)]
 pub struct Sql {
     pub(super) text: &'static str,
