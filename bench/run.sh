@@ -18,6 +18,7 @@ MIN_RPS=${BENCH_MIN_RPS:-5000}
 MAX_P99_MS=${BENCH_MAX_P99_MS:-5}
 MAX_RSS_MB=${BENCH_MAX_RSS_MB:-30}
 DURATION=${BENCH_DURATION:-15s}
+CONNECTIONS=${BENCH_CONNECTIONS:-32}
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 2; }
@@ -131,8 +132,8 @@ run_wrk() { # name path [extra header]
   local -a hdr=(-H "Authorization: Bearer $TOKEN")
   if [ $# -ge 3 ]; then hdr+=(-H "$3"); fi
   curl -fsS -o /dev/null "${hdr[@]}" "$BASE$path" || die "GET $path is not 200 before the run"
-  wrk -t1 -c32 -d3s "${hdr[@]}" "$BASE$path" >/dev/null
-  out=$(wrk -t1 -c32 -d"$DURATION" --latency "${hdr[@]}" "$BASE$path")
+  wrk -t1 -c"$CONNECTIONS" -d3s "${hdr[@]}" "$BASE$path" >/dev/null
+  out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "${hdr[@]}" "$BASE$path")
   printf '%s\n' "$out" >&2
   RPS[$name]=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' <<<"$out")
   p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
@@ -157,7 +158,7 @@ ge() { awk -v a="$1" -v b="$2" 'BEGIN {print (a + 0 >= b + 0) ? 1 : 0}'; }
 le() { awk -v a="$1" -v b="$2" 'BEGIN {print (a + 0 <= b + 0) ? 1 : 0}'; }
 
 echo
-echo "ocsuite bench: backend=$BACKEND, wrk -t1 -c32 -d$DURATION, $(nproc) CPUs"
+echo "ocsuite bench: backend=$BACKEND, wrk -t1 -c$CONNECTIONS -d$DURATION, $(nproc) CPUs"
 printf '%-28s %12s %12s %8s\n' "measure" "value" "target" "result"
 for name in me members; do
   row "GET /api/v1/$name req/s" "${RPS[$name]}" ">= $MIN_RPS" "$(ge "${RPS[$name]}" "$MIN_RPS")"

@@ -20,8 +20,10 @@ use crate::config::Config;
 use crate::crypto::Crypto;
 use crate::error::AppError;
 use crate::ops::ratelimit::{self, Limits};
-use crate::store::Store;
-use crate::{audit, auth, openapi, ops, tenancy};
+use crate::modules::Registry;
+use crate::realtime::Bus;
+use crate::store::{Backend, Store};
+use crate::{audit, auth, modules, openapi, ops, queue, realtime, tasks, tenancy};
 
 pub struct AppInner {
     pub config: Config,
@@ -29,6 +31,12 @@ pub struct AppInner {
     pub crypto: Crypto,
     pub oidc: OidcVerifier,
     pub limits: Arc<Limits>,
+    /// Built-in modules.
+    pub registry: Arc<Registry>,
+    /// Realtime fan-out to this process's subscribers.
+    pub bus: Arc<Bus>,
+    /// Wakes idle workers of this process when a job may be ready.
+    pub jobs_wake: Arc<tokio::sync::Notify>,
 }
 
 /// Shared state handed to every handler; cheap to clone.
@@ -36,15 +44,19 @@ pub struct AppInner {
 pub struct AppState(Arc<AppInner>);
 
 impl AppState {
-    pub fn new(config: Config, store: Store, crypto: Crypto) -> Self {
+    pub fn new(config: Config, store: Store, crypto: Crypto, registry: Registry) -> Self {
         let oidc = OidcVerifier::new(config.oidc());
         let limits = Limits::new(&config);
+        let bus = Arc::new(Bus::new(store.backend() == Backend::Sqlite));
         Self(Arc::new(AppInner {
             config,
             store,
             crypto,
             oidc,
             limits,
+            registry: Arc::new(registry),
+            bus,
+            jobs_wake: Arc::new(tokio::sync::Notify::new()),
         }))
     }
 }
@@ -91,6 +103,31 @@ pub fn router(state: AppState) -> Router {
         .route("/api-keys", get(t::list_api_keys).post(t::create_api_key))
         .route("/api-keys/{id}", delete(t::revoke_api_key))
         .route("/audit", get(audit::routes::list))
+        .route("/modules", get(modules::routes::list))
+        .route("/modules/{name}/enable", post(modules::routes::enable))
+        .route("/modules/{name}/disable", post(modules::routes::disable))
+        .route(
+            "/mcp-servers",
+            get(modules::routes::list_servers).post(modules::routes::register),
+        )
+        .route("/mcp-servers/{id}", delete(modules::routes::remove))
+        .route("/mcp-servers/{id}/refresh", post(modules::routes::refresh))
+        .route("/tasks", get(tasks::routes::list))
+        .route("/tasks/execute", post(tasks::routes::execute))
+        .route("/tasks/{id}", get(tasks::routes::get))
+        .route("/tasks/{id}/cancel", post(tasks::routes::cancel))
+        .route(
+            "/queues",
+            get(queue::admin::show).patch(queue::admin::settings),
+        )
+        .route("/queues/pause", post(queue::admin::pause))
+        .route("/queues/resume", post(queue::admin::resume))
+        .route("/queues/dead", get(queue::admin::dead))
+        .route("/queues/dead/{id}/retry", post(queue::admin::retry_dead))
+        .route("/queues/dead/{id}/discard", post(queue::admin::discard_dead))
+        .route("/admin/queues", get(queue::admin::platform))
+        .route("/ws", get(realtime::routes::ws))
+        .route("/events", get(realtime::routes::events))
         .merge(credentials)
         .layer(from_fn_with_state(state.clone(), auth::authenticate))
         .route("/openapi.json", get(openapi::spec));

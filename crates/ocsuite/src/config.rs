@@ -86,6 +86,16 @@ pub struct Config {
     pub oidc_jwks_url: Option<String>,
     #[serde(default)]
     pub oidc_providers: Vec<OidcProvider>,
+    /// Jobs this process runs at once; 0 runs no workers here (use `ocsuite worker`).
+    pub workers: u32,
+    /// Seconds a claimed job is leased; a worker that stops renewing loses it after this.
+    pub queue_lease_secs: u32,
+    /// Milliseconds between queue polls when no wake-up arrives.
+    pub queue_poll_ms: u32,
+    /// First retry delay in milliseconds; doubles each attempt (with jitter), capped at 10 min.
+    pub queue_retry_base_ms: u32,
+    /// Days realtime events are kept for resume.
+    pub events_retention_days: u32,
 }
 
 impl Default for Config {
@@ -111,6 +121,11 @@ impl Default for Config {
             oidc_audience: None,
             oidc_jwks_url: None,
             oidc_providers: Vec::new(),
+            workers: 8,
+            queue_lease_secs: 30,
+            queue_poll_ms: 1000,
+            queue_retry_base_ms: 1000,
+            events_retention_days: 7,
         }
     }
 }
@@ -194,6 +209,10 @@ impl Config {
             ),
             ("RATE_LIMIT_API_BURST", self.rate_limit_api_burst as u64),
             ("LOGIN_MAX_FAILURES", self.login_max_failures as u64),
+            ("QUEUE_LEASE_SECS", self.queue_lease_secs as u64),
+            ("QUEUE_POLL_MS", self.queue_poll_ms as u64),
+            ("QUEUE_RETRY_BASE_MS", self.queue_retry_base_ms as u64),
+            ("EVENTS_RETENTION_DAYS", self.events_retention_days as u64),
         ] {
             if v == 0 {
                 return err(name, "must be greater than zero");

@@ -50,6 +50,15 @@ pub enum AppError {
         code: &'static str,
         message: String,
     },
+    /// A 4xx that carries structured details (each schema violation, the versions that
+    /// exist) for the client to act on.
+    #[error("{message}")]
+    Detailed {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+        details: serde_json::Value,
+    },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("internal error: {0}")]
@@ -87,7 +96,7 @@ impl AppError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Rejected { status, .. } => *status,
+            Self::Rejected { status, .. } | Self::Detailed { status, .. } => *status,
             Self::Database(e) if is_unique_violation(e) => StatusCode::CONFLICT,
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -106,7 +115,7 @@ impl AppError {
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::TooManyRequests { .. } => "rate_limited",
             Self::Unavailable(_) => "unavailable",
-            Self::Rejected { code, .. } => code,
+            Self::Rejected { code, .. } | Self::Detailed { code, .. } => code,
             Self::Database(e) if is_unique_violation(e) => "conflict",
             Self::Database(_) | Self::Internal(_) => "internal",
         }
@@ -131,6 +140,10 @@ pub struct ErrorDetail {
     /// The offending field, for `invalid_input`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Structured details where the code defines them (`schema_violation`: `violations`;
+    /// `capability_not_found`: `available_versions`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
 }
 
 impl IntoResponse for AppError {
@@ -151,11 +164,16 @@ impl IntoResponse for AppError {
             Self::Invalid { field, .. } => Some((*field).to_owned()),
             _ => None,
         };
+        let details = match &self {
+            Self::Detailed { details, .. } => Some(details.clone()),
+            _ => None,
+        };
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code().to_owned(),
                 message,
                 field,
+                details,
             },
         };
         let mut res = (status, axum::Json(body)).into_response();

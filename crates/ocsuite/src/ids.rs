@@ -144,6 +144,21 @@ typed_id!(
     SecretId,
     "sec"
 );
+typed_id!(
+    /// A request to run one module capability.
+    TaskId,
+    "tsk"
+);
+typed_id!(
+    /// A durable queue entry.
+    JobId,
+    "job"
+);
+typed_id!(
+    /// A tenant's registered MCP server (an external module).
+    McpServerId,
+    "mcp"
+);
 
 #[cfg(test)]
 mod tests {

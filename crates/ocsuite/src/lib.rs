@@ -13,9 +13,13 @@ pub mod crypto;
 pub mod error;
 pub mod ids;
 pub mod json;
+pub mod modules;
 pub mod openapi;
 pub mod ops;
+pub mod queue;
+pub mod realtime;
 pub mod store;
+pub mod tasks;
 pub mod tenancy;
 
 use std::future::Future;
@@ -128,7 +132,77 @@ pub async fn prepare(config: Config) -> Result<AppState, StartError> {
         }
         tracing::warn!(%problems, "row-level security check failed");
     }
-    Ok(AppState::new(config, store, Crypto::new(key)))
+    let registry = modules::Registry::builtin().map_err(StartError::Other)?;
+    Ok(AppState::new(config, store, Crypto::new(key), registry))
+}
+
+/// The background work every process runs besides HTTP: the PostgreSQL listener, the
+/// job workers (when `workers > 0`) and periodic housekeeping.
+pub struct Background {
+    workers: queue::worker::Workers,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    pub fn start(state: &AppState) -> Self {
+        let mut tasks = vec![tokio::spawn(realtime::listen(
+            state.store.clone(),
+            state.bus.clone(),
+            state.jobs_wake.clone(),
+        ))];
+        let (limits, bus, store) = (state.limits.clone(), state.bus.clone(), state.store.clone());
+        let retention = state.config.events_retention_days;
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            let mut n: u64 = 0;
+            loop {
+                tick.tick().await;
+                limits.shrink();
+                bus.shrink();
+                if n % 60 == 0
+                    && let Err(e) = realtime::prune(&store, retention).await
+                {
+                    tracing::warn!(error = %e, "pruning old events failed");
+                }
+                n += 1;
+            }
+        }));
+        let handler: std::sync::Arc<dyn queue::worker::Handler> =
+            std::sync::Arc::new(tasks::handler::ExecuteTask::new(state.clone()));
+        let workers = queue::worker::Workers::start(
+            state.store.clone(),
+            state.bus.clone(),
+            state.jobs_wake.clone(),
+            vec![handler],
+            queue::worker::WorkerConfig::from_config(&state.config),
+        );
+        Self { workers, tasks }
+    }
+
+    /// Stops the workers (letting running jobs finish for up to `grace`) and the rest.
+    pub async fn stop(self, grace: Duration) {
+        self.workers.shutdown(grace).await;
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Runs only the job workers (no HTTP) until `shutdown` resolves: `ocsuite worker`.
+pub async fn work(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let mut config = config;
+    if config.workers == 0 {
+        config.workers = 8;
+    }
+    let state = prepare(config).await?;
+    let bg = Background::start(&state);
+    shutdown.await;
+    bg.stop(Duration::from_secs(20)).await;
+    state.store.close().await;
+    Ok(())
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then drains in-flight requests.
@@ -137,14 +211,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let limits = state.limits.clone();
-    let sweeper = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tick.tick().await;
-            limits.shrink();
-        }
-    });
+    let bg = Background::start(&state);
     let store = state.store.clone();
     let app = app::router(state);
     let result = axum::serve(
@@ -153,7 +220,7 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await;
-    sweeper.abort();
+    bg.stop(Duration::from_secs(20)).await;
     store.close().await;
     result
 }

@@ -22,6 +22,9 @@ struct Cli {
 enum Command {
     /// Run the HTTP server (migrates the database first). The default.
     Serve,
+    /// Run job workers only (no HTTP), e.g. beside `serve` with OCSUITE_WORKERS=0, or as
+    /// several processes against one PostgreSQL.
+    Worker,
     /// Apply database migrations and exit.
     Migrate,
     /// Platform administration.
@@ -84,6 +87,12 @@ async fn main() -> ExitCode {
     init_logging(config.log_format);
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
+        Command::Worker => {
+            tracing::info!(workers = config.workers, "ocsuite worker starting");
+            ocsuite::work(config, shutdown_signal())
+                .await
+                .map_err(|e| e.to_string())
+        }
         Command::Migrate => ocsuite::store::migrate(&config)
             .await
             .map_err(|e| e.to_string()),

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{audit, auth, tenancy};
+use crate::{audit, auth, modules, queue, realtime, tasks, tenancy};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,6 +20,14 @@ use crate::{audit, auth, tenancy};
         tenancy::routes::revoke_invite, tenancy::routes::accept_invite, tenancy::routes::create_api_key,
         tenancy::routes::list_api_keys, tenancy::routes::revoke_api_key,
         audit::routes::list,
+        modules::routes::list, modules::routes::enable, modules::routes::disable,
+        modules::routes::list_servers, modules::routes::register, modules::routes::refresh,
+        modules::routes::remove,
+        tasks::routes::execute, tasks::routes::list, tasks::routes::get, tasks::routes::cancel,
+        queue::admin::show, queue::admin::settings, queue::admin::pause, queue::admin::resume,
+        queue::admin::dead, queue::admin::retry_dead, queue::admin::discard_dead,
+        queue::admin::platform,
+        realtime::routes::ws, realtime::routes::events,
     ),
     modifiers(&Security),
     security(("bearer" = [])),

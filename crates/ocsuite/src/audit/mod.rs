@@ -25,19 +25,61 @@ pub async fn record(
     target_id: &str,
     details: Value,
 ) -> Result<()> {
+    insert(
+        tx,
+        (ctx.actor.kind(), ctx.actor.id()),
+        action,
+        target_type,
+        target_id,
+        details,
+        ctx.meta.request_id.clone(),
+    )
+    .await
+}
+
+/// Writes one audit row for a change the system made on its own (a worker finishing a
+/// task), not on behalf of a request.
+pub async fn record_system(
+    tx: &mut TenantTx,
+    action: &str,
+    target_type: &str,
+    target_id: &str,
+    details: Value,
+) -> Result<()> {
+    insert(
+        tx,
+        ("system", "worker"),
+        action,
+        target_type,
+        target_id,
+        details,
+        None,
+    )
+    .await
+}
+
+async fn insert(
+    tx: &mut TenantTx,
+    (actor_type, actor_id): (&str, &str),
+    action: &str,
+    target_type: &str,
+    target_id: &str,
+    details: Value,
+    request_id: Option<String>,
+) -> Result<()> {
     let tenant = tx.tenant_id().clone();
     tx.execute(
         sql("INSERT INTO audit_log (tenant_id, id, actor_type, actor_id, action, target_type, target_id, details, request_id, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
             .bind(&tenant)
             .bind(AuditId::new())
-            .bind(ctx.actor.kind())
-            .bind(ctx.actor.id())
+            .bind(actor_type)
+            .bind(actor_id)
             .bind(action)
             .bind(target_type)
             .bind(target_id)
             .bind(details.to_string())
-            .bind(ctx.meta.request_id.clone())
+            .bind(request_id)
             .bind(Utc::now()),
     )
     .await?;

@@ -254,8 +254,15 @@ async fn authenticate_inner(state: &AppState, req: &mut Request) -> Result<()> {
 }
 
 /// A browser write carried by the session cookie must come from a page of ours.
+/// A WebSocket upgrade is a GET, but it opens a channel a hostile page could drive with
+/// the user's cookie (cross-site WebSocket hijacking), so it is checked like a write.
 fn check_same_origin(req: &Request) -> Result<()> {
-    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+    let ws_upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) && !ws_upgrade {
         return Ok(());
     }
     let h = req.headers();

@@ -141,6 +141,23 @@ impl Tx {
     }
 }
 
+impl Tx {
+    /// Continues this transaction inside `tenant`'s scope, for a platform operation (a
+    /// queue claim) that learns its tenant only from its own result.
+    pub async fn into_tenant(mut self, tenant: &TenantId) -> Result<TenantTx, sqlx::Error> {
+        set_pg(&mut self, "app.tenant_id", tenant.as_str()).await?;
+        Ok(TenantTx {
+            tx: self,
+            tenant: tenant.clone(),
+        })
+    }
+
+    /// True on PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.conn, Conn::PgTx(_) | Conn::PgPooled(_))
+    }
+}
+
 /// A transaction bound to one tenant. Tenant store functions take this, and bind
 /// [`TenantTx::tenant_id`] into every query.
 pub struct TenantTx {

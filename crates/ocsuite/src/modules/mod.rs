@@ -1,0 +1,252 @@
+//! The module registry: what capabilities a tenant can run, and who runs them.
+//!
+//! Built-in modules are Rust types implementing [`Module`], registered in-process at
+//! start ([`Registry::builtin`]). External modules are MCP servers a tenant registers
+//! ([`mcp`]); each of their tools is a capability. Both are described by the same
+//! [`ModuleManifest`] from the module SDK, validated the same way, and executed through
+//! the same task pipeline. A tenant may switch any module off (`tenant_modules`).
+
+pub mod diagnostics;
+pub mod mcp;
+pub mod routes;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use chrono::Utc;
+use ocsuite_module_sdk::{
+    CapabilitySpec, ModuleManifest, Progress, Schema, TaskError, TaskExecutionRequest,
+    TaskExecutionResult, Version, resolve_version,
+};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::error::{AppError, Result};
+use crate::ids::McpServerId;
+use crate::queue::worker::BoxFuture;
+use crate::store::{TenantTx, sql};
+
+/// Where a module's progress reports go; reporting never blocks the module.
+#[derive(Clone)]
+pub struct ProgressSink(mpsc::UnboundedSender<Progress>);
+
+impl ProgressSink {
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<Progress>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self(tx), rx)
+    }
+
+    pub fn report(&self, percent: u8, message: impl Into<String>) {
+        let _ = self.0.send(Progress {
+            percent: percent.min(100),
+            message: message.into(),
+        });
+    }
+}
+
+/// What a module gets besides the request.
+#[derive(Clone)]
+pub struct ExecContext {
+    pub progress: ProgressSink,
+}
+
+/// A built-in module.
+pub trait Module: Send + Sync + 'static {
+    fn manifest(&self) -> &ModuleManifest;
+    /// Runs one attempt of `req.capability` at `req.version` (a version the manifest has).
+    fn execute(
+        &self,
+        ctx: ExecContext,
+        req: TaskExecutionRequest,
+    ) -> BoxFuture<'static, Result<TaskExecutionResult, TaskError>>;
+}
+
+/// The built-in modules of this build.
+pub struct Registry {
+    modules: Vec<Arc<dyn Module>>,
+}
+
+impl Registry {
+    /// Every built-in module; a manifest that breaks the contract stops the server.
+    pub fn builtin() -> std::result::Result<Self, String> {
+        let modules: Vec<Arc<dyn Module>> = vec![Arc::new(diagnostics::Diagnostics::new())];
+        for m in &modules {
+            m.manifest()
+                .validate()
+                .map_err(|e| format!("built-in module {}: {e}", m.manifest().name))?;
+        }
+        Ok(Self { modules })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Module>> {
+        self.modules.iter().find(|m| m.manifest().name == name)
+    }
+
+    pub fn all(&self) -> &[Arc<dyn Module>] {
+        &self.modules
+    }
+}
+
+/// Where a module comes from.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Source {
+    Builtin,
+    Mcp {
+        #[schema(value_type = String)]
+        server_id: McpServerId,
+        url: String,
+    },
+}
+
+/// One module in a tenant's catalog.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct CatalogModule {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub source: Source,
+    pub enabled: bool,
+    #[schema(value_type = Vec<Object>)]
+    pub capabilities: Vec<CapabilitySpec>,
+}
+
+async fn disabled_modules(tx: &mut TenantTx) -> Result<Vec<String>> {
+    let tenant = tx.tenant_id().clone();
+    let rows: Vec<(String,)> = tx
+        .fetch_all(
+            sql("SELECT module FROM tenant_modules WHERE tenant_id = $1 AND enabled = $2")
+                .bind(&tenant)
+                .bind(false),
+        )
+        .await?;
+    Ok(rows.into_iter().map(|(m,)| m).collect())
+}
+
+/// The tenant's catalog: built-ins, then its MCP servers.
+pub async fn catalog(registry: &Registry, tx: &mut TenantTx) -> Result<Vec<CatalogModule>> {
+    let disabled = disabled_modules(tx).await?;
+    let mut out: Vec<CatalogModule> = registry
+        .all()
+        .iter()
+        .map(|m| {
+            let mf = m.manifest();
+            CatalogModule {
+                name: mf.name.clone(),
+                version: mf.version.to_string(),
+                description: mf.description.clone(),
+                source: Source::Builtin,
+                enabled: !disabled.contains(&mf.name),
+                capabilities: mf.capabilities.clone(),
+            }
+        })
+        .collect();
+    for s in mcp::list(tx).await? {
+        let manifest = s.manifest();
+        out.push(CatalogModule {
+            enabled: !disabled.contains(&s.name),
+            name: s.name.clone(),
+            version: manifest.version.to_string(),
+            description: manifest.description,
+            source: Source::Mcp {
+                server_id: s.id,
+                url: s.url,
+            },
+            capabilities: manifest.capabilities,
+        });
+    }
+    Ok(out)
+}
+
+/// Switches a module on or off for the tenant.
+pub async fn set_enabled(tx: &mut TenantTx, module: &str, enabled: bool) -> Result<()> {
+    let tenant = tx.tenant_id().clone();
+    tx.execute(
+        sql("INSERT INTO tenant_modules (tenant_id, module, enabled, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant_id, module) DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at")
+            .bind(&tenant)
+            .bind(module)
+            .bind(enabled)
+            .bind(Utc::now()),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A capability picked to serve a request.
+pub struct Resolved {
+    pub spec: CapabilitySpec,
+    pub source: Source,
+}
+
+/// Finds the capability `name` at the highest version compatible with `requested`, in
+/// the tenant's catalog. Unknown name or version: 404 listing what exists; a disabled
+/// module: 409.
+pub async fn resolve(
+    registry: &Registry,
+    tx: &mut TenantTx,
+    name: &str,
+    requested: Option<&Version>,
+) -> Result<Resolved> {
+    let catalog = catalog(registry, tx).await?;
+    let mut candidates: Vec<(&CatalogModule, &CapabilitySpec)> = Vec::new();
+    for m in &catalog {
+        for c in &m.capabilities {
+            if c.name == name {
+                candidates.push((m, c));
+            }
+        }
+    }
+    let versions: Vec<&Version> = candidates.iter().map(|(_, c)| &c.version).collect();
+    let Some(v) = resolve_version(versions.iter().copied(), requested) else {
+        let available: Vec<String> = versions.iter().map(|v| v.to_string()).collect();
+        let message = if available.is_empty() {
+            format!("no capability named `{name}`; GET /api/v1/modules lists what this tenant can run")
+        } else {
+            format!(
+                "capability `{name}` has no version compatible with {}; available: {}",
+                requested.map_or_else(|| "the request".into(), ToString::to_string),
+                available.join(", ")
+            )
+        };
+        return Err(AppError::Detailed {
+            status: StatusCode::NOT_FOUND,
+            code: "capability_not_found",
+            message,
+            details: json!({"capability": name, "available_versions": available}),
+        });
+    };
+    let Some((m, c)) = candidates.into_iter().find(|(_, c)| &c.version == v) else {
+        return Err(AppError::Internal("resolved version vanished".into()));
+    };
+    if !m.enabled {
+        return Err(AppError::Conflict(format!(
+            "module `{}` is disabled for this tenant; enable it with POST /api/v1/modules/{}/enable",
+            m.name, m.name
+        )));
+    }
+    Ok(Resolved {
+        spec: c.clone(),
+        source: m.source.clone(),
+    })
+}
+
+/// Checks `value` against `schema`; 422 listing every violation.
+pub fn validate(schema: &serde_json::Value, value: &serde_json::Value, what: &str) -> Result<()> {
+    let compiled = Schema::compile(schema)
+        .map_err(|e| AppError::Internal(format!("capability {what} schema does not compile: {e}")))?;
+    compiled.validate(value).map_err(|violations| AppError::Detailed {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        code: "schema_violation",
+        message: format!(
+            "{what} does not match the capability's schema: {}",
+            violations
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        details: json!({ "violations": violations }),
+    })
+}

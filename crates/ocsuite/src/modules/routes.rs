@@ -1,0 +1,183 @@
+//! HTTP handlers for the module catalog and MCP server registration.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::mcp::{self, McpServer};
+use super::{CatalogModule, catalog, set_enabled};
+use crate::app::AppState;
+use crate::audit;
+use crate::error::{AppError, ErrorBody, Result};
+use crate::ids::McpServerId;
+use crate::json::ApiJson;
+use crate::tenancy::{Role, TenantCtx};
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Catalog {
+    pub modules: Vec<CatalogModule>,
+}
+
+/// Every module this tenant can use, with each capability's schemas.
+#[utoipa::path(get, path = "/api/v1/modules", tag = "modules",
+    responses((status = 200, body = Catalog)))]
+pub async fn list(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<Catalog>> {
+    let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
+    let modules = catalog(&state.registry, &mut tx).await?;
+    tx.commit().await?;
+    Ok(Json(Catalog { modules }))
+}
+
+/// Switches a module on for this tenant.
+#[utoipa::path(post, path = "/api/v1/modules/{name}/enable", tag = "modules",
+    responses((status = 200, body = CatalogModule), (status = 404, body = ErrorBody)))]
+pub async fn enable(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    Path(name): Path<String>,
+) -> Result<Json<CatalogModule>> {
+    toggle(state, ctx, name, true).await
+}
+
+/// Switches a module off: its capabilities can no longer be queued or run.
+#[utoipa::path(post, path = "/api/v1/modules/{name}/disable", tag = "modules",
+    responses((status = 200, body = CatalogModule), (status = 404, body = ErrorBody)))]
+pub async fn disable(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    Path(name): Path<String>,
+) -> Result<Json<CatalogModule>> {
+    toggle(state, ctx, name, false).await
+}
+
+async fn toggle(state: AppState, ctx: TenantCtx, name: String, enabled: bool) -> Result<Json<CatalogModule>> {
+    ctx.require(Role::Admin)?;
+    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    if !catalog(&state.registry, &mut tx).await?.iter().any(|m| m.name == name) {
+        return Err(AppError::NotFound("module"));
+    }
+    set_enabled(&mut tx, &name, enabled).await?;
+    let action = if enabled { "module.enable" } else { "module.disable" };
+    audit::record(&mut tx, &ctx, action, "module", &name, json!({})).await?;
+    let module = catalog(&state.registry, &mut tx)
+        .await?
+        .into_iter()
+        .find(|m| m.name == name)
+        .ok_or(AppError::NotFound("module"))?;
+    tx.commit().await?;
+    Ok(Json(module))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct McpServerIn {
+    /// Module name: prefixes each tool's capability (`name.tool`).
+    pub name: String,
+    /// The server's streamable-HTTP endpoint.
+    pub url: String,
+    /// Sent as `Authorization: Bearer <token>`; stored encrypted.
+    #[serde(default)]
+    pub bearer_token: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct McpServers {
+    pub servers: Vec<McpServer>,
+}
+
+/// The tenant's registered MCP servers.
+#[utoipa::path(get, path = "/api/v1/mcp-servers", tag = "modules",
+    responses((status = 200, body = McpServers)))]
+pub async fn list_servers(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<McpServers>> {
+    let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
+    let servers = mcp::list(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Json(McpServers { servers }))
+}
+
+/// Registers an MCP server: connects, lists its tools, and adds them as capabilities.
+#[utoipa::path(post, path = "/api/v1/mcp-servers", request_body = McpServerIn, tag = "modules",
+    responses((status = 201, body = McpServer), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody), (status = 502, body = ErrorBody)))]
+pub async fn register(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    ApiJson(input): ApiJson<McpServerIn>,
+) -> Result<(StatusCode, Json<McpServer>)> {
+    ctx.require(Role::Admin)?;
+    let builtin: Vec<&str> = state.registry.all().iter().map(|m| m.manifest().name.as_str()).collect();
+    mcp::check_registration(&input.name, &input.url, &builtin)?;
+    let token = input.bearer_token.as_deref().filter(|t| !t.is_empty());
+    if token.is_some_and(|t| t.len() > 4096) {
+        return Err(AppError::invalid("bearer_token", "the token is longer than 4096 bytes"));
+    }
+    let token = token.map(|t| format!("Bearer {t}"));
+    let (info, tools) = mcp::discover(&input.name, &input.url, token.as_deref())
+        .await
+        .map_err(|m| AppError::Detailed {
+            status: StatusCode::BAD_GATEWAY,
+            code: "mcp_unreachable",
+            message: m,
+            details: json!({"url": input.url}),
+        })?;
+    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    let created_by = format!("{}:{}", ctx.actor.kind(), ctx.actor.id());
+    let id = mcp::insert(&mut tx, &state.crypto, &input.name, &input.url, token.as_deref(), &info, &tools, &created_by)
+        .await
+        .map_err(|e| match e {
+            AppError::Database(ref d) if crate::error::is_unique_violation(d) => {
+                AppError::Conflict(format!("an MCP server named `{}` is already registered", input.name))
+            }
+            e => e,
+        })?;
+    audit::record(&mut tx, &ctx, "mcp.register", "mcp_server", id.as_str(),
+        json!({"name": input.name, "url": input.url, "tools": tools.len()})).await?;
+    let server = mcp::get(&mut tx, &id).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(server)))
+}
+
+/// Re-reads the server's tool list.
+#[utoipa::path(post, path = "/api/v1/mcp-servers/{id}/refresh", tag = "modules",
+    responses((status = 200, body = McpServer), (status = 404, body = ErrorBody)))]
+pub async fn refresh(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    Path(id): Path<String>,
+) -> Result<Json<McpServer>> {
+    ctx.require(Role::Admin)?;
+    let id = McpServerId::parse(&id).ok_or(AppError::NotFound("MCP server"))?;
+    let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
+    let server = mcp::get(&mut tx, &id).await?;
+    let token = mcp::credential(&mut tx, &state.crypto, &id).await?;
+    tx.commit().await?;
+    let result = mcp::discover(&server.name, &server.url, token.as_deref()).await;
+    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    mcp::record_refresh(&mut tx, &id, &result).await?;
+    audit::record(&mut tx, &ctx, "mcp.refresh", "mcp_server", id.as_str(),
+        json!({"ok": result.is_ok()})).await?;
+    let server = mcp::get(&mut tx, &id).await?;
+    tx.commit().await?;
+    Ok(Json(server))
+}
+
+/// Removes the server and its stored credential.
+#[utoipa::path(delete, path = "/api/v1/mcp-servers/{id}", tag = "modules",
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn remove(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    ctx.require(Role::Admin)?;
+    let id = McpServerId::parse(&id).ok_or(AppError::NotFound("MCP server"))?;
+    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    if !mcp::delete(&mut tx, &id).await? {
+        return Err(AppError::NotFound("MCP server"));
+    }
+    audit::record(&mut tx, &ctx, "mcp.delete", "mcp_server", id.as_str(), json!({})).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

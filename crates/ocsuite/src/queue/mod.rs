@@ -1,0 +1,374 @@
+//! The durable job queue, on the application database.
+//!
+//! Design:
+//!
+//! - **One table, `jobs`.** A row is a pending (`ready`), `running` or `dead` job. It is
+//!   inserted by [`enqueue`] inside the caller's transaction, next to the row it serves
+//!   (a task), so a job exists exactly when its row does. A job that finishes is deleted
+//!   in the transaction that records its outcome on that row.
+//! - **Named queues** (`execute-task`, `sync-connector`). A job that exhausts its attempts
+//!   moves to the queue's dead-letter queue (`<queue>-dlq`) with status `dead` and its
+//!   last error, where an admin can retry or discard it.
+//! - **Claiming** takes the highest-priority, oldest `ready` job whose `run_at` has come,
+//!   skipping tenants whose kill switch is on and tenants already running as many jobs as
+//!   their concurrency limit (so one tenant's backlog cannot take every worker). The claim
+//!   sets a random lease token and a lease expiry and counts the attempt. On PostgreSQL
+//!   it is one `UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED)` inside the
+//!   `ocsuite_claim_job` function, so many workers in many processes claim concurrently
+//!   without blocking each other; on SQLite the claim runs under `BEGIN IMMEDIATE`.
+//!   The concurrency limit is checked at claim time, so concurrent claimers on
+//!   PostgreSQL can exceed it by at most the number of claims racing at that instant.
+//! - **Leases.** A worker renews its lease while it runs the job. Every change it makes
+//!   afterwards is conditional on its lease token, so a worker that lost its lease (it
+//!   stalled, or was presumed dead) cannot record an outcome: the job ends once. A
+//!   crashed worker's job is found by [`expired`] after its lease runs out and is retried
+//!   (or dead-lettered when that was its last attempt).
+//! - **Wake-ups.** On PostgreSQL [`enqueue`] issues `pg_notify('ocsuite_jobs', queue)`
+//!   and idle workers `LISTEN`; every worker also polls, so a lost notification delays a
+//!   job by at most one poll interval. On SQLite the in-process workers are woken
+//!   directly.
+//! - **Retries** back off exponentially from `queue_retry_base_ms` with jitter, capped at
+//!   ten minutes, up to the job's `max_attempts` (from the capability).
+//!
+//! Why not a crate: the well-kept Rust queues (apalis, sqlxmq, graphile_worker ports)
+//! each miss something we need here — SQLite and PostgreSQL from one codebase, tenant
+//! row-level security on the jobs table, per-tenant concurrency and a kill switch, or the
+//! enqueue-in-the-caller's-transaction guarantee. See docs/decisions.md.
+
+pub mod admin;
+pub mod worker;
+
+use chrono::{DateTime, Duration, Utc};
+use rand::Rng;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{AppError, Result};
+use crate::ids::{JobId, TenantId};
+use crate::store::{Store, TenantTx, Tx, sql};
+
+pub const EXECUTE_TASK: &str = "execute-task";
+pub const SYNC_CONNECTOR: &str = "sync-connector";
+/// Every live queue; each has a dead-letter queue named by [`dead_letter_queue`].
+pub const QUEUES: [&str; 2] = [EXECUTE_TASK, SYNC_CONNECTOR];
+pub(crate) const JOBS_CHANNEL: &str = "ocsuite_jobs";
+
+pub fn dead_letter_queue(queue: &str) -> String {
+    format!("{queue}-dlq")
+}
+
+/// A job to add.
+pub struct NewJob<'a> {
+    pub queue: &'static str,
+    pub payload: Value,
+    /// Higher runs first.
+    pub priority: i32,
+    pub run_at: DateTime<Utc>,
+    pub max_attempts: u32,
+    /// Use this id (to link the job to its row); a fresh one otherwise.
+    pub id: Option<&'a JobId>,
+}
+
+/// Adds a job inside the caller's transaction.
+pub async fn enqueue(tx: &mut TenantTx, job: NewJob<'_>) -> Result<JobId> {
+    let tenant = tx.tenant_id().clone();
+    let id = job.id.cloned().unwrap_or_default();
+    let now = Utc::now();
+    tx.execute(
+        sql("INSERT INTO jobs (tenant_id, id, queue, payload, priority, run_at, status, attempts, max_attempts, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'ready', 0, $7, $8, $8)")
+            .bind(&tenant)
+            .bind(&id)
+            .bind(job.queue)
+            .bind(job.payload.to_string())
+            .bind(job.priority)
+            .bind(job.run_at)
+            .bind(job.max_attempts.max(1))
+            .bind(now),
+    )
+    .await?;
+    if tx.is_postgres() {
+        tx.execute(sql("SELECT pg_notify($1, $2)").bind(JOBS_CHANNEL).bind(job.queue))
+            .await?;
+    }
+    Ok(id)
+}
+
+/// A job a worker holds a lease on.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    pub tenant_id: TenantId,
+    pub id: JobId,
+    pub queue: &'static str,
+    pub payload: Value,
+    /// Including this one.
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub token: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimRow {
+    tenant_id: String,
+    id: String,
+    payload: String,
+    attempts: i32,
+    max_attempts: i32,
+}
+
+/// Claims the next runnable job of `queue`; returns it with the claiming transaction,
+/// already inside the job's tenant scope, so the caller records "started" atomically.
+pub async fn claim(
+    store: &Store,
+    queue: &'static str,
+    worker: &str,
+    lease: std::time::Duration,
+) -> Result<Option<(Claimed, TenantTx)>> {
+    let now = Utc::now();
+    let until = now + Duration::from_std(lease).map_err(AppError::internal)?;
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let mut tx = store.platform().await?;
+    let q = if tx.is_postgres() {
+        sql("SELECT tenant_id, id, payload, attempts, max_attempts FROM ocsuite_claim_job($1, $2, $3, $4, $5)")
+    } else {
+        sql("UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_token = $3, lease_until = $5, worker = $2, updated_at = $4 \
+             WHERE (tenant_id, id) = ( \
+               SELECT c.tenant_id, c.id FROM jobs c JOIN tenants t ON t.id = c.tenant_id \
+                WHERE c.queue = $1 AND c.status = 'ready' AND c.run_at <= $4 \
+                  AND t.jobs_paused_at IS NULL \
+                  AND (SELECT count(*) FROM jobs r WHERE r.tenant_id = c.tenant_id AND r.status = 'running') < t.job_concurrency \
+                ORDER BY c.priority DESC, c.run_at, c.id LIMIT 1) \
+             RETURNING tenant_id, id, payload, attempts, max_attempts")
+    };
+    let row: Option<ClaimRow> = tx
+        .fetch_optional(
+            q.bind(queue)
+                .bind(worker)
+                .bind(token.as_str())
+                .bind(now)
+                .bind(until),
+        )
+        .await?;
+    let Some(r) = row else {
+        tx.commit().await?;
+        return Ok(None);
+    };
+    let (Some(tenant_id), Some(id)) = (TenantId::parse(&r.tenant_id), JobId::parse(&r.id)) else {
+        return Err(AppError::Internal(format!("malformed job row {}", r.id)));
+    };
+    let payload = serde_json::from_str(&r.payload).unwrap_or(Value::Null);
+    let tx = tx.into_tenant(&tenant_id).await?;
+    Ok(Some((
+        Claimed {
+            tenant_id,
+            id,
+            queue,
+            payload,
+            attempts: r.attempts.max(0) as u32,
+            max_attempts: r.max_attempts.max(1) as u32,
+            token,
+        },
+        tx,
+    )))
+}
+
+/// Extends the lease; false when the job is no longer this worker's.
+pub async fn renew(store: &Store, job: &Claimed, lease: std::time::Duration) -> Result<bool> {
+    let until = Utc::now() + Duration::from_std(lease).map_err(AppError::internal)?;
+    let mut tx = store.tenant(&job.tenant_id).await?;
+    let n = tx
+        .execute(
+            sql("UPDATE jobs SET lease_until = $1 WHERE tenant_id = $2 AND id = $3 AND lease_token = $4 AND status = 'running'")
+                .bind(until)
+                .bind(&job.tenant_id)
+                .bind(&job.id)
+                .bind(job.token.as_str()),
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(n == 1)
+}
+
+/// Removes a finished job; false (change nothing else!) when the lease was lost.
+pub async fn complete(tx: &mut TenantTx, job: &Claimed) -> Result<bool> {
+    let n = tx
+        .execute(
+            sql("DELETE FROM jobs WHERE tenant_id = $1 AND id = $2 AND lease_token = $3")
+                .bind(&job.tenant_id)
+                .bind(&job.id)
+                .bind(job.token.as_str()),
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Puts the job back to run at `at`; false when the lease was lost.
+pub async fn retry_at(
+    tx: &mut TenantTx,
+    job: &Claimed,
+    error: &str,
+    at: DateTime<Utc>,
+) -> Result<bool> {
+    let n = tx
+        .execute(
+            sql("UPDATE jobs SET status = 'ready', run_at = $1, last_error = $2, lease_token = NULL, lease_until = NULL, worker = NULL, updated_at = $3 \
+                 WHERE tenant_id = $4 AND id = $5 AND lease_token = $6")
+                .bind(at)
+                .bind(truncate(error))
+                .bind(Utc::now())
+                .bind(&job.tenant_id)
+                .bind(&job.id)
+                .bind(job.token.as_str()),
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Moves the job to its dead-letter queue; false when the lease was lost.
+pub async fn dead_letter(tx: &mut TenantTx, job: &Claimed, error: &str) -> Result<bool> {
+    let n = tx
+        .execute(
+            sql("UPDATE jobs SET status = 'dead', queue = $1, last_error = $2, lease_token = NULL, lease_until = NULL, worker = NULL, updated_at = $3 \
+                 WHERE tenant_id = $4 AND id = $5 AND lease_token = $6")
+                .bind(dead_letter_queue(job.queue))
+                .bind(truncate(error))
+                .bind(Utc::now())
+                .bind(&job.tenant_id)
+                .bind(&job.id)
+                .bind(job.token.as_str()),
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Removes a job that has not started (its row was cancelled). False when it is running.
+pub async fn remove_pending(tx: &mut TenantTx, id: &JobId) -> Result<bool> {
+    let tenant = tx.tenant_id().clone();
+    let n = tx
+        .execute(
+            sql("DELETE FROM jobs WHERE tenant_id = $1 AND id = $2 AND status IN ('ready', 'dead')")
+                .bind(&tenant)
+                .bind(id),
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Errors are kept to a readable size.
+fn truncate(s: &str) -> String {
+    s.chars().take(2000).collect()
+}
+
+/// The delay before attempt `attempts + 1`: base · 2^(attempts-1), capped, with the
+/// upper half jittered so retries of many jobs do not arrive together.
+pub fn backoff(base_ms: u32, attempts: u32) -> std::time::Duration {
+    let exp = attempts.saturating_sub(1).min(20);
+    let full = (u64::from(base_ms) << exp).min(600_000);
+    let half = full / 2;
+    let jitter = if half > 0 {
+        rand::rng().random_range(0..=half)
+    } else {
+        0
+    };
+    std::time::Duration::from_millis(half + jitter)
+}
+
+/// Jobs of any tenant whose lease ran out: `(tenant, job)` pairs.
+pub async fn expired(store: &Store, limit: i64) -> Result<Vec<(TenantId, JobId)>> {
+    let now = Utc::now();
+    let mut tx = store.platform_read().await?;
+    let q = if tx.is_postgres() {
+        sql("SELECT tenant_id, id FROM ocsuite_expired_leases($1, $2)")
+    } else {
+        sql("SELECT tenant_id, id FROM jobs WHERE status = 'running' AND lease_until < $1 ORDER BY lease_until LIMIT $2")
+    };
+    let rows: Vec<(String, String)> = tx.fetch_all(q.bind(now).bind(limit)).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(t, j)| Some((TenantId::parse(&t)?, JobId::parse(&j)?)))
+        .collect())
+}
+
+/// Takes over an expired lease inside the job's tenant: returns the job with a new
+/// token, or `None` when another reaper or the worker itself got there first.
+pub async fn take_expired(tx: &mut TenantTx, id: &JobId) -> Result<Option<Claimed>> {
+    let tenant = tx.tenant_id().clone();
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let row: Option<(String, String, i32, i32)> = tx
+        .fetch_optional(
+            sql("UPDATE jobs SET lease_token = $1 WHERE tenant_id = $2 AND id = $3 AND status = 'running' AND lease_until < $4 \
+                 RETURNING queue, payload, attempts, max_attempts")
+                .bind(token.as_str())
+                .bind(&tenant)
+                .bind(id)
+                .bind(Utc::now()),
+        )
+        .await?;
+    Ok(row.and_then(|(queue, payload, attempts, max_attempts)| {
+        let queue = QUEUES.into_iter().find(|q| *q == queue)?;
+        Some(Claimed {
+            tenant_id: tenant,
+            id: id.clone(),
+            queue,
+            payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+            attempts: attempts.max(0) as u32,
+            max_attempts: max_attempts.max(1) as u32,
+            token,
+        })
+    }))
+}
+
+/// One queue's depth by status.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Depth {
+    pub queue: String,
+    pub ready: i64,
+    pub running: i64,
+    pub dead: i64,
+}
+
+fn fold_depths(rows: Vec<(String, String, i64)>) -> Vec<Depth> {
+    let mut out: Vec<Depth> = QUEUES
+        .iter()
+        .flat_map(|q| [q.to_string(), dead_letter_queue(q)])
+        .map(|queue| Depth {
+            queue,
+            ready: 0,
+            running: 0,
+            dead: 0,
+        })
+        .collect();
+    for (queue, status, n) in rows {
+        if let Some(d) = out.iter_mut().find(|d| d.queue == queue) {
+            match status.as_str() {
+                "ready" => d.ready = n,
+                "running" => d.running = n,
+                "dead" => d.dead = n,
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Depths of every queue for one tenant.
+pub async fn tenant_depths(tx: &mut TenantTx) -> Result<Vec<Depth>> {
+    let tenant = tx.tenant_id().clone();
+    let rows = tx
+        .fetch_all(
+            sql("SELECT queue, status, count(*) FROM jobs WHERE tenant_id = $1 GROUP BY queue, status")
+                .bind(&tenant),
+        )
+        .await?;
+    Ok(fold_depths(rows))
+}
+
+/// Depths of every queue across tenants (platform view).
+pub async fn platform_depths(tx: &mut Tx) -> Result<Vec<Depth>> {
+    let q = if tx.is_postgres() {
+        sql("SELECT queue, status, jobs FROM ocsuite_queue_depths()")
+    } else {
+        sql("SELECT queue, status, count(*) FROM jobs GROUP BY queue, status")
+    };
+    Ok(fold_depths(tx.fetch_all(q).await?))
+}

@@ -1,0 +1,327 @@
+//! Workers: loops that claim jobs, run them under a renewed lease, and record outcomes.
+//!
+//! Each worker loop holds at most one job at a time, so a process with `workers = N` runs
+//! up to N jobs concurrently. A job's run is spawned as its own task so a panicking module
+//! is caught (as a retryable failure), a timed-out one is abandoned, and a cancelled or
+//! lease-lost one is dropped mid-flight.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::Value;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+use super::{Claimed, backoff, claim, complete, dead_letter, expired, renew, retry_at, take_expired};
+use crate::error::Result;
+use crate::realtime::{Bus, Event};
+use crate::store::{Store, TenantTx};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a handler decides when its job is claimed.
+pub enum Start {
+    /// Run it, allowing this long for one attempt.
+    Run { timeout: Duration, events: Vec<Event> },
+    /// Do not run it (its row was cancelled or is gone); the job is removed.
+    Skip { events: Vec<Event> },
+}
+
+/// How one attempt ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Succeeded { output: Value, summary: Option<String> },
+    Failed { error: String, retryable: bool },
+    Cancelled,
+}
+
+/// What the queue did with the job after an attempt; handlers mirror it on their row.
+#[derive(Debug)]
+pub enum Resolution {
+    Succeeded { output: Value, summary: Option<String> },
+    /// Will run again at `at`.
+    Retrying { error: String, at: chrono::DateTime<Utc> },
+    /// Out of attempts; in the dead-letter queue.
+    Dead { error: String },
+    /// Failed in a way a retry cannot fix; removed.
+    Failed { error: String },
+    Cancelled,
+}
+
+/// The work behind one queue.
+pub trait Handler: Send + Sync + 'static {
+    fn queue(&self) -> &'static str;
+    /// Called inside the claim's transaction.
+    fn start<'a>(&'a self, tx: &'a mut TenantTx, job: &'a Claimed) -> BoxFuture<'a, Result<Start>>;
+    /// One attempt, outside any transaction.
+    fn run(self: Arc<Self>, job: Claimed) -> BoxFuture<'static, Outcome>;
+    /// Records the resolution on the job's row, inside the transaction that applies it.
+    fn settle<'a>(
+        &'a self,
+        tx: &'a mut TenantTx,
+        job: &'a Claimed,
+        resolution: &'a Resolution,
+    ) -> BoxFuture<'a, Result<Vec<Event>>>;
+    /// Polled with each lease renewal; true stops the attempt as cancelled.
+    fn cancel_requested<'a>(&'a self, store: &'a Store, job: &'a Claimed) -> BoxFuture<'a, Result<bool>>;
+}
+
+/// Settings for a set of worker loops.
+#[derive(Clone)]
+pub struct WorkerConfig {
+    pub concurrency: u32,
+    pub lease: Duration,
+    pub poll: Duration,
+    pub retry_base_ms: u32,
+    /// Names this process in `jobs.worker`.
+    pub name: String,
+}
+
+impl WorkerConfig {
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        Self {
+            concurrency: c.workers,
+            lease: Duration::from_secs(c.queue_lease_secs.into()),
+            poll: Duration::from_millis(c.queue_poll_ms.into()),
+            retry_base_ms: c.queue_retry_base_ms,
+            name: format!(
+                "{}-{}",
+                std::process::id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+        }
+    }
+}
+
+struct Shared {
+    store: Store,
+    bus: Arc<Bus>,
+    wake: Arc<Notify>,
+    handlers: Vec<Arc<dyn Handler>>,
+    cfg: WorkerConfig,
+}
+
+/// Running worker loops; [`Workers::shutdown`] stops them after their current job.
+pub struct Workers {
+    stop: watch::Sender<bool>,
+    set: JoinSet<()>,
+}
+
+impl Workers {
+    pub fn start(
+        store: Store,
+        bus: Arc<Bus>,
+        wake: Arc<Notify>,
+        handlers: Vec<Arc<dyn Handler>>,
+        cfg: WorkerConfig,
+    ) -> Self {
+        let (stop, rx) = watch::channel(false);
+        let mut set = JoinSet::new();
+        let shared = Arc::new(Shared {
+            store,
+            bus,
+            wake,
+            handlers,
+            cfg,
+        });
+        if shared.cfg.concurrency > 0 {
+            for _ in 0..shared.cfg.concurrency {
+                set.spawn(worker_loop(shared.clone(), rx.clone()));
+            }
+            set.spawn(reaper_loop(shared.clone(), rx.clone()));
+        }
+        Self { stop, set }
+    }
+
+    /// Stops claiming, waits up to `grace` for running jobs, then abandons them (their
+    /// leases expire and another worker runs them again).
+    pub async fn shutdown(mut self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let all = async { while self.set.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!("workers did not finish in time; their jobs will be retried");
+            self.set.abort_all();
+        }
+    }
+}
+
+async fn worker_loop(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let notified = s.wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        match claim_any(&s).await {
+            Ok(Some((h, job, timeout))) => run_job(&s, h, job, timeout).await,
+            Ok(None) => {
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep(s.cfg.poll) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming a job failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(s.cfg.poll) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+    }
+}
+
+/// Claims from each handler's queue in turn; starts the first job found.
+async fn claim_any(s: &Shared) -> Result<Option<(Arc<dyn Handler>, Claimed, Duration)>> {
+    for h in &s.handlers {
+        let Some((job, mut tx)) = claim(&s.store, h.queue(), &s.cfg.name, s.cfg.lease).await? else {
+            continue;
+        };
+        match h.start(&mut tx, &job).await? {
+            Start::Run { timeout, events } => {
+                tx.commit().await?;
+                s.bus.after_commit(events);
+                return Ok(Some((h.clone(), job, timeout)));
+            }
+            Start::Skip { mut events } => {
+                complete(&mut tx, &job).await?;
+                events.extend(h.settle(&mut tx, &job, &Resolution::Cancelled).await?);
+                tx.commit().await?;
+                s.bus.after_commit(events);
+            }
+        }
+    }
+    Ok(None)
+}
+
+enum Interrupt {
+    LeaseLost,
+    Cancel,
+}
+
+async fn run_job(s: &Shared, h: Arc<dyn Handler>, job: Claimed, timeout: Duration) {
+    let mut run = tokio::spawn(h.clone().run(job.clone()));
+    let watchdog = async {
+        let mut tick = tokio::time::interval(s.cfg.lease / 3);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match renew(&s.store, &job, s.cfg.lease).await {
+                Ok(false) => return Interrupt::LeaseLost,
+                Ok(true) => {}
+                // A database blip: keep running; the next renewal may succeed, and if the
+                // lease does expire the job is simply retried.
+                Err(e) => tracing::warn!(error = %e, job = %job.id, "lease renewal failed"),
+            }
+            if matches!(h.cancel_requested(&s.store, &job).await, Ok(true)) {
+                return Interrupt::Cancel;
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        r = &mut run => match r {
+            Ok(o) => o,
+            Err(e) if e.is_panic() => Outcome::Failed { error: "the module panicked".into(), retryable: true },
+            Err(_) => Outcome::Failed { error: "the attempt was aborted".into(), retryable: true },
+        },
+        _ = tokio::time::sleep(timeout) => {
+            run.abort();
+            Outcome::Failed { error: format!("timed out after {} s", timeout.as_secs_f32()), retryable: true }
+        }
+        why = watchdog => {
+            run.abort();
+            match why {
+                Interrupt::LeaseLost => {
+                    tracing::warn!(job = %job.id, "lease lost; another worker owns this job now");
+                    return;
+                }
+                Interrupt::Cancel => Outcome::Cancelled,
+            }
+        }
+    };
+    let resolution = match outcome {
+        Outcome::Succeeded { output, summary } => Resolution::Succeeded { output, summary },
+        Outcome::Cancelled => Resolution::Cancelled,
+        Outcome::Failed { error, retryable: false } => Resolution::Failed { error },
+        Outcome::Failed { error, .. } if job.attempts >= job.max_attempts => Resolution::Dead { error },
+        Outcome::Failed { error, .. } => Resolution::Retrying {
+            error,
+            at: Utc::now()
+                + chrono::Duration::from_std(backoff(s.cfg.retry_base_ms, job.attempts))
+                    .unwrap_or_default(),
+        },
+    };
+    if let Err(e) = resolve(s, h.as_ref(), &job, &resolution).await {
+        // The lease will expire and the reaper will settle the job.
+        tracing::warn!(error = %e, job = %job.id, "recording a job outcome failed");
+    }
+}
+
+/// Applies `resolution` to the job and its row in one transaction.
+async fn resolve(s: &Shared, h: &dyn Handler, job: &Claimed, resolution: &Resolution) -> Result<()> {
+    let mut tx = s.store.tenant(&job.tenant_id).await?;
+    let held = match resolution {
+        Resolution::Succeeded { .. } | Resolution::Failed { .. } | Resolution::Cancelled => {
+            complete(&mut tx, job).await?
+        }
+        Resolution::Retrying { error, at } => retry_at(&mut tx, job, error, *at).await?,
+        Resolution::Dead { error } => dead_letter(&mut tx, job, error).await?,
+    };
+    if !held {
+        // Someone else owns the job now; record nothing.
+        return Ok(());
+    }
+    let events = h.settle(&mut tx, job, resolution).await?;
+    tx.commit().await?;
+    s.bus.after_commit(events);
+    if let Resolution::Retrying { .. } = resolution {
+        s.wake.notify_waiters();
+    }
+    Ok(())
+}
+
+/// Finds jobs whose worker stopped renewing and retries or dead-letters them.
+async fn reaper_loop(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let every = (s.cfg.lease / 2).max(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(e) = reap(&s).await {
+            tracing::warn!(error = %e, "reaping expired leases failed");
+        }
+    }
+}
+
+async fn reap(s: &Shared) -> Result<()> {
+    for (tenant, id) in expired(&s.store, 100).await? {
+        let mut tx = s.store.tenant(&tenant).await?;
+        let Some(job) = take_expired(&mut tx, &id).await? else {
+            continue;
+        };
+        let Some(h) = s.handlers.iter().find(|h| h.queue() == job.queue) else {
+            continue;
+        };
+        let error = "the worker running this job stopped responding (lease expired)".to_string();
+        let resolution = if job.attempts >= job.max_attempts {
+            dead_letter(&mut tx, &job, &error).await?;
+            Resolution::Dead { error }
+        } else {
+            let at = Utc::now();
+            retry_at(&mut tx, &job, &error, at).await?;
+            Resolution::Retrying { error, at }
+        };
+        let events = h.settle(&mut tx, &job, &resolution).await?;
+        tx.commit().await?;
+        s.bus.after_commit(events);
+        tracing::warn!(job = %job.id, tenant = %tenant, "recovered a job from an expired lease");
+    }
+    s.wake.notify_waiters();
+    Ok(())
+}

@@ -1,0 +1,399 @@
+//! The tenant-scoped realtime event bus.
+//!
+//! Every event is written to the `events` table in the same transaction as the change it
+//! reports, so an event exists if and only if its change committed. Delivery is then:
+//!
+//! - **SQLite** (one process): the committing code hands the events to [`Bus::after_commit`],
+//!   which fans them out to this process's subscribers.
+//! - **PostgreSQL** (any number of processes): the transaction also issues `pg_notify`;
+//!   PostgreSQL delivers it at commit to every process's listener ([`listen`]), which fans
+//!   it out locally. The committing process gets its own notification the same way, so
+//!   there is one delivery path and no duplicate.
+//!
+//! Topics live inside a tenant: `task:{id}` (one task), `tasks` (every task of the tenant,
+//! an aggregate over `task:*`) and `notifications`. Each stored event carries `seq`, its
+//! number within its topic (1, 2, 3… for a task), and `id`, a number increasing across
+//! the whole log. A subscriber to `task:{id}` resumes by `seq`; a subscriber to `tasks`
+//! (and SSE's `Last-Event-ID`) resumes by `id`. A subscriber that falls behind the
+//! in-memory channel replays what it missed from the table instead of losing it.
+//!
+//! Caveat: on PostgreSQL, `id`s are assigned at insert and commit order can differ by a
+//! few milliseconds between concurrent transactions, so resuming the `tasks` aggregate by
+//! `id` can miss an event that committed just after the one the client last saw. Per-task
+//! topics are exact (a task's events are written one transaction at a time). Clients
+//! refresh the task list on reconnect (the web app does).
+
+pub mod routes;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use crate::error::{AppError, Result};
+use crate::ids::{TaskId, TenantId};
+use crate::store::{Store, TenantTx, sql};
+
+/// One published event.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Event {
+    pub tenant_id: TenantId,
+    pub id: i64,
+    pub topic: String,
+    pub seq: i64,
+    pub kind: String,
+    pub data: Value,
+    pub at: DateTime<Utc>,
+}
+
+/// A topic a client may subscribe to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Topic {
+    Task(TaskId),
+    Tasks,
+    Notifications,
+}
+
+impl Topic {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "tasks" => Ok(Self::Tasks),
+            "notifications" => Ok(Self::Notifications),
+            _ => match s.strip_prefix("task:").map(TaskId::parse) {
+                Some(Some(id)) => Ok(Self::Task(id)),
+                _ => Err(AppError::bad_request(
+                    "invalid_topic",
+                    format!(
+                        "unknown topic `{}`: use task:<task id>, tasks or notifications",
+                        s.chars().take(80).collect::<String>()
+                    ),
+                )),
+            },
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Self::Task(id) => format!("task:{id}"),
+            Self::Tasks => "tasks".into(),
+            Self::Notifications => "notifications".into(),
+        }
+    }
+
+    /// Whether a stored event belongs to this subscription.
+    pub fn matches(&self, event_topic: &str) -> bool {
+        match self {
+            Self::Task(id) => event_topic.strip_prefix("task:") == Some(id.as_str()),
+            Self::Tasks => event_topic.starts_with("task:"),
+            Self::Notifications => event_topic == "notifications",
+        }
+    }
+
+    /// The position of `ev` in this subscription's numbering (see the module docs).
+    pub fn position(&self, ev: &Event) -> i64 {
+        match self {
+            Self::Task(_) | Self::Notifications => ev.seq,
+            Self::Tasks => ev.id,
+        }
+    }
+
+    /// Checks the topic names something of the caller's tenant (`tx` is scoped to it).
+    pub async fn check_visible(&self, tx: &mut TenantTx) -> Result<()> {
+        if let Self::Task(id) = self {
+            let tenant = tx.tenant_id().clone();
+            let found: Option<(String,)> = tx
+                .fetch_optional(
+                    sql("SELECT id FROM tasks WHERE tenant_id = $1 AND id = $2")
+                        .bind(&tenant)
+                        .bind(id),
+                )
+                .await?;
+            if found.is_none() {
+                return Err(AppError::NotFound("topic"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Largest `pg_notify` payload we send inline; bigger events are fetched by id.
+const NOTIFY_INLINE_MAX: usize = 7000;
+pub(crate) const EVENTS_CHANNEL: &str = "ocsuite_events";
+
+/// Appends an event to `topic` at position `seq` inside `tx` and returns it; hand the
+/// returned events to [`Bus::after_commit`] once `tx` commits.
+pub async fn record(
+    tx: &mut TenantTx,
+    topic: &str,
+    seq: i64,
+    kind: &str,
+    data: Value,
+) -> Result<Event> {
+    let tenant = tx.tenant_id().clone();
+    let at = Utc::now();
+    let (id,): (i64,) = tx
+        .fetch_one(
+            sql("INSERT INTO events (tenant_id, topic, seq, kind, data, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id")
+                .bind(&tenant)
+                .bind(topic)
+                .bind(seq)
+                .bind(kind)
+                .bind(data.to_string())
+                .bind(at),
+        )
+        .await?;
+    let ev = Event {
+        tenant_id: tenant,
+        id,
+        topic: topic.to_owned(),
+        seq,
+        kind: kind.to_owned(),
+        data,
+        at,
+    };
+    if tx.is_postgres() {
+        let mut payload = serde_json::to_string(&ev).map_err(AppError::internal)?;
+        if payload.len() > NOTIFY_INLINE_MAX {
+            payload = serde_json::json!({"ref": {"tenant_id": ev.tenant_id, "id": ev.id}}).to_string();
+        }
+        tx.execute(
+            sql("SELECT pg_notify($1, $2)")
+                .bind(EVENTS_CHANNEL)
+                .bind(payload),
+        )
+        .await?;
+    }
+    Ok(ev)
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    id: i64,
+    topic: String,
+    seq: i64,
+    kind: String,
+    data: String,
+    created_at: DateTime<Utc>,
+}
+
+impl EventRow {
+    fn into_event(self, tenant: &TenantId) -> Event {
+        Event {
+            tenant_id: tenant.clone(),
+            id: self.id,
+            topic: self.topic,
+            seq: self.seq,
+            kind: self.kind,
+            data: serde_json::from_str(&self.data).unwrap_or(Value::Null),
+            at: self.created_at,
+        }
+    }
+}
+
+/// Most events one replay returns; a client further behind replays again from the last.
+pub const REPLAY_LIMIT: i64 = 1000;
+
+/// Stored events of `topic` after position `after` (see [`Topic::position`]), oldest first.
+pub async fn replay(tx: &mut TenantTx, topic: &Topic, after: i64) -> Result<Vec<Event>> {
+    let tenant = tx.tenant_id().clone();
+    let q = match topic {
+        Topic::Task(_) | Topic::Notifications => sql(
+            "SELECT id, topic, seq, kind, data, created_at FROM events \
+             WHERE tenant_id = $1 AND topic = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+        )
+        .bind(&tenant)
+        .bind(topic.name()),
+        Topic::Tasks => sql(
+            "SELECT id, topic, seq, kind, data, created_at FROM events \
+             WHERE tenant_id = $1 AND topic LIKE $2 AND id > $3 ORDER BY id LIMIT $4",
+        )
+        .bind(&tenant)
+        .bind("task:%"),
+    };
+    let rows: Vec<EventRow> = tx.fetch_all(q.bind(after).bind(REPLAY_LIMIT)).await?;
+    Ok(rows.into_iter().map(|r| r.into_event(&tenant)).collect())
+}
+
+/// Stored events of any of `topics` with a log id above `after`, oldest first (SSE resume).
+pub async fn replay_by_id(tx: &mut TenantTx, topics: &[Topic], after: i64) -> Result<Vec<Event>> {
+    let tenant = tx.tenant_id().clone();
+    let rows: Vec<EventRow> = tx
+        .fetch_all(
+            sql("SELECT id, topic, seq, kind, data, created_at FROM events \
+                 WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3")
+            .bind(&tenant)
+            .bind(after)
+            .bind(REPLAY_LIMIT * 10),
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter(|r| topics.iter().any(|t| t.matches(&r.topic)))
+        .map(|r| r.into_event(&tenant))
+        .collect())
+}
+
+/// The current last position of `topic` (0 when empty).
+pub async fn head(tx: &mut TenantTx, topic: &Topic) -> Result<i64> {
+    let tenant = tx.tenant_id().clone();
+    let q = match topic {
+        Topic::Task(_) | Topic::Notifications => sql(
+            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant_id = $1 AND topic = $2",
+        )
+        .bind(&tenant)
+        .bind(topic.name()),
+        Topic::Tasks => {
+            sql("SELECT COALESCE(MAX(id), 0) FROM events WHERE tenant_id = $1 AND topic LIKE $2")
+                .bind(&tenant)
+                .bind("task:%")
+        }
+    };
+    let (n,): (i64,) = tx.fetch_one(q).await?;
+    Ok(n)
+}
+
+/// How many events a subscriber may fall behind before it replays from the table.
+const CHANNEL_CAPACITY: usize = 1024;
+
+/// In-process fan-out of committed events, one channel per tenant with subscribers.
+pub struct Bus {
+    local: bool,
+    tenants: Mutex<HashMap<TenantId, broadcast::Sender<Arc<Event>>>>,
+}
+
+impl Bus {
+    /// `local`: deliver events handed to [`Bus::after_commit`] directly (SQLite); when
+    /// false they arrive through [`listen`] instead (PostgreSQL).
+    pub fn new(local: bool) -> Self {
+        Self {
+            local,
+            tenants: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn subscribe(&self, tenant: &TenantId) -> broadcast::Receiver<Arc<Event>> {
+        let mut map = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(tenant.clone())
+            .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
+            .subscribe()
+    }
+
+    /// Hands an event to this process's subscribers of its tenant.
+    pub fn deliver(&self, ev: Arc<Event>) {
+        let map = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = map.get(&ev.tenant_id) {
+            // No receiver is not an error: nobody is watching.
+            let _ = tx.send(ev);
+        }
+    }
+
+    /// Call after the transaction that recorded `events` committed.
+    pub fn after_commit(&self, events: Vec<Event>) {
+        if self.local {
+            for ev in events {
+                self.deliver(Arc::new(ev));
+            }
+        }
+    }
+
+    /// Drops channels nobody listens to any more.
+    pub fn shrink(&self) {
+        let mut map = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, tx| tx.receiver_count() > 0);
+    }
+}
+
+/// Listens for events and job wake-ups on PostgreSQL until the process stops; events go
+/// to `bus`, wake-ups to `jobs`. Reconnects after a dropped connection.
+pub async fn listen(store: Store, bus: Arc<Bus>, jobs: Arc<tokio::sync::Notify>) {
+    let Some(pool) = store.pg_pool().cloned() else {
+        return;
+    };
+    loop {
+        match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(mut l) => {
+                if let Err(e) = l
+                    .listen_all([EVENTS_CHANNEL, crate::queue::JOBS_CHANNEL])
+                    .await
+                {
+                    tracing::warn!(error = %e, "LISTEN failed; retrying");
+                } else {
+                    // Anything published while we were away is in the table; wake the
+                    // workers in case a job arrived.
+                    jobs.notify_waiters();
+                    loop {
+                        match l.recv().await {
+                            Ok(n) if n.channel() == EVENTS_CHANNEL => {
+                                on_notification(&store, &bus, n.payload()).await;
+                            }
+                            Ok(_) => jobs.notify_waiters(),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot open LISTEN connection; retrying"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+#[derive(Deserialize)]
+struct EventRef {
+    tenant_id: TenantId,
+    id: i64,
+}
+
+async fn on_notification(store: &Store, bus: &Bus, payload: &str) {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Payload {
+        Ref { r#ref: EventRef },
+        Inline(Box<Event>),
+    }
+    match serde_json::from_str::<Payload>(payload) {
+        Ok(Payload::Inline(ev)) => bus.deliver(Arc::new(*ev)),
+        Ok(Payload::Ref { r#ref }) => match fetch(store, &r#ref).await {
+            Ok(Some(ev)) => bus.deliver(Arc::new(ev)),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot load a large event"),
+        },
+        Err(e) => tracing::warn!(error = %e, "malformed event notification"),
+    }
+}
+
+async fn fetch(store: &Store, r: &EventRef) -> Result<Option<Event>> {
+    let mut tx = store.tenant_read(&r.tenant_id).await?;
+    let row: Option<EventRow> = tx
+        .fetch_optional(
+            sql("SELECT id, topic, seq, kind, data, created_at FROM events WHERE tenant_id = $1 AND id = $2")
+                .bind(&r.tenant_id)
+                .bind(r.id),
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(row.map(|row| row.into_event(&r.tenant_id)))
+}
+
+/// Deletes events older than `days` days, across tenants.
+pub async fn prune(store: &Store, days: u32) -> Result<u64> {
+    let before = Utc::now() - chrono::Duration::days(days.into());
+    let mut tx = store.platform().await?;
+    let n = if tx.is_postgres() {
+        let (n,): (i64,) = tx
+            .fetch_one(sql("SELECT ocsuite_prune_events($1)").bind(before))
+            .await?;
+        n as u64
+    } else {
+        tx.execute(sql("DELETE FROM events WHERE created_at < $1").bind(before))
+            .await?
+    };
+    tx.commit().await?;
+    Ok(n)
+}

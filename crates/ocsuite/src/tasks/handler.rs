@@ -1,0 +1,317 @@
+//! The `execute-task` queue handler: runs a task's capability and records the outcome.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ocsuite_module_sdk::{TaskExecutionRequest, Version};
+use serde_json::{Value, json};
+
+use super::{Change, Status, job_id, update};
+use crate::app::AppState;
+use crate::audit;
+use crate::error::{AppError, Result};
+use crate::ids::TaskId;
+use crate::modules::{self, ExecContext, ProgressSink, Source, mcp};
+use crate::queue::worker::{BoxFuture, Handler, Outcome, Resolution, Start};
+use crate::queue::{Claimed, EXECUTE_TASK};
+use crate::realtime::Event;
+use crate::store::{Store, TenantTx, sql};
+
+/// Progress reports are written at most this often per task.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
+pub struct ExecuteTask {
+    state: AppState,
+}
+
+impl ExecuteTask {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+fn task_of(job: &Claimed) -> Option<TaskId> {
+    job.payload["task_id"].as_str().and_then(TaskId::parse)
+}
+
+#[derive(sqlx::FromRow)]
+struct Runnable {
+    capability: String,
+    version: String,
+    input: String,
+    status: String,
+    cancel_requested: bool,
+}
+
+async fn load(tx: &mut TenantTx, id: &TaskId) -> Result<Option<Runnable>> {
+    let tenant = tx.tenant_id().clone();
+    Ok(tx
+        .fetch_optional(
+            sql("SELECT capability, version, input, status, cancel_requested FROM tasks WHERE tenant_id = $1 AND id = $2")
+                .bind(&tenant)
+                .bind(id),
+        )
+        .await?)
+}
+
+impl Handler for ExecuteTask {
+    fn queue(&self) -> &'static str {
+        EXECUTE_TASK
+    }
+
+    fn start<'a>(&'a self, tx: &'a mut TenantTx, job: &'a Claimed) -> BoxFuture<'a, Result<Start>> {
+        Box::pin(async move {
+            let Some(id) = task_of(job) else {
+                return Ok(Start::Skip { events: vec![] });
+            };
+            let Some(t) = load(tx, &id).await? else {
+                return Ok(Start::Skip { events: vec![] });
+            };
+            let status = Status::parse(&t.status);
+            if t.cancel_requested || status.is_some_and(Status::is_final) {
+                return Ok(Start::Skip { events: vec![] });
+            }
+            let version = Version::parse(&t.version).map_err(AppError::internal)?;
+            let timeout = match modules::resolve(&self.state.registry, tx, &t.capability, Some(&version)).await {
+                Ok(r) => Duration::from_secs(r.spec.timeout_secs.into()),
+                // Run anyway: `run` reports why it cannot, as the task's error.
+                Err(_) => Duration::from_secs(60),
+            };
+            let ev = update(
+                tx,
+                &id,
+                Change {
+                    status: Some(Status::Running),
+                    attempts: Some(job.attempts),
+                    started: true,
+                    ..Change::default()
+                },
+                "started",
+                json!({"attempt": job.attempts, "max_attempts": job.max_attempts}),
+            )
+            .await?;
+            Ok(Start::Run {
+                timeout,
+                events: ev.into_iter().collect(),
+            })
+        })
+    }
+
+    fn run(self: Arc<Self>, job: Claimed) -> BoxFuture<'static, Outcome> {
+        Box::pin(async move {
+            match self.attempt(&job).await {
+                Ok(o) => o,
+                Err(e) => Outcome::Failed {
+                    error: format!("could not run the task: {e}"),
+                    retryable: true,
+                },
+            }
+        })
+    }
+
+    fn settle<'a>(
+        &'a self,
+        tx: &'a mut TenantTx,
+        job: &'a Claimed,
+        resolution: &'a Resolution,
+    ) -> BoxFuture<'a, Result<Vec<Event>>> {
+        Box::pin(async move {
+            let Some(id) = task_of(job) else {
+                return Ok(vec![]);
+            };
+            let (change, kind, data) = match resolution {
+                Resolution::Succeeded { output, summary } => (
+                    Change {
+                        status: Some(Status::Succeeded),
+                        result: Some(output),
+                        error: Some(None),
+                        finished: true,
+                        ..Change::default()
+                    },
+                    "succeeded",
+                    json!({"summary": summary, "attempt": job.attempts}),
+                ),
+                Resolution::Retrying { error, at } => (
+                    Change {
+                        status: Some(Status::Queued),
+                        error: Some(Some(error)),
+                        ..Change::default()
+                    },
+                    "retrying",
+                    json!({"error": error, "attempt": job.attempts, "next_attempt_at": at}),
+                ),
+                Resolution::Dead { error } => (
+                    Change {
+                        status: Some(Status::Dead),
+                        error: Some(Some(error)),
+                        finished: true,
+                        ..Change::default()
+                    },
+                    "dead",
+                    json!({"error": error, "attempt": job.attempts}),
+                ),
+                Resolution::Failed { error } => (
+                    Change {
+                        status: Some(Status::Failed),
+                        error: Some(Some(error)),
+                        finished: true,
+                        ..Change::default()
+                    },
+                    "failed",
+                    json!({"error": error, "attempt": job.attempts}),
+                ),
+                Resolution::Cancelled => (
+                    Change {
+                        status: Some(Status::Cancelled),
+                        finished: true,
+                        ..Change::default()
+                    },
+                    "cancelled",
+                    json!({}),
+                ),
+            };
+            let ev = update(tx, &id, change, kind, data.clone()).await?;
+            if ev.is_some() {
+                audit::record_system(tx, &format!("task.{kind}"), "task", id.as_str(), data).await?;
+            }
+            Ok(ev.into_iter().collect())
+        })
+    }
+
+    fn cancel_requested<'a>(&'a self, store: &'a Store, job: &'a Claimed) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let Some(id) = task_of(job) else {
+                return Ok(false);
+            };
+            let mut tx = store.tenant_read(&job.tenant_id).await?;
+            let t = load(&mut tx, &id).await?;
+            tx.commit().await?;
+            Ok(t.is_none_or(|t| t.cancel_requested))
+        })
+    }
+}
+
+impl ExecuteTask {
+    async fn attempt(&self, job: &Claimed) -> Result<Outcome> {
+        let Some(id) = task_of(job) else {
+            return Ok(Outcome::Failed {
+                error: "the job names no task".into(),
+                retryable: false,
+            });
+        };
+        let mut tx = self.state.store.tenant_read(&job.tenant_id).await?;
+        let Some(t) = load(&mut tx, &id).await? else {
+            return Ok(Outcome::Cancelled);
+        };
+        let version = Version::parse(&t.version).map_err(AppError::internal)?;
+        let resolved = match modules::resolve(&self.state.registry, &mut tx, &t.capability, Some(&version)).await {
+            Ok(r) => r,
+            Err(e) => {
+                return Ok(Outcome::Failed {
+                    error: format!("cannot run {}@{}: {e}", t.capability, t.version),
+                    retryable: false,
+                });
+            }
+        };
+        let input: Value = serde_json::from_str(&t.input).unwrap_or(Value::Null);
+        let credential = match &resolved.source {
+            Source::Mcp { server_id, .. } => mcp::credential(&mut tx, &self.state.crypto, server_id).await?,
+            Source::Builtin => None,
+        };
+        tx.commit().await?;
+
+        let result = match &resolved.source {
+            Source::Builtin => {
+                let Some(module) = self.state.registry.get(resolved.spec.module()) else {
+                    return Ok(Outcome::Failed {
+                        error: format!("module {} is not in this build", resolved.spec.module()),
+                        retryable: false,
+                    });
+                };
+                let (sink, rx) = ProgressSink::new();
+                let writer = tokio::spawn(write_progress(self.state.clone(), job.clone(), id.clone(), rx));
+                let req = TaskExecutionRequest {
+                    task_id: id.to_string(),
+                    tenant_id: job.tenant_id.to_string(),
+                    capability: resolved.spec.name.clone(),
+                    version: resolved.spec.version.clone(),
+                    input,
+                    attempt: job.attempts,
+                    idempotency_key: job_id(&id).to_string(),
+                };
+                let r = module.execute(ExecContext { progress: sink }, req).await;
+                // The sink is gone with the module's future; let the writer flush.
+                let _ = writer.await;
+                r.map(|r| (r.output, r.summary))
+            }
+            Source::Mcp { url, .. } => {
+                let tool = resolved
+                    .spec
+                    .name
+                    .split_once('.')
+                    .map(|(_, t)| t)
+                    .unwrap_or_default();
+                let mut tx = self.state.store.tenant_read(&job.tenant_id).await?;
+                let servers = mcp::list(&mut tx).await?;
+                tx.commit().await?;
+                let original = servers
+                    .iter()
+                    .flat_map(|s| s.tools.iter())
+                    .find(|t| t.capability == resolved.spec.name)
+                    .map_or(tool.to_owned(), |t| t.tool.clone());
+                mcp::call(url, credential.as_deref(), &original, input)
+                    .await
+                    .map(|v| (v, None))
+            }
+        };
+        Ok(match result {
+            Ok((output, summary)) => match modules::validate(&resolved.spec.output_schema, &output, "the module's output") {
+                Ok(()) => Outcome::Succeeded { output, summary },
+                Err(e) => Outcome::Failed {
+                    error: e.to_string(),
+                    retryable: false,
+                },
+            },
+            Err(e) => Outcome::Failed {
+                retryable: e.is_retryable(),
+                error: e.to_string(),
+            },
+        })
+    }
+}
+
+/// Writes a module's progress reports as `progress` events, coalescing bursts.
+async fn write_progress(
+    state: AppState,
+    job: Claimed,
+    id: TaskId,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<ocsuite_module_sdk::Progress>,
+) {
+    let mut last: Option<tokio::time::Instant> = None;
+    while let Some(mut p) = rx.recv().await {
+        if let Some(at) = last {
+            tokio::time::sleep_until(at + PROGRESS_EVERY).await;
+        }
+        last = Some(tokio::time::Instant::now());
+        while let Ok(next) = rx.try_recv() {
+            p = next;
+        }
+        let write = async {
+            let mut tx = state.store.tenant(&job.tenant_id).await?;
+            let ev = update(
+                &mut tx,
+                &id,
+                Change::default(),
+                "progress",
+                json!({"percent": p.percent, "message": p.message.chars().take(500).collect::<String>(), "attempt": job.attempts}),
+            )
+            .await?;
+            tx.commit().await?;
+            state.bus.after_commit(ev.into_iter().collect());
+            Ok::<_, AppError>(())
+        };
+        if let Err(e) = write.await {
+            tracing::warn!(error = %e, task = %id, "recording progress failed");
+        }
+    }
+}

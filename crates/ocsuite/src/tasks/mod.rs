@@ -1,0 +1,299 @@
+//! Tasks: a tenant's request to run one module capability, executed through the queue.
+//!
+//! Lifecycle: `queued` → `running` → `succeeded` | `failed` | `dead` | `cancelled`, with
+//! `running` → `queued` again between retries. Every change bumps the task's `event_seq`
+//! and appends an event to the topic `task:{id}` in the same transaction, so the stored
+//! events are the task's timeline and the realtime stream at once. State changes are
+//! audited.
+
+pub mod handler;
+pub mod routes;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::error::{AppError, Result};
+use crate::ids::{JobId, TaskId};
+use crate::realtime::{self, Event, Topic};
+use crate::store::{TenantTx, sql};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Dead,
+    Cancelled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Dead => "dead",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => Self::Queued,
+            "running" => Self::Running,
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            "dead" => Self::Dead,
+            "cancelled" => Self::Cancelled,
+            _ => return None,
+        })
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// A task as the API shows it.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Task {
+    #[schema(value_type = String)]
+    pub id: TaskId,
+    pub capability: String,
+    pub version: String,
+    #[schema(value_type = Object)]
+    pub input: Value,
+    pub status: Status,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub created_by: String,
+    pub cancel_requested: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: String,
+    capability: String,
+    version: String,
+    input: String,
+    status: String,
+    attempts: i64,
+    max_attempts: i64,
+    result: Option<String>,
+    error: Option<String>,
+    idempotency_key: Option<String>,
+    created_by: String,
+    cancel_requested: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+/// `SELECT <every task column> FROM tasks <tail>`.
+macro_rules! select_tasks {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, capability, version, input, status, attempts, max_attempts, result, error, \
+             idempotency_key, created_by, cancel_requested, created_at, updated_at, started_at, \
+             finished_at FROM tasks ",
+            $tail
+        )
+    };
+}
+
+impl Row {
+    fn into_task(self) -> Result<Task> {
+        Ok(Task {
+            id: TaskId::parse(&self.id).ok_or_else(|| AppError::Internal("bad task id".into()))?,
+            capability: self.capability,
+            version: self.version,
+            input: serde_json::from_str(&self.input).unwrap_or(Value::Null),
+            status: Status::parse(&self.status)
+                .ok_or_else(|| AppError::Internal(format!("bad task status {}", self.status)))?,
+            attempts: self.attempts,
+            max_attempts: self.max_attempts,
+            result: self.result.and_then(|r| serde_json::from_str(&r).ok()),
+            error: self.error,
+            idempotency_key: self.idempotency_key,
+            created_by: self.created_by,
+            cancel_requested: self.cancel_requested,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+        })
+    }
+}
+
+/// A task to create.
+pub struct NewTask<'a> {
+    pub capability: &'a str,
+    pub version: &'a str,
+    pub input: &'a Value,
+    pub max_attempts: u32,
+    pub idempotency_key: Option<&'a str>,
+    pub created_by: &'a str,
+}
+
+/// Inserts a task in `queued` with its first event; the caller enqueues its job.
+pub async fn insert(tx: &mut TenantTx, id: &TaskId, t: &NewTask<'_>) -> Result<Event> {
+    let tenant = tx.tenant_id().clone();
+    let now = Utc::now();
+    tx.execute(
+        sql("INSERT INTO tasks (tenant_id, id, capability, version, input, status, attempts, max_attempts, idempotency_key, created_by, cancel_requested, event_seq, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $7, $8, $9, 1, $10, $10)")
+            .bind(&tenant)
+            .bind(id)
+            .bind(t.capability)
+            .bind(t.version)
+            .bind(t.input.to_string())
+            .bind(t.max_attempts)
+            .bind(t.idempotency_key)
+            .bind(t.created_by)
+            .bind(false)
+            .bind(now),
+    )
+    .await?;
+    realtime::record(
+        tx,
+        &Topic::Task(id.clone()).name(),
+        1,
+        "queued",
+        json!({"task_id": id, "status": "queued", "capability": t.capability, "version": t.version}),
+    )
+    .await
+}
+
+pub async fn get(tx: &mut TenantTx, id: &TaskId) -> Result<Task> {
+    let tenant = tx.tenant_id().clone();
+    let row: Option<Row> = tx
+        .fetch_optional(
+            sql(select_tasks!("WHERE tenant_id = $1 AND id = $2"))
+                .bind(&tenant)
+                .bind(id),
+        )
+        .await?;
+    row.ok_or(AppError::NotFound("task"))?.into_task()
+}
+
+pub async fn by_idempotency_key(tx: &mut TenantTx, key: &str) -> Result<Option<Task>> {
+    let tenant = tx.tenant_id().clone();
+    let row: Option<Row> = tx
+        .fetch_optional(
+            sql(select_tasks!("WHERE tenant_id = $1 AND idempotency_key = $2"))
+                .bind(&tenant)
+                .bind(key),
+        )
+        .await?;
+    row.map(Row::into_task).transpose()
+}
+
+/// Newest first; `before` pages by creation time and id.
+pub async fn list(
+    tx: &mut TenantTx,
+    status: Option<Status>,
+    limit: i64,
+    before: Option<&TaskId>,
+) -> Result<Vec<Task>> {
+    let tenant = tx.tenant_id().clone();
+    let rows: Vec<Row> = tx
+        .fetch_all(
+            sql(select_tasks!(
+                "WHERE tenant_id = $1 AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR id < $3) \
+                 ORDER BY id DESC LIMIT $4"
+            ))
+                .bind(&tenant)
+                .bind(status.map(Status::as_str))
+                .bind(before.map(|b| b.as_str().to_owned()))
+                .bind(limit),
+        )
+        .await?;
+    rows.into_iter().map(Row::into_task).collect()
+}
+
+/// How many of the tenant's tasks wait or run.
+pub async fn open_count(tx: &mut TenantTx) -> Result<i64> {
+    let tenant = tx.tenant_id().clone();
+    let (n,): (i64,) = tx
+        .fetch_one(
+            sql("SELECT count(*) FROM tasks WHERE tenant_id = $1 AND status IN ('queued', 'running')")
+                .bind(&tenant),
+        )
+        .await?;
+    Ok(n)
+}
+
+/// A change to a task's row.
+#[derive(Default)]
+pub struct Change<'a> {
+    pub status: Option<Status>,
+    pub attempts: Option<u32>,
+    pub result: Option<&'a Value>,
+    pub error: Option<Option<&'a str>>,
+    pub started: bool,
+    pub finished: bool,
+    pub cancel_requested: bool,
+}
+
+/// Applies `change`, bumps the task's event sequence and records the event `kind` with
+/// `data` on its topic. `None` when the task is gone.
+pub async fn update(
+    tx: &mut TenantTx,
+    id: &TaskId,
+    change: Change<'_>,
+    kind: &str,
+    mut data: Value,
+) -> Result<Option<Event>> {
+    let tenant = tx.tenant_id().clone();
+    let now = Utc::now();
+    let row: Option<(i64, String)> = tx
+        .fetch_optional(
+            sql("UPDATE tasks SET status = COALESCE($1, status), attempts = COALESCE($2, attempts), \
+                   result = CASE WHEN $3 IS NULL THEN result ELSE $3 END, \
+                   error = CASE WHEN $4 THEN $5 ELSE error END, \
+                   started_at = CASE WHEN $6 THEN $7 ELSE started_at END, \
+                   finished_at = CASE WHEN $8 THEN $7 ELSE finished_at END, \
+                   cancel_requested = CASE WHEN $9 THEN $9 ELSE cancel_requested END, \
+                   event_seq = event_seq + 1, updated_at = $7 \
+                 WHERE tenant_id = $10 AND id = $11 RETURNING event_seq, status")
+                .bind(change.status.map(Status::as_str))
+                .bind(change.attempts.map(i64::from))
+                .bind(change.result.map(Value::to_string))
+                .bind(change.error.is_some())
+                .bind(change.error.flatten())
+                .bind(change.started)
+                .bind(now)
+                .bind(change.finished)
+                .bind(change.cancel_requested)
+                .bind(&tenant)
+                .bind(id),
+        )
+        .await?;
+    let Some((seq, status)) = row else {
+        return Ok(None);
+    };
+    if let Value::Object(m) = &mut data {
+        m.insert("task_id".into(), json!(id));
+        m.insert("status".into(), json!(status));
+    }
+    let ev = realtime::record(tx, &Topic::Task(id.clone()).name(), seq, kind, data).await?;
+    Ok(Some(ev))
+}
+
+/// The job that runs a task shares its id's random part, so either finds the other.
+pub fn job_id(task: &TaskId) -> JobId {
+    JobId::from_hex(task.hex()).unwrap_or_default()
+}

@@ -1,0 +1,329 @@
+//! HTTP handlers for tasks.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use ocsuite_module_sdk::parse_requested_version;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{Change, NewTask, Status, Task, job_id, update};
+use crate::app::AppState;
+use crate::audit;
+use crate::error::{AppError, ErrorBody, Result};
+use crate::ids::TaskId;
+use crate::json::{ApiJson, ApiQuery};
+use crate::modules;
+use crate::queue::{self, EXECUTE_TASK, NewJob};
+use crate::realtime::{self, Event, Topic};
+use crate::tenancy::{Role, TenantCtx};
+
+/// Most tasks a tenant may have waiting or running at once.
+pub const MAX_OPEN_TASKS: i64 = 10_000;
+const MAX_KEY_LEN: usize = 200;
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteIn {
+    /// `module.capability`.
+    pub capability: String,
+    /// Wanted version (`1`, `1.2` or `1.2.3`): the highest compatible one runs. Absent:
+    /// the highest available.
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
+    pub input: Value,
+    /// Resending with the same key returns the first task instead of running again.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// -10 (background) to 10 (urgent); default 0.
+    #[serde(default)]
+    pub priority: i32,
+    /// Run no earlier than this time (at most 30 days ahead).
+    #[serde(default)]
+    pub run_at: Option<DateTime<Utc>>,
+}
+
+fn empty_object() -> Value {
+    json!({})
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TaskRef {
+    #[schema(value_type = String)]
+    pub id: TaskId,
+    pub status: Status,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Executed {
+    pub task: TaskRef,
+    /// True when the idempotency key matched an earlier request.
+    pub replayed: bool,
+}
+
+/// Queues a capability to run.
+#[utoipa::path(post, path = "/api/v1/tasks/execute", request_body = ExecuteIn, tag = "tasks",
+    responses((status = 202, body = Executed), (status = 200, body = Executed, description = "idempotent replay"),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 429, body = ErrorBody)))]
+pub async fn execute(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    ApiJson(input): ApiJson<ExecuteIn>,
+) -> Result<(StatusCode, Json<Executed>)> {
+    ctx.require(Role::Member)?;
+    if !(-10..=10).contains(&input.priority) {
+        return Err(AppError::invalid("priority", "priority must be between -10 and 10"));
+    }
+    let now = Utc::now();
+    let run_at = match input.run_at {
+        Some(t) if t > now + chrono::Duration::days(30) => {
+            return Err(AppError::invalid("run_at", "run_at may be at most 30 days ahead"));
+        }
+        Some(t) => t.max(now),
+        None => now,
+    };
+    let requested = input
+        .version
+        .as_deref()
+        .map(parse_requested_version)
+        .transpose()
+        .map_err(|m| AppError::invalid("version", m))?;
+    if let Some(k) = &input.idempotency_key
+        && (k.is_empty() || k.len() > MAX_KEY_LEN)
+    {
+        return Err(AppError::invalid(
+            "idempotency_key",
+            format!("idempotency_key must be 1-{MAX_KEY_LEN} characters"),
+        ));
+    }
+
+    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    if let Some(key) = &input.idempotency_key
+        && let Some(existing) = super::by_idempotency_key(&mut tx, key).await?
+    {
+        return replay(existing, &input);
+    }
+    let resolved = modules::resolve(&state.registry, &mut tx, &input.capability, requested.as_ref()).await?;
+    modules::validate(&resolved.spec.input_schema, &input.input, "input")?;
+    if super::open_count(&mut tx).await? >= MAX_OPEN_TASKS {
+        return Err(AppError::TooManyRequests {
+            retry_after: std::time::Duration::from_secs(60),
+        });
+    }
+    let id = TaskId::new();
+    let version = resolved.spec.version.to_string();
+    let ev = super::insert(
+        &mut tx,
+        &id,
+        &NewTask {
+            capability: &resolved.spec.name,
+            version: &version,
+            input: &input.input,
+            max_attempts: resolved.spec.max_attempts,
+            idempotency_key: input.idempotency_key.as_deref(),
+            created_by: &format!("{}:{}", ctx.actor.kind(), ctx.actor.id()),
+        },
+    )
+    .await?;
+    queue::enqueue(
+        &mut tx,
+        NewJob {
+            queue: EXECUTE_TASK,
+            payload: json!({"task_id": id}),
+            priority: input.priority,
+            run_at,
+            max_attempts: resolved.spec.max_attempts,
+            id: Some(&job_id(&id)),
+        },
+    )
+    .await?;
+    audit::record(
+        &mut tx,
+        &ctx,
+        "task.queued",
+        "task",
+        id.as_str(),
+        json!({"capability": resolved.spec.name, "version": version, "side_effect": resolved.spec.side_effect}),
+    )
+    .await?;
+    match tx.commit().await {
+        Ok(()) => {}
+        // Two requests raced with one idempotency key: the loser answers with the winner.
+        Err(e) if crate::error::is_unique_violation(&e) && input.idempotency_key.is_some() => {
+            let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
+            let key = input.idempotency_key.as_deref().unwrap_or_default();
+            let existing = super::by_idempotency_key(&mut tx, key)
+                .await?
+                .ok_or(AppError::Database(e))?;
+            return replay(existing, &input);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    state.bus.after_commit(vec![ev]);
+    state.jobs_wake.notify_waiters();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Executed {
+            task: TaskRef {
+                id,
+                status: Status::Queued,
+            },
+            replayed: false,
+        }),
+    ))
+}
+
+/// The answer to a repeated idempotency key: the first task, unless the request differs.
+fn replay(existing: Task, input: &ExecuteIn) -> Result<(StatusCode, Json<Executed>)> {
+    if existing.capability != input.capability || existing.input != input.input {
+        return Err(AppError::Conflict(
+            "this idempotency_key was already used for a different request; use a new key".into(),
+        ));
+    }
+    Ok((
+        StatusCode::OK,
+        Json(Executed {
+            task: TaskRef {
+                id: existing.id,
+                status: existing.status,
+            },
+            replayed: true,
+        }),
+    ))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only tasks in this status.
+    pub status: Option<String>,
+    /// 1-200, default 50.
+    pub limit: Option<i64>,
+    /// Page: tasks older than this task id.
+    pub before: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TaskList {
+    pub tasks: Vec<Task>,
+}
+
+/// The tenant's tasks, newest first.
+#[utoipa::path(get, path = "/api/v1/tasks", params(ListQuery), tag = "tasks",
+    responses((status = 200, body = TaskList), (status = 422, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<TaskList>> {
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| {
+            Status::parse(s).ok_or_else(|| {
+                AppError::invalid("status", "status must be one of queued, running, succeeded, failed, dead, cancelled")
+            })
+        })
+        .transpose()?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(AppError::invalid("limit", "limit must be 1-200"));
+    }
+    let before = q
+        .before
+        .as_deref()
+        .map(|b| TaskId::parse(b).ok_or_else(|| AppError::invalid("before", "before must be a task id")))
+        .transpose()?;
+    let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
+    let tasks = super::list(&mut tx, status, limit, before.as_ref()).await?;
+    tx.commit().await?;
+    Ok(Json(TaskList { tasks }))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TaskDetail {
+    pub task: Task,
+    /// Every event of the task, oldest first (topic `task:{id}`).
+    #[schema(value_type = Vec<Object>)]
+    pub timeline: Vec<Event>,
+}
+
+/// One task with its timeline.
+#[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks",
+    responses((status = 200, body = TaskDetail), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    Path(id): Path<String>,
+) -> Result<Json<TaskDetail>> {
+    let id = TaskId::parse(&id).ok_or(AppError::NotFound("task"))?;
+    let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
+    let task = super::get(&mut tx, &id).await?;
+    let timeline = realtime::replay(&mut tx, &Topic::Task(id), 0).await?;
+    tx.commit().await?;
+    Ok(Json(TaskDetail { task, timeline }))
+}
+
+/// Cancels a task: at once when it waits; a running one stops at its next lease renewal.
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/cancel", tag = "tasks",
+    responses((status = 200, body = Task, description = "cancelled"),
+              (status = 202, body = Task, description = "running: cancellation requested"),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Task>)> {
+    ctx.require(Role::Member)?;
+    let id = TaskId::parse(&id).ok_or(AppError::NotFound("task"))?;
+    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    let task = super::get(&mut tx, &id).await?;
+    let (code, ev) = match task.status {
+        Status::Succeeded | Status::Failed | Status::Cancelled => {
+            return Err(AppError::Conflict(format!(
+                "the task already ended ({}); nothing to cancel",
+                task.status.as_str()
+            )));
+        }
+        Status::Queued | Status::Dead if queue::remove_pending(&mut tx, &job_id(&id)).await? => {
+            let ev = update(
+                &mut tx,
+                &id,
+                Change {
+                    status: Some(Status::Cancelled),
+                    cancel_requested: true,
+                    finished: true,
+                    ..Change::default()
+                },
+                "cancelled",
+                json!({}),
+            )
+            .await?;
+            (StatusCode::OK, ev)
+        }
+        // Claimed by a worker a moment ago: it stops the run as it starts.
+        Status::Running | Status::Queued | Status::Dead => {
+            let ev = update(
+                &mut tx,
+                &id,
+                Change {
+                    cancel_requested: true,
+                    ..Change::default()
+                },
+                "cancel_requested",
+                json!({}),
+            )
+            .await?;
+            (StatusCode::ACCEPTED, ev)
+        }
+    };
+    audit::record(&mut tx, &ctx, "task.cancel", "task", id.as_str(), json!({"was": task.status})).await?;
+    let task = super::get(&mut tx, &id).await?;
+    tx.commit().await?;
+    state.bus.after_commit(ev.into_iter().collect());
+    Ok((code, Json(task)))
+}
