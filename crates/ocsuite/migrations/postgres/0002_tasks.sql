@@ -4,7 +4,7 @@
 -- Per-tenant queue controls: the kill switch (no job of a paused tenant is claimed) and
 -- how many of its jobs may run at once, so one tenant cannot take every worker.
 ALTER TABLE tenants ADD COLUMN jobs_paused_at TIMESTAMPTZ;
-ALTER TABLE tenants ADD COLUMN job_concurrency INTEGER NOT NULL DEFAULT 4;
+ALTER TABLE tenants ADD COLUMN job_concurrency BIGINT NOT NULL DEFAULT 4;
 
 -- Modules a tenant switched off (absent = enabled).
 CREATE TABLE tenant_modules (
@@ -41,8 +41,8 @@ CREATE TABLE tasks (
     version TEXT NOT NULL,
     input TEXT NOT NULL,
     status TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    max_attempts INTEGER NOT NULL,
+    attempts BIGINT NOT NULL,
+    max_attempts BIGINT NOT NULL,
     result TEXT,
     error TEXT,
     idempotency_key TEXT,
@@ -66,11 +66,11 @@ CREATE TABLE jobs (
     id TEXT NOT NULL,
     queue TEXT NOT NULL,
     payload TEXT NOT NULL,
-    priority INTEGER NOT NULL,
+    priority BIGINT NOT NULL,
     run_at TIMESTAMPTZ NOT NULL,
     status TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    max_attempts INTEGER NOT NULL,
+    attempts BIGINT NOT NULL,
+    max_attempts BIGINT NOT NULL,
     lease_token TEXT,
     lease_until TIMESTAMPTZ,
     worker TEXT,
@@ -142,7 +142,7 @@ CREATE POLICY owner_maintenance ON events TO CURRENT_USER USING (true) WITH CHEC
 -- paused tenants and tenants already running their concurrency limit.
 CREATE FUNCTION ocsuite_claim_job(p_queue TEXT, p_worker TEXT, p_token TEXT,
                                   p_now TIMESTAMPTZ, p_lease_until TIMESTAMPTZ)
-RETURNS TABLE (tenant_id TEXT, id TEXT, payload TEXT, attempts INTEGER, max_attempts INTEGER)
+RETURNS TABLE (tenant_id TEXT, id TEXT, payload TEXT, attempts BIGINT, max_attempts BIGINT)
 LANGUAGE sql SECURITY DEFINER SET search_path = public AS $$
     UPDATE jobs j
        SET status = 'running', attempts = j.attempts + 1, lease_token = p_token,
@@ -161,7 +161,7 @@ $$;
 
 -- Jobs whose worker stopped renewing its lease: their tenant and id, so the caller can
 -- requeue or dead-letter each inside that tenant's scope.
-CREATE FUNCTION ocsuite_expired_leases(p_now TIMESTAMPTZ, p_limit INTEGER)
+CREATE FUNCTION ocsuite_expired_leases(p_now TIMESTAMPTZ, p_limit BIGINT)
 RETURNS TABLE (tenant_id TEXT, id TEXT)
 LANGUAGE sql SECURITY DEFINER SET search_path = public AS $$
     SELECT j.tenant_id, j.id FROM jobs j

@@ -77,7 +77,7 @@ pub struct McpServerIn {
     pub name: String,
     /// The server's streamable-HTTP endpoint.
     pub url: String,
-    /// Sent as `Authorization: Bearer <token>`; stored encrypted.
+    /// Sent as `Authorization: Bearer <token>`; stored encrypted, never shown again.
     #[serde(default)]
     pub bearer_token: Option<String>,
 }
@@ -100,7 +100,7 @@ pub async fn list_servers(State(state): State<AppState>, ctx: TenantCtx) -> Resu
 /// Registers an MCP server: connects, lists its tools, and adds them as capabilities.
 #[utoipa::path(post, path = "/api/v1/mcp-servers", request_body = McpServerIn, tag = "modules",
     responses((status = 201, body = McpServer), (status = 409, body = ErrorBody),
-              (status = 422, body = ErrorBody), (status = 502, body = ErrorBody)))]
+              (status = 422, body = ErrorBody, description = "invalid, or the server could not be reached (`mcp_unreachable`)")))]
 pub async fn register(
     State(state): State<AppState>,
     ctx: TenantCtx,
@@ -113,11 +113,10 @@ pub async fn register(
     if token.is_some_and(|t| t.len() > 4096) {
         return Err(AppError::invalid("bearer_token", "the token is longer than 4096 bytes"));
     }
-    let token = token.map(|t| format!("Bearer {t}"));
     let (info, tools) = mcp::discover(&input.name, &input.url, token.as_deref())
         .await
         .map_err(|m| AppError::Detailed {
-            status: StatusCode::BAD_GATEWAY,
+            status: StatusCode::UNPROCESSABLE_ENTITY,
             code: "mcp_unreachable",
             message: m,
             details: json!({"url": input.url}),

@@ -112,8 +112,8 @@ struct ClaimRow {
     tenant_id: String,
     id: String,
     payload: String,
-    attempts: i32,
-    max_attempts: i32,
+    attempts: i64,
+    max_attempts: i64,
 }
 
 /// Claims the next runnable job of `queue`; returns it with the claiming transaction,
@@ -294,7 +294,7 @@ pub async fn expired(store: &Store, limit: i64) -> Result<Vec<(TenantId, JobId)>
 pub async fn take_expired(tx: &mut TenantTx, id: &JobId) -> Result<Option<Claimed>> {
     let tenant = tx.tenant_id().clone();
     let token = uuid::Uuid::new_v4().simple().to_string();
-    let row: Option<(String, String, i32, i32)> = tx
+    let row: Option<(String, String, i64, i64)> = tx
         .fetch_optional(
             sql("UPDATE jobs SET lease_token = $1 WHERE tenant_id = $2 AND id = $3 AND status = 'running' AND lease_until < $4 \
                  RETURNING queue, payload, attempts, max_attempts")

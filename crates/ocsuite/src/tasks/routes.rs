@@ -116,44 +116,49 @@ pub async fn execute(
     }
     let id = TaskId::new();
     let version = resolved.spec.version.to_string();
-    let ev = super::insert(
-        &mut tx,
-        &id,
-        &NewTask {
-            capability: &resolved.spec.name,
-            version: &version,
-            input: &input.input,
-            max_attempts: resolved.spec.max_attempts,
-            idempotency_key: input.idempotency_key.as_deref(),
-            created_by: &format!("{}:{}", ctx.actor.kind(), ctx.actor.id()),
-        },
-    )
-    .await?;
-    queue::enqueue(
-        &mut tx,
-        NewJob {
-            queue: EXECUTE_TASK,
-            payload: json!({"task_id": id}),
-            priority: input.priority,
-            run_at,
-            max_attempts: resolved.spec.max_attempts,
-            id: Some(&job_id(&id)),
-        },
-    )
-    .await?;
-    audit::record(
-        &mut tx,
-        &ctx,
-        "task.queued",
-        "task",
-        id.as_str(),
-        json!({"capability": resolved.spec.name, "version": version, "side_effect": resolved.spec.side_effect}),
-    )
-    .await?;
-    match tx.commit().await {
-        Ok(()) => {}
+    let created = async {
+        let ev = super::insert(
+            &mut tx,
+            &id,
+            &NewTask {
+                capability: &resolved.spec.name,
+                version: &version,
+                input: &input.input,
+                max_attempts: resolved.spec.max_attempts,
+                idempotency_key: input.idempotency_key.as_deref(),
+                created_by: &format!("{}:{}", ctx.actor.kind(), ctx.actor.id()),
+            },
+        )
+        .await?;
+        queue::enqueue(
+            &mut tx,
+            NewJob {
+                queue: EXECUTE_TASK,
+                payload: json!({"task_id": id}),
+                priority: input.priority,
+                run_at,
+                max_attempts: resolved.spec.max_attempts,
+                id: Some(&job_id(&id)),
+            },
+        )
+        .await?;
+        audit::record(
+            &mut tx,
+            &ctx,
+            "task.queued",
+            "task",
+            id.as_str(),
+            json!({"capability": resolved.spec.name, "version": version, "side_effect": resolved.spec.side_effect}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok::<_, AppError>(ev)
+    }
+    .await;
+    let ev = match created {
+        Ok(ev) => ev,
         // Two requests raced with one idempotency key: the loser answers with the winner.
-        Err(e) if crate::error::is_unique_violation(&e) && input.idempotency_key.is_some() => {
+        Err(AppError::Database(e)) if crate::error::is_unique_violation(&e) && input.idempotency_key.is_some() => {
             let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
             let key = input.idempotency_key.as_deref().unwrap_or_default();
             let existing = super::by_idempotency_key(&mut tx, key)
@@ -161,8 +166,8 @@ pub async fn execute(
                 .ok_or(AppError::Database(e))?;
             return replay(existing, &input);
         }
-        Err(e) => return Err(e.into()),
-    }
+        Err(e) => return Err(e),
+    };
     state.bus.after_commit(vec![ev]);
     state.jobs_wake.notify_waiters();
     Ok((

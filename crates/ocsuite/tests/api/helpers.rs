@@ -89,6 +89,9 @@ pub async fn test_config(db: Db) -> Option<Config> {
         rate_limit_api_per_second: 100_000,
         rate_limit_api_burst: 100_000,
         db_max_connections: 8,
+        workers: 4,
+        queue_poll_ms: 100,
+        queue_retry_base_ms: 20,
         ..Config::default()
     };
     match db {
