@@ -19,8 +19,8 @@ use crate::auth::oidc::OidcVerifier;
 use crate::config::Config;
 use crate::crypto::Crypto;
 use crate::error::AppError;
-use crate::ops::ratelimit::{self, Limits};
 use crate::modules::Registry;
+use crate::ops::ratelimit::{self, Limits};
 use crate::realtime::Bus;
 use crate::store::{Backend, Store};
 use crate::{audit, auth, modules, openapi, ops, queue, realtime, tasks, tenancy};
@@ -124,7 +124,10 @@ pub fn router(state: AppState) -> Router {
         .route("/queues/resume", post(queue::admin::resume))
         .route("/queues/dead", get(queue::admin::dead))
         .route("/queues/dead/{id}/retry", post(queue::admin::retry_dead))
-        .route("/queues/dead/{id}/discard", post(queue::admin::discard_dead))
+        .route(
+            "/queues/dead/{id}/discard",
+            post(queue::admin::discard_dead),
+        )
         .route("/admin/queues", get(queue::admin::platform))
         .route("/ws", get(realtime::routes::ws))
         .route("/events", get(realtime::routes::events))

@@ -159,7 +159,7 @@ impl Background {
                 tick.tick().await;
                 limits.shrink();
                 bus.shrink();
-                if n % 60 == 0
+                if n.is_multiple_of(60)
                     && let Err(e) = realtime::prune(&store, retention).await
                 {
                     tracing::warn!(error = %e, "pruning old events failed");

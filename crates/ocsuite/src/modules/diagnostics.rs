@@ -49,7 +49,9 @@ impl Diagnostics {
         let manifest = ModuleManifest {
             name: "diagnostics".into(),
             version: Version::new(1, 0, 0),
-            description: "Checks the task pipeline: echo, sleep with progress, and deliberate failures.".into(),
+            description:
+                "Checks the task pipeline: echo, sleep with progress, and deliberate failures."
+                    .into(),
             capabilities: vec![
                 cap(
                     "echo",
@@ -120,15 +122,16 @@ impl Module for Diagnostics {
             match req.capability.as_str() {
                 "diagnostics.echo" => Ok(TaskExecutionResult::new(json!({"echo": req.input}))),
                 "diagnostics.sleep" => {
-                    let secs = req.input["seconds"].as_f64().unwrap_or(0.0).clamp(0.0, 600.0);
+                    let secs = req.input["seconds"]
+                        .as_f64()
+                        .unwrap_or(0.0)
+                        .clamp(0.0, 600.0);
                     let steps = req.input["steps"].as_u64().unwrap_or(1).clamp(1, 100) as u32;
                     let step = Duration::from_secs_f64(secs / f64::from(steps));
                     for i in 1..=steps {
                         tokio::time::sleep(step).await;
-                        ctx.progress.report(
-                            (i * 100 / steps) as u8,
-                            format!("step {i} of {steps}"),
-                        );
+                        ctx.progress
+                            .report((i * 100 / steps) as u8, format!("step {i} of {steps}"));
                     }
                     Ok(TaskExecutionResult {
                         output: json!({"slept_ms": (secs * 1000.0) as i64}),
@@ -136,7 +139,9 @@ impl Module for Diagnostics {
                     })
                 }
                 "diagnostics.fail" => {
-                    let failing = req.input["attempts"].as_u64().map_or(u32::MAX, |n| n as u32);
+                    let failing = req.input["attempts"]
+                        .as_u64()
+                        .map_or(u32::MAX, |n| n as u32);
                     let message = req.input["message"]
                         .as_str()
                         .unwrap_or("deliberate failure")
@@ -147,12 +152,16 @@ impl Module for Diagnostics {
                     }
                     match mode {
                         "permanent" => Err(TaskError::Permanent(message)),
-                        "bad_output" => Ok(TaskExecutionResult::new(json!({"attempt": "not a number"}))),
+                        "bad_output" => {
+                            Ok(TaskExecutionResult::new(json!({"attempt": "not a number"})))
+                        }
                         "panic" => panic!("diagnostics.fail: {message}"),
                         _ => Err(TaskError::Retryable(message)),
                     }
                 }
-                other => Err(TaskError::Permanent(format!("diagnostics has no capability {other}"))),
+                other => Err(TaskError::Permanent(format!(
+                    "diagnostics has no capability {other}"
+                ))),
             }
         })
     }

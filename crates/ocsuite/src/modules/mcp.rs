@@ -116,7 +116,11 @@ impl McpServer {
             version: version.clone(),
             description: format!(
                 "MCP server {} at {}",
-                if self.server_info.name.is_empty() { &self.name } else { &self.server_info.name },
+                if self.server_info.name.is_empty() {
+                    &self.name
+                } else {
+                    &self.server_info.name
+                },
                 self.url
             ),
             capabilities: self
@@ -184,7 +188,10 @@ pub fn check_registration(name: &str, url: &str, builtin: &[&str]) -> Result<()>
         return Err(AppError::invalid("url", "the URL must be http(s)://host/…"));
     }
     if url.len() > 2000 {
-        return Err(AppError::invalid("url", "the URL is longer than 2000 characters"));
+        return Err(AppError::invalid(
+            "url",
+            "the URL is longer than 2000 characters",
+        ));
     }
     Ok(())
 }
@@ -200,7 +207,10 @@ async fn connect(url: &str, token: Option<&str>) -> std::result::Result<Client, 
     match tokio::time::timeout(CONNECT_TIMEOUT, ().serve(transport)).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(format!("cannot initialise an MCP session with {url}: {e}")),
-        Err(_) => Err(format!("no MCP answer from {url} within {} s", CONNECT_TIMEOUT.as_secs())),
+        Err(_) => Err(format!(
+            "no MCP answer from {url} within {} s",
+            CONNECT_TIMEOUT.as_secs()
+        )),
     }
 }
 
@@ -217,7 +227,13 @@ fn side_effect(t: &Tool) -> SideEffect {
 fn capability_name(server: &str, tool: &str) -> String {
     let mut s: String = tool
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     if !s.starts_with(|c: char| c.is_ascii_lowercase()) {
         s.insert_str(0, "t_");
@@ -294,7 +310,17 @@ pub async fn insert(
     let secret_id = match token {
         Some(t) => {
             let version = secrets::current_version(tx).await?;
-            Some(secrets::put(tx, crypto, version, SECRET_PURPOSE, id.as_str(), t.as_bytes()).await?)
+            Some(
+                secrets::put(
+                    tx,
+                    crypto,
+                    version,
+                    SECRET_PURPOSE,
+                    id.as_str(),
+                    t.as_bytes(),
+                )
+                .await?,
+            )
         }
         None => None,
     };
@@ -355,7 +381,11 @@ pub async fn delete(tx: &mut TenantTx, id: &McpServerId) -> Result<bool> {
 }
 
 /// The server's credential, decrypted for one call.
-pub async fn credential(tx: &mut TenantTx, crypto: &Crypto, id: &McpServerId) -> Result<Option<String>> {
+pub async fn credential(
+    tx: &mut TenantTx,
+    crypto: &Crypto,
+    id: &McpServerId,
+) -> Result<Option<String>> {
     Ok(secrets::get(tx, crypto, SECRET_PURPOSE, id.as_str())
         .await?
         .map(|p| String::from_utf8_lossy(&p.0).into_owned()))

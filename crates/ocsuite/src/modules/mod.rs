@@ -202,7 +202,9 @@ pub async fn resolve(
     let Some(v) = resolve_version(versions.iter().copied(), requested) else {
         let available: Vec<String> = versions.iter().map(|v| v.to_string()).collect();
         let message = if available.is_empty() {
-            format!("no capability named `{name}`; GET /api/v1/modules lists what this tenant can run")
+            format!(
+                "no capability named `{name}`; GET /api/v1/modules lists what this tenant can run"
+            )
         } else {
             format!(
                 "capability `{name}` has no version compatible with {}; available: {}",
@@ -234,19 +236,22 @@ pub async fn resolve(
 
 /// Checks `value` against `schema`; 422 listing every violation.
 pub fn validate(schema: &serde_json::Value, value: &serde_json::Value, what: &str) -> Result<()> {
-    let compiled = Schema::compile(schema)
-        .map_err(|e| AppError::Internal(format!("capability {what} schema does not compile: {e}")))?;
-    compiled.validate(value).map_err(|violations| AppError::Detailed {
-        status: StatusCode::UNPROCESSABLE_ENTITY,
-        code: "schema_violation",
-        message: format!(
-            "{what} does not match the capability's schema: {}",
-            violations
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        ),
-        details: json!({ "violations": violations }),
-    })
+    let compiled = Schema::compile(schema).map_err(|e| {
+        AppError::Internal(format!("capability {what} schema does not compile: {e}"))
+    })?;
+    compiled
+        .validate(value)
+        .map_err(|violations| AppError::Detailed {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "schema_violation",
+            message: format!(
+                "{what} does not match the capability's schema: {}",
+                violations
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            details: json!({ "violations": violations }),
+        })
 }

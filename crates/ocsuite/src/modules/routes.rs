@@ -52,14 +52,27 @@ pub async fn disable(
     toggle(state, ctx, name, false).await
 }
 
-async fn toggle(state: AppState, ctx: TenantCtx, name: String, enabled: bool) -> Result<Json<CatalogModule>> {
+async fn toggle(
+    state: AppState,
+    ctx: TenantCtx,
+    name: String,
+    enabled: bool,
+) -> Result<Json<CatalogModule>> {
     ctx.require(Role::Admin)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
-    if !catalog(&state.registry, &mut tx).await?.iter().any(|m| m.name == name) {
+    if !catalog(&state.registry, &mut tx)
+        .await?
+        .iter()
+        .any(|m| m.name == name)
+    {
         return Err(AppError::NotFound("module"));
     }
     set_enabled(&mut tx, &name, enabled).await?;
-    let action = if enabled { "module.enable" } else { "module.disable" };
+    let action = if enabled {
+        "module.enable"
+    } else {
+        "module.disable"
+    };
     audit::record(&mut tx, &ctx, action, "module", &name, json!({})).await?;
     let module = catalog(&state.registry, &mut tx)
         .await?
@@ -90,7 +103,10 @@ pub struct McpServers {
 /// The tenant's registered MCP servers.
 #[utoipa::path(get, path = "/api/v1/mcp-servers", tag = "modules",
     responses((status = 200, body = McpServers)))]
-pub async fn list_servers(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<McpServers>> {
+pub async fn list_servers(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+) -> Result<Json<McpServers>> {
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
     let servers = mcp::list(&mut tx).await?;
     tx.commit().await?;
@@ -107,13 +123,21 @@ pub async fn register(
     ApiJson(input): ApiJson<McpServerIn>,
 ) -> Result<(StatusCode, Json<McpServer>)> {
     ctx.require(Role::Admin)?;
-    let builtin: Vec<&str> = state.registry.all().iter().map(|m| m.manifest().name.as_str()).collect();
+    let builtin: Vec<&str> = state
+        .registry
+        .all()
+        .iter()
+        .map(|m| m.manifest().name.as_str())
+        .collect();
     mcp::check_registration(&input.name, &input.url, &builtin)?;
     let token = input.bearer_token.as_deref().filter(|t| !t.is_empty());
     if token.is_some_and(|t| t.len() > 4096) {
-        return Err(AppError::invalid("bearer_token", "the token is longer than 4096 bytes"));
+        return Err(AppError::invalid(
+            "bearer_token",
+            "the token is longer than 4096 bytes",
+        ));
     }
-    let (info, tools) = mcp::discover(&input.name, &input.url, token.as_deref())
+    let (info, tools) = mcp::discover(&input.name, &input.url, token)
         .await
         .map_err(|m| AppError::Detailed {
             status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -123,16 +147,32 @@ pub async fn register(
         })?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let created_by = format!("{}:{}", ctx.actor.kind(), ctx.actor.id());
-    let id = mcp::insert(&mut tx, &state.crypto, &input.name, &input.url, token.as_deref(), &info, &tools, &created_by)
-        .await
-        .map_err(|e| match e {
-            AppError::Database(ref d) if crate::error::is_unique_violation(d) => {
-                AppError::Conflict(format!("an MCP server named `{}` is already registered", input.name))
-            }
-            e => e,
-        })?;
-    audit::record(&mut tx, &ctx, "mcp.register", "mcp_server", id.as_str(),
-        json!({"name": input.name, "url": input.url, "tools": tools.len()})).await?;
+    let id = mcp::insert(
+        &mut tx,
+        &state.crypto,
+        &input.name,
+        &input.url,
+        token,
+        &info,
+        &tools,
+        &created_by,
+    )
+    .await
+    .map_err(|e| match e {
+        AppError::Database(ref d) if crate::error::is_unique_violation(d) => AppError::Conflict(
+            format!("an MCP server named `{}` is already registered", input.name),
+        ),
+        e => e,
+    })?;
+    audit::record(
+        &mut tx,
+        &ctx,
+        "mcp.register",
+        "mcp_server",
+        id.as_str(),
+        json!({"name": input.name, "url": input.url, "tools": tools.len()}),
+    )
+    .await?;
     let server = mcp::get(&mut tx, &id).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(server)))
@@ -155,8 +195,15 @@ pub async fn refresh(
     let result = mcp::discover(&server.name, &server.url, token.as_deref()).await;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     mcp::record_refresh(&mut tx, &id, &result).await?;
-    audit::record(&mut tx, &ctx, "mcp.refresh", "mcp_server", id.as_str(),
-        json!({"ok": result.is_ok()})).await?;
+    audit::record(
+        &mut tx,
+        &ctx,
+        "mcp.refresh",
+        "mcp_server",
+        id.as_str(),
+        json!({"ok": result.is_ok()}),
+    )
+    .await?;
     let server = mcp::get(&mut tx, &id).await?;
     tx.commit().await?;
     Ok(Json(server))
@@ -176,7 +223,15 @@ pub async fn remove(
     if !mcp::delete(&mut tx, &id).await? {
         return Err(AppError::NotFound("MCP server"));
     }
-    audit::record(&mut tx, &ctx, "mcp.delete", "mcp_server", id.as_str(), json!({})).await?;
+    audit::record(
+        &mut tx,
+        &ctx,
+        "mcp.delete",
+        "mcp_server",
+        id.as_str(),
+        json!({}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -81,7 +81,15 @@ pub async fn settings(
             .bind(&ctx.tenant_id),
     )
     .await?;
-    audit::record(&mut tx, &ctx, "queue.settings", "tenant", ctx.tenant_id.as_str(), json!({"concurrency": input.concurrency})).await?;
+    audit::record(
+        &mut tx,
+        &ctx,
+        "queue.settings",
+        "tenant",
+        ctx.tenant_id.as_str(),
+        json!({"concurrency": input.concurrency}),
+    )
+    .await?;
     let out = queue_state(&mut tx).await?;
     tx.commit().await?;
     state.jobs_wake.notify_waiters();
@@ -112,11 +120,27 @@ async fn set_paused(state: AppState, ctx: TenantCtx, paused: bool) -> Result<Jso
             .bind(&ctx.tenant_id),
     )
     .await?;
-    let action = if paused { "queue.pause" } else { "queue.resume" };
-    audit::record(&mut tx, &ctx, action, "tenant", ctx.tenant_id.as_str(), json!({})).await?;
+    let action = if paused {
+        "queue.pause"
+    } else {
+        "queue.resume"
+    };
+    audit::record(
+        &mut tx,
+        &ctx,
+        action,
+        "tenant",
+        ctx.tenant_id.as_str(),
+        json!({}),
+    )
+    .await?;
     if tx.is_postgres() && !paused {
-        tx.execute(sql("SELECT pg_notify($1, $2)").bind(JOBS_CHANNEL).bind(EXECUTE_TASK))
-            .await?;
+        tx.execute(
+            sql("SELECT pg_notify($1, $2)")
+                .bind(JOBS_CHANNEL)
+                .bind(EXECUTE_TASK),
+        )
+        .await?;
     }
     let out = queue_state(&mut tx).await?;
     tx.commit().await?;
@@ -138,6 +162,17 @@ pub struct DeadJob {
     pub died_at: DateTime<Utc>,
 }
 
+#[derive(sqlx::FromRow)]
+struct DeadRow {
+    id: String,
+    queue: String,
+    payload: String,
+    attempts: i64,
+    last_error: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct DeadJobs {
     pub jobs: Vec<DeadJob>,
@@ -149,25 +184,27 @@ pub struct DeadJobs {
 pub async fn dead(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<DeadJobs>> {
     ctx.require(Role::Admin)?;
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
-    let rows: Vec<(String, String, String, i64, Option<String>, DateTime<Utc>, DateTime<Utc>)> = tx
+    let rows: Vec<DeadRow> = tx
         .fetch_all(
-            sql("SELECT id, queue, payload, attempts, last_error, created_at, updated_at FROM jobs \
-                 WHERE tenant_id = $1 AND status = 'dead' ORDER BY updated_at DESC LIMIT 500")
-                .bind(&ctx.tenant_id),
+            sql(
+                "SELECT id, queue, payload, attempts, last_error, created_at, updated_at FROM jobs \
+                 WHERE tenant_id = $1 AND status = 'dead' ORDER BY updated_at DESC LIMIT 500",
+            )
+            .bind(&ctx.tenant_id),
         )
         .await?;
     tx.commit().await?;
     let jobs = rows
         .into_iter()
-        .filter_map(|(id, queue, payload, attempts, last_error, created_at, died_at)| {
+        .filter_map(|r| {
             Some(DeadJob {
-                id: JobId::parse(&id)?,
-                queue,
-                payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
-                attempts,
-                last_error,
-                created_at,
-                died_at,
+                id: JobId::parse(&r.id)?,
+                queue: r.queue,
+                payload: serde_json::from_str(&r.payload).unwrap_or(Value::Null),
+                attempts: r.attempts,
+                last_error: r.last_error,
+                created_at: r.created_at,
+                died_at: r.updated_at,
             })
         })
         .collect();
@@ -232,10 +269,22 @@ pub async fn retry_dead(
             .await?,
         );
     }
-    audit::record(&mut tx, &ctx, "queue.dead.retry", "job", id.as_str(), json!({"queue": queue, "task_id": task})).await?;
+    audit::record(
+        &mut tx,
+        &ctx,
+        "queue.dead.retry",
+        "job",
+        id.as_str(),
+        json!({"queue": queue, "task_id": task}),
+    )
+    .await?;
     if tx.is_postgres() {
-        tx.execute(sql("SELECT pg_notify($1, $2)").bind(JOBS_CHANNEL).bind(queue))
-            .await?;
+        tx.execute(
+            sql("SELECT pg_notify($1, $2)")
+                .bind(JOBS_CHANNEL)
+                .bind(queue),
+        )
+        .await?;
     }
     tx.commit().await?;
     state.bus.after_commit(events);
@@ -256,10 +305,20 @@ pub async fn discard_dead(
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let (queue, task) = dead_job(&mut tx, &id).await?;
     tx.execute(
-        sql("DELETE FROM jobs WHERE tenant_id = $1 AND id = $2").bind(&ctx.tenant_id).bind(&id),
+        sql("DELETE FROM jobs WHERE tenant_id = $1 AND id = $2")
+            .bind(&ctx.tenant_id)
+            .bind(&id),
     )
     .await?;
-    audit::record(&mut tx, &ctx, "queue.dead.discard", "job", id.as_str(), json!({"queue": queue, "task_id": task})).await?;
+    audit::record(
+        &mut tx,
+        &ctx,
+        "queue.dead.discard",
+        "job",
+        id.as_str(),
+        json!({"queue": queue, "task_id": task}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -272,9 +331,14 @@ pub struct PlatformDepths {
 /// Depths across every tenant; platform super-admins only.
 #[utoipa::path(get, path = "/api/v1/admin/queues", tag = "queues",
     responses((status = 200, body = PlatformDepths), (status = 403, body = ErrorBody)))]
-pub async fn platform(State(state): State<AppState>, me: CurrentUser) -> Result<Json<PlatformDepths>> {
+pub async fn platform(
+    State(state): State<AppState>,
+    me: CurrentUser,
+) -> Result<Json<PlatformDepths>> {
     if !me.user.is_super_admin {
-        return Err(AppError::Forbidden("platform queue depths are for super-admins".into()));
+        return Err(AppError::Forbidden(
+            "platform queue depths are for super-admins".into(),
+        ));
     }
     let mut tx = state.store.platform_read().await?;
     let depths = super::platform_depths(&mut tx).await?;

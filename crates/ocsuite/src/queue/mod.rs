@@ -88,8 +88,12 @@ pub async fn enqueue(tx: &mut TenantTx, job: NewJob<'_>) -> Result<JobId> {
     )
     .await?;
     if tx.is_postgres() {
-        tx.execute(sql("SELECT pg_notify($1, $2)").bind(JOBS_CHANNEL).bind(job.queue))
-            .await?;
+        tx.execute(
+            sql("SELECT pg_notify($1, $2)")
+                .bind(JOBS_CHANNEL)
+                .bind(job.queue),
+        )
+        .await?;
     }
     Ok(id)
 }
@@ -129,16 +133,20 @@ pub async fn claim(
     let token = uuid::Uuid::new_v4().simple().to_string();
     let mut tx = store.platform().await?;
     let q = if tx.is_postgres() {
-        sql("SELECT tenant_id, id, payload, attempts, max_attempts FROM ocsuite_claim_job($1, $2, $3, $4, $5)")
+        sql(
+            "SELECT tenant_id, id, payload, attempts, max_attempts FROM ocsuite_claim_job($1, $2, $3, $4, $5)",
+        )
     } else {
-        sql("UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_token = $3, lease_until = $5, worker = $2, updated_at = $4 \
+        sql(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_token = $3, lease_until = $5, worker = $2, updated_at = $4 \
              WHERE (tenant_id, id) = ( \
                SELECT c.tenant_id, c.id FROM jobs c JOIN tenants t ON t.id = c.tenant_id \
                 WHERE c.queue = $1 AND c.status = 'ready' AND c.run_at <= $4 \
                   AND t.jobs_paused_at IS NULL \
                   AND (SELECT count(*) FROM jobs r WHERE r.tenant_id = c.tenant_id AND r.status = 'running') < t.job_concurrency \
                 ORDER BY c.priority DESC, c.run_at, c.id LIMIT 1) \
-             RETURNING tenant_id, id, payload, attempts, max_attempts")
+             RETURNING tenant_id, id, payload, attempts, max_attempts",
+        )
     };
     let row: Option<ClaimRow> = tx
         .fetch_optional(
@@ -246,9 +254,11 @@ pub async fn remove_pending(tx: &mut TenantTx, id: &JobId) -> Result<bool> {
     let tenant = tx.tenant_id().clone();
     let n = tx
         .execute(
-            sql("DELETE FROM jobs WHERE tenant_id = $1 AND id = $2 AND status IN ('ready', 'dead')")
-                .bind(&tenant)
-                .bind(id),
+            sql(
+                "DELETE FROM jobs WHERE tenant_id = $1 AND id = $2 AND status IN ('ready', 'dead')",
+            )
+            .bind(&tenant)
+            .bind(id),
         )
         .await?;
     Ok(n == 1)
@@ -280,7 +290,9 @@ pub async fn expired(store: &Store, limit: i64) -> Result<Vec<(TenantId, JobId)>
     let q = if tx.is_postgres() {
         sql("SELECT tenant_id, id FROM ocsuite_expired_leases($1, $2)")
     } else {
-        sql("SELECT tenant_id, id FROM jobs WHERE status = 'running' AND lease_until < $1 ORDER BY lease_until LIMIT $2")
+        sql(
+            "SELECT tenant_id, id FROM jobs WHERE status = 'running' AND lease_until < $1 ORDER BY lease_until LIMIT $2",
+        )
     };
     let rows: Vec<(String, String)> = tx.fetch_all(q.bind(now).bind(limit)).await?;
     Ok(rows

@@ -15,7 +15,9 @@ use serde_json::Value;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use super::{Claimed, backoff, claim, complete, dead_letter, expired, renew, retry_at, take_expired};
+use super::{
+    Claimed, backoff, claim, complete, dead_letter, expired, renew, retry_at, take_expired,
+};
 use crate::error::Result;
 use crate::realtime::{Bus, Event};
 use crate::store::{Store, TenantTx};
@@ -25,7 +27,10 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// What a handler decides when its job is claimed.
 pub enum Start {
     /// Run it, allowing this long for one attempt.
-    Run { timeout: Duration, events: Vec<Event> },
+    Run {
+        timeout: Duration,
+        events: Vec<Event>,
+    },
     /// Do not run it (its row was cancelled or is gone); the job is removed.
     Skip { events: Vec<Event> },
 }
@@ -33,21 +38,37 @@ pub enum Start {
 /// How one attempt ended.
 #[derive(Debug)]
 pub enum Outcome {
-    Succeeded { output: Value, summary: Option<String> },
-    Failed { error: String, retryable: bool },
+    Succeeded {
+        output: Value,
+        summary: Option<String>,
+    },
+    Failed {
+        error: String,
+        retryable: bool,
+    },
     Cancelled,
 }
 
 /// What the queue did with the job after an attempt; handlers mirror it on their row.
 #[derive(Debug)]
 pub enum Resolution {
-    Succeeded { output: Value, summary: Option<String> },
+    Succeeded {
+        output: Value,
+        summary: Option<String>,
+    },
     /// Will run again at `at`.
-    Retrying { error: String, at: chrono::DateTime<Utc> },
+    Retrying {
+        error: String,
+        at: chrono::DateTime<Utc>,
+    },
     /// Out of attempts; in the dead-letter queue.
-    Dead { error: String },
+    Dead {
+        error: String,
+    },
     /// Failed in a way a retry cannot fix; removed.
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
     Cancelled,
 }
 
@@ -66,7 +87,11 @@ pub trait Handler: Send + Sync + 'static {
         resolution: &'a Resolution,
     ) -> BoxFuture<'a, Result<Vec<Event>>>;
     /// Polled with each lease renewal; true stops the attempt as cancelled.
-    fn cancel_requested<'a>(&'a self, store: &'a Store, job: &'a Claimed) -> BoxFuture<'a, Result<bool>>;
+    fn cancel_requested<'a>(
+        &'a self,
+        store: &'a Store,
+        job: &'a Claimed,
+    ) -> BoxFuture<'a, Result<bool>>;
 }
 
 /// Settings for a set of worker loops.
@@ -179,7 +204,8 @@ async fn worker_loop(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 /// Claims from each handler's queue in turn; starts the first job found.
 async fn claim_any(s: &Shared) -> Result<Option<(Arc<dyn Handler>, Claimed, Duration)>> {
     for h in &s.handlers {
-        let Some((job, mut tx)) = claim(&s.store, h.queue(), &s.cfg.name, s.cfg.lease).await? else {
+        let Some((job, mut tx)) = claim(&s.store, h.queue(), &s.cfg.name, s.cfg.lease).await?
+        else {
             continue;
         };
         match h.start(&mut tx, &job).await? {
@@ -247,8 +273,13 @@ async fn run_job(s: &Shared, h: Arc<dyn Handler>, job: Claimed, timeout: Duratio
     let resolution = match outcome {
         Outcome::Succeeded { output, summary } => Resolution::Succeeded { output, summary },
         Outcome::Cancelled => Resolution::Cancelled,
-        Outcome::Failed { error, retryable: false } => Resolution::Failed { error },
-        Outcome::Failed { error, .. } if job.attempts >= job.max_attempts => Resolution::Dead { error },
+        Outcome::Failed {
+            error,
+            retryable: false,
+        } => Resolution::Failed { error },
+        Outcome::Failed { error, .. } if job.attempts >= job.max_attempts => {
+            Resolution::Dead { error }
+        }
         Outcome::Failed { error, .. } => Resolution::Retrying {
             error,
             at: Utc::now()
@@ -263,7 +294,12 @@ async fn run_job(s: &Shared, h: Arc<dyn Handler>, job: Claimed, timeout: Duratio
 }
 
 /// Applies `resolution` to the job and its row in one transaction.
-async fn resolve(s: &Shared, h: &dyn Handler, job: &Claimed, resolution: &Resolution) -> Result<()> {
+async fn resolve(
+    s: &Shared,
+    h: &dyn Handler,
+    job: &Claimed,
+    resolution: &Resolution,
+) -> Result<()> {
     let mut tx = s.store.tenant(&job.tenant_id).await?;
     let held = match resolution {
         Resolution::Succeeded { .. } | Resolution::Failed { .. } | Resolution::Cancelled => {

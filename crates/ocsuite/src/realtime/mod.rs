@@ -157,7 +157,8 @@ pub async fn record(
     if tx.is_postgres() {
         let mut payload = serde_json::to_string(&ev).map_err(AppError::internal)?;
         if payload.len() > NOTIFY_INLINE_MAX {
-            payload = serde_json::json!({"ref": {"tenant_id": ev.tenant_id, "id": ev.id}}).to_string();
+            payload =
+                serde_json::json!({"ref": {"tenant_id": ev.tenant_id, "id": ev.id}}).to_string();
         }
         tx.execute(
             sql("SELECT pg_notify($1, $2)")
@@ -200,16 +201,14 @@ pub const REPLAY_LIMIT: i64 = 1000;
 pub async fn replay(tx: &mut TenantTx, topic: &Topic, after: i64) -> Result<Vec<Event>> {
     let tenant = tx.tenant_id().clone();
     let q = match topic {
-        Topic::Task(_) | Topic::Notifications => sql(
-            "SELECT id, topic, seq, kind, data, created_at FROM events \
-             WHERE tenant_id = $1 AND topic = $2 AND seq > $3 ORDER BY seq LIMIT $4",
-        )
-        .bind(&tenant)
-        .bind(topic.name()),
-        Topic::Tasks => sql(
-            "SELECT id, topic, seq, kind, data, created_at FROM events \
-             WHERE tenant_id = $1 AND topic LIKE $2 AND id > $3 ORDER BY id LIMIT $4",
-        )
+        Topic::Task(_) | Topic::Notifications => {
+            sql("SELECT id, topic, seq, kind, data, created_at FROM events \
+             WHERE tenant_id = $1 AND topic = $2 AND seq > $3 ORDER BY seq LIMIT $4")
+            .bind(&tenant)
+            .bind(topic.name())
+        }
+        Topic::Tasks => sql("SELECT id, topic, seq, kind, data, created_at FROM events \
+             WHERE tenant_id = $1 AND topic LIKE $2 AND id > $3 ORDER BY id LIMIT $4")
         .bind(&tenant)
         .bind("task:%"),
     };
@@ -240,11 +239,11 @@ pub async fn replay_by_id(tx: &mut TenantTx, topics: &[Topic], after: i64) -> Re
 pub async fn head(tx: &mut TenantTx, topic: &Topic) -> Result<i64> {
     let tenant = tx.tenant_id().clone();
     let q = match topic {
-        Topic::Task(_) | Topic::Notifications => sql(
-            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant_id = $1 AND topic = $2",
-        )
-        .bind(&tenant)
-        .bind(topic.name()),
+        Topic::Task(_) | Topic::Notifications => {
+            sql("SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant_id = $1 AND topic = $2")
+                .bind(&tenant)
+                .bind(topic.name())
+        }
         Topic::Tasks => {
             sql("SELECT COALESCE(MAX(id), 0) FROM events WHERE tenant_id = $1 AND topic LIKE $2")
                 .bind(&tenant)

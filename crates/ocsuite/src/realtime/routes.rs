@@ -19,8 +19,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::http::HeaderMap;
 use axum::response::sse::{self, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -43,7 +43,11 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 /// Opens the realtime WebSocket.
 #[utoipa::path(get, path = "/api/v1/ws", tag = "realtime",
     responses((status = 101, description = "switching to the WebSocket protocol")))]
-pub async fn ws(State(state): State<AppState>, ctx: TenantCtx, upgrade: WebSocketUpgrade) -> Response {
+pub async fn ws(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     let tenant = ctx.tenant_id;
     upgrade
         .max_message_size(MAX_MESSAGE_BYTES)
@@ -61,8 +65,13 @@ enum ClientMsg {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ServerMsg<'a> {
-    Subscribed { topic: &'a str, seq: i64 },
-    Unsubscribed { topic: &'a str },
+    Subscribed {
+        topic: &'a str,
+        seq: i64,
+    },
+    Unsubscribed {
+        topic: &'a str,
+    },
     Event {
         topic: &'a str,
         seq: i64,
@@ -71,7 +80,10 @@ enum ServerMsg<'a> {
         data: &'a serde_json::Value,
         at: chrono::DateTime<chrono::Utc>,
     },
-    Error { code: &'a str, message: &'a str },
+    Error {
+        code: &'a str,
+        message: &'a str,
+    },
     Pong,
 }
 
@@ -173,23 +185,36 @@ impl Conn {
             ClientMsg::Ping => self.send(&ServerMsg::Pong).await?,
             ClientMsg::Unsubscribe { topic } => {
                 self.subs.remove(&topic);
-                self.send(&ServerMsg::Unsubscribed { topic: &topic }).await?;
+                self.send(&ServerMsg::Unsubscribed { topic: &topic })
+                    .await?;
             }
             ClientMsg::Subscribe { topic, since } => {
                 if self.subs.len() >= MAX_SUBSCRIPTIONS && !self.subs.contains_key(&topic) {
-                    self.error("too_many_subscriptions", "at most 200 topics per connection").await?;
+                    self.error(
+                        "too_many_subscriptions",
+                        "at most 200 topics per connection",
+                    )
+                    .await?;
                     return Ok(Flow::Continue);
                 }
                 match self.subscribe(&topic, since).await {
                     Ok(events) => {
                         let last = self.subs.get(&topic).map_or(0, |s| s.last);
-                        self.send(&ServerMsg::Subscribed { topic: &topic, seq: last }).await?;
+                        self.send(&ServerMsg::Subscribed {
+                            topic: &topic,
+                            seq: last,
+                        })
+                        .await?;
                         for ev in events {
                             self.forward(&topic, &ev).await?;
                         }
                     }
                     Err(e) => {
-                        let code = if matches!(e, AppError::NotFound(_)) { "not_found" } else { "invalid_topic" };
+                        let code = if matches!(e, AppError::NotFound(_)) {
+                            "not_found"
+                        } else {
+                            "invalid_topic"
+                        };
                         let m = e.to_string();
                         self.error(code, &m).await?;
                     }
@@ -216,7 +241,9 @@ impl Conn {
     }
 
     async fn forward(&mut self, name: &str, ev: &Event) -> std::result::Result<(), axum::Error> {
-        let Some(sub) = self.subs.get_mut(name) else { return Ok(()) };
+        let Some(sub) = self.subs.get_mut(name) else {
+            return Ok(());
+        };
         let pos = sub.topic.position(ev);
         let fresh = match sub.topic {
             Topic::Tasks => !self.replayed.contains(&ev.id),
@@ -293,14 +320,28 @@ pub async fn events(
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<impl IntoResponse> {
-    let names: Vec<&str> = q.topics.split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
+    let names: Vec<&str> = q
+        .topics
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
     if names.is_empty() || names.len() > 50 {
-        return Err(AppError::invalid("topics", "give 1-50 comma-separated topics"));
+        return Err(AppError::invalid(
+            "topics",
+            "give 1-50 comma-separated topics",
+        ));
     }
-    let topics = names.iter().map(|n| Topic::parse(n)).collect::<Result<Vec<_>>>()?;
+    let topics = names
+        .iter()
+        .map(|n| Topic::parse(n))
+        .collect::<Result<Vec<_>>>()?;
     let after = match headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
         Some(v) => Some(v.trim().parse::<i64>().map_err(|_| {
-            AppError::invalid("Last-Event-ID", "Last-Event-ID must be an event id from this stream")
+            AppError::invalid(
+                "Last-Event-ID",
+                "Last-Event-ID must be an event id from this stream",
+            )
         })?),
         None => q.last_event_id,
     };
@@ -320,11 +361,15 @@ pub async fn events(
             let data = serde_json::json!({
                 "topic": ev.topic, "seq": ev.seq, "id": ev.id, "kind": ev.kind, "data": ev.data, "at": ev.at
             });
-            sse::Event::default().id(ev.id.to_string()).data(data.to_string())
+            sse::Event::default()
+                .id(ev.id.to_string())
+                .data(data.to_string())
         };
         if let Some(after) = after {
             let replayed = match state.store.tenant_read(&tenant).await {
-                Ok(mut tx) => replay_by_id(&mut tx, &topics, after).await.unwrap_or_default(),
+                Ok(mut tx) => replay_by_id(&mut tx, &topics, after)
+                    .await
+                    .unwrap_or_default(),
                 Err(_) => Vec::new(),
             };
             for ev in &replayed {
@@ -339,7 +384,9 @@ pub async fn events(
             let ev = match live.recv().await {
                 Ok(ev) => vec![(*ev).clone()],
                 Err(RecvError::Lagged(_)) => match state.store.tenant_read(&tenant).await {
-                    Ok(mut tx) => replay_by_id(&mut tx, &topics, last.min(i64::MAX - 1)).await.unwrap_or_default(),
+                    Ok(mut tx) => replay_by_id(&mut tx, &topics, last.min(i64::MAX - 1))
+                        .await
+                        .unwrap_or_default(),
                     Err(_) => Vec::new(),
                 },
                 Err(RecvError::Closed) => return,

@@ -72,11 +72,14 @@ impl Handler for ExecuteTask {
                 return Ok(Start::Skip { events: vec![] });
             }
             let version = Version::parse(&t.version).map_err(AppError::internal)?;
-            let timeout = match modules::resolve(&self.state.registry, tx, &t.capability, Some(&version)).await {
-                Ok(r) => Duration::from_secs(r.spec.timeout_secs.into()),
-                // Run anyway: `run` reports why it cannot, as the task's error.
-                Err(_) => Duration::from_secs(60),
-            };
+            let timeout =
+                match modules::resolve(&self.state.registry, tx, &t.capability, Some(&version))
+                    .await
+                {
+                    Ok(r) => Duration::from_secs(r.spec.timeout_secs.into()),
+                    // Run anyway: `run` reports why it cannot, as the task's error.
+                    Err(_) => Duration::from_secs(60),
+                };
             let ev = update(
                 tx,
                 &id,
@@ -172,13 +175,18 @@ impl Handler for ExecuteTask {
             };
             let ev = update(tx, &id, change, kind, data.clone()).await?;
             if ev.is_some() {
-                audit::record_system(tx, &format!("task.{kind}"), "task", id.as_str(), data).await?;
+                audit::record_system(tx, &format!("task.{kind}"), "task", id.as_str(), data)
+                    .await?;
             }
             Ok(ev.into_iter().collect())
         })
     }
 
-    fn cancel_requested<'a>(&'a self, store: &'a Store, job: &'a Claimed) -> BoxFuture<'a, Result<bool>> {
+    fn cancel_requested<'a>(
+        &'a self,
+        store: &'a Store,
+        job: &'a Claimed,
+    ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let Some(id) = task_of(job) else {
                 return Ok(false);
@@ -204,18 +212,23 @@ impl ExecuteTask {
             return Ok(Outcome::Cancelled);
         };
         let version = Version::parse(&t.version).map_err(AppError::internal)?;
-        let resolved = match modules::resolve(&self.state.registry, &mut tx, &t.capability, Some(&version)).await {
-            Ok(r) => r,
-            Err(e) => {
-                return Ok(Outcome::Failed {
-                    error: format!("cannot run {}@{}: {e}", t.capability, t.version),
-                    retryable: false,
-                });
-            }
-        };
+        let resolved =
+            match modules::resolve(&self.state.registry, &mut tx, &t.capability, Some(&version))
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    return Ok(Outcome::Failed {
+                        error: format!("cannot run {}@{}: {e}", t.capability, t.version),
+                        retryable: false,
+                    });
+                }
+            };
         let input: Value = serde_json::from_str(&t.input).unwrap_or(Value::Null);
         let credential = match &resolved.source {
-            Source::Mcp { server_id, .. } => mcp::credential(&mut tx, &self.state.crypto, server_id).await?,
+            Source::Mcp { server_id, .. } => {
+                mcp::credential(&mut tx, &self.state.crypto, server_id).await?
+            }
             Source::Builtin => None,
         };
         tx.commit().await?;
@@ -229,7 +242,12 @@ impl ExecuteTask {
                     });
                 };
                 let (sink, rx) = ProgressSink::new();
-                let writer = tokio::spawn(write_progress(self.state.clone(), job.clone(), id.clone(), rx));
+                let writer = tokio::spawn(write_progress(
+                    self.state.clone(),
+                    job.clone(),
+                    id.clone(),
+                    rx,
+                ));
                 let req = TaskExecutionRequest {
                     task_id: id.to_string(),
                     tenant_id: job.tenant_id.to_string(),
@@ -265,7 +283,11 @@ impl ExecuteTask {
             }
         };
         Ok(match result {
-            Ok((output, summary)) => match modules::validate(&resolved.spec.output_schema, &output, "the module's output") {
+            Ok((output, summary)) => match modules::validate(
+                &resolved.spec.output_schema,
+                &output,
+                "the module's output",
+            ) {
                 Ok(()) => Outcome::Succeeded { output, summary },
                 Err(e) => Outcome::Failed {
                     error: e.to_string(),

@@ -193,9 +193,11 @@ pub async fn by_idempotency_key(tx: &mut TenantTx, key: &str) -> Result<Option<T
     let tenant = tx.tenant_id().clone();
     let row: Option<Row> = tx
         .fetch_optional(
-            sql(select_tasks!("WHERE tenant_id = $1 AND idempotency_key = $2"))
-                .bind(&tenant)
-                .bind(key),
+            sql(select_tasks!(
+                "WHERE tenant_id = $1 AND idempotency_key = $2"
+            ))
+            .bind(&tenant)
+            .bind(key),
         )
         .await?;
     row.map(Row::into_task).transpose()
@@ -215,10 +217,10 @@ pub async fn list(
                 "WHERE tenant_id = $1 AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR id < $3) \
                  ORDER BY id DESC LIMIT $4"
             ))
-                .bind(&tenant)
-                .bind(status.map(Status::as_str))
-                .bind(before.map(|b| b.as_str().to_owned()))
-                .bind(limit),
+            .bind(&tenant)
+            .bind(status.map(Status::as_str))
+            .bind(before.map(|b| b.as_str().to_owned()))
+            .bind(limit),
         )
         .await?;
     rows.into_iter().map(Row::into_task).collect()

@@ -76,12 +76,18 @@ pub async fn execute(
 ) -> Result<(StatusCode, Json<Executed>)> {
     ctx.require(Role::Member)?;
     if !(-10..=10).contains(&input.priority) {
-        return Err(AppError::invalid("priority", "priority must be between -10 and 10"));
+        return Err(AppError::invalid(
+            "priority",
+            "priority must be between -10 and 10",
+        ));
     }
     let now = Utc::now();
     let run_at = match input.run_at {
         Some(t) if t > now + chrono::Duration::days(30) => {
-            return Err(AppError::invalid("run_at", "run_at may be at most 30 days ahead"));
+            return Err(AppError::invalid(
+                "run_at",
+                "run_at may be at most 30 days ahead",
+            ));
         }
         Some(t) => t.max(now),
         None => now,
@@ -107,7 +113,13 @@ pub async fn execute(
     {
         return replay(existing, &input);
     }
-    let resolved = modules::resolve(&state.registry, &mut tx, &input.capability, requested.as_ref()).await?;
+    let resolved = modules::resolve(
+        &state.registry,
+        &mut tx,
+        &input.capability,
+        requested.as_ref(),
+    )
+    .await?;
     modules::validate(&resolved.spec.input_schema, &input.input, "input")?;
     if super::open_count(&mut tx).await? >= MAX_OPEN_TASKS {
         return Err(AppError::TooManyRequests {
@@ -158,7 +170,9 @@ pub async fn execute(
     let ev = match created {
         Ok(ev) => ev,
         // Two requests raced with one idempotency key: the loser answers with the winner.
-        Err(AppError::Database(e)) if crate::error::is_unique_violation(&e) && input.idempotency_key.is_some() => {
+        Err(AppError::Database(e))
+            if crate::error::is_unique_violation(&e) && input.idempotency_key.is_some() =>
+        {
             let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
             let key = input.idempotency_key.as_deref().unwrap_or_default();
             let existing = super::by_idempotency_key(&mut tx, key)
@@ -230,7 +244,10 @@ pub async fn list(
         .as_deref()
         .map(|s| {
             Status::parse(s).ok_or_else(|| {
-                AppError::invalid("status", "status must be one of queued, running, succeeded, failed, dead, cancelled")
+                AppError::invalid(
+                    "status",
+                    "status must be one of queued, running, succeeded, failed, dead, cancelled",
+                )
             })
         })
         .transpose()?;
@@ -241,7 +258,9 @@ pub async fn list(
     let before = q
         .before
         .as_deref()
-        .map(|b| TaskId::parse(b).ok_or_else(|| AppError::invalid("before", "before must be a task id")))
+        .map(|b| {
+            TaskId::parse(b).ok_or_else(|| AppError::invalid("before", "before must be a task id"))
+        })
         .transpose()?;
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
     let tasks = super::list(&mut tx, status, limit, before.as_ref()).await?;
@@ -326,7 +345,15 @@ pub async fn cancel(
             (StatusCode::ACCEPTED, ev)
         }
     };
-    audit::record(&mut tx, &ctx, "task.cancel", "task", id.as_str(), json!({"was": task.status})).await?;
+    audit::record(
+        &mut tx,
+        &ctx,
+        "task.cancel",
+        "task",
+        id.as_str(),
+        json!({"was": task.status}),
+    )
+    .await?;
     let task = super::get(&mut tx, &id).await?;
     tx.commit().await?;
     state.bus.after_commit(ev.into_iter().collect());

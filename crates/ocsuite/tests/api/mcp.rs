@@ -1,12 +1,12 @@
 //! An external module: a local MCP server (rmcp, streamable HTTP) whose tools run as tasks.
 
+use reqwest::StatusCode;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{ServerCapabilities, ServerConfig};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ServerHandler, schemars, tool, tool_handler, tool_router};
-use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::dual;
@@ -62,22 +62,25 @@ async fn serve_calc() -> String {
         Default::default(),
         StreamableHttpServerConfig::default(),
     );
-    let router = axum::Router::new()
-        .nest_service("/mcp", service)
-        .layer(axum::middleware::from_fn(
-            |req: axum::extract::Request, next: axum::middleware::Next| async move {
-                let ok = req
-                    .headers()
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    == Some(&format!("Bearer {TOKEN}"));
-                if ok {
-                    next.run(req).await
-                } else {
-                    axum::response::IntoResponse::into_response(axum::http::StatusCode::UNAUTHORIZED)
-                }
-            },
-        ));
+    let router =
+        axum::Router::new()
+            .nest_service("/mcp", service)
+            .layer(axum::middleware::from_fn(
+                |req: axum::extract::Request, next: axum::middleware::Next| async move {
+                    let ok = req
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        == Some(&format!("Bearer {TOKEN}"));
+                    if ok {
+                        next.run(req).await
+                    } else {
+                        axum::response::IntoResponse::into_response(
+                            axum::http::StatusCode::UNAUTHORIZED,
+                        )
+                    }
+                },
+            ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -104,11 +107,22 @@ async fn mcp_tools_run_as_tasks(app: TestApp) {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert_eq!(v["error"]["code"], "mcp_unreachable");
     for (body, code) in [
-        (json!({"name": "Calc!", "url": url}), StatusCode::UNPROCESSABLE_ENTITY),
-        (json!({"name": "calc", "url": "ftp://x"}), StatusCode::UNPROCESSABLE_ENTITY),
-        (json!({"name": "diagnostics", "url": url}), StatusCode::CONFLICT),
+        (
+            json!({"name": "Calc!", "url": url}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"name": "calc", "url": "ftp://x"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"name": "diagnostics", "url": url}),
+            StatusCode::CONFLICT,
+        ),
     ] {
-        let (s, v) = app.post("/api/v1/mcp-servers", &u.token, Some(&t), body).await;
+        let (s, v) = app
+            .post("/api/v1/mcp-servers", &u.token, Some(&t), body)
+            .await;
         assert_eq!(s, code, "{v}");
     }
 
@@ -122,7 +136,10 @@ async fn mcp_tools_run_as_tasks(app: TestApp) {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["has_credentials"], true);
-    assert!(v.to_string().find(TOKEN).is_none(), "the token must never be echoed");
+    assert!(
+        v.to_string().find(TOKEN).is_none(),
+        "the token must never be echoed"
+    );
     let server_id = v["id"].as_str().unwrap().to_owned();
     let caps: Vec<&str> = v["tools"]
         .as_array()
@@ -130,50 +147,116 @@ async fn mcp_tools_run_as_tasks(app: TestApp) {
         .iter()
         .map(|t| t["capability"].as_str().unwrap())
         .collect();
-    assert!(caps.contains(&"calc.add") && caps.contains(&"calc.refuse_politely"), "{caps:?}");
+    assert!(
+        caps.contains(&"calc.add") && caps.contains(&"calc.refuse_politely"),
+        "{caps:?}"
+    );
     let (s, _) = app
-        .post("/api/v1/mcp-servers", &u.token, Some(&t), json!({"name": "calc", "url": url, "bearer_token": TOKEN}))
+        .post(
+            "/api/v1/mcp-servers",
+            &u.token,
+            Some(&t),
+            json!({"name": "calc", "url": url, "bearer_token": TOKEN}),
+        )
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
 
     let (_, m) = app.get("/api/v1/modules", &u.token, Some(&t)).await;
-    let calc = m["modules"].as_array().unwrap().iter().find(|m| m["name"] == "calc").unwrap();
+    let calc = m["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "calc")
+        .unwrap();
     assert_eq!(calc["source"]["kind"], "mcp");
-    let add = calc["capabilities"].as_array().unwrap().iter().find(|c| c["name"] == "calc.add").unwrap();
+    let add = calc["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "calc.add")
+        .unwrap();
     assert_eq!(add["input_schema"]["required"], json!(["a", "b"]));
 
     // Input is checked against the tool's schema before anything is queued.
-    let (s, v) = execute(&app, &u, &t, json!({"capability": "calc.add", "input": {"a": "two"}})).await;
+    let (s, v) = execute(
+        &app,
+        &u,
+        &t,
+        json!({"capability": "calc.add", "input": {"a": "two"}}),
+    )
+    .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
 
     let id = start(&app, &u, &t, "calc.add", json!({"a": 2, "b": 40})).await;
     let d = wait_status(&app, &u, &t, &id, "succeeded").await;
     assert_eq!(d["task"]["result"]["text"], "42", "{d}");
 
-    let id = start(&app, &u, &t, "calc.refuse_politely", json!({"why": "policy"})).await;
+    let id = start(
+        &app,
+        &u,
+        &t,
+        "calc.refuse_politely",
+        json!({"why": "policy"}),
+    )
+    .await;
     let d = wait_status(&app, &u, &t, &id, "failed").await;
-    assert!(d["task"]["error"].as_str().unwrap().contains("refused: policy"), "{d}");
+    assert!(
+        d["task"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("refused: policy"),
+        "{d}"
+    );
 
     // Another tenant sees none of it.
     let (o, ot) = owner(&app, "other-mcp@x.example").await;
-    let (s, _) = execute(&app, &o, &ot, json!({"capability": "calc.add", "input": {"a": 1, "b": 1}})).await;
+    let (s, _) = execute(
+        &app,
+        &o,
+        &ot,
+        json!({"capability": "calc.add", "input": {"a": 1, "b": 1}}),
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (_, l) = app.get("/api/v1/mcp-servers", &o.token, Some(&ot)).await;
     assert_eq!(l["servers"], json!([]));
     let (s, _) = app
-        .call(reqwest::Method::DELETE, &format!("/api/v1/mcp-servers/{server_id}"), Some(&o.token), Some(&ot), None)
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/mcp-servers/{server_id}"),
+            Some(&o.token),
+            Some(&ot),
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     let (s, v) = app
-        .post(&format!("/api/v1/mcp-servers/{server_id}/refresh"), &u.token, Some(&t), json!({}))
+        .post(
+            &format!("/api/v1/mcp-servers/{server_id}/refresh"),
+            &u.token,
+            Some(&t),
+            json!({}),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["status"], "ready");
     let (s, _) = app
-        .call(reqwest::Method::DELETE, &format!("/api/v1/mcp-servers/{server_id}"), Some(&u.token), Some(&t), None)
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/mcp-servers/{server_id}"),
+            Some(&u.token),
+            Some(&t),
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _) = execute(&app, &u, &t, json!({"capability": "calc.add", "input": {"a": 1, "b": 1}})).await;
+    let (s, _) = execute(
+        &app,
+        &u,
+        &t,
+        json!({"capability": "calc.add", "input": {"a": 1, "b": 1}}),
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }

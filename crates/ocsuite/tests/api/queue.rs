@@ -35,14 +35,19 @@ async fn tasks_and_jobs_of_another_tenant_are_404(app: TestApp) {
             (Method::POST, format!("/api/v1/queues/dead/{job}/retry")),
             (Method::POST, format!("/api/v1/queues/dead/{job}/discard")),
         ] {
-            let (s, v) = app.call(m, &path, Some(token), Some(&tb), Some(json!({}))).await;
+            let (s, v) = app
+                .call(m, &path, Some(token), Some(&tb), Some(json!({})))
+                .await;
             assert_eq!(s, StatusCode::NOT_FOUND, "{path}: {v}");
         }
         let (s, _) = app.get("/api/v1/tasks", token, Some(&ta)).await;
         assert_eq!(s, StatusCode::NOT_FOUND);
         let (_, list) = app.get("/api/v1/tasks", token, Some(&tb)).await;
         let listed = list["tasks"].to_string();
-        assert!(!listed.contains(&done) && !listed.contains(&dead), "{listed}");
+        assert!(
+            !listed.contains(&done) && !listed.contains(&dead),
+            "{listed}"
+        );
         let (_, dj) = app.get("/api/v1/queues/dead", token, Some(&tb)).await;
         assert_eq!(dj["jobs"], json!([]));
         // Same idempotency key in another tenant is another task.
@@ -64,7 +69,9 @@ async fn tasks_and_jobs_of_another_tenant_are_404(app: TestApp) {
     .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     // Nothing of A's changed.
-    let (_, d) = app.get(&format!("/api/v1/tasks/{dead}"), &a.token, Some(&ta)).await;
+    let (_, d) = app
+        .get(&format!("/api/v1/tasks/{dead}"), &a.token, Some(&ta))
+        .await;
     assert_eq!(d["task"]["status"], "dead");
     let (_, dj) = app.get("/api/v1/queues/dead", &a.token, Some(&ta)).await;
     assert_eq!(dj["jobs"].as_array().unwrap().len(), 1);
@@ -125,19 +132,35 @@ async fn lease_expiry(db: Db) {
         .iter()
         .find(|e| e["kind"] == "retrying")
         .expect("the lost attempt is on the timeline");
-    assert!(retry["data"]["error"].as_str().unwrap().contains("lease expired"));
+    assert!(
+        retry["data"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("lease expired")
+    );
     assert_eq!(
-        d["timeline"].as_array().unwrap().iter().filter(|e| e["kind"] == "succeeded").count(),
+        d["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "succeeded")
+            .count(),
         1
     );
 
     // The dead worker wakes up: its lease token no longer matches anything.
     let mut tx = store.tenant(&job.tenant_id).await.unwrap();
     assert!(!queue::complete(&mut tx, &job).await.unwrap());
-    assert!(!queue::retry_at(&mut tx, &job, "late", chrono::Utc::now()).await.unwrap());
+    assert!(
+        !queue::retry_at(&mut tx, &job, "late", chrono::Utc::now())
+            .await
+            .unwrap()
+    );
     tx.commit().await.unwrap();
     live.shutdown(Duration::from_secs(5)).await;
-    let (_, d) = app.get(&format!("/api/v1/tasks/{id}"), &u.token, Some(&t)).await;
+    let (_, d) = app
+        .get(&format!("/api/v1/tasks/{id}"), &u.token, Some(&t))
+        .await;
     assert_eq!(d["task"]["status"], "succeeded");
 }
 
@@ -159,8 +182,14 @@ async fn a_worker_in_a_second_process_runs_jobs_postgres() {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("OCSUITE_DATABASE_URL", &c.database_url)
-        .env("OCSUITE_MIGRATION_DATABASE_URL", c.migration_database_url.as_deref().unwrap())
-        .env("OCSUITE_MASTER_KEY", c.master_key.as_ref().unwrap().expose())
+        .env(
+            "OCSUITE_MIGRATION_DATABASE_URL",
+            c.migration_database_url.as_deref().unwrap(),
+        )
+        .env(
+            "OCSUITE_MASTER_KEY",
+            c.master_key.as_ref().unwrap().expose(),
+        )
         .env("OCSUITE_DATA_DIR", &c.data_dir)
         .env("OCSUITE_WORKERS", "2")
         .env("OCSUITE_QUEUE_POLL_MS", "5000")
@@ -169,7 +198,14 @@ async fn a_worker_in_a_second_process_runs_jobs_postgres() {
         .spawn()
         .unwrap();
 
-    let id = start(&app, &u, &t, "diagnostics.sleep", json!({"seconds": 0.2, "steps": 2})).await;
+    let id = start(
+        &app,
+        &u,
+        &t,
+        "diagnostics.sleep",
+        json!({"seconds": 0.2, "steps": 2}),
+    )
+    .await;
     // Poll interval is 5 s, so finishing quickly proves LISTEN/NOTIFY woke the worker.
     let started = std::time::Instant::now();
     let mut kinds = Vec::new();
@@ -182,8 +218,15 @@ async fn a_worker_in_a_second_process_runs_jobs_postgres() {
             }
         }
     }
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
-    assert!(kinds.contains(&"started".to_string()) && kinds.contains(&"progress".to_string()), "{kinds:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        kinds.contains(&"started".to_string()) && kinds.contains(&"progress".to_string()),
+        "{kinds:?}"
+    );
     let d = wait_status(&app, &u, &t, &id, "succeeded").await;
     assert_eq!(d["task"]["result"], json!({"slept_ms": 200}));
     child.kill().await.unwrap();
@@ -199,23 +242,51 @@ async fn row_level_security_covers_tasks_jobs_and_events_postgres() {
     let (a, ta) = owner(&app, "a@rls.example").await;
     let (_, tb) = owner(&app, "b@rls.example").await;
     start(&app, &a, &ta, "diagnostics.echo", json!({})).await;
-    app.post("/api/v1/modules/diagnostics/disable", &a.token, Some(&ta), json!({})).await;
+    app.post(
+        "/api/v1/modules/diagnostics/disable",
+        &a.token,
+        Some(&ta),
+        json!({}),
+    )
+    .await;
 
-    let mut conn = PgConnection::connect(&app.config.database_url).await.unwrap();
-    let (role,): (String,) = sqlx::query_as("SELECT current_user::text").fetch_one(&mut conn).await.unwrap();
+    let mut conn = PgConnection::connect(&app.config.database_url)
+        .await
+        .unwrap();
+    let (role,): (String,) = sqlx::query_as("SELECT current_user::text")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(role, RUNTIME_ROLE);
     for table in ["tasks", "jobs", "events", "tenant_modules", "mcp_servers"] {
         let q = format!("SELECT count(*) FROM {table}");
-        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(q.clone())).fetch_one(&mut conn).await.unwrap();
+        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(q.clone()))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
         assert_eq!(n, 0, "{table} visible without a tenant");
         let mut tx = conn.begin().await.unwrap();
-        sqlx::query("SELECT set_config('app.tenant_id', $1, true)").bind(&tb).execute(&mut *tx).await.unwrap();
-        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(q.clone())).fetch_one(&mut *tx).await.unwrap();
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(&tb)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(q.clone()))
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
         assert_eq!(n, 0, "{table}: B sees A's rows");
         tx.rollback().await.unwrap();
         let mut tx = conn.begin().await.unwrap();
-        sqlx::query("SELECT set_config('app.tenant_id', $1, true)").bind(&ta).execute(&mut *tx).await.unwrap();
-        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(q)).fetch_one(&mut *tx).await.unwrap();
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(&ta)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(q))
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
         if table != "mcp_servers" {
             assert!(n > 0, "{table}: A cannot see its own rows");
         }
@@ -223,7 +294,11 @@ async fn row_level_security_covers_tasks_jobs_and_events_postgres() {
     }
     // B cannot write a job into A's tenant either.
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SELECT set_config('app.tenant_id', $1, true)").bind(&tb).execute(&mut *tx).await.unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(&tb)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     let r = sqlx::query("INSERT INTO jobs (tenant_id, id, queue, payload, priority, run_at, status, attempts, max_attempts, created_at, updated_at) VALUES ($1, 'job_x', 'execute-task', '{}', 0, now(), 'ready', 0, 1, now(), now())")
         .bind(&ta)
         .execute(&mut *tx)
@@ -235,8 +310,14 @@ async fn row_level_security_covers_tasks_jobs_and_events_postgres() {
     let store = &app.state.store;
     let mut tx = store.platform_read().await.unwrap();
     let rows: Vec<(String, String, i64)> = tx
-        .fetch_all(sql("SELECT queue, status, jobs FROM ocsuite_queue_depths()"))
+        .fetch_all(sql(
+            "SELECT queue, status, jobs FROM ocsuite_queue_depths()",
+        ))
         .await
         .unwrap();
-    assert!(rows.iter().any(|(q, s, n)| q == "execute-task" && s == "ready" && *n == 1), "{rows:?}");
+    assert!(
+        rows.iter()
+            .any(|(q, s, n)| q == "execute-task" && s == "ready" && *n == 1),
+        "{rows:?}"
+    );
 }

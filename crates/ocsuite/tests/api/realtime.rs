@@ -13,14 +13,16 @@ use crate::dual;
 use crate::helpers::TestApp;
 use crate::tasks::{owner, start, wait_status};
 
-pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub async fn connect(app: &TestApp, token: &str, tenant: &str) -> Ws {
     let url = app.url("/api/v1/ws").replace("http://", "ws://");
     let mut req = url.into_client_request().unwrap();
     req.headers_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    req.headers_mut().insert("x-tenant-id", tenant.parse().unwrap());
+    req.headers_mut()
+        .insert("x-tenant-id", tenant.parse().unwrap());
     let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     ws
 }
@@ -72,16 +74,30 @@ async fn websocket_streams_progress_and_resumes(app: TestApp) {
     let ack = next(&mut ws).await.unwrap();
     assert_eq!(ack["type"], "subscribed", "{ack}");
 
-    let id = start(&app, &u, &t, "diagnostics.sleep", json!({"seconds": 0.4, "steps": 4})).await;
+    let id = start(
+        &app,
+        &u,
+        &t,
+        "diagnostics.sleep",
+        json!({"seconds": 0.4, "steps": 4}),
+    )
+    .await;
     let topic = format!("task:{id}");
     let mut per_task = connect(&app, &u.token, &t).await;
-    send(&mut per_task, json!({"type": "subscribe", "topic": topic, "since": 0})).await;
+    send(
+        &mut per_task,
+        json!({"type": "subscribe", "topic": topic, "since": 0}),
+    )
+    .await;
     let ack = next(&mut per_task).await.unwrap();
     assert_eq!(ack["type"], "subscribed");
     let evs = events_until(&mut per_task, "succeeded").await;
     let kinds: Vec<&str> = evs.iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds.first(), Some(&"queued"), "{kinds:?}");
-    assert!(kinds.contains(&"started") && kinds.contains(&"progress"), "{kinds:?}");
+    assert!(
+        kinds.contains(&"started") && kinds.contains(&"progress"),
+        "{kinds:?}"
+    );
     let seqs: Vec<i64> = evs.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
     let progress: Vec<i64> = evs
@@ -94,11 +110,18 @@ async fn websocket_streams_progress_and_resumes(app: TestApp) {
 
     // The aggregate topic saw the same task, live (no replay was asked for).
     let agg = events_until(&mut ws, "succeeded").await;
-    assert!(agg.iter().all(|e| e["topic"] == "tasks" && e["data"]["task_id"] == id.as_str()));
+    assert!(
+        agg.iter()
+            .all(|e| e["topic"] == "tasks" && e["data"]["task_id"] == id.as_str())
+    );
 
     // Reconnect and resume after seq 2: exactly the rest, in order.
     let mut again = connect(&app, &u.token, &t).await;
-    send(&mut again, json!({"type": "subscribe", "topic": topic, "since": 2})).await;
+    send(
+        &mut again,
+        json!({"type": "subscribe", "topic": topic, "since": 2}),
+    )
+    .await;
     next(&mut again).await.unwrap();
     let rest = events_until(&mut again, "succeeded").await;
     let rest_seqs: Vec<i64> = rest.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
@@ -118,15 +141,24 @@ async fn websocket_closes_garbage_and_floods_only(app: TestApp) {
     next(&mut good).await.unwrap();
 
     let mut bad = connect(&app, &u.token, &t).await;
-    bad.send(Message::Text("{this is not json".into())).await.unwrap();
+    bad.send(Message::Text("{this is not json".into()))
+        .await
+        .unwrap();
     let err = next(&mut bad).await.unwrap();
     assert_eq!(err["type"], "error");
     assert_eq!(err["code"], "invalid_message");
-    assert!(next(&mut bad).await.is_none(), "garbage must close the socket");
+    assert!(
+        next(&mut bad).await.is_none(),
+        "garbage must close the socket"
+    );
 
     let mut flood = connect(&app, &u.token, &t).await;
     for _ in 0..100 {
-        if flood.send(Message::Text(json!({"type": "ping"}).to_string().into())).await.is_err() {
+        if flood
+            .send(Message::Text(json!({"type": "ping"}).to_string().into()))
+            .await
+            .is_err()
+        {
             break;
         }
     }
@@ -142,7 +174,9 @@ async fn websocket_closes_garbage_and_floods_only(app: TestApp) {
     assert!(reason.contains("too many"), "{reason}");
 
     let mut bin = connect(&app, &u.token, &t).await;
-    bin.send(Message::Binary(vec![1u8, 2, 3].into())).await.unwrap();
+    bin.send(Message::Binary(vec![1u8, 2, 3].into()))
+        .await
+        .unwrap();
     assert!(next(&mut bin).await.is_none());
 
     // The well-behaved connection still gets events.
@@ -197,7 +231,14 @@ async fn sse_until(res: reqwest::Response, kind: &str) -> Vec<(i64, Value)> {
 
 async fn sse_streams_and_resumes_with_last_event_id(app: TestApp) {
     let (u, t) = owner(&app, "sse@x.example").await;
-    let id = start(&app, &u, &t, "diagnostics.sleep", json!({"seconds": 0.2, "steps": 2})).await;
+    let id = start(
+        &app,
+        &u,
+        &t,
+        "diagnostics.sleep",
+        json!({"seconds": 0.2, "steps": 2}),
+    )
+    .await;
     wait_status(&app, &u, &t, &id, "succeeded").await;
     let open = |last: Option<i64>| {
         let mut rb = app
@@ -212,7 +253,12 @@ async fn sse_streams_and_resumes_with_last_event_id(app: TestApp) {
     };
     let res = open(Some(0)).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     let all = sse_until(res, "succeeded").await;
     assert_eq!(all[0].1["kind"], "queued");
     assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
@@ -232,42 +278,72 @@ async fn sse_streams_and_resumes_with_last_event_id(app: TestApp) {
         .unwrap();
     let id2 = start(&app, &u, &t, "diagnostics.echo", json!({})).await;
     let live = sse_until(res, "succeeded").await;
-    assert!(live.iter().all(|(_, e)| e["data"]["task_id"] == id2.as_str()), "{live:?}");
+    assert!(
+        live.iter()
+            .all(|(_, e)| e["data"]["task_id"] == id2.as_str()),
+        "{live:?}"
+    );
 
     let (s, v) = app.get("/api/v1/events?topics=", &u.token, Some(&t)).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
-    let (s, _) = app.get("/api/v1/events?topics=task:nope", &u.token, Some(&t)).await;
+    let (s, _) = app
+        .get("/api/v1/events?topics=task:nope", &u.token, Some(&t))
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
 
 async fn topics_of_another_tenant_are_never_delivered(app: TestApp) {
     let (a, ta) = owner(&app, "a@iso.example").await;
     let (b, tb) = owner(&app, "b@iso.example").await;
-    let id = start(&app, &a, &ta, "diagnostics.echo", json!({"secret": "a-only"})).await;
+    let id = start(
+        &app,
+        &a,
+        &ta,
+        "diagnostics.echo",
+        json!({"secret": "a-only"}),
+    )
+    .await;
     wait_status(&app, &a, &ta, &id, "succeeded").await;
 
     let mut ws = connect(&app, &b.token, &tb).await;
-    send(&mut ws, json!({"type": "subscribe", "topic": format!("task:{id}"), "since": 0})).await;
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "topic": format!("task:{id}"), "since": 0}),
+    )
+    .await;
     let m = next(&mut ws).await.unwrap();
     assert_eq!(m["type"], "error");
     assert_eq!(m["code"], "not_found");
-    send(&mut ws, json!({"type": "subscribe", "topic": "tasks", "since": 0})).await;
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "topic": "tasks", "since": 0}),
+    )
+    .await;
     assert_eq!(next(&mut ws).await.unwrap()["type"], "subscribed");
     // B's own task arrives; nothing of A's ever does.
     start(&app, &a, &ta, "diagnostics.echo", json!({})).await;
     let own = start(&app, &b, &tb, "diagnostics.echo", json!({})).await;
     let evs = events_until(&mut ws, "succeeded").await;
-    assert!(evs.iter().all(|e| e["data"]["task_id"] == own.as_str()), "{evs:?}");
+    assert!(
+        evs.iter().all(|e| e["data"]["task_id"] == own.as_str()),
+        "{evs:?}"
+    );
 
     // B's header naming A's tenant is 404; A's task topic over SSE is 404.
     let url = app.url("/api/v1/ws").replace("http://", "ws://");
     let mut req = url.into_client_request().unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {}", b.token).parse().unwrap());
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", b.token).parse().unwrap(),
+    );
     req.headers_mut().insert("x-tenant-id", ta.parse().unwrap());
     assert!(tokio_tungstenite::connect_async(req).await.is_err());
     let (s, _) = app
-        .get(&format!("/api/v1/events?topics=task:{id}"), &b.token, Some(&tb))
+        .get(
+            &format!("/api/v1/events?topics=task:{id}"),
+            &b.token,
+            Some(&tb),
+        )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }

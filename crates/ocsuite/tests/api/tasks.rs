@@ -18,7 +18,8 @@ pub async fn owner(app: &TestApp, email: &str) -> (User, String) {
 }
 
 pub async fn execute(app: &TestApp, u: &User, t: &str, body: Value) -> (StatusCode, Value) {
-    app.post("/api/v1/tasks/execute", &u.token, Some(t), body).await
+    app.post("/api/v1/tasks/execute", &u.token, Some(t), body)
+        .await
 }
 
 /// Queues a capability and returns the task id.
@@ -40,12 +41,17 @@ pub async fn wait_for(
 ) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
-        let (s, v) = app.get(&format!("/api/v1/tasks/{id}"), &u.token, Some(t)).await;
+        let (s, v) = app
+            .get(&format!("/api/v1/tasks/{id}"), &u.token, Some(t))
+            .await;
         assert_eq!(s, StatusCode::OK, "{v}");
         if done(&v) {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "task never got there: {v}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "task never got there: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -96,7 +102,14 @@ async fn runs_a_capability_and_records_its_timeline(app: TestApp) {
     assert_eq!(sleep["side_effect"], "none");
     assert_eq!(sleep["input_schema"]["required"], json!(["seconds"]));
 
-    let id = start(&app, &u, &t, "diagnostics.sleep", json!({"seconds": 0.3, "steps": 3})).await;
+    let id = start(
+        &app,
+        &u,
+        &t,
+        "diagnostics.sleep",
+        json!({"seconds": 0.3, "steps": 3}),
+    )
+    .await;
     let d = wait_status(&app, &u, &t, &id, "succeeded").await;
     assert_eq!(d["task"]["result"], json!({"slept_ms": 300}));
     assert_eq!(d["task"]["attempts"], 1);
@@ -124,9 +137,13 @@ async fn runs_a_capability_and_records_its_timeline(app: TestApp) {
 
     let (_, list) = app.get("/api/v1/tasks", &u.token, Some(&t)).await;
     assert_eq!(list["tasks"][0]["id"], id.as_str());
-    let (_, list) = app.get("/api/v1/tasks?status=failed", &u.token, Some(&t)).await;
+    let (_, list) = app
+        .get("/api/v1/tasks?status=failed", &u.token, Some(&t))
+        .await;
     assert_eq!(list["tasks"], json!([]));
-    let (s, _) = app.get("/api/v1/tasks?status=bogus", &u.token, Some(&t)).await;
+    let (s, _) = app
+        .get("/api/v1/tasks?status=bogus", &u.token, Some(&t))
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
 
     let (_, audit) = app.get("/api/v1/audit", &u.token, Some(&t)).await;
@@ -141,7 +158,13 @@ async fn runs_a_capability_and_records_its_timeline(app: TestApp) {
 
 async fn rejects_unknown_capabilities_versions_and_bad_input(app: TestApp) {
     let (u, t) = owner(&app, "bad@x.example").await;
-    let (s, v) = execute(&app, &u, &t, json!({"capability": "nope.nothing", "input": {}})).await;
+    let (s, v) = execute(
+        &app,
+        &u,
+        &t,
+        json!({"capability": "nope.nothing", "input": {}}),
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     assert_eq!(v["error"]["code"], "capability_not_found");
     assert_eq!(v["error"]["details"]["available_versions"], json!([]));
@@ -154,7 +177,10 @@ async fn rejects_unknown_capabilities_versions_and_bad_input(app: TestApp) {
     )
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
-    assert_eq!(v["error"]["details"]["available_versions"], json!(["1.0.0"]));
+    assert_eq!(
+        v["error"]["details"]["available_versions"],
+        json!(["1.0.0"])
+    );
     let (s, _) = execute(
         &app,
         &u,
@@ -186,11 +212,23 @@ async fn rejects_unknown_capabilities_versions_and_bad_input(app: TestApp) {
     assert!(violations.iter().any(|x| x["path"] == "/seconds"), "{v}");
     assert!(violations.len() >= 2, "{v}");
 
-    let (s, v) = execute(&app, &u, &t, json!({"capability": "diagnostics.echo", "priority": 99})).await;
+    let (s, v) = execute(
+        &app,
+        &u,
+        &t,
+        json!({"capability": "diagnostics.echo", "priority": 99}),
+    )
+    .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     let (s, v) = execute(&app, &u, &t, json!({"capability": 5})).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
-    let (s, v) = execute(&app, &u, &t, json!({"capability": "diagnostics.echo", "surprise": true})).await;
+    let (s, v) = execute(
+        &app,
+        &u,
+        &t,
+        json!({"capability": "diagnostics.echo", "surprise": true}),
+    )
+    .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     let res = app
         .http
@@ -205,7 +243,11 @@ async fn rejects_unknown_capabilities_versions_and_bad_input(app: TestApp) {
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
 
     // Unknown and foreign-shaped task ids are 404, never 500.
-    for path in ["/api/v1/tasks/tsk_nope", "/api/v1/tasks/' OR 1=1 --", "/api/v1/tasks/ten_00"] {
+    for path in [
+        "/api/v1/tasks/tsk_nope",
+        "/api/v1/tasks/' OR 1=1 --",
+        "/api/v1/tasks/ten_00",
+    ] {
         let (s, _) = app.get(path, &u.token, Some(&t)).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{path}");
     }
@@ -224,7 +266,8 @@ async fn rejects_unknown_capabilities_versions_and_bad_input(app: TestApp) {
 
 async fn idempotency_key_runs_once(app: TestApp) {
     let (u, t) = owner(&app, "idem@x.example").await;
-    let body = json!({"capability": "diagnostics.echo", "input": {"n": 1}, "idempotency_key": "order-42"});
+    let body =
+        json!({"capability": "diagnostics.echo", "input": {"n": 1}, "idempotency_key": "order-42"});
     let (s1, v1) = execute(&app, &u, &t, body.clone()).await;
     assert_eq!(s1, StatusCode::ACCEPTED, "{v1}");
     let (s2, v2) = execute(&app, &u, &t, body.clone()).await;
@@ -247,10 +290,8 @@ async fn idempotency_key_runs_once(app: TestApp) {
 
     // Concurrent duplicates still make one task.
     let body = json!({"capability": "diagnostics.echo", "input": {}, "idempotency_key": "burst"});
-    let results = futures_util::future::join_all(
-        (0..8).map(|_| execute(&app, &u, &t, body.clone())),
-    )
-    .await;
+    let results =
+        futures_util::future::join_all((0..8).map(|_| execute(&app, &u, &t, body.clone()))).await;
     let ids: std::collections::HashSet<String> = results
         .iter()
         .map(|(s, v)| {
@@ -265,7 +306,14 @@ async fn idempotency_key_runs_once(app: TestApp) {
 
 async fn retries_then_dead_letters_and_admin_retries(app: TestApp) {
     let (u, t) = owner(&app, "dlq@x.example").await;
-    let id = start(&app, &u, &t, "diagnostics.fail", json!({"message": "upstream down"})).await;
+    let id = start(
+        &app,
+        &u,
+        &t,
+        "diagnostics.fail",
+        json!({"message": "upstream down"}),
+    )
+    .await;
     let d = wait_status(&app, &u, &t, &id, "dead").await;
     assert_eq!(d["task"]["attempts"], 3);
     assert_eq!(d["task"]["error"], "upstream down");
@@ -291,7 +339,12 @@ async fn retries_then_dead_letters_and_admin_retries(app: TestApp) {
 
     // Retry from the admin API: the task runs its attempts again.
     let (s, _) = app
-        .post(&format!("/api/v1/queues/dead/{job_id}/retry"), &u.token, Some(&t), json!({}))
+        .post(
+            &format!("/api/v1/queues/dead/{job_id}/retry"),
+            &u.token,
+            Some(&t),
+            json!({}),
+        )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let d = wait_for(&app, &u, &t, &id, 20, |v| {
@@ -303,14 +356,26 @@ async fn retries_then_dead_letters_and_admin_retries(app: TestApp) {
     // A member is not an admin; discard is; a second discard is 404.
     let member = app.signup("m@x.example").await;
     app.add_member(&u, &t, &member, "member").await;
-    let (s, _) = app.get("/api/v1/queues/dead", &member.token, Some(&t)).await;
+    let (s, _) = app
+        .get("/api/v1/queues/dead", &member.token, Some(&t))
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, _) = app
-        .post(&format!("/api/v1/queues/dead/{job_id}/discard"), &u.token, Some(&t), json!({}))
+        .post(
+            &format!("/api/v1/queues/dead/{job_id}/discard"),
+            &u.token,
+            Some(&t),
+            json!({}),
+        )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, _) = app
-        .post(&format!("/api/v1/queues/dead/{job_id}/discard"), &u.token, Some(&t), json!({}))
+        .post(
+            &format!("/api/v1/queues/dead/{job_id}/discard"),
+            &u.token,
+            Some(&t),
+            json!({}),
+        )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (_, dead) = app.get("/api/v1/queues/dead", &u.token, Some(&t)).await;
@@ -325,12 +390,26 @@ async fn retries_then_dead_letters_and_admin_retries(app: TestApp) {
 
 async fn permanent_failures_panics_and_bad_output(app: TestApp) {
     let (u, t) = owner(&app, "perm@x.example").await;
-    let id = start(&app, &u, &t, "diagnostics.fail", json!({"mode": "permanent", "message": "bad credentials"})).await;
+    let id = start(
+        &app,
+        &u,
+        &t,
+        "diagnostics.fail",
+        json!({"mode": "permanent", "message": "bad credentials"}),
+    )
+    .await;
     let d = wait_status(&app, &u, &t, &id, "failed").await;
     assert_eq!(d["task"]["attempts"], 1);
     assert_eq!(d["task"]["error"], "bad credentials");
 
-    let id = start(&app, &u, &t, "diagnostics.fail", json!({"mode": "panic", "attempts": 1})).await;
+    let id = start(
+        &app,
+        &u,
+        &t,
+        "diagnostics.fail",
+        json!({"mode": "panic", "attempts": 1}),
+    )
+    .await;
     let d = wait_status(&app, &u, &t, &id, "succeeded").await;
     assert_eq!(d["task"]["attempts"], 2);
     let retry = d["timeline"]
@@ -341,7 +420,14 @@ async fn permanent_failures_panics_and_bad_output(app: TestApp) {
         .unwrap();
     assert_eq!(retry["data"]["error"], "the module panicked");
 
-    let id = start(&app, &u, &t, "diagnostics.fail", json!({"mode": "bad_output"})).await;
+    let id = start(
+        &app,
+        &u,
+        &t,
+        "diagnostics.fail",
+        json!({"mode": "bad_output"}),
+    )
+    .await;
     let d = wait_status(&app, &u, &t, &id, "failed").await;
     let err = d["task"]["error"].as_str().unwrap();
     assert!(err.contains("output") && err.contains("/attempt"), "{err}");
@@ -355,33 +441,63 @@ async fn permanent_failures_panics_and_bad_output(app: TestApp) {
 
 async fn cancels_queued_and_running_tasks(app: TestApp) {
     let (u, t) = owner(&app, "cancel@x.example").await;
-    let id = start(&app, &u, &t, "diagnostics.sleep", json!({"seconds": 30, "steps": 30})).await;
+    let id = start(
+        &app,
+        &u,
+        &t,
+        "diagnostics.sleep",
+        json!({"seconds": 30, "steps": 30}),
+    )
+    .await;
     wait_status(&app, &u, &t, &id, "running").await;
     let (s, v) = app
-        .post(&format!("/api/v1/tasks/{id}/cancel"), &u.token, Some(&t), json!({}))
+        .post(
+            &format!("/api/v1/tasks/{id}/cancel"),
+            &u.token,
+            Some(&t),
+            json!({}),
+        )
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     assert_eq!(v["cancel_requested"], true);
     // The run stops at the next lease renewal (lease/3 = 10 s in tests at most).
-    let d = wait_for(&app, &u, &t, &id, 25, |v| v["task"]["status"] == "cancelled").await;
+    let d = wait_for(&app, &u, &t, &id, 25, |v| {
+        v["task"]["status"] == "cancelled"
+    })
+    .await;
     assert!(kinds(&d).contains(&"cancel_requested".to_string()));
     let (s, _) = app
-        .post(&format!("/api/v1/tasks/{id}/cancel"), &u.token, Some(&t), json!({}))
+        .post(
+            &format!("/api/v1/tasks/{id}/cancel"),
+            &u.token,
+            Some(&t),
+            json!({}),
+        )
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
 
     // Queued behind the kill switch: cancelled at once and never runs.
-    let (s, _) = app.post("/api/v1/queues/pause", &u.token, Some(&t), json!({})).await;
+    let (s, _) = app
+        .post("/api/v1/queues/pause", &u.token, Some(&t), json!({}))
+        .await;
     assert_eq!(s, StatusCode::OK);
     let id = start(&app, &u, &t, "diagnostics.echo", json!({})).await;
     let (s, v) = app
-        .post(&format!("/api/v1/tasks/{id}/cancel"), &u.token, Some(&t), json!({}))
+        .post(
+            &format!("/api/v1/tasks/{id}/cancel"),
+            &u.token,
+            Some(&t),
+            json!({}),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["status"], "cancelled");
-    app.post("/api/v1/queues/resume", &u.token, Some(&t), json!({})).await;
+    app.post("/api/v1/queues/resume", &u.token, Some(&t), json!({}))
+        .await;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let (_, d) = app.get(&format!("/api/v1/tasks/{id}"), &u.token, Some(&t)).await;
+    let (_, d) = app
+        .get(&format!("/api/v1/tasks/{id}"), &u.token, Some(&t))
+        .await;
     assert_eq!(d["task"]["status"], "cancelled");
     assert!(!kinds(&d).contains(&"started".to_string()));
 }
@@ -389,7 +505,9 @@ async fn cancels_queued_and_running_tasks(app: TestApp) {
 async fn kill_switch_pauses_a_tenant(app: TestApp) {
     let (u, t) = owner(&app, "kill@x.example").await;
     let (other, ot) = owner(&app, "other@x.example").await;
-    let (s, q) = app.post("/api/v1/queues/pause", &u.token, Some(&t), json!({})).await;
+    let (s, q) = app
+        .post("/api/v1/queues/pause", &u.token, Some(&t), json!({}))
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert!(q["paused_at"].is_string());
     let id = start(&app, &u, &t, "diagnostics.echo", json!({"x": 1})).await;
@@ -397,9 +515,13 @@ async fn kill_switch_pauses_a_tenant(app: TestApp) {
     let oid = start(&app, &other, &ot, "diagnostics.echo", json!({})).await;
     wait_status(&app, &other, &ot, &oid, "succeeded").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (_, d) = app.get(&format!("/api/v1/tasks/{id}"), &u.token, Some(&t)).await;
+    let (_, d) = app
+        .get(&format!("/api/v1/tasks/{id}"), &u.token, Some(&t))
+        .await;
     assert_eq!(d["task"]["status"], "queued");
-    let (s, q) = app.post("/api/v1/queues/resume", &u.token, Some(&t), json!({})).await;
+    let (s, q) = app
+        .post("/api/v1/queues/resume", &u.token, Some(&t), json!({}))
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert!(q["paused_at"].is_null());
     let d = wait_status(&app, &u, &t, &id, "succeeded").await;
@@ -407,7 +529,9 @@ async fn kill_switch_pauses_a_tenant(app: TestApp) {
 
     let member = app.signup("kmember@x.example").await;
     app.add_member(&u, &t, &member, "member").await;
-    let (s, _) = app.post("/api/v1/queues/pause", &member.token, Some(&t), json!({})).await;
+    let (s, _) = app
+        .post("/api/v1/queues/pause", &member.token, Some(&t), json!({}))
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 }
 
@@ -432,7 +556,9 @@ async fn one_tenant_cannot_starve_another(app: TestApp) {
     let quiet = start(&app, &b, &tb, "diagnostics.echo", json!({})).await;
     wait_status(&app, &b, &tb, &quiet, "succeeded").await;
     // B finished while most of A's backlog still waits: A never ran more than one at once.
-    let (_, list) = app.get("/api/v1/tasks?status=queued", &a.token, Some(&ta)).await;
+    let (_, list) = app
+        .get("/api/v1/tasks?status=queued", &a.token, Some(&ta))
+        .await;
     assert!(list["tasks"].as_array().unwrap().len() >= 4, "{list}");
     for id in &busy {
         wait_status(&app, &a, &ta, id, "succeeded").await;
@@ -440,9 +566,13 @@ async fn one_tenant_cannot_starve_another(app: TestApp) {
     // Their runs never overlapped.
     let mut spans = Vec::new();
     for id in &busy {
-        let (_, d) = app.get(&format!("/api/v1/tasks/{id}"), &a.token, Some(&ta)).await;
-        let s = chrono::DateTime::parse_from_rfc3339(d["task"]["started_at"].as_str().unwrap()).unwrap();
-        let f = chrono::DateTime::parse_from_rfc3339(d["task"]["finished_at"].as_str().unwrap()).unwrap();
+        let (_, d) = app
+            .get(&format!("/api/v1/tasks/{id}"), &a.token, Some(&ta))
+            .await;
+        let s = chrono::DateTime::parse_from_rfc3339(d["task"]["started_at"].as_str().unwrap())
+            .unwrap();
+        let f = chrono::DateTime::parse_from_rfc3339(d["task"]["finished_at"].as_str().unwrap())
+            .unwrap();
         spans.push((s, f));
     }
     spans.sort();
@@ -463,7 +593,14 @@ async fn one_tenant_cannot_starve_another(app: TestApp) {
 
 async fn modules_can_be_disabled(app: TestApp) {
     let (u, t) = owner(&app, "mods@x.example").await;
-    let (s, m) = app.post("/api/v1/modules/diagnostics/disable", &u.token, Some(&t), json!({})).await;
+    let (s, m) = app
+        .post(
+            "/api/v1/modules/diagnostics/disable",
+            &u.token,
+            Some(&t),
+            json!({}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{m}");
     assert_eq!(m["enabled"], false);
     let (s, v) = execute(&app, &u, &t, json!({"capability": "diagnostics.echo"})).await;
@@ -472,10 +609,24 @@ async fn modules_can_be_disabled(app: TestApp) {
     let (o, ot) = owner(&app, "mods2@x.example").await;
     let (s, _) = execute(&app, &o, &ot, json!({"capability": "diagnostics.echo"})).await;
     assert_eq!(s, StatusCode::ACCEPTED);
-    let (s, _) = app.post("/api/v1/modules/diagnostics/enable", &u.token, Some(&t), json!({})).await;
+    let (s, _) = app
+        .post(
+            "/api/v1/modules/diagnostics/enable",
+            &u.token,
+            Some(&t),
+            json!({}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = execute(&app, &u, &t, json!({"capability": "diagnostics.echo"})).await;
     assert_eq!(s, StatusCode::ACCEPTED);
-    let (s, _) = app.post("/api/v1/modules/nope/disable", &u.token, Some(&t), json!({})).await;
+    let (s, _) = app
+        .post(
+            "/api/v1/modules/nope/disable",
+            &u.token,
+            Some(&t),
+            json!({}),
+        )
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
