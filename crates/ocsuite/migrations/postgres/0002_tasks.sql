@@ -58,6 +58,7 @@ CREATE TABLE tasks (
 CREATE UNIQUE INDEX tasks_idempotency ON tasks (tenant_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX tasks_recent ON tasks (tenant_id, created_at);
+CREATE INDEX tasks_status ON tasks (tenant_id, status);
 
 -- One row per pending, running or dead job; a finished job is deleted in the same
 -- transaction that records its outcome on the row it serves.
@@ -79,9 +80,10 @@ CREATE TABLE jobs (
     updated_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (tenant_id, id)
 );
-CREATE INDEX jobs_claim ON jobs (queue, status, priority, run_at);
+CREATE INDEX jobs_claim ON jobs (queue, status, priority DESC, run_at, id);
 CREATE INDEX jobs_tenant_status ON jobs (tenant_id, status);
 CREATE INDEX jobs_lease ON jobs (status, lease_until);
+CREATE INDEX tenants_jobs_paused ON tenants (jobs_paused_at) WHERE jobs_paused_at IS NOT NULL;
 
 -- The realtime event log: every event published on a topic, for resume after reconnect.
 CREATE TABLE events (
@@ -139,7 +141,9 @@ CREATE POLICY owner_maintenance ON events TO CURRENT_USER USING (true) WITH CHEC
 -- continue inside the job's own tenant scope.
 
 -- Claims the next runnable job of a queue: highest priority, then oldest; skipping
--- paused tenants and tenants already running their concurrency limit.
+-- paused tenants and tenants already running their concurrency limit. Which tenants to
+-- skip is worked out once per claim from the running jobs (few: at most one per worker),
+-- so the ready jobs are read in index order and the scan stops at the first claimable.
 CREATE FUNCTION ocsuite_claim_job(p_queue TEXT, p_worker TEXT, p_token TEXT,
                                   p_now TIMESTAMPTZ, p_lease_until TIMESTAMPTZ)
 RETURNS TABLE (tenant_id TEXT, id TEXT, payload TEXT, attempts BIGINT, max_attempts BIGINT)
@@ -148,11 +152,14 @@ LANGUAGE sql SECURITY DEFINER SET search_path = public AS $$
        SET status = 'running', attempts = j.attempts + 1, lease_token = p_token,
            lease_until = p_lease_until, worker = p_worker, updated_at = p_now
      WHERE (j.tenant_id, j.id) = (
-        SELECT c.tenant_id, c.id FROM jobs c JOIN tenants t ON t.id = c.tenant_id
+        SELECT c.tenant_id, c.id FROM jobs c
          WHERE c.queue = p_queue AND c.status = 'ready' AND c.run_at <= p_now
-           AND t.jobs_paused_at IS NULL
-           AND (SELECT count(*) FROM jobs r
-                 WHERE r.tenant_id = c.tenant_id AND r.status = 'running') < t.job_concurrency
+           AND c.tenant_id NOT IN (SELECT t.id FROM tenants t WHERE t.jobs_paused_at IS NOT NULL)
+           AND c.tenant_id NOT IN (
+               SELECT r.tenant_id FROM jobs r JOIN tenants t ON t.id = r.tenant_id
+                WHERE r.status = 'running'
+                GROUP BY r.tenant_id, t.job_concurrency
+               HAVING count(*) >= t.job_concurrency)
          ORDER BY c.priority DESC, c.run_at, c.id
          LIMIT 1
          FOR UPDATE OF c SKIP LOCKED)

@@ -55,6 +55,7 @@ CREATE TABLE tasks (
 CREATE UNIQUE INDEX tasks_idempotency ON tasks (tenant_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX tasks_recent ON tasks (tenant_id, created_at);
+CREATE INDEX tasks_status ON tasks (tenant_id, status);
 
 CREATE TABLE jobs (
     tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
@@ -74,9 +75,10 @@ CREATE TABLE jobs (
     updated_at TEXT NOT NULL,
     PRIMARY KEY (tenant_id, id)
 );
-CREATE INDEX jobs_claim ON jobs (queue, status, priority, run_at);
+CREATE INDEX jobs_claim ON jobs (queue, status, priority DESC, run_at, id);
 CREATE INDEX jobs_tenant_status ON jobs (tenant_id, status);
 CREATE INDEX jobs_lease ON jobs (status, lease_until);
+CREATE INDEX tenants_jobs_paused ON tenants (jobs_paused_at) WHERE jobs_paused_at IS NOT NULL;
 
 CREATE TABLE events (
     tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,

@@ -155,6 +155,19 @@ pub async fn list(tx: &mut TenantTx) -> Result<Vec<McpServer>> {
     Ok(rows.into_iter().filter_map(Row::into_server).collect())
 }
 
+pub async fn by_name(tx: &mut TenantTx, name: &str) -> Result<Option<McpServer>> {
+    let tenant = tx.tenant_id().clone();
+    let row: Option<Row> = tx
+        .fetch_optional(
+            sql("SELECT id, name, url, secret_id, tools, server_info, status, last_error, created_at, refreshed_at \
+                 FROM mcp_servers WHERE tenant_id = $1 AND name = $2")
+            .bind(&tenant)
+            .bind(name),
+        )
+        .await?;
+    Ok(row.and_then(Row::into_server))
+}
+
 pub async fn get(tx: &mut TenantTx, id: &McpServerId) -> Result<McpServer> {
     let tenant = tx.tenant_id().clone();
     let row: Option<Row> = tx

@@ -62,21 +62,43 @@ pub trait Module: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<TaskExecutionResult, TaskError>>;
 }
 
+/// One built-in capability version, with its schemas compiled once at start.
+pub struct BuiltinCapability {
+    pub spec: Arc<CapabilitySpec>,
+    pub input: Arc<Schema>,
+    pub output: Arc<Schema>,
+}
+
 /// The built-in modules of this build.
 pub struct Registry {
     modules: Vec<Arc<dyn Module>>,
+    capabilities: Vec<BuiltinCapability>,
 }
 
 impl Registry {
     /// Every built-in module; a manifest that breaks the contract stops the server.
     pub fn builtin() -> std::result::Result<Self, String> {
-        let modules: Vec<Arc<dyn Module>> = vec![Arc::new(diagnostics::Diagnostics::new())];
+        Self::new(vec![Arc::new(diagnostics::Diagnostics::new())])
+    }
+
+    pub fn new(modules: Vec<Arc<dyn Module>>) -> std::result::Result<Self, String> {
+        let mut capabilities = Vec::new();
         for m in &modules {
-            m.manifest()
-                .validate()
-                .map_err(|e| format!("built-in module {}: {e}", m.manifest().name))?;
+            let mf = m.manifest();
+            mf.validate()
+                .map_err(|e| format!("built-in module {}: {e}", mf.name))?;
+            for c in &mf.capabilities {
+                capabilities.push(BuiltinCapability {
+                    input: Arc::new(Schema::compile(&c.input_schema)?),
+                    output: Arc::new(Schema::compile(&c.output_schema)?),
+                    spec: Arc::new(c.clone()),
+                });
+            }
         }
-        Ok(Self { modules })
+        Ok(Self {
+            modules,
+            capabilities,
+        })
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Module>> {
@@ -176,35 +198,73 @@ pub async fn set_enabled(tx: &mut TenantTx, module: &str, enabled: bool) -> Resu
 
 /// A capability picked to serve a request.
 pub struct Resolved {
-    pub spec: CapabilitySpec,
+    pub spec: Arc<CapabilitySpec>,
     pub source: Source,
+    pub input: Arc<Schema>,
+    pub output: Arc<Schema>,
+    /// For an MCP capability: the tool's own name on its server.
+    pub tool: Option<String>,
+}
+
+async fn module_enabled(tx: &mut TenantTx, module: &str) -> Result<bool> {
+    let tenant = tx.tenant_id().clone();
+    let row: Option<(bool,)> = tx
+        .fetch_optional(
+            sql("SELECT enabled FROM tenant_modules WHERE tenant_id = $1 AND module = $2")
+                .bind(&tenant)
+                .bind(module),
+        )
+        .await?;
+    Ok(row.is_none_or(|(e,)| e))
 }
 
 /// Finds the capability `name` at the highest version compatible with `requested`, in
 /// the tenant's catalog. Unknown name or version: 404 listing what exists; a disabled
-/// module: 409.
+/// module: 409. The module part of the name decides where to look: built-in module names
+/// cannot be taken by an MCP server, so a name is served by exactly one source.
 pub async fn resolve(
     registry: &Registry,
     tx: &mut TenantTx,
     name: &str,
     requested: Option<&Version>,
 ) -> Result<Resolved> {
-    let catalog = catalog(registry, tx).await?;
-    let mut candidates: Vec<(&CatalogModule, &CapabilitySpec)> = Vec::new();
-    for m in &catalog {
-        for c in &m.capabilities {
-            if c.name == name {
-                candidates.push((m, c));
+    let module = name.split_once('.').map_or(name, |(m, _)| m);
+    let mut candidates: Vec<Resolved> = Vec::new();
+    if registry.get(module).is_some() {
+        for c in registry.capabilities.iter().filter(|c| c.spec.name == name) {
+            candidates.push(Resolved {
+                spec: c.spec.clone(),
+                source: Source::Builtin,
+                input: c.input.clone(),
+                output: c.output.clone(),
+                tool: None,
+            });
+        }
+    } else if let Some(server) = mcp::by_name(tx, module).await? {
+        let manifest = server.manifest();
+        for (c, t) in manifest.capabilities.into_iter().zip(server.tools.iter()) {
+            if c.name != name {
+                continue;
             }
+            let input = Schema::compile(&c.input_schema).map_err(AppError::Internal)?;
+            let output = Schema::compile(&c.output_schema).map_err(AppError::Internal)?;
+            candidates.push(Resolved {
+                spec: Arc::new(c),
+                source: Source::Mcp {
+                    server_id: server.id.clone(),
+                    url: server.url.clone(),
+                },
+                input: Arc::new(input),
+                output: Arc::new(output),
+                tool: Some(t.tool.clone()),
+            });
         }
     }
-    let versions: Vec<&Version> = candidates.iter().map(|(_, c)| &c.version).collect();
-    let Some(v) = resolve_version(versions.iter().copied(), requested) else {
+    let versions: Vec<&Version> = candidates.iter().map(|c| &c.spec.version).collect();
+    let Some(v) = resolve_version(versions.iter().copied(), requested).cloned() else {
         let available: Vec<String> = versions.iter().map(|v| v.to_string()).collect();
         let message = if available.is_empty() {
-            format!(
-                "no capability named `{name}`; GET /api/v1/modules lists what this tenant can run"
-            )
+            format!("no capability named `{name}`; GET /api/v1/modules lists what this tenant can run")
         } else {
             format!(
                 "capability `{name}` has no version compatible with {}; available: {}",
@@ -219,39 +279,30 @@ pub async fn resolve(
             details: json!({"capability": name, "available_versions": available}),
         });
     };
-    let Some((m, c)) = candidates.into_iter().find(|(_, c)| &c.version == v) else {
+    let Some(found) = candidates.into_iter().find(|c| c.spec.version == v) else {
         return Err(AppError::Internal("resolved version vanished".into()));
     };
-    if !m.enabled {
+    if !module_enabled(tx, module).await? {
         return Err(AppError::Conflict(format!(
-            "module `{}` is disabled for this tenant; enable it with POST /api/v1/modules/{}/enable",
-            m.name, m.name
+            "module `{module}` is disabled for this tenant; enable it with POST /api/v1/modules/{module}/enable"
         )));
     }
-    Ok(Resolved {
-        spec: c.clone(),
-        source: m.source.clone(),
-    })
+    Ok(found)
 }
 
 /// Checks `value` against `schema`; 422 listing every violation.
-pub fn validate(schema: &serde_json::Value, value: &serde_json::Value, what: &str) -> Result<()> {
-    let compiled = Schema::compile(schema).map_err(|e| {
-        AppError::Internal(format!("capability {what} schema does not compile: {e}"))
-    })?;
-    compiled
-        .validate(value)
-        .map_err(|violations| AppError::Detailed {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            code: "schema_violation",
-            message: format!(
-                "{what} does not match the capability's schema: {}",
-                violations
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
-            details: json!({ "violations": violations }),
-        })
+pub fn validate(schema: &Schema, value: &serde_json::Value, what: &str) -> Result<()> {
+    schema.validate(value).map_err(|violations| AppError::Detailed {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        code: "schema_violation",
+        message: format!(
+            "{what} does not match the capability's schema: {}",
+            violations
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        details: json!({ "violations": violations }),
+    })
 }

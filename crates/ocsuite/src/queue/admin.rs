@@ -288,7 +288,7 @@ pub async fn retry_dead(
     }
     tx.commit().await?;
     state.bus.after_commit(events);
-    state.jobs_wake.notify_waiters();
+    state.jobs_wake.notify_one();
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -140,10 +140,14 @@ pub async fn claim(
         sql(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_token = $3, lease_until = $5, worker = $2, updated_at = $4 \
              WHERE (tenant_id, id) = ( \
-               SELECT c.tenant_id, c.id FROM jobs c JOIN tenants t ON t.id = c.tenant_id \
+               SELECT c.tenant_id, c.id FROM jobs c \
                 WHERE c.queue = $1 AND c.status = 'ready' AND c.run_at <= $4 \
-                  AND t.jobs_paused_at IS NULL \
-                  AND (SELECT count(*) FROM jobs r WHERE r.tenant_id = c.tenant_id AND r.status = 'running') < t.job_concurrency \
+                  AND c.tenant_id NOT IN (SELECT t.id FROM tenants t WHERE t.jobs_paused_at IS NOT NULL) \
+                  AND c.tenant_id NOT IN ( \
+                      SELECT r.tenant_id FROM jobs r JOIN tenants t ON t.id = r.tenant_id \
+                       WHERE r.status = 'running' \
+                       GROUP BY r.tenant_id, t.job_concurrency \
+                      HAVING count(*) >= t.job_concurrency) \
                 ORDER BY c.priority DESC, c.run_at, c.id LIMIT 1) \
              RETURNING tenant_id, id, payload, attempts, max_attempts",
         )

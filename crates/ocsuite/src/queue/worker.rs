@@ -316,7 +316,7 @@ async fn resolve(
     tx.commit().await?;
     s.bus.after_commit(events);
     if let Resolution::Retrying { .. } = resolution {
-        s.wake.notify_waiters();
+        s.wake.notify_one();
     }
     Ok(())
 }
@@ -358,6 +358,6 @@ async fn reap(s: &Shared) -> Result<()> {
         s.bus.after_commit(events);
         tracing::warn!(job = %job.id, tenant = %tenant, "recovered a job from an expired lease");
     }
-    s.wake.notify_waiters();
+    s.wake.notify_one();
     Ok(())
 }

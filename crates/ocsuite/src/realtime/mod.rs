@@ -328,7 +328,7 @@ pub async fn listen(store: Store, bus: Arc<Bus>, jobs: Arc<tokio::sync::Notify>)
                             Ok(n) if n.channel() == EVENTS_CHANNEL => {
                                 on_notification(&store, &bus, n.payload()).await;
                             }
-                            Ok(_) => jobs.notify_waiters(),
+                            Ok(_) => jobs.notify_one(),
                             Err(e) => {
                                 tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
                                 break;

@@ -20,6 +20,7 @@ mod sql;
 
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
@@ -52,6 +53,10 @@ enum Pools {
 #[derive(Clone)]
 pub struct Store {
     pools: Pools,
+    /// SQLite allows one writer at a time. Writers queue here, in order, instead of
+    /// racing for the file lock: SQLite's own busy handler retries with sleeps of up to
+    /// 100 ms, which under load turns microsecond transactions into long stalls.
+    sqlite_writer: Arc<tokio::sync::Semaphore>,
 }
 
 /// A row type decodable from both backends.
@@ -69,6 +74,8 @@ enum Conn {
 /// A connection or transaction in some scope; see the module docs.
 pub struct Tx {
     conn: Conn,
+    /// Held by a SQLite write transaction until it ends (see `Store::sqlite_writer`).
+    _writer: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 macro_rules! run {
@@ -235,6 +242,7 @@ impl Store {
                 .await?;
             Ok(Self {
                 pools: Pools::Sqlite(pool),
+                sqlite_writer: Arc::new(tokio::sync::Semaphore::new(1)),
             })
         } else {
             let opts = PgConnectOptions::from_str(url)?;
@@ -245,6 +253,7 @@ impl Store {
                 .await?;
             Ok(Self {
                 pools: Pools::Postgres(pool),
+                sqlite_writer: Arc::new(tokio::sync::Semaphore::new(1)),
             })
         }
     }
@@ -271,11 +280,24 @@ impl Store {
     }
 
     async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
-        let conn = match &self.pools {
-            Pools::Sqlite(p) => Conn::SqliteTx(p.begin_with("BEGIN IMMEDIATE").await?),
-            Pools::Postgres(p) => Conn::PgTx(p.begin().await?),
-        };
-        Ok(Tx { conn })
+        Ok(match &self.pools {
+            Pools::Sqlite(p) => {
+                let permit = self
+                    .sqlite_writer
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| sqlx::Error::PoolClosed)?;
+                Tx {
+                    conn: Conn::SqliteTx(p.begin_with("BEGIN IMMEDIATE").await?),
+                    _writer: Some(permit),
+                }
+            }
+            Pools::Postgres(p) => Tx {
+                conn: Conn::PgTx(p.begin().await?),
+                _writer: None,
+            },
+        })
     }
 
     /// A write transaction on platform tables (no tenant).
@@ -289,7 +311,10 @@ impl Store {
             Pools::Sqlite(p) => Conn::SqlitePooled(p.acquire().await?),
             Pools::Postgres(p) => Conn::PgPooled(p.acquire().await?),
         };
-        Ok(Tx { conn })
+        Ok(Tx {
+            conn,
+            _writer: None,
+        })
     }
 
     /// A write transaction scoped to `tenant`.
@@ -307,10 +332,12 @@ impl Store {
         let tx = match &self.pools {
             Pools::Sqlite(p) => Tx {
                 conn: Conn::SqlitePooled(p.acquire().await?),
+                _writer: None,
             },
             Pools::Postgres(p) => {
                 let mut tx = Tx {
                     conn: Conn::PgTx(p.begin().await?),
+                    _writer: None,
                 };
                 set_pg(&mut tx, "app.tenant_id", tenant.as_str()).await?;
                 tx
@@ -327,9 +354,11 @@ impl Store {
         let mut tx = match &self.pools {
             Pools::Sqlite(p) => Tx {
                 conn: Conn::SqlitePooled(p.acquire().await?),
+                _writer: None,
             },
             Pools::Postgres(p) => Tx {
                 conn: Conn::PgTx(p.begin().await?),
+                _writer: None,
             },
         };
         set_pg(&mut tx, "app.user_id", user.as_str()).await?;

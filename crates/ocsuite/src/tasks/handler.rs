@@ -263,28 +263,15 @@ impl ExecuteTask {
                 r.map(|r| (r.output, r.summary))
             }
             Source::Mcp { url, .. } => {
-                let tool = resolved
-                    .spec
-                    .name
-                    .split_once('.')
-                    .map(|(_, t)| t)
-                    .unwrap_or_default();
-                let mut tx = self.state.store.tenant_read(&job.tenant_id).await?;
-                let servers = mcp::list(&mut tx).await?;
-                tx.commit().await?;
-                let original = servers
-                    .iter()
-                    .flat_map(|s| s.tools.iter())
-                    .find(|t| t.capability == resolved.spec.name)
-                    .map_or(tool.to_owned(), |t| t.tool.clone());
-                mcp::call(url, credential.as_deref(), &original, input)
+                let tool = resolved.tool.as_deref().unwrap_or_default();
+                mcp::call(url, credential.as_deref(), tool, input)
                     .await
                     .map(|v| (v, None))
             }
         };
         Ok(match result {
             Ok((output, summary)) => match modules::validate(
-                &resolved.spec.output_schema,
+                &resolved.output,
                 &output,
                 "the module's output",
             ) {

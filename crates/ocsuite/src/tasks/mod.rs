@@ -226,13 +226,15 @@ pub async fn list(
     rows.into_iter().map(Row::into_task).collect()
 }
 
-/// How many of the tenant's tasks wait or run.
-pub async fn open_count(tx: &mut TenantTx) -> Result<i64> {
+/// How many of the tenant's tasks wait or run, counting no further than `cap` (the
+/// check only needs to know whether the cap is reached).
+pub async fn open_count(tx: &mut TenantTx, cap: i64) -> Result<i64> {
     let tenant = tx.tenant_id().clone();
     let (n,): (i64,) = tx
         .fetch_one(
-            sql("SELECT count(*) FROM tasks WHERE tenant_id = $1 AND status IN ('queued', 'running')")
-                .bind(&tenant),
+            sql("SELECT count(*) FROM (SELECT 1 FROM tasks WHERE tenant_id = $1 AND status IN ('queued', 'running') LIMIT $2) open_tasks")
+                .bind(&tenant)
+                .bind(cap),
         )
         .await?;
     Ok(n)

@@ -120,8 +120,8 @@ pub async fn execute(
         requested.as_ref(),
     )
     .await?;
-    modules::validate(&resolved.spec.input_schema, &input.input, "input")?;
-    if super::open_count(&mut tx).await? >= MAX_OPEN_TASKS {
+    modules::validate(&resolved.input, &input.input, "input")?;
+    if super::open_count(&mut tx, MAX_OPEN_TASKS).await? >= MAX_OPEN_TASKS {
         return Err(AppError::TooManyRequests {
             retry_after: std::time::Duration::from_secs(60),
         });
@@ -183,7 +183,7 @@ pub async fn execute(
         Err(e) => return Err(e),
     };
     state.bus.after_commit(vec![ev]);
-    state.jobs_wake.notify_waiters();
+    state.jobs_wake.notify_one();
     Ok((
         StatusCode::ACCEPTED,
         Json(Executed {

@@ -15,7 +15,11 @@ use crate::dual;
 use crate::helpers::{Db, RUNTIME_ROLE, TestApp};
 use crate::tasks::{execute, owner, start, wait_status};
 
-dual!(tasks_and_jobs_of_another_tenant_are_404);
+dual!(
+    tasks_and_jobs_of_another_tenant_are_404,
+    kill_switch_pauses_a_tenant,
+    one_tenant_cannot_starve_another,
+);
 
 async fn tasks_and_jobs_of_another_tenant_are_404(app: TestApp) {
     let (a, ta) = owner(&app, "a@q.example").await;
@@ -320,4 +324,93 @@ async fn row_level_security_covers_tasks_jobs_and_events_postgres() {
             .any(|(q, s, n)| q == "execute-task" && s == "ready" && *n == 1),
         "{rows:?}"
     );
+}
+
+async fn kill_switch_pauses_a_tenant(app: TestApp) {
+    let (u, t) = owner(&app, "kill@x.example").await;
+    let (other, ot) = owner(&app, "other@x.example").await;
+    let (s, q) = app
+        .post("/api/v1/queues/pause", &u.token, Some(&t), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(q["paused_at"].is_string());
+    let id = start(&app, &u, &t, "diagnostics.echo", json!({"x": 1})).await;
+    // Another tenant's work still runs while this one is paused.
+    let oid = start(&app, &other, &ot, "diagnostics.echo", json!({})).await;
+    wait_status(&app, &other, &ot, &oid, "succeeded").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, d) = app
+        .get(&format!("/api/v1/tasks/{id}"), &u.token, Some(&t))
+        .await;
+    assert_eq!(d["task"]["status"], "queued");
+    let (s, q) = app
+        .post("/api/v1/queues/resume", &u.token, Some(&t), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(q["paused_at"].is_null());
+    let d = wait_status(&app, &u, &t, &id, "succeeded").await;
+    assert_eq!(d["task"]["result"], json!({"echo": {"x": 1}}));
+
+    let member = app.signup("kmember@x.example").await;
+    app.add_member(&u, &t, &member, "member").await;
+    let (s, _) = app
+        .post("/api/v1/queues/pause", &member.token, Some(&t), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+async fn one_tenant_cannot_starve_another(app: TestApp) {
+    let (a, ta) = owner(&app, "busy@x.example").await;
+    let (b, tb) = owner(&app, "quiet@x.example").await;
+    let (s, v) = app
+        .call(
+            reqwest::Method::PATCH,
+            "/api/v1/queues",
+            Some(&a.token),
+            Some(&ta),
+            Some(json!({"concurrency": 1})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["concurrency"], 1);
+    let mut busy = Vec::new();
+    for _ in 0..6 {
+        busy.push(start(&app, &a, &ta, "diagnostics.sleep", json!({"seconds": 0.4})).await);
+    }
+    let quiet = start(&app, &b, &tb, "diagnostics.echo", json!({})).await;
+    wait_status(&app, &b, &tb, &quiet, "succeeded").await;
+    // B finished while most of A's backlog still waits: A never ran more than one at once.
+    let (_, list) = app
+        .get("/api/v1/tasks?status=queued", &a.token, Some(&ta))
+        .await;
+    assert!(list["tasks"].as_array().unwrap().len() >= 4, "{list}");
+    for id in &busy {
+        wait_status(&app, &a, &ta, id, "succeeded").await;
+    }
+    // Their runs never overlapped.
+    let mut spans = Vec::new();
+    for id in &busy {
+        let (_, d) = app
+            .get(&format!("/api/v1/tasks/{id}"), &a.token, Some(&ta))
+            .await;
+        let s = chrono::DateTime::parse_from_rfc3339(d["task"]["started_at"].as_str().unwrap())
+            .unwrap();
+        let f = chrono::DateTime::parse_from_rfc3339(d["task"]["finished_at"].as_str().unwrap())
+            .unwrap();
+        spans.push((s, f));
+    }
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(w[1].0 >= w[0].1, "overlapping runs: {spans:?}");
+    }
+    let (s, _) = app
+        .call(
+            reqwest::Method::PATCH,
+            "/api/v1/queues",
+            Some(&a.token),
+            Some(&ta),
+            Some(json!({"concurrency": 0})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
 }

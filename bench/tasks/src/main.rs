@@ -1,0 +1,359 @@
+//! Task pipeline benchmark, against the real server in this process on 127.0.0.1:0.
+//!
+//! 1. Throughput: `BENCH_TASKS` no-op tasks (`diagnostics.echo`) are queued over HTTP by
+//!    `BENCH_CLIENTS` concurrent clients; each is claimed, executed and committed one by
+//!    one by the server's workers. Reports tasks/s from the first request to the last
+//!    commit, and the enqueue-to-start latency (task `created_at` → `started_at`).
+//! 2. Fan-out: `BENCH_SUBSCRIBERS` WebSocket clients subscribe to the `tasks` topic;
+//!    `BENCH_FANOUT_TASKS` tasks run one after another; every event's delivery latency
+//!    (event time → received by each subscriber) is measured.
+//!
+//! SQLite by default (a temp dir); PostgreSQL with `BENCH_DATABASE_URL` (runtime role)
+//! and `BENCH_MIGRATION_DATABASE_URL` (owner). `BENCH_ENFORCE=1` exits 1 on a missed
+//! target. See bench/README.md.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use ocsuite::config::{Config, Secret};
+use ocsuite::ids::TenantId;
+use ocsuite::store::sql;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+    token: String,
+    tenant: String,
+}
+
+impl Api {
+    async fn post(&self, path: &str, body: Value) -> Res<Value> {
+        let res = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("x-tenant-id", &self.tenant)
+            .json(&body)
+            .send()
+            .await?;
+        let status = res.status();
+        let v: Value = res.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(format!("{path}: {status} {v}").into());
+        }
+        Ok(v)
+    }
+}
+
+#[tokio::main]
+async fn main() -> Res<()> {
+    let tasks = env_num("BENCH_TASKS", 20_000);
+    let clients = env_num("BENCH_CLIENTS", 32);
+    let subscribers = env_num("BENCH_SUBSCRIBERS", 1000);
+    let fanout_tasks = env_num("BENCH_FANOUT_TASKS", 100);
+    let workers = env_num("BENCH_WORKERS", 8) as u32;
+
+    let dir = std::env::temp_dir().join(format!("ocsuite-bench-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    let mut key = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+    let mut config = Config {
+        data_dir: dir.clone(),
+        master_key: Some(Secret::new(
+            base64::engine::general_purpose::STANDARD.encode(key),
+        )),
+        rate_limit_auth_per_minute: 1_000_000,
+        rate_limit_api_per_second: 1_000_000,
+        rate_limit_api_burst: 1_000_000,
+        db_max_connections: 32,
+        workers,
+        ..Config::default()
+    };
+    let backend = match std::env::var("BENCH_DATABASE_URL") {
+        Ok(url) => {
+            config.database_url = url;
+            config.migration_database_url = std::env::var("BENCH_MIGRATION_DATABASE_URL").ok();
+            "postgres"
+        }
+        Err(_) => {
+            config.database_url = format!("sqlite://{}/ocsuite.db", dir.display());
+            "sqlite"
+        }
+    };
+    let state = ocsuite::prepare(config).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(ocsuite::serve(state.clone(), listener, async move {
+        let _ = stop_rx.await;
+    }));
+
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let email = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
+    let signup: Value = http
+        .post(format!("{base}/api/v1/auth/signup"))
+        .json(&json!({"email": email, "password": "bench password 123", "name": "Bench"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = signup["token"].as_str().ok_or("signup failed")?.to_owned();
+    let tenant: Value = http
+        .post(format!("{base}/api/v1/tenants"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "Bench Co"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let tenant = tenant["id"]
+        .as_str()
+        .ok_or("tenant creation failed")?
+        .to_owned();
+    let api = Arc::new(Api {
+        base: base.clone(),
+        http,
+        token,
+        tenant: tenant.clone(),
+    });
+    // One tenant drives the whole bench: let it use every worker.
+    api.http
+        .patch(format!("{base}/api/v1/queues"))
+        .bearer_auth(&api.token)
+        .header("x-tenant-id", &tenant)
+        .json(&json!({"concurrency": 64}))
+        .send()
+        .await?;
+    let tenant_id = TenantId::parse(&tenant).ok_or("bad tenant id")?;
+
+    // --- throughput -------------------------------------------------------------------
+    eprintln!("[bench] {backend}: {tasks} no-op tasks from {clients} clients, {workers} workers");
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..clients {
+        let (api, next) = (api.clone(), next.clone());
+        handles.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < tasks {
+                api.post(
+                    "/api/v1/tasks/execute",
+                    json!({"capability": "diagnostics.echo", "input": {}}),
+                )
+                .await?;
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        }));
+    }
+    for h in handles {
+        h.await??;
+    }
+    let enqueued_in = started.elapsed();
+    loop {
+        let mut tx = state.store.tenant_read(&tenant_id).await?;
+        let (done,): (i64,) = tx
+            .fetch_one(
+                sql("SELECT count(*) FROM tasks WHERE tenant_id = $1 AND status = 'succeeded'")
+                    .bind(&tenant_id),
+            )
+            .await?;
+        tx.commit().await?;
+        if done as usize >= tasks {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            return Err(format!("only {done} of {tasks} tasks finished in 10 minutes").into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let total = started.elapsed();
+    let mut tx = state.store.tenant_read(&tenant_id).await?;
+    let rows: Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> = tx
+        .fetch_all(
+            sql("SELECT created_at, started_at, finished_at FROM tasks WHERE tenant_id = $1 AND started_at IS NOT NULL")
+                .bind(&tenant_id),
+        )
+        .await?;
+    tx.commit().await?;
+    let ms = |a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Utc>| {
+        (b - a).num_microseconds().unwrap_or(0) as f64 / 1000.0
+    };
+    let mut to_start: Vec<f64> = rows.iter().map(|(c, s, _)| ms(*c, *s)).collect();
+    let mut to_finish: Vec<f64> = rows.iter().map(|(c, _, f)| ms(*c, *f)).collect();
+    to_start.sort_by(f64::total_cmp);
+    to_finish.sort_by(f64::total_cmp);
+    let rate = tasks as f64 / total.as_secs_f64();
+
+    // --- fan-out ----------------------------------------------------------------------
+    eprintln!("[bench] opening {subscribers} WebSocket subscribers");
+    let ws_url = format!("{}/api/v1/ws", base.replace("http://", "ws://"));
+    let (lat_tx, mut lat_rx) = tokio::sync::mpsc::unbounded_channel::<f64>();
+    let ready = Arc::new(AtomicUsize::new(0));
+    let mut subs = Vec::new();
+    for _ in 0..subscribers {
+        let mut req = ws_url.as_str().into_client_request()?;
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {}", api.token).parse()?);
+        req.headers_mut().insert("x-tenant-id", tenant.parse()?);
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+        ws.send(Message::Text(
+            json!({"type": "subscribe", "topic": "tasks"})
+                .to_string()
+                .into(),
+        ))
+        .await?;
+        let (lat_tx, ready) = (lat_tx.clone(), ready.clone());
+        subs.push(tokio::spawn(async move {
+            while let Some(Ok(m)) = ws.next().await {
+                if let Message::Text(t) = m {
+                    let now = chrono::Utc::now();
+                    let Ok(v) = serde_json::from_str::<Value>(&t) else {
+                        continue;
+                    };
+                    match v["type"].as_str() {
+                        Some("subscribed") => {
+                            ready.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Some("event") => {
+                            if let Some(at) = v["at"]
+                                .as_str()
+                                .and_then(|a| chrono::DateTime::parse_from_rfc3339(a).ok())
+                            {
+                                let d = (now - at.with_timezone(&chrono::Utc))
+                                    .num_microseconds()
+                                    .unwrap_or(0);
+                                let _ = lat_tx.send(d as f64 / 1000.0);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }));
+    }
+    drop(lat_tx);
+    while ready.load(Ordering::Relaxed) < subscribers {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!("[bench] running {fanout_tasks} tasks to {subscribers} subscribers");
+    for _ in 0..fanout_tasks {
+        api.post(
+            "/api/v1/tasks/execute",
+            json!({"capability": "diagnostics.echo", "input": {}}),
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for s in &subs {
+        s.abort();
+    }
+    let mut deliveries = Vec::new();
+    while let Ok(l) = lat_rx.try_recv() {
+        deliveries.push(l);
+    }
+    deliveries.sort_by(f64::total_cmp);
+    let expected = subscribers * fanout_tasks * 3;
+
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // --- report -----------------------------------------------------------------------
+    let mut failed = false;
+    let mut row = |label: &str, value: String, target: &str, ok: bool| {
+        failed |= !ok;
+        println!(
+            "{label:<40} {value:>12} {target:>12} {:>6}",
+            if ok { "ok" } else { "MISS" }
+        );
+    };
+    println!();
+    println!(
+        "ocsuite task bench: backend={backend}, {tasks} tasks, {clients} clients, {workers} workers, {} CPUs",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "{:<40} {:>12} {:>12} {:>6}",
+        "measure", "value", "target", "result"
+    );
+    row(
+        "no-op tasks/s (end to end)",
+        format!("{rate:.0}"),
+        ">= 1500",
+        rate >= 1500.0,
+    );
+    row(
+        "enqueue rate (requests/s)",
+        format!("{:.0}", tasks as f64 / enqueued_in.as_secs_f64()),
+        "",
+        true,
+    );
+    let p99s = percentile(&to_start, 99.0);
+    row(
+        "enqueue-to-start p50 ms",
+        format!("{:.2}", percentile(&to_start, 50.0)),
+        "",
+        true,
+    );
+    row(
+        "enqueue-to-start p99 ms",
+        format!("{p99s:.2}"),
+        "<= 15",
+        p99s <= 15.0,
+    );
+    row(
+        "enqueue-to-finish p99 ms",
+        format!("{:.2}", percentile(&to_finish, 99.0)),
+        "",
+        true,
+    );
+    let p99d = percentile(&deliveries, 99.0);
+    row(
+        "WS deliveries (received/expected)",
+        format!("{}/{}", deliveries.len(), expected),
+        "all",
+        deliveries.len() >= expected,
+    );
+    row(
+        "WS delivery p50 ms",
+        format!("{:.2}", percentile(&deliveries, 50.0)),
+        "",
+        true,
+    );
+    row(
+        "WS delivery p99 ms",
+        format!("{p99d:.2}"),
+        "<= 10",
+        p99d <= 10.0,
+    );
+    println!();
+    if failed && std::env::var("BENCH_ENFORCE").is_ok_and(|v| v == "1") {
+        std::process::exit(1);
+    }
+    Ok(())
+}
