@@ -194,7 +194,7 @@ async fn main() -> Res<()> {
     let mut tx = state.store.tenant_read(&tenant_id).await?;
     let rows: Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> = tx
         .fetch_all(
-            sql("SELECT created_at, started_at, finished_at FROM tasks WHERE tenant_id = $1 AND started_at IS NOT NULL")
+            sql("SELECT created_at, started_at, finished_at FROM tasks WHERE tenant_id = $1 AND started_at IS NOT NULL AND finished_at IS NOT NULL")
                 .bind(&tenant_id),
         )
         .await?;
@@ -207,6 +207,48 @@ async fn main() -> Res<()> {
     to_start.sort_by(f64::total_cmp);
     to_finish.sort_by(f64::total_cmp);
     let rate = tasks as f64 / total.as_secs_f64();
+
+    // --- drain: the workers alone, on a backlog queued behind the kill switch ----------
+    eprintln!("[bench] drain: {tasks} tasks queued while paused, then resumed");
+    api.post("/api/v1/queues/pause", json!({})).await?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for _ in 0..clients {
+        let (api, next) = (api.clone(), next.clone());
+        handles.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < tasks {
+                api.post(
+                    "/api/v1/tasks/execute",
+                    json!({"capability": "diagnostics.echo", "input": {}}),
+                )
+                .await?;
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        }));
+    }
+    for h in handles {
+        h.await??;
+    }
+    let drain_started = Instant::now();
+    api.post("/api/v1/queues/resume", json!({})).await?;
+    loop {
+        let mut tx = state.store.tenant_read(&tenant_id).await?;
+        let (done,): (i64,) = tx
+            .fetch_one(
+                sql("SELECT count(*) FROM tasks WHERE tenant_id = $1 AND status = 'succeeded'")
+                    .bind(&tenant_id),
+            )
+            .await?;
+        tx.commit().await?;
+        if done as usize >= 2 * tasks {
+            break;
+        }
+        if drain_started.elapsed() > Duration::from_secs(600) {
+            return Err("the drain did not finish in 10 minutes".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let drain_rate = tasks as f64 / drain_started.elapsed().as_secs_f64();
 
     // --- fan-out ----------------------------------------------------------------------
     eprintln!("[bench] opening {subscribers} WebSocket subscribers");
@@ -310,6 +352,12 @@ async fn main() -> Res<()> {
     row(
         "enqueue rate (requests/s)",
         format!("{:.0}", tasks as f64 / enqueued_in.as_secs_f64()),
+        "",
+        true,
+    );
+    row(
+        "drain rate (claim+run+commit/s)",
+        format!("{drain_rate:.0}"),
         "",
         true,
     );

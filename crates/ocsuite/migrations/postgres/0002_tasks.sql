@@ -144,10 +144,17 @@ CREATE POLICY owner_maintenance ON events TO CURRENT_USER USING (true) WITH CHEC
 -- paused tenants and tenants already running their concurrency limit. Which tenants to
 -- skip is worked out once per claim from the running jobs (few: at most one per worker),
 -- so the ready jobs are read in index order and the scan stops at the first claimable.
+-- It also enters the job's tenant scope (app.tenant_id, transaction-local), so the
+-- worker records "started" in the same transaction without another round trip.
+-- PL/pgSQL rather than SQL so its plan is cached per connection.
 CREATE FUNCTION ocsuite_claim_job(p_queue TEXT, p_worker TEXT, p_token TEXT,
                                   p_now TIMESTAMPTZ, p_lease_until TIMESTAMPTZ)
 RETURNS TABLE (tenant_id TEXT, id TEXT, payload TEXT, attempts BIGINT, max_attempts BIGINT)
-LANGUAGE sql SECURITY DEFINER SET search_path = public AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+#variable_conflict use_column
+DECLARE
+    claimed RECORD;
+BEGIN
     UPDATE jobs j
        SET status = 'running', attempts = j.attempts + 1, lease_token = p_token,
            lease_until = p_lease_until, worker = p_worker, updated_at = p_now
@@ -163,7 +170,17 @@ LANGUAGE sql SECURITY DEFINER SET search_path = public AS $$
          ORDER BY c.priority DESC, c.run_at, c.id
          LIMIT 1
          FOR UPDATE OF c SKIP LOCKED)
-    RETURNING j.tenant_id, j.id, j.payload, j.attempts, j.max_attempts;
+    RETURNING j.tenant_id, j.id, j.payload, j.attempts, j.max_attempts INTO claimed;
+    IF FOUND THEN
+        PERFORM set_config('app.tenant_id', claimed.tenant_id, true);
+        tenant_id := claimed.tenant_id;
+        id := claimed.id;
+        payload := claimed.payload;
+        attempts := claimed.attempts;
+        max_attempts := claimed.max_attempts;
+        RETURN NEXT;
+    END IF;
+END;
 $$;
 
 -- Jobs whose worker stopped renewing its lease: their tenant and id, so the caller can
@@ -174,6 +191,16 @@ LANGUAGE sql SECURITY DEFINER SET search_path = public AS $$
     SELECT j.tenant_id, j.id FROM jobs j
      WHERE j.status = 'running' AND j.lease_until < p_now
      ORDER BY j.lease_until LIMIT p_limit;
+$$;
+
+-- A user's role in a tenant (no row: not a member), and whether the tenant exists; the
+-- one membership fact every tenant-scoped request needs, in one round trip and without
+-- a transaction.
+CREATE FUNCTION ocsuite_member_role(p_tenant TEXT, p_user TEXT)
+RETURNS TABLE (role TEXT, tenant_exists BOOLEAN)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
+    SELECT (SELECT m.role FROM memberships m WHERE m.tenant_id = p_tenant AND m.user_id = p_user),
+           EXISTS (SELECT 1 FROM tenants t WHERE t.id = p_tenant);
 $$;
 
 -- Queue depths over all tenants, for the platform admin API and metrics.

@@ -108,6 +108,20 @@ impl Registry {
     pub fn all(&self) -> &[Arc<dyn Module>] {
         &self.modules
     }
+
+    /// A built-in capability at exactly `version`.
+    pub fn capability(&self, name: &str, version: &Version) -> Option<Resolved> {
+        self.capabilities
+            .iter()
+            .find(|c| c.spec.name == name && c.spec.version == *version)
+            .map(|c| Resolved {
+                spec: c.spec.clone(),
+                source: Source::Builtin,
+                input: c.input.clone(),
+                output: c.output.clone(),
+                tool: None,
+            })
+    }
 }
 
 /// Where a module comes from.
@@ -264,7 +278,9 @@ pub async fn resolve(
     let Some(v) = resolve_version(versions.iter().copied(), requested).cloned() else {
         let available: Vec<String> = versions.iter().map(|v| v.to_string()).collect();
         let message = if available.is_empty() {
-            format!("no capability named `{name}`; GET /api/v1/modules lists what this tenant can run")
+            format!(
+                "no capability named `{name}`; GET /api/v1/modules lists what this tenant can run"
+            )
         } else {
             format!(
                 "capability `{name}` has no version compatible with {}; available: {}",
@@ -292,17 +308,19 @@ pub async fn resolve(
 
 /// Checks `value` against `schema`; 422 listing every violation.
 pub fn validate(schema: &Schema, value: &serde_json::Value, what: &str) -> Result<()> {
-    schema.validate(value).map_err(|violations| AppError::Detailed {
-        status: StatusCode::UNPROCESSABLE_ENTITY,
-        code: "schema_violation",
-        message: format!(
-            "{what} does not match the capability's schema: {}",
-            violations
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        ),
-        details: json!({ "violations": violations }),
-    })
+    schema
+        .validate(value)
+        .map_err(|violations| AppError::Detailed {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "schema_violation",
+            message: format!(
+                "{what} does not match the capability's schema: {}",
+                violations
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            details: json!({ "violations": violations }),
+        })
 }

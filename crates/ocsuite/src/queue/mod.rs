@@ -74,27 +74,31 @@ pub async fn enqueue(tx: &mut TenantTx, job: NewJob<'_>) -> Result<JobId> {
     let tenant = tx.tenant_id().clone();
     let id = job.id.cloned().unwrap_or_default();
     let now = Utc::now();
-    tx.execute(
-        sql("INSERT INTO jobs (tenant_id, id, queue, payload, priority, run_at, status, attempts, max_attempts, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'ready', 0, $7, $8, $8)")
-            .bind(&tenant)
-            .bind(&id)
-            .bind(job.queue)
-            .bind(job.payload.to_string())
-            .bind(job.priority)
-            .bind(job.run_at)
-            .bind(job.max_attempts.max(1))
-            .bind(now),
-    )
-    .await?;
-    if tx.is_postgres() {
-        tx.execute(
-            sql("SELECT pg_notify($1, $2)")
-                .bind(JOBS_CHANNEL)
-                .bind(job.queue),
+    let pg = tx.is_postgres();
+    let q = if pg {
+        // Wake idle workers everywhere, in the same round trip.
+        sql(
+            "WITH j AS (INSERT INTO jobs (tenant_id, id, queue, payload, priority, run_at, status, attempts, max_attempts, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'ready', 0, $7, $8, $8) RETURNING queue) \
+             SELECT pg_notify($9, j.queue)::text FROM j",
         )
+    } else {
+        sql(
+            "INSERT INTO jobs (tenant_id, id, queue, payload, priority, run_at, status, attempts, max_attempts, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'ready', 0, $7, $8, $8)",
+        )
+    };
+    let q = q
+        .bind(&tenant)
+        .bind(&id)
+        .bind(job.queue)
+        .bind(job.payload.to_string())
+        .bind(job.priority)
+        .bind(job.run_at)
+        .bind(job.max_attempts.max(1))
+        .bind(now);
+    tx.execute(if pg { q.bind(JOBS_CHANNEL) } else { q })
         .await?;
-    }
     Ok(id)
 }
 
@@ -169,7 +173,8 @@ pub async fn claim(
         return Err(AppError::Internal(format!("malformed job row {}", r.id)));
     };
     let payload = serde_json::from_str(&r.payload).unwrap_or(Value::Null);
-    let tx = tx.into_tenant(&tenant_id).await?;
+    // On PostgreSQL the claim function has set app.tenant_id; SQLite has no setting.
+    let tx = tx.entered_tenant(&tenant_id);
     Ok(Some((
         Claimed {
             tenant_id,

@@ -26,10 +26,12 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What a handler decides when its job is claimed.
 pub enum Start {
-    /// Run it, allowing this long for one attempt.
+    /// Run it, allowing this long for one attempt. `prepared` is handed to
+    /// [`Handler::run`], so what `start` read need not be read again.
     Run {
         timeout: Duration,
         events: Vec<Event>,
+        prepared: Value,
     },
     /// Do not run it (its row was cancelled or is gone); the job is removed.
     Skip { events: Vec<Event> },
@@ -78,7 +80,7 @@ pub trait Handler: Send + Sync + 'static {
     /// Called inside the claim's transaction.
     fn start<'a>(&'a self, tx: &'a mut TenantTx, job: &'a Claimed) -> BoxFuture<'a, Result<Start>>;
     /// One attempt, outside any transaction.
-    fn run(self: Arc<Self>, job: Claimed) -> BoxFuture<'static, Outcome>;
+    fn run(self: Arc<Self>, job: Claimed, prepared: Value) -> BoxFuture<'static, Outcome>;
     /// Records the resolution on the job's row, inside the transaction that applies it.
     fn settle<'a>(
         &'a self,
@@ -182,7 +184,7 @@ async fn worker_loop(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         tokio::pin!(notified);
         notified.as_mut().enable();
         match claim_any(&s).await {
-            Ok(Some((h, job, timeout))) => run_job(&s, h, job, timeout).await,
+            Ok(Some((h, job, timeout, prepared))) => run_job(&s, h, job, timeout, prepared).await,
             Ok(None) => {
                 tokio::select! {
                     _ = notified => {}
@@ -202,17 +204,24 @@ async fn worker_loop(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 }
 
 /// Claims from each handler's queue in turn; starts the first job found.
-async fn claim_any(s: &Shared) -> Result<Option<(Arc<dyn Handler>, Claimed, Duration)>> {
+/// A claimed, started job: its handler, the job, its timeout and the handler's notes.
+type Started = (Arc<dyn Handler>, Claimed, Duration, Value);
+
+async fn claim_any(s: &Shared) -> Result<Option<Started>> {
     for h in &s.handlers {
         let Some((job, mut tx)) = claim(&s.store, h.queue(), &s.cfg.name, s.cfg.lease).await?
         else {
             continue;
         };
         match h.start(&mut tx, &job).await? {
-            Start::Run { timeout, events } => {
+            Start::Run {
+                timeout,
+                events,
+                prepared,
+            } => {
                 tx.commit().await?;
                 s.bus.after_commit(events);
-                return Ok(Some((h.clone(), job, timeout)));
+                return Ok(Some((h.clone(), job, timeout, prepared)));
             }
             Start::Skip { mut events } => {
                 complete(&mut tx, &job).await?;
@@ -230,8 +239,14 @@ enum Interrupt {
     Cancel,
 }
 
-async fn run_job(s: &Shared, h: Arc<dyn Handler>, job: Claimed, timeout: Duration) {
-    let mut run = tokio::spawn(h.clone().run(job.clone()));
+async fn run_job(
+    s: &Shared,
+    h: Arc<dyn Handler>,
+    job: Claimed,
+    timeout: Duration,
+    prepared: Value,
+) {
+    let mut run = tokio::spawn(h.clone().run(job.clone(), prepared));
     let watchdog = async {
         let mut tick = tokio::time::interval(s.cfg.lease / 3);
         tick.tick().await;

@@ -134,18 +134,59 @@ pub async fn record(
 ) -> Result<Event> {
     let tenant = tx.tenant_id().clone();
     let at = Utc::now();
-    let (id,): (i64,) = tx
-        .fetch_one(
-            sql("INSERT INTO events (tenant_id, topic, seq, kind, data, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id")
-                .bind(&tenant)
-                .bind(topic)
-                .bind(seq)
-                .bind(kind)
-                .bind(data.to_string())
-                .bind(at),
-        )
-        .await?;
-    let ev = Event {
+    let text = data.to_string();
+    let id = if tx.is_postgres() {
+        // Insert and notify in one round trip. The payload is the event as JSON with its
+        // `id` last, so the statement can append the id the insert assigned.
+        let prefix = format!(
+            "{{\"tenant_id\":{},\"topic\":{},\"seq\":{seq},\"kind\":{},\"at\":{},\"data\":{text},\"id\":",
+            json_str(tenant.as_str()),
+            json_str(topic),
+            json_str(kind),
+            serde_json::to_string(&at).map_err(AppError::internal)?,
+        );
+        let (prefix, suffix) = if prefix.len() > NOTIFY_INLINE_MAX {
+            (
+                format!(
+                    "{{\"ref\":{{\"tenant_id\":{},\"id\":",
+                    json_str(tenant.as_str())
+                ),
+                "}}",
+            )
+        } else {
+            (prefix, "}")
+        };
+        let (id, _): (i64, String) = tx
+            .fetch_one(
+                sql("WITH e AS (INSERT INTO events (tenant_id, topic, seq, kind, data, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id) \
+                     SELECT e.id, pg_notify($7, $8 || e.id::text || $9)::text FROM e")
+                    .bind(&tenant)
+                    .bind(topic)
+                    .bind(seq)
+                    .bind(kind)
+                    .bind(text)
+                    .bind(at)
+                    .bind(EVENTS_CHANNEL)
+                    .bind(prefix)
+                    .bind(suffix),
+            )
+            .await?;
+        id
+    } else {
+        let (id,): (i64,) = tx
+            .fetch_one(
+                sql("INSERT INTO events (tenant_id, topic, seq, kind, data, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id")
+                    .bind(&tenant)
+                    .bind(topic)
+                    .bind(seq)
+                    .bind(kind)
+                    .bind(text)
+                    .bind(at),
+            )
+            .await?;
+        id
+    };
+    Ok(Event {
         tenant_id: tenant,
         id,
         topic: topic.to_owned(),
@@ -153,21 +194,11 @@ pub async fn record(
         kind: kind.to_owned(),
         data,
         at,
-    };
-    if tx.is_postgres() {
-        let mut payload = serde_json::to_string(&ev).map_err(AppError::internal)?;
-        if payload.len() > NOTIFY_INLINE_MAX {
-            payload =
-                serde_json::json!({"ref": {"tenant_id": ev.tenant_id, "id": ev.id}}).to_string();
-        }
-        tx.execute(
-            sql("SELECT pg_notify($1, $2)")
-                .bind(EVENTS_CHANNEL)
-                .bind(payload),
-        )
-        .await?;
-    }
-    Ok(ev)
+    })
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
 }
 
 #[derive(sqlx::FromRow)]

@@ -149,14 +149,14 @@ impl Tx {
 }
 
 impl Tx {
-    /// Continues this transaction inside `tenant`'s scope, for a platform operation (a
-    /// queue claim) that learns its tenant only from its own result.
-    pub async fn into_tenant(mut self, tenant: &TenantId) -> Result<TenantTx, sqlx::Error> {
-        set_pg(&mut self, "app.tenant_id", tenant.as_str()).await?;
-        Ok(TenantTx {
+    /// Continues this transaction as `tenant`'s, for a platform operation that learns its
+    /// tenant from its own result and has already set `app.tenant_id` in this transaction
+    /// (the queue's claim function does, in the same statement).
+    pub fn entered_tenant(self, tenant: &TenantId) -> TenantTx {
+        TenantTx {
             tx: self,
             tenant: tenant.clone(),
-        })
+        }
     }
 
     /// True on PostgreSQL.
@@ -319,8 +319,10 @@ impl Store {
 
     /// A write transaction scoped to `tenant`.
     pub async fn tenant(&self, tenant: &TenantId) -> Result<TenantTx, sqlx::Error> {
-        let mut tx = self.begin_write().await?;
-        set_pg(&mut tx, "app.tenant_id", tenant.as_str()).await?;
+        let tx = match &self.pools {
+            Pools::Sqlite(_) => self.begin_write().await?,
+            Pools::Postgres(p) => begin_scoped(p, "app.tenant_id", tenant.as_str()).await?,
+        };
         Ok(TenantTx {
             tx,
             tenant: tenant.clone(),
@@ -334,14 +336,7 @@ impl Store {
                 conn: Conn::SqlitePooled(p.acquire().await?),
                 _writer: None,
             },
-            Pools::Postgres(p) => {
-                let mut tx = Tx {
-                    conn: Conn::PgTx(p.begin().await?),
-                    _writer: None,
-                };
-                set_pg(&mut tx, "app.tenant_id", tenant.as_str()).await?;
-                tx
-            }
+            Pools::Postgres(p) => begin_scoped(p, "app.tenant_id", tenant.as_str()).await?,
         };
         Ok(TenantTx {
             tx,
@@ -351,17 +346,13 @@ impl Store {
 
     /// A transaction that may read `user`'s memberships in every tenant.
     pub async fn user(&self, user: &UserId) -> Result<UserTx, sqlx::Error> {
-        let mut tx = match &self.pools {
+        let tx = match &self.pools {
             Pools::Sqlite(p) => Tx {
                 conn: Conn::SqlitePooled(p.acquire().await?),
                 _writer: None,
             },
-            Pools::Postgres(p) => Tx {
-                conn: Conn::PgTx(p.begin().await?),
-                _writer: None,
-            },
+            Pools::Postgres(p) => begin_scoped(p, "app.user_id", user.as_str()).await?,
         };
-        set_pg(&mut tx, "app.user_id", user.as_str()).await?;
         Ok(UserTx {
             tx,
             user: user.clone(),
@@ -382,10 +373,21 @@ impl Store {
     }
 }
 
-async fn set_pg(tx: &mut Tx, key: &'static str, value: &str) -> Result<(), sqlx::Error> {
-    if let Conn::PgTx(_) = tx.conn {
-        tx.execute(sql("SELECT set_config($1, $2, true)").bind(key).bind(value))
-            .await?;
+/// `BEGIN` and the transaction-local setting in one round trip. The value is spliced
+/// into the SQL text (the simple-query protocol takes no parameters), so it must be a
+/// typed id: a prefix, `_` and 32 hex digits, which cannot break out of the literal.
+async fn begin_scoped(p: &PgPool, key: &'static str, value: &str) -> Result<Tx, sqlx::Error> {
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(sqlx::Error::Protocol(format!(
+            "refusing to scope a transaction to `{value}`"
+        )));
     }
-    Ok(())
+    let begin = format!("BEGIN; SELECT set_config('{key}', '{value}', true)");
+    Ok(Tx {
+        conn: Conn::PgTx(p.begin_with(sqlx::AssertSqlSafe(begin)).await?),
+        _writer: None,
+    })
 }

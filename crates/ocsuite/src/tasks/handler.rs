@@ -34,24 +34,17 @@ fn task_of(job: &Claimed) -> Option<TaskId> {
     job.payload["task_id"].as_str().and_then(TaskId::parse)
 }
 
-#[derive(sqlx::FromRow)]
-struct Runnable {
-    capability: String,
-    version: String,
-    input: String,
-    status: String,
-    cancel_requested: bool,
-}
-
-async fn load(tx: &mut TenantTx, id: &TaskId) -> Result<Option<Runnable>> {
+/// Whether the task asked to be cancelled (or is gone).
+async fn cancel_flag(tx: &mut TenantTx, id: &TaskId) -> Result<bool> {
     let tenant = tx.tenant_id().clone();
-    Ok(tx
+    let row: Option<(bool,)> = tx
         .fetch_optional(
-            sql("SELECT capability, version, input, status, cancel_requested FROM tasks WHERE tenant_id = $1 AND id = $2")
+            sql("SELECT cancel_requested FROM tasks WHERE tenant_id = $1 AND id = $2")
                 .bind(&tenant)
                 .bind(id),
         )
-        .await?)
+        .await?;
+    Ok(row.is_none_or(|(c,)| c))
 }
 
 impl Handler for ExecuteTask {
@@ -64,45 +57,37 @@ impl Handler for ExecuteTask {
             let Some(id) = task_of(job) else {
                 return Ok(Start::Skip { events: vec![] });
             };
-            let Some(t) = load(tx, &id).await? else {
+            // Gone, cancelled or already ended: nothing to run.
+            let Some((ev, t)) =
+                super::mark_running(tx, &id, job.attempts, job.max_attempts).await?
+            else {
                 return Ok(Start::Skip { events: vec![] });
             };
-            let status = Status::parse(&t.status);
-            if t.cancel_requested || status.is_some_and(Status::is_final) {
-                return Ok(Start::Skip { events: vec![] });
-            }
             let version = Version::parse(&t.version).map_err(AppError::internal)?;
-            let timeout =
+            let (timeout, problem) =
                 match modules::resolve(&self.state.registry, tx, &t.capability, Some(&version))
                     .await
                 {
-                    Ok(r) => Duration::from_secs(r.spec.timeout_secs.into()),
-                    // Run anyway: `run` reports why it cannot, as the task's error.
-                    Err(_) => Duration::from_secs(60),
+                    Ok(r) => (Duration::from_secs(r.spec.timeout_secs.into()), None),
+                    // Run anyway: the attempt reports why it cannot, as the task's error.
+                    Err(e) => (Duration::from_secs(60), Some(e.to_string())),
                 };
-            let ev = update(
-                tx,
-                &id,
-                Change {
-                    status: Some(Status::Running),
-                    attempts: Some(job.attempts),
-                    started: true,
-                    ..Change::default()
-                },
-                "started",
-                json!({"attempt": job.attempts, "max_attempts": job.max_attempts}),
-            )
-            .await?;
             Ok(Start::Run {
                 timeout,
-                events: ev.into_iter().collect(),
+                events: vec![ev],
+                prepared: json!({
+                    "capability": t.capability,
+                    "version": t.version,
+                    "input": t.input,
+                    "problem": problem,
+                }),
             })
         })
     }
 
-    fn run(self: Arc<Self>, job: Claimed) -> BoxFuture<'static, Outcome> {
+    fn run(self: Arc<Self>, job: Claimed, prepared: Value) -> BoxFuture<'static, Outcome> {
         Box::pin(async move {
-            match self.attempt(&job).await {
+            match self.attempt(&job, prepared).await {
                 Ok(o) => o,
                 Err(e) => Outcome::Failed {
                     error: format!("could not run the task: {e}"),
@@ -192,46 +177,63 @@ impl Handler for ExecuteTask {
                 return Ok(false);
             };
             let mut tx = store.tenant_read(&job.tenant_id).await?;
-            let t = load(&mut tx, &id).await?;
+            let cancel = cancel_flag(&mut tx, &id).await?;
             tx.commit().await?;
-            Ok(t.is_none_or(|t| t.cancel_requested))
+            Ok(cancel)
         })
     }
 }
 
 impl ExecuteTask {
-    async fn attempt(&self, job: &Claimed) -> Result<Outcome> {
+    async fn attempt(&self, job: &Claimed, prepared: Value) -> Result<Outcome> {
         let Some(id) = task_of(job) else {
             return Ok(Outcome::Failed {
                 error: "the job names no task".into(),
                 retryable: false,
             });
         };
-        let mut tx = self.state.store.tenant_read(&job.tenant_id).await?;
-        let Some(t) = load(&mut tx, &id).await? else {
-            return Ok(Outcome::Cancelled);
-        };
-        let version = Version::parse(&t.version).map_err(AppError::internal)?;
-        let resolved =
-            match modules::resolve(&self.state.registry, &mut tx, &t.capability, Some(&version))
+        let capability = prepared["capability"].as_str().unwrap_or_default();
+        let version = prepared["version"].as_str().unwrap_or_default();
+        if let Some(problem) = prepared["problem"].as_str() {
+            return Ok(Outcome::Failed {
+                error: format!("cannot run {capability}@{version}: {problem}"),
+                retryable: false,
+            });
+        }
+        let version = Version::parse(version).map_err(AppError::internal)?;
+        let input = prepared["input"].clone();
+        // `start` checked the capability exists and its module is enabled; built-ins need
+        // nothing more from the database, MCP servers their URL and credential.
+        let (resolved, credential) = match self.state.registry.capability(capability, &version) {
+            Some(r) => (r, None),
+            None => {
+                let mut tx = self.state.store.tenant_read(&job.tenant_id).await?;
+                let r = match modules::resolve(
+                    &self.state.registry,
+                    &mut tx,
+                    capability,
+                    Some(&version),
+                )
                 .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    return Ok(Outcome::Failed {
-                        error: format!("cannot run {}@{}: {e}", t.capability, t.version),
-                        retryable: false,
-                    });
-                }
-            };
-        let input: Value = serde_json::from_str(&t.input).unwrap_or(Value::Null);
-        let credential = match &resolved.source {
-            Source::Mcp { server_id, .. } => {
-                mcp::credential(&mut tx, &self.state.crypto, server_id).await?
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return Ok(Outcome::Failed {
+                            error: format!("cannot run {capability}@{version}: {e}"),
+                            retryable: false,
+                        });
+                    }
+                };
+                let credential = match &r.source {
+                    Source::Mcp { server_id, .. } => {
+                        mcp::credential(&mut tx, &self.state.crypto, server_id).await?
+                    }
+                    Source::Builtin => None,
+                };
+                tx.commit().await?;
+                (r, credential)
             }
-            Source::Builtin => None,
         };
-        tx.commit().await?;
 
         let result = match &resolved.source {
             Source::Builtin => {
@@ -270,17 +272,15 @@ impl ExecuteTask {
             }
         };
         Ok(match result {
-            Ok((output, summary)) => match modules::validate(
-                &resolved.output,
-                &output,
-                "the module's output",
-            ) {
-                Ok(()) => Outcome::Succeeded { output, summary },
-                Err(e) => Outcome::Failed {
-                    error: e.to_string(),
-                    retryable: false,
-                },
-            },
+            Ok((output, summary)) => {
+                match modules::validate(&resolved.output, &output, "the module's output") {
+                    Ok(()) => Outcome::Succeeded { output, summary },
+                    Err(e) => Outcome::Failed {
+                        error: e.to_string(),
+                        retryable: false,
+                    },
+                }
+            }
             Err(e) => Outcome::Failed {
                 retryable: e.is_retryable(),
                 error: e.to_string(),

@@ -297,6 +297,56 @@ pub async fn update(
     Ok(Some(ev))
 }
 
+/// What a worker needs to run a task.
+pub struct Runnable {
+    pub capability: String,
+    pub version: String,
+    pub input: Value,
+}
+
+/// Marks a task `running` for attempt `attempt` and records `started`, unless it is gone,
+/// cancelled or already ended (then `None`: do not run it).
+pub async fn mark_running(
+    tx: &mut TenantTx,
+    id: &TaskId,
+    attempt: u32,
+    max_attempts: u32,
+) -> Result<Option<(Event, Runnable)>> {
+    let tenant = tx.tenant_id().clone();
+    let now = Utc::now();
+    let row: Option<(i64, String, String, String)> = tx
+        .fetch_optional(
+            sql("UPDATE tasks SET status = 'running', attempts = $1, started_at = $2, updated_at = $2, event_seq = event_seq + 1 \
+                 WHERE tenant_id = $3 AND id = $4 AND cancel_requested = $5 AND status IN ('queued', 'running') \
+                 RETURNING event_seq, capability, version, input")
+                .bind(attempt)
+                .bind(now)
+                .bind(&tenant)
+                .bind(id)
+                .bind(false),
+        )
+        .await?;
+    let Some((seq, capability, version, input)) = row else {
+        return Ok(None);
+    };
+    let ev = realtime::record(
+        tx,
+        &Topic::Task(id.clone()).name(),
+        seq,
+        "started",
+        json!({"task_id": id, "status": "running", "attempt": attempt, "max_attempts": max_attempts}),
+    )
+    .await?;
+    Ok(Some((
+        ev,
+        Runnable {
+            capability,
+            version,
+            input: serde_json::from_str(&input).unwrap_or(Value::Null),
+        },
+    )))
+}
+
 /// The job that runs a task shares its id's random part, so either finds the other.
 pub fn job_id(task: &TaskId) -> JobId {
     JobId::from_hex(task.hex()).unwrap_or_default()

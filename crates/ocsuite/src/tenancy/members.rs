@@ -10,8 +10,8 @@ use serde::Serialize;
 use super::{Role, TenantCtx};
 use crate::audit;
 use crate::error::{AppError, Result};
-use crate::ids::UserId;
-use crate::store::{TenantTx, sql};
+use crate::ids::{TenantId, UserId};
+use crate::store::{Store, TenantTx, sql};
 
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct MemberOut {
@@ -22,6 +22,32 @@ pub struct MemberOut {
     #[sqlx(try_from = "String")]
     pub role: Role,
     pub joined_at: DateTime<Utc>,
+}
+
+/// `user`'s role in `tenant` (`None`: not a member) and whether the tenant exists, in
+/// one round trip outside any transaction: every tenant-scoped request asks this first.
+/// On PostgreSQL through `ocsuite_member_role`, since row-level security hides
+/// memberships until a tenant or user scope is set.
+pub async fn lookup(
+    store: &Store,
+    tenant: &TenantId,
+    user: &UserId,
+) -> Result<(Option<Role>, bool)> {
+    let mut conn = store.platform_read().await?;
+    let q = if conn.is_postgres() {
+        sql("SELECT role, tenant_exists FROM ocsuite_member_role($1, $2)")
+    } else {
+        sql(
+            "SELECT (SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2), \
+             EXISTS (SELECT 1 FROM tenants WHERE id = $1)",
+        )
+    };
+    let (role, exists): (Option<String>, bool) = conn.fetch_one(q.bind(tenant).bind(user)).await?;
+    let role = role
+        .map(Role::try_from)
+        .transpose()
+        .map_err(AppError::internal)?;
+    Ok((role, exists))
 }
 
 pub async fn list(tx: &mut TenantTx) -> Result<Vec<MemberOut>> {

@@ -19,7 +19,6 @@ use crate::app::AppState;
 use crate::auth::{Caller, ClientMeta, Principal};
 use crate::error::{AppError, Result};
 use crate::ids::{ApiKeyId, TenantId, UserId};
-use crate::store::sql;
 
 /// A member's role in a tenant, strongest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -175,25 +174,14 @@ impl FromRequestParts<AppState> for TenantCtx {
                     (None, true) => active_tenant.ok_or_else(no_tenant)?,
                     (None, false) => return Err(no_tenant()),
                 };
-                let mut tx = state.store.tenant_read(&tenant).await?;
-                let role: Option<(String,)> = tx
-                    .fetch_optional(
-                        sql("SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2")
-                            .bind(&tenant)
-                            .bind(&user.id),
-                    )
-                    .await?;
+                let (role, exists) = members::lookup(&state.store, &tenant, &user.id).await?;
                 let (role, actor) = match role {
-                    Some((r,)) => (
-                        Role::try_from(r).map_err(AppError::internal)?,
-                        Actor::User(user.id),
-                    ),
-                    None if user.is_super_admin && tenants::exists(&mut tx).await? => {
+                    Some(r) => (r, Actor::User(user.id)),
+                    None if user.is_super_admin && exists => {
                         (Role::Admin, Actor::SupportAdmin(user.id))
                     }
                     None => return Err(AppError::NotFound("tenant")),
                 };
-                tx.commit().await?;
                 TenantCtx {
                     tenant_id: tenant,
                     role,
