@@ -80,6 +80,10 @@ CREATE TABLE jobs (
     updated_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (tenant_id, id)
 );
+-- Every job is inserted, updated and deleted within seconds: vacuum it early and fast,
+-- or claims wade through dead index entries.
+ALTER TABLE jobs SET (autovacuum_vacuum_scale_factor = 0.0, autovacuum_vacuum_threshold = 1000,
+                      autovacuum_vacuum_cost_delay = 0, autovacuum_analyze_scale_factor = 0.05);
 CREATE INDEX jobs_claim ON jobs (queue, status, priority DESC, run_at, id);
 CREATE INDEX jobs_tenant_status ON jobs (tenant_id, status);
 CREATE INDEX jobs_lease ON jobs (status, lease_until);
