@@ -94,6 +94,8 @@ pub trait Handler: Send + Sync + 'static {
         store: &'a Store,
         job: &'a Claimed,
     ) -> BoxFuture<'a, Result<bool>>;
+    /// True when `event` (of the job's tenant) asks to cancel this job's attempt.
+    fn is_cancellation(&self, job: &Claimed, event: &Event) -> bool;
 }
 
 /// Settings for a set of worker loops.
@@ -247,20 +249,35 @@ async fn run_job(
     prepared: Value,
 ) {
     let mut run = tokio::spawn(h.clone().run(job.clone(), prepared));
+    // Renews the lease every third of it, and stops the attempt when the handler says
+    // it was cancelled: at once when the cancellation's event arrives on the bus, or at
+    // the next renewal should that event be missed.
+    let mut events = s.bus.subscribe(&job.tenant_id);
     let watchdog = async {
         let mut tick = tokio::time::interval(s.cfg.lease / 3);
         tick.tick().await;
         loop {
-            tick.tick().await;
-            match renew(&s.store, &job, s.cfg.lease).await {
-                Ok(false) => return Interrupt::LeaseLost,
-                Ok(true) => {}
-                // A database blip: keep running; the next renewal may succeed, and if the
-                // lease does expire the job is simply retried.
-                Err(e) => tracing::warn!(error = %e, job = %job.id, "lease renewal failed"),
-            }
-            if matches!(h.cancel_requested(&s.store, &job).await, Ok(true)) {
-                return Interrupt::Cancel;
+            tokio::select! {
+                _ = tick.tick() => {
+                    match renew(&s.store, &job, s.cfg.lease).await {
+                        Ok(false) => return Interrupt::LeaseLost,
+                        Ok(true) => {}
+                        // A database blip: keep running; the next renewal may succeed, and
+                        // if the lease does expire the job is simply retried.
+                        Err(e) => tracing::warn!(error = %e, job = %job.id, "lease renewal failed"),
+                    }
+                    if matches!(h.cancel_requested(&s.store, &job).await, Ok(true)) {
+                        return Interrupt::Cancel;
+                    }
+                }
+                ev = events.recv() => match ev {
+                    Ok(ev) if h.is_cancellation(&job, &ev) => return Interrupt::Cancel,
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    // The bus is gone (shutting down): rely on the renewals.
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        std::future::pending::<()>().await;
+                    }
+                },
             }
         }
     };

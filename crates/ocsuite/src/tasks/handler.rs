@@ -167,6 +167,11 @@ impl Handler for ExecuteTask {
         })
     }
 
+    fn is_cancellation(&self, job: &Claimed, event: &Event) -> bool {
+        event.kind == "cancel_requested"
+            && task_of(job).is_some_and(|id| event.topic.strip_prefix("task:") == Some(id.as_str()))
+    }
+
     fn cancel_requested<'a>(
         &'a self,
         store: &'a Store,
