@@ -171,7 +171,28 @@ pub fn router(state: AppState) -> Router {
             header::AUTHORIZATION,
             header::COOKIE,
         ]))
+        .layer(from_fn(drop_unusable_request_id))
         .with_state(state)
+}
+
+/// A client may send its own `x-request-id` to correlate logs, but it is stored in
+/// audit rows and echoed into logs: one that is long or holds anything beyond
+/// `[A-Za-z0-9._-]` is dropped, and the server assigns a UUID instead.
+async fn drop_unusable_request_id(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let usable = req.headers().get(&REQUEST_ID).map(|v| {
+        let b = v.as_bytes();
+        !b.is_empty()
+            && b.len() <= 64
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+    });
+    if usable == Some(false) {
+        req.headers_mut().remove(&REQUEST_ID);
+    }
+    next.run(req).await
 }
 
 /// The request path for logs, with any secret path segment (an invite token) masked.

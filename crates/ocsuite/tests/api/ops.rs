@@ -11,6 +11,19 @@ async fn operational_endpoints(app: TestApp) {
     let res = app.http.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.headers().contains_key("x-request-id"));
+    // A client's own request id is kept when it is plain, replaced when it is not.
+    let echo = |id: &'static str| {
+        let req = app.http.get(app.url("/healthz")).header("x-request-id", id);
+        async move {
+            let res = req.send().await.unwrap();
+            res.headers()["x-request-id"].to_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(echo("trace-42.a_b").await, "trace-42.a_b");
+    let replaced = echo("<script>alert(1)</script>").await;
+    assert!(uuid::Uuid::parse_str(&replaced).is_ok(), "{replaced}");
+    let long: &'static str = Box::leak("x".repeat(65).into_boxed_str());
+    assert_ne!(echo(long).await, long);
     assert_eq!(
         app.http
             .get(app.url("/readyz"))
