@@ -191,7 +191,32 @@ async fn websocket_closes_garbage_and_floods_only(app: TestApp) {
 
     // No credentials: no socket.
     let url = app.url("/api/v1/ws").replace("http://", "ws://");
-    assert!(tokio_tungstenite::connect_async(url).await.is_err());
+    assert!(tokio_tungstenite::connect_async(url.clone()).await.is_err());
+
+    // The session cookie opens a socket only from our own origin (no cross-site
+    // WebSocket hijacking).
+    let cookie_req = |origin: String| {
+        let mut req = url.as_str().into_client_request().unwrap();
+        let h = req.headers_mut();
+        h.insert(
+            "cookie",
+            format!("ocsuite_session={}", u.token).parse().unwrap(),
+        );
+        h.insert("x-tenant-id", t.parse().unwrap());
+        h.insert("origin", origin.parse().unwrap());
+        req
+    };
+    let evil = tokio_tungstenite::connect_async(cookie_req("http://evil.example".into())).await;
+    match evil {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status(), 403),
+        other => panic!("cross-origin cookie socket was not refused: {other:?}"),
+    }
+    let ours = app.base.clone();
+    assert!(
+        tokio_tungstenite::connect_async(cookie_req(ours))
+            .await
+            .is_ok()
+    );
 }
 
 /// Reads SSE `data:` payloads until one has `kind`.
