@@ -23,7 +23,7 @@ use crate::modules::Registry;
 use crate::ops::ratelimit::{self, Limits};
 use crate::realtime::Bus;
 use crate::store::{Backend, Store};
-use crate::{audit, auth, modules, openapi, ops, queue, realtime, tasks, tenancy};
+use crate::{audit, auth, chat, modules, openapi, ops, queue, realtime, tasks, tenancy, usage};
 
 pub struct AppInner {
     pub config: Config,
@@ -37,6 +37,8 @@ pub struct AppInner {
     pub bus: Arc<Bus>,
     /// Wakes idle workers of this process when a job may be ready.
     pub jobs_wake: Arc<tokio::sync::Notify>,
+    /// The model gateway (offline when no API key is configured).
+    pub llm: Arc<dyn crate::llm::Provider>,
 }
 
 /// Shared state handed to every handler; cheap to clone.
@@ -48,6 +50,7 @@ impl AppState {
         let oidc = OidcVerifier::new(config.oidc());
         let limits = Limits::new(&config);
         let bus = Arc::new(Bus::new(store.backend() == Backend::Sqlite));
+        let llm = crate::llm::from_config(&config);
         Self(Arc::new(AppInner {
             config,
             store,
@@ -57,6 +60,7 @@ impl AppState {
             registry: Arc::new(registry),
             bus,
             jobs_wake: Arc::new(tokio::sync::Notify::new()),
+            llm,
         }))
     }
 }
@@ -129,6 +133,17 @@ pub fn router(state: AppState) -> Router {
             post(queue::admin::discard_dead),
         )
         .route("/admin/queues", get(queue::admin::platform))
+        .route("/c-suite", get(chat::routes::personas))
+        .route("/c-suite/{persona}/chat", post(chat::routes::chat))
+        .route("/conversations", get(chat::routes::list))
+        .route(
+            "/conversations/{id}",
+            get(chat::routes::get)
+                .patch(chat::routes::rename)
+                .delete(chat::routes::delete),
+        )
+        .route("/messages/{id}/rating", post(chat::routes::rate))
+        .route("/usage", get(usage::routes::show))
         .route("/ws", get(realtime::routes::ws))
         .route("/events", get(realtime::routes::events))
         .merge(credentials)

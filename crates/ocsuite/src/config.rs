@@ -96,6 +96,19 @@ pub struct Config {
     pub queue_retry_base_ms: u32,
     /// Days realtime events are kept for resume.
     pub events_retention_days: u32,
+    /// OpenAI-compatible API base (…/v1). Any such server works: Fireworks, OpenAI,
+    /// Ollama, vLLM, llama.cpp server, LiteLLM.
+    pub llm_base_url: String,
+    /// Without a key the offline provider answers (Ollama and llama.cpp accept any key).
+    pub llm_api_key: Option<Secret>,
+    /// Default model id; personas and agents may override it.
+    pub llm_model: String,
+    /// Seconds to establish the upstream connection.
+    pub llm_connect_timeout_secs: u32,
+    /// Seconds the upstream may stay silent (before the first token and between chunks).
+    pub llm_read_timeout_secs: u32,
+    /// Retries of a failed upstream call, only before its first token.
+    pub llm_max_retries: u32,
 }
 
 impl Default for Config {
@@ -126,6 +139,12 @@ impl Default for Config {
             queue_poll_ms: 1000,
             queue_retry_base_ms: 1000,
             events_retention_days: 7,
+            llm_base_url: "https://api.fireworks.ai/inference/v1".into(),
+            llm_api_key: None,
+            llm_model: "accounts/fireworks/models/qwen3-235b-a22b-instruct-2507".into(),
+            llm_connect_timeout_secs: 10,
+            llm_read_timeout_secs: 60,
+            llm_max_retries: 2,
         }
     }
 }
@@ -213,10 +232,18 @@ impl Config {
             ("QUEUE_POLL_MS", self.queue_poll_ms as u64),
             ("QUEUE_RETRY_BASE_MS", self.queue_retry_base_ms as u64),
             ("EVENTS_RETENTION_DAYS", self.events_retention_days as u64),
+            ("LLM_CONNECT_TIMEOUT_SECS", self.llm_connect_timeout_secs as u64),
+            ("LLM_READ_TIMEOUT_SECS", self.llm_read_timeout_secs as u64),
         ] {
             if v == 0 {
                 return err(name, "must be greater than zero");
             }
+        }
+        if !(self.llm_base_url.starts_with("http://") || self.llm_base_url.starts_with("https://")) {
+            return err("LLM_BASE_URL", "must start with http:// or https://");
+        }
+        if self.llm_model.trim().is_empty() {
+            return err("LLM_MODEL", "must name a model");
         }
         if self.oidc_issuer.is_some() != self.oidc_audience.is_some() {
             return err(

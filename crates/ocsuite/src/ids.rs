@@ -159,6 +159,16 @@ typed_id!(
     McpServerId,
     "mcp"
 );
+typed_id!(
+    /// A chat between a person and one persona or agent.
+    ConversationId,
+    "cnv"
+);
+typed_id!(
+    /// One message of a conversation.
+    MessageId,
+    "msg"
+);
 
 #[cfg(test)]
 mod tests {

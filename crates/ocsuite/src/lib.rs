@@ -8,19 +8,23 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod chat;
 pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod ids;
 pub mod json;
+pub mod llm;
 pub mod modules;
 pub mod openapi;
+pub mod personas;
 pub mod ops;
 pub mod queue;
 pub mod realtime;
 pub mod store;
 pub mod tasks;
 pub mod tenancy;
+pub mod usage;
 
 use std::future::Future;
 use std::net::SocketAddr;

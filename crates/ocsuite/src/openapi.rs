@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{audit, auth, modules, queue, realtime, tasks, tenancy};
+use crate::{audit, auth, chat, modules, queue, realtime, tasks, tenancy, usage};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,6 +28,9 @@ use crate::{audit, auth, modules, queue, realtime, tasks, tenancy};
         queue::admin::dead, queue::admin::retry_dead, queue::admin::discard_dead,
         queue::admin::platform,
         realtime::routes::ws, realtime::routes::events,
+        chat::routes::personas, chat::routes::chat, chat::routes::list, chat::routes::get,
+        chat::routes::rename, chat::routes::delete, chat::routes::rate,
+        usage::routes::show,
     ),
     modifiers(&Security),
     security(("bearer" = [])),

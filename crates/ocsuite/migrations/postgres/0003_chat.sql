@@ -1,0 +1,70 @@
+-- Conversations with personas, their messages, and the token usage ledger.
+
+CREATE TABLE conversations (
+    tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    id TEXT NOT NULL,
+    persona TEXT NOT NULL,
+    title TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+CREATE INDEX conversations_recent ON conversations (tenant_id, updated_at);
+
+CREATE TABLE messages (
+    tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    id TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    role TEXT NOT NULL,
+    persona TEXT NOT NULL,
+    content TEXT NOT NULL,
+    model TEXT,
+    status TEXT NOT NULL,
+    finish_reason TEXT,
+    error TEXT,
+    prompt_tokens BIGINT NOT NULL,
+    completion_tokens BIGINT NOT NULL,
+    latency_ms BIGINT,
+    rating BIGINT,
+    rating_comment TEXT,
+    created_by TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (tenant_id, id),
+    FOREIGN KEY (tenant_id, conversation_id) REFERENCES conversations (tenant_id, id) ON DELETE CASCADE
+);
+CREATE INDEX messages_conversation ON messages (tenant_id, conversation_id, created_at);
+
+-- Tokens by day, persona and model.
+CREATE TABLE usage_ledger (
+    tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    day TEXT NOT NULL,
+    persona TEXT NOT NULL,
+    model TEXT NOT NULL,
+    requests BIGINT NOT NULL,
+    prompt_tokens BIGINT NOT NULL,
+    completion_tokens BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, day, persona, model)
+);
+
+ALTER TABLE conversations ENABLE ROW LEVEL SECURITY;
+ALTER TABLE conversations FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON conversations
+    USING (tenant_id = current_setting('app.tenant_id', true))
+    WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
+
+ALTER TABLE messages ENABLE ROW LEVEL SECURITY;
+ALTER TABLE messages FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON messages
+    USING (tenant_id = current_setting('app.tenant_id', true))
+    WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
+
+ALTER TABLE usage_ledger ENABLE ROW LEVEL SECURITY;
+ALTER TABLE usage_ledger FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON usage_ledger
+    USING (tenant_id = current_setting('app.tenant_id', true))
+    WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
+
+CREATE POLICY owner_maintenance ON conversations TO CURRENT_USER USING (true) WITH CHECK (true);
+CREATE POLICY owner_maintenance ON messages TO CURRENT_USER USING (true) WITH CHECK (true);
+CREATE POLICY owner_maintenance ON usage_ledger TO CURRENT_USER USING (true) WITH CHECK (true);

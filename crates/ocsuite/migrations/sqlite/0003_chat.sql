@@ -1,0 +1,49 @@
+-- Conversations with personas, their messages, and the token usage ledger.
+-- Mirrors postgres/0003_chat.sql (no row-level security on SQLite).
+
+CREATE TABLE conversations (
+    tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    id TEXT NOT NULL,
+    persona TEXT NOT NULL,
+    title TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+CREATE INDEX conversations_recent ON conversations (tenant_id, updated_at);
+
+CREATE TABLE messages (
+    tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    id TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    role TEXT NOT NULL,
+    persona TEXT NOT NULL,
+    content TEXT NOT NULL,
+    model TEXT,
+    status TEXT NOT NULL,
+    finish_reason TEXT,
+    error TEXT,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    latency_ms INTEGER,
+    rating INTEGER,
+    rating_comment TEXT,
+    created_by TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, id),
+    FOREIGN KEY (tenant_id, conversation_id) REFERENCES conversations (tenant_id, id) ON DELETE CASCADE
+);
+CREATE INDEX messages_conversation ON messages (tenant_id, conversation_id, created_at);
+
+-- Tokens by day, persona and model.
+CREATE TABLE usage_ledger (
+    tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    day TEXT NOT NULL,
+    persona TEXT NOT NULL,
+    model TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, day, persona, model)
+);

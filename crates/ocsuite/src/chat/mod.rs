@@ -1,0 +1,309 @@
+//! Conversations with personas: storage and the prompt history.
+//!
+//! The user's message is stored before the model is called; the assistant's when the
+//! stream ends — complete, or `partial` when the client went away or the upstream broke
+//! after some text, or `failed` when nothing arrived — with the tokens, model and latency.
+
+pub mod routes;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::error::{AppError, Result};
+use crate::ids::{ConversationId, MessageId};
+use crate::llm::{self, ChatMessage, Role};
+use crate::store::{TenantTx, sql};
+
+/// Oldest turns are dropped from the prompt once the history exceeds this many tokens.
+pub const HISTORY_TOKEN_BUDGET: u32 = 6000;
+/// The longest message a person may send, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 16_000;
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Conversation {
+    #[schema(value_type = String)]
+    pub id: ConversationId,
+    pub persona: String,
+    pub title: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Message {
+    #[schema(value_type = String)]
+    pub id: MessageId,
+    /// `user` or `assistant`.
+    pub role: String,
+    pub persona: String,
+    pub content: String,
+    pub model: Option<String>,
+    /// `complete`, `partial` or `failed`.
+    pub status: String,
+    pub finish_reason: Option<String>,
+    pub error: Option<String>,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub latency_ms: Option<i64>,
+    /// 1 (thumbs up) or -1 (thumbs down).
+    pub rating: Option<i64>,
+    pub rating_comment: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ConversationRow {
+    id: String,
+    persona: String,
+    title: String,
+    created_by: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl ConversationRow {
+    fn into_out(self) -> Option<Conversation> {
+        Some(Conversation {
+            id: ConversationId::parse(&self.id)?,
+            persona: self.persona,
+            title: self.title,
+            created_by: self.created_by,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct MessageRow {
+    id: String,
+    role: String,
+    persona: String,
+    content: String,
+    model: Option<String>,
+    status: String,
+    finish_reason: Option<String>,
+    error: Option<String>,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    latency_ms: Option<i64>,
+    rating: Option<i64>,
+    rating_comment: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+impl MessageRow {
+    fn into_out(self) -> Option<Message> {
+        Some(Message {
+            id: MessageId::parse(&self.id)?,
+            role: self.role,
+            persona: self.persona,
+            content: self.content,
+            model: self.model,
+            status: self.status,
+            finish_reason: self.finish_reason,
+            error: self.error,
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            latency_ms: self.latency_ms,
+            rating: self.rating,
+            rating_comment: self.rating_comment,
+            created_at: self.created_at,
+        })
+    }
+}
+
+/// A title from the first message: its first line, at most 80 characters.
+fn title_from(message: &str) -> String {
+    let line = message.lines().find(|l| !l.trim().is_empty()).unwrap_or("New conversation");
+    let t: String = line.trim().chars().take(80).collect();
+    if t.is_empty() { "New conversation".into() } else { t }
+}
+
+pub async fn create(tx: &mut TenantTx, persona: &str, first_message: &str, by: &str) -> Result<Conversation> {
+    let tenant = tx.tenant_id().clone();
+    let id = ConversationId::new();
+    let now = Utc::now();
+    tx.execute(
+        sql("INSERT INTO conversations (tenant_id, id, persona, title, created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)")
+            .bind(&tenant)
+            .bind(&id)
+            .bind(persona)
+            .bind(title_from(first_message))
+            .bind(by)
+            .bind(now),
+    )
+    .await?;
+    get(tx, &id).await
+}
+
+pub async fn get(tx: &mut TenantTx, id: &ConversationId) -> Result<Conversation> {
+    let tenant = tx.tenant_id().clone();
+    let row: Option<ConversationRow> = tx
+        .fetch_optional(
+            sql("SELECT id, persona, title, created_by, created_at, updated_at FROM conversations WHERE tenant_id = $1 AND id = $2")
+                .bind(&tenant)
+                .bind(id),
+        )
+        .await?;
+    row.and_then(ConversationRow::into_out).ok_or(AppError::NotFound("conversation"))
+}
+
+/// Newest first; optionally one persona's.
+pub async fn list(tx: &mut TenantTx, persona: Option<&str>, limit: i64) -> Result<Vec<Conversation>> {
+    let tenant = tx.tenant_id().clone();
+    let rows: Vec<ConversationRow> = tx
+        .fetch_all(
+            sql("SELECT id, persona, title, created_by, created_at, updated_at FROM conversations \
+                 WHERE tenant_id = $1 AND ($2 IS NULL OR persona = $2) ORDER BY updated_at DESC, id DESC LIMIT $3")
+                .bind(&tenant)
+                .bind(persona)
+                .bind(limit),
+        )
+        .await?;
+    Ok(rows.into_iter().filter_map(ConversationRow::into_out).collect())
+}
+
+pub async fn rename(tx: &mut TenantTx, id: &ConversationId, title: &str) -> Result<Conversation> {
+    let tenant = tx.tenant_id().clone();
+    let n = tx
+        .execute(
+            sql("UPDATE conversations SET title = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4")
+                .bind(title)
+                .bind(Utc::now())
+                .bind(&tenant)
+                .bind(id),
+        )
+        .await?;
+    if n == 0 {
+        return Err(AppError::NotFound("conversation"));
+    }
+    get(tx, id).await
+}
+
+pub async fn delete(tx: &mut TenantTx, id: &ConversationId) -> Result<()> {
+    let tenant = tx.tenant_id().clone();
+    tx.execute(
+        sql("DELETE FROM messages WHERE tenant_id = $1 AND conversation_id = $2")
+            .bind(&tenant)
+            .bind(id),
+    )
+    .await?;
+    let n = tx
+        .execute(
+            sql("DELETE FROM conversations WHERE tenant_id = $1 AND id = $2")
+                .bind(&tenant)
+                .bind(id),
+        )
+        .await?;
+    if n == 0 {
+        return Err(AppError::NotFound("conversation"));
+    }
+    Ok(())
+}
+
+pub async fn messages(tx: &mut TenantTx, id: &ConversationId) -> Result<Vec<Message>> {
+    let tenant = tx.tenant_id().clone();
+    let rows: Vec<MessageRow> = tx
+        .fetch_all(
+            sql("SELECT id, role, persona, content, model, status, finish_reason, error, prompt_tokens, completion_tokens, latency_ms, rating, rating_comment, created_at \
+                 FROM messages WHERE tenant_id = $1 AND conversation_id = $2 ORDER BY created_at, id")
+                .bind(&tenant)
+                .bind(id),
+        )
+        .await?;
+    Ok(rows.into_iter().filter_map(MessageRow::into_out).collect())
+}
+
+/// A message to store.
+pub struct NewMessage<'a> {
+    pub conversation: &'a ConversationId,
+    pub role: Role,
+    pub persona: &'a str,
+    pub content: &'a str,
+    pub model: Option<&'a str>,
+    pub status: &'a str,
+    pub finish_reason: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub latency_ms: Option<i64>,
+    pub created_by: &'a str,
+}
+
+pub async fn add_message(tx: &mut TenantTx, id: &MessageId, m: &NewMessage<'_>) -> Result<()> {
+    let tenant = tx.tenant_id().clone();
+    let now = Utc::now();
+    let role = match m.role {
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::System => "system",
+    };
+    tx.execute(
+        sql("INSERT INTO messages (tenant_id, id, conversation_id, role, persona, content, model, status, finish_reason, error, prompt_tokens, completion_tokens, latency_ms, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)")
+            .bind(&tenant)
+            .bind(id)
+            .bind(m.conversation)
+            .bind(role)
+            .bind(m.persona)
+            .bind(m.content)
+            .bind(m.model)
+            .bind(m.status)
+            .bind(m.finish_reason)
+            .bind(m.error)
+            .bind(m.prompt_tokens)
+            .bind(m.completion_tokens)
+            .bind(m.latency_ms)
+            .bind(m.created_by)
+            .bind(now),
+    )
+    .await?;
+    tx.execute(
+        sql("UPDATE conversations SET updated_at = $1 WHERE tenant_id = $2 AND id = $3")
+            .bind(now)
+            .bind(&tenant)
+            .bind(m.conversation),
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn rate(tx: &mut TenantTx, id: &MessageId, rating: i64, comment: Option<&str>) -> Result<()> {
+    let tenant = tx.tenant_id().clone();
+    let n = tx
+        .execute(
+            sql("UPDATE messages SET rating = $1, rating_comment = $2 WHERE tenant_id = $3 AND id = $4 AND role = 'assistant'")
+                .bind(rating)
+                .bind(comment)
+                .bind(&tenant)
+                .bind(id),
+        )
+        .await?;
+    if n == 0 {
+        return Err(AppError::NotFound("message"));
+    }
+    Ok(())
+}
+
+/// The conversation as prompt messages, newest kept, within [`HISTORY_TOKEN_BUDGET`].
+/// Failed assistant turns are left out; partial ones are kept (the person saw them).
+pub fn history(messages: &[Message]) -> Vec<ChatMessage> {
+    let mut out = Vec::new();
+    let mut used = 0u32;
+    for m in messages.iter().rev() {
+        if m.status == "failed" || m.content.is_empty() {
+            continue;
+        }
+        let cost = llm::estimate_tokens(&m.content) + 4;
+        if used + cost > HISTORY_TOKEN_BUDGET && !out.is_empty() {
+            break;
+        }
+        used += cost;
+        let role = if m.role == "assistant" { Role::Assistant } else { Role::User };
+        out.push(ChatMessage::new(role, m.content.clone()));
+    }
+    out.reverse();
+    out
+}

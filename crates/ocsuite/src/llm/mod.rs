@@ -1,0 +1,136 @@
+//! The LLM gateway: one way to stream a chat completion, whatever serves it.
+//!
+//! A [`Provider`] turns a [`ChatRequest`] into a channel of [`StreamEvent`]s: text deltas,
+//! tool calls, the usage report, then `Done` — or one terminal `Error` saying what went
+//! wrong. The producer runs in its own task; dropping the receiver (the client went away)
+//! stops it and drops the upstream request.
+//!
+//! Providers: [`openai::OpenAi`] for any OpenAI-compatible server (Fireworks, OpenAI,
+//! Ollama, vLLM, llama.cpp, LiteLLM), with timeouts, retries before the first token and
+//! a circuit breaker; and [`offline::Offline`], used when no API key is configured, which
+//! answers deterministically and says how to configure a model.
+
+pub mod offline;
+pub mod openai;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+        }
+    }
+}
+
+/// One completion to stream.
+#[derive(Clone, Debug)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    pub temperature: Option<f32>,
+    pub max_tokens: Option<u32>,
+}
+
+/// A function call the model asked for.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// The arguments as the model wrote them (JSON text, possibly invalid).
+    pub arguments: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    /// True when the upstream sent no usage and these are our own count.
+    pub estimated: bool,
+}
+
+/// Why a stream ended early. `code` is stable and goes to clients.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct LlmError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl LlmError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamEvent {
+    Delta(String),
+    ToolCall(ToolCall),
+    Usage(Usage),
+    /// The normal end, with the upstream's finish reason (`stop`, `length`, `tool_calls`).
+    Done {
+        finish_reason: String,
+    },
+    /// The abnormal end.
+    Error(LlmError),
+}
+
+/// Something that streams chat completions.
+pub trait Provider: Send + Sync + 'static {
+    /// `openai` or `offline`.
+    fn name(&self) -> &'static str;
+    /// Starts streaming `req`. The channel ends after `Done` or `Error`.
+    fn stream(&self, req: ChatRequest) -> mpsc::Receiver<StreamEvent>;
+}
+
+/// The configured provider: OpenAI-compatible with a key, offline without one.
+pub fn from_config(config: &Config) -> Arc<dyn Provider> {
+    match config.llm_api_key.as_ref().filter(|k| !k.expose().trim().is_empty()) {
+        Some(key) => Arc::new(openai::OpenAi::new(openai::Settings {
+            base_url: config.llm_base_url.trim_end_matches('/').to_owned(),
+            api_key: key.clone(),
+            connect_timeout: std::time::Duration::from_secs(config.llm_connect_timeout_secs.into()),
+            read_timeout: std::time::Duration::from_secs(config.llm_read_timeout_secs.into()),
+            max_retries: config.llm_max_retries,
+        })),
+        None => Arc::new(offline::Offline),
+    }
+}
+
+/// A rough token count for text (≈ 4 characters a token), for budgets and for upstreams
+/// that report no usage.
+pub fn estimate_tokens(text: &str) -> u32 {
+    let chars = text.chars().count() as u32;
+    chars.div_ceil(4).max(u32::from(!text.is_empty()))
+}
+
+pub fn estimate_prompt_tokens(messages: &[ChatMessage]) -> u32 {
+    messages
+        .iter()
+        .map(|m| estimate_tokens(&m.content) + 4)
+        .sum()
+}

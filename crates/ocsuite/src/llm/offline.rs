@@ -1,0 +1,167 @@
+//! The provider used when no model is configured.
+//!
+//! It answers deterministically from what the prompt already holds: the persona's
+//! guidance (the bullet lists under the `## …` headings the prompt builder writes), the
+//! company profile and the user's last message. The answer is useful as a checklist and
+//! always says, first, that no model is configured and how to configure one. The same
+//! input gives the same output, so tests can assert on it.
+
+use tokio::sync::mpsc;
+
+use super::{
+    ChatMessage, ChatRequest, Provider, Role, StreamEvent, Usage, estimate_prompt_tokens,
+    estimate_tokens,
+};
+
+pub struct Offline;
+
+/// The first line of every offline answer.
+pub const NOTICE: &str = "(Offline mode: no language model is configured, so this answer is assembled from my playbook, not generated. To get real answers, set OCSUITE_LLM_API_KEY — plus OCSUITE_LLM_BASE_URL and OCSUITE_LLM_MODEL for a server other than Fireworks — and restart.)";
+
+impl Provider for Offline {
+    fn name(&self) -> &'static str {
+        "offline"
+    }
+
+    fn stream(&self, req: ChatRequest) -> mpsc::Receiver<StreamEvent> {
+        let (tx, rx) = mpsc::channel(64);
+        let text = compose(&req.messages);
+        let usage = Usage {
+            prompt_tokens: estimate_prompt_tokens(&req.messages),
+            completion_tokens: estimate_tokens(&text),
+            estimated: true,
+        };
+        tokio::spawn(async move {
+            // Word by word, like a model, so clients exercise their streaming path.
+            let mut piece = String::new();
+            for (i, word) in text.split_inclusive(' ').enumerate() {
+                piece.push_str(word);
+                if i % 8 == 7 {
+                    if tx.send(StreamEvent::Delta(std::mem::take(&mut piece))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            if !piece.is_empty() && tx.send(StreamEvent::Delta(piece)).await.is_err() {
+                return;
+            }
+            let _ = tx.send(StreamEvent::Usage(usage)).await;
+            let _ = tx
+                .send(StreamEvent::Done {
+                    finish_reason: "stop".into(),
+                })
+                .await;
+        });
+        rx
+    }
+}
+
+/// Bullets (`- …`) under the heading `## {heading}` in `text`.
+fn section<'a>(text: &'a str, heading: &str) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix("## ") {
+            inside = h.eq_ignore_ascii_case(heading);
+            continue;
+        }
+        if inside && let Some(b) = t.strip_prefix("- ") {
+            out.push(b.trim());
+        }
+    }
+    out
+}
+
+fn words(s: &str) -> Vec<String> {
+    s.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.len() > 3)
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// The `n` bullets sharing the most words with `question` (ties: their order).
+fn pick<'a>(bullets: &[&'a str], question: &str, n: usize) -> Vec<&'a str> {
+    let q = words(question);
+    let mut scored: Vec<(usize, usize, &str)> = bullets
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let score = words(b).iter().filter(|w| q.contains(w)).count();
+            (score, i, *b)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    scored.into_iter().take(n).map(|(_, _, b)| b).collect()
+}
+
+fn compose(messages: &[ChatMessage]) -> String {
+    let system: String = messages
+        .iter()
+        .filter(|m| m.role == Role::System)
+        .map(|m| m.content.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let question = messages
+        .iter()
+        .rev()
+        .find(|m| m.role == Role::User)
+        .map_or("", |m| m.content.as_str());
+    let title = system
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Your role: "))
+        .unwrap_or("advisor");
+    let company = section(&system, "Company profile");
+    let focus = pick(&section(&system, "How you think"), question, 3);
+    let metrics = pick(&section(&system, "Metrics you watch"), question, 3);
+    let asks = pick(&section(&system, "Questions you ask"), question, 3);
+    let earlier = messages.iter().filter(|m| m.role == Role::User).count().saturating_sub(1);
+
+    let mut out = String::new();
+    out.push_str(NOTICE);
+    out.push_str("\n\n");
+    let q: String = question.chars().take(200).collect();
+    out.push_str(&format!("As your {title}, here is how I would approach \"{}\".\n", q.trim()));
+    if !company.is_empty() {
+        out.push_str(&format!("\nWhat I know about the company: {}.\n", company.join("; ")));
+    }
+    if earlier > 0 {
+        out.push_str(&format!("(This builds on the {earlier} earlier question(s) in this conversation.)\n"));
+    }
+    let list = |out: &mut String, head: &str, items: &[&str]| {
+        if !items.is_empty() {
+            out.push_str(&format!("\n{head}\n"));
+            for i in items {
+                out.push_str(&format!("- {i}\n"));
+            }
+        }
+    };
+    list(&mut out, "How I would think about it:", &focus);
+    list(&mut out, "Numbers I would look at first:", &metrics);
+    list(&mut out, "Questions for you before deciding:", &asks);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_from_the_prompt_deterministically() {
+        let system = "Your role: Chief Financial Officer (CFO)\n## How you think\n- Cash is oxygen: protect runway first\n- Price for value\n## Metrics you watch\n- Monthly burn rate\n- Runway in months\n## Questions you ask\n- What does this do to runway?\n## Company profile\n- Name: Acme\n- Industry: retail\n";
+        let msgs = vec![
+            ChatMessage::new(Role::System, system),
+            ChatMessage::new(Role::User, "Should we hire? Our runway worries me."),
+        ];
+        let a = compose(&msgs);
+        assert_eq!(a, compose(&msgs));
+        assert!(a.starts_with(NOTICE));
+        assert!(a.contains("As your Chief Financial Officer (CFO)"));
+        assert!(a.contains("Runway in months"));
+        assert!(a.contains("Name: Acme; Industry: retail"));
+        // The runway bullet outranks the pricing one for a runway question.
+        let think = a.find("Cash is oxygen").unwrap();
+        let price = a.find("Price for value").unwrap();
+        assert!(think < price);
+    }
+}

@@ -1,0 +1,390 @@
+//! Any OpenAI-compatible `/chat/completions` endpoint, streamed.
+//!
+//! Faults, and what the client sees:
+//! - connect failure, 5xx, 429 or a stream that breaks **before the first token**: retried
+//!   up to `max_retries` times with exponential backoff (honouring `Retry-After`); after
+//!   that an `Error` with `upstream_unavailable`, `upstream_error` or
+//!   `upstream_rate_limited`;
+//! - after the first token nothing is retried (the client already has part of an answer):
+//!   a silence longer than the read timeout is `upstream_timeout`, a stream that ends
+//!   without a finish reason or `[DONE]` is `upstream_cut`, a chunk that is not JSON is
+//!   `upstream_malformed`;
+//! - other 4xx: `upstream_refused` with the upstream's message (bad model name, bad key);
+//! - five consecutive failures open a circuit breaker for 30 s: calls fail at once with
+//!   `circuit_open` instead of piling onto a dead upstream.
+//!
+//! The SSE parsing is written here (about forty lines): the format is fixed and small, and
+//! it keeps the gateway's per-chunk overhead to one JSON parse.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+
+use super::{
+    ChatRequest, LlmError, Provider, StreamEvent, ToolCall, Usage, estimate_prompt_tokens,
+    estimate_tokens,
+};
+use crate::config::Secret;
+
+pub struct Settings {
+    pub base_url: String,
+    pub api_key: Secret,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub max_retries: u32,
+}
+
+const BREAKER_THRESHOLD: u32 = 5;
+const BREAKER_OPEN: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+}
+
+pub struct OpenAi {
+    inner: std::sync::Arc<Inner>,
+}
+
+struct Inner {
+    settings: Settings,
+    http: reqwest::Client,
+    breaker: Mutex<Breaker>,
+}
+
+impl OpenAi {
+    pub fn new(settings: Settings) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .pool_max_idle_per_host(64)
+            .build()
+            .unwrap_or_default();
+        Self {
+            inner: std::sync::Arc::new(Inner {
+                settings,
+                http,
+                breaker: Mutex::new(Breaker::default()),
+            }),
+        }
+    }
+}
+
+impl Provider for OpenAi {
+    fn name(&self) -> &'static str {
+        "openai"
+    }
+
+    fn stream(&self, req: ChatRequest) -> mpsc::Receiver<StreamEvent> {
+        let (tx, rx) = mpsc::channel(64);
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let ev = inner.run(&req, &tx).await;
+            let _ = tx.send(ev).await;
+        });
+        rx
+    }
+}
+
+/// How one attempt ended.
+enum Attempt {
+    /// Finished (`Done`) or failed after output began (`Error`): the final event.
+    Final(StreamEvent),
+    /// Failed before any output: may be retried after the delay.
+    Retry(LlmError, Option<Duration>),
+}
+
+impl Inner {
+    fn breaker_check(&self) -> Result<(), LlmError> {
+        let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        match b.open_until {
+            Some(t) if Instant::now() < t => Err(LlmError::new(
+                "circuit_open",
+                format!(
+                    "the model server at {} failed repeatedly; calls resume in {} s",
+                    self.settings.base_url,
+                    (t - Instant::now()).as_secs() + 1
+                ),
+            )),
+            Some(_) => {
+                // Half-open: let this call through; one more failure reopens.
+                b.open_until = None;
+                b.failures = BREAKER_THRESHOLD - 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn breaker_record(&self, ok: bool) {
+        let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        if ok {
+            b.failures = 0;
+        } else {
+            b.failures += 1;
+            if b.failures >= BREAKER_THRESHOLD {
+                b.open_until = Some(Instant::now() + BREAKER_OPEN);
+            }
+        }
+    }
+
+    /// Runs attempts until one produces output or retries run out; returns the final event.
+    async fn run(&self, req: &ChatRequest, tx: &mpsc::Sender<StreamEvent>) -> StreamEvent {
+        let mut attempt = 0u32;
+        loop {
+            if let Err(e) = self.breaker_check() {
+                return StreamEvent::Error(e);
+            }
+            match self.attempt(req, tx).await {
+                Attempt::Final(ev) => {
+                    let ok = !matches!(&ev, StreamEvent::Error(e) if e.code != "client_gone");
+                    self.breaker_record(ok);
+                    return ev;
+                }
+                Attempt::Retry(e, wait) => {
+                    self.breaker_record(false);
+                    if attempt >= self.settings.max_retries {
+                        return StreamEvent::Error(e);
+                    }
+                    let backoff = Duration::from_millis(250u64 << attempt.min(6));
+                    tokio::time::sleep(wait.unwrap_or(backoff).min(Duration::from_secs(10))).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, req: &ChatRequest, tx: &mpsc::Sender<StreamEvent>) -> Attempt {
+        let mut body = json!({
+            "model": req.model,
+            "messages": req.messages,
+            "stream": true,
+            "stream_options": {"include_usage": true},
+        });
+        if let Some(t) = req.temperature {
+            body["temperature"] = json!(t);
+        }
+        if let Some(m) = req.max_tokens {
+            body["max_tokens"] = json!(m);
+        }
+        let url = format!("{}/chat/completions", self.settings.base_url);
+        let send = self
+            .http
+            .post(&url)
+            .bearer_auth(self.settings.api_key.expose())
+            .json(&body)
+            .send();
+        let res = match tokio::time::timeout(self.settings.read_timeout, send).await {
+            Err(_) => {
+                return Attempt::Retry(
+                    LlmError::new("upstream_timeout", format!("no response from {url} within {} s", self.settings.read_timeout.as_secs())),
+                    None,
+                );
+            }
+            Ok(Err(e)) => {
+                return Attempt::Retry(
+                    LlmError::new("upstream_unavailable", format!("cannot reach the model server at {url}: {e}")),
+                    None,
+                );
+            }
+            Ok(Ok(r)) => r,
+        };
+        let status = res.status();
+        if !status.is_success() {
+            let retry_after = res
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let text = res.text().await.unwrap_or_default();
+            let detail: String = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+                .unwrap_or(text)
+                .chars()
+                .take(300)
+                .collect();
+            return if status.as_u16() == 429 {
+                Attempt::Retry(
+                    LlmError::new("upstream_rate_limited", format!("the model server is rate limiting (429): {detail}")),
+                    retry_after,
+                )
+            } else if status.is_server_error() {
+                Attempt::Retry(
+                    LlmError::new("upstream_error", format!("the model server failed ({status}): {detail}")),
+                    retry_after,
+                )
+            } else {
+                Attempt::Final(StreamEvent::Error(LlmError::new(
+                    "upstream_refused",
+                    format!("the model server refused the request ({status}): {detail}"),
+                )))
+            };
+        }
+        self.read_stream(res, req, tx).await
+    }
+
+    async fn read_stream(
+        &self,
+        res: reqwest::Response,
+        req: &ChatRequest,
+        tx: &mpsc::Sender<StreamEvent>,
+    ) -> Attempt {
+        let mut bytes = res.bytes_stream();
+        let mut buf = String::new();
+        let mut data = String::new();
+        let mut output = String::new();
+        let mut started = false;
+        let mut usage: Option<Usage> = None;
+        let mut finish: Option<String> = None;
+        let mut tools: BTreeMap<u64, ToolCall> = BTreeMap::new();
+        let fail = |started: bool, e: LlmError| {
+            if started { Attempt::Final(StreamEvent::Error(e)) } else { Attempt::Retry(e, None) }
+        };
+        loop {
+            let chunk = match tokio::time::timeout(self.settings.read_timeout, bytes.next()).await {
+                Err(_) => {
+                    return fail(started, LlmError::new("upstream_timeout", format!(
+                        "the model server went silent for {} s", self.settings.read_timeout.as_secs())));
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    return fail(started, LlmError::new("upstream_cut", format!("the model stream broke: {e}")));
+                }
+                Ok(Some(Ok(c))) => c,
+            };
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(nl) = buf.find('\n') {
+                let line: String = buf.drain(..=nl).collect();
+                let line = line.trim_end_matches(['\r', '\n']);
+                if let Some(d) = line.strip_prefix("data:") {
+                    if !data.is_empty() {
+                        data.push('\n');
+                    }
+                    data.push_str(d.strip_prefix(' ').unwrap_or(d));
+                    continue;
+                }
+                if !line.is_empty() || data.is_empty() {
+                    continue; // comments, `event:`/`id:` fields, keep-alives
+                }
+                let payload = std::mem::take(&mut data);
+                if payload.trim() == "[DONE]" {
+                    return self.finish(req, &output, usage, finish.or(Some("stop".into())), tools, tx).await;
+                }
+                let chunk: Chunk = match serde_json::from_str(&payload) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        return fail(started, LlmError::new("upstream_malformed", format!(
+                            "the model server sent a chunk that is not valid JSON: {e}")));
+                    }
+                };
+                if let Some(u) = chunk.usage {
+                    usage = Some(Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, estimated: false });
+                }
+                for choice in chunk.choices {
+                    if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
+                        started = true;
+                        output.push_str(&text);
+                        if tx.send(StreamEvent::Delta(text)).await.is_err() {
+                            return Attempt::Final(StreamEvent::Error(LlmError::new("client_gone", "the client disconnected")));
+                        }
+                    }
+                    for tc in choice.delta.tool_calls.unwrap_or_default() {
+                        started = true;
+                        let entry = tools.entry(tc.index).or_insert_with(|| ToolCall { id: String::new(), name: String::new(), arguments: String::new() });
+                        if let Some(id) = tc.id { entry.id = id; }
+                        if let Some(f) = tc.function {
+                            if let Some(n) = f.name { entry.name.push_str(&n); }
+                            if let Some(a) = f.arguments { entry.arguments.push_str(&a); }
+                        }
+                    }
+                    if let Some(f) = choice.finish_reason {
+                        finish = Some(f);
+                    }
+                }
+            }
+        }
+        // The body ended without `[DONE]`: complete only if a finish reason arrived.
+        if finish.is_some() {
+            return self.finish(req, &output, usage, finish, tools, tx).await;
+        }
+        fail(started, LlmError::new("upstream_cut", "the model stream ended before the answer was complete"))
+    }
+
+    async fn finish(
+        &self,
+        req: &ChatRequest,
+        output: &str,
+        usage: Option<Usage>,
+        finish: Option<String>,
+        tools: BTreeMap<u64, ToolCall>,
+        tx: &mpsc::Sender<StreamEvent>,
+    ) -> Attempt {
+        for (_, t) in tools {
+            let _ = tx.send(StreamEvent::ToolCall(t)).await;
+        }
+        let usage = usage.unwrap_or_else(|| Usage {
+            prompt_tokens: estimate_prompt_tokens(&req.messages),
+            completion_tokens: estimate_tokens(output),
+            estimated: true,
+        });
+        let _ = tx.send(StreamEvent::Usage(usage)).await;
+        Attempt::Final(StreamEvent::Done { finish_reason: finish.unwrap_or_else(|| "stop".into()) })
+    }
+}
+
+#[derive(Deserialize)]
+struct Chunk {
+    #[serde(default)]
+    choices: Vec<Choice>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    #[serde(default)]
+    delta: Delta,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct Delta {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<WireToolCall>>,
+}
+
+#[derive(Deserialize)]
+struct WireToolCall {
+    #[serde(default)]
+    index: u64,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<WireFunction>,
+}
+
+#[derive(Deserialize)]
+struct WireFunction {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u32,
+    #[serde(default)]
+    completion_tokens: u32,
+}
