@@ -232,14 +232,18 @@ impl Config {
             ("QUEUE_POLL_MS", self.queue_poll_ms as u64),
             ("QUEUE_RETRY_BASE_MS", self.queue_retry_base_ms as u64),
             ("EVENTS_RETENTION_DAYS", self.events_retention_days as u64),
-            ("LLM_CONNECT_TIMEOUT_SECS", self.llm_connect_timeout_secs as u64),
+            (
+                "LLM_CONNECT_TIMEOUT_SECS",
+                self.llm_connect_timeout_secs as u64,
+            ),
             ("LLM_READ_TIMEOUT_SECS", self.llm_read_timeout_secs as u64),
         ] {
             if v == 0 {
                 return err(name, "must be greater than zero");
             }
         }
-        if !(self.llm_base_url.starts_with("http://") || self.llm_base_url.starts_with("https://")) {
+        if !(self.llm_base_url.starts_with("http://") || self.llm_base_url.starts_with("https://"))
+        {
             return err("LLM_BASE_URL", "must start with http:// or https://");
         }
         if self.llm_model.trim().is_empty() {

@@ -116,12 +116,24 @@ impl MessageRow {
 
 /// A title from the first message: its first line, at most 80 characters.
 fn title_from(message: &str) -> String {
-    let line = message.lines().find(|l| !l.trim().is_empty()).unwrap_or("New conversation");
+    let line = message
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("New conversation");
     let t: String = line.trim().chars().take(80).collect();
-    if t.is_empty() { "New conversation".into() } else { t }
+    if t.is_empty() {
+        "New conversation".into()
+    } else {
+        t
+    }
 }
 
-pub async fn create(tx: &mut TenantTx, persona: &str, first_message: &str, by: &str) -> Result<Conversation> {
+pub async fn create(
+    tx: &mut TenantTx,
+    persona: &str,
+    first_message: &str,
+    by: &str,
+) -> Result<Conversation> {
     let tenant = tx.tenant_id().clone();
     let id = ConversationId::new();
     let now = Utc::now();
@@ -147,11 +159,16 @@ pub async fn get(tx: &mut TenantTx, id: &ConversationId) -> Result<Conversation>
                 .bind(id),
         )
         .await?;
-    row.and_then(ConversationRow::into_out).ok_or(AppError::NotFound("conversation"))
+    row.and_then(ConversationRow::into_out)
+        .ok_or(AppError::NotFound("conversation"))
 }
 
 /// Newest first; optionally one persona's.
-pub async fn list(tx: &mut TenantTx, persona: Option<&str>, limit: i64) -> Result<Vec<Conversation>> {
+pub async fn list(
+    tx: &mut TenantTx,
+    persona: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Conversation>> {
     let tenant = tx.tenant_id().clone();
     let rows: Vec<ConversationRow> = tx
         .fetch_all(
@@ -162,7 +179,10 @@ pub async fn list(tx: &mut TenantTx, persona: Option<&str>, limit: i64) -> Resul
                 .bind(limit),
         )
         .await?;
-    Ok(rows.into_iter().filter_map(ConversationRow::into_out).collect())
+    Ok(rows
+        .into_iter()
+        .filter_map(ConversationRow::into_out)
+        .collect())
 }
 
 pub async fn rename(tx: &mut TenantTx, id: &ConversationId, title: &str) -> Result<Conversation> {
@@ -270,7 +290,12 @@ pub async fn add_message(tx: &mut TenantTx, id: &MessageId, m: &NewMessage<'_>) 
     Ok(())
 }
 
-pub async fn rate(tx: &mut TenantTx, id: &MessageId, rating: i64, comment: Option<&str>) -> Result<()> {
+pub async fn rate(
+    tx: &mut TenantTx,
+    id: &MessageId,
+    rating: i64,
+    comment: Option<&str>,
+) -> Result<()> {
     let tenant = tx.tenant_id().clone();
     let n = tx
         .execute(
@@ -301,7 +326,11 @@ pub fn history(messages: &[Message]) -> Vec<ChatMessage> {
             break;
         }
         used += cost;
-        let role = if m.role == "assistant" { Role::Assistant } else { Role::User };
+        let role = if m.role == "assistant" {
+            Role::Assistant
+        } else {
+            Role::User
+        };
         out.push(ChatMessage::new(role, m.content.clone()));
     }
     out.reverse();

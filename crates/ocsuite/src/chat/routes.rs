@@ -47,12 +47,18 @@ pub async fn chat(
     ctx.require(TenantRole::Member)?;
     let text = input.message.trim();
     if text.is_empty() {
-        return Err(AppError::bad_request("empty_message", "message is empty: write something to ask"));
+        return Err(AppError::bad_request(
+            "empty_message",
+            "message is empty: write something to ask",
+        ));
     }
     if text.chars().count() > super::MAX_MESSAGE_CHARS {
         return Err(AppError::bad_request(
             "message_too_long",
-            format!("message is longer than {} characters; shorten it or split it", super::MAX_MESSAGE_CHARS),
+            format!(
+                "message is longer than {} characters; shorten it or split it",
+                super::MAX_MESSAGE_CHARS
+            ),
         ));
     }
     let persona = personas::builtin(&slug).ok_or(AppError::NotFound("persona"))?;
@@ -97,7 +103,10 @@ pub async fn chat(
     let company = tenants::get(&mut tx, ctx.role).await?;
     tx.commit().await?;
 
-    let model = persona.model.clone().unwrap_or_else(|| state.config.llm_model.clone());
+    let model = persona
+        .model
+        .clone()
+        .unwrap_or_else(|| state.config.llm_model.clone());
     let mut messages = vec![ChatMessage::new(
         Role::System,
         personas::system_prompt(&persona, &company.name, &company.profile, None),
@@ -105,7 +114,11 @@ pub async fn chat(
     messages.extend(history(&earlier));
     messages.push(ChatMessage::new(Role::User, text));
     let request = ChatRequest {
-        model: if state.llm.name() == "offline" { "offline".into() } else { model },
+        model: if state.llm.name() == "offline" {
+            "offline".into()
+        } else {
+            model
+        },
         messages,
         temperature: persona.temperature,
         max_tokens: persona.max_tokens.or(Some(1024)),
@@ -171,11 +184,16 @@ impl Turn {
             .await;
         let mut text = String::new();
         let mut usage: Option<Usage> = None;
-        let mut end: std::result::Result<String, (String, String)> =
-            Err(("upstream_cut".into(), "the model stream ended without finishing".into()));
+        let mut end: std::result::Result<String, (String, String)> = Err((
+            "upstream_cut".into(),
+            "the model stream ended without finishing".into(),
+        ));
         loop {
             if !client.alive {
-                end = Err(("client_gone".into(), "the client disconnected before the answer finished".into()));
+                end = Err((
+                    "client_gone".into(),
+                    "the client disconnected before the answer finished".into(),
+                ));
                 break;
             }
             let ev = tokio::select! {
@@ -220,7 +238,15 @@ impl Turn {
             Err((_, m)) => ("failed", None, Some(m.as_str())),
         };
         let stored = self
-            .store_answer(&request.model, &text, status, finish, error, usage, started.elapsed().as_millis() as i64)
+            .store_answer(
+                &request.model,
+                &text,
+                status,
+                finish,
+                error,
+                usage,
+                started.elapsed().as_millis() as i64,
+            )
             .await;
         if let Err(e) = &stored {
             tracing::error!(error = %e, conversation = %self.conversation, "storing an answer failed");
@@ -228,12 +254,18 @@ impl Turn {
         match end {
             Ok(finish_reason) => {
                 client
-                    .send(event("message_end", json!({"message_id": self.message, "finish_reason": finish_reason})))
+                    .send(event(
+                        "message_end",
+                        json!({"message_id": self.message, "finish_reason": finish_reason}),
+                    ))
                     .await;
             }
             Err((code, message)) => {
                 client
-                    .send(event("error", json!({"code": code, "message": message, "message_id": self.message})))
+                    .send(event(
+                        "error",
+                        json!({"code": code, "message": message, "message_id": self.message}),
+                    ))
                     .await;
             }
         }
@@ -320,13 +352,20 @@ fn conversation_id(id: &str) -> Result<ConversationId> {
 /// One conversation with its messages, oldest first.
 #[utoipa::path(get, path = "/api/v1/conversations/{id}", tag = "chat",
     responses((status = 200, body = ConversationDetail), (status = 404, body = ErrorBody)))]
-pub async fn get(State(state): State<AppState>, ctx: TenantCtx, Path(id): Path<String>) -> Result<Json<ConversationDetail>> {
+pub async fn get(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    Path(id): Path<String>,
+) -> Result<Json<ConversationDetail>> {
     let id = conversation_id(&id)?;
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
     let conversation = super::get(&mut tx, &id).await?;
     let messages = super::messages(&mut tx, &id).await?;
     tx.commit().await?;
-    Ok(Json(ConversationDetail { conversation, messages }))
+    Ok(Json(ConversationDetail {
+        conversation,
+        messages,
+    }))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -357,12 +396,24 @@ pub async fn rename(
 /// Deletes a conversation and its messages.
 #[utoipa::path(delete, path = "/api/v1/conversations/{id}", tag = "chat",
     responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn delete(State(state): State<AppState>, ctx: TenantCtx, Path(id): Path<String>) -> Result<StatusCode> {
+pub async fn delete(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
     ctx.require(TenantRole::Member)?;
     let id = conversation_id(&id)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     super::delete(&mut tx, &id).await?;
-    crate::audit::record(&mut tx, &ctx, "conversation.delete", "conversation", id.as_str(), json!({})).await?;
+    crate::audit::record(
+        &mut tx,
+        &ctx,
+        "conversation.delete",
+        "conversation",
+        id.as_str(),
+        json!({}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -392,9 +443,16 @@ pub async fn rate(
         "down" => -1,
         _ => return Err(AppError::invalid("rating", "rating must be `up` or `down`")),
     };
-    let comment = input.comment.as_deref().map(str::trim).filter(|c| !c.is_empty());
+    let comment = input
+        .comment
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
     if comment.is_some_and(|c| c.chars().count() > 2000) {
-        return Err(AppError::invalid("comment", "comment must be at most 2000 characters"));
+        return Err(AppError::invalid(
+            "comment",
+            "comment must be at most 2000 characters",
+        ));
     }
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     super::rate(&mut tx, &id, rating, comment).await?;

@@ -109,7 +109,11 @@ pub trait Provider: Send + Sync + 'static {
 
 /// The configured provider: OpenAI-compatible with a key, offline without one.
 pub fn from_config(config: &Config) -> Arc<dyn Provider> {
-    match config.llm_api_key.as_ref().filter(|k| !k.expose().trim().is_empty()) {
+    match config
+        .llm_api_key
+        .as_ref()
+        .filter(|k| !k.expose().trim().is_empty())
+    {
         Some(key) => Arc::new(openai::OpenAi::new(openai::Settings {
             base_url: config.llm_base_url.trim_end_matches('/').to_owned(),
             api_key: key.clone(),

@@ -36,10 +36,13 @@ impl Provider for Offline {
             let mut piece = String::new();
             for (i, word) in text.split_inclusive(' ').enumerate() {
                 piece.push_str(word);
-                if i % 8 == 7 {
-                    if tx.send(StreamEvent::Delta(std::mem::take(&mut piece))).await.is_err() {
-                        return;
-                    }
+                if i % 8 == 7
+                    && tx
+                        .send(StreamEvent::Delta(std::mem::take(&mut piece)))
+                        .await
+                        .is_err()
+                {
+                    return;
                 }
             }
             if !piece.is_empty() && tx.send(StreamEvent::Delta(piece)).await.is_err() {
@@ -115,18 +118,30 @@ fn compose(messages: &[ChatMessage]) -> String {
     let focus = pick(&section(&system, "How you think"), question, 3);
     let metrics = pick(&section(&system, "Metrics you watch"), question, 3);
     let asks = pick(&section(&system, "Questions you ask"), question, 3);
-    let earlier = messages.iter().filter(|m| m.role == Role::User).count().saturating_sub(1);
+    let earlier = messages
+        .iter()
+        .filter(|m| m.role == Role::User)
+        .count()
+        .saturating_sub(1);
 
     let mut out = String::new();
     out.push_str(NOTICE);
     out.push_str("\n\n");
     let q: String = question.chars().take(200).collect();
-    out.push_str(&format!("As your {title}, here is how I would approach \"{}\".\n", q.trim()));
+    out.push_str(&format!(
+        "As your {title}, here is how I would approach \"{}\".\n",
+        q.trim()
+    ));
     if !company.is_empty() {
-        out.push_str(&format!("\nWhat I know about the company: {}.\n", company.join("; ")));
+        out.push_str(&format!(
+            "\nWhat I know about the company: {}.\n",
+            company.join("; ")
+        ));
     }
     if earlier > 0 {
-        out.push_str(&format!("(This builds on the {earlier} earlier question(s) in this conversation.)\n"));
+        out.push_str(&format!(
+            "(This builds on the {earlier} earlier question(s) in this conversation.)\n"
+        ));
     }
     let list = |out: &mut String, head: &str, items: &[&str]| {
         if !items.is_empty() {

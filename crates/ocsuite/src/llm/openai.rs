@@ -182,13 +182,22 @@ impl Inner {
         let res = match tokio::time::timeout(self.settings.read_timeout, send).await {
             Err(_) => {
                 return Attempt::Retry(
-                    LlmError::new("upstream_timeout", format!("no response from {url} within {} s", self.settings.read_timeout.as_secs())),
+                    LlmError::new(
+                        "upstream_timeout",
+                        format!(
+                            "no response from {url} within {} s",
+                            self.settings.read_timeout.as_secs()
+                        ),
+                    ),
                     None,
                 );
             }
             Ok(Err(e)) => {
                 return Attempt::Retry(
-                    LlmError::new("upstream_unavailable", format!("cannot reach the model server at {url}: {e}")),
+                    LlmError::new(
+                        "upstream_unavailable",
+                        format!("cannot reach the model server at {url}: {e}"),
+                    ),
                     None,
                 );
             }
@@ -212,12 +221,18 @@ impl Inner {
                 .collect();
             return if status.as_u16() == 429 {
                 Attempt::Retry(
-                    LlmError::new("upstream_rate_limited", format!("the model server is rate limiting (429): {detail}")),
+                    LlmError::new(
+                        "upstream_rate_limited",
+                        format!("the model server is rate limiting (429): {detail}"),
+                    ),
                     retry_after,
                 )
             } else if status.is_server_error() {
                 Attempt::Retry(
-                    LlmError::new("upstream_error", format!("the model server failed ({status}): {detail}")),
+                    LlmError::new(
+                        "upstream_error",
+                        format!("the model server failed ({status}): {detail}"),
+                    ),
                     retry_after,
                 )
             } else {
@@ -245,17 +260,32 @@ impl Inner {
         let mut finish: Option<String> = None;
         let mut tools: BTreeMap<u64, ToolCall> = BTreeMap::new();
         let fail = |started: bool, e: LlmError| {
-            if started { Attempt::Final(StreamEvent::Error(e)) } else { Attempt::Retry(e, None) }
+            if started {
+                Attempt::Final(StreamEvent::Error(e))
+            } else {
+                Attempt::Retry(e, None)
+            }
         };
         loop {
             let chunk = match tokio::time::timeout(self.settings.read_timeout, bytes.next()).await {
                 Err(_) => {
-                    return fail(started, LlmError::new("upstream_timeout", format!(
-                        "the model server went silent for {} s", self.settings.read_timeout.as_secs())));
+                    return fail(
+                        started,
+                        LlmError::new(
+                            "upstream_timeout",
+                            format!(
+                                "the model server went silent for {} s",
+                                self.settings.read_timeout.as_secs()
+                            ),
+                        ),
+                    );
                 }
                 Ok(None) => break,
                 Ok(Some(Err(e))) => {
-                    return fail(started, LlmError::new("upstream_cut", format!("the model stream broke: {e}")));
+                    return fail(
+                        started,
+                        LlmError::new("upstream_cut", format!("the model stream broke: {e}")),
+                    );
                 }
                 Ok(Some(Ok(c))) => c,
             };
@@ -275,33 +305,66 @@ impl Inner {
                 }
                 let payload = std::mem::take(&mut data);
                 if payload.trim() == "[DONE]" {
-                    return self.finish(req, &output, usage, finish.or(Some("stop".into())), tools, tx).await;
+                    return self
+                        .finish(
+                            req,
+                            &output,
+                            usage,
+                            finish.or(Some("stop".into())),
+                            tools,
+                            tx,
+                        )
+                        .await;
                 }
                 let chunk: Chunk = match serde_json::from_str(&payload) {
                     Ok(c) => c,
                     Err(e) => {
-                        return fail(started, LlmError::new("upstream_malformed", format!(
-                            "the model server sent a chunk that is not valid JSON: {e}")));
+                        return fail(
+                            started,
+                            LlmError::new(
+                                "upstream_malformed",
+                                format!(
+                                    "the model server sent a chunk that is not valid JSON: {e}"
+                                ),
+                            ),
+                        );
                     }
                 };
                 if let Some(u) = chunk.usage {
-                    usage = Some(Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, estimated: false });
+                    usage = Some(Usage {
+                        prompt_tokens: u.prompt_tokens,
+                        completion_tokens: u.completion_tokens,
+                        estimated: false,
+                    });
                 }
                 for choice in chunk.choices {
                     if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
                         started = true;
                         output.push_str(&text);
                         if tx.send(StreamEvent::Delta(text)).await.is_err() {
-                            return Attempt::Final(StreamEvent::Error(LlmError::new("client_gone", "the client disconnected")));
+                            return Attempt::Final(StreamEvent::Error(LlmError::new(
+                                "client_gone",
+                                "the client disconnected",
+                            )));
                         }
                     }
                     for tc in choice.delta.tool_calls.unwrap_or_default() {
                         started = true;
-                        let entry = tools.entry(tc.index).or_insert_with(|| ToolCall { id: String::new(), name: String::new(), arguments: String::new() });
-                        if let Some(id) = tc.id { entry.id = id; }
+                        let entry = tools.entry(tc.index).or_insert_with(|| ToolCall {
+                            id: String::new(),
+                            name: String::new(),
+                            arguments: String::new(),
+                        });
+                        if let Some(id) = tc.id {
+                            entry.id = id;
+                        }
                         if let Some(f) = tc.function {
-                            if let Some(n) = f.name { entry.name.push_str(&n); }
-                            if let Some(a) = f.arguments { entry.arguments.push_str(&a); }
+                            if let Some(n) = f.name {
+                                entry.name.push_str(&n);
+                            }
+                            if let Some(a) = f.arguments {
+                                entry.arguments.push_str(&a);
+                            }
                         }
                     }
                     if let Some(f) = choice.finish_reason {
@@ -314,7 +377,13 @@ impl Inner {
         if finish.is_some() {
             return self.finish(req, &output, usage, finish, tools, tx).await;
         }
-        fail(started, LlmError::new("upstream_cut", "the model stream ended before the answer was complete"))
+        fail(
+            started,
+            LlmError::new(
+                "upstream_cut",
+                "the model stream ended before the answer was complete",
+            ),
+        )
     }
 
     async fn finish(
@@ -335,7 +404,9 @@ impl Inner {
             estimated: true,
         });
         let _ = tx.send(StreamEvent::Usage(usage)).await;
-        Attempt::Final(StreamEvent::Done { finish_reason: finish.unwrap_or_else(|| "stop".into()) })
+        Attempt::Final(StreamEvent::Done {
+            finish_reason: finish.unwrap_or_else(|| "stop".into()),
+        })
     }
 }
 

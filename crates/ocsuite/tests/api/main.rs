@@ -4,6 +4,7 @@
 mod helpers;
 
 mod auth;
+mod chat;
 mod crypto;
 mod isolation;
 mod mcp;

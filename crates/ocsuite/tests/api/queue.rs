@@ -239,7 +239,7 @@ async fn a_worker_in_a_second_process_runs_jobs_postgres() {
 /// Raw SQL as the runtime role sees no task, job or event without the tenant set, and
 /// none of A's with B's set.
 #[tokio::test]
-async fn row_level_security_covers_tasks_jobs_and_events_postgres() {
+async fn row_level_security_covers_tasks_jobs_events_and_chat_postgres() {
     let Some(app) = TestApp::start_with(Db::Postgres, |c| c.workers = 0).await else {
         return;
     };
@@ -253,6 +253,16 @@ async fn row_level_security_covers_tasks_jobs_and_events_postgres() {
         json!({}),
     )
     .await;
+    let chat = app
+        .http
+        .post(app.url("/api/v1/c-suite/cfo/chat"))
+        .bearer_auth(&a.token)
+        .header("x-tenant-id", &ta)
+        .json(&json!({"message": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(chat.text().await.unwrap().contains("message_end"));
 
     let mut conn = PgConnection::connect(&app.config.database_url)
         .await
@@ -262,7 +272,16 @@ async fn row_level_security_covers_tasks_jobs_and_events_postgres() {
         .await
         .unwrap();
     assert_eq!(role, RUNTIME_ROLE);
-    for table in ["tasks", "jobs", "events", "tenant_modules", "mcp_servers"] {
+    for table in [
+        "tasks",
+        "jobs",
+        "events",
+        "tenant_modules",
+        "mcp_servers",
+        "conversations",
+        "messages",
+        "usage_ledger",
+    ] {
         let q = format!("SELECT count(*) FROM {table}");
         let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(q.clone()))
             .fetch_one(&mut conn)
