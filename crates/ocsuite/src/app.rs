@@ -23,7 +23,9 @@ use crate::modules::Registry;
 use crate::ops::ratelimit::{self, Limits};
 use crate::realtime::Bus;
 use crate::store::{Backend, Store};
-use crate::{audit, auth, chat, modules, openapi, ops, queue, realtime, tasks, tenancy, usage};
+use crate::{
+    agents, audit, auth, chat, modules, openapi, ops, queue, realtime, tasks, tenancy, usage,
+};
 
 pub struct AppInner {
     pub config: Config,
@@ -134,6 +136,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/queues", get(queue::admin::platform))
         .route("/c-suite", get(chat::routes::personas))
+        .route(
+            "/c-suite/{persona}/customization",
+            put(agents::routes::customize).delete(agents::routes::reset),
+        )
+        .route(
+            "/agents",
+            get(agents::routes::list).post(agents::routes::create),
+        )
+        .route("/agents/{slug}", patch(agents::routes::update))
         .route("/c-suite/{persona}/chat", post(chat::routes::chat))
         .route("/conversations", get(chat::routes::list))
         .route(

@@ -68,3 +68,47 @@ CREATE POLICY tenant_isolation ON usage_ledger
 CREATE POLICY owner_maintenance ON conversations TO CURRENT_USER USING (true) WITH CHECK (true);
 CREATE POLICY owner_maintenance ON messages TO CURRENT_USER USING (true) WITH CHECK (true);
 CREATE POLICY owner_maintenance ON usage_ledger TO CURRENT_USER USING (true) WITH CHECK (true);
+
+-- Agents a tenant built, and its customisations of the built-in personas.
+CREATE TABLE agents (
+    tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    slug TEXT NOT NULL,
+    name TEXT NOT NULL,
+    title TEXT NOT NULL,
+    instructions TEXT NOT NULL,
+    model TEXT,
+    temperature DOUBLE PRECISION,
+    max_tokens BIGINT,
+    capabilities TEXT NOT NULL,
+    enabled BOOLEAN NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (tenant_id, slug)
+);
+
+CREATE TABLE persona_overrides (
+    tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    slug TEXT NOT NULL,
+    prompt_additions TEXT,
+    model TEXT,
+    temperature DOUBLE PRECISION,
+    max_tokens BIGINT,
+    updated_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (tenant_id, slug)
+);
+
+ALTER TABLE agents ENABLE ROW LEVEL SECURITY;
+ALTER TABLE agents FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON agents
+    USING (tenant_id = current_setting('app.tenant_id', true))
+    WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
+
+ALTER TABLE persona_overrides ENABLE ROW LEVEL SECURITY;
+ALTER TABLE persona_overrides FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON persona_overrides
+    USING (tenant_id = current_setting('app.tenant_id', true))
+    WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
+
+CREATE POLICY owner_maintenance ON agents TO CURRENT_USER USING (true) WITH CHECK (true);
+CREATE POLICY owner_maintenance ON persona_overrides TO CURRENT_USER USING (true) WITH CHECK (true);

@@ -47,3 +47,32 @@ CREATE TABLE usage_ledger (
     completion_tokens INTEGER NOT NULL,
     PRIMARY KEY (tenant_id, day, persona, model)
 );
+
+-- Agents a tenant built, and its customisations of the built-in personas.
+CREATE TABLE agents (
+    tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    slug TEXT NOT NULL,
+    name TEXT NOT NULL,
+    title TEXT NOT NULL,
+    instructions TEXT NOT NULL,
+    model TEXT,
+    temperature REAL,
+    max_tokens INTEGER,
+    capabilities TEXT NOT NULL,
+    enabled INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, slug)
+);
+
+CREATE TABLE persona_overrides (
+    tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    slug TEXT NOT NULL,
+    prompt_additions TEXT,
+    model TEXT,
+    temperature REAL,
+    max_tokens INTEGER,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, slug)
+);

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{Conversation, Message, NewMessage, history};
+use crate::agents::{self, routes::PersonaOut};
 use crate::app::AppState;
 use crate::error::{AppError, ErrorBody, Result};
 use crate::ids::{ConversationId, MessageId, TenantId};
@@ -61,10 +62,12 @@ pub async fn chat(
             ),
         ));
     }
-    let persona = personas::builtin(&slug).ok_or(AppError::NotFound("persona"))?;
     let by = format!("{}:{}", ctx.actor.kind(), ctx.actor.id());
-
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    let speaker = agents::speaker(&mut tx, &slug)
+        .await?
+        .ok_or(AppError::NotFound("persona"))?;
+    let persona = speaker.persona;
     let conversation = match input.conversation_id.as_deref() {
         Some(id) => {
             let id = ConversationId::parse(id).ok_or(AppError::NotFound("conversation"))?;
@@ -109,7 +112,12 @@ pub async fn chat(
         .unwrap_or_else(|| state.config.llm_model.clone());
     let mut messages = vec![ChatMessage::new(
         Role::System,
-        personas::system_prompt(&persona, &company.name, &company.profile, None),
+        personas::system_prompt(
+            &persona,
+            &company.name,
+            &company.profile,
+            speaker.additions.as_deref(),
+        ),
     )];
     messages.extend(history(&earlier));
     messages.push(ChatMessage::new(Role::User, text));
@@ -460,9 +468,23 @@ pub async fn rate(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The built-in personas.
+/// The built-in personas, each with this tenant's customisation if any. Custom agents
+/// are listed at `GET /api/v1/agents`.
 #[utoipa::path(get, path = "/api/v1/c-suite", tag = "chat",
-    responses((status = 200, body = Vec<Persona>)))]
-pub async fn personas(_ctx: TenantCtx) -> Json<Vec<Persona>> {
-    Json(personas::builtins())
+    responses((status = 200, body = Vec<PersonaOut>)))]
+pub async fn personas(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+) -> Result<Json<Vec<PersonaOut>>> {
+    let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
+    let mut out = Vec::new();
+    for persona in personas::builtins() {
+        let customization = agents::customization(&mut tx, &persona.slug).await?;
+        out.push(PersonaOut {
+            persona,
+            customization,
+        });
+    }
+    tx.commit().await?;
+    Ok(Json(out))
 }

@@ -13,6 +13,7 @@ pub enum Arg {
     OptText(Option<String>),
     Int(i64),
     OptInt(Option<i64>),
+    OptFloat(Option<f64>),
     Bool(bool),
     Bytes(Vec<u8>),
     Time(DateTime<Utc>),
@@ -86,6 +87,11 @@ impl From<Option<i64>> for Arg {
         Arg::OptInt(v)
     }
 }
+impl From<Option<f64>> for Arg {
+    fn from(v: Option<f64>) -> Self {
+        Arg::OptFloat(v)
+    }
+}
 impl From<bool> for Arg {
     fn from(v: bool) -> Self {
         Arg::Bool(v)
@@ -116,6 +122,7 @@ macro_rules! bind_all {
                 Arg::OptText(v) => q.bind(v),
                 Arg::Int(v) => q.bind(v),
                 Arg::OptInt(v) => q.bind(v),
+                Arg::OptFloat(v) => q.bind(v),
                 Arg::Bool(v) => q.bind(v),
                 Arg::Bytes(v) => q.bind(v),
                 Arg::Time(v) => q.bind(v),

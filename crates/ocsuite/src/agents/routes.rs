@@ -1,0 +1,243 @@
+//! HTTP handlers for the agent builder and persona customisation (admins).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{Agent, Customization, ModelSettings};
+use crate::app::AppState;
+use crate::audit;
+use crate::auth::users::clean_name;
+use crate::error::{AppError, ErrorBody, Result};
+use crate::json::ApiJson;
+use crate::personas;
+use crate::tenancy::{Role, TenantCtx};
+
+const MAX_INSTRUCTIONS: usize = 8000;
+const MAX_ADDITIONS: usize = 4000;
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentIn {
+    /// URL name (`growth-coach`): 2-32 of `a-z`, `0-9`, `-`.
+    pub slug: String,
+    pub name: String,
+    /// Role title (`Head of Growth`).
+    pub title: String,
+    /// The agent's brief: what it does and how (at most 8000 characters).
+    pub instructions: String,
+    #[serde(flatten)]
+    pub settings: ModelSettings,
+    /// Capabilities it may call (`module.capability`).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentPatch {
+    pub name: Option<String>,
+    pub title: Option<String>,
+    pub instructions: Option<String>,
+    pub model: Option<String>,
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<i64>,
+    pub capabilities: Option<Vec<String>>,
+    /// False disables the agent: it can no longer be chatted with.
+    pub enabled: Option<bool>,
+}
+
+fn instructions(s: &str) -> Result<String> {
+    let t = s.trim();
+    if t.is_empty() || t.chars().count() > MAX_INSTRUCTIONS {
+        return Err(AppError::invalid(
+            "instructions",
+            format!("instructions must be 1-{MAX_INSTRUCTIONS} characters"),
+        ));
+    }
+    Ok(t.to_owned())
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Agents {
+    pub agents: Vec<Agent>,
+}
+
+/// The tenant's custom agents.
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", responses((status = 200, body = Agents)))]
+pub async fn list(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<Agents>> {
+    let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
+    let agents = super::list(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Json(Agents { agents }))
+}
+
+/// Creates a custom agent (admins).
+#[utoipa::path(post, path = "/api/v1/agents", request_body = AgentIn, tag = "agents",
+    responses((status = 201, body = Agent), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    ApiJson(input): ApiJson<AgentIn>,
+) -> Result<(StatusCode, Json<Agent>)> {
+    ctx.require(Role::Admin)?;
+    super::check_slug(&input.slug)?;
+    super::check_capabilities(&input.capabilities)?;
+    let now = Utc::now();
+    let agent = Agent {
+        slug: input.slug.clone(),
+        name: clean_name("name", &input.name, 100)?,
+        title: clean_name("title", &input.title, 100)?,
+        instructions: instructions(&input.instructions)?,
+        settings: input.settings.validated()?,
+        capabilities: input.capabilities,
+        enabled: true,
+        created_by: format!("{}:{}", ctx.actor.kind(), ctx.actor.id()),
+        created_at: now,
+        updated_at: now,
+    };
+    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    if super::get(&mut tx, &agent.slug).await?.is_some() {
+        return Err(AppError::Conflict(format!(
+            "an agent `{}` already exists",
+            agent.slug
+        )));
+    }
+    super::save(&mut tx, &agent).await?;
+    audit::record(
+        &mut tx,
+        &ctx,
+        "agent.create",
+        "agent",
+        &agent.slug,
+        json!({"name": agent.name}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(agent)))
+}
+
+/// Edits a custom agent, or disables/enables it (admins).
+#[utoipa::path(patch, path = "/api/v1/agents/{slug}", request_body = AgentPatch, tag = "agents",
+    responses((status = 200, body = Agent), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    Path(slug): Path<String>,
+    ApiJson(p): ApiJson<AgentPatch>,
+) -> Result<Json<Agent>> {
+    ctx.require(Role::Admin)?;
+    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    let mut a = super::get(&mut tx, &slug)
+        .await?
+        .ok_or(AppError::NotFound("agent"))?;
+    if let Some(n) = &p.name {
+        a.name = clean_name("name", n, 100)?;
+    }
+    if let Some(t) = &p.title {
+        a.title = clean_name("title", t, 100)?;
+    }
+    if let Some(i) = &p.instructions {
+        a.instructions = instructions(i)?;
+    }
+    if p.model.is_some() {
+        a.settings.model = p.model;
+    }
+    if p.temperature.is_some() {
+        a.settings.temperature = p.temperature;
+    }
+    if p.max_tokens.is_some() {
+        a.settings.max_tokens = p.max_tokens;
+    }
+    a.settings = a.settings.validated()?;
+    if let Some(c) = p.capabilities {
+        super::check_capabilities(&c)?;
+        a.capabilities = c;
+    }
+    if let Some(e) = p.enabled {
+        a.enabled = e;
+    }
+    a.updated_at = Utc::now();
+    super::save(&mut tx, &a).await?;
+    audit::record(
+        &mut tx,
+        &ctx,
+        "agent.update",
+        "agent",
+        &a.slug,
+        json!({"enabled": a.enabled}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(a))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PersonaOut {
+    #[serde(flatten)]
+    pub persona: personas::Persona,
+    /// The tenant's customisation, if any.
+    pub customization: Option<Customization>,
+}
+
+/// Customises a built-in persona for this tenant (admins); the default stays intact.
+#[utoipa::path(put, path = "/api/v1/c-suite/{persona}/customization", request_body = Customization, tag = "agents",
+    responses((status = 200, body = Customization), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn customize(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    Path(slug): Path<String>,
+    ApiJson(mut c): ApiJson<Customization>,
+) -> Result<Json<Customization>> {
+    ctx.require(Role::Admin)?;
+    personas::builtin(&slug).ok_or(AppError::NotFound("persona"))?;
+    c.prompt_additions = c
+        .prompt_additions
+        .map(|a| a.trim().to_owned())
+        .filter(|a| !a.is_empty());
+    if c.prompt_additions
+        .as_ref()
+        .is_some_and(|a| a.chars().count() > MAX_ADDITIONS)
+    {
+        return Err(AppError::invalid(
+            "prompt_additions",
+            format!("prompt_additions must be at most {MAX_ADDITIONS} characters"),
+        ));
+    }
+    c.settings = c.settings.validated()?;
+    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    super::set_customization(&mut tx, &slug, &c).await?;
+    audit::record(
+        &mut tx,
+        &ctx,
+        "persona.customize",
+        "persona",
+        &slug,
+        json!({}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(c))
+}
+
+/// Removes this tenant's customisation of a built-in persona.
+#[utoipa::path(delete, path = "/api/v1/c-suite/{persona}/customization", tag = "agents",
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn reset(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    Path(slug): Path<String>,
+) -> Result<StatusCode> {
+    ctx.require(Role::Admin)?;
+    personas::builtin(&slug).ok_or(AppError::NotFound("persona"))?;
+    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    if !super::reset_customization(&mut tx, &slug).await? {
+        return Err(AppError::NotFound("customization"));
+    }
+    audit::record(&mut tx, &ctx, "persona.reset", "persona", &slug, json!({})).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
