@@ -225,25 +225,31 @@ pub struct Customization {
     pub settings: ModelSettings,
 }
 
+#[derive(sqlx::FromRow)]
+struct CustomizationRow {
+    prompt_additions: Option<String>,
+    model: Option<String>,
+    temperature: Option<f64>,
+    max_tokens: Option<i64>,
+}
+
 pub async fn customization(tx: &mut TenantTx, slug: &str) -> Result<Option<Customization>> {
     let tenant = tx.tenant_id().clone();
-    let row: Option<(Option<String>, Option<String>, Option<f64>, Option<i64>)> = tx
+    let row: Option<CustomizationRow> = tx
         .fetch_optional(
             sql("SELECT prompt_additions, model, temperature, max_tokens FROM persona_overrides WHERE tenant_id = $1 AND slug = $2")
                 .bind(&tenant)
                 .bind(slug),
         )
         .await?;
-    Ok(row.map(
-        |(prompt_additions, model, temperature, max_tokens)| Customization {
-            prompt_additions,
-            settings: ModelSettings {
-                model,
-                temperature,
-                max_tokens,
-            },
+    Ok(row.map(|r| Customization {
+        prompt_additions: r.prompt_additions,
+        settings: ModelSettings {
+            model: r.model,
+            temperature: r.temperature,
+            max_tokens: r.max_tokens,
         },
-    ))
+    }))
 }
 
 pub async fn set_customization(tx: &mut TenantTx, slug: &str, c: &Customization) -> Result<()> {

@@ -7,6 +7,7 @@ mod auth;
 mod chat;
 mod crypto;
 mod isolation;
+mod llm;
 mod mcp;
 mod oidc;
 mod ops;
