@@ -41,6 +41,8 @@ pub struct AppInner {
     pub jobs_wake: Arc<tokio::sync::Notify>,
     /// The model gateway (offline when no API key is configured).
     pub llm: Arc<dyn crate::llm::Provider>,
+    /// Plans, prices and chat rate limits.
+    pub meter: crate::usage::Meter,
 }
 
 /// Shared state handed to every handler; cheap to clone.
@@ -53,6 +55,7 @@ impl AppState {
         let limits = Limits::new(&config);
         let bus = Arc::new(Bus::new(store.backend() == Backend::Sqlite));
         let llm = crate::llm::from_config(&config);
+        let meter = crate::usage::Meter::new(&config);
         Self(Arc::new(AppInner {
             config,
             store,
@@ -63,6 +66,7 @@ impl AppState {
             bus,
             jobs_wake: Arc::new(tokio::sync::Notify::new()),
             llm,
+            meter,
         }))
     }
 }
@@ -155,6 +159,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/messages/{id}/rating", post(chat::routes::rate))
         .route("/usage", get(usage::routes::show))
+        .route("/admin/tenants/{id}/plan", put(usage::routes::set_plan))
         .route("/ws", get(realtime::routes::ws))
         .route("/events", get(realtime::routes::events))
         .merge(credentials)

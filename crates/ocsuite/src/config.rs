@@ -109,6 +109,44 @@ pub struct Config {
     pub llm_read_timeout_secs: u32,
     /// Retries of a failed upstream call, only before its first token.
     pub llm_max_retries: u32,
+    /// Model prices for the usage ledger's cost column (file only: `[[llm_prices]]`).
+    #[serde(default)]
+    pub llm_prices: Vec<LlmPrice>,
+    /// Monthly token budget (prompt + completion) of each plan.
+    pub plan_free_monthly_tokens: u64,
+    pub plan_pro_monthly_tokens: u64,
+    pub plan_enterprise_monthly_tokens: u64,
+    /// Chat requests per minute per tenant on each plan.
+    pub plan_free_chats_per_minute: u32,
+    pub plan_pro_chats_per_minute: u32,
+    pub plan_enterprise_chats_per_minute: u32,
+}
+
+/// What a model costs, in US dollars per million tokens (decimal strings, e.g. `"0.90"`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LlmPrice {
+    pub model: String,
+    pub input_usd_per_mtok: String,
+    pub output_usd_per_mtok: String,
+}
+
+/// `"0.90"` → 900_000 (millionths of a dollar per million tokens).
+pub fn parse_usd_micros(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    if whole.is_empty() && frac.is_empty() || frac.len() > 6 {
+        return None;
+    }
+    if !whole.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let w: i64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    let f: i64 = format!("{frac:0<6}").parse().ok()?;
+    w.checked_mul(1_000_000)?.checked_add(f)
 }
 
 impl Default for Config {
@@ -145,6 +183,13 @@ impl Default for Config {
             llm_connect_timeout_secs: 10,
             llm_read_timeout_secs: 60,
             llm_max_retries: 2,
+            llm_prices: Vec::new(),
+            plan_free_monthly_tokens: 300_000,
+            plan_pro_monthly_tokens: 10_000_000,
+            plan_enterprise_monthly_tokens: 100_000_000,
+            plan_free_chats_per_minute: 10,
+            plan_pro_chats_per_minute: 60,
+            plan_enterprise_chats_per_minute: 300,
         }
     }
 }
@@ -245,6 +290,34 @@ impl Config {
         if !(self.llm_base_url.starts_with("http://") || self.llm_base_url.starts_with("https://"))
         {
             return err("LLM_BASE_URL", "must start with http:// or https://");
+        }
+        for p in &self.llm_prices {
+            if parse_usd_micros(&p.input_usd_per_mtok).is_none()
+                || parse_usd_micros(&p.output_usd_per_mtok).is_none()
+            {
+                return err(
+                    "LLM_PRICES",
+                    &format!(
+                        "prices for `{}` must be decimal dollars like \"0.90\"",
+                        p.model
+                    ),
+                );
+            }
+        }
+        for (name, v) in [
+            (
+                "PLAN_FREE_CHATS_PER_MINUTE",
+                self.plan_free_chats_per_minute,
+            ),
+            ("PLAN_PRO_CHATS_PER_MINUTE", self.plan_pro_chats_per_minute),
+            (
+                "PLAN_ENTERPRISE_CHATS_PER_MINUTE",
+                self.plan_enterprise_chats_per_minute,
+            ),
+        ] {
+            if v == 0 {
+                return err(name, "must be greater than zero");
+            }
         }
         if self.llm_model.trim().is_empty() {
             return err("LLM_MODEL", "must name a model");

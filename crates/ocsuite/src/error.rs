@@ -177,8 +177,13 @@ impl IntoResponse for AppError {
             },
         };
         let mut res = (status, axum::Json(body)).into_response();
-        if let Self::TooManyRequests { retry_after } = &self {
-            let secs = retry_after.as_secs().max(1).to_string();
+        let retry_after = match &self {
+            Self::TooManyRequests { retry_after } => Some(retry_after.as_secs().max(1)),
+            Self::Detailed { details, .. } => details["retry_after_seconds"].as_u64(),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            let secs = secs.to_string();
             if let Ok(v) = HeaderValue::from_str(&secs) {
                 res.headers_mut().insert(header::RETRY_AFTER, v);
             }

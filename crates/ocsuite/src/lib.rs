@@ -156,6 +156,7 @@ impl Background {
             state.jobs_wake.clone(),
         ))];
         let (limits, bus, store) = (state.limits.clone(), state.bus.clone(), state.store.clone());
+        let meter_state = state.clone();
         let retention = state.config.events_retention_days;
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -164,6 +165,7 @@ impl Background {
                 tick.tick().await;
                 limits.shrink();
                 bus.shrink();
+                meter_state.meter.shrink();
                 if n.is_multiple_of(60)
                     && let Err(e) = realtime::prune(&store, retention).await
                 {

@@ -1,5 +1,18 @@
 -- Conversations with personas, their messages, and the token usage ledger.
 
+-- The tenant's plan sets its monthly token budget and chat request rate.
+ALTER TABLE tenants ADD COLUMN plan TEXT NOT NULL DEFAULT 'free';
+
+-- Tokens held for model calls in flight, so concurrent calls cannot overshoot the budget
+-- by more than one call. Rows older than ten minutes are ignored (a crashed call).
+CREATE TABLE token_reservations (
+    tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    id TEXT NOT NULL,
+    tokens BIGINT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+
 CREATE TABLE conversations (
     tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
     id TEXT NOT NULL,
@@ -35,7 +48,7 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_conversation ON messages (tenant_id, conversation_id, created_at);
 
--- Tokens by day, persona and model.
+-- Tokens by day, persona and model; cost in millionths of a US dollar (price table in config).
 CREATE TABLE usage_ledger (
     tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
     day TEXT NOT NULL,
@@ -44,6 +57,7 @@ CREATE TABLE usage_ledger (
     requests BIGINT NOT NULL,
     prompt_tokens BIGINT NOT NULL,
     completion_tokens BIGINT NOT NULL,
+    cost_micros BIGINT NOT NULL,
     PRIMARY KEY (tenant_id, day, persona, model)
 );
 
@@ -58,6 +72,13 @@ ALTER TABLE messages FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON messages
     USING (tenant_id = current_setting('app.tenant_id', true))
     WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
+
+ALTER TABLE token_reservations ENABLE ROW LEVEL SECURITY;
+ALTER TABLE token_reservations FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON token_reservations
+    USING (tenant_id = current_setting('app.tenant_id', true))
+    WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
+CREATE POLICY owner_maintenance ON token_reservations TO CURRENT_USER USING (true) WITH CHECK (true);
 
 ALTER TABLE usage_ledger ENABLE ROW LEVEL SECURITY;
 ALTER TABLE usage_ledger FORCE ROW LEVEL SECURITY;

@@ -1,6 +1,19 @@
 -- Conversations with personas, their messages, and the token usage ledger.
 -- Mirrors postgres/0003_chat.sql (no row-level security on SQLite).
 
+-- The tenant's plan sets its monthly token budget and chat request rate.
+ALTER TABLE tenants ADD COLUMN plan TEXT NOT NULL DEFAULT 'free';
+
+-- Tokens held for model calls in flight, so concurrent calls cannot overshoot the budget
+-- by more than one call. Rows older than ten minutes are ignored (a crashed call).
+CREATE TABLE token_reservations (
+    tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    id TEXT NOT NULL,
+    tokens INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+
 CREATE TABLE conversations (
     tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
     id TEXT NOT NULL,
@@ -36,7 +49,7 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_conversation ON messages (tenant_id, conversation_id, created_at);
 
--- Tokens by day, persona and model.
+-- Tokens by day, persona and model; cost in millionths of a US dollar (price table in config).
 CREATE TABLE usage_ledger (
     tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
     day TEXT NOT NULL,
@@ -45,6 +58,7 @@ CREATE TABLE usage_ledger (
     requests INTEGER NOT NULL,
     prompt_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,
+    cost_micros INTEGER NOT NULL,
     PRIMARY KEY (tenant_id, day, persona, model)
 );
 

@@ -58,7 +58,7 @@ pub async fn record_system(
     .await
 }
 
-async fn insert(
+pub(crate) async fn insert(
     tx: &mut TenantTx,
     (actor_type, actor_id): (&str, &str),
     action: &str,

@@ -21,9 +21,11 @@ use crate::ids::{ConversationId, MessageId, TenantId};
 use crate::json::{ApiJson, ApiQuery};
 use crate::llm::{ChatMessage, ChatRequest, Role, StreamEvent, Usage};
 use crate::personas::{self, Persona};
-use crate::store::Store;
 use crate::tenancy::{Role as TenantRole, TenantCtx, tenants};
 use crate::usage;
+
+/// `max_tokens` for a persona or agent that sets none.
+const DEFAULT_MAX_TOKENS: u32 = 1024;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -104,7 +106,6 @@ pub async fn chat(
     )
     .await?;
     let company = tenants::get(&mut tx, ctx.role).await?;
-    tx.commit().await?;
 
     let model = persona
         .model
@@ -121,6 +122,15 @@ pub async fn chat(
     )];
     messages.extend(history(&earlier));
     messages.push(ChatMessage::new(Role::User, text));
+    let max_tokens = persona.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+    // Refused over budget or rate: the transaction rolls back and nothing is stored.
+    let reservation = usage::reserve(
+        &mut tx,
+        &state.meter,
+        crate::llm::estimate_prompt_tokens(&messages) + max_tokens,
+    )
+    .await?;
+    tx.commit().await?;
     let request = ChatRequest {
         model: if state.llm.name() == "offline" {
             "offline".into()
@@ -129,12 +139,13 @@ pub async fn chat(
         },
         messages,
         temperature: persona.temperature,
-        max_tokens: persona.max_tokens.or(Some(1024)),
+        max_tokens: Some(max_tokens),
     };
 
     let (out, rx) = mpsc::channel::<std::result::Result<sse::Event, Infallible>>(64);
     let turn = Turn {
-        store: state.store.clone(),
+        state: state.clone(),
+        reservation,
         tenant: ctx.tenant_id.clone(),
         conversation: conversation.id.clone(),
         message: MessageId::new(),
@@ -148,7 +159,9 @@ pub async fn chat(
 
 /// One assistant turn: relays the provider's stream to the client and stores the answer.
 struct Turn {
-    store: Store,
+    state: AppState,
+    /// Tokens held against the budget until the answer is stored.
+    reservation: String,
     tenant: TenantId,
     conversation: ConversationId,
     message: MessageId,
@@ -290,7 +303,7 @@ impl Turn {
         usage: Usage,
         latency_ms: i64,
     ) -> Result<()> {
-        let mut tx = self.store.tenant(&self.tenant).await?;
+        let mut tx = self.state.store.tenant(&self.tenant).await?;
         super::add_message(
             &mut tx,
             &self.message,
@@ -310,7 +323,15 @@ impl Turn {
             },
         )
         .await?;
-        usage::record(&mut tx, &self.persona.slug, model, usage).await?;
+        usage::settle(
+            &mut tx,
+            &self.state.meter,
+            &self.reservation,
+            &self.persona.slug,
+            model,
+            usage,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -1,39 +1,112 @@
-//! `GET /api/v1/usage`.
+//! `GET /api/v1/usage` and the super-admin plan switch.
 
 use axum::Json;
-use axum::extract::State;
-use chrono::{Datelike, Utc};
-use serde::Serialize;
+use axum::extract::{Path, State};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
-use super::UsageRow;
+use super::{Plan, PlanLimits, UsageRow, consumed, month_bounds};
 use crate::app::AppState;
-use crate::error::Result;
+use crate::auth::CurrentUser;
+use crate::error::{AppError, ErrorBody, Result};
+use crate::ids::TenantId;
+use crate::json::ApiJson;
+use crate::store::sql;
 use crate::tenancy::TenantCtx;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct UsageOut {
-    /// First day of the current month (UTC), `YYYY-MM-DD`.
-    pub period_start: String,
+    pub plan: Plan,
+    pub limits: PlanLimits,
+    /// First instant of the current month (UTC); the budget resets at `resets_at`.
+    pub period_start: DateTime<Utc>,
+    pub resets_at: DateTime<Utc>,
     pub requests: i64,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
+    /// Tokens held by answers still streaming.
+    pub in_flight_tokens: i64,
+    /// `limits.monthly_tokens` minus used and in-flight tokens (never below 0).
+    pub remaining_tokens: i64,
+    /// Millionths of a US dollar this month, from the configured price table.
+    pub cost_micros: i64,
     /// This month by day, persona and model.
     pub rows: Vec<UsageRow>,
 }
 
-/// The tenant's model usage this month.
+/// The tenant's model usage this month against its plan.
 #[utoipa::path(get, path = "/api/v1/usage", tag = "usage", responses((status = 200, body = UsageOut)))]
 pub async fn show(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<UsageOut>> {
     let now = Utc::now();
-    let period_start = format!("{:04}-{:02}-01", now.year(), now.month());
+    let (period_start, resets_at) = month_bounds(now);
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
-    let rows = super::since(&mut tx, &period_start).await?;
+    let (plan,): (String,) = tx
+        .fetch_one(sql("SELECT plan FROM tenants WHERE id = $1").bind(&ctx.tenant_id))
+        .await?;
+    let plan = Plan::parse(&plan).unwrap_or(Plan::Free);
+    let rows = super::since(&mut tx, &period_start.format("%Y-%m-%d").to_string()).await?;
+    let (used, held) = consumed(&mut tx, now).await?;
     tx.commit().await?;
+    let limits = state.meter.limits(plan);
     Ok(Json(UsageOut {
+        plan,
+        limits,
         period_start,
+        resets_at,
         requests: rows.iter().map(|r| r.requests).sum(),
         prompt_tokens: rows.iter().map(|r| r.prompt_tokens).sum(),
         completion_tokens: rows.iter().map(|r| r.completion_tokens).sum(),
+        in_flight_tokens: held,
+        remaining_tokens: (i64::try_from(limits.monthly_tokens).unwrap_or(i64::MAX) - used - held)
+            .max(0),
+        cost_micros: rows.iter().map(|r| r.cost_micros).sum(),
         rows,
     }))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanIn {
+    pub plan: Plan,
+}
+
+/// Moves a tenant to another plan (platform super-admins).
+#[utoipa::path(put, path = "/api/v1/admin/tenants/{id}/plan", request_body = PlanIn, tag = "usage",
+    responses((status = 200, body = PlanIn), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn set_plan(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    Path(id): Path<String>,
+    ApiJson(input): ApiJson<PlanIn>,
+) -> Result<Json<serde_json::Value>> {
+    if !me.user.is_super_admin {
+        return Err(AppError::Forbidden(
+            "changing a tenant's plan is for platform super-admins".into(),
+        ));
+    }
+    let tenant = TenantId::parse(&id).ok_or(AppError::NotFound("tenant"))?;
+    let mut tx = state.store.tenant(&tenant).await?;
+    let n = tx
+        .execute(
+            sql("UPDATE tenants SET plan = $1 WHERE id = $2")
+                .bind(input.plan.as_str())
+                .bind(&tenant),
+        )
+        .await?;
+    if n == 0 {
+        return Err(AppError::NotFound("tenant"));
+    }
+    crate::audit::insert(
+        &mut tx,
+        ("support_admin", me.user.id.as_str()),
+        "tenant.plan",
+        "tenant",
+        tenant.as_str(),
+        json!({"plan": input.plan.as_str()}),
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(json!({"plan": input.plan.as_str()})))
 }
