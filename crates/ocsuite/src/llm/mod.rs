@@ -105,6 +105,12 @@ pub trait Provider: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Starts streaming `req`. The channel ends after `Done` or `Error`.
     fn stream(&self, req: ChatRequest) -> mpsc::Receiver<StreamEvent>;
+    /// One embedding vector per input text, in order.
+    fn embed<'a>(
+        &'a self,
+        model: &'a str,
+        texts: &'a [String],
+    ) -> crate::queue::worker::BoxFuture<'a, Result<Vec<Vec<f32>>, LlmError>>;
 }
 
 /// The configured provider: OpenAI-compatible with a key, offline without one.

@@ -18,9 +18,50 @@ pub struct Offline;
 /// The first line of every offline answer.
 pub const NOTICE: &str = "(Offline mode: no language model is configured, so this answer is assembled from my playbook, not generated. To get real answers, set OCSUITE_LLM_API_KEY — plus OCSUITE_LLM_BASE_URL and OCSUITE_LLM_MODEL for a server other than Fireworks — and restart.)";
 
+/// Dimensions of the offline embeddings.
+pub const EMBEDDING_DIMS: usize = 256;
+
+/// A deterministic bag-of-words embedding: each lower-cased word (and word pair) hashes
+/// to a dimension; the vector is L2-normalised. Texts sharing words are close, which is
+/// enough for retrieval to work, testably, without a model.
+pub fn embed_offline(text: &str) -> Vec<f32> {
+    use sha2::{Digest, Sha256};
+    let mut v = vec![0f32; EMBEDDING_DIMS];
+    let words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    let mut add = |token: &str, weight: f32| {
+        let h = Sha256::digest(token.as_bytes());
+        let i = usize::from(u16::from_be_bytes([h[0], h[1]])) % EMBEDDING_DIMS;
+        let sign = if h[2] & 1 == 0 { 1.0 } else { -1.0 };
+        v[i] += sign * weight;
+    };
+    for w in &words {
+        add(w, 1.0);
+    }
+    for pair in words.windows(2) {
+        add(&format!("{} {}", pair[0], pair[1]), 0.5);
+    }
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    v
+}
+
 impl Provider for Offline {
     fn name(&self) -> &'static str {
         "offline"
+    }
+
+    fn embed<'a>(
+        &'a self,
+        _model: &'a str,
+        texts: &'a [String],
+    ) -> crate::queue::worker::BoxFuture<'a, Result<Vec<Vec<f32>>, super::LlmError>> {
+        Box::pin(async move { Ok(texts.iter().map(|t| embed_offline(t)).collect()) })
     }
 
     fn stream(&self, req: ChatRequest) -> mpsc::Receiver<StreamEvent> {
@@ -160,6 +201,17 @@ fn compose(messages: &[ChatMessage]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offline_embeddings_are_normalised_and_similar_for_similar_text() {
+        let a = embed_offline("monthly burn rate and runway");
+        let b = embed_offline("what is our runway at this burn rate");
+        let c = embed_offline("wedding photography prices");
+        let dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f32>();
+        assert!((dot(&a, &a) - 1.0).abs() < 1e-5);
+        assert!(dot(&a, &b) > dot(&a, &c));
+        assert_eq!(a, embed_offline("monthly burn rate and runway"));
+    }
 
     #[test]
     fn answers_from_the_prompt_deterministically() {

@@ -80,6 +80,14 @@ impl Provider for OpenAi {
         "openai"
     }
 
+    fn embed<'a>(
+        &'a self,
+        model: &'a str,
+        texts: &'a [String],
+    ) -> crate::queue::worker::BoxFuture<'a, Result<Vec<Vec<f32>>, LlmError>> {
+        Box::pin(self.inner.embed(model, texts))
+    }
+
     fn stream(&self, req: ChatRequest) -> mpsc::Receiver<StreamEvent> {
         let (tx, rx) = mpsc::channel(64);
         let inner = self.inner.clone();
@@ -99,7 +107,78 @@ enum Attempt {
     Retry(LlmError, Option<Duration>),
 }
 
+#[derive(Deserialize)]
+struct EmbeddingResponse {
+    data: Vec<EmbeddingItem>,
+}
+
+#[derive(Deserialize)]
+struct EmbeddingItem {
+    #[serde(default)]
+    index: usize,
+    embedding: Vec<f32>,
+}
+
 impl Inner {
+    /// `POST /embeddings`; retried like a chat call that has produced nothing yet.
+    async fn embed(&self, model: &str, texts: &[String]) -> Result<Vec<Vec<f32>>, LlmError> {
+        let url = format!("{}/embeddings", self.settings.base_url);
+        let mut attempt = 0u32;
+        loop {
+            self.breaker_check()?;
+            let send = self
+                .http
+                .post(&url)
+                .bearer_auth(self.settings.api_key.expose())
+                .json(&json!({"model": model, "input": texts}))
+                .send();
+            let failure = match tokio::time::timeout(self.settings.read_timeout, send).await {
+                Err(_) => LlmError::new(
+                    "upstream_timeout",
+                    format!("no embeddings from {url} in time"),
+                ),
+                Ok(Err(e)) => {
+                    LlmError::new("upstream_unavailable", format!("cannot reach {url}: {e}"))
+                }
+                Ok(Ok(res)) if res.status().is_success() => {
+                    let body: EmbeddingResponse = res.json().await.map_err(|e| {
+                        LlmError::new(
+                            "upstream_malformed",
+                            format!("embeddings response is not what the API promises: {e}"),
+                        )
+                    })?;
+                    if body.data.len() != texts.len() {
+                        return Err(LlmError::new(
+                            "upstream_malformed",
+                            "the embeddings response has the wrong number of vectors",
+                        ));
+                    }
+                    self.breaker_record(true);
+                    let mut data = body.data;
+                    data.sort_by_key(|d| d.index);
+                    return Ok(data.into_iter().map(|d| d.embedding).collect());
+                }
+                Ok(Ok(res)) if res.status().is_client_error() && res.status().as_u16() != 429 => {
+                    let status = res.status();
+                    return Err(LlmError::new(
+                        "upstream_refused",
+                        format!("the model server refused the embeddings request ({status})"),
+                    ));
+                }
+                Ok(Ok(res)) => LlmError::new(
+                    "upstream_error",
+                    format!("the model server failed ({})", res.status()),
+                ),
+            };
+            self.breaker_record(false);
+            if attempt >= self.settings.max_retries {
+                return Err(failure);
+            }
+            tokio::time::sleep(Duration::from_millis(250u64 << attempt.min(6))).await;
+            attempt += 1;
+        }
+    }
+
     fn breaker_check(&self) -> Result<(), LlmError> {
         let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
         match b.open_until {

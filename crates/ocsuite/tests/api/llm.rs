@@ -404,3 +404,69 @@ async fn agent_settings_and_customisations_reach_the_upstream() {
         "{system}"
     );
 }
+
+#[tokio::test]
+async fn embeddings_from_an_openai_compatible_server_and_offline() {
+    use ocsuite::llm::Provider;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/embeddings"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": 1, "embedding": [0.0, 1.0]},
+                {"object": "embedding", "index": 0, "embedding": [1.0, 0.0]}
+            ],
+            "usage": {"prompt_tokens": 4, "total_tokens": 4}
+        })))
+        .mount(&server)
+        .await;
+    let p = ocsuite::llm::openai::OpenAi::new(ocsuite::llm::openai::Settings {
+        base_url: format!("{}/v1", server.uri()),
+        api_key: ocsuite::config::Secret::new("sk"),
+        connect_timeout: Duration::from_secs(2),
+        read_timeout: Duration::from_secs(2),
+        max_retries: 0,
+    });
+    let texts = vec!["first".to_string(), "second".to_string()];
+    let v = p.embed("embed-model", &texts).await.unwrap();
+    assert_eq!(
+        v,
+        vec![vec![1.0, 0.0], vec![0.0, 1.0]],
+        "vectors come back in input order"
+    );
+    let req: Value = server.received_requests().await.unwrap()[0]
+        .body_json()
+        .unwrap();
+    assert_eq!(
+        req,
+        json!({"model": "embed-model", "input": ["first", "second"]})
+    );
+
+    let bad = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"data": [{"index": 0, "embedding": [1.0]}]})),
+        )
+        .mount(&bad)
+        .await;
+    let p = ocsuite::llm::openai::OpenAi::new(ocsuite::llm::openai::Settings {
+        base_url: bad.uri(),
+        api_key: ocsuite::config::Secret::new("sk"),
+        connect_timeout: Duration::from_secs(2),
+        read_timeout: Duration::from_secs(2),
+        max_retries: 0,
+    });
+    assert_eq!(
+        p.embed("m", &texts).await.unwrap_err().code,
+        "upstream_malformed"
+    );
+
+    let off = ocsuite::llm::offline::Offline
+        .embed("any", &texts)
+        .await
+        .unwrap();
+    assert_eq!(off.len(), 2);
+    assert_eq!(off[0].len(), ocsuite::llm::offline::EMBEDDING_DIMS);
+}
