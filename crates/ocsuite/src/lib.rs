@@ -221,6 +221,14 @@ pub async fn serve(
     let bg = Background::start(&state);
     let store = state.store.clone();
     let app = app::router(state);
+    // Streams (SSE chat answers, events) write many small frames; without TCP_NODELAY
+    // Nagle's algorithm holds each one until the previous is acknowledged, and a
+    // delayed ACK turns that into ~40 ms per token.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let result = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -135,19 +135,25 @@ pub async fn create(
     by: &str,
 ) -> Result<Conversation> {
     let tenant = tx.tenant_id().clone();
-    let id = ConversationId::new();
-    let now = Utc::now();
+    let c = Conversation {
+        id: ConversationId::new(),
+        persona: persona.to_owned(),
+        title: title_from(first_message),
+        created_by: by.to_owned(),
+        created_at: Utc::now(),
+        updated_at: Utc::now(),
+    };
     tx.execute(
         sql("INSERT INTO conversations (tenant_id, id, persona, title, created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)")
             .bind(&tenant)
-            .bind(&id)
+            .bind(&c.id)
             .bind(persona)
-            .bind(title_from(first_message))
+            .bind(c.title.as_str())
             .bind(by)
-            .bind(now),
+            .bind(c.created_at),
     )
     .await?;
-    get(tx, &id).await
+    Ok(c)
 }
 
 pub async fn get(tx: &mut TenantTx, id: &ConversationId) -> Result<Conversation> {

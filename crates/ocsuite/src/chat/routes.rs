@@ -130,7 +130,6 @@ pub async fn chat(
         crate::llm::estimate_prompt_tokens(&messages) + max_tokens,
     )
     .await?;
-    tx.commit().await?;
     let request = ChatRequest {
         model: if state.llm.name() == "offline" {
             "offline".into()
@@ -141,6 +140,10 @@ pub async fn chat(
         temperature: persona.temperature,
         max_tokens: Some(max_tokens),
     };
+    // The model call starts while the question commits; the time to first token does
+    // not wait for the commit. Should the commit fail, dropping `upstream` cancels it.
+    let upstream = state.llm.stream(request.clone());
+    tx.commit().await?;
 
     let (out, rx) = mpsc::channel::<std::result::Result<sse::Event, Infallible>>(64);
     let turn = Turn {
@@ -152,7 +155,6 @@ pub async fn chat(
         persona,
         by,
     };
-    let upstream = state.llm.stream(request.clone());
     tokio::spawn(turn.run(request, upstream, out));
     Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::default()))
 }

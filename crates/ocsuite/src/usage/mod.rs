@@ -191,17 +191,13 @@ pub async fn plan_for_update(tx: &mut TenantTx) -> Result<Plan> {
 pub async fn consumed(tx: &mut TenantTx, now: DateTime<Utc>) -> Result<(i64, i64)> {
     let tenant = tx.tenant_id().clone();
     let (start, _) = month_bounds(now);
-    let (used,): (i64,) = tx
+    let (used, held): (i64, i64) = tx
         .fetch_one(
-            sql("SELECT CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT) FROM usage_ledger WHERE tenant_id = $1 AND day >= $2")
+            sql("SELECT \
+                   (SELECT CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT) FROM usage_ledger WHERE tenant_id = $1 AND day >= $2), \
+                   (SELECT CAST(COALESCE(SUM(tokens), 0) AS BIGINT) FROM token_reservations WHERE tenant_id = $1 AND created_at > $3)")
                 .bind(&tenant)
-                .bind(start.format("%Y-%m-%d").to_string()),
-        )
-        .await?;
-    let (held,): (i64,) = tx
-        .fetch_one(
-            sql("SELECT CAST(COALESCE(SUM(tokens), 0) AS BIGINT) FROM token_reservations WHERE tenant_id = $1 AND created_at > $2")
-                .bind(&tenant)
+                .bind(start.format("%Y-%m-%d").to_string())
                 .bind(now - Duration::minutes(10)),
         )
         .await?;

@@ -1,0 +1,346 @@
+//! LLM gateway benchmark: what ocsuite adds on top of the model server.
+//!
+//! A fake OpenAI-compatible upstream in this process streams instantly. Time to first
+//! token (TTFT) is measured from the client side, `BENCH_CHAT_SAMPLES` times one after
+//! another, (a) calling the fake upstream directly and (b) through
+//! `POST /api/v1/c-suite/ceo/chat`; the gateway's overhead is the difference. Then
+//! `BENCH_CHAT_STREAMS` chats are opened at once against an upstream that streams for a
+//! few seconds, and every one must complete. SQLite by default; PostgreSQL with
+//! `BENCH_DATABASE_URL` / `BENCH_MIGRATION_DATABASE_URL`. See bench/README.md.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use futures_util::StreamExt;
+use ocsuite::config::{Config, Secret};
+use serde_json::{Value, json};
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[(((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize).min(sorted.len() - 1)]
+}
+
+fn chunk(text: &str) -> String {
+    format!(
+        "data: {}\n\n",
+        json!({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]})
+    )
+}
+
+/// The fake upstream: `/fast/v1/…` streams 20 chunks at once; `/slow/v1/…` one chunk
+/// every 100 ms for `slow_chunks` chunks.
+async fn fake_upstream(slow_chunks: u32) -> Res<String> {
+    let tail = format!(
+        "data: {}\n\ndata: {}\n\ndata: [DONE]\n\n",
+        json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+        json!({"choices": [], "usage": {"prompt_tokens": 50, "completion_tokens": 20}})
+    );
+    let fast_body: String = (0..20)
+        .map(|i| chunk(&format!("w{i} ")))
+        .collect::<String>()
+        + &tail;
+    let tail2 = tail.clone();
+    let router = axum::Router::new()
+        .route(
+            "/fast/v1/chat/completions",
+            axum::routing::post(move || {
+                let body = fast_body.clone();
+                async move {
+                    axum::response::Response::builder()
+                        .header("content-type", "text/event-stream")
+                        .body(axum::body::Body::from(body))
+                        .unwrap_or_default()
+                }
+            }),
+        )
+        .route(
+            "/slow/v1/chat/completions",
+            axum::routing::post(move || {
+                let tail = tail2.clone();
+                async move {
+                    let s = futures_util::stream::unfold(0u32, move |i| {
+                        let tail = tail.clone();
+                        async move {
+                            if i > slow_chunks {
+                                return None;
+                            }
+                            if i == slow_chunks {
+                                return Some((Ok::<_, std::convert::Infallible>(tail), i + 1));
+                            }
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            Some((Ok(chunk("tick ")), i + 1))
+                        }
+                    });
+                    axum::response::Response::builder()
+                        .header("content-type", "text/event-stream")
+                        .body(axum::body::Body::from_stream(s))
+                        .unwrap_or_default()
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Ok(format!("http://{addr}"))
+}
+
+/// Milliseconds until the first response bytes that contain `marker`.
+async fn ttft(req: reqwest::RequestBuilder, marker: &str) -> Res<f64> {
+    let t0 = Instant::now();
+    let res = req.send().await?;
+    if !res.status().is_success() {
+        return Err(format!("status {}", res.status()).into());
+    }
+    let mut s = res.bytes_stream();
+    let mut seen = String::new();
+    while let Some(c) = s.next().await {
+        seen.push_str(&String::from_utf8_lossy(&c?));
+        if seen.contains(marker) {
+            let ms = t0.elapsed().as_secs_f64() * 1000.0;
+            while s.next().await.is_some() {}
+            return Ok(ms);
+        }
+    }
+    Err("the stream ended before the first token".into())
+}
+
+async fn start(
+    base: &str,
+    slow: bool,
+) -> Res<(String, String, String, tokio::sync::oneshot::Sender<()>)> {
+    let dir = std::env::temp_dir().join(format!(
+        "ocsuite-bench-chat-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let mut key = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+    let mut c = Config {
+        data_dir: dir.clone(),
+        master_key: Some(Secret::new(
+            base64::engine::general_purpose::STANDARD.encode(key),
+        )),
+        rate_limit_auth_per_minute: 1_000_000,
+        rate_limit_api_per_second: 1_000_000,
+        rate_limit_api_burst: 1_000_000,
+        plan_free_monthly_tokens: u64::MAX / 4,
+        plan_free_chats_per_minute: 1_000_000,
+        db_max_connections: 32,
+        llm_base_url: format!("{base}/{}/v1", if slow { "slow" } else { "fast" }),
+        llm_api_key: Some(Secret::new("sk-bench")),
+        llm_model: "bench-model".into(),
+        ..Config::default()
+    };
+    match std::env::var("BENCH_DATABASE_URL") {
+        Ok(url) => {
+            c.database_url = url;
+            c.migration_database_url = std::env::var("BENCH_MIGRATION_DATABASE_URL").ok();
+        }
+        Err(_) => c.database_url = format!("sqlite://{}/ocsuite.db", dir.display()),
+    }
+    let state = ocsuite::prepare(c).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let app = format!("http://{}", listener.local_addr()?);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(ocsuite::serve(state, listener, async move {
+        let _ = rx.await;
+    }));
+    let http = reqwest::Client::new();
+    let email = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
+    let v: Value = http
+        .post(format!("{app}/api/v1/auth/signup"))
+        .json(&json!({"email": email, "password": "bench password 123", "name": "Bench"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = v["token"].as_str().ok_or("signup failed")?.to_owned();
+    let v: Value = http
+        .post(format!("{app}/api/v1/tenants"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "Bench Co"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let tenant = v["id"].as_str().ok_or("tenant failed")?.to_owned();
+    Ok((app, token, tenant, tx))
+}
+
+#[tokio::main]
+async fn main() -> Res<()> {
+    let samples = env_num("BENCH_CHAT_SAMPLES", 500);
+    let streams = env_num("BENCH_CHAT_STREAMS", 1000);
+    let upstream = fake_upstream(30).await?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(2048)
+        .build()?;
+    let backend = if std::env::var("BENCH_DATABASE_URL").is_ok() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+
+    // --- TTFT, sequential -------------------------------------------------------------
+    let (app, token, tenant, stop) = start(&upstream, false).await?;
+    let body = json!({"model": "bench-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let mut direct = Vec::new();
+    let mut via = Vec::new();
+    for i in 0..samples + 20 {
+        let d = ttft(
+            http.post(format!("{upstream}/fast/v1/chat/completions"))
+                .json(&body),
+            "\"content\"",
+        )
+        .await?;
+        let g = ttft(
+            http.post(format!("{app}/api/v1/c-suite/ceo/chat"))
+                .bearer_auth(&token)
+                .header("x-tenant-id", &tenant)
+                .json(&json!({"message": format!("question {i}")})),
+            "event: delta",
+        )
+        .await?;
+        if i >= 20 {
+            direct.push(d);
+            via.push(g);
+        }
+    }
+    let _ = stop.send(());
+    direct.sort_by(f64::total_cmp);
+    via.sort_by(f64::total_cmp);
+
+    // --- concurrent streams -----------------------------------------------------------
+    let (app, token, tenant, stop) = start(&upstream, true).await?;
+    let open = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..streams {
+        let (http, app, token, tenant, open, peak) = (
+            http.clone(),
+            app.clone(),
+            token.clone(),
+            tenant.clone(),
+            open.clone(),
+            peak.clone(),
+        );
+        set.spawn(async move {
+            let res = http
+                .post(format!("{app}/api/v1/c-suite/ceo/chat"))
+                .bearer_auth(&token)
+                .header("x-tenant-id", &tenant)
+                .json(&json!({"message": format!("stream {i}")}))
+                .send()
+                .await?;
+            let mut s = res.bytes_stream();
+            let mut all = String::new();
+            let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            while let Some(c) = s.next().await {
+                all.push_str(&String::from_utf8_lossy(&c?));
+            }
+            open.fetch_sub(1, Ordering::SeqCst);
+            Ok::<bool, Box<dyn std::error::Error + Send + Sync>>(all.contains("event: message_end"))
+        });
+    }
+    let mut completed = 0;
+    let mut failed = 0;
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(Ok(true)) => completed += 1,
+            _ => failed += 1,
+        }
+    }
+    let took = started.elapsed();
+    let _ = stop.send(());
+
+    let overhead50 = percentile(&via, 50.0) - percentile(&direct, 50.0);
+    let overhead99 = percentile(&via, 99.0) - percentile(&direct, 99.0);
+    let mut failed_target = false;
+    let mut row = |label: &str, value: String, target: &str, ok: bool| {
+        failed_target |= !ok;
+        println!(
+            "{label:<44} {value:>12} {target:>10} {:>6}",
+            if ok { "ok" } else { "MISS" }
+        );
+    };
+    println!();
+    println!(
+        "ocsuite gateway bench: backend={backend}, {samples} sequential samples, {streams} concurrent streams"
+    );
+    println!(
+        "{:<44} {:>12} {:>10} {:>6}",
+        "measure", "value", "target", "result"
+    );
+    row(
+        "TTFT direct to upstream p50 / p99 ms",
+        format!(
+            "{:.2} / {:.2}",
+            percentile(&direct, 50.0),
+            percentile(&direct, 99.0)
+        ),
+        "",
+        true,
+    );
+    row(
+        "TTFT through ocsuite p50 / p99 ms",
+        format!(
+            "{:.2} / {:.2}",
+            percentile(&via, 50.0),
+            percentile(&via, 99.0)
+        ),
+        "",
+        true,
+    );
+    row(
+        "gateway overhead p50 ms",
+        format!("{overhead50:.2}"),
+        "",
+        true,
+    );
+    row(
+        "gateway overhead p99 ms",
+        format!("{overhead99:.2}"),
+        "<= 1",
+        overhead99 <= 1.0,
+    );
+    row(
+        "concurrent streams completed",
+        format!("{completed}/{streams}"),
+        "all",
+        completed == streams && failed == 0,
+    );
+    row(
+        "peak streams open at once",
+        format!("{}", peak.load(Ordering::SeqCst)),
+        &format!(">= {streams}"),
+        peak.load(Ordering::SeqCst) >= streams,
+    );
+    row(
+        "time for all streams s",
+        format!("{:.1}", took.as_secs_f64()),
+        "",
+        true,
+    );
+    println!();
+    if failed_target && std::env::var("BENCH_ENFORCE").is_ok_and(|v| v == "1") {
+        std::process::exit(1);
+    }
+    Ok(())
+}
