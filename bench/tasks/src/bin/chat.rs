@@ -256,7 +256,18 @@ async fn main() -> Res<()> {
                 all.push_str(&String::from_utf8_lossy(&c?));
             }
             open.fetch_sub(1, Ordering::SeqCst);
-            Ok::<bool, Box<dyn std::error::Error + Send + Sync>>(all.contains("event: message_end"))
+            if !all.contains("event: message_end") {
+                let tail: String = all
+                    .chars()
+                    .rev()
+                    .take(300)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                return Err(format!("stream ended without message_end: …{tail}").into());
+            }
+            Ok::<bool, Box<dyn std::error::Error + Send + Sync>>(true)
         });
     }
     let mut completed = 0;
@@ -264,7 +275,12 @@ async fn main() -> Res<()> {
     while let Some(r) = set.join_next().await {
         match r {
             Ok(Ok(true)) => completed += 1,
-            _ => failed += 1,
+            other => {
+                if failed == 0 {
+                    eprintln!("[bench] first failed stream: {other:?}");
+                }
+                failed += 1;
+            }
         }
     }
     let took = started.elapsed();

@@ -176,10 +176,13 @@ pub fn month_bounds(now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
 }
 
 /// The tenant's plan, locking its row until `tx` ends (serialises budget checks).
+/// `FOR NO KEY UPDATE`, not `FOR UPDATE`: the foreign-key checks of rows this
+/// transaction inserts hold `KEY SHARE` on the same row, and `FOR UPDATE` would conflict
+/// with another chat's — two concurrent chats would deadlock.
 pub async fn plan_for_update(tx: &mut TenantTx) -> Result<Plan> {
     let tenant = tx.tenant_id().clone();
     let q = if tx.is_postgres() {
-        sql("SELECT plan FROM tenants WHERE id = $1 FOR UPDATE")
+        sql("SELECT plan FROM tenants WHERE id = $1 FOR NO KEY UPDATE")
     } else {
         sql("SELECT plan FROM tenants WHERE id = $1")
     };
