@@ -109,6 +109,10 @@ pub struct Config {
     pub llm_read_timeout_secs: u32,
     /// Retries of a failed upstream call, only before its first token.
     pub llm_max_retries: u32,
+    /// May tenants register MCP servers on loopback, private or link-local addresses?
+    /// Unset: yes in development, no in production (where it would let a tenant admin
+    /// reach the server's internal network).
+    pub mcp_allow_private_networks: Option<bool>,
     /// Model prices for the usage ledger's cost column (file only: `[[llm_prices]]`).
     #[serde(default)]
     pub llm_prices: Vec<LlmPrice>,
@@ -183,6 +187,7 @@ impl Default for Config {
             llm_connect_timeout_secs: 10,
             llm_read_timeout_secs: 60,
             llm_max_retries: 2,
+            mcp_allow_private_networks: None,
             llm_prices: Vec::new(),
             plan_free_monthly_tokens: 300_000,
             plan_pro_monthly_tokens: 10_000_000,
@@ -329,6 +334,11 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    pub fn mcp_private_allowed(&self) -> bool {
+        self.mcp_allow_private_networks
+            .unwrap_or(self.env != Environment::Production)
     }
 
     pub fn is_sqlite(&self) -> bool {

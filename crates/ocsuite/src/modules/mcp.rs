@@ -209,6 +209,61 @@ pub fn check_registration(name: &str, url: &str, builtin: &[&str]) -> Result<()>
     Ok(())
 }
 
+/// True for addresses a tenant must not make the server call when private networks are
+/// off: loopback, private, link-local, unique-local, unspecified, multicast, and the
+/// cloud metadata range.
+pub fn is_internal(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]) // CGNAT
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local
+                || (v6.segments()[0] & 0xffc0) == 0xfe80 // link local
+                || v6.to_ipv4_mapped().is_some_and(|v4| is_internal(IpAddr::V4(v4)))
+        }
+    }
+}
+
+/// Refuses a URL whose host resolves to an internal address, unless allowed. Checked at
+/// registration and before every call (a name can be re-pointed after registration).
+pub async fn check_destination(url: &str, allow_private: bool) -> std::result::Result<(), String> {
+    if allow_private {
+        return Ok(());
+    }
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    let host = parsed.host_str().ok_or("the URL has no host")?;
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<std::net::IpAddr> = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .map(|a| a.ip())
+            .collect(),
+    };
+    if addrs.is_empty() {
+        return Err(format!("{host} resolves to no address"));
+    }
+    if let Some(ip) = addrs.into_iter().find(|ip| is_internal(*ip)) {
+        return Err(format!(
+            "{host} resolves to an internal address ({ip}); MCP servers must be on the public internet here (an operator can set OCSUITE_MCP_ALLOW_PRIVATE_NETWORKS=true)"
+        ));
+    }
+    Ok(())
+}
+
 type Client = rmcp::service::RunningService<rmcp::RoleClient, ()>;
 
 async fn connect(url: &str, token: Option<&str>) -> std::result::Result<Client, String> {
@@ -410,7 +465,11 @@ pub async fn call(
     token: Option<&str>,
     tool: &str,
     input: Value,
+    allow_private: bool,
 ) -> std::result::Result<Value, TaskError> {
+    check_destination(url, allow_private)
+        .await
+        .map_err(TaskError::Permanent)?;
     let client = connect(url, token).await.map_err(TaskError::Retryable)?;
     let args = match input {
         Value::Object(m) => m,
@@ -436,4 +495,56 @@ pub async fn call(
         Some(v) => v,
         None => json!({ "text": text.join("\n") }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_addresses_are_recognised() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(is_internal(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["1.1.1.1", "8.8.8.8", "2606:4700:4700::1111"] {
+            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[tokio::test]
+    async fn destinations_on_internal_addresses_are_refused_unless_allowed() {
+        assert!(
+            check_destination("http://127.0.0.1:9/mcp", false)
+                .await
+                .is_err()
+        );
+        assert!(
+            check_destination("http://[::1]:9/mcp", false)
+                .await
+                .is_err()
+        );
+        assert!(
+            check_destination("http://localhost:9/mcp", false)
+                .await
+                .is_err()
+        );
+        assert!(
+            check_destination("http://127.0.0.1:9/mcp", true)
+                .await
+                .is_ok()
+        );
+        assert!(check_destination("http://8.8.8.8/mcp", false).await.is_ok());
+    }
 }

@@ -137,6 +137,9 @@ pub async fn register(
             "the token is longer than 4096 bytes",
         ));
     }
+    mcp::check_destination(&input.url, state.config.mcp_private_allowed())
+        .await
+        .map_err(|m| AppError::invalid("url", m))?;
     let (info, tools) = mcp::discover(&input.name, &input.url, token)
         .await
         .map_err(|m| AppError::Detailed {
@@ -192,7 +195,11 @@ pub async fn refresh(
     let server = mcp::get(&mut tx, &id).await?;
     let token = mcp::credential(&mut tx, &state.crypto, &id).await?;
     tx.commit().await?;
-    let result = mcp::discover(&server.name, &server.url, token.as_deref()).await;
+    let result = match mcp::check_destination(&server.url, state.config.mcp_private_allowed()).await
+    {
+        Ok(()) => mcp::discover(&server.name, &server.url, token.as_deref()).await,
+        Err(e) => Err(e),
+    };
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     mcp::record_refresh(&mut tx, &id, &result).await?;
     audit::record(

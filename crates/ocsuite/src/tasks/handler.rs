@@ -271,9 +271,15 @@ impl ExecuteTask {
             }
             Source::Mcp { url, .. } => {
                 let tool = resolved.tool.as_deref().unwrap_or_default();
-                mcp::call(url, credential.as_deref(), tool, input)
-                    .await
-                    .map(|v| (v, None))
+                mcp::call(
+                    url,
+                    credential.as_deref(),
+                    tool,
+                    input,
+                    self.state.config.mcp_private_allowed(),
+                )
+                .await
+                .map(|v| (v, None))
             }
         };
         Ok(match result {

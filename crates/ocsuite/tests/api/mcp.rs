@@ -260,3 +260,39 @@ async fn mcp_tools_run_as_tasks(app: TestApp) {
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_addresses_are_refused_when_private_networks_are_off() {
+    let url = serve_calc().await;
+    let app = TestApp::start_with(crate::helpers::Db::Sqlite, |c| {
+        c.mcp_allow_private_networks = Some(false);
+    })
+    .await
+    .unwrap();
+    let (u, t) = owner(&app, "ssrf@x.example").await;
+    for target in [
+        url.as_str(),
+        "http://169.254.169.254/latest/meta-data",
+        "http://localhost:1/mcp",
+    ] {
+        let (s, v) = app
+            .post(
+                "/api/v1/mcp-servers",
+                &u.token,
+                Some(&t),
+                json!({"name": "calc", "url": target, "bearer_token": TOKEN}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{target}: {v}");
+        assert_eq!(v["error"]["field"], "url");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("internal address"),
+            "{v}"
+        );
+    }
+    let (_, l) = app.get("/api/v1/mcp-servers", &u.token, Some(&t)).await;
+    assert_eq!(l["servers"], json!([]));
+}
