@@ -128,32 +128,32 @@ fn title_from(message: &str) -> String {
     }
 }
 
-pub async fn create(
-    tx: &mut TenantTx,
-    persona: &str,
-    first_message: &str,
-    by: &str,
-) -> Result<Conversation> {
-    let tenant = tx.tenant_id().clone();
-    let c = Conversation {
+/// A new conversation, not yet stored (see [`insert`]).
+pub fn draft(persona: &str, first_message: &str, by: &str) -> Conversation {
+    let now = Utc::now();
+    Conversation {
         id: ConversationId::new(),
         persona: persona.to_owned(),
         title: title_from(first_message),
         created_by: by.to_owned(),
-        created_at: Utc::now(),
-        updated_at: Utc::now(),
-    };
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+pub async fn insert(tx: &mut TenantTx, c: &Conversation) -> Result<()> {
+    let tenant = tx.tenant_id().clone();
     tx.execute(
         sql("INSERT INTO conversations (tenant_id, id, persona, title, created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)")
             .bind(&tenant)
             .bind(&c.id)
-            .bind(persona)
+            .bind(c.persona.as_str())
             .bind(c.title.as_str())
-            .bind(by)
+            .bind(c.created_by.as_str())
             .bind(c.created_at),
     )
     .await?;
-    Ok(c)
+    Ok(())
 }
 
 pub async fn get(tx: &mut TenantTx, id: &ConversationId) -> Result<Conversation> {

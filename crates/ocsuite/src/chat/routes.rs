@@ -70,7 +70,9 @@ pub async fn chat(
         .await?
         .ok_or(AppError::NotFound("persona"))?;
     let persona = speaker.persona;
-    let conversation = match input.conversation_id.as_deref() {
+    // Reads first; the model call starts before anything is written, and the writes
+    // (question, conversation, reservation) commit while the first token is on its way.
+    let (conversation, earlier, is_new) = match input.conversation_id.as_deref() {
         Some(id) => {
             let id = ConversationId::parse(id).ok_or(AppError::NotFound("conversation"))?;
             let c = super::get(&mut tx, &id).await?;
@@ -81,11 +83,47 @@ pub async fn chat(
                     c.persona
                 )));
             }
-            c
+            let earlier = super::messages(&mut tx, &id).await?;
+            (c, earlier, false)
         }
-        None => super::create(&mut tx, &persona.slug, text, &by).await?,
+        None => (super::draft(&persona.slug, text, &by), Vec::new(), true),
     };
-    let earlier = super::messages(&mut tx, &conversation.id).await?;
+    let company = tenants::get(&mut tx, ctx.role).await?;
+
+    let model = persona
+        .model
+        .clone()
+        .unwrap_or_else(|| state.config.llm_model.clone());
+    let mut messages = vec![ChatMessage::new(
+        Role::System,
+        personas::system_prompt(
+            &persona,
+            &company.name,
+            &company.profile,
+            speaker.additions.as_deref(),
+        ),
+    )];
+    messages.extend(history(&earlier));
+    messages.push(ChatMessage::new(Role::User, text));
+    let max_tokens = persona.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+    let reserve = crate::llm::estimate_prompt_tokens(&messages) + max_tokens;
+    // Over budget or rate: refused before the model is called; nothing is stored.
+    usage::check(&mut tx, &state.meter, reserve).await?;
+    let request = ChatRequest {
+        model: if state.llm.name() == "offline" {
+            "offline".into()
+        } else {
+            model
+        },
+        messages,
+        temperature: persona.temperature,
+        max_tokens: Some(max_tokens),
+    };
+    // Should a write or the commit fail, returning drops `upstream`, which cancels it.
+    let upstream = state.llm.stream(request.clone());
+    if is_new {
+        super::insert(&mut tx, &conversation).await?;
+    }
     super::add_message(
         &mut tx,
         &MessageId::new(),
@@ -105,44 +143,7 @@ pub async fn chat(
         },
     )
     .await?;
-    let company = tenants::get(&mut tx, ctx.role).await?;
-
-    let model = persona
-        .model
-        .clone()
-        .unwrap_or_else(|| state.config.llm_model.clone());
-    let mut messages = vec![ChatMessage::new(
-        Role::System,
-        personas::system_prompt(
-            &persona,
-            &company.name,
-            &company.profile,
-            speaker.additions.as_deref(),
-        ),
-    )];
-    messages.extend(history(&earlier));
-    messages.push(ChatMessage::new(Role::User, text));
-    let max_tokens = persona.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
-    // Refused over budget or rate: the transaction rolls back and nothing is stored.
-    let reservation = usage::reserve(
-        &mut tx,
-        &state.meter,
-        crate::llm::estimate_prompt_tokens(&messages) + max_tokens,
-    )
-    .await?;
-    let request = ChatRequest {
-        model: if state.llm.name() == "offline" {
-            "offline".into()
-        } else {
-            model
-        },
-        messages,
-        temperature: persona.temperature,
-        max_tokens: Some(max_tokens),
-    };
-    // The model call starts while the question commits; the time to first token does
-    // not wait for the commit. Should the commit fail, dropping `upstream` cancels it.
-    let upstream = state.llm.stream(request.clone());
+    let reservation = usage::hold(&mut tx, reserve).await?;
     tx.commit().await?;
 
     let (out, rx) = mpsc::channel::<std::result::Result<sse::Event, Infallible>>(64);

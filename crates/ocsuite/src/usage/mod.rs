@@ -207,9 +207,10 @@ pub async fn consumed(tx: &mut TenantTx, now: DateTime<Utc>) -> Result<(i64, i64
     Ok((used, held))
 }
 
-/// Reserves `tokens` for one call, or refuses with 429 `budget_exceeded` saying the limit
-/// and when it resets. Returns the reservation id.
-pub async fn reserve(tx: &mut TenantTx, meter: &Meter, tokens: u32) -> Result<String> {
+/// Checks that `tokens` more fit the budget and the plan's chat rate, or refuses with 429
+/// (`budget_exceeded` says the limit and when it resets). Locks the tenant row: call
+/// [`hold`] in the same transaction to reserve them.
+pub async fn check(tx: &mut TenantTx, meter: &Meter, tokens: u32) -> Result<()> {
     let plan = plan_for_update(tx).await?;
     meter.check_rate(plan, tx.tenant_id())?;
     let now = Utc::now();
@@ -233,14 +234,19 @@ pub async fn reserve(tx: &mut TenantTx, meter: &Meter, tokens: u32) -> Result<St
             }),
         });
     }
+    Ok(())
+}
+
+/// Holds `tokens` for a call in flight; returns the reservation id.
+pub async fn hold(tx: &mut TenantTx, tokens: u32) -> Result<String> {
     let tenant = tx.tenant_id().clone();
     let id = uuid::Uuid::new_v4().simple().to_string();
     tx.execute(
         sql("INSERT INTO token_reservations (tenant_id, id, tokens, created_at) VALUES ($1, $2, $3, $4)")
             .bind(&tenant)
             .bind(id.as_str())
-            .bind(need)
-            .bind(now),
+            .bind(i64::from(tokens))
+            .bind(Utc::now()),
     )
     .await?;
     Ok(id)
