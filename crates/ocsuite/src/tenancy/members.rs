@@ -34,15 +34,31 @@ pub async fn lookup(
     user: &UserId,
 ) -> Result<(Option<Role>, bool)> {
     let mut conn = store.platform_read().await?;
-    let q = if conn.is_postgres() {
-        sql("SELECT role, tenant_exists FROM ocsuite_member_role($1, $2)")
-    } else {
-        sql(
-            "SELECT (SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2), \
-             EXISTS (SELECT 1 FROM tenants WHERE id = $1)",
+    let (role, exists): (Option<String>, bool) = if conn.is_postgres() {
+        conn.fetch_one(
+            sql("SELECT role, tenant_exists FROM ocsuite_member_role($1, $2)")
+                .bind(tenant)
+                .bind(user),
         )
+        .await?
+    } else {
+        let role: Option<(String,)> = conn
+            .fetch_optional(
+                sql("SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2")
+                    .bind(tenant)
+                    .bind(user),
+            )
+            .await?;
+        match role {
+            Some((r,)) => (Some(r), true),
+            None => {
+                let found: Option<(String,)> = conn
+                    .fetch_optional(sql("SELECT id FROM tenants WHERE id = $1").bind(tenant))
+                    .await?;
+                (None, found.is_some())
+            }
+        }
     };
-    let (role, exists): (Option<String>, bool) = conn.fetch_one(q.bind(tenant).bind(user)).await?;
     let role = role
         .map(Role::try_from)
         .transpose()
