@@ -119,37 +119,50 @@ pub async fn chat(
         temperature: persona.temperature,
         max_tokens: Some(max_tokens),
     };
-    // Should a write or the commit fail, returning drops `upstream`, which cancels it.
     let upstream = state.llm.stream(request.clone());
-    if is_new {
-        super::insert(&mut tx, &conversation).await?;
-    }
-    super::add_message(
-        &mut tx,
-        &MessageId::new(),
-        &NewMessage {
-            conversation: &conversation.id,
-            role: Role::User,
-            persona: &persona.slug,
-            content: text,
-            model: None,
-            status: "complete",
-            finish_reason: None,
-            error: None,
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            latency_ms: None,
-            created_by: &by,
-        },
-    )
-    .await?;
-    let reservation = usage::hold(&mut tx, reserve).await?;
-    tx.commit().await?;
+    // The question, the conversation and the token hold are written and committed beside
+    // the stream, so neither the response nor the first token waits for them. The budget
+    // check above holds the tenant lock in this same transaction until that commit.
+    let question = {
+        let (conversation, text, slug, by) = (
+            conversation.clone(),
+            text.to_owned(),
+            persona.slug.clone(),
+            by.clone(),
+        );
+        tokio::spawn(async move {
+            if is_new {
+                super::insert(&mut tx, &conversation).await?;
+            }
+            super::add_message(
+                &mut tx,
+                &MessageId::new(),
+                &NewMessage {
+                    conversation: &conversation.id,
+                    role: Role::User,
+                    persona: &slug,
+                    content: &text,
+                    model: None,
+                    status: "complete",
+                    finish_reason: None,
+                    error: None,
+                    prompt_tokens: 0,
+                    completion_tokens: 0,
+                    latency_ms: None,
+                    created_by: &by,
+                },
+            )
+            .await?;
+            let reservation = usage::hold(&mut tx, reserve).await?;
+            tx.commit().await?;
+            Ok::<_, AppError>(reservation)
+        })
+    };
 
     let (out, rx) = mpsc::channel::<std::result::Result<sse::Event, Infallible>>(64);
     let turn = Turn {
         state: state.clone(),
-        reservation,
+        question,
         tenant: ctx.tenant_id.clone(),
         conversation: conversation.id.clone(),
         message: MessageId::new(),
@@ -163,8 +176,8 @@ pub async fn chat(
 /// One assistant turn: relays the provider's stream to the client and stores the answer.
 struct Turn {
     state: AppState,
-    /// Tokens held against the budget until the answer is stored.
-    reservation: String,
+    /// Stores the question and holds the tokens; yields the reservation to release.
+    question: tokio::task::JoinHandle<Result<String>>,
     tenant: TenantId,
     conversation: ConversationId,
     message: MessageId,
@@ -192,7 +205,7 @@ fn event(name: &str, data: serde_json::Value) -> std::result::Result<sse::Event,
 
 impl Turn {
     async fn run(
-        self,
+        mut self,
         request: ChatRequest,
         mut upstream: mpsc::Receiver<StreamEvent>,
         out: mpsc::Sender<std::result::Result<sse::Event, Infallible>>,
@@ -261,8 +274,26 @@ impl Turn {
             Err((_, m)) if !text.is_empty() => ("partial", None, Some(m.as_str())),
             Err((_, m)) => ("failed", None, Some(m.as_str())),
         };
+        let reservation = match (&mut self.question).await {
+            Ok(Ok(r)) => r,
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "the question could not be stored".into(),
+                };
+                tracing::error!(error = %why, conversation = %self.conversation, "storing a question failed");
+                client
+                    .send(event(
+                        "error",
+                        json!({"code": "not_stored", "message": "your question could not be saved, so this answer was not kept; try again", "message_id": self.message}),
+                    ))
+                    .await;
+                return;
+            }
+        };
         let stored = self
             .store_answer(
+                &reservation,
                 &request.model,
                 &text,
                 status,
@@ -298,6 +329,7 @@ impl Turn {
     #[allow(clippy::too_many_arguments)]
     async fn store_answer(
         &self,
+        reservation: &str,
         model: &str,
         text: &str,
         status: &str,
@@ -329,7 +361,7 @@ impl Turn {
         usage::settle(
             &mut tx,
             &self.state.meter,
-            &self.reservation,
+            reservation,
             &self.persona.slug,
             model,
             usage,

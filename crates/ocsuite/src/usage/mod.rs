@@ -211,10 +211,32 @@ pub async fn consumed(tx: &mut TenantTx, now: DateTime<Utc>) -> Result<(i64, i64
 /// (`budget_exceeded` says the limit and when it resets). Locks the tenant row: call
 /// [`hold`] in the same transaction to reserve them.
 pub async fn check(tx: &mut TenantTx, meter: &Meter, tokens: u32) -> Result<()> {
-    let plan = plan_for_update(tx).await?;
-    meter.check_rate(plan, tx.tenant_id())?;
     let now = Utc::now();
-    let (used, held) = consumed(tx, now).await?;
+    let (plan, used, held) = if tx.is_postgres() {
+        // Lock first, then read the sums in a fresh statement: a statement that waited
+        // for the lock would still see the snapshot from before the other chat's hold.
+        let plan = plan_for_update(tx).await?;
+        let (used, held) = consumed(tx, now).await?;
+        (plan, used, held)
+    } else {
+        // SQLite writers are serialised already; one statement saves a round trip on
+        // the way to the first token.
+        let tenant = tx.tenant_id().clone();
+        let (start, _) = month_bounds(now);
+        let (plan, used, held): (String, i64, i64) = tx
+            .fetch_one(
+                sql("SELECT plan, \
+                       (SELECT CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT) FROM usage_ledger WHERE tenant_id = $1 AND day >= $2), \
+                       (SELECT CAST(COALESCE(SUM(tokens), 0) AS BIGINT) FROM token_reservations WHERE tenant_id = $1 AND created_at > $3) \
+                     FROM tenants WHERE id = $1")
+                    .bind(&tenant)
+                    .bind(start.format("%Y-%m-%d").to_string())
+                    .bind(now - Duration::minutes(10)),
+            )
+            .await?;
+        (Plan::parse(&plan).unwrap_or(Plan::Free), used, held)
+    };
+    meter.check_rate(plan, tx.tenant_id())?;
     let limit = meter.limits(plan).monthly_tokens;
     let need = i64::from(tokens);
     if used + held + need > i64::try_from(limit).unwrap_or(i64::MAX) {
