@@ -47,6 +47,29 @@ pub struct Event {
     pub kind: String,
     pub data: Value,
     pub at: DateTime<Utc>,
+    /// The WebSocket frame for this event, per subscription topic, built once and shared
+    /// by every subscriber of the process (a thousand subscribers, one serialisation).
+    #[serde(skip)]
+    pub wire: WireCache,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct WireCache(Arc<Mutex<Vec<(String, axum::extract::ws::Utf8Bytes)>>>);
+
+impl WireCache {
+    pub fn get_or_build(
+        &self,
+        topic: &str,
+        build: impl FnOnce() -> String,
+    ) -> axum::extract::ws::Utf8Bytes {
+        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, w)) = v.iter().find(|(t, _)| t == topic) {
+            return w.clone();
+        }
+        let w = axum::extract::ws::Utf8Bytes::from(build());
+        v.push((topic.to_owned(), w.clone()));
+        w
+    }
 }
 
 /// A topic a client may subscribe to.
@@ -194,6 +217,7 @@ pub async fn record(
         kind: kind.to_owned(),
         data,
         at,
+        wire: WireCache::default(),
     })
 }
 
@@ -221,6 +245,7 @@ impl EventRow {
             kind: self.kind,
             data: serde_json::from_str(&self.data).unwrap_or(Value::Null),
             at: self.created_at,
+            wire: WireCache::default(),
         }
     }
 }

@@ -206,7 +206,7 @@ impl Conn {
                         })
                         .await?;
                         for ev in events {
-                            self.forward(&topic, &ev).await?;
+                            self.forward(&topic, &ev, true).await?;
                         }
                     }
                     Err(e) => {
@@ -240,7 +240,14 @@ impl Conn {
         Ok(events)
     }
 
-    async fn forward(&mut self, name: &str, ev: &Event) -> std::result::Result<(), axum::Error> {
+    /// Sends `ev` on subscription `name` unless already sent. `replaying`: it comes from
+    /// the table, and its live copy may still arrive (so remember its id).
+    async fn forward(
+        &mut self,
+        name: &str,
+        ev: &Event,
+        replaying: bool,
+    ) -> std::result::Result<(), axum::Error> {
         let Some(sub) = self.subs.get_mut(name) else {
             return Ok(());
         };
@@ -253,19 +260,21 @@ impl Conn {
             return Ok(());
         }
         sub.last = sub.last.max(pos);
-        if self.replayed.len() < 100_000 {
+        if replaying && self.replayed.len() < 100_000 {
             self.replayed.insert(ev.id);
         }
-        let msg = ServerMsg::Event {
-            topic: name,
-            seq: pos,
-            id: ev.id,
-            kind: &ev.kind,
-            data: &ev.data,
-            at: ev.at,
-        };
-        let text = serde_json::to_string(&msg).unwrap_or_default();
-        self.socket.send(Message::Text(text.into())).await
+        let frame = ev.wire.get_or_build(name, || {
+            serde_json::to_string(&ServerMsg::Event {
+                topic: name,
+                seq: pos,
+                id: ev.id,
+                kind: &ev.kind,
+                data: &ev.data,
+                at: ev.at,
+            })
+            .unwrap_or_default()
+        });
+        self.socket.send(Message::Text(frame)).await
     }
 
     async fn on_event(&mut self, ev: &Arc<Event>) -> std::result::Result<(), axum::Error> {
@@ -276,7 +285,7 @@ impl Conn {
             .map(|(n, _)| n.clone())
             .collect();
         for n in names {
-            self.forward(&n, ev).await?;
+            self.forward(&n, ev, false).await?;
         }
         Ok(())
     }
@@ -294,7 +303,7 @@ impl Conn {
                 Err(_) => Vec::new(),
             };
             for ev in events {
-                self.forward(&name, &ev).await?;
+                self.forward(&name, &ev, true).await?;
             }
         }
         Ok(())
