@@ -24,6 +24,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::HeaderMap;
 use axum::response::sse::{self, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures_util::SinkExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::wrappers::ReceiverStream;
@@ -142,7 +143,7 @@ async fn session(state: AppState, tenant: TenantId, socket: WebSocket) {
                 }
             }
             ev = rx.recv() => match ev {
-                Ok(ev) => if c.on_event(&ev).await.is_err() { break Flow::Continue },
+                Ok(ev) => if c.on_events(ev, &mut rx).await.is_err() { break Flow::Continue },
                 Err(RecvError::Lagged(_)) => if c.catch_up().await.is_err() { break Flow::Continue },
                 Err(RecvError::Closed) => break Flow::Close(close_code::AWAY, "server shutting down"),
             },
@@ -208,6 +209,7 @@ impl Conn {
                         for ev in events {
                             self.forward(&topic, &ev, true).await?;
                         }
+                        self.socket.flush().await?;
                     }
                     Err(e) => {
                         let code = if matches!(e, AppError::NotFound(_)) {
@@ -274,7 +276,30 @@ impl Conn {
             })
             .unwrap_or_default()
         });
-        self.socket.send(Message::Text(frame)).await
+        // Queued, not flushed: `on_events` flushes once per burst.
+        self.socket.feed(Message::Text(frame)).await
+    }
+
+    /// Sends `first` and whatever else is already waiting on the channel, then flushes
+    /// once: a task's events come in bursts, and one write per burst instead of one per
+    /// event is what keeps a thousand subscribers fast.
+    async fn on_events(
+        &mut self,
+        first: Arc<Event>,
+        rx: &mut tokio::sync::broadcast::Receiver<Arc<Event>>,
+    ) -> std::result::Result<(), axum::Error> {
+        self.on_event(&first).await?;
+        for _ in 0..64 {
+            match rx.try_recv() {
+                Ok(ev) => self.on_event(&ev).await?,
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
+                    self.socket.flush().await?;
+                    return self.catch_up().await;
+                }
+                Err(_) => break,
+            }
+        }
+        self.socket.flush().await
     }
 
     async fn on_event(&mut self, ev: &Arc<Event>) -> std::result::Result<(), axum::Error> {
@@ -306,7 +331,7 @@ impl Conn {
                 self.forward(&name, &ev, true).await?;
             }
         }
-        Ok(())
+        self.socket.flush().await
     }
 }
 
