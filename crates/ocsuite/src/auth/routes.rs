@@ -383,7 +383,19 @@ async fn require_password(
         .await?
         .ok_or(AppError::NotFound("user"))?;
     drop(tx);
+    // A stolen session must not become a password oracle: confirmations share the
+    // login's failure count and lockout.
+    if let Some(until) = user.locked_until
+        && until > chrono::Utc::now()
+    {
+        return Err(AppError::TooManyRequests {
+            retry_after: (until - chrono::Utc::now()).to_std().unwrap_or_default(),
+        });
+    }
     if !password::verify(password_in, user.password_hash.clone()).await? {
+        let mut tx = state.store.platform().await?;
+        users::record_failure(&mut tx, &user, state.config.login_max_failures).await?;
+        tx.commit().await?;
         return Err(AppError::Forbidden("password is incorrect".into()));
     }
     Ok(user)

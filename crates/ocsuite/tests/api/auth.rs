@@ -11,8 +11,37 @@ dual!(
     bad_signup_input,
     session_revocation,
     totp_mfa,
-    api_key_lifecycle
+    api_key_lifecycle,
+    password_confirmations_count_toward_lockout
 );
+
+/// A stolen session cannot guess the password through the endpoints that re-confirm it.
+async fn password_confirmations_count_toward_lockout(app: TestApp) {
+    let ann = app.signup("guess@example.com").await;
+    for _ in 0..app.config.login_max_failures {
+        let (s, _) = app
+            .post(
+                "/api/v1/me/mfa/totp/setup",
+                &ann.token,
+                None,
+                json!({"password": "wrong guess 123"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+    }
+    // Locked now: even the right password is refused, here and at login.
+    let (s, _) = app
+        .post(
+            "/api/v1/me/mfa/totp/setup",
+            &ann.token,
+            None,
+            json!({"password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    let (s, _) = app.login("guess@example.com", PASSWORD).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+}
 
 async fn signup_login_logout(app: TestApp) {
     let res = app
