@@ -16,3 +16,4 @@ mod queue;
 mod realtime;
 mod tasks;
 mod tenancy;
+mod usage;
