@@ -20,31 +20,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
-use ocsuite::config::{Config, Secret};
 use ocsuite::ids::TenantId;
 use ocsuite::store::sql;
+use ocsuite_bench_tasks::{Res, Server, backend, env_num, percentile};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
-type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 struct Api {
     base: String,
@@ -72,6 +54,55 @@ impl Api {
     }
 }
 
+/// Queues `n` no-op tasks from `clients` concurrent HTTP clients.
+async fn enqueue_echo(api: &Arc<Api>, clients: usize, n: usize) -> Res<()> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for _ in 0..clients {
+        let (api, next) = (api.clone(), next.clone());
+        handles.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                api.post(
+                    "/api/v1/tasks/execute",
+                    json!({"capability": "diagnostics.echo", "input": {}}),
+                )
+                .await?;
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        }));
+    }
+    for h in handles {
+        h.await??;
+    }
+    Ok(())
+}
+
+/// Waits until the tenant has `n` succeeded tasks (at most ten minutes from `since`).
+async fn wait_succeeded(
+    state: &ocsuite::AppState,
+    tenant: &TenantId,
+    n: usize,
+    since: Instant,
+) -> Res<()> {
+    loop {
+        let mut tx = state.store.tenant_read(tenant).await?;
+        let (done,): (i64,) = tx
+            .fetch_one(
+                sql("SELECT count(*) FROM tasks WHERE tenant_id = $1 AND status = 'succeeded'")
+                    .bind(tenant),
+            )
+            .await?;
+        tx.commit().await?;
+        if done as usize >= n {
+            return Ok(());
+        }
+        if since.elapsed() > Duration::from_secs(600) {
+            return Err(format!("only {done} of {n} tasks succeeded in 10 minutes").into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::main]
 async fn main() -> Res<()> {
     let tasks = env_num("BENCH_TASKS", 8_000);
@@ -82,65 +113,17 @@ async fn main() -> Res<()> {
     let paced_secs = env_num("BENCH_RATE_SECS", 10);
     let workers = env_num("BENCH_WORKERS", 8) as u32;
 
-    let dir = std::env::temp_dir().join(format!("ocsuite-bench-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir)?;
-    let mut key = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
-    let mut config = Config {
-        data_dir: dir.clone(),
-        master_key: Some(Secret::new(
-            base64::engine::general_purpose::STANDARD.encode(key),
-        )),
-        rate_limit_auth_per_minute: 1_000_000,
-        rate_limit_api_per_second: 1_000_000,
-        rate_limit_api_burst: 1_000_000,
-        db_max_connections: 32,
-        workers,
-        ..Config::default()
-    };
-    let backend = match std::env::var("BENCH_DATABASE_URL") {
-        Ok(url) => {
-            config.database_url = url;
-            config.migration_database_url = std::env::var("BENCH_MIGRATION_DATABASE_URL").ok();
-            "postgres"
-        }
-        Err(_) => {
-            config.database_url = format!("sqlite://{}/ocsuite.db", dir.display());
-            "sqlite"
-        }
-    };
-    let state = ocsuite::prepare(config).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(ocsuite::serve(state.clone(), listener, async move {
-        let _ = stop_rx.await;
-    }));
-
+    let server = Server::start(|c| c.workers = workers).await?;
+    let backend = backend();
+    let (state, base, tenant) = (
+        server.state.clone(),
+        server.base.clone(),
+        server.tenant.clone(),
+    );
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
-    let email = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
-    let signup: Value = http
-        .post(format!("{base}/api/v1/auth/signup"))
-        .json(&json!({"email": email, "password": "bench password 123", "name": "Bench"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = signup["token"].as_str().ok_or("signup failed")?.to_owned();
-    let tenant: Value = http
-        .post(format!("{base}/api/v1/tenants"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "Bench Co"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let tenant = tenant["id"]
-        .as_str()
-        .ok_or("tenant creation failed")?
-        .to_owned();
+    let token = server.token.clone();
     let api = Arc::new(Api {
         base: base.clone(),
         http,
@@ -159,43 +142,10 @@ async fn main() -> Res<()> {
 
     // --- throughput -------------------------------------------------------------------
     eprintln!("[bench] {backend}: {tasks} no-op tasks from {clients} clients, {workers} workers");
-    let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let mut handles = Vec::new();
-    for _ in 0..clients {
-        let (api, next) = (api.clone(), next.clone());
-        handles.push(tokio::spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < tasks {
-                api.post(
-                    "/api/v1/tasks/execute",
-                    json!({"capability": "diagnostics.echo", "input": {}}),
-                )
-                .await?;
-            }
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-        }));
-    }
-    for h in handles {
-        h.await??;
-    }
+    enqueue_echo(&api, clients, tasks).await?;
     let enqueued_in = started.elapsed();
-    loop {
-        let mut tx = state.store.tenant_read(&tenant_id).await?;
-        let (done,): (i64,) = tx
-            .fetch_one(
-                sql("SELECT count(*) FROM tasks WHERE tenant_id = $1 AND status = 'succeeded'")
-                    .bind(&tenant_id),
-            )
-            .await?;
-        tx.commit().await?;
-        if done as usize >= tasks {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(600) {
-            return Err(format!("only {done} of {tasks} tasks finished in 10 minutes").into());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_succeeded(&state, &tenant_id, tasks, started).await?;
     let total = started.elapsed();
     let mut tx = state.store.tenant_read(&tenant_id).await?;
     let rows: Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> = tx
@@ -217,43 +167,10 @@ async fn main() -> Res<()> {
     // --- drain: the workers alone, on a backlog queued behind the kill switch ----------
     eprintln!("[bench] drain: {tasks} tasks queued while paused, then resumed");
     api.post("/api/v1/queues/pause", json!({})).await?;
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut handles = Vec::new();
-    for _ in 0..clients {
-        let (api, next) = (api.clone(), next.clone());
-        handles.push(tokio::spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < tasks {
-                api.post(
-                    "/api/v1/tasks/execute",
-                    json!({"capability": "diagnostics.echo", "input": {}}),
-                )
-                .await?;
-            }
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-        }));
-    }
-    for h in handles {
-        h.await??;
-    }
+    enqueue_echo(&api, clients, tasks).await?;
     let drain_started = Instant::now();
     api.post("/api/v1/queues/resume", json!({})).await?;
-    loop {
-        let mut tx = state.store.tenant_read(&tenant_id).await?;
-        let (done,): (i64,) = tx
-            .fetch_one(
-                sql("SELECT count(*) FROM tasks WHERE tenant_id = $1 AND status = 'succeeded'")
-                    .bind(&tenant_id),
-            )
-            .await?;
-        tx.commit().await?;
-        if done as usize >= 2 * tasks {
-            break;
-        }
-        if drain_started.elapsed() > Duration::from_secs(600) {
-            return Err("the drain did not finish in 10 minutes".into());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_succeeded(&state, &tenant_id, 2 * tasks, drain_started).await?;
     let drain_rate = tasks as f64 / drain_started.elapsed().as_secs_f64();
 
     // --- paced: enqueue-to-start latency at a steady offered load ----------------------
@@ -373,9 +290,7 @@ async fn main() -> Res<()> {
     deliveries.sort_by(f64::total_cmp);
     let expected = subscribers * fanout_tasks * 3;
 
-    let _ = stop_tx.send(());
-    let _ = server.await;
-    let _ = std::fs::remove_dir_all(&dir);
+    server.stop().await;
 
     // --- report -----------------------------------------------------------------------
     let mut failed = false;

@@ -12,26 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use futures_util::StreamExt;
-use ocsuite::config::{Config, Secret};
-use serde_json::{Value, json};
-
-type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[(((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize).min(sorted.len() - 1)]
-}
+use ocsuite_bench_tasks::{Res, Server, backend, env_num, percentile};
+use serde_json::json;
 
 fn chunk(text: &str) -> String {
     format!(
@@ -119,67 +102,16 @@ async fn ttft(req: reqwest::RequestBuilder, marker: &str) -> Res<f64> {
     Err("the stream ended before the first token".into())
 }
 
-async fn start(
-    base: &str,
-    slow: bool,
-) -> Res<(String, String, String, tokio::sync::oneshot::Sender<()>)> {
-    let dir = std::env::temp_dir().join(format!(
-        "ocsuite-bench-chat-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir)?;
-    let mut key = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
-    let mut c = Config {
-        data_dir: dir.clone(),
-        master_key: Some(Secret::new(
-            base64::engine::general_purpose::STANDARD.encode(key),
-        )),
-        rate_limit_auth_per_minute: 1_000_000,
-        rate_limit_api_per_second: 1_000_000,
-        rate_limit_api_burst: 1_000_000,
-        plan_free_monthly_tokens: u64::MAX / 4,
-        plan_free_chats_per_minute: 1_000_000,
-        db_max_connections: 32,
-        llm_base_url: format!("{base}/{}/v1", if slow { "slow" } else { "fast" }),
-        llm_api_key: Some(Secret::new("sk-bench")),
-        llm_model: "bench-model".into(),
-        ..Config::default()
-    };
-    match std::env::var("BENCH_DATABASE_URL") {
-        Ok(url) => {
-            c.database_url = url;
-            c.migration_database_url = std::env::var("BENCH_MIGRATION_DATABASE_URL").ok();
-        }
-        Err(_) => c.database_url = format!("sqlite://{}/ocsuite.db", dir.display()),
-    }
-    let state = ocsuite::prepare(c).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let app = format!("http://{}", listener.local_addr()?);
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(ocsuite::serve(state, listener, async move {
-        let _ = rx.await;
-    }));
-    let http = reqwest::Client::new();
-    let email = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
-    let v: Value = http
-        .post(format!("{app}/api/v1/auth/signup"))
-        .json(&json!({"email": email, "password": "bench password 123", "name": "Bench"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = v["token"].as_str().ok_or("signup failed")?.to_owned();
-    let v: Value = http
-        .post(format!("{app}/api/v1/tenants"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "Bench Co"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let tenant = v["id"].as_str().ok_or("tenant failed")?.to_owned();
-    Ok((app, token, tenant, tx))
+/// A server whose model is the fake upstream's fast or slow endpoint.
+async fn start(upstream: &str, slow: bool) -> Res<Server> {
+    Server::start(|c| {
+        c.plan_free_monthly_tokens = u64::MAX / 4;
+        c.plan_free_chats_per_minute = 1_000_000;
+        c.llm_base_url = format!("{upstream}/{}/v1", if slow { "slow" } else { "fast" });
+        c.llm_api_key = Some(ocsuite::config::Secret::new("sk-bench"));
+        c.llm_model = "bench-model".into();
+    })
+    .await
 }
 
 #[tokio::main]
@@ -190,14 +122,15 @@ async fn main() -> Res<()> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(2048)
         .build()?;
-    let backend = if std::env::var("BENCH_DATABASE_URL").is_ok() {
-        "postgres"
-    } else {
-        "sqlite"
-    };
+    let backend = backend();
 
     // --- TTFT, sequential -------------------------------------------------------------
-    let (app, token, tenant, stop) = start(&upstream, false).await?;
+    let server = start(&upstream, false).await?;
+    let (app, token, tenant) = (
+        server.base.clone(),
+        server.token.clone(),
+        server.tenant.clone(),
+    );
     let body = json!({"model": "bench-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
     let mut direct = Vec::new();
     let mut via = Vec::new();
@@ -221,12 +154,17 @@ async fn main() -> Res<()> {
             via.push(g);
         }
     }
-    let _ = stop.send(());
+    server.stop().await;
     direct.sort_by(f64::total_cmp);
     via.sort_by(f64::total_cmp);
 
     // --- concurrent streams -----------------------------------------------------------
-    let (app, token, tenant, stop) = start(&upstream, true).await?;
+    let server = start(&upstream, true).await?;
+    let (app, token, tenant) = (
+        server.base.clone(),
+        server.token.clone(),
+        server.tenant.clone(),
+    );
     let open = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -284,7 +222,7 @@ async fn main() -> Res<()> {
         }
     }
     let took = started.elapsed();
-    let _ = stop.send(());
+    server.stop().await;
 
     let overhead50 = percentile(&via, 50.0) - percentile(&direct, 50.0);
     let overhead99 = percentile(&via, 99.0) - percentile(&direct, 99.0);

@@ -162,14 +162,20 @@ pub fn check_capabilities(caps: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// `SELECT <every agent column> FROM agents <tail>`.
+macro_rules! select_agents {
+    ($tail:literal) => {
+        concat!(
+            "SELECT slug, name, title, instructions, model, temperature, max_tokens, capabilities, enabled, created_by, created_at, updated_at FROM agents ",
+            $tail
+        )
+    };
+}
+
 pub async fn list(tx: &mut TenantTx) -> Result<Vec<Agent>> {
     let tenant = tx.tenant_id().clone();
     let rows: Vec<AgentRow> = tx
-        .fetch_all(
-            sql("SELECT slug, name, title, instructions, model, temperature, max_tokens, capabilities, enabled, created_by, created_at, updated_at \
-                 FROM agents WHERE tenant_id = $1 ORDER BY name, slug")
-                .bind(&tenant),
-        )
+        .fetch_all(sql(select_agents!("WHERE tenant_id = $1 ORDER BY name, slug")).bind(&tenant))
         .await?;
     Ok(rows.into_iter().map(AgentRow::into_agent).collect())
 }
@@ -178,8 +184,7 @@ pub async fn get(tx: &mut TenantTx, slug: &str) -> Result<Option<Agent>> {
     let tenant = tx.tenant_id().clone();
     let row: Option<AgentRow> = tx
         .fetch_optional(
-            sql("SELECT slug, name, title, instructions, model, temperature, max_tokens, capabilities, enabled, created_by, created_at, updated_at \
-                 FROM agents WHERE tenant_id = $1 AND slug = $2")
+            sql(select_agents!("WHERE tenant_id = $1 AND slug = $2"))
                 .bind(&tenant)
                 .bind(slug),
         )

@@ -143,14 +143,20 @@ impl McpServer {
     }
 }
 
+/// `SELECT <every server column> FROM mcp_servers <tail>`.
+macro_rules! select_servers {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, name, url, secret_id, tools, server_info, status, last_error, created_at, refreshed_at FROM mcp_servers ",
+            $tail
+        )
+    };
+}
+
 pub async fn list(tx: &mut TenantTx) -> Result<Vec<McpServer>> {
     let tenant = tx.tenant_id().clone();
     let rows: Vec<Row> = tx
-        .fetch_all(
-            sql("SELECT id, name, url, secret_id, tools, server_info, status, last_error, created_at, refreshed_at \
-                 FROM mcp_servers WHERE tenant_id = $1 ORDER BY name")
-            .bind(&tenant),
-        )
+        .fetch_all(sql(select_servers!("WHERE tenant_id = $1 ORDER BY name")).bind(&tenant))
         .await?;
     Ok(rows.into_iter().filter_map(Row::into_server).collect())
 }
@@ -159,10 +165,9 @@ pub async fn by_name(tx: &mut TenantTx, name: &str) -> Result<Option<McpServer>>
     let tenant = tx.tenant_id().clone();
     let row: Option<Row> = tx
         .fetch_optional(
-            sql("SELECT id, name, url, secret_id, tools, server_info, status, last_error, created_at, refreshed_at \
-                 FROM mcp_servers WHERE tenant_id = $1 AND name = $2")
-            .bind(&tenant)
-            .bind(name),
+            sql(select_servers!("WHERE tenant_id = $1 AND name = $2"))
+                .bind(&tenant)
+                .bind(name),
         )
         .await?;
     Ok(row.and_then(Row::into_server))
@@ -172,8 +177,7 @@ pub async fn get(tx: &mut TenantTx, id: &McpServerId) -> Result<McpServer> {
     let tenant = tx.tenant_id().clone();
     let row: Option<Row> = tx
         .fetch_optional(
-            sql("SELECT id, name, url, secret_id, tools, server_info, status, last_error, created_at, refreshed_at \
-                 FROM mcp_servers WHERE tenant_id = $1 AND id = $2")
+            sql(select_servers!("WHERE tenant_id = $1 AND id = $2"))
                 .bind(&tenant)
                 .bind(id),
         )

@@ -126,17 +126,10 @@ impl Topic {
     /// Checks the topic names something of the caller's tenant (`tx` is scoped to it).
     pub async fn check_visible(&self, tx: &mut TenantTx) -> Result<()> {
         if let Self::Task(id) = self {
-            let tenant = tx.tenant_id().clone();
-            let found: Option<(String,)> = tx
-                .fetch_optional(
-                    sql("SELECT id FROM tasks WHERE tenant_id = $1 AND id = $2")
-                        .bind(&tenant)
-                        .bind(id),
-                )
-                .await?;
-            if found.is_none() {
-                return Err(AppError::NotFound("topic"));
-            }
+            crate::tasks::get(tx, id).await.map_err(|e| match e {
+                AppError::NotFound(_) => AppError::NotFound("topic"),
+                e => e,
+            })?;
         }
         Ok(())
     }
