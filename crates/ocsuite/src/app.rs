@@ -24,7 +24,7 @@ use crate::ops::ratelimit::{self, Limits};
 use crate::realtime::Bus;
 use crate::store::{Backend, Store};
 use crate::{
-    agents, audit, auth, chat, modules, openapi, ops, queue, realtime, tasks, tenancy, usage,
+    agents, audit, auth, chat, connectors, modules, openapi, ops, queue, realtime, tasks, tenancy, usage,
 };
 
 pub struct AppInner {
@@ -43,6 +43,8 @@ pub struct AppInner {
     pub llm: Arc<dyn crate::llm::Provider>,
     /// Plans, prices and chat rate limits.
     pub meter: crate::usage::Meter,
+    /// Connector providers and the token vault.
+    pub vault: Arc<crate::connectors::vault::Vault>,
 }
 
 /// Shared state handed to every handler; cheap to clone.
@@ -56,6 +58,13 @@ impl AppState {
         let bus = Arc::new(Bus::new(store.backend() == Backend::Sqlite));
         let llm = crate::llm::from_config(&config);
         let meter = crate::usage::Meter::new(&config);
+        // Validated with the rest of the configuration at load.
+        let providers = crate::connectors::Providers::from_config(&config).unwrap_or_default();
+        let vault = Arc::new(crate::connectors::vault::Vault::new(
+            providers,
+            store.clone(),
+            crypto.clone(),
+        ));
         Self(Arc::new(AppInner {
             config,
             store,
@@ -67,6 +76,7 @@ impl AppState {
             jobs_wake: Arc::new(tokio::sync::Notify::new()),
             llm,
             meter,
+            vault,
         }))
     }
 }
@@ -158,6 +168,20 @@ pub fn router(state: AppState) -> Router {
                 .delete(chat::routes::delete),
         )
         .route("/messages/{id}/rating", post(chat::routes::rate))
+        .route("/connectors", get(connectors::routes::list))
+        .route(
+            "/connectors/{provider}",
+            delete(connectors::routes::disconnect),
+        )
+        .route(
+            "/connectors/{provider}/authorize",
+            post(connectors::routes::authorize),
+        )
+        .route(
+            "/connectors/{provider}/callback",
+            get(connectors::routes::callback),
+        )
+        .route("/connectors/{provider}/sync", post(connectors::routes::sync))
         .route("/usage", get(usage::routes::show))
         .route("/admin/tenants/{id}/plan", put(usage::routes::set_plan))
         .route("/ws", get(realtime::routes::ws))

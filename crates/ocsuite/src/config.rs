@@ -59,6 +59,49 @@ pub struct OidcProvider {
     pub jwks_url: Option<String>,
 }
 
+/// How a connector provider wants the client to authenticate at its token endpoint.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// HTTP Basic (`client_secret_basic`), the RFC 6749 default.
+    #[default]
+    Basic,
+    /// Client id and secret in the form body (`client_secret_post`).
+    Post,
+}
+
+/// An OAuth 2.0 / OIDC provider whose accounts tenants can connect (`[[connector_providers]]`).
+/// `name = "google"` starts from Google's endpoints and scopes; every field set here
+/// overrides them, so tests and self-hosters can point Google at another server.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConnectorProvider {
+    /// The provider's slug in URLs: lowercase letters, digits and `-`.
+    pub name: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    #[serde(default)]
+    pub authorization_url: Option<String>,
+    #[serde(default)]
+    pub token_url: Option<String>,
+    /// RFC 7009 revocation endpoint; without one, disconnecting only deletes our copy.
+    #[serde(default)]
+    pub revocation_url: Option<String>,
+    /// OIDC userinfo (or any JSON "who am I") endpoint: names the account and is the
+    /// health check a sync performs.
+    #[serde(default)]
+    pub userinfo_url: Option<String>,
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// Extra authorization-request parameters (Google: `access_type = "offline"`).
+    #[serde(default)]
+    pub authorize_params: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Config {
     pub env: Environment,
@@ -124,6 +167,14 @@ pub struct Config {
     pub plan_free_chats_per_minute: u32,
     pub plan_pro_chats_per_minute: u32,
     pub plan_enterprise_chats_per_minute: u32,
+    /// Google OAuth app credentials (shortcut for a `google` connector provider).
+    pub google_client_id: Option<String>,
+    pub google_client_secret: Option<Secret>,
+    /// OAuth providers tenants can connect (file: `[[connector_providers]]`).
+    #[serde(default)]
+    pub connector_providers: Vec<ConnectorProvider>,
+    /// Seconds between scheduled syncs (token refresh + health check) of each connector.
+    pub connector_sync_interval_secs: u32,
 }
 
 /// What a model costs, in US dollars per million tokens (decimal strings, e.g. `"0.90"`).
@@ -195,6 +246,10 @@ impl Default for Config {
             plan_free_chats_per_minute: 10,
             plan_pro_chats_per_minute: 60,
             plan_enterprise_chats_per_minute: 300,
+            google_client_id: None,
+            google_client_secret: None,
+            connector_providers: Vec::new(),
+            connector_sync_interval_secs: 6 * 3600,
         }
     }
 }
@@ -287,6 +342,10 @@ impl Config {
                 self.llm_connect_timeout_secs as u64,
             ),
             ("LLM_READ_TIMEOUT_SECS", self.llm_read_timeout_secs as u64),
+            (
+                "CONNECTOR_SYNC_INTERVAL_SECS",
+                self.connector_sync_interval_secs as u64,
+            ),
         ] {
             if v == 0 {
                 return err(name, "must be greater than zero");
@@ -327,6 +386,15 @@ impl Config {
         if self.llm_model.trim().is_empty() {
             return err("LLM_MODEL", "must name a model");
         }
+        if self.google_client_id.is_some() != self.google_client_secret.is_some() {
+            return err(
+                "GOOGLE_CLIENT_ID",
+                "OCSUITE_GOOGLE_CLIENT_ID and OCSUITE_GOOGLE_CLIENT_SECRET go together",
+            );
+        }
+        crate::connectors::Providers::from_config(self).map_err(|m| {
+            ConfigError(format!("OCSUITE_CONNECTOR_PROVIDERS: {m}"))
+        })?;
         if self.oidc_issuer.is_some() != self.oidc_audience.is_some() {
             return err(
                 "OIDC_ISSUER",

@@ -169,6 +169,11 @@ typed_id!(
     MessageId,
     "msg"
 );
+typed_id!(
+    /// A tenant's OAuth connection to one provider.
+    ConnectorId,
+    "con"
+);
 
 #[cfg(test)]
 mod tests {

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod auth;
 pub mod chat;
 pub mod config;
+pub mod connectors;
 pub mod crypto;
 pub mod error;
 pub mod ids;
@@ -171,16 +172,32 @@ impl Background {
                 {
                     tracing::warn!(error = %e, "pruning old events failed");
                 }
+                if n.is_multiple_of(10)
+                    && let Err(e) = connectors::sync::prune_states(&store).await
+                {
+                    tracing::warn!(error = %e, "pruning expired OAuth states failed");
+                }
+                if let Err(e) = connectors::sync::schedule(
+                    &store,
+                    &meter_state.jobs_wake,
+                    meter_state.config.connector_sync_interval_secs,
+                )
+                .await
+                {
+                    tracing::warn!(error = %e, "scheduling connector syncs failed");
+                }
                 n += 1;
             }
         }));
-        let handler: std::sync::Arc<dyn queue::worker::Handler> =
-            std::sync::Arc::new(tasks::handler::ExecuteTask::new(state.clone()));
+        let handlers: Vec<std::sync::Arc<dyn queue::worker::Handler>> = vec![
+            std::sync::Arc::new(tasks::handler::ExecuteTask::new(state.clone())),
+            std::sync::Arc::new(connectors::sync::SyncConnector::new(state)),
+        ];
         let workers = queue::worker::Workers::start(
             state.store.clone(),
             state.bus.clone(),
             state.jobs_wake.clone(),
-            vec![handler],
+            handlers,
             queue::worker::WorkerConfig::from_config(&state.config),
         );
         Self { workers, tasks }

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{agents, audit, auth, chat, modules, queue, realtime, tasks, tenancy, usage};
+use crate::{agents, audit, auth, chat, connectors, modules, queue, realtime, tasks, tenancy, usage};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -31,6 +31,8 @@ use crate::{agents, audit, auth, chat, modules, queue, realtime, tasks, tenancy,
         chat::routes::personas, chat::routes::chat, chat::routes::list, chat::routes::get,
         chat::routes::rename, chat::routes::delete, chat::routes::rate,
         usage::routes::show, usage::routes::set_plan,
+        connectors::routes::list, connectors::routes::authorize, connectors::routes::callback,
+        connectors::routes::sync, connectors::routes::disconnect,
         agents::routes::list, agents::routes::create, agents::routes::update,
         agents::routes::customize, agents::routes::reset,
     ),

@@ -49,6 +49,8 @@ impl ProgressSink {
 #[derive(Clone)]
 pub struct ExecContext {
     pub progress: ProgressSink,
+    /// Tokens of the task's tenant's connected accounts (and no other tenant's).
+    pub connectors: crate::connectors::vault::TokenSource,
 }
 
 /// A built-in module.
@@ -78,7 +80,10 @@ pub struct Registry {
 impl Registry {
     /// Every built-in module; a manifest that breaks the contract stops the server.
     pub fn builtin() -> std::result::Result<Self, String> {
-        Self::new(vec![Arc::new(diagnostics::Diagnostics::new())])
+        Self::new(vec![
+            Arc::new(diagnostics::Diagnostics::new()),
+            Arc::new(crate::connectors::module::Connectors::new()),
+        ])
     }
 
     pub fn new(modules: Vec<Arc<dyn Module>>) -> std::result::Result<Self, String> {

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use super::{Change, Status, job_id, update};
 use crate::app::AppState;
 use crate::audit;
+use crate::connectors::vault::TokenSource;
 use crate::error::{AppError, Result};
 use crate::ids::TaskId;
 use crate::modules::{self, ExecContext, ProgressSink, Source, mcp};
@@ -264,7 +265,11 @@ impl ExecuteTask {
                     attempt: job.attempts,
                     idempotency_key: job_id(&id).to_string(),
                 };
-                let r = module.execute(ExecContext { progress: sink }, req).await;
+                let ctx = ExecContext {
+                    progress: sink,
+                    connectors: TokenSource::new(self.state.vault.clone(), job.tenant_id.clone()),
+                };
+                let r = module.execute(ctx, req).await;
                 // The sink is gone with the module's future; let the writer flush.
                 let _ = writer.await;
                 r.map(|r| (r.output, r.summary))
