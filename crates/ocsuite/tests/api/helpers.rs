@@ -3,6 +3,7 @@
 //! neither superuser nor BYPASSRLS and owns nothing).
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::Engine;
 use ocsuite::AppState;
@@ -68,6 +69,36 @@ pub async fn pg_database() -> Option<(String, String)> {
     let owner = with_db(&admin, &name);
     let runtime = with_user(&owner, RUNTIME_ROLE);
     Some((owner, runtime))
+}
+
+/// Everything the servers of this test binary log (ocsuite at TRACE, HTTP clients at
+/// DEBUG), for tests that assert what never appears in logs.
+pub fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter("info,ocsuite=trace,oauth2=trace,reqwest=debug,hyper_util=debug")
+            .with_writer(move || LogWriter(sink.clone()))
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        buf
+    })
+    .clone()
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 pub fn temp_dir() -> PathBuf {
@@ -141,6 +172,7 @@ impl TestApp {
     }
 
     pub async fn start_config(config: Config) -> Self {
+        captured_logs();
         let state = ocsuite::prepare(config.clone()).await.expect("prepare app");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -5,7 +5,9 @@ mod helpers;
 
 mod auth;
 mod chat;
+mod connectors;
 mod crypto;
+mod fake_idp;
 mod isolation;
 mod llm;
 mod mcp;

@@ -1,0 +1,233 @@
+//! A local OAuth 2.0 authorization server for the connector tests: authorization (with
+//! PKCE S256 checked at the token endpoint), code and refresh-token grants (refresh
+//! tokens rotate, and reusing a rotated one is refused as `invalid_grant`, like Google
+//! and Auth0 do), RFC 7009 revocation and an OIDC-style userinfo endpoint.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Form, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+pub const CLIENT_ID: &str = "ocsuite-test-client";
+pub const CLIENT_SECRET: &str = "test-client-secret";
+pub const ACCOUNT: &str = "owner@acme.test";
+
+/// How the token endpoint misbehaves (`None`: it works).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenMode {
+    /// 503 with an HTML page.
+    Down,
+    /// 200 with something that is not a token response.
+    Garbage,
+}
+
+#[derive(Default)]
+pub struct Inner {
+    /// code → (challenge, redirect_uri)
+    codes: HashMap<String, (String, String)>,
+    access: HashSet<String>,
+    refresh: HashSet<String>,
+    /// Every token ever issued, to search the database and logs for.
+    pub issued: Vec<String>,
+    pub refresh_calls: u32,
+    pub reused_refresh: u32,
+    pub revoked: Vec<String>,
+    pub deny: bool,
+    pub mode: Option<TokenMode>,
+    /// `expires_in` of the next code exchange and of refreshes.
+    pub code_expires_in: i64,
+    pub refresh_expires_in: i64,
+    /// Issue a refresh token at code exchange.
+    pub issue_refresh: bool,
+}
+
+#[derive(Clone)]
+pub struct FakeIdp {
+    pub base: String,
+    pub inner: Arc<Mutex<Inner>>,
+}
+
+impl FakeIdp {
+    pub async fn start() -> Self {
+        let inner = Arc::new(Mutex::new(Inner {
+            code_expires_in: 3600,
+            refresh_expires_in: 3600,
+            issue_refresh: true,
+            ..Inner::default()
+        }));
+        let router = Router::new()
+            .route("/authorize", get(authorize))
+            .route("/token", post(token))
+            .route("/revoke", post(revoke))
+            .route("/userinfo", get(userinfo))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Self {
+            base: format!("http://{addr}"),
+            inner,
+        }
+    }
+
+    pub fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        f(&mut self.inner.lock().unwrap())
+    }
+
+    /// Withdraws every token, as a user removing the app in their account settings.
+    pub fn revoke_everything(&self) {
+        self.with(|i| {
+            i.access.clear();
+            i.refresh.clear();
+        });
+    }
+
+    pub fn provider(&self, name: &str) -> ocsuite::config::ConnectorProvider {
+        ocsuite::config::ConnectorProvider {
+            name: name.into(),
+            display_name: None,
+            client_id: CLIENT_ID.into(),
+            client_secret: Some(ocsuite::config::Secret::new(CLIENT_SECRET)),
+            authorization_url: Some(format!("{}/authorize", self.base)),
+            token_url: Some(format!("{}/token", self.base)),
+            revocation_url: Some(format!("{}/revoke", self.base)),
+            userinfo_url: Some(format!("{}/userinfo", self.base)),
+            scopes: Some(vec!["openid".into(), "email".into(), "crm.read".into()]),
+            authorize_params: None,
+            client_auth: ocsuite::config::ClientAuth::Basic,
+        }
+    }
+}
+
+type S = State<Arc<Mutex<Inner>>>;
+
+fn random() -> String {
+    let mut b = [0u8; 24];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut b);
+    hex::encode(b)
+}
+
+fn oauth_error(code: &str) -> Response {
+    (StatusCode::BAD_REQUEST, axum::Json(json!({"error": code}))).into_response()
+}
+
+async fn authorize(State(s): S, Query(q): Query<HashMap<String, String>>) -> Response {
+    let redirect = q.get("redirect_uri").cloned().unwrap_or_default();
+    let state = q.get("state").cloned().unwrap_or_default();
+    if q.get("client_id").map(String::as_str) != Some(CLIENT_ID)
+        || q.get("response_type").map(String::as_str) != Some("code")
+        || q.get("code_challenge_method").map(String::as_str) != Some("S256")
+    {
+        return (StatusCode::BAD_REQUEST, "bad authorization request").into_response();
+    }
+    let mut i = s.lock().unwrap();
+    if i.deny {
+        return Redirect::to(&format!("{redirect}?error=access_denied&state={state}")).into_response();
+    }
+    let code = random();
+    let challenge = q.get("code_challenge").cloned().unwrap_or_default();
+    i.codes.insert(code.clone(), (challenge, redirect.clone()));
+    Redirect::to(&format!("{redirect}?code={code}&state={state}")).into_response()
+}
+
+fn client_ok(h: &HeaderMap) -> bool {
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
+    );
+    h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) == Some(expected.as_str())
+}
+
+fn issue(i: &mut Inner, expires_in: i64, refresh: bool) -> serde_json::Value {
+    let access = format!("at-{}", random());
+    i.access.insert(access.clone());
+    i.issued.push(access.clone());
+    let mut body = json!({"access_token": access, "token_type": "Bearer", "expires_in": expires_in, "scope": "openid email crm.read"});
+    if refresh {
+        let r = format!("rt-{}", random());
+        i.refresh.insert(r.clone());
+        i.issued.push(r.clone());
+        body["refresh_token"] = json!(r);
+    }
+    body
+}
+
+async fn token(State(s): S, headers: HeaderMap, Form(f): Form<HashMap<String, String>>) -> Response {
+    let mut i = s.lock().unwrap();
+    match i.mode {
+        Some(TokenMode::Down) => {
+            return (StatusCode::SERVICE_UNAVAILABLE, "<html>maintenance</html>").into_response();
+        }
+        Some(TokenMode::Garbage) => return (StatusCode::OK, "<html>hello</html>").into_response(),
+        _ => {}
+    }
+    if !client_ok(&headers) {
+        return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "invalid_client"})))
+            .into_response();
+    }
+    match f.get("grant_type").map(String::as_str) {
+        Some("authorization_code") => {
+            let code = f.get("code").cloned().unwrap_or_default();
+            let Some((challenge, redirect)) = i.codes.remove(&code) else {
+                return oauth_error("invalid_grant");
+            };
+            let verifier = f.get("code_verifier").cloned().unwrap_or_default();
+            let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(Sha256::digest(verifier.as_bytes()));
+            if computed != challenge || f.get("redirect_uri") != Some(&redirect) {
+                return oauth_error("invalid_grant");
+            }
+            let (exp, refresh) = (i.code_expires_in, i.issue_refresh);
+            axum::Json(issue(&mut i, exp, refresh)).into_response()
+        }
+        Some("refresh_token") => {
+            i.refresh_calls += 1;
+            let r = f.get("refresh_token").cloned().unwrap_or_default();
+            if !i.refresh.remove(&r) {
+                if i.issued.contains(&r) && !i.revoked.contains(&r) {
+                    i.reused_refresh += 1;
+                }
+                return oauth_error("invalid_grant");
+            }
+            let exp = i.refresh_expires_in;
+            axum::Json(issue(&mut i, exp, true)).into_response()
+        }
+        _ => oauth_error("unsupported_grant_type"),
+    }
+}
+
+async fn revoke(State(s): S, headers: HeaderMap, Form(f): Form<HashMap<String, String>>) -> Response {
+    if !client_ok(&headers) {
+        return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "invalid_client"})))
+            .into_response();
+    }
+    let mut i = s.lock().unwrap();
+    let t = f.get("token").cloned().unwrap_or_default();
+    i.access.remove(&t);
+    i.refresh.remove(&t);
+    i.revoked.push(t);
+    StatusCode::OK.into_response()
+}
+
+async fn userinfo(State(s): S, headers: HeaderMap) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_owned();
+    if !s.lock().unwrap().access.contains(&token) {
+        return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "invalid_token"})))
+            .into_response();
+    }
+    axum::Json(json!({"sub": "1234567", "email": ACCOUNT, "email_verified": true})).into_response()
+}
