@@ -188,8 +188,12 @@ async fn connect_use_refresh_expire_reconnect_revoke(app: TestApp, idp: FakeIdp)
     assert!(q["redirect_uri"].ends_with("/api/v1/connectors/acme/callback"));
     assert_eq!(v["redirect_uri"], q["redirect_uri"].as_str());
 
-    // The first access token is already within the refresh margin.
-    idp.with(|i| i.code_expires_in = 30);
+    // The first access token is already within the refresh margin, and the token
+    // endpoint is slow, so the refresh below overlaps with other callers.
+    idp.with(|i| {
+        i.code_expires_in = 30;
+        i.token_delay_ms = 300;
+    });
     let back = visit_provider(&app, url).await;
     let (s, location) = callback(&app, &u, "acme", &back).await;
     assert_eq!(s, StatusCode::SEE_OTHER);
@@ -204,7 +208,8 @@ async fn connect_use_refresh_expire_reconnect_revoke(app: TestApp, idp: FakeIdp)
     assert_eq!(c["scopes"], json!(["openid", "email", "crm.read"]));
     assert_eq!(c["connected_by"], u.id.as_str());
 
-    // Six tasks and the connect-time sync all need a token at once: one refresh.
+    // Six tasks and the connect-time sync all need a token at once: one refresh (the
+    // slow token endpoint makes them overlap).
     let ids: Vec<String> = futures_util::future::join_all(
         (0..6).map(|_| start(&app, &u, &t, "connectors.check", json!({"provider": "acme"}))),
     )
@@ -219,6 +224,7 @@ async fn connect_use_refresh_expire_reconnect_revoke(app: TestApp, idp: FakeIdp)
     idp.with(|i| {
         assert_eq!(i.refresh_calls, 1, "exactly one refresh");
         assert_eq!(i.reused_refresh, 0);
+        i.token_delay_ms = 0;
     });
 
     // On demand sync.

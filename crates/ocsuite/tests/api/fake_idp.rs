@@ -46,6 +46,8 @@ pub struct Inner {
     pub refresh_expires_in: i64,
     /// Issue a refresh token at code exchange.
     pub issue_refresh: bool,
+    /// How long the token endpoint takes, so concurrent callers overlap.
+    pub token_delay_ms: u64,
 }
 
 #[derive(Clone)]
@@ -162,6 +164,8 @@ fn issue(i: &mut Inner, expires_in: i64, refresh: bool) -> serde_json::Value {
 }
 
 async fn token(State(s): S, headers: HeaderMap, Form(f): Form<HashMap<String, String>>) -> Response {
+    let delay = s.lock().unwrap().token_delay_ms;
+    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     let mut i = s.lock().unwrap();
     match i.mode {
         Some(TokenMode::Down) => {
