@@ -24,7 +24,8 @@ use crate::ops::ratelimit::{self, Limits};
 use crate::realtime::Bus;
 use crate::store::{Backend, Store};
 use crate::{
-    agents, audit, auth, chat, connectors, modules, openapi, ops, queue, realtime, tasks, tenancy, usage,
+    agents, audit, auth, chat, connectors, modules, openapi, ops, queue, realtime, tasks, tenancy,
+    usage,
 };
 
 pub struct AppInner {
@@ -181,7 +182,10 @@ pub fn router(state: AppState) -> Router {
             "/connectors/{provider}/callback",
             get(connectors::routes::callback),
         )
-        .route("/connectors/{provider}/sync", post(connectors::routes::sync))
+        .route(
+            "/connectors/{provider}/sync",
+            post(connectors::routes::sync),
+        )
         .route("/usage", get(usage::routes::show))
         .route("/admin/tenants/{id}/plan", put(usage::routes::set_plan))
         .route("/ws", get(realtime::routes::ws))

@@ -392,9 +392,8 @@ impl Config {
                 "OCSUITE_GOOGLE_CLIENT_ID and OCSUITE_GOOGLE_CLIENT_SECRET go together",
             );
         }
-        crate::connectors::Providers::from_config(self).map_err(|m| {
-            ConfigError(format!("OCSUITE_CONNECTOR_PROVIDERS: {m}"))
-        })?;
+        crate::connectors::Providers::from_config(self)
+            .map_err(|m| ConfigError(format!("OCSUITE_CONNECTOR_PROVIDERS: {m}")))?;
         if self.oidc_issuer.is_some() != self.oidc_audience.is_some() {
             return err(
                 "OIDC_ISSUER",

@@ -4,7 +4,9 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{agents, audit, auth, chat, connectors, modules, queue, realtime, tasks, tenancy, usage};
+use crate::{
+    agents, audit, auth, chat, connectors, modules, queue, realtime, tasks, tenancy, usage,
+};
 
 #[derive(OpenApi)]
 #[openapi(

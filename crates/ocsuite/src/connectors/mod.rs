@@ -261,7 +261,9 @@ impl Row {
             _ if !self.has_refresh_token && access_gone => Status::Expired,
             _ if self.refresh_expires_at.is_some_and(|t| t <= now) => Status::Expired,
             "error" => Status::Error,
-            _ if self.refresh_expires_at.is_some_and(|t| t <= now + Duration::days(7))
+            _ if self
+                .refresh_expires_at
+                .is_some_and(|t| t <= now + Duration::days(7))
                 || (!self.has_refresh_token
                     && self
                         .access_expires_at
@@ -281,7 +283,6 @@ impl Row {
         )
     }
 }
-
 
 macro_rules! select_connectors {
     ($where:literal) => {

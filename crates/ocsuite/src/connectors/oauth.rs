@@ -62,7 +62,10 @@ impl fmt::Debug for Tokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tokens")
             .field("access_token", &"[redacted]")
-            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[redacted]"))
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[redacted]"),
+            )
             .field("expires_in", &self.expires_in)
             .finish()
     }
@@ -180,15 +183,12 @@ fn map_err(e: RequestTokenError<HttpFail, BasicErrorResponse>) -> OAuthError {
                 BasicErrorResponseType::Extension(s) => s.clone(),
                 other => other.to_string(),
             },
-            description: r
-                .error_description()
-                .map(|d| super::truncate(d, 200)),
+            description: r.error_description().map(|d| super::truncate(d, 200)),
         },
         RequestTokenError::Request(e) => OAuthError::Unreachable(e.0),
-        RequestTokenError::Parse(e, _body) => OAuthError::Garbage(super::truncate(
-            &e.to_string(),
-            200,
-        )),
+        RequestTokenError::Parse(e, _body) => {
+            OAuthError::Garbage(super::truncate(&e.to_string(), 200))
+        }
         RequestTokenError::Other(m) => OAuthError::Garbage(super::truncate(&m, 200)),
     }
 }
@@ -237,7 +237,8 @@ impl OAuth {
             c = c.set_client_secret(ClientSecret::new(s.expose().to_owned()));
         }
         if let Some(r) = redirect_uri {
-            c = c.set_redirect_uri(RedirectUrl::new(r.to_owned()).map_err(|_| bad("redirect URL"))?);
+            c = c
+                .set_redirect_uri(RedirectUrl::new(r.to_owned()).map_err(|_| bad("redirect URL"))?);
         }
         Ok(c)
     }
@@ -354,7 +355,11 @@ impl OAuth {
 
     /// Who the token belongs to, from the provider's userinfo endpoint: the email, else
     /// a username, else the subject. `Ok(None)` when the provider has no such endpoint.
-    pub async fn account(&self, p: &Provider, access_token: &str) -> Result<Option<String>, OAuthError> {
+    pub async fn account(
+        &self,
+        p: &Provider,
+        access_token: &str,
+    ) -> Result<Option<String>, OAuthError> {
         let Some(url) = &p.userinfo_url else {
             return Ok(None);
         };
@@ -384,13 +389,20 @@ impl OAuth {
             .map_err(|e| OAuthError::Unreachable(e.0))?;
         let v: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|_| OAuthError::Garbage("userinfo is not JSON".into()))?;
-        let pick = ["email", "preferred_username", "login", "username", "sub", "id"]
-            .iter()
-            .find_map(|k| match &v[*k] {
-                serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
-                serde_json::Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            });
+        let pick = [
+            "email",
+            "preferred_username",
+            "login",
+            "username",
+            "sub",
+            "id",
+        ]
+        .iter()
+        .find_map(|k| match &v[*k] {
+            serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
         Ok(pick.map(|s| super::truncate(&s, 320)))
     }
 }

@@ -290,8 +290,8 @@ pub async fn callback(
         .fetch_optional(
             sql("DELETE FROM oauth_states WHERE tenant_id = $1 AND id = $2 \
                  RETURNING provider, user_id, verifier, expires_at")
-                .bind(&tenant)
-                .bind(state_id.as_str()),
+            .bind(&tenant)
+            .bind(state_id.as_str()),
         )
         .await?;
     tx.commit().await?;
@@ -306,7 +306,9 @@ pub async fn callback(
         ));
     }
     if state_provider != p.name {
-        return Err(bad_state("this authorization was started for another provider"));
+        return Err(bad_state(
+            "this authorization was started for another provider",
+        ));
     }
     if state_user != current.user.id.as_str() {
         return Err(bad_state(
@@ -343,7 +345,10 @@ pub async fn callback(
         .as_deref()
         .filter(|c| !c.is_empty() && c.len() <= 4096)
         .ok_or_else(|| {
-            AppError::bad_request("invalid_code", "the `code` parameter is missing or too long")
+            AppError::bad_request(
+                "invalid_code",
+                "the `code` parameter is missing or too long",
+            )
         })?;
     let verifier = state
         .crypto
@@ -398,7 +403,15 @@ pub async fn callback(
         .flatten();
 
     let mut tx = state.store.tenant(&tenant).await?;
-    let id = store_connection(&state, &mut tx, &p, &current.user.id.to_string(), &tokens, account.as_deref()).await?;
+    let id = store_connection(
+        &state,
+        &mut tx,
+        &p,
+        &current.user.id.to_string(),
+        &tokens,
+        account.as_deref(),
+    )
+    .await?;
     sync::enqueue(&mut tx, &id).await?;
     audit::record(
         &mut tx,
@@ -499,7 +512,15 @@ pub async fn sync(
         .await?
         .ok_or(AppError::NotFound("connector"))?;
     if queued {
-        audit::record(&mut tx, &ctx, "connector.sync", "connector", row.id.as_str(), json!({"provider": provider})).await?;
+        audit::record(
+            &mut tx,
+            &ctx,
+            "connector.sync",
+            "connector",
+            row.id.as_str(),
+            json!({"provider": provider}),
+        )
+        .await?;
     }
     tx.commit().await?;
     state.jobs_wake.notify_one();
@@ -534,7 +555,10 @@ pub async fn disconnect(
     tx.commit().await?;
 
     let (revoked, revoke_error) = match (state.vault.providers().get(&provider), tokens) {
-        (None, _) => (false, Some("the provider is no longer configured".to_owned())),
+        (None, _) => (
+            false,
+            Some("the provider is no longer configured".to_owned()),
+        ),
         (Some(_), Err(e)) => (false, Some(format!("no usable tokens to revoke: {e}"))),
         (Some(p), Ok((access, refresh))) => {
             // Revoking the refresh token ends the whole grant at most providers; the
@@ -549,7 +573,10 @@ pub async fn disconnect(
             }
             match result {
                 Ok(true) => (true, None),
-                Ok(false) => (false, Some("the provider has no revocation endpoint".to_owned())),
+                Ok(false) => (
+                    false,
+                    Some("the provider has no revocation endpoint".to_owned()),
+                ),
                 Err(e) => (false, Some(e.to_string())),
             }
         }

@@ -65,14 +65,20 @@ pub async fn enqueue(tx: &mut TenantTx, id: &ConnectorId) -> Result<Option<(JobI
 
 /// Queues a sync for every connection whose last one is older than the interval.
 /// Runs in every process; the conditional claim in [`enqueue`] keeps it to one job.
-pub async fn schedule(store: &Store, wake: &tokio::sync::Notify, interval_secs: u32) -> Result<usize> {
+pub async fn schedule(
+    store: &Store,
+    wake: &tokio::sync::Notify,
+    interval_secs: u32,
+) -> Result<usize> {
     let cutoff = Utc::now() - chrono::Duration::seconds(interval_secs.into());
     let mut tx = store.platform_read().await?;
     let q = if tx.is_postgres() {
         sql("SELECT tenant_id, id FROM ocsuite_connectors_due($1, $2)")
     } else {
-        sql("SELECT tenant_id, id FROM connectors WHERE sync_job_id IS NULL AND status IN ('connected', 'error') \
-             AND last_refresh_at IS NOT NULL AND (last_sync_at IS NULL OR last_sync_at < $1) ORDER BY last_sync_at LIMIT $2")
+        sql(
+            "SELECT tenant_id, id FROM connectors WHERE sync_job_id IS NULL AND status IN ('connected', 'error') \
+             AND last_refresh_at IS NOT NULL AND (last_sync_at IS NULL OR last_sync_at < $1) ORDER BY last_sync_at LIMIT $2",
+        )
     };
     let due: Vec<(String, String)> = tx.fetch_all(q.bind(cutoff).bind(500i64)).await?;
     drop(tx);

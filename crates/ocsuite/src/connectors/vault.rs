@@ -335,22 +335,25 @@ impl Vault {
         )
         .await?;
         let now = Utc::now();
-        let secs = |d: Duration| chrono::Duration::seconds(d.as_secs().min(10 * 365 * 86400) as i64);
+        let secs =
+            |d: Duration| chrono::Duration::seconds(d.as_secs().min(10 * 365 * 86400) as i64);
         let tenant = tx.tenant_id().clone();
         tx.execute(
-            sql("UPDATE connectors SET status = 'connected', access_expires_at = $1, \
+            sql(
+                "UPDATE connectors SET status = 'connected', access_expires_at = $1, \
                  refresh_expires_at = CASE WHEN $2 THEN $3 ELSE refresh_expires_at END, \
                  has_refresh_token = $4, scopes = COALESCE($5, scopes), last_refresh_at = $6, \
                  last_error = NULL, last_error_at = NULL, updated_at = $6 \
-                 WHERE tenant_id = $7 AND id = $8")
-                .bind(t.expires_in.map(|d| now + secs(d)))
-                .bind(t.refresh_token.is_some() || t.refresh_expires_in.is_some())
-                .bind(t.refresh_expires_in.map(|d| now + secs(d)))
-                .bind(refresh.is_some())
-                .bind(t.scopes.as_ref().map(|s| s.join(" ")))
-                .bind(now)
-                .bind(&tenant)
-                .bind(id),
+                 WHERE tenant_id = $7 AND id = $8",
+            )
+            .bind(t.expires_in.map(|d| now + secs(d)))
+            .bind(t.refresh_token.is_some() || t.refresh_expires_in.is_some())
+            .bind(t.refresh_expires_in.map(|d| now + secs(d)))
+            .bind(refresh.is_some())
+            .bind(t.scopes.as_ref().map(|s| s.join(" ")))
+            .bind(now)
+            .bind(&tenant)
+            .bind(id),
         )
         .await?;
         Ok(())
@@ -406,7 +409,11 @@ impl Vault {
 
     /// Proves the connection works: a valid token (refreshed if need be) that the
     /// provider's userinfo endpoint accepts. Records the account and sync time.
-    pub async fn check(&self, tenant: &TenantId, provider: &str) -> Result<CheckReport, VaultError> {
+    pub async fn check(
+        &self,
+        tenant: &TenantId,
+        provider: &str,
+    ) -> Result<CheckReport, VaultError> {
         let p = self.provider(provider)?.clone();
         let (token, mut refreshed) = self.token(tenant, provider, false).await?;
         let account = match self.oauth.account(&p, token.secret()).await {
@@ -446,15 +453,17 @@ impl Vault {
         };
         let now = Utc::now();
         tx.execute(
-            sql("UPDATE connectors SET account = COALESCE($1, account), last_sync_at = $2, \
+            sql(
+                "UPDATE connectors SET account = COALESCE($1, account), last_sync_at = $2, \
                  status = CASE WHEN status = 'error' THEN 'connected' ELSE status END, \
                  last_error = CASE WHEN status = 'error' THEN NULL ELSE last_error END, \
                  last_error_at = CASE WHEN status = 'error' THEN NULL ELSE last_error_at END, \
-                 updated_at = $2 WHERE tenant_id = $3 AND id = $4")
-                .bind(account.clone())
-                .bind(now)
-                .bind(tenant)
-                .bind(&row.id),
+                 updated_at = $2 WHERE tenant_id = $3 AND id = $4",
+            )
+            .bind(account.clone())
+            .bind(now)
+            .bind(tenant)
+            .bind(&row.id),
         )
         .await?;
         tx.commit().await?;

@@ -127,7 +127,10 @@ async fn wait_connector(
         if done(&c) {
             return c;
         }
-        assert!(tokio::time::Instant::now() < deadline, "never got there: {c}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never got there: {c}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -158,10 +161,12 @@ async fn everything_stored(app: &TestApp) -> String {
         .unwrap();
         let mut out = String::new();
         for t in tables {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT t::text FROM \"{t}\" t")))
-                .fetch_all(&mut owner)
-                .await
-                .unwrap();
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT t::text FROM \"{t}\" t"
+            )))
+            .fetch_all(&mut owner)
+            .await
+            .unwrap();
             for r in rows {
                 out.push_str(&r.get::<String, _>(0));
                 out.push('\n');
@@ -175,7 +180,10 @@ async fn connect_use_refresh_expire_reconnect_revoke(app: TestApp, idp: FakeIdp)
     let (u, t) = owner(&app, "ann@acme.test").await;
     let listed = connector(&app, &u, &t, "google").await;
     assert_eq!(listed["status"], "not_connected");
-    assert_eq!(connector(&app, &u, &t, "acme").await["status"], "not_connected");
+    assert_eq!(
+        connector(&app, &u, &t, "acme").await["status"],
+        "not_connected"
+    );
 
     let v = authorize(&app, &u, &t, "acme").await;
     let url = v["authorization_url"].as_str().unwrap();
@@ -210,9 +218,15 @@ async fn connect_use_refresh_expire_reconnect_revoke(app: TestApp, idp: FakeIdp)
 
     // Six tasks and the connect-time sync all need a token at once: one refresh (the
     // slow token endpoint makes them overlap).
-    let ids: Vec<String> = futures_util::future::join_all(
-        (0..6).map(|_| start(&app, &u, &t, "connectors.check", json!({"provider": "acme"}))),
-    )
+    let ids: Vec<String> = futures_util::future::join_all((0..6).map(|_| {
+        start(
+            &app,
+            &u,
+            &t,
+            "connectors.check",
+            json!({"provider": "acme"}),
+        )
+    }))
     .await;
     for id in &ids {
         let d = wait_status(&app, &u, &t, id, "succeeded").await;
@@ -229,7 +243,12 @@ async fn connect_use_refresh_expire_reconnect_revoke(app: TestApp, idp: FakeIdp)
 
     // On demand sync.
     let (s, v) = app
-        .post("/api/v1/connectors/acme/sync", &u.token, Some(&t), json!({}))
+        .post(
+            "/api/v1/connectors/acme/sync",
+            &u.token,
+            Some(&t),
+            json!({}),
+        )
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     assert!(v["job_id"].as_str().unwrap().starts_with("job_"));
@@ -237,17 +256,40 @@ async fn connect_use_refresh_expire_reconnect_revoke(app: TestApp, idp: FakeIdp)
 
     // The user removes the app at the provider: the next sync finds the grant dead.
     idp.revoke_everything();
-    app.post("/api/v1/connectors/acme/sync", &u.token, Some(&t), json!({}))
-        .await;
+    app.post(
+        "/api/v1/connectors/acme/sync",
+        &u.token,
+        Some(&t),
+        json!({}),
+    )
+    .await;
     let c = wait_connector(&app, &u, &t, "acme", |c| c["status"] == "expired").await;
-    assert!(c["last_error"].as_str().unwrap().contains("invalid_grant"), "{c}");
+    assert!(
+        c["last_error"].as_str().unwrap().contains("invalid_grant"),
+        "{c}"
+    );
     let (s, v) = app
-        .post("/api/v1/connectors/acme/sync", &u.token, Some(&t), json!({}))
+        .post(
+            "/api/v1/connectors/acme/sync",
+            &u.token,
+            Some(&t),
+            json!({}),
+        )
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    let id = start(&app, &u, &t, "connectors.check", json!({"provider": "acme"})).await;
+    let id = start(
+        &app,
+        &u,
+        &t,
+        "connectors.check",
+        json!({"provider": "acme"}),
+    )
+    .await;
     let d = wait_for(&app, &u, &t, &id, 20, |d| d["task"]["status"] == "failed").await;
-    assert!(d["task"]["error"].as_str().unwrap().contains("reconnect"), "{d}");
+    assert!(
+        d["task"]["error"].as_str().unwrap().contains("reconnect"),
+        "{d}"
+    );
 
     // Reconnect.
     idp.with(|i| i.code_expires_in = 3600);
@@ -260,9 +302,15 @@ async fn connect_use_refresh_expire_reconnect_revoke(app: TestApp, idp: FakeIdp)
     let issued = idp.with(|i| i.issued.clone());
     assert!(issued.len() >= 4, "{issued:?}");
     let stored = everything_stored(&app).await;
-    assert!(stored.contains("connector.connect"), "the search sees the data");
+    assert!(
+        stored.contains("connector.connect"),
+        "the search sees the data"
+    );
     let logs = String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned();
-    assert!(logs.contains("/api/v1/connectors/acme/callback"), "logs are captured");
+    assert!(
+        logs.contains("/api/v1/connectors/acme/callback"),
+        "logs are captured"
+    );
     for tok in &issued {
         assert!(!stored.contains(tok.as_str()), "token at rest: {tok}");
         assert!(!logs.contains(tok.as_str()), "token in logs: {tok}");
@@ -270,20 +318,48 @@ async fn connect_use_refresh_expire_reconnect_revoke(app: TestApp, idp: FakeIdp)
 
     // Disconnect: revoked at the provider, gone here.
     let (s, v) = app
-        .call(reqwest::Method::DELETE, "/api/v1/connectors/acme", Some(&u.token), Some(&t), None)
+        .call(
+            reqwest::Method::DELETE,
+            "/api/v1/connectors/acme",
+            Some(&u.token),
+            Some(&t),
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["revoked_at_provider"], true, "{v}");
     let last_refresh = issued.iter().rev().find(|t| t.starts_with("rt-")).unwrap();
     assert!(idp.with(|i| i.revoked.contains(last_refresh)));
-    assert_eq!(connector(&app, &u, &t, "acme").await["status"], "not_connected");
+    assert_eq!(
+        connector(&app, &u, &t, "acme").await["status"],
+        "not_connected"
+    );
     let (s, _) = app
-        .call(reqwest::Method::DELETE, "/api/v1/connectors/acme", Some(&u.token), Some(&t), None)
+        .call(
+            reqwest::Method::DELETE,
+            "/api/v1/connectors/acme",
+            Some(&u.token),
+            Some(&t),
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let id = start(&app, &u, &t, "connectors.check", json!({"provider": "acme"})).await;
+    let id = start(
+        &app,
+        &u,
+        &t,
+        "connectors.check",
+        json!({"provider": "acme"}),
+    )
+    .await;
     let d = wait_for(&app, &u, &t, &id, 20, |d| d["task"]["status"] == "failed").await;
-    assert!(d["task"]["error"].as_str().unwrap().contains("no acme account"), "{d}");
+    assert!(
+        d["task"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no acme account"),
+        "{d}"
+    );
 
     let (s, v) = app.get("/api/v1/audit?limit=500", &u.token, Some(&t)).await;
     assert_eq!(s, StatusCode::OK);
@@ -293,7 +369,12 @@ async fn connect_use_refresh_expire_reconnect_revoke(app: TestApp, idp: FakeIdp)
         .iter()
         .filter_map(|e| e["action"].as_str())
         .collect();
-    for a in ["connector.connect", "connector.refresh", "connector.expired", "connector.disconnect"] {
+    for a in [
+        "connector.connect",
+        "connector.refresh",
+        "connector.expired",
+        "connector.disconnect",
+    ] {
         assert!(actions.contains(&a), "{a} not audited: {actions:?}");
     }
 }
@@ -320,7 +401,10 @@ async fn state_is_single_use_bound_and_expiring(app: TestApp, _idp: FakeIdp) {
     assert!(body.contains("another user"), "{body}");
     let (s, _) = callback(&app, &bob, "acme", &q).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert_eq!(connector(&app, &bob, &b, "acme").await["status"], "not_connected");
+    assert_eq!(
+        connector(&app, &bob, &b, "acme").await["status"],
+        "not_connected"
+    );
 
     // A state for one provider presented at another's callback.
     let v = authorize(&app, &ann, &a, "acme").await;
@@ -344,7 +428,10 @@ async fn state_is_single_use_bound_and_expiring(app: TestApp, _idp: FakeIdp) {
     let (s, body) = callback(&app, &ann, "acme", &q).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
     assert!(body.contains("expired"), "{body}");
-    assert_eq!(connector(&app, &ann, &a, "acme").await["status"], "not_connected");
+    assert_eq!(
+        connector(&app, &ann, &a, "acme").await["status"],
+        "not_connected"
+    );
 
     // Without a signed-in person the callback does nothing.
     let v = authorize(&app, &ann, &a, "acme").await;
@@ -364,7 +451,12 @@ async fn state_is_single_use_bound_and_expiring(app: TestApp, _idp: FakeIdp) {
     let (s, _) = callback(&app, &ann, "nope", &q).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = app
-        .post("/api/v1/connectors/nope/authorize", &ann.token, Some(&a), json!({}))
+        .post(
+            "/api/v1/connectors/nope/authorize",
+            &ann.token,
+            Some(&a),
+            json!({}),
+        )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
@@ -376,24 +468,52 @@ async fn provider_refusals_and_faults_are_reported(app: TestApp, idp: FakeIdp) {
     idp.with(|i| i.deny = true);
     let location = connect(&app, &u, &t, "acme").await;
     assert_eq!(location, "/connectors?provider=acme&error=access_denied");
-    assert_eq!(connector(&app, &u, &t, "acme").await["status"], "not_connected");
+    assert_eq!(
+        connector(&app, &u, &t, "acme").await["status"],
+        "not_connected"
+    );
     idp.with(|i| i.deny = false);
 
     // Token endpoint down, then answering garbage.
     idp.with(|i| i.mode = Some(TokenMode::Down));
     let location = connect(&app, &u, &t, "acme").await;
-    assert_eq!(location, "/connectors?provider=acme&error=token_exchange_failed");
+    assert_eq!(
+        location,
+        "/connectors?provider=acme&error=token_exchange_failed"
+    );
     let c = connector(&app, &u, &t, "acme").await;
     assert_eq!(c["status"], "error", "{c}");
-    assert!(c["last_error"].as_str().unwrap().contains("HTTP 503"), "{c}");
+    assert!(
+        c["last_error"].as_str().unwrap().contains("HTTP 503"),
+        "{c}"
+    );
     idp.with(|i| i.mode = Some(TokenMode::Garbage));
     connect(&app, &u, &t, "acme").await;
     let c = connector(&app, &u, &t, "acme").await;
-    assert!(c["last_error"].as_str().unwrap().contains("not a valid OAuth response"), "{c}");
+    assert!(
+        c["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid OAuth response"),
+        "{c}"
+    );
     // No tokens were stored: the module says so.
-    let id = start(&app, &u, &t, "connectors.check", json!({"provider": "acme"})).await;
+    let id = start(
+        &app,
+        &u,
+        &t,
+        "connectors.check",
+        json!({"provider": "acme"}),
+    )
+    .await;
     let d = wait_for(&app, &u, &t, &id, 20, |d| d["task"]["status"] == "failed").await;
-    assert!(d["task"]["error"].as_str().unwrap().contains("no acme account"), "{d}");
+    assert!(
+        d["task"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no acme account"),
+        "{d}"
+    );
 
     // Recovery: a good connect clears the error.
     idp.with(|i| i.mode = None);
@@ -414,10 +534,18 @@ async fn provider_refusals_and_faults_are_reported(app: TestApp, idp: FakeIdp) {
     .unwrap();
     tx.commit().await.unwrap();
     idp.with(|i| i.mode = Some(TokenMode::Down));
-    app.post("/api/v1/connectors/acme/sync", &u.token, Some(&t), json!({}))
-        .await;
+    app.post(
+        "/api/v1/connectors/acme/sync",
+        &u.token,
+        Some(&t),
+        json!({}),
+    )
+    .await;
     let c = wait_connector(&app, &u, &t, "acme", |c| c["status"] == "error").await;
-    assert!(c["last_error"].as_str().unwrap().contains("HTTP 503"), "{c}");
+    assert!(
+        c["last_error"].as_str().unwrap().contains("HTTP 503"),
+        "{c}"
+    );
     idp.with(|i| i.mode = None);
     let c = wait_connector(&app, &u, &t, "acme", |c| c["status"] == "connected").await;
     assert_eq!(c["last_error"], Value::Null, "{c}");
@@ -429,29 +557,63 @@ async fn tenants_cannot_see_use_or_move_each_others_tokens(app: TestApp, _idp: F
     connect(&app, &ann, &a, "acme").await;
     wait_connector(&app, &ann, &a, "acme", |c| c["sync_pending"] == false).await;
 
-    assert_eq!(connector(&app, &bob, &b, "acme").await["status"], "not_connected");
+    assert_eq!(
+        connector(&app, &bob, &b, "acme").await["status"],
+        "not_connected"
+    );
     let (s, _) = app
-        .call(reqwest::Method::DELETE, "/api/v1/connectors/acme", Some(&bob.token), Some(&b), None)
+        .call(
+            reqwest::Method::DELETE,
+            "/api/v1/connectors/acme",
+            Some(&bob.token),
+            Some(&b),
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = app
-        .post("/api/v1/connectors/acme/sync", &bob.token, Some(&b), json!({}))
+        .post(
+            "/api/v1/connectors/acme/sync",
+            &bob.token,
+            Some(&b),
+            json!({}),
+        )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // Bob cannot act in Ann's tenant at all.
     let (s, _) = app.get("/api/v1/connectors", &bob.token, Some(&a)).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let id = start(&app, &bob, &b, "connectors.check", json!({"provider": "acme"})).await;
+    let id = start(
+        &app,
+        &bob,
+        &b,
+        "connectors.check",
+        json!({"provider": "acme"}),
+    )
+    .await;
     let d = wait_for(&app, &bob, &b, &id, 20, |d| d["task"]["status"] == "failed").await;
-    assert!(d["task"]["error"].as_str().unwrap().contains("no acme account"), "{d}");
+    assert!(
+        d["task"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no acme account"),
+        "{d}"
+    );
 
     // Bob connects too; then Ann's ciphertext is copied over Bob's: it must not decrypt.
     connect(&app, &bob, &b, "acme").await;
     wait_connector(&app, &bob, &b, "acme", |c| c["sync_pending"] == false).await;
     let copy = "UPDATE tenant_secrets SET ciphertext = (SELECT s.ciphertext FROM tenant_secrets s WHERE s.tenant_id = $1 AND s.purpose = 'oauth') WHERE tenant_id = $2 AND purpose = 'oauth'";
     if app.config.is_sqlite() {
-        let pool = sqlx::SqlitePool::connect(&app.config.database_url).await.unwrap();
-        let r = sqlx::query(copy).bind(&a).bind(&b).execute(&pool).await.unwrap();
+        let pool = sqlx::SqlitePool::connect(&app.config.database_url)
+            .await
+            .unwrap();
+        let r = sqlx::query(copy)
+            .bind(&a)
+            .bind(&b)
+            .execute(&pool)
+            .await
+            .unwrap();
         assert_eq!(r.rows_affected(), 1);
     } else {
         use sqlx::Connection;
@@ -459,16 +621,24 @@ async fn tenants_cannot_see_use_or_move_each_others_tokens(app: TestApp, _idp: F
             sqlx::PgConnection::connect(app.config.migration_database_url.as_deref().unwrap())
                 .await
                 .unwrap();
-        let r = sqlx::query(copy).bind(&a).bind(&b).execute(&mut owner).await.unwrap();
+        let r = sqlx::query(copy)
+            .bind(&a)
+            .bind(&b)
+            .execute(&mut owner)
+            .await
+            .unwrap();
         assert_eq!(r.rows_affected(), 1);
 
         // Raw SQL as the runtime role: no tenant set, no connector or state rows.
-        let mut rt = sqlx::PgConnection::connect(&app.config.database_url).await.unwrap();
+        let mut rt = sqlx::PgConnection::connect(&app.config.database_url)
+            .await
+            .unwrap();
         for table in ["connectors", "oauth_states", "tenant_secrets"] {
-            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-                .fetch_one(&mut rt)
-                .await
-                .unwrap();
+            let n: i64 =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                    .fetch_one(&mut rt)
+                    .await
+                    .unwrap();
             assert_eq!(n, 0, "{table} visible without a tenant");
         }
         let mut tx = rt.begin().await.unwrap();
@@ -492,11 +662,31 @@ async fn tenants_cannot_see_use_or_move_each_others_tokens(app: TestApp, _idp: F
         assert_eq!(n, 0);
         tx.rollback().await.unwrap();
     }
-    let id = start(&app, &bob, &b, "connectors.check", json!({"provider": "acme"})).await;
+    let id = start(
+        &app,
+        &bob,
+        &b,
+        "connectors.check",
+        json!({"provider": "acme"}),
+    )
+    .await;
     let d = wait_for(&app, &bob, &b, &id, 20, |d| d["task"]["status"] == "failed").await;
-    assert!(d["task"]["error"].as_str().unwrap().contains("cannot be decrypted"), "{d}");
+    assert!(
+        d["task"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be decrypted"),
+        "{d}"
+    );
     // Ann's connection is untouched.
-    let id = start(&app, &ann, &a, "connectors.check", json!({"provider": "acme"})).await;
+    let id = start(
+        &app,
+        &ann,
+        &a,
+        "connectors.check",
+        json!({"provider": "acme"}),
+    )
+    .await;
     wait_status(&app, &ann, &a, &id, "succeeded").await;
 }
 
@@ -505,20 +695,43 @@ async fn roles_and_bad_input(app: TestApp, _idp: FakeIdp) {
     let member = app.signup("mia@a.test").await;
     app.add_member(&ann, &a, &member, "member").await;
     let (s, v) = app
-        .post("/api/v1/connectors/acme/authorize", &member.token, Some(&a), json!({}))
+        .post(
+            "/api/v1/connectors/acme/authorize",
+            &member.token,
+            Some(&a),
+            json!({}),
+        )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
     let (_, key) = app.api_key(&ann, &a, "admin").await;
     let (s, v) = app
-        .call(reqwest::Method::POST, "/api/v1/connectors/acme/authorize", Some(&key), None, Some(json!({})))
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/connectors/acme/authorize",
+            Some(&key),
+            None,
+            Some(json!({})),
+        )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("signed-in"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("signed-in"),
+        "{v}"
+    );
     // Members see the list; the API key too.
     let (s, _) = app.get("/api/v1/connectors", &member.token, Some(&a)).await;
     assert_eq!(s, StatusCode::OK);
     let (s, v) = app
-        .call(reqwest::Method::GET, "/api/v1/connectors", Some(&key), None, None)
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/connectors",
+            Some(&key),
+            None,
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     // A member starting a flow an admin began is refused at the callback too.
@@ -534,7 +747,12 @@ async fn roles_and_bad_input(app: TestApp, _idp: FakeIdp) {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     // Sync of a provider never connected.
     let (s, _) = app
-        .post("/api/v1/connectors/acme/sync", &ann.token, Some(&a), json!({}))
+        .post(
+            "/api/v1/connectors/acme/sync",
+            &ann.token,
+            Some(&a),
+            json!({}),
+        )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }

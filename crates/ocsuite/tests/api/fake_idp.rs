@@ -133,7 +133,8 @@ async fn authorize(State(s): S, Query(q): Query<HashMap<String, String>>) -> Res
     }
     let mut i = s.lock().unwrap();
     if i.deny {
-        return Redirect::to(&format!("{redirect}?error=access_denied&state={state}")).into_response();
+        return Redirect::to(&format!("{redirect}?error=access_denied&state={state}"))
+            .into_response();
     }
     let code = random();
     let challenge = q.get("code_challenge").cloned().unwrap_or_default();
@@ -163,7 +164,11 @@ fn issue(i: &mut Inner, expires_in: i64, refresh: bool) -> serde_json::Value {
     body
 }
 
-async fn token(State(s): S, headers: HeaderMap, Form(f): Form<HashMap<String, String>>) -> Response {
+async fn token(
+    State(s): S,
+    headers: HeaderMap,
+    Form(f): Form<HashMap<String, String>>,
+) -> Response {
     let delay = s.lock().unwrap().token_delay_ms;
     tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     let mut i = s.lock().unwrap();
@@ -175,7 +180,10 @@ async fn token(State(s): S, headers: HeaderMap, Form(f): Form<HashMap<String, St
         _ => {}
     }
     if !client_ok(&headers) {
-        return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "invalid_client"})))
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error": "invalid_client"})),
+        )
             .into_response();
     }
     match f.get("grant_type").map(String::as_str) {
@@ -209,9 +217,16 @@ async fn token(State(s): S, headers: HeaderMap, Form(f): Form<HashMap<String, St
     }
 }
 
-async fn revoke(State(s): S, headers: HeaderMap, Form(f): Form<HashMap<String, String>>) -> Response {
+async fn revoke(
+    State(s): S,
+    headers: HeaderMap,
+    Form(f): Form<HashMap<String, String>>,
+) -> Response {
     if !client_ok(&headers) {
-        return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "invalid_client"})))
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error": "invalid_client"})),
+        )
             .into_response();
     }
     let mut i = s.lock().unwrap();
@@ -230,7 +245,10 @@ async fn userinfo(State(s): S, headers: HeaderMap) -> Response {
         .unwrap_or_default()
         .to_owned();
     if !s.lock().unwrap().access.contains(&token) {
-        return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "invalid_token"})))
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error": "invalid_token"})),
+        )
             .into_response();
     }
     axum::Json(json!({"sub": "1234567", "email": ACCOUNT, "email_verified": true})).into_response()
