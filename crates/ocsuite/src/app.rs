@@ -24,7 +24,7 @@ use crate::ops::ratelimit::{self, Limits};
 use crate::realtime::Bus;
 use crate::store::{Backend, Store};
 use crate::{
-    agents, audit, auth, chat, connectors, modules, openapi, ops, queue, realtime, tasks, tenancy,
+    agents, approvals, audit, auth, board, chat, connectors, modules, openapi, ops, queue, realtime, tasks, tenancy,
     usage,
 };
 
@@ -137,6 +137,18 @@ pub fn router(state: AppState) -> Router {
         .route("/tasks/execute", post(tasks::routes::execute))
         .route("/tasks/{id}", get(tasks::routes::get))
         .route("/tasks/{id}/cancel", post(tasks::routes::cancel))
+        .route("/tasks/{id}/approve", post(approvals::routes::approve))
+        .route("/tasks/{id}/reject", post(approvals::routes::reject))
+        .route("/tasks/{id}/undo", post(approvals::routes::undo))
+        .route("/approvals", get(approvals::routes::list))
+        .route(
+            "/approval-policy",
+            get(approvals::routes::get_policy).put(approvals::routes::put_policy),
+        )
+        .route("/c-suite/board-meeting", post(board::routes::hold))
+        .route("/board-meetings", get(board::routes::list))
+        .route("/board-meetings/{id}", get(board::routes::get))
+        .route("/board-meetings/{id}/rating", post(board::routes::rate))
         .route(
             "/queues",
             get(queue::admin::show).patch(queue::admin::settings),

@@ -174,6 +174,26 @@ typed_id!(
     ConnectorId,
     "con"
 );
+typed_id!(
+    /// A board meeting.
+    MeetingId,
+    "mtg"
+);
+typed_id!(
+    /// One action item a board meeting produced.
+    ActionItemId,
+    "act"
+);
+typed_id!(
+    /// An in-app notification for one person.
+    NotificationId,
+    "ntf"
+);
+typed_id!(
+    /// An email in the outbox.
+    EmailId,
+    "eml"
+);
 
 #[cfg(test)]
 mod tests {

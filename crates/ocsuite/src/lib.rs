@@ -7,8 +7,10 @@
 
 pub mod agents;
 pub mod app;
+pub mod approvals;
 pub mod audit;
 pub mod auth;
+pub mod board;
 pub mod chat;
 pub mod config;
 pub mod connectors;

@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::{
-    agents, audit, auth, chat, connectors, modules, queue, realtime, tasks, tenancy, usage,
+    agents, approvals, audit, auth, board, chat, connectors, modules, queue, realtime, tasks, tenancy, usage,
 };
 
 #[derive(OpenApi)]
@@ -35,6 +35,9 @@ use crate::{
         usage::routes::show, usage::routes::set_plan,
         connectors::routes::list, connectors::routes::authorize, connectors::routes::callback,
         connectors::routes::sync, connectors::routes::disconnect,
+        board::routes::hold, board::routes::list, board::routes::get, board::routes::rate,
+        approvals::routes::list, approvals::routes::approve, approvals::routes::reject,
+        approvals::routes::undo, approvals::routes::get_policy, approvals::routes::put_policy,
         agents::routes::list, agents::routes::create, agents::routes::update,
         agents::routes::customize, agents::routes::reset,
     ),

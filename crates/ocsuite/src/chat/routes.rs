@@ -118,6 +118,7 @@ pub async fn chat(
         messages,
         temperature: persona.temperature,
         max_tokens: Some(max_tokens),
+        json_schema: None,
     };
     let upstream = state.llm.stream(request.clone());
     // The question, the conversation and the token hold are written and committed beside

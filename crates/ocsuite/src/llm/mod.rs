@@ -50,6 +50,17 @@ pub struct ChatRequest {
     pub messages: Vec<ChatMessage>,
     pub temperature: Option<f32>,
     pub max_tokens: Option<u32>,
+    /// Ask for JSON matching this schema (OpenAI `response_format: json_schema`); servers
+    /// that support it constrain decoding, so the answer parses. The caller validates
+    /// anyway.
+    pub json_schema: Option<JsonSchema>,
+}
+
+/// A named JSON Schema for structured output.
+#[derive(Clone, Debug)]
+pub struct JsonSchema {
+    pub name: &'static str,
+    pub schema: serde_json::Value,
 }
 
 /// A function call the model asked for.

@@ -248,6 +248,12 @@ impl Inner {
         if let Some(t) = req.temperature {
             body["temperature"] = json!(t);
         }
+        if let Some(s) = &req.json_schema {
+            body["response_format"] = json!({
+                "type": "json_schema",
+                "json_schema": {"name": s.name, "schema": s.schema, "strict": true},
+            });
+        }
         if let Some(m) = req.max_tokens {
             body["max_tokens"] = json!(m);
         }

@@ -119,7 +119,7 @@ fn stage(s: Stage) -> &'static str {
 }
 
 /// Removes our data-block markers from tenant text, so it cannot close a block early.
-fn defang(s: &str) -> String {
+pub(crate) fn defang(s: &str) -> String {
     s.replace("<company_data>", "")
         .replace("</company_data>", "")
         .replace("<company_instructions>", "")

@@ -1,7 +1,9 @@
 //! Tasks: a tenant's request to run one module capability, executed through the queue.
 //!
 //! Lifecycle: `queued` → `running` → `succeeded` | `failed` | `dead` | `cancelled`, with
-//! `running` → `queued` again between retries. Every change bumps the task's `event_seq`
+//! `running` → `queued` again between retries. A task a board meeting proposes starts
+//! as `proposed` and waits for a person: approval queues it, rejection ends it as
+//! `rejected` (see `crate::approvals`). Every change bumps the task's `event_seq`
 //! and appends an event to the topic `task:{id}` in the same transaction, so the stored
 //! events are the task's timeline and the realtime stream at once. State changes are
 //! audited.
@@ -21,6 +23,9 @@ use crate::store::{TenantTx, sql};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
+    /// Waits for a person's approval; nothing runs it until then.
+    Proposed,
+    Rejected,
     Queued,
     Running,
     Succeeded,
@@ -32,6 +37,8 @@ pub enum Status {
 impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Proposed => "proposed",
+            Self::Rejected => "rejected",
             Self::Queued => "queued",
             Self::Running => "running",
             Self::Succeeded => "succeeded",
@@ -43,6 +50,8 @@ impl Status {
 
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
+            "proposed" => Self::Proposed,
+            "rejected" => Self::Rejected,
             "queued" => Self::Queued,
             "running" => Self::Running,
             "succeeded" => Self::Succeeded,
@@ -54,7 +63,10 @@ impl Status {
     }
 
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Cancelled | Self::Rejected
+        )
     }
 }
 
@@ -80,6 +92,14 @@ pub struct Task {
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The board meeting that proposed it.
+    pub meeting_id: Option<String>,
+    /// Who approved or rejected it (`user:…`, `policy:auto`), when, and why.
+    pub decided_by: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub decision_rationale: Option<String>,
+    /// The task this one undoes.
+    pub undo_of: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -100,6 +120,11 @@ struct Row {
     updated_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
+    meeting_id: Option<String>,
+    decided_by: Option<String>,
+    decided_at: Option<DateTime<Utc>>,
+    decision_rationale: Option<String>,
+    undo_of: Option<String>,
 }
 
 /// `SELECT <every task column> FROM tasks <tail>`.
@@ -108,7 +133,7 @@ macro_rules! select_tasks {
         concat!(
             "SELECT id, capability, version, input, status, attempts, max_attempts, result, error, \
              idempotency_key, created_by, cancel_requested, created_at, updated_at, started_at, \
-             finished_at FROM tasks ",
+             finished_at, meeting_id, decided_by, decided_at, decision_rationale, undo_of FROM tasks ",
             $tail
         )
     };
@@ -134,6 +159,11 @@ impl Row {
             updated_at: self.updated_at,
             started_at: self.started_at,
             finished_at: self.finished_at,
+            meeting_id: self.meeting_id,
+            decided_by: self.decided_by,
+            decided_at: self.decided_at,
+            decision_rationale: self.decision_rationale,
+            undo_of: self.undo_of,
         })
     }
 }
@@ -146,15 +176,20 @@ pub struct NewTask<'a> {
     pub max_attempts: u32,
     pub idempotency_key: Option<&'a str>,
     pub created_by: &'a str,
+    /// `Queued` (the caller enqueues its job) or `Proposed` (waits for approval).
+    pub status: Status,
+    pub meeting_id: Option<&'a str>,
+    pub undo_of: Option<&'a TaskId>,
 }
 
-/// Inserts a task in `queued` with its first event; the caller enqueues its job.
+/// Inserts a task with its first event (`queued` or `proposed`).
 pub async fn insert(tx: &mut TenantTx, id: &TaskId, t: &NewTask<'_>) -> Result<Event> {
     let tenant = tx.tenant_id().clone();
     let now = Utc::now();
+    let status = t.status.as_str();
     tx.execute(
-        sql("INSERT INTO tasks (tenant_id, id, capability, version, input, status, attempts, max_attempts, idempotency_key, created_by, cancel_requested, event_seq, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $7, $8, $9, 1, $10, $10)")
+        sql("INSERT INTO tasks (tenant_id, id, capability, version, input, status, attempts, max_attempts, idempotency_key, created_by, cancel_requested, event_seq, created_at, updated_at, meeting_id, undo_of) \
+             VALUES ($1, $2, $3, $4, $5, $11, 0, $6, $7, $8, $9, 1, $10, $10, $12, $13)")
             .bind(&tenant)
             .bind(id)
             .bind(t.capability)
@@ -164,15 +199,18 @@ pub async fn insert(tx: &mut TenantTx, id: &TaskId, t: &NewTask<'_>) -> Result<E
             .bind(t.idempotency_key)
             .bind(t.created_by)
             .bind(false)
-            .bind(now),
+            .bind(now)
+            .bind(status)
+            .bind(t.meeting_id)
+            .bind(t.undo_of.map(|u| u.to_string())),
     )
     .await?;
     realtime::record(
         tx,
         &Topic::Task(id.clone()).name(),
         1,
-        "queued",
-        json!({"task_id": id, "status": "queued", "capability": t.capability, "version": t.version}),
+        status,
+        json!({"task_id": id, "status": status, "capability": t.capability, "version": t.version}),
     )
     .await
 }

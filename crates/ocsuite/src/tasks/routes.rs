@@ -139,6 +139,9 @@ pub async fn execute(
                 max_attempts: resolved.spec.max_attempts,
                 idempotency_key: input.idempotency_key.as_deref(),
                 created_by: &format!("{}:{}", ctx.actor.kind(), ctx.actor.id()),
+                status: Status::Queued,
+                meeting_id: None,
+                undo_of: None,
             },
         )
         .await?;
@@ -307,11 +310,16 @@ pub async fn cancel(
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let task = super::get(&mut tx, &id).await?;
     let (code, ev) = match task.status {
-        Status::Succeeded | Status::Failed | Status::Cancelled => {
+        Status::Succeeded | Status::Failed | Status::Cancelled | Status::Rejected => {
             return Err(AppError::Conflict(format!(
                 "the task already ended ({}); nothing to cancel",
                 task.status.as_str()
             )));
+        }
+        Status::Proposed => {
+            return Err(AppError::Conflict(
+                "the task waits for approval; reject it instead (POST /tasks/{id}/reject)".into(),
+            ));
         }
         Status::Queued | Status::Dead if queue::remove_pending(&mut tx, &job_id(&id)).await? => {
             let ev = update(

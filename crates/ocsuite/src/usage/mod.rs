@@ -283,6 +283,12 @@ pub async fn settle(
     model: &str,
     usage: Usage,
 ) -> Result<()> {
+    release(tx, reservation).await?;
+    record(tx, meter, persona, model, usage).await
+}
+
+/// Drops a reservation (the caller records what was really used).
+pub async fn release(tx: &mut TenantTx, reservation: &str) -> Result<()> {
     let tenant = tx.tenant_id().clone();
     tx.execute(
         sql("DELETE FROM token_reservations WHERE tenant_id = $1 AND id = $2")
@@ -290,7 +296,7 @@ pub async fn settle(
             .bind(reservation),
     )
     .await?;
-    record(tx, meter, persona, model, usage).await
+    Ok(())
 }
 
 /// Adds one model call to today's row for `persona` and `model`.

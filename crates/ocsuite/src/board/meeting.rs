@@ -1,0 +1,583 @@
+//! Running one meeting: the members' rounds (concurrent, streamed side by side), the
+//! chair's synthesis, the action items, and the record of it all.
+//!
+//! SSE events: `meeting_start`, then per turn `turn_start`, `delta {persona, text}`,
+//! `turn_end {persona, round, usage, status}` (a failed turn also sends a non-final
+//! `error {persona, round, code, message}` and the meeting goes on without it);
+//! `synthesis_start`, `delta {persona: "chair"}`, `synthesis_end`; `action_items`;
+//! `meeting_end`. A final `error` (no `persona`) ends a meeting that could not finish.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use axum::response::sse;
+use ocsuite_module_sdk::Schema;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::items::{self, RawItem};
+use super::prompts::{self, CapabilityLine, Seat};
+use crate::agents::Speaker;
+use crate::app::AppState;
+use crate::audit;
+use crate::error::Result;
+use crate::ids::{MeetingId, TenantId};
+use crate::llm::{ChatMessage, ChatRequest, JsonSchema, Role, StreamEvent, Usage};
+use crate::personas;
+use crate::store::sql;
+use crate::tenancy::tenants::Profile;
+use crate::usage;
+
+/// A member's answer is capped at this unless their settings say otherwise.
+const TURN_MAX_TOKENS: u32 = 700;
+const SYNTHESIS_MAX_TOKENS: u32 = 900;
+const EXTRACTION_MAX_TOKENS: u32 = 2500;
+
+pub type Out = mpsc::Sender<std::result::Result<sse::Event, Infallible>>;
+
+/// Everything a meeting needs, resolved and checked by the route before it starts.
+pub struct Plan {
+    pub state: AppState,
+    pub tenant: TenantId,
+    pub id: MeetingId,
+    pub agenda: String,
+    pub context: Option<String>,
+    pub members: Vec<Speaker>,
+    pub chair: Speaker,
+    pub rounds: u32,
+    pub company: String,
+    pub profile: Profile,
+    /// `user:…` / `api_key:…`: who called the meeting.
+    pub by: String,
+    pub reservation: String,
+    pub offline: bool,
+    /// Capabilities the items may propose.
+    pub capabilities: Vec<CapabilityLine>,
+    /// Whether `diagnostics.echo` is available (the offline meeting's runnable item).
+    pub can_echo: bool,
+}
+
+pub fn seat(s: &Speaker) -> Seat {
+    Seat {
+        slug: s.persona.slug.clone(),
+        name: s.persona.name.clone(),
+        title: s.persona.title.clone(),
+    }
+}
+
+/// One finished turn.
+struct TurnOut {
+    seat: Seat,
+    round: i64,
+    text: String,
+    model: String,
+    usage: Usage,
+    error: Option<(String, String)>,
+    latency_ms: i64,
+}
+
+struct Client {
+    out: Out,
+    alive: bool,
+}
+
+impl Client {
+    /// Sends while the client listens; a meeting outlives its client (it is stored).
+    async fn send(&mut self, name: &str, data: Value) {
+        if self.alive {
+            let ev = sse::Event::default().event(name).data(data.to_string());
+            self.alive = self.out.send(Ok(ev)).await.is_ok();
+        }
+    }
+}
+
+fn usage_json(u: &Usage) -> Value {
+    json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "estimated": u.estimated})
+}
+
+impl Plan {
+    fn model_for(&self, s: &Speaker) -> String {
+        if self.offline {
+            "offline".into()
+        } else {
+            s.persona
+                .model
+                .clone()
+                .unwrap_or_else(|| self.state.config.llm_model.clone())
+        }
+    }
+
+    fn request(&self, s: &Speaker, user: String, max_tokens: u32) -> ChatRequest {
+        ChatRequest {
+            model: self.model_for(s),
+            messages: vec![
+                ChatMessage::new(
+                    Role::System,
+                    personas::system_prompt(
+                        &s.persona,
+                        &self.company,
+                        &self.profile,
+                        s.additions.as_deref(),
+                    ),
+                ),
+                ChatMessage::new(Role::User, user),
+            ],
+            temperature: s.persona.temperature,
+            max_tokens: Some(s.persona.max_tokens.unwrap_or(max_tokens).min(max_tokens)),
+            json_schema: None,
+        }
+    }
+
+    /// Runs turns at once, relaying their deltas as they come; returns them in the
+    /// given order, and how long the phase waited on the model.
+    async fn phase(
+        &self,
+        client: &mut Client,
+        turns: Vec<(Seat, i64, ChatRequest)>,
+        label: Option<&str>,
+    ) -> (Vec<TurnOut>, Duration) {
+        let started = Instant::now();
+        let mut streams = tokio_stream::StreamMap::new();
+        let mut outs = Vec::with_capacity(turns.len());
+        for (i, (seat, round, req)) in turns.into_iter().enumerate() {
+            if label.is_none() {
+                client
+                    .send("turn_start", json!({"persona": seat.slug, "round": round}))
+                    .await;
+            }
+            let prompt_estimate = crate::llm::estimate_prompt_tokens(&req.messages);
+            streams.insert(i, ReceiverStream::new(self.state.llm.stream(req.clone())));
+            outs.push((
+                TurnOut {
+                    seat,
+                    round,
+                    text: String::new(),
+                    model: req.model,
+                    usage: Usage {
+                        prompt_tokens: prompt_estimate,
+                        completion_tokens: 0,
+                        estimated: true,
+                    },
+                    error: Some((
+                        "upstream_cut".into(),
+                        "the model stream ended without finishing".into(),
+                    )),
+                    latency_ms: 0,
+                },
+                false,
+            ));
+        }
+        while let Some((i, ev)) = streams.next().await {
+            let (t, reported) = &mut outs[i];
+            let who = label.unwrap_or(&t.seat.slug).to_owned();
+            match ev {
+                StreamEvent::Delta(d) => {
+                    t.text.push_str(&d);
+                    client
+                        .send("delta", json!({"persona": who, "text": d}))
+                        .await;
+                }
+                StreamEvent::Usage(u) => {
+                    t.usage = u;
+                    *reported = true;
+                }
+                StreamEvent::ToolCall(_) => {}
+                StreamEvent::Done { .. } => {
+                    t.error = None;
+                    t.latency_ms = started.elapsed().as_millis() as i64;
+                }
+                StreamEvent::Error(e) => {
+                    t.error = Some((e.code.to_owned(), e.message));
+                    t.latency_ms = started.elapsed().as_millis() as i64;
+                }
+            }
+        }
+        let waited = started.elapsed();
+        let mut done = Vec::with_capacity(outs.len());
+        for (mut t, reported) in outs {
+            if !reported {
+                t.usage.completion_tokens = crate::llm::estimate_tokens(&t.text);
+            }
+            if label.is_none() {
+                if let Some((code, message)) = &t.error {
+                    client
+                        .send(
+                            "error",
+                            json!({"persona": t.seat.slug, "round": t.round, "code": code, "message": message}),
+                        )
+                        .await;
+                }
+                client
+                    .send(
+                        "turn_end",
+                        json!({"persona": t.seat.slug, "round": t.round, "usage": usage_json(&t.usage),
+                               "status": if t.error.is_some() { "failed" } else { "complete" }}),
+                    )
+                    .await;
+            }
+            done.push(t);
+        }
+        (done, waited)
+    }
+
+    /// Asks for the action items as JSON; re-asks once with what was wrong. `Err` when
+    /// no valid answer came (nothing half-parsed is ever kept).
+    async fn extract(
+        &self,
+        synthesis: &str,
+        owners: &[Seat],
+        used: &mut Vec<(String, String, Usage)>,
+    ) -> std::result::Result<Vec<RawItem>, String> {
+        if self.offline {
+            let seats: Vec<Seat> = self.members.iter().map(seat).collect();
+            return Ok(items::offline(&self.agenda, &seats, self.can_echo));
+        }
+        let schema_value = items::schema(owners);
+        let schema = Schema::compile(&schema_value)?;
+        let mut messages = vec![
+            ChatMessage::new(Role::System, prompts::EXTRACTION_SYSTEM),
+            ChatMessage::new(
+                Role::User,
+                prompts::extraction(&self.agenda, synthesis, owners, &self.capabilities),
+            ),
+        ];
+        let mut last = String::new();
+        for attempt in 0..2 {
+            let req = ChatRequest {
+                model: self.model_for(&self.chair),
+                messages: messages.clone(),
+                temperature: Some(0.1),
+                max_tokens: Some(EXTRACTION_MAX_TOKENS),
+                json_schema: Some(JsonSchema {
+                    name: "action_items",
+                    schema: schema_value.clone(),
+                }),
+            };
+            let (text, usage, error) = collect(self.state.llm.stream(req.clone())).await;
+            used.push((self.chair.persona.slug.clone(), req.model.clone(), usage));
+            if let Some(e) = error {
+                return Err(format!("the model call failed: {e}"));
+            }
+            match items::parse(&text, &schema) {
+                Ok(items) => return Ok(items),
+                Err(why) if attempt == 0 => {
+                    messages.push(ChatMessage::new(Role::Assistant, text));
+                    messages.push(ChatMessage::new(
+                        Role::User,
+                        format!("That answer is not valid: {why}. Reply again with only the corrected JSON object, matching the schema."),
+                    ));
+                    last = why;
+                }
+                Err(why) => last = why,
+            }
+        }
+        Err(format!(
+            "the model did not return valid action items after a retry ({last})"
+        ))
+    }
+}
+
+/// Reads a whole completion: its text, usage and error.
+async fn collect(mut rx: mpsc::Receiver<StreamEvent>) -> (String, Usage, Option<String>) {
+    let mut text = String::new();
+    let mut usage = None;
+    let mut error = Some("the model stream ended without finishing".to_owned());
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            StreamEvent::Delta(d) => text.push_str(&d),
+            StreamEvent::Usage(u) => usage = Some(u),
+            StreamEvent::ToolCall(_) => {}
+            StreamEvent::Done { .. } => error = None,
+            StreamEvent::Error(e) => error = Some(e.message),
+        }
+    }
+    let usage = usage.unwrap_or(Usage {
+        prompt_tokens: 0,
+        completion_tokens: crate::llm::estimate_tokens(&text),
+        estimated: true,
+    });
+    (text, usage, error)
+}
+
+/// Runs the meeting to its end, streaming to `out` while the client listens.
+pub async fn run(plan: Plan, out: Out) {
+    let started = Instant::now();
+    let mut client = Client { out, alive: true };
+    let seats: Vec<Seat> = plan.members.iter().map(seat).collect();
+    client
+        .send(
+            "meeting_start",
+            json!({
+                "meeting_id": plan.id,
+                "personas": plan.members.iter().map(|m| json!({"slug": m.persona.slug, "name": m.persona.name, "title": m.persona.title})).collect::<Vec<_>>(),
+                "chair": plan.chair.persona.slug,
+                "rounds": plan.rounds,
+                "offline": plan.offline,
+            }),
+        )
+        .await;
+    let mut waited = Duration::ZERO;
+    let mut all: Vec<TurnOut> = Vec::new();
+
+    // Round 1: positions.
+    let turns = plan
+        .members
+        .iter()
+        .zip(&seats)
+        .map(|(m, s)| {
+            let user = prompts::position(&plan.agenda, plan.context.as_deref(), &seats, s);
+            (s.clone(), 1, plan.request(m, user, TURN_MAX_TOKENS))
+        })
+        .collect();
+    let (round1, w) = plan.phase(&mut client, turns, None).await;
+    waited += w;
+    // Round 2: answers to the others.
+    if plan.rounds >= 2 {
+        let turns = plan
+            .members
+            .iter()
+            .zip(&seats)
+            .map(|(m, s)| {
+                let others: Vec<(Seat, String)> = round1
+                    .iter()
+                    .filter(|t| t.seat.slug != s.slug && t.error.is_none())
+                    .map(|t| (t.seat.clone(), t.text.clone()))
+                    .collect();
+                let user = prompts::response(&plan.agenda, s, &others);
+                (s.clone(), 2, plan.request(m, user, TURN_MAX_TOKENS))
+            })
+            .collect();
+        let (round2, w) = plan.phase(&mut client, turns, None).await;
+        waited += w;
+        all.extend(round1);
+        all.extend(round2);
+    } else {
+        all.extend(round1);
+    }
+
+    // The chair's synthesis.
+    let minutes: Vec<(Seat, i64, String)> = all
+        .iter()
+        .filter(|t| t.error.is_none())
+        .map(|t| (t.seat.clone(), t.round, t.text.clone()))
+        .collect();
+    let absent: Vec<Seat> = seats
+        .iter()
+        .filter(|s| !minutes.iter().any(|(m, _, _)| m.slug == s.slug))
+        .cloned()
+        .collect();
+    let chair_seat = seat(&plan.chair);
+    client
+        .send("synthesis_start", json!({"persona": chair_seat.slug}))
+        .await;
+    let user = prompts::synthesis(&plan.agenda, plan.context.as_deref(), &minutes, &absent);
+    let req = plan.request(&plan.chair, user, SYNTHESIS_MAX_TOKENS);
+    let (mut synth, w) = plan
+        .phase(&mut client, vec![(chair_seat.clone(), 0, req)], Some("chair"))
+        .await;
+    waited += w;
+    let synthesis = synth.pop();
+    if let Some(s) = &synthesis {
+        client
+            .send(
+                "synthesis_end",
+                json!({"persona": chair_seat.slug, "usage": usage_json(&s.usage),
+                       "status": if s.error.is_some() { "failed" } else { "complete" }}),
+            )
+            .await;
+    }
+    let synthesis_ok = synthesis
+        .as_ref()
+        .filter(|s| s.error.is_none() && !s.text.trim().is_empty())
+        .map(|s| s.text.clone());
+
+    // Action items.
+    let owners: Vec<Seat> = {
+        let mut o = seats.clone();
+        if !o.iter().any(|s| s.slug == chair_seat.slug) {
+            o.push(chair_seat.clone());
+        }
+        o
+    };
+    let mut extra_usage = Vec::new();
+    let extraction_started = Instant::now();
+    let extracted = match &synthesis_ok {
+        Some(text) => Some(plan.extract(text, &owners, &mut extra_usage).await),
+        None => None,
+    };
+    if !plan.offline {
+        waited += extraction_started.elapsed();
+    }
+    if let Some(s) = synthesis {
+        all.push(s);
+    }
+
+    let total_ms = started.elapsed().as_millis() as i64;
+    let overhead_ms = (started.elapsed().saturating_sub(waited)).as_millis() as i64;
+    let stored = record(
+        &plan,
+        &all,
+        synthesis_ok.as_deref(),
+        extracted.clone(),
+        &extra_usage,
+        total_ms,
+        overhead_ms,
+    )
+    .await;
+    let mut by_persona: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+    for t in &all {
+        let e = by_persona.entry(t.seat.slug.clone()).or_default();
+        e.0 += t.usage.prompt_tokens;
+        e.1 += t.usage.completion_tokens;
+    }
+    for (p, _, u) in &extra_usage {
+        let e = by_persona.entry(p.clone()).or_default();
+        e.0 += u.prompt_tokens;
+        e.1 += u.completion_tokens;
+    }
+    let (prompt, completion) = by_persona
+        .values()
+        .fold((0u32, 0u32), |a, b| (a.0 + b.0, a.1 + b.1));
+    match stored {
+        Err(e) => {
+            tracing::error!(error = %e, meeting = %plan.id, "storing a meeting failed");
+            client
+                .send(
+                    "error",
+                    json!({"code": "not_stored", "message": "the meeting could not be saved; try again", "meeting_id": plan.id}),
+                )
+                .await;
+        }
+        Ok(_) if synthesis_ok.is_none() => {
+            let why = all
+                .last()
+                .and_then(|t| t.error.as_ref())
+                .map(|(_, m)| m.clone())
+                .unwrap_or_else(|| "the chair's synthesis was empty".into());
+            client
+                .send(
+                    "error",
+                    json!({"code": "synthesis_failed", "message": format!("the chair could not close the meeting: {why}"), "meeting_id": plan.id}),
+                )
+                .await;
+        }
+        Ok((items, extraction_error)) => {
+            client
+                .send(
+                    "action_items",
+                    json!({"items": items, "error": extraction_error}),
+                )
+                .await;
+            client
+                .send(
+                    "meeting_end",
+                    json!({
+                        "meeting_id": plan.id,
+                        "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                                  "by_persona": by_persona.iter().map(|(k, v)| (k.clone(), json!({"prompt_tokens": v.0, "completion_tokens": v.1}))).collect::<serde_json::Map<_, _>>()},
+                        "duration_ms": total_ms,
+                        "overhead_ms": overhead_ms,
+                        "offline": plan.offline,
+                    }),
+                )
+                .await;
+        }
+    }
+}
+
+/// Stores the turns, the synthesis, the items (and their tasks) and the figures in one
+/// transaction; releases the token hold and records the real usage.
+async fn record(
+    plan: &Plan,
+    turns: &[TurnOut],
+    synthesis: Option<&str>,
+    extracted: Option<std::result::Result<Vec<RawItem>, String>>,
+    extra_usage: &[(String, String, Usage)],
+    total_ms: i64,
+    overhead_ms: i64,
+) -> Result<(Vec<super::ActionItem>, Option<String>)> {
+    let state = &plan.state;
+    let mut tx = state.store.tenant(&plan.tenant).await?;
+    let now = chrono::Utc::now();
+    let mut prompt = 0i64;
+    let mut completion = 0i64;
+    for (seq, t) in turns.iter().enumerate() {
+        tx.execute(
+            sql("INSERT INTO meeting_turns (tenant_id, meeting_id, seq, persona, round, content, status, error, model, \
+                 prompt_tokens, completion_tokens, latency_ms, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
+                .bind(&plan.tenant)
+                .bind(&plan.id)
+                .bind(seq as i64)
+                .bind(t.seat.slug.as_str())
+                .bind(t.round)
+                .bind(t.text.as_str())
+                .bind(if t.error.is_some() { "failed" } else { "complete" })
+                .bind(t.error.as_ref().map(|(_, m)| m.clone()))
+                .bind(t.model.as_str())
+                .bind(t.usage.prompt_tokens)
+                .bind(t.usage.completion_tokens)
+                .bind(t.latency_ms)
+                .bind(now),
+        )
+        .await?;
+        prompt += i64::from(t.usage.prompt_tokens);
+        completion += i64::from(t.usage.completion_tokens);
+    }
+    usage::release(&mut tx, &plan.reservation).await?;
+    for t in turns {
+        usage::record(&mut tx, &state.meter, &t.seat.slug, &t.model, t.usage).await?;
+    }
+    for (persona, model, u) in extra_usage {
+        usage::record(&mut tx, &state.meter, persona, model, *u).await?;
+        prompt += i64::from(u.prompt_tokens);
+        completion += i64::from(u.completion_tokens);
+    }
+    let (items, events, extraction_error) = match extracted {
+        Some(Ok(raw)) => {
+            let (items, events) =
+                items::store(&mut tx, &state.registry, &plan.id, raw, &plan.by).await?;
+            (items, events, None)
+        }
+        Some(Err(e)) => (vec![], vec![], Some(e)),
+        None => (vec![], vec![], None),
+    };
+    let status = if synthesis.is_some() { "complete" } else { "failed" };
+    tx.execute(
+        sql("UPDATE meetings SET status = $1, synthesis = $2, error = $3, prompt_tokens = $4, completion_tokens = $5, \
+             duration_ms = $6, overhead_ms = $7, finished_at = $8 WHERE tenant_id = $9 AND id = $10")
+            .bind(status)
+            .bind(synthesis)
+            .bind(extraction_error.clone())
+            .bind(prompt)
+            .bind(completion)
+            .bind(total_ms)
+            .bind(overhead_ms)
+            .bind(now)
+            .bind(&plan.tenant)
+            .bind(&plan.id),
+    )
+    .await?;
+    audit::insert(
+        &mut tx,
+        plan.by.split_once(':').unwrap_or(("user", &plan.by)),
+        "meeting.held",
+        "meeting",
+        plan.id.as_str(),
+        json!({"status": status, "personas": turns.iter().filter(|t| t.round == 1).map(|t| &t.seat.slug).collect::<Vec<_>>(),
+               "items": items.len(), "tasks": items.iter().filter(|i| i.task_id.is_some()).count()}),
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    let queued = items
+        .iter()
+        .any(|i| i.task_status.as_deref() == Some("queued"));
+    state.bus.after_commit(events);
+    if queued {
+        state.jobs_wake.notify_one();
+    }
+    Ok((items, extraction_error))
+}
