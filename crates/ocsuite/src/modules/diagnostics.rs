@@ -1,8 +1,9 @@
 //! `diagnostics`: a built-in module for checking the task pipeline end to end.
 //!
 //! An operator (or a test, or a benchmark) uses it to prove that a deployment's queue,
-//! workers, retries, dead-letter queue and realtime progress work, without touching any
-//! real system: `echo` returns its input, `sleep` reports progress while it waits, and
+//! workers, retries, dead-letter queue, approvals and realtime progress work, without
+//! touching any real system: `echo` returns its input, `flip` negates a boolean (and is its
+//! own undo), `sleep` reports progress while it waits, and
 //! `fail` fails on purpose (retryably, permanently, or by panicking) for a chosen number
 //! of attempts.
 
@@ -79,6 +80,20 @@ impl Diagnostics {
                     3,
                     660,
                 ),
+                CapabilitySpec {
+                    undo: Undo::Capability {
+                        capability: "diagnostics.flip".into(),
+                    },
+                    ..cap(
+                        "flip",
+                        "Flip",
+                        "Returns the opposite of a boolean. It is its own compensation, so it exercises approval and undo end to end.",
+                        json!({"type": "object", "required": ["value"], "properties": {"value": {"type": "boolean"}}, "additionalProperties": false}),
+                        json!({"type": "object", "required": ["value"], "properties": {"value": {"type": "boolean"}}}),
+                        3,
+                        10,
+                    )
+                },
                 cap(
                     "fail",
                     "Fail",
@@ -121,6 +136,10 @@ impl Module for Diagnostics {
         Box::pin(async move {
             match req.capability.as_str() {
                 "diagnostics.echo" => Ok(TaskExecutionResult::new(json!({"echo": req.input}))),
+                "diagnostics.flip" => {
+                    let v = req.input["value"].as_bool().unwrap_or_default();
+                    Ok(TaskExecutionResult::new(json!({"value": !v})))
+                }
                 "diagnostics.sleep" => {
                     let secs = req.input["seconds"]
                         .as_f64()

@@ -15,7 +15,7 @@ use crate::chat::{chat, detail, names, parse_sse, text_of};
 use crate::helpers::{Db, TestApp};
 use crate::tasks::owner;
 
-fn sse_body(chunks: &[Value], done: bool) -> String {
+pub fn sse_body(chunks: &[Value], done: bool) -> String {
     let mut s = String::new();
     for c in chunks {
         s.push_str(&format!("data: {c}\n\n"));
@@ -26,11 +26,11 @@ fn sse_body(chunks: &[Value], done: bool) -> String {
     s
 }
 
-fn delta(text: &str) -> Value {
+pub fn delta(text: &str) -> Value {
     json!({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]})
 }
 
-fn finish() -> Value {
+pub fn finish() -> Value {
     json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
 }
 

@@ -3,7 +3,9 @@
 
 mod helpers;
 
+mod approvals;
 mod auth;
+mod board;
 mod chat;
 mod connectors;
 mod crypto;

@@ -1,0 +1,1 @@
+//! Approvals: roles, concurrency, rejection, policy, undo.
