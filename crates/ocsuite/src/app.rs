@@ -24,8 +24,8 @@ use crate::ops::ratelimit::{self, Limits};
 use crate::realtime::Bus;
 use crate::store::{Backend, Store};
 use crate::{
-    agents, approvals, audit, auth, board, chat, connectors, modules, openapi, ops, queue, realtime, tasks, tenancy,
-    usage,
+    agents, approvals, audit, auth, board, chat, connectors, modules, notifications, openapi, ops,
+    queue, realtime, tasks, tenancy, usage,
 };
 
 pub struct AppInner {
@@ -46,6 +46,8 @@ pub struct AppInner {
     pub meter: crate::usage::Meter,
     /// Connector providers and the token vault.
     pub vault: Arc<crate::connectors::vault::Vault>,
+    /// SMTP delivery for the outbox (unconfigured: messages are held).
+    pub mailer: Arc<crate::notifications::email::Mailer>,
 }
 
 /// Shared state handed to every handler; cheap to clone.
@@ -66,6 +68,12 @@ impl AppState {
             store.clone(),
             crypto.clone(),
         ));
+        // Validated with the rest of the configuration at load; a transport that cannot
+        // be built here holds email rather than stopping the server.
+        let mailer = Arc::new(
+            crate::notifications::email::Mailer::from_config(&config)
+                .unwrap_or_else(|_| crate::notifications::email::Mailer::disabled()),
+        );
         Self(Arc::new(AppInner {
             config,
             store,
@@ -78,6 +86,7 @@ impl AppState {
             llm,
             meter,
             vault,
+            mailer,
         }))
     }
 }
@@ -146,6 +155,12 @@ pub fn router(state: AppState) -> Router {
             get(approvals::routes::get_policy).put(approvals::routes::put_policy),
         )
         .route("/c-suite/board-meeting", post(board::routes::hold))
+        .route("/notifications", get(notifications::routes::list))
+        .route(
+            "/notifications/read",
+            post(notifications::routes::mark_read),
+        )
+        .route("/mailbox", get(notifications::routes::mailbox))
         .route("/board-meetings", get(board::routes::list))
         .route("/board-meetings/{id}", get(board::routes::get))
         .route("/board-meetings/{id}/rating", post(board::routes::rate))

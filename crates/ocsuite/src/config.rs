@@ -175,6 +175,12 @@ pub struct Config {
     pub connector_providers: Vec<ConnectorProvider>,
     /// Seconds between scheduled syncs (token refresh + health check) of each connector.
     pub connector_sync_interval_secs: u32,
+    /// SMTP server for email notifications, as a URL: `smtps://user:pass@host:465`, or
+    /// `smtp://user:pass@host:587?tls=required` (STARTTLS). Unset: emails are kept in
+    /// the development mailbox (`GET /api/v1/mailbox`).
+    pub smtp_url: Option<Secret>,
+    /// The sender of email notifications.
+    pub smtp_from: String,
 }
 
 /// What a model costs, in US dollars per million tokens (decimal strings, e.g. `"0.90"`).
@@ -250,6 +256,8 @@ impl Default for Config {
             google_client_secret: None,
             connector_providers: Vec::new(),
             connector_sync_interval_secs: 6 * 3600,
+            smtp_url: None,
+            smtp_from: "ocsuite <noreply@localhost>".into(),
         }
     }
 }
@@ -392,6 +400,7 @@ impl Config {
                 "OCSUITE_GOOGLE_CLIENT_ID and OCSUITE_GOOGLE_CLIENT_SECRET go together",
             );
         }
+        crate::notifications::email::Mailer::from_config(self).map_err(ConfigError)?;
         crate::connectors::Providers::from_config(self)
             .map_err(|m| ConfigError(format!("OCSUITE_CONNECTOR_PROVIDERS: {m}")))?;
         if self.oidc_issuer.is_some() != self.oidc_audience.is_some() {

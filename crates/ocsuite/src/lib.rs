@@ -20,6 +20,7 @@ pub mod ids;
 pub mod json;
 pub mod llm;
 pub mod modules;
+pub mod notifications;
 pub mod openapi;
 pub mod ops;
 pub mod personas;
@@ -194,6 +195,7 @@ impl Background {
         let handlers: Vec<std::sync::Arc<dyn queue::worker::Handler>> = vec![
             std::sync::Arc::new(tasks::handler::ExecuteTask::new(state.clone())),
             std::sync::Arc::new(connectors::sync::SyncConnector::new(state)),
+            std::sync::Arc::new(notifications::email::SendEmail::new(state.mailer.clone())),
         ];
         let workers = queue::worker::Workers::start(
             state.store.clone(),

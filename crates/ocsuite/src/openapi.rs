@@ -5,7 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::{
-    agents, approvals, audit, auth, board, chat, connectors, modules, queue, realtime, tasks, tenancy, usage,
+    agents, approvals, audit, auth, board, chat, connectors, modules, notifications, queue,
+    realtime, tasks, tenancy, usage,
 };
 
 #[derive(OpenApi)]
@@ -38,6 +39,7 @@ use crate::{
         board::routes::hold, board::routes::list, board::routes::get, board::routes::rate,
         approvals::routes::list, approvals::routes::approve, approvals::routes::reject,
         approvals::routes::undo, approvals::routes::get_policy, approvals::routes::put_policy,
+        notifications::routes::list, notifications::routes::mark_read, notifications::routes::mailbox,
         agents::routes::list, agents::routes::create, agents::routes::update,
         agents::routes::customize, agents::routes::reset,
     ),

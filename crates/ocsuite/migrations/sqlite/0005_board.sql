@@ -100,6 +100,9 @@ CREATE TABLE approval_modes (
     PRIMARY KEY (tenant_id, capability)
 );
 
+-- Numbers the tenant's `notifications` realtime topic.
+ALTER TABLE tenants ADD COLUMN notification_seq INTEGER NOT NULL DEFAULT 0;
+
 CREATE TABLE notifications (
     tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
     id TEXT NOT NULL,

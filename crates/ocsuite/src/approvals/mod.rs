@@ -130,7 +130,9 @@ pub async fn set_policy(
         let e = side_effect_named(se).ok_or_else(|| {
             AppError::invalid(
                 "min_roles",
-                format!("unknown side effect `{se}`: use none, read, write, external-send or financial"),
+                format!(
+                    "unknown side effect `{se}`: use none, read, write, external-send or financial"
+                ),
             )
         })?;
         if !role.at_least(floor(e)) {
@@ -145,9 +147,9 @@ pub async fn set_policy(
     }
     for (cap, mode) in modes {
         if *mode == Mode::Auto {
-            let r = modules::resolve(registry, tx, cap, None).await.map_err(|_| {
-                AppError::invalid("modes", format!("unknown capability `{cap}`"))
-            })?;
+            let r = modules::resolve(registry, tx, cap, None)
+                .await
+                .map_err(|_| AppError::invalid("modes", format!("unknown capability `{cap}`")))?;
             if !matches!(r.spec.side_effect, SideEffect::None | SideEffect::Read) {
                 return Err(AppError::invalid(
                     "modes",
@@ -230,8 +232,7 @@ pub fn risk_hints(spec: &CapabilitySpec, input: &Value) -> Vec<RiskHint> {
         }),
         SideEffect::None | SideEffect::Read => {}
     }
-    if spec.undo == Undo::None && !matches!(spec.side_effect, SideEffect::None | SideEffect::Read)
-    {
+    if spec.undo == Undo::None && !matches!(spec.side_effect, SideEffect::None | SideEffect::Read) {
         out.push(RiskHint {
             code: "irreversible",
             message: "cannot be undone".into(),
@@ -287,9 +288,11 @@ pub async fn spec_of(
     task: &Task,
 ) -> Result<std::sync::Arc<CapabilitySpec>> {
     let version = Version::parse(&task.version).map_err(AppError::internal)?;
-    Ok(modules::resolve(registry, tx, &task.capability, Some(&version))
-        .await?
-        .spec)
+    Ok(
+        modules::resolve(registry, tx, &task.capability, Some(&version))
+            .await?
+            .spec,
+    )
 }
 
 /// The decision on a proposed task.
@@ -385,9 +388,11 @@ pub async fn preview(
     let tenant = tx.tenant_id().clone();
     let item: Option<(String, String)> = tx
         .fetch_optional(
-            sql("SELECT title, description FROM action_items WHERE tenant_id = $1 AND task_id = $2")
-                .bind(&tenant)
-                .bind(&task.id),
+            sql(
+                "SELECT title, description FROM action_items WHERE tenant_id = $1 AND task_id = $2",
+            )
+            .bind(&tenant)
+            .bind(&task.id),
         )
         .await?;
     let approver_role = policy

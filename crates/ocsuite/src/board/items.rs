@@ -194,7 +194,9 @@ pub async fn store(
                     None => note = Some("not run: the proposed input is not a JSON object".into()),
                     Some(input) => match modules::validate(&resolved.input, &input, "input") {
                         Err(e) => {
-                            note = Some(format!("not run: the proposed input does not fit {cap}: {e}"))
+                            note = Some(format!(
+                                "not run: the proposed input does not fit {cap}: {e}"
+                            ))
                         }
                         Ok(()) => {
                             let task_id = TaskId::new();
@@ -290,9 +292,20 @@ mod tests {
         let s = Schema::compile(&schema(&seats())).unwrap();
         let clean = json!({"items": [item()]}).to_string();
         assert_eq!(parse(&clean, &s).unwrap().len(), 1);
-        assert_eq!(parse(&format!("```json\n{clean}\n```"), &s).unwrap().len(), 1);
-        assert_eq!(parse(&format!("Here you go: {clean} Hope it helps."), &s).unwrap().len(), 1);
-        assert_eq!(parse("no json here", &s).unwrap_err(), "the answer is not JSON");
+        assert_eq!(
+            parse(&format!("```json\n{clean}\n```"), &s).unwrap().len(),
+            1
+        );
+        assert_eq!(
+            parse(&format!("Here you go: {clean} Hope it helps."), &s)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            parse("no json here", &s).unwrap_err(),
+            "the answer is not JSON"
+        );
         let mut bad = item();
         bad["owner"] = json!("janitor");
         let e = parse(&json!({"items": [bad]}).to_string(), &s).unwrap_err();

@@ -376,7 +376,11 @@ pub async fn run(plan: Plan, out: Out) {
     let user = prompts::synthesis(&plan.agenda, plan.context.as_deref(), &minutes, &absent);
     let req = plan.request(&plan.chair, user, SYNTHESIS_MAX_TOKENS);
     let (mut synth, w) = plan
-        .phase(&mut client, vec![(chair_seat.clone(), 0, req)], Some("chair"))
+        .phase(
+            &mut client,
+            vec![(chair_seat.clone(), 0, req)],
+            Some("chair"),
+        )
         .await;
     waited += w;
     let synthesis = synth.pop();
@@ -544,7 +548,11 @@ async fn record(
         Some(Err(e)) => (vec![], vec![], Some(e)),
         None => (vec![], vec![], None),
     };
-    let status = if synthesis.is_some() { "complete" } else { "failed" };
+    let status = if synthesis.is_some() {
+        "complete"
+    } else {
+        "failed"
+    };
     tx.execute(
         sql("UPDATE meetings SET status = $1, synthesis = $2, error = $3, prompt_tokens = $4, completion_tokens = $5, \
              duration_ms = $6, overhead_ms = $7, finished_at = $8 WHERE tenant_id = $9 AND id = $10")

@@ -80,7 +80,11 @@ pub fn synthesis(
 ) -> String {
     let mut m = String::new();
     for (seat, round, text) in minutes {
-        m.push_str(&format!("### {} (round {round})\n{}\n\n", seat.name, clean(text)));
+        m.push_str(&format!(
+            "### {} (round {round})\n{}\n\n",
+            seat.name,
+            clean(text)
+        ));
     }
     let absence = if absent.is_empty() {
         String::new()

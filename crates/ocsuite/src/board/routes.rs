@@ -114,10 +114,7 @@ pub async fn hold(
     let mut members: Vec<Speaker> = Vec::new();
     for slug in &slugs {
         if members.iter().any(|m| &m.persona.slug == slug) {
-            return Err(bad(
-                "duplicate_member",
-                format!("{slug} is listed twice"),
-            ));
+            return Err(bad("duplicate_member", format!("{slug} is listed twice")));
         }
         let s = agents::speaker(&mut tx, slug).await?.ok_or_else(|| {
             bad(
@@ -131,23 +128,22 @@ pub async fn hold(
         members.push(s);
     }
     let chair_slug = input.chair.unwrap_or_else(|| "ceo".into());
-    let chair = agents::speaker(&mut tx, &chair_slug).await?.ok_or_else(|| {
-        bad(
-            "unknown_persona",
-            format!(
-                "no persona `{}` to chair",
-                chair_slug.chars().take(64).collect::<String>()
-            ),
-        )
-    })?;
+    let chair = agents::speaker(&mut tx, &chair_slug)
+        .await?
+        .ok_or_else(|| {
+            bad(
+                "unknown_persona",
+                format!(
+                    "no persona `{}` to chair",
+                    chair_slug.chars().take(64).collect::<String>()
+                ),
+            )
+        })?;
     let company = tenants::get(&mut tx, ctx.role).await?;
     let catalog = modules::catalog(&state.registry, &mut tx).await?;
-    let can_echo = catalog.iter().any(|m| {
-        m.enabled
-            && m.capabilities
-                .iter()
-                .any(|c| c.name == "diagnostics.echo")
-    });
+    let can_echo = catalog
+        .iter()
+        .any(|m| m.enabled && m.capabilities.iter().any(|c| c.name == "diagnostics.echo"));
     let capabilities: Vec<CapabilityLine> = catalog
         .iter()
         .filter(|m| m.enabled && m.name != "diagnostics")
@@ -164,13 +160,19 @@ pub async fn hold(
     // Reserve what the whole meeting may use: every turn, the synthesis and two
     // extraction calls, each at its prompt estimate plus its answer limit.
     let probe = vec![
-        ChatMessage::new(LlmRole::System, crate::personas::system_prompt(
-            &chair.persona,
-            &company.name,
-            &company.profile,
-            chair.additions.as_deref(),
-        )),
-        ChatMessage::new(LlmRole::User, format!("{agenda}{}", context.clone().unwrap_or_default())),
+        ChatMessage::new(
+            LlmRole::System,
+            crate::personas::system_prompt(
+                &chair.persona,
+                &company.name,
+                &company.profile,
+                chair.additions.as_deref(),
+            ),
+        ),
+        ChatMessage::new(
+            LlmRole::User,
+            format!("{agenda}{}", context.clone().unwrap_or_default()),
+        ),
     ];
     let per_call = crate::llm::estimate_prompt_tokens(&probe) + 1500;
     let calls = members.len() as u32 * rounds + 3;

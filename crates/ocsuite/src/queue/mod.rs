@@ -6,7 +6,7 @@
 //!   inserted by [`enqueue`] inside the caller's transaction, next to the row it serves
 //!   (a task), so a job exists exactly when its row does. A job that finishes is deleted
 //!   in the transaction that records its outcome on that row.
-//! - **Named queues** (`execute-task`, `sync-connector`). A job that exhausts its attempts
+//! - **Named queues** (`execute-task`, `sync-connector`, `send-email`). A job that exhausts its attempts
 //!   moves to the queue's dead-letter queue (`<queue>-dlq`) with status `dead` and its
 //!   last error, where an admin can retry or discard it.
 //! - **Claiming** takes the highest-priority, oldest `ready` job whose `run_at` has come,
@@ -49,8 +49,9 @@ use crate::store::{Store, TenantTx, Tx, sql};
 
 pub const EXECUTE_TASK: &str = "execute-task";
 pub const SYNC_CONNECTOR: &str = "sync-connector";
+pub const SEND_EMAIL: &str = "send-email";
 /// Every live queue; each has a dead-letter queue named by [`dead_letter_queue`].
-pub const QUEUES: [&str; 2] = [EXECUTE_TASK, SYNC_CONNECTOR];
+pub const QUEUES: [&str; 3] = [EXECUTE_TASK, SYNC_CONNECTOR, SEND_EMAIL];
 pub(crate) const JOBS_CHANNEL: &str = "ocsuite_jobs";
 
 pub fn dead_letter_queue(queue: &str) -> String {

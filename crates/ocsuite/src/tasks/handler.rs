@@ -160,11 +160,31 @@ impl Handler for ExecuteTask {
                 ),
             };
             let ev = update(tx, &id, change, kind, data.clone()).await?;
-            if ev.is_some() {
+            let mut events = Vec::new();
+            if let Some(ev) = ev {
                 audit::record_system(tx, &format!("task.{kind}"), "task", id.as_str(), data)
                     .await?;
+                // The outcome of a task the board proposed goes back to whoever called
+                // the meeting.
+                let meeting = ev.data["meeting_id"].as_str().map(str::to_owned);
+                let error = ev.data["error"].as_str().map(str::to_owned);
+                events.push(ev);
+                if let Some(meeting) = meeting
+                    && matches!(kind, "succeeded" | "failed" | "dead")
+                {
+                    events.extend(
+                        crate::notifications::task_outcome(
+                            tx,
+                            &meeting,
+                            id.as_str(),
+                            kind,
+                            error.as_deref(),
+                        )
+                        .await?,
+                    );
+                }
             }
-            Ok(ev.into_iter().collect())
+            Ok(events)
         })
     }
 

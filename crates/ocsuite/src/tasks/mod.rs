@@ -301,7 +301,7 @@ pub async fn update(
 ) -> Result<Option<Event>> {
     let tenant = tx.tenant_id().clone();
     let now = Utc::now();
-    let row: Option<(i64, String)> = tx
+    let row: Option<(i64, String, Option<String>)> = tx
         .fetch_optional(
             sql("UPDATE tasks SET status = COALESCE($1, status), attempts = COALESCE($2, attempts), \
                    result = CASE WHEN $3 IS NULL THEN result ELSE $3 END, \
@@ -310,7 +310,7 @@ pub async fn update(
                    finished_at = CASE WHEN $8 THEN $7 ELSE finished_at END, \
                    cancel_requested = CASE WHEN $9 THEN $9 ELSE cancel_requested END, \
                    event_seq = event_seq + 1, updated_at = $7 \
-                 WHERE tenant_id = $10 AND id = $11 RETURNING event_seq, status")
+                 WHERE tenant_id = $10 AND id = $11 RETURNING event_seq, status, meeting_id")
                 .bind(change.status.map(Status::as_str))
                 .bind(change.attempts.map(i64::from))
                 .bind(change.result.map(Value::to_string))
@@ -324,12 +324,15 @@ pub async fn update(
                 .bind(id),
         )
         .await?;
-    let Some((seq, status)) = row else {
+    let Some((seq, status, meeting)) = row else {
         return Ok(None);
     };
     if let Value::Object(m) = &mut data {
         m.insert("task_id".into(), json!(id));
         m.insert("status".into(), json!(status));
+        if let Some(meeting) = meeting {
+            m.insert("meeting_id".into(), json!(meeting));
+        }
     }
     let ev = realtime::record(tx, &Topic::Task(id.clone()).name(), seq, kind, data).await?;
     Ok(Some(ev))

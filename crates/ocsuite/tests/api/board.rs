@@ -16,7 +16,12 @@ use crate::llm::{delta, finish, sse_body};
 use crate::tasks::owner;
 
 /// Holds a meeting; returns the status and its SSE events once the stream ends.
-pub async fn meeting(app: &TestApp, u: &User, t: &str, body: Value) -> (StatusCode, Vec<(String, Value)>) {
+pub async fn meeting(
+    app: &TestApp,
+    u: &User,
+    t: &str,
+    body: Value,
+) -> (StatusCode, Vec<(String, Value)>) {
     let res = app
         .http
         .post(app.url("/api/v1/c-suite/board-meeting"))
@@ -32,33 +37,59 @@ pub async fn meeting(app: &TestApp, u: &User, t: &str, body: Value) -> (StatusCo
         .expect("meeting never ended")
         .unwrap();
     if !status.is_success() {
-        return (status, vec![("body".into(), serde_json::from_str(&text).unwrap_or(Value::Null))]);
+        return (
+            status,
+            vec![(
+                "body".into(),
+                serde_json::from_str(&text).unwrap_or(Value::Null),
+            )],
+        );
     }
     (status, parse_sse(&text))
 }
 
 pub fn find<'a>(evs: &'a [(String, Value)], name: &str) -> Vec<&'a Value> {
-    evs.iter().filter(|(n, _)| n == name).map(|(_, v)| v).collect()
+    evs.iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, v)| v)
+        .collect()
 }
 
 pub async fn detail(app: &TestApp, u: &User, t: &str, id: &str) -> Value {
-    let (s, v) = app.get(&format!("/api/v1/board-meetings/{id}"), &u.token, Some(t)).await;
+    let (s, v) = app
+        .get(&format!("/api/v1/board-meetings/{id}"), &u.token, Some(t))
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     v
 }
 
-dual!(offline_meeting_streams_stores_and_proposes, meeting_input_is_checked, meetings_are_isolated_and_rated);
+dual!(
+    offline_meeting_streams_stores_and_proposes,
+    meeting_input_is_checked,
+    meetings_are_isolated_and_rated
+);
 
 async fn offline_meeting_streams_stores_and_proposes(app: TestApp) {
     let (u, t) = owner(&app, "chair@acme.test").await;
-    let (s, evs) = meeting(&app, &u, &t, json!({"agenda": "Should we raise prices by 10%?", "rounds": 2})).await;
+    let (s, evs) = meeting(
+        &app,
+        &u,
+        &t,
+        json!({"agenda": "Should we raise prices by 10%?", "rounds": 2}),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names.first(), Some(&"meeting_start"), "{names:?}");
     assert_eq!(names.last(), Some(&"meeting_end"), "{names:?}");
     let start = find(&evs, "meeting_start")[0];
     assert_eq!(start["offline"], true);
-    let slugs: Vec<&str> = start["personas"].as_array().unwrap().iter().map(|p| p["slug"].as_str().unwrap()).collect();
+    let slugs: Vec<&str> = start["personas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["slug"].as_str().unwrap())
+        .collect();
     assert_eq!(slugs, ["ceo", "cfo", "cmo"]);
     // Two rounds of three turns, each started and ended, with deltas by persona.
     assert_eq!(find(&evs, "turn_start").len(), 6);
@@ -66,7 +97,10 @@ async fn offline_meeting_streams_stores_and_proposes(app: TestApp) {
     assert_eq!(ends.len(), 6);
     assert!(ends.iter().all(|e| e["status"] == "complete"), "{ends:?}");
     for p in ["ceo", "cfo", "cmo"] {
-        assert!(find(&evs, "delta").iter().any(|d| d["persona"] == p), "no delta from {p}");
+        assert!(
+            find(&evs, "delta").iter().any(|d| d["persona"] == p),
+            "no delta from {p}"
+        );
     }
     let chair_text: String = find(&evs, "delta")
         .iter()
@@ -74,21 +108,51 @@ async fn offline_meeting_streams_stores_and_proposes(app: TestApp) {
         .map(|d| d["text"].as_str().unwrap())
         .collect();
     assert!(chair_text.contains("Offline mode"), "{chair_text}");
-    assert!(names.iter().position(|n| *n == "synthesis_start") > names.iter().rposition(|n| *n == "turn_end"));
-    let items = find(&evs, "action_items")[0]["items"].as_array().unwrap().clone();
+    assert!(
+        names.iter().position(|n| *n == "synthesis_start")
+            > names.iter().rposition(|n| *n == "turn_end")
+    );
+    let items = find(&evs, "action_items")[0]["items"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert!(items.len() >= 2, "{items:?}");
-    let runnable = items.iter().find(|i| i["capability"] == "diagnostics.echo").unwrap();
+    let runnable = items
+        .iter()
+        .find(|i| i["capability"] == "diagnostics.echo")
+        .unwrap();
     assert_eq!(runnable["task_status"], "proposed");
-    assert!(items.iter().any(|i| i["task_id"].is_null() && i["capability"].is_null()), "a follow-up");
+    assert!(
+        items
+            .iter()
+            .any(|i| i["task_id"].is_null() && i["capability"].is_null()),
+        "a follow-up"
+    );
     let end = find(&evs, "meeting_end")[0];
     let id = end["meeting_id"].as_str().unwrap().to_owned();
-    assert!(end["usage"]["by_persona"]["cfo"]["completion_tokens"].as_u64().unwrap() > 0, "{end}");
+    assert!(
+        end["usage"]["by_persona"]["cfo"]["completion_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{end}"
+    );
     assert!(end["overhead_ms"].as_i64().unwrap() >= 0);
 
     // The same run a second time gives the same positions (deterministic offline).
-    let (_, again) = meeting(&app, &u, &t, json!({"agenda": "Should we raise prices by 10%?", "rounds": 2})).await;
+    let (_, again) = meeting(
+        &app,
+        &u,
+        &t,
+        json!({"agenda": "Should we raise prices by 10%?", "rounds": 2}),
+    )
+    .await;
     let text = |evs: &[(String, Value)], p: &str| -> String {
-        find(evs, "delta").iter().filter(|d| d["persona"] == p).map(|d| d["text"].as_str().unwrap()).collect()
+        find(evs, "delta")
+            .iter()
+            .filter(|d| d["persona"] == p)
+            .map(|d| d["text"].as_str().unwrap())
+            .collect()
     };
     assert_eq!(text(&evs, "cfo"), text(&again, "cfo"));
 
@@ -98,7 +162,12 @@ async fn offline_meeting_streams_stores_and_proposes(app: TestApp) {
     assert_eq!(d["meeting"]["offline"], true);
     assert_eq!(d["transcript"].as_array().unwrap().len(), 7);
     assert_eq!(d["transcript"][6]["round"], 0);
-    assert!(d["meeting"]["synthesis"].as_str().unwrap().contains("Offline mode"));
+    assert!(
+        d["meeting"]["synthesis"]
+            .as_str()
+            .unwrap()
+            .contains("Offline mode")
+    );
     let task_id = d["action_items"]
         .as_array()
         .unwrap()
@@ -106,23 +175,37 @@ async fn offline_meeting_streams_stores_and_proposes(app: TestApp) {
         .find_map(|i| i["task_id"].as_str())
         .unwrap()
         .to_owned();
-    let (_, task) = app.get(&format!("/api/v1/tasks/{task_id}"), &u.token, Some(&t)).await;
+    let (_, task) = app
+        .get(&format!("/api/v1/tasks/{task_id}"), &u.token, Some(&t))
+        .await;
     assert_eq!(task["task"]["status"], "proposed");
     assert_eq!(task["task"]["meeting_id"], id.as_str());
     // A proposed task does not run by itself.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (_, task) = app.get(&format!("/api/v1/tasks/{task_id}"), &u.token, Some(&t)).await;
+    let (_, task) = app
+        .get(&format!("/api/v1/tasks/{task_id}"), &u.token, Some(&t))
+        .await;
     assert_eq!(task["task"]["status"], "proposed");
 
     // Approve; the outcome shows in the meeting.
     let (s, v) = app
-        .post(&format!("/api/v1/tasks/{task_id}/approve"), &u.token, Some(&t), json!({"rationale": "harmless"}))
+        .post(
+            &format!("/api/v1/tasks/{task_id}/approve"),
+            &u.token,
+            Some(&t),
+            json!({"rationale": "harmless"}),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["decision_rationale"], "harmless");
     crate::tasks::wait_status(&app, &u, &t, &task_id, "succeeded").await;
     let d = detail(&app, &u, &t, &id).await;
-    let item = d["action_items"].as_array().unwrap().iter().find(|i| i["task_id"] == task_id.as_str()).unwrap();
+    let item = d["action_items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["task_id"] == task_id.as_str())
+        .unwrap();
     assert_eq!(item["task_status"], "succeeded");
 
     let (s, v) = app.get("/api/v1/board-meetings", &u.token, Some(&t)).await;
@@ -130,17 +213,29 @@ async fn offline_meeting_streams_stores_and_proposes(app: TestApp) {
     assert_eq!(v["meetings"].as_array().unwrap().len(), 2);
     let (s, v) = app.get("/api/v1/usage", &u.token, Some(&t)).await;
     assert_eq!(s, StatusCode::OK);
-    assert!(v.to_string().contains("cmo"), "meeting usage is in the ledger: {v}");
+    assert!(
+        v.to_string().contains("cmo"),
+        "meeting usage is in the ledger: {v}"
+    );
 }
 
 async fn meeting_input_is_checked(app: TestApp) {
     let (u, t) = owner(&app, "chair@acme.test").await;
     for (body, code) in [
         (json!({"agenda": "   "}), "empty_agenda"),
-        (json!({"agenda": "x", "personas": ["ceo", "janitor"]}), "unknown_persona"),
-        (json!({"agenda": "x", "personas": ["ceo", "ceo"]}), "duplicate_member"),
+        (
+            json!({"agenda": "x", "personas": ["ceo", "janitor"]}),
+            "unknown_persona",
+        ),
+        (
+            json!({"agenda": "x", "personas": ["ceo", "ceo"]}),
+            "duplicate_member",
+        ),
         (json!({"agenda": "x", "personas": []}), "no_members"),
-        (json!({"agenda": "x", "personas": ["a", "b", "c", "d", "e", "f", "g", "h", "i"]}), "too_many_members"),
+        (
+            json!({"agenda": "x", "personas": ["a", "b", "c", "d", "e", "f", "g", "h", "i"]}),
+            "too_many_members",
+        ),
         (json!({"agenda": "x", "rounds": 3}), "invalid_rounds"),
         (json!({"agenda": "x".repeat(5000)}), "agenda_too_long"),
         (json!({"agenda": "x", "chair": "nobody"}), "unknown_persona"),
@@ -175,7 +270,13 @@ async fn meeting_input_is_checked(app: TestApp) {
         .post("/api/v1/agents", &u.token, Some(&t), json!({"slug": "coach", "name": "Coach", "title": "Sales coach", "instructions": "Push for more calls."}))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (s, evs) = meeting(&app, &u, &t, json!({"agenda": "Q3 sales push", "personas": ["cfo", "coach"]})).await;
+    let (s, evs) = meeting(
+        &app,
+        &u,
+        &t,
+        json!({"agenda": "Q3 sales push", "personas": ["cfo", "coach"]}),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     assert!(find(&evs, "delta").iter().any(|d| d["persona"] == "coach"));
     assert_eq!(find(&evs, "meeting_end").len(), 1);
@@ -185,31 +286,76 @@ async fn meetings_are_isolated_and_rated(app: TestApp) {
     let (ann, a) = owner(&app, "ann@a.test").await;
     let (bob, b) = owner(&app, "bob@b.test").await;
     let (_, evs) = meeting(&app, &ann, &a, json!({"agenda": "Open a second shop?"})).await;
-    let id = find(&evs, "meeting_end")[0]["meeting_id"].as_str().unwrap().to_owned();
+    let id = find(&evs, "meeting_end")[0]["meeting_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let d = detail(&app, &ann, &a, &id).await;
-    let task_id = d["action_items"].as_array().unwrap().iter().find_map(|i| i["task_id"].as_str()).unwrap().to_owned();
+    let task_id = d["action_items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|i| i["task_id"].as_str())
+        .unwrap()
+        .to_owned();
 
-    let (s, _) = app.get(&format!("/api/v1/board-meetings/{id}"), &bob.token, Some(&b)).await;
+    let (s, _) = app
+        .get(
+            &format!("/api/v1/board-meetings/{id}"),
+            &bob.token,
+            Some(&b),
+        )
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = app.post(&format!("/api/v1/board-meetings/{id}/rating"), &bob.token, Some(&b), json!({"rating": 1})).await;
+    let (s, _) = app
+        .post(
+            &format!("/api/v1/board-meetings/{id}/rating"),
+            &bob.token,
+            Some(&b),
+            json!({"rating": 1}),
+        )
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = app.post(&format!("/api/v1/tasks/{task_id}/approve"), &bob.token, Some(&b), json!({})).await;
+    let (s, _) = app
+        .post(
+            &format!("/api/v1/tasks/{task_id}/approve"),
+            &bob.token,
+            Some(&b),
+            json!({}),
+        )
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (_, v) = app.get("/api/v1/approvals", &bob.token, Some(&b)).await;
     assert_eq!(v["approvals"].as_array().unwrap().len(), 0);
-    let (_, v) = app.get("/api/v1/board-meetings", &bob.token, Some(&b)).await;
+    let (_, v) = app
+        .get("/api/v1/board-meetings", &bob.token, Some(&b))
+        .await;
     assert_eq!(v["meetings"].as_array().unwrap().len(), 0);
 
-    let (s, v) = app.post(&format!("/api/v1/board-meetings/{id}/rating"), &ann.token, Some(&a), json!({"rating": 6})).await;
+    let (s, v) = app
+        .post(
+            &format!("/api/v1/board-meetings/{id}/rating"),
+            &ann.token,
+            Some(&a),
+            json!({"rating": 6}),
+        )
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     let (s, _) = app
-        .post(&format!("/api/v1/board-meetings/{id}/rating"), &ann.token, Some(&a), json!({"rating": 4, "comment": "sharp CFO"}))
+        .post(
+            &format!("/api/v1/board-meetings/{id}/rating"),
+            &ann.token,
+            Some(&a),
+            json!({"rating": 4, "comment": "sharp CFO"}),
+        )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let d = detail(&app, &ann, &a, &id).await;
     assert_eq!(d["meeting"]["rating"], 4);
     assert_eq!(d["meeting"]["rating_comment"], "sharp CFO");
-    let (s, _) = app.get("/api/v1/board-meetings/mtg_nope", &ann.token, Some(&a)).await;
+    let (s, _) = app
+        .get("/api/v1/board-meetings/mtg_nope", &ann.token, Some(&a))
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     if app.config.is_sqlite() {
@@ -217,15 +363,23 @@ async fn meetings_are_isolated_and_rated(app: TestApp) {
     }
     // Raw SQL under RLS: B's scope sees none of A's meeting rows.
     use sqlx::{Connection, PgConnection};
-    let mut rt = PgConnection::connect(&app.config.database_url).await.unwrap();
+    let mut rt = PgConnection::connect(&app.config.database_url)
+        .await
+        .unwrap();
     let mut tx = rt.begin().await.unwrap();
-    sqlx::query("SELECT set_config('app.tenant_id', $1, true)").bind(&b).execute(&mut *tx).await.unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(&b)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     for table in ["meetings", "meeting_turns", "action_items"] {
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table} WHERE tenant_id = $1")))
-            .bind(&a)
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap();
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {table} WHERE tenant_id = $1"
+        )))
+        .bind(&a)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
         assert_eq!(n, 0, "{table}");
     }
 }
@@ -240,7 +394,11 @@ async fn upstream_meeting_survives_a_failed_member_and_repairs_items() {
         ResponseTemplate::new(200)
             .insert_header("content-type", "text/event-stream")
             .set_body_string(sse_body(
-                &[delta(text), finish(), json!({"choices": [], "usage": {"prompt_tokens": 50, "completion_tokens": 10}})],
+                &[
+                    delta(text),
+                    finish(),
+                    json!({"choices": [], "usage": {"prompt_tokens": 50, "completion_tokens": 10}}),
+                ],
                 true,
             ))
     };
@@ -269,7 +427,9 @@ async fn upstream_meeting_survives_a_failed_member_and_repairs_items() {
     Mock::given(method("POST"))
         .and(path("/v1/chat/completions"))
         .and(body_string_contains("You chair this board meeting"))
-        .respond_with(sse("Decision: hire one engineer. Dissent: none. Risks: burn."))
+        .respond_with(sse(
+            "Decision: hire one engineer. Dissent: none. Risks: burn.",
+        ))
         .with_priority(1)
         .mount(&server)
         .await;
@@ -305,7 +465,10 @@ async fn upstream_meeting_survives_a_failed_member_and_repairs_items() {
     assert_eq!(errors[0]["persona"], "cmo");
     let ends = find(&evs, "turn_end");
     assert_eq!(ends.iter().filter(|e| e["status"] == "failed").count(), 1);
-    assert_eq!(ends.iter().find(|e| e["persona"] == "cfo").unwrap()["usage"]["prompt_tokens"], 50);
+    assert_eq!(
+        ends.iter().find(|e| e["persona"] == "cfo").unwrap()["usage"]["prompt_tokens"],
+        50
+    );
     let items = &find(&evs, "action_items")[0];
     assert!(items["error"].is_null(), "{items}");
     let items = items["items"].as_array().unwrap();
@@ -316,18 +479,38 @@ async fn upstream_meeting_survives_a_failed_member_and_repairs_items() {
     assert_eq!(find(&evs, "meeting_end").len(), 1);
 
     let requests = server.received_requests().await.unwrap();
-    let bodies: Vec<String> = requests.iter().map(|r| String::from_utf8_lossy(&r.body).into_owned()).collect();
-    let synthesis = bodies.iter().find(|b| b.contains("You chair this board meeting")).unwrap();
-    assert!(synthesis.contains("Could not take part (their turn failed): CMO"), "{synthesis}");
-    let asks: Vec<&String> = bodies.iter().filter(|b| b.contains("response_format")).collect();
+    let bodies: Vec<String> = requests
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    let synthesis = bodies
+        .iter()
+        .find(|b| b.contains("You chair this board meeting"))
+        .unwrap();
+    assert!(
+        synthesis.contains("Could not take part (their turn failed): CMO"),
+        "{synthesis}"
+    );
+    let asks: Vec<&String> = bodies
+        .iter()
+        .filter(|b| b.contains("response_format"))
+        .collect();
     assert_eq!(asks.len(), 2, "one re-ask");
     assert!(asks[0].contains("json_schema") && asks[0].contains("\"strict\":true"));
     assert!(asks[1].contains("That answer is not valid"));
 
-    let id = find(&evs, "meeting_end")[0]["meeting_id"].as_str().unwrap().to_owned();
+    let id = find(&evs, "meeting_end")[0]["meeting_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let d = detail(&app, &u, &t, &id).await;
     assert_eq!(d["meeting"]["offline"], false);
-    let failed: Vec<&Value> = d["transcript"].as_array().unwrap().iter().filter(|t| t["status"] == "failed").collect();
+    let failed: Vec<&Value> = d["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["status"] == "failed")
+        .collect();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["persona"], "cmo");
 }
@@ -342,7 +525,10 @@ async fn unrepairable_items_are_not_stored() {
         .respond_with(
             ResponseTemplate::new(200)
                 .insert_header("content-type", "text/event-stream")
-                .set_body_string(sse_body(&[delta("{\"items\": [{\"title\": 1}]}"), finish()], true)),
+                .set_body_string(sse_body(
+                    &[delta("{\"items\": [{\"title\": 1}]}"), finish()],
+                    true,
+                )),
         )
         .mount(&server)
         .await;
@@ -365,12 +551,29 @@ async fn unrepairable_items_are_not_stored() {
     .await
     .unwrap();
     let (u, t) = owner(&app, "chair@acme.test").await;
-    let (_, evs) = meeting(&app, &u, &t, json!({"agenda": "Anything?", "personas": ["cfo"]})).await;
+    let (_, evs) = meeting(
+        &app,
+        &u,
+        &t,
+        json!({"agenda": "Anything?", "personas": ["cfo"]}),
+    )
+    .await;
     let items = find(&evs, "action_items")[0];
     assert_eq!(items["items"], json!([]));
-    assert!(items["error"].as_str().unwrap().contains("after a retry"), "{items}");
-    let id = find(&evs, "meeting_end")[0]["meeting_id"].as_str().unwrap().to_owned();
+    assert!(
+        items["error"].as_str().unwrap().contains("after a retry"),
+        "{items}"
+    );
+    let id = find(&evs, "meeting_end")[0]["meeting_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let d = detail(&app, &u, &t, &id).await;
     assert_eq!(d["action_items"], json!([]));
-    assert!(d["meeting"]["error"].as_str().unwrap().contains("valid action items"));
+    assert!(
+        d["meeting"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("valid action items")
+    );
 }

@@ -1,0 +1,235 @@
+//! The notification centre and the email outbox.
+//!
+//! A notification is a row for one person, written in the transaction of what it
+//! reports, and an event on the tenant's `notifications` topic (numbered by a counter on
+//! the tenant row, so resume works) for open browsers. One that asks for email also
+//! writes an `outbox` row and queues a `send-email` job in that same transaction; the
+//! job ([`email::SendEmail`]) delivers through SMTP when `OCSUITE_SMTP_URL` is set, and
+//! otherwise keeps the message as `held` in the development mailbox admins can read.
+
+pub mod email;
+pub mod routes;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::error::Result;
+use crate::ids::{EmailId, NotificationId, UserId};
+use crate::queue::{self, NewJob, SEND_EMAIL};
+use crate::realtime::{self, Event, Topic};
+use crate::store::{TenantTx, sql};
+
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Notification {
+    pub id: String,
+    pub kind: String,
+    pub title: String,
+    pub body: String,
+    pub meeting_id: Option<String>,
+    pub task_id: Option<String>,
+    pub read_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A notification to send.
+pub struct New<'a> {
+    pub user: &'a UserId,
+    /// `task.succeeded`, `task.failed`, …
+    pub kind: &'a str,
+    pub title: String,
+    pub body: String,
+    pub meeting_id: Option<&'a str>,
+    pub task_id: Option<&'a str>,
+    /// Also send it by email.
+    pub email: bool,
+}
+
+/// Stores a notification (and its email) inside `tx`; returns the event to publish
+/// after commit. A user who is no longer a member is not notified.
+pub async fn notify(tx: &mut TenantTx, n: New<'_>) -> Result<Vec<Event>> {
+    let tenant = tx.tenant_id().clone();
+    let to: Option<(String,)> = tx
+        .fetch_optional(
+            sql("SELECT u.email FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.tenant_id = $1 AND m.user_id = $2")
+                .bind(&tenant)
+                .bind(n.user),
+        )
+        .await?;
+    let Some((to,)) = to else {
+        return Ok(vec![]);
+    };
+    let id = NotificationId::new();
+    let now = Utc::now();
+    tx.execute(
+        sql("INSERT INTO notifications (tenant_id, id, user_id, kind, title, body, meeting_id, task_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            .bind(&tenant)
+            .bind(&id)
+            .bind(n.user)
+            .bind(n.kind)
+            .bind(n.title.as_str())
+            .bind(n.body.as_str())
+            .bind(n.meeting_id)
+            .bind(n.task_id)
+            .bind(now),
+    )
+    .await?;
+    let (seq,): (i64,) = tx
+        .fetch_one(
+            sql("UPDATE tenants SET notification_seq = notification_seq + 1 WHERE id = $1 RETURNING notification_seq")
+                .bind(&tenant),
+        )
+        .await?;
+    let ev = realtime::record(
+        tx,
+        &Topic::Notifications.name(),
+        seq,
+        n.kind,
+        json!({"notification_id": id, "user_id": n.user, "title": n.title, "meeting_id": n.meeting_id, "task_id": n.task_id}),
+    )
+    .await?;
+    if n.email {
+        queue_email(tx, &to, &n.title, &n.body).await?;
+    }
+    Ok(vec![ev])
+}
+
+/// Writes an outbox row and queues its delivery.
+pub async fn queue_email(
+    tx: &mut TenantTx,
+    to: &str,
+    subject: &str,
+    body: &str,
+) -> Result<EmailId> {
+    let tenant = tx.tenant_id().clone();
+    let id = EmailId::new();
+    let now = Utc::now();
+    tx.execute(
+        sql("INSERT INTO outbox (tenant_id, id, to_email, subject, body, status, attempts, created_at) \
+             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6)")
+            .bind(&tenant)
+            .bind(&id)
+            .bind(to)
+            .bind(subject)
+            .bind(body)
+            .bind(now),
+    )
+    .await?;
+    queue::enqueue(
+        tx,
+        NewJob {
+            queue: SEND_EMAIL,
+            payload: json!({"email_id": id}),
+            priority: -1,
+            run_at: now,
+            max_attempts: email::MAX_ATTEMPTS,
+            id: None,
+        },
+    )
+    .await?;
+    Ok(id)
+}
+
+/// Tells whoever called the meeting how one of its tasks ended.
+pub async fn task_outcome(
+    tx: &mut TenantTx,
+    meeting_id: &str,
+    task_id: &str,
+    status: &str,
+    error: Option<&str>,
+) -> Result<Vec<Event>> {
+    let tenant = tx.tenant_id().clone();
+    let row: Option<(String, String, Option<String>)> = tx
+        .fetch_optional(
+            sql("SELECT m.created_by, m.agenda, (SELECT a.title FROM action_items a WHERE a.tenant_id = m.tenant_id AND a.task_id = $3) \
+                 FROM meetings m WHERE m.tenant_id = $1 AND m.id = $2")
+                .bind(&tenant)
+                .bind(meeting_id)
+                .bind(task_id),
+        )
+        .await?;
+    let Some((by, agenda, title)) = row else {
+        return Ok(vec![]);
+    };
+    let Some(user) = by.strip_prefix("user:").and_then(UserId::parse) else {
+        return Ok(vec![]);
+    };
+    let item = title.unwrap_or_else(|| "An action item".into());
+    let agenda: String = agenda.chars().take(120).collect();
+    let (headline, detail) = match status {
+        "succeeded" => ("done".to_owned(), "It ran successfully.".to_owned()),
+        other => (
+            other.to_owned(),
+            format!(
+                "It did not complete: {}. Open the task to see what to do next.",
+                error.unwrap_or("no reason given")
+            ),
+        ),
+    };
+    notify(
+        tx,
+        New {
+            user: &user,
+            kind: &format!("task.{status}"),
+            title: format!("{item}: {headline}"),
+            body: format!(
+                "From the board meeting on \"{agenda}\": {item}. {detail}\nTask {task_id}, meeting {meeting_id}."
+            ),
+            meeting_id: Some(meeting_id),
+            task_id: Some(task_id),
+            email: true,
+        },
+    )
+    .await
+}
+
+pub async fn list(
+    tx: &mut TenantTx,
+    user: &UserId,
+    unread_only: bool,
+    limit: i64,
+) -> Result<Vec<Notification>> {
+    let tenant = tx.tenant_id().clone();
+    Ok(tx
+        .fetch_all(
+            sql("SELECT id, kind, title, body, meeting_id, task_id, read_at, created_at FROM notifications \
+                 WHERE tenant_id = $1 AND user_id = $2 AND ($3 = FALSE OR read_at IS NULL) ORDER BY id DESC LIMIT $4")
+                .bind(&tenant)
+                .bind(user)
+                .bind(unread_only)
+                .bind(limit),
+        )
+        .await?)
+}
+
+/// Marks the user's notifications read: those in `ids`, or all when `None`.
+pub async fn mark_read(tx: &mut TenantTx, user: &UserId, ids: Option<&[String]>) -> Result<u64> {
+    let tenant = tx.tenant_id().clone();
+    let now = Utc::now();
+    match ids {
+        None => Ok(tx
+            .execute(
+                sql("UPDATE notifications SET read_at = $1 WHERE tenant_id = $2 AND user_id = $3 AND read_at IS NULL")
+                    .bind(now)
+                    .bind(&tenant)
+                    .bind(user),
+            )
+            .await?),
+        Some(ids) => {
+            let mut n = 0;
+            for id in ids {
+                n += tx
+                    .execute(
+                        sql("UPDATE notifications SET read_at = $1 WHERE tenant_id = $2 AND user_id = $3 AND id = $4 AND read_at IS NULL")
+                            .bind(now)
+                            .bind(&tenant)
+                            .bind(user)
+                            .bind(id.as_str()),
+                    )
+                    .await?;
+            }
+            Ok(n)
+        }
+    }
+}
