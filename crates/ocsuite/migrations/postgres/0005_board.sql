@@ -179,3 +179,63 @@ CREATE POLICY owner_maintenance ON approval_roles TO CURRENT_USER USING (true) W
 CREATE POLICY owner_maintenance ON approval_modes TO CURRENT_USER USING (true) WITH CHECK (true);
 CREATE POLICY owner_maintenance ON notifications TO CURRENT_USER USING (true) WITH CHECK (true);
 CREATE POLICY owner_maintenance ON outbox TO CURRENT_USER USING (true) WITH CHECK (true);
+
+-- The claim now keeps the per-tenant concurrency limit exact. A tenant within 32 slots
+-- of its limit has its claims serialised by a transaction-scoped advisory lock, and
+-- its running jobs are counted again under that lock (the lock is held until the claim
+-- commits, so the count sees every earlier claim). Tenants further from their limit
+-- claim in parallel as before. Ready jobs of a tenant found at its limit are skipped
+-- for another tenant's, up to 8 tenants per claim.
+CREATE OR REPLACE FUNCTION ocsuite_claim_job(p_queue TEXT, p_worker TEXT, p_token TEXT,
+                                             p_now TIMESTAMPTZ, p_lease_until TIMESTAMPTZ)
+RETURNS TABLE (tenant_id TEXT, id TEXT, payload TEXT, attempts BIGINT, max_attempts BIGINT)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+#variable_conflict use_column
+DECLARE
+    cand RECORD;
+    claimed RECORD;
+    skipped TEXT[] := '{}';
+    running BIGINT;
+    lim BIGINT;
+BEGIN
+    FOR i IN 1..8 LOOP
+        SELECT c.tenant_id, c.id INTO cand FROM jobs c
+         WHERE c.queue = p_queue AND c.status = 'ready' AND c.run_at <= p_now
+           AND NOT (c.tenant_id = ANY (skipped))
+           AND c.tenant_id NOT IN (SELECT t.id FROM tenants t WHERE t.jobs_paused_at IS NOT NULL)
+           AND c.tenant_id NOT IN (
+               SELECT r.tenant_id FROM jobs r JOIN tenants t ON t.id = r.tenant_id
+                WHERE r.status = 'running'
+                GROUP BY r.tenant_id, t.job_concurrency
+               HAVING count(*) >= t.job_concurrency)
+         ORDER BY c.priority DESC, c.run_at, c.id
+         LIMIT 1
+         FOR UPDATE OF c SKIP LOCKED;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        SELECT t.job_concurrency INTO lim FROM tenants t WHERE t.id = cand.tenant_id;
+        SELECT count(*) INTO running FROM jobs r WHERE r.tenant_id = cand.tenant_id AND r.status = 'running';
+        IF lim - running <= 32 THEN
+            PERFORM pg_advisory_xact_lock(hashtextextended('ocsuite_claim:' || cand.tenant_id, 0));
+            SELECT count(*) INTO running FROM jobs r WHERE r.tenant_id = cand.tenant_id AND r.status = 'running';
+        END IF;
+        IF running < lim THEN
+            UPDATE jobs j
+               SET status = 'running', attempts = j.attempts + 1, lease_token = p_token,
+                   lease_until = p_lease_until, worker = p_worker, updated_at = p_now
+             WHERE j.tenant_id = cand.tenant_id AND j.id = cand.id
+            RETURNING j.tenant_id, j.id, j.payload, j.attempts, j.max_attempts INTO claimed;
+            PERFORM set_config('app.tenant_id', claimed.tenant_id, true);
+            tenant_id := claimed.tenant_id;
+            id := claimed.id;
+            payload := claimed.payload;
+            attempts := claimed.attempts;
+            max_attempts := claimed.max_attempts;
+            RETURN NEXT;
+            RETURN;
+        END IF;
+        skipped := skipped || cand.tenant_id;
+    END LOOP;
+END;
+$$;

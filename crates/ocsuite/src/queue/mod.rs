@@ -16,8 +16,9 @@
 //!   it is one `UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED)` inside the
 //!   `ocsuite_claim_job` function, so many workers in many processes claim concurrently
 //!   without blocking each other; on SQLite the claim runs under `BEGIN IMMEDIATE`.
-//!   The concurrency limit is checked at claim time, so concurrent claimers on
-//!   PostgreSQL can exceed it by at most the number of claims racing at that instant.
+//!   The concurrency limit is exact: on PostgreSQL a tenant within 32 slots of its
+//!   limit has its claims serialised by an advisory lock held until the claim commits
+//!   (tenants further from it claim in parallel).
 //! - **Leases.** A worker renews its lease while it runs the job. Every change it makes
 //!   afterwards is conditional on its lease token, so a worker that lost its lease (it
 //!   stalled, or was presumed dead) cannot record an outcome: the job ends once. A
