@@ -289,6 +289,7 @@ pub async fn reset_customization(tx: &mut TenantTx, slug: &str) -> Result<bool> 
 }
 
 /// Whom a conversation talks to: the persona and the tenant text for its prompt.
+#[derive(Clone)]
 pub struct Speaker {
     pub persona: Persona,
     /// Tenant text for the prompt's instructions block (customisation or agent brief).

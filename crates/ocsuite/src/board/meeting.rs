@@ -58,6 +58,8 @@ pub struct Plan {
     pub capabilities: Vec<CapabilityLine>,
     /// Whether `diagnostics.echo` is available (the offline meeting's runnable item).
     pub can_echo: bool,
+    /// When the request arrived: overhead counts from here.
+    pub received: Instant,
 }
 
 pub fn seat(s: &Speaker) -> Seat {
@@ -304,7 +306,7 @@ async fn collect(mut rx: mpsc::Receiver<StreamEvent>) -> (String, Usage, Option<
 
 /// Runs the meeting to its end, streaming to `out` while the client listens.
 pub async fn run(plan: Plan, out: Out) {
-    let started = Instant::now();
+    let started = plan.received;
     let mut client = Client { out, alive: true };
     let seats: Vec<Seat> = plan.members.iter().map(seat).collect();
     client
@@ -420,7 +422,9 @@ pub async fn run(plan: Plan, out: Out) {
     }
 
     let total_ms = started.elapsed().as_millis() as i64;
-    let overhead_ms = (started.elapsed().saturating_sub(waited)).as_millis() as i64;
+    let overhead = started.elapsed().saturating_sub(waited);
+    let overhead_ms = overhead.as_millis() as i64;
+    let storing = Instant::now();
     let stored = record(
         &plan,
         &all,
@@ -431,6 +435,7 @@ pub async fn run(plan: Plan, out: Out) {
         overhead_ms,
     )
     .await;
+    let stored_in = storing.elapsed();
     let mut by_persona: BTreeMap<String, (u32, u32)> = BTreeMap::new();
     for t in &all {
         let e = by_persona.entry(t.seat.slug.clone()).or_default();
@@ -483,7 +488,9 @@ pub async fn run(plan: Plan, out: Out) {
                         "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
                                   "by_persona": by_persona.iter().map(|(k, v)| (k.clone(), json!({"prompt_tokens": v.0, "completion_tokens": v.1}))).collect::<serde_json::Map<_, _>>()},
                         "duration_ms": total_ms,
-                        "overhead_ms": overhead_ms,
+                        // Everything but waiting for the model, up to storing the
+                        // result (the final write included), in fractional ms.
+                        "overhead_ms": (overhead + stored_in).as_secs_f64() * 1000.0,
                         "offline": plan.offline,
                     }),
                 )
@@ -506,38 +513,64 @@ async fn record(
     let state = &plan.state;
     let mut tx = state.store.tenant(&plan.tenant).await?;
     let now = chrono::Utc::now();
-    let mut prompt = 0i64;
-    let mut completion = 0i64;
-    for (seq, t) in turns.iter().enumerate() {
+    // Every turn in one statement: the rows travel as a JSON array.
+    let rows: Vec<Value> = turns
+        .iter()
+        .enumerate()
+        .map(|(seq, t)| {
+            json!({"seq": seq, "persona": t.seat.slug, "round": t.round, "content": t.text,
+                   "status": if t.error.is_some() { "failed" } else { "complete" },
+                   "error": t.error.as_ref().map(|(_, m)| m), "model": t.model,
+                   "pt": t.usage.prompt_tokens, "ct": t.usage.completion_tokens, "ms": t.latency_ms})
+        })
+        .collect();
+    let insert_turns = if tx.is_postgres() {
+        sql(
+            "INSERT INTO meeting_turns (tenant_id, meeting_id, seq, persona, round, content, status, error, model, \
+             prompt_tokens, completion_tokens, latency_ms, created_at) \
+             SELECT $1, $2, CAST(value->>'seq' AS BIGINT), value->>'persona', CAST(value->>'round' AS BIGINT), value->>'content', \
+                    value->>'status', value->>'error', value->>'model', CAST(value->>'pt' AS BIGINT), CAST(value->>'ct' AS BIGINT), \
+                    CAST(value->>'ms' AS BIGINT), $3 FROM json_array_elements(CAST($4 AS json))",
+        )
+    } else {
+        sql(
+            "INSERT INTO meeting_turns (tenant_id, meeting_id, seq, persona, round, content, status, error, model, \
+             prompt_tokens, completion_tokens, latency_ms, created_at) \
+             SELECT $1, $2, CAST(value->>'seq' AS BIGINT), value->>'persona', CAST(value->>'round' AS BIGINT), value->>'content', \
+                    value->>'status', value->>'error', value->>'model', CAST(value->>'pt' AS BIGINT), CAST(value->>'ct' AS BIGINT), \
+                    CAST(value->>'ms' AS BIGINT), $3 FROM json_each($4)",
+        )
+    };
+    if !rows.is_empty() {
         tx.execute(
-            sql("INSERT INTO meeting_turns (tenant_id, meeting_id, seq, persona, round, content, status, error, model, \
-                 prompt_tokens, completion_tokens, latency_ms, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
+            insert_turns
                 .bind(&plan.tenant)
                 .bind(&plan.id)
-                .bind(seq as i64)
-                .bind(t.seat.slug.as_str())
-                .bind(t.round)
-                .bind(t.text.as_str())
-                .bind(if t.error.is_some() { "failed" } else { "complete" })
-                .bind(t.error.as_ref().map(|(_, m)| m.clone()))
-                .bind(t.model.as_str())
-                .bind(t.usage.prompt_tokens)
-                .bind(t.usage.completion_tokens)
-                .bind(t.latency_ms)
-                .bind(now),
+                .bind(now)
+                .bind(Value::Array(rows).to_string()),
         )
         .await?;
-        prompt += i64::from(t.usage.prompt_tokens);
-        completion += i64::from(t.usage.completion_tokens);
     }
+    // The ledger gets one line per persona and model, not one per call.
+    let mut ledger: BTreeMap<(String, String), Usage> = BTreeMap::new();
+    for (persona, model, u) in turns
+        .iter()
+        .map(|t| (&t.seat.slug, &t.model, &t.usage))
+        .chain(extra_usage.iter().map(|(p, m, u)| (p, m, u)))
+    {
+        let e = ledger.entry((persona.clone(), model.clone())).or_default();
+        e.prompt_tokens += u.prompt_tokens;
+        e.completion_tokens += u.completion_tokens;
+        e.estimated |= u.estimated;
+    }
+    let prompt: i64 = ledger.values().map(|u| i64::from(u.prompt_tokens)).sum();
+    let completion: i64 = ledger
+        .values()
+        .map(|u| i64::from(u.completion_tokens))
+        .sum();
     usage::release(&mut tx, &plan.reservation).await?;
-    for t in turns {
-        usage::record(&mut tx, &state.meter, &t.seat.slug, &t.model, t.usage).await?;
-    }
-    for (persona, model, u) in extra_usage {
+    for ((persona, model), u) in &ledger {
         usage::record(&mut tx, &state.meter, persona, model, *u).await?;
-        prompt += i64::from(u.prompt_tokens);
-        completion += i64::from(u.completion_tokens);
     }
     let (items, events, extraction_error) = match extracted {
         Some(Ok(raw)) => {

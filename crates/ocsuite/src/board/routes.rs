@@ -64,6 +64,7 @@ pub async fn hold(
     ctx: TenantCtx,
     ApiJson(input): ApiJson<MeetingIn>,
 ) -> Result<impl IntoResponse> {
+    let received = std::time::Instant::now();
     ctx.require(Role::Member)?;
     let agenda = input.agenda.trim().to_owned();
     if agenda.is_empty() {
@@ -128,17 +129,23 @@ pub async fn hold(
         members.push(s);
     }
     let chair_slug = input.chair.unwrap_or_else(|| "ceo".into());
-    let chair = agents::speaker(&mut tx, &chair_slug)
-        .await?
-        .ok_or_else(|| {
-            bad(
-                "unknown_persona",
-                format!(
-                    "no persona `{}` to chair",
-                    chair_slug.chars().take(64).collect::<String>()
-                ),
-            )
-        })?;
+    let seated = members
+        .iter()
+        .find(|m| m.persona.slug == chair_slug)
+        .cloned();
+    let chair = match seated {
+        Some(s) => Some(s),
+        None => agents::speaker(&mut tx, &chair_slug).await?,
+    };
+    let chair = chair.ok_or_else(|| {
+        bad(
+            "unknown_persona",
+            format!(
+                "no persona `{}` to chair",
+                chair_slug.chars().take(64).collect::<String>()
+            ),
+        )
+    })?;
     let company = tenants::get(&mut tx, ctx.role).await?;
     let catalog = modules::catalog(&state.registry, &mut tx).await?;
     let can_echo = catalog
@@ -216,6 +223,7 @@ pub async fn hold(
         offline,
         capabilities,
         can_echo,
+        received,
     };
     let (out, rx) = mpsc::channel::<std::result::Result<sse::Event, Infallible>>(256);
     tokio::spawn(meeting::run(plan, out));
