@@ -159,6 +159,18 @@ impl Background {
             state.bus.clone(),
             state.jobs_wake.clone(),
         ))];
+        if state.store.backend() == store::Backend::Sqlite {
+            let store = state.store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = store.checkpoint().await {
+                        tracing::warn!(error = %e, "SQLite checkpoint failed");
+                    }
+                }
+            }));
+        }
         let (limits, bus, store) = (state.limits.clone(), state.bus.clone(), state.store.clone());
         let meter_state = state.clone();
         let retention = state.config.events_retention_days;

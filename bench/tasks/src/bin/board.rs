@@ -127,15 +127,20 @@ async fn main() -> Res<()> {
     };
     let mut overhead = Vec::new();
     let mut wall = Vec::new();
+    let mut setup = Vec::new();
+    let mut store = Vec::new();
     for i in 0..samples + 10 {
         let (end, ms) = hold(&http, &target, &format!("Raise prices? (sample {i})")).await?;
         if i >= 10 {
             overhead.push(end["overhead_ms"].as_f64().unwrap_or(f64::NAN));
+            setup.push(end["setup_ms"].as_f64().unwrap_or(f64::NAN));
+            store.push(end["store_ms"].as_f64().unwrap_or(f64::NAN));
             wall.push(ms);
         }
     }
-    overhead.sort_by(f64::total_cmp);
-    wall.sort_by(f64::total_cmp);
+    for v in [&mut overhead, &mut wall, &mut setup, &mut store] {
+        v.sort_by(f64::total_cmp);
+    }
 
     let started = Instant::now();
     let mut set = tokio::task::JoinSet::new();
@@ -179,6 +184,18 @@ async fn main() -> Res<()> {
         "<= 5",
         if p99 <= 5.0 { "ok" } else { "MISS" }
     );
+    for (label, v) in [
+        ("  of which setup (checks, hold, row)", &setup),
+        ("  of which the final transaction", &store),
+    ] {
+        println!(
+            "{:<44} {:>14} {:>10} {:>6}",
+            format!("{label} p50 / p99 ms"),
+            format!("{:.2} / {:.2}", percentile(v, 50.0), percentile(v, 99.0)),
+            "",
+            ""
+        );
+    }
     println!(
         "{:<44} {:>14} {:>10} {:>6}",
         "meeting wall time p50 / p99 ms (fake model)",

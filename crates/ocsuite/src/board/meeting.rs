@@ -27,7 +27,7 @@ use crate::error::Result;
 use crate::ids::{MeetingId, TenantId};
 use crate::llm::{ChatMessage, ChatRequest, JsonSchema, Role, StreamEvent, Usage};
 use crate::personas;
-use crate::store::sql;
+use crate::store::{TenantTx, sql};
 use crate::tenancy::tenants::Profile;
 use crate::usage;
 
@@ -304,9 +304,13 @@ async fn collect(mut rx: mpsc::Receiver<StreamEvent>) -> (String, Usage, Option<
     (text, usage, error)
 }
 
-/// Runs the meeting to its end, streaming to `out` while the client listens.
-pub async fn run(plan: Plan, out: Out) {
+/// Runs the meeting to its end, streaming to `out` while the client listens. `setup`
+/// holds the meeting row and the token hold: it commits while the first turns stream,
+/// and the meeting's record waits for it.
+pub async fn run(plan: Plan, setup_tx: TenantTx, out: Out) {
     let started = plan.received;
+    let setup = started.elapsed();
+    let committed = tokio::spawn(setup_tx.commit());
     let mut client = Client { out, alive: true };
     let seats: Vec<Seat> = plan.members.iter().map(seat).collect();
     client
@@ -425,6 +429,16 @@ pub async fn run(plan: Plan, out: Out) {
     let overhead = started.elapsed().saturating_sub(waited);
     let overhead_ms = overhead.as_millis() as i64;
     let storing = Instant::now();
+    if !matches!(committed.await, Ok(Ok(()))) {
+        tracing::error!(meeting = %plan.id, "storing a meeting's start failed");
+        client
+            .send(
+                "error",
+                json!({"code": "not_stored", "message": "the meeting could not be saved; try again", "meeting_id": plan.id}),
+            )
+            .await;
+        return;
+    }
     let stored = record(
         &plan,
         &all,
@@ -491,6 +505,10 @@ pub async fn run(plan: Plan, out: Out) {
                         // Everything but waiting for the model, up to storing the
                         // result (the final write included), in fractional ms.
                         "overhead_ms": (overhead + stored_in).as_secs_f64() * 1000.0,
+                        // Its two largest parts: checks and setup before the first
+                        // model call, and the final transaction.
+                        "setup_ms": setup.as_secs_f64() * 1000.0,
+                        "store_ms": stored_in.as_secs_f64() * 1000.0,
                         "offline": plan.offline,
                     }),
                 )

@@ -205,7 +205,6 @@ pub async fn hold(
             .bind(chrono::Utc::now()),
     )
     .await?;
-    tx.commit().await?;
 
     let plan = Plan {
         state: state.clone(),
@@ -226,7 +225,9 @@ pub async fn hold(
         received,
     };
     let (out, rx) = mpsc::channel::<std::result::Result<sse::Event, Infallible>>(256);
-    tokio::spawn(meeting::run(plan, out));
+    // The meeting row and the token hold commit beside the first model calls (see
+    // `meeting::run`); everything that could refuse the meeting has run.
+    tokio::spawn(meeting::run(plan, tx, out));
     Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::default()))
 }
 
