@@ -137,6 +137,23 @@ pub async fn claim(
     let now = Utc::now();
     let until = now + Duration::from_std(lease).map_err(AppError::internal)?;
     let token = uuid::Uuid::new_v4().simple().to_string();
+    if store.backend() == crate::store::Backend::Sqlite {
+        // A claim takes SQLite's single writer. Look first, as a reader (WAL readers
+        // never wait), so idle workers polling empty queues do not queue up behind
+        // the writes that do the work.
+        let mut look = store.platform_read().await?;
+        let ready: Option<(i64,)> = look
+            .fetch_optional(
+                sql("SELECT 1 FROM jobs WHERE queue = $1 AND status = 'ready' AND run_at <= $2 LIMIT 1")
+                    .bind(queue)
+                    .bind(now),
+            )
+            .await?;
+        drop(look);
+        if ready.is_none() {
+            return Ok(None);
+        }
+    }
     let mut tx = store.platform().await?;
     let q = if tx.is_postgres() {
         sql(
