@@ -11,6 +11,7 @@
 pub mod items;
 pub mod meeting;
 pub mod prompts;
+mod record;
 pub mod routes;
 
 use chrono::{DateTime, Utc};

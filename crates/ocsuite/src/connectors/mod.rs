@@ -381,6 +381,64 @@ pub async fn require(tx: &mut TenantTx, provider: &str) -> Result<Row> {
         .ok_or(AppError::NotFound("connector"))
 }
 
+/// The tenant's connector row for `provider`, created (without tokens) if absent.
+pub(crate) async fn ensure_row(
+    tx: &mut TenantTx,
+    provider: &str,
+    user: &str,
+) -> Result<ConnectorId> {
+    if let Some(r) = by_provider(tx, provider).await? {
+        return Ok(r.id);
+    }
+    let id = ConnectorId::new();
+    let tenant = tx.tenant_id().clone();
+    let now = Utc::now();
+    tx.execute(
+        sql("INSERT INTO connectors (tenant_id, id, provider, status, scopes, has_refresh_token, connected_by, created_at, updated_at) \
+             VALUES ($1, $2, $3, 'error', '', FALSE, $4, $5, $5)")
+            .bind(&tenant)
+            .bind(&id)
+            .bind(provider)
+            .bind(user)
+            .bind(now),
+    )
+    .await?;
+    Ok(id)
+}
+
+pub(crate) async fn store_connection(
+    state: &crate::app::AppState,
+    tx: &mut TenantTx,
+    p: &Provider,
+    user: &str,
+    tokens: &oauth::Tokens,
+    account: Option<&str>,
+) -> Result<ConnectorId> {
+    let id = ensure_row(tx, &p.name, user).await?;
+    // Providers send a refresh token only at consent; a reconnect without one keeps the
+    // previous grant's.
+    let previous = state
+        .vault
+        .tokens_for_revocation(tx, &id, &p.name)
+        .await
+        .ok()
+        .and_then(|(_, r)| r);
+    state.vault.save(tx, &id, tokens, previous).await?;
+    let tenant = tx.tenant_id().clone();
+    let now = Utc::now();
+    tx.execute(
+        sql("UPDATE connectors SET account = $1, connected_by = $2, last_sync_at = CASE WHEN $1 IS NULL THEN last_sync_at ELSE $3 END, \
+             updated_at = $3 WHERE tenant_id = $4 AND id = $5")
+            .bind(account)
+            .bind(user)
+            .bind(now)
+            .bind(&tenant)
+            .bind(&id),
+    )
+    .await?;
+    Ok(id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

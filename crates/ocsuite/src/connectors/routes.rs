@@ -12,17 +12,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::oauth::Tokens;
-use super::{Provider, STATE_TTL_MINUTES, Status, by_provider, redirect_uri, require, sync};
+use super::{Provider, STATE_TTL_MINUTES, Status, redirect_uri, require, sync};
 use crate::app::AppState;
 use crate::audit;
 use crate::auth::{ClientMeta, CurrentUser};
 use crate::crypto::{Binding, KeyScope};
 use crate::error::{AppError, ErrorBody, Result};
-use crate::ids::{ConnectorId, JobId, TenantId};
+use crate::ids::{JobId, TenantId};
 use crate::json::ApiQuery;
 use crate::queue;
-use crate::store::{TenantTx, sql};
+use crate::store::sql;
 use crate::tenancy::{Actor, Role, TenantCtx, members};
 
 /// Pending authorizations a tenant may have at once (each lives ten minutes).
@@ -374,7 +373,7 @@ pub async fn callback(
         Err(e) => {
             let reason = format!("connecting failed: {e}");
             let mut tx = state.store.tenant(&tenant).await?;
-            let id = ensure_row(&mut tx, &p.name, &current.user.id.to_string()).await?;
+            let id = super::ensure_row(&mut tx, &p.name, &current.user.id.to_string()).await?;
             super::record_error(&mut tx, &id, &reason).await?;
             audit::record(
                 &mut tx,
@@ -403,7 +402,7 @@ pub async fn callback(
         .flatten();
 
     let mut tx = state.store.tenant(&tenant).await?;
-    let id = store_connection(
+    let id = super::store_connection(
         &state,
         &mut tx,
         &p,
@@ -425,60 +424,6 @@ pub async fn callback(
     tx.commit().await?;
     state.jobs_wake.notify_one();
     Ok(back_to_page(&p.name, &[("connected", "1")]))
-}
-
-/// The tenant's connector row for `provider`, created (without tokens) if absent.
-async fn ensure_row(tx: &mut TenantTx, provider: &str, user: &str) -> Result<ConnectorId> {
-    if let Some(r) = by_provider(tx, provider).await? {
-        return Ok(r.id);
-    }
-    let id = ConnectorId::new();
-    let tenant = tx.tenant_id().clone();
-    let now = Utc::now();
-    tx.execute(
-        sql("INSERT INTO connectors (tenant_id, id, provider, status, scopes, has_refresh_token, connected_by, created_at, updated_at) \
-             VALUES ($1, $2, $3, 'error', '', FALSE, $4, $5, $5)")
-            .bind(&tenant)
-            .bind(&id)
-            .bind(provider)
-            .bind(user)
-            .bind(now),
-    )
-    .await?;
-    Ok(id)
-}
-
-async fn store_connection(
-    state: &AppState,
-    tx: &mut TenantTx,
-    p: &Provider,
-    user: &str,
-    tokens: &Tokens,
-    account: Option<&str>,
-) -> Result<ConnectorId> {
-    let id = ensure_row(tx, &p.name, user).await?;
-    // Providers send a refresh token only at consent; a reconnect without one keeps the
-    // previous grant's.
-    let previous = state
-        .vault
-        .tokens_for_revocation(tx, &id, &p.name)
-        .await
-        .ok()
-        .and_then(|(_, r)| r);
-    state.vault.save(tx, &id, tokens, previous).await?;
-    let tenant = tx.tenant_id().clone();
-    let now = Utc::now();
-    tx.execute(
-        sql("UPDATE connectors SET account = $1, connected_by = $2, last_sync_at = CASE WHEN $1 IS NULL THEN last_sync_at ELSE $3 END, \
-             updated_at = $3 WHERE tenant_id = $4 AND id = $5")
-            .bind(account)
-            .bind(user)
-            .bind(now)
-            .bind(&tenant)
-            .bind(&id),
-    )
-    .await?;
-    Ok(id)
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

@@ -277,6 +277,9 @@ pub struct TaskDetail {
     /// Every event of the task, oldest first (topic `task:{id}`).
     #[schema(value_type = Vec<Object>)]
     pub timeline: Vec<Event>,
+    /// What a person can do next: approve or reject, undo (or how to reverse it by
+    /// hand), or what to do about a failure.
+    pub next_steps: Option<String>,
 }
 
 /// One task with its timeline.
@@ -291,8 +294,48 @@ pub async fn get(
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
     let task = super::get(&mut tx, &id).await?;
     let timeline = realtime::replay(&mut tx, &Topic::Task(id), 0).await?;
+    let spec = crate::approvals::spec_of(&state.registry, &mut tx, &task)
+        .await
+        .ok();
     tx.commit().await?;
-    Ok(Json(TaskDetail { task, timeline }))
+    let next_steps = next_steps(&task, spec.as_deref());
+    Ok(Json(TaskDetail {
+        task,
+        timeline,
+        next_steps,
+    }))
+}
+
+fn next_steps(task: &Task, spec: Option<&ocsuite_module_sdk::CapabilitySpec>) -> Option<String> {
+    use ocsuite_module_sdk::Undo;
+    let id = &task.id;
+    let error = task.error.as_deref().unwrap_or("no reason was given");
+    match task.status {
+        Status::Proposed => Some(format!(
+            "It waits for approval: POST /api/v1/tasks/{id}/approve, or /reject with a rationale. Nothing runs until then."
+        )),
+        Status::Rejected => Some(format!(
+            "Rejected ({}). To do it after all, propose it again from a meeting or run it with POST /api/v1/tasks/execute.",
+            task.decision_rationale.as_deref().unwrap_or("no rationale")
+        )),
+        Status::Failed => Some(format!(
+            "It failed and will not be retried: {error}. Fix the cause (the input, or the connected account it uses), then run it again with POST /api/v1/tasks/execute — or do it by hand."
+        )),
+        Status::Dead => Some(format!(
+            "It failed {} times: {error}. Once the cause is fixed, an admin can retry it from the dead-letter queue (GET /api/v1/queues/dead, then POST /api/v1/queues/dead/{{job id}}/retry).",
+            task.attempts
+        )),
+        Status::Succeeded => match spec.map(|s| &s.undo) {
+            Some(Undo::Capability { capability }) => Some(format!(
+                "It can be undone: POST /api/v1/tasks/{id}/undo proposes {capability} to reverse it."
+            )),
+            Some(Undo::Instructions { text }) => Some(format!(
+                "It cannot be undone automatically. To reverse it by hand: {text}"
+            )),
+            _ => None,
+        },
+        Status::Queued | Status::Running | Status::Cancelled => None,
+    }
 }
 
 /// Cancels a task: at once when it waits; a running one stops at its next lease renewal.

@@ -230,6 +230,16 @@ async fn rejection_needs_a_rationale_and_ends_the_task(app: TestApp) {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["status"], "rejected");
     assert_eq!(v["decision_rationale"], "not now");
+    let (_, d) = app
+        .get(&format!("/api/v1/tasks/{task}"), &own.token, Some(&t))
+        .await;
+    assert!(
+        d["next_steps"]
+            .as_str()
+            .unwrap()
+            .starts_with("Rejected (not now)"),
+        "{d}"
+    );
     let (s, _) = decide(&app, &own, &t, &task, "approve", json!({})).await;
     assert_eq!(s, StatusCode::CONFLICT);
     let (s, _) = app
@@ -288,6 +298,10 @@ async fn undo_proposes_the_compensation(app: TestApp) {
     let id = start(&app, &own, &t, "diagnostics.flip", json!({"value": true})).await;
     let d = wait_status(&app, &own, &t, &id, "succeeded").await;
     assert_eq!(d["task"]["result"], json!({"value": false}));
+    assert!(
+        d["next_steps"].as_str().unwrap().contains("can be undone"),
+        "{d}"
+    );
     let (s, v) = app
         .post(
             &format!("/api/v1/tasks/{id}/undo"),
@@ -360,6 +374,22 @@ async fn undo_proposes_the_compensation(app: TestApp) {
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // A failed task says what to do about it.
+    let failing = start(
+        &app,
+        &own,
+        &t,
+        "diagnostics.fail",
+        json!({"mode": "permanent", "message": "quota exceeded"}),
+    )
+    .await;
+    let d = wait_status(&app, &own, &t, &failing, "failed").await;
+    let next = d["next_steps"].as_str().unwrap();
+    assert!(
+        next.contains("quota exceeded") && next.contains("will not be retried"),
+        "{d}"
+    );
 }
 
 async fn outcome_reaches_the_requester(app: TestApp) {
