@@ -192,6 +192,11 @@ impl Background {
                 {
                     tracing::warn!(error = %e, "pruning expired OAuth states failed");
                 }
+                if n.is_multiple_of(10)
+                    && let Err(e) = board::fail_stale(&store).await
+                {
+                    tracing::warn!(error = %e, "closing interrupted meetings failed");
+                }
                 if let Err(e) = connectors::sync::schedule(
                     &store,
                     &meter_state.jobs_wake,

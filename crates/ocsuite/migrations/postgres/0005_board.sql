@@ -239,3 +239,15 @@ BEGIN
     END LOOP;
 END;
 $$;
+
+-- Meetings a stopped server left `running`: marked failed so they do not wait for ever.
+CREATE FUNCTION ocsuite_fail_stale_meetings(p_before TIMESTAMPTZ, p_now TIMESTAMPTZ)
+RETURNS BIGINT
+LANGUAGE sql SECURITY DEFINER SET search_path = public AS $$
+    WITH u AS (
+        UPDATE meetings SET status = 'failed', finished_at = p_now,
+               error = 'interrupted: the server stopped while the meeting ran'
+         WHERE status = 'running' AND created_at < p_before
+        RETURNING 1)
+    SELECT count(*) FROM u;
+$$;

@@ -193,6 +193,38 @@ pub async fn action_items(tx: &mut TenantTx, id: &MeetingId) -> Result<Vec<Actio
         .collect())
 }
 
+/// A meeting still `running` after this long was cut off by a stopped server.
+pub const STALE_AFTER_MINUTES: i64 = 30;
+
+/// Marks meetings a stopped server left `running` as failed (every tenant; run by
+/// housekeeping). Returns how many.
+pub async fn fail_stale(store: &crate::store::Store) -> Result<u64> {
+    let now = Utc::now();
+    let before = now - chrono::Duration::minutes(STALE_AFTER_MINUTES);
+    let mut tx = store.platform().await?;
+    let n = if tx.is_postgres() {
+        let (n,): (i64,) = tx
+            .fetch_one(
+                sql("SELECT ocsuite_fail_stale_meetings($1, $2)")
+                    .bind(before)
+                    .bind(now),
+            )
+            .await?;
+        n.max(0) as u64
+    } else {
+        tx.execute(
+            sql("UPDATE meetings SET status = 'failed', finished_at = $2, \
+                 error = 'interrupted: the server stopped while the meeting ran' \
+                 WHERE status = 'running' AND created_at < $1")
+            .bind(before)
+            .bind(now),
+        )
+        .await?
+    };
+    tx.commit().await?;
+    Ok(n)
+}
+
 /// Rates a finished meeting (1-5, with an optional comment); the latest rating counts.
 pub async fn rate(
     tx: &mut TenantTx,

@@ -64,6 +64,7 @@ pub async fn detail(app: &TestApp, u: &User, t: &str, id: &str) -> Value {
 }
 
 dual!(
+    interrupted_meetings_are_closed,
     offline_meeting_streams_stores_and_proposes,
     meeting_input_is_checked,
     meetings_are_isolated_and_rated
@@ -575,5 +576,54 @@ async fn unrepairable_items_are_not_stored() {
             .as_str()
             .unwrap()
             .contains("valid action items")
+    );
+}
+
+async fn interrupted_meetings_are_closed(app: TestApp) {
+    let (u, t) = owner(&app, "chair@acme.test").await;
+    let (_, evs) = meeting(
+        &app,
+        &u,
+        &t,
+        json!({"agenda": "Fresh one", "personas": ["cfo"]}),
+    )
+    .await;
+    let done = find(&evs, "meeting_end")[0]["meeting_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A meeting a crashed server left running an hour ago.
+    let tenant = ocsuite::ids::TenantId::parse(&t).unwrap();
+    let stale = ocsuite::ids::MeetingId::new();
+    let mut tx = app.state.store.tenant(&tenant).await.unwrap();
+    tx.execute(
+        ocsuite::store::sql("INSERT INTO meetings (tenant_id, id, agenda, personas, rounds, chair, status, offline, prompt_tokens, completion_tokens, created_by, created_at) \
+                             VALUES ($1, $2, 'Cut off', '[\"cfo\"]', 1, 'ceo', 'running', FALSE, 0, 0, 'user:x', $3)")
+            .bind(&tenant)
+            .bind(&stale)
+            .bind(chrono::Utc::now() - chrono::Duration::hours(1)),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        ocsuite::board::fail_stale(&app.state.store).await.unwrap(),
+        1
+    );
+    let d = detail(&app, &u, &t, stale.as_str()).await;
+    assert_eq!(d["meeting"]["status"], "failed");
+    assert!(
+        d["meeting"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted")
+    );
+    assert_eq!(
+        detail(&app, &u, &t, &done).await["meeting"]["status"],
+        "complete"
+    );
+    assert_eq!(
+        ocsuite::board::fail_stale(&app.state.store).await.unwrap(),
+        0
     );
 }
