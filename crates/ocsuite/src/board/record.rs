@@ -88,27 +88,33 @@ pub(super) async fn record(
         )
         .await?;
     }
-    // The ledger gets one line per persona and model, not one per call.
-    let mut ledger: BTreeMap<(String, String), Usage> = BTreeMap::new();
+    // The ledger: every call, summed per persona and model, in one statement.
+    let mut ledger: BTreeMap<(String, String), (Usage, u32)> = BTreeMap::new();
     for (persona, model, u) in turns
         .iter()
         .map(|t| (&t.seat.slug, &t.model, &t.usage))
         .chain(extra_usage.iter().map(|(p, m, u)| (p, m, u)))
     {
-        let e = ledger.entry((persona.clone(), model.clone())).or_default();
+        let (e, calls) = ledger.entry((persona.clone(), model.clone())).or_default();
         e.prompt_tokens += u.prompt_tokens;
         e.completion_tokens += u.completion_tokens;
         e.estimated |= u.estimated;
+        *calls += 1;
     }
-    let prompt: i64 = ledger.values().map(|u| i64::from(u.prompt_tokens)).sum();
+    let prompt: i64 = ledger
+        .values()
+        .map(|(u, _)| i64::from(u.prompt_tokens))
+        .sum();
     let completion: i64 = ledger
         .values()
-        .map(|u| i64::from(u.completion_tokens))
+        .map(|(u, _)| i64::from(u.completion_tokens))
         .sum();
     usage::release(&mut tx, &plan.reservation).await?;
-    for ((persona, model), u) in &ledger {
-        usage::record(&mut tx, &state.meter, persona, model, *u).await?;
-    }
+    let lines: Vec<(String, String, Usage, u32)> = ledger
+        .into_iter()
+        .map(|((p, m), (u, n))| (p, m, u, n))
+        .collect();
+    usage::record_many(&mut tx, &state.meter, &lines).await?;
     let (items, events, extraction_error) = match extracted {
         Some(Ok(raw)) => {
             let (items, events) =

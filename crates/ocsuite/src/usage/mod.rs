@@ -328,6 +328,52 @@ pub async fn record(
     Ok(())
 }
 
+/// Adds several calls to today's rows in one statement: `(persona, model, usage summed
+/// over its calls, number of calls)` (a board meeting records all its turns this way).
+pub async fn record_many(
+    tx: &mut TenantTx,
+    meter: &Meter,
+    lines: &[(String, String, Usage, u32)],
+) -> Result<()> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let tenant = tx.tenant_id().clone();
+    let day = Utc::now().format("%Y-%m-%d").to_string();
+    let rows: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|(persona, model, u, n)| {
+            json!({"persona": persona, "model": model, "n": n, "pt": u.prompt_tokens,
+                   "ct": u.completion_tokens, "cost": meter.cost_micros(model, *u)})
+        })
+        .collect();
+    let rows = serde_json::Value::Array(rows).to_string();
+    // `WHERE true` keeps SQLite from reading ON CONFLICT as part of the join.
+    let q = if tx.is_postgres() {
+        sql(
+            "INSERT INTO usage_ledger (tenant_id, day, persona, model, requests, prompt_tokens, completion_tokens, cost_micros) \
+             SELECT $1, $2, value->>'persona', value->>'model', CAST(value->>'n' AS BIGINT), CAST(value->>'pt' AS BIGINT), \
+                    CAST(value->>'ct' AS BIGINT), CAST(value->>'cost' AS BIGINT) FROM json_array_elements(CAST($3 AS json)) WHERE true \
+             ON CONFLICT (tenant_id, day, persona, model) DO UPDATE SET requests = usage_ledger.requests + excluded.requests, \
+               prompt_tokens = usage_ledger.prompt_tokens + excluded.prompt_tokens, \
+               completion_tokens = usage_ledger.completion_tokens + excluded.completion_tokens, \
+               cost_micros = usage_ledger.cost_micros + excluded.cost_micros",
+        )
+    } else {
+        sql(
+            "INSERT INTO usage_ledger (tenant_id, day, persona, model, requests, prompt_tokens, completion_tokens, cost_micros) \
+             SELECT $1, $2, value->>'persona', value->>'model', CAST(value->>'n' AS BIGINT), CAST(value->>'pt' AS BIGINT), \
+                    CAST(value->>'ct' AS BIGINT), CAST(value->>'cost' AS BIGINT) FROM json_each($3) WHERE true \
+             ON CONFLICT (tenant_id, day, persona, model) DO UPDATE SET requests = usage_ledger.requests + excluded.requests, \
+               prompt_tokens = usage_ledger.prompt_tokens + excluded.prompt_tokens, \
+               completion_tokens = usage_ledger.completion_tokens + excluded.completion_tokens, \
+               cost_micros = usage_ledger.cost_micros + excluded.cost_micros",
+        )
+    };
+    tx.execute(q.bind(&tenant).bind(day).bind(rows)).await?;
+    Ok(())
+}
+
 /// One ledger row.
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct UsageRow {
