@@ -191,6 +191,13 @@ async fn roles_policy_and_exactly_once_approval(app: TestApp) {
         .get("/api/v1/approval-policy", &mem.token, Some(&t))
         .await;
     assert_eq!(v["modes"]["diagnostics.echo"], "auto");
+    // Another company keeps the default policy.
+    let (bob, b) = owner(&app, "bob@b.test").await;
+    let (_, v) = app
+        .get("/api/v1/approval-policy", &bob.token, Some(&b))
+        .await;
+    assert_eq!(v["modes"], json!({}));
+    assert_eq!(v["min_roles"]["none"], "member");
     let (_, v) = app
         .call(
             reqwest::Method::PUT,
