@@ -24,9 +24,73 @@ use crate::ops::ratelimit::{self, Limits};
 use crate::realtime::Bus;
 use crate::store::{Backend, Store};
 use crate::{
-    agents, approvals, audit, auth, board, chat, connectors, modules, notifications, openapi, ops,
-    queue, realtime, tasks, tenancy, usage,
+    agents, approvals, audit, auth, board, bookkeeping, chat, connectors, demo, email, imports,
+    leadtracker, metrics, modules, notifications, openapi, ops, queue, realtime, tasks, tenancy,
+    usage,
 };
+
+/// The core modules' own API: leads, books, email campaigns, metrics and demo data.
+fn module_routes() -> Router<AppState> {
+    use bookkeeping::routes as bk;
+    use email::routes as em;
+    use leadtracker::routes as lt;
+    // CSV imports may be larger than other requests.
+    let upload = DefaultBodyLimit::max(imports::MAX_CSV_BYTES + 64 * 1024);
+    Router::new()
+        .route("/leadtracker/leads", get(lt::list).post(lt::create))
+        .route(
+            "/leadtracker/leads/{id}",
+            get(lt::get).patch(lt::update).delete(lt::delete),
+        )
+        .route("/leadtracker/leads/{id}/stage", post(lt::move_stage))
+        .route(
+            "/leadtracker/stages",
+            get(lt::get_stages).put(lt::put_stages),
+        )
+        .route("/leadtracker/import", post(lt::import).layer(upload))
+        .route("/leadtracker/summary", get(lt::summary))
+        .route(
+            "/bookkeeping/accounts",
+            get(bk::list_accounts).post(bk::create_account),
+        )
+        .route(
+            "/bookkeeping/transactions",
+            get(bk::list_transactions).post(bk::create_transaction),
+        )
+        .route(
+            "/bookkeeping/transactions/{id}",
+            get(bk::get_transaction)
+                .patch(bk::update_transaction)
+                .delete(bk::delete_transaction),
+        )
+        .route(
+            "/bookkeeping/categories",
+            get(bk::get_categories).put(bk::put_categories),
+        )
+        .route(
+            "/bookkeeping/rules",
+            get(bk::list_rules).post(bk::create_rule),
+        )
+        .route("/bookkeeping/rules/{id}", delete(bk::delete_rule))
+        .route("/bookkeeping/categorize", post(bk::categorize))
+        .route("/bookkeeping/import", post(bk::import).layer(upload))
+        .route("/bookkeeping/summary", get(bk::summary))
+        .route("/email/campaigns", get(em::list).post(em::create))
+        .route(
+            "/email/campaigns/{id}",
+            get(em::get).patch(em::update).delete(em::delete),
+        )
+        .route("/email/campaigns/{id}/send", post(em::send))
+        .route("/email/campaigns/{id}/cancel", post(em::cancel))
+        .route("/email/campaigns/{id}/recipients", get(em::recipients))
+        .route(
+            "/email/suppressions",
+            get(em::list_suppressions).post(em::suppress),
+        )
+        .route("/email/suppressions/{email}", delete(em::unsuppress))
+        .route("/metrics", get(metrics::routes::list))
+        .route("/demo-data", post(demo::load).delete(demo::remove))
+}
 
 pub struct AppInner {
     pub config: Config,
@@ -213,6 +277,7 @@ pub fn router(state: AppState) -> Router {
             "/connectors/{provider}/sync",
             post(connectors::routes::sync),
         )
+        .merge(module_routes())
         .route("/usage", get(usage::routes::show))
         .route("/admin/tenants/{id}/plan", put(usage::routes::set_plan))
         .route("/ws", get(realtime::routes::ws))
@@ -223,6 +288,10 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .nest("/api/v1", api)
+        .route(
+            "/unsubscribe/{token}",
+            get(email::unsubscribe::show).post(email::unsubscribe::confirm),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

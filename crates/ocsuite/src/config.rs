@@ -100,6 +100,10 @@ pub struct ConnectorProvider {
     pub authorize_params: Option<std::collections::BTreeMap<String, String>>,
     #[serde(default)]
     pub client_auth: ClientAuth,
+    /// Base URL of the provider's Gmail-compatible mail API (Google:
+    /// `https://gmail.googleapis.com`); the Email Orchestrator sends through it.
+    #[serde(default)]
+    pub mail_api_url: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -419,6 +423,15 @@ impl Config {
 
     pub fn is_sqlite(&self) -> bool {
         self.database_url.starts_with("sqlite:")
+    }
+
+    /// Where browsers reach this server: `public_url`, else the listen address.
+    pub fn base_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.addr))
+            .trim_end_matches('/')
+            .to_owned()
     }
 
     pub fn secure_cookies(&self) -> bool {

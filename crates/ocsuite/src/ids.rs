@@ -194,6 +194,36 @@ typed_id!(
     EmailId,
     "eml"
 );
+typed_id!(
+    /// A lead in the LeadTracker pipeline.
+    LeadId,
+    "lead"
+);
+typed_id!(
+    /// A bookkeeping account (bank, card, cash).
+    AccountId,
+    "acc"
+);
+typed_id!(
+    /// A bookkeeping transaction.
+    TransactionId,
+    "txn"
+);
+typed_id!(
+    /// A categorisation rule.
+    RuleId,
+    "rule"
+);
+typed_id!(
+    /// An email campaign.
+    CampaignId,
+    "cmp"
+);
+typed_id!(
+    /// One recipient of one campaign.
+    RecipientId,
+    "rcp"
+);
 
 #[cfg(test)]
 mod tests {

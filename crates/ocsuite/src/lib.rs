@@ -11,15 +11,22 @@ pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod board;
+pub mod bookkeeping;
 pub mod chat;
 pub mod config;
 pub mod connectors;
 pub mod crypto;
+pub mod demo;
+pub mod email;
 pub mod error;
 pub mod ids;
+pub mod imports;
 pub mod json;
+pub mod leadtracker;
 pub mod llm;
+pub mod metrics;
 pub mod modules;
+pub mod money;
 pub mod notifications;
 pub mod openapi;
 pub mod ops;
@@ -212,6 +219,7 @@ impl Background {
         let handlers: Vec<std::sync::Arc<dyn queue::worker::Handler>> = vec![
             std::sync::Arc::new(tasks::handler::ExecuteTask::new(state.clone())),
             std::sync::Arc::new(connectors::sync::SyncConnector::new(state)),
+            std::sync::Arc::new(email::deliver::Deliver::new(state)),
             std::sync::Arc::new(notifications::email::SendEmail::new(state.mailer.clone())),
         ];
         let workers = queue::worker::Workers::start(

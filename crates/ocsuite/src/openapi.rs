@@ -5,8 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::{
-    agents, approvals, audit, auth, board, chat, connectors, modules, notifications, queue,
-    realtime, tasks, tenancy, usage,
+    agents, approvals, audit, auth, board, bookkeeping, chat, connectors, demo, email, leadtracker,
+    metrics, modules, notifications, queue, realtime, tasks, tenancy, usage,
 };
 
 #[derive(OpenApi)]
@@ -42,6 +42,22 @@ use crate::{
         notifications::routes::list, notifications::routes::mark_read, notifications::routes::mailbox,
         agents::routes::list, agents::routes::create, agents::routes::update,
         agents::routes::customize, agents::routes::reset,
+        leadtracker::routes::list, leadtracker::routes::create, leadtracker::routes::get,
+        leadtracker::routes::update, leadtracker::routes::delete, leadtracker::routes::move_stage,
+        leadtracker::routes::get_stages, leadtracker::routes::put_stages,
+        leadtracker::routes::import, leadtracker::routes::summary,
+        bookkeeping::routes::list_accounts, bookkeeping::routes::create_account,
+        bookkeeping::routes::list_transactions, bookkeeping::routes::create_transaction,
+        bookkeeping::routes::get_transaction, bookkeeping::routes::update_transaction,
+        bookkeeping::routes::delete_transaction, bookkeeping::routes::get_categories,
+        bookkeeping::routes::put_categories, bookkeeping::routes::list_rules,
+        bookkeeping::routes::create_rule, bookkeeping::routes::delete_rule,
+        bookkeeping::routes::categorize, bookkeeping::routes::import, bookkeeping::routes::summary,
+        email::routes::list, email::routes::create, email::routes::get, email::routes::update,
+        email::routes::delete, email::routes::send, email::routes::cancel,
+        email::routes::recipients, email::routes::list_suppressions, email::routes::suppress,
+        email::routes::unsuppress,
+        metrics::routes::list, demo::load, demo::remove,
     ),
     modifiers(&Security),
     security(("bearer" = [])),

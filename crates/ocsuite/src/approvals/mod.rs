@@ -401,8 +401,19 @@ pub async fn preview(
         .copied()
         .unwrap_or_else(|| default_min_role(spec.side_effect));
     let (title, description) = item.map_or((None, None), |(t, d)| (Some(t), Some(d)));
+    let mut risk = risk_hints(&spec, &task.input);
+    if let Some(m) = registry.get(spec.module()) {
+        for h in m.hints(tx, &spec.name, &task.input).await? {
+            // The module's count replaces the generic guess from the input.
+            risk.retain(|r| r.code != h.code);
+            risk.push(RiskHint {
+                code: h.code,
+                message: h.message,
+            });
+        }
+    }
     Ok(Preview {
-        risk: risk_hints(&spec, &task.input),
+        risk,
         undo: undo_info(&spec),
         capability_title: spec.title.clone(),
         side_effect: spec.side_effect.as_str().to_owned(),

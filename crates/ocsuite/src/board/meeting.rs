@@ -47,6 +47,8 @@ pub struct Plan {
     pub rounds: u32,
     pub company: String,
     pub profile: Profile,
+    /// The modules' latest figures, for every member's prompt.
+    pub figures: Option<String>,
     /// `user:…` / `api_key:…`: who called the meeting.
     pub by: String,
     pub reservation: String,
@@ -120,6 +122,7 @@ impl Plan {
                         &self.company,
                         &self.profile,
                         s.additions.as_deref(),
+                        self.figures.as_deref(),
                     ),
                 ),
                 ChatMessage::new(Role::User, user),
@@ -255,7 +258,8 @@ impl Plan {
                     schema: schema_value.clone(),
                 }),
             };
-            let (text, usage, error) = collect(self.state.llm.stream(req.clone())).await;
+            let (text, usage, error) =
+                crate::llm::collect(self.state.llm.stream(req.clone())).await;
             used.push((self.chair.persona.slug.clone(), req.model.clone(), usage));
             if let Some(e) = error {
                 return Err(format!("the model call failed: {e}"));
@@ -277,28 +281,6 @@ impl Plan {
             "the model did not return valid action items after a retry ({last})"
         ))
     }
-}
-
-/// Reads a whole completion: its text, usage and error.
-async fn collect(mut rx: mpsc::Receiver<StreamEvent>) -> (String, Usage, Option<String>) {
-    let mut text = String::new();
-    let mut usage = None;
-    let mut error = Some("the model stream ended without finishing".to_owned());
-    while let Some(ev) = rx.recv().await {
-        match ev {
-            StreamEvent::Delta(d) => text.push_str(&d),
-            StreamEvent::Usage(u) => usage = Some(u),
-            StreamEvent::ToolCall(_) => {}
-            StreamEvent::Done { .. } => error = None,
-            StreamEvent::Error(e) => error = Some(e.message),
-        }
-    }
-    let usage = usage.unwrap_or(Usage {
-        prompt_tokens: 0,
-        completion_tokens: crate::llm::estimate_tokens(&text),
-        estimated: true,
-    });
-    (text, usage, error)
 }
 
 /// Runs the meeting to its end, streaming to `out` while the client listens. `setup`

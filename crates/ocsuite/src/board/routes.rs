@@ -147,6 +147,7 @@ pub async fn hold(
         )
     })?;
     let company = tenants::get(&mut tx, ctx.role).await?;
+    let figures = crate::metrics::prompt_block(&crate::metrics::latest(&mut tx).await?);
     let catalog = modules::catalog(&state.registry, &mut tx).await?;
     let can_echo = catalog
         .iter()
@@ -174,6 +175,7 @@ pub async fn hold(
                 &company.name,
                 &company.profile,
                 chair.additions.as_deref(),
+                figures.as_deref(),
             ),
         ),
         ChatMessage::new(
@@ -217,6 +219,7 @@ pub async fn hold(
         rounds,
         company: company.name,
         profile: company.profile,
+        figures,
         by,
         reservation,
         offline,

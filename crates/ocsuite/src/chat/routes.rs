@@ -89,6 +89,7 @@ pub async fn chat(
         None => (super::draft(&persona.slug, text, &by), Vec::new(), true),
     };
     let company = tenants::get(&mut tx, ctx.role).await?;
+    let figures = crate::metrics::prompt_block(&crate::metrics::latest(&mut tx).await?);
 
     let model = persona
         .model
@@ -101,6 +102,7 @@ pub async fn chat(
             &company.name,
             &company.profile,
             speaker.additions.as_deref(),
+            figures.as_deref(),
         ),
     )];
     messages.extend(history(&earlier));

@@ -56,6 +56,8 @@ pub struct Provider {
     pub scopes: Vec<String>,
     pub authorize_params: BTreeMap<String, String>,
     pub client_auth: ClientAuth,
+    /// Gmail-compatible mail API, when the provider has one.
+    pub mail_api_url: Option<String>,
 }
 
 /// Every provider tenants can connect, in configuration order.
@@ -112,6 +114,7 @@ fn google_preset(p: &ConnectorProvider) -> ConnectorProvider {
                 .collect()
         })),
         client_auth: p.client_auth,
+        mail_api_url: or(&p.mail_api_url, "https://gmail.googleapis.com"),
     }
 }
 
@@ -144,6 +147,7 @@ impl Providers {
                 scopes: None,
                 authorize_params: None,
                 client_auth: ClientAuth::Basic,
+                mail_api_url: None,
             });
         }
         let mut out: Vec<Arc<Provider>> = Vec::new();
@@ -181,6 +185,7 @@ impl Providers {
             for (field, u) in [
                 ("revocation_url", &p.revocation_url),
                 ("userinfo_url", &p.userinfo_url),
+                ("mail_api_url", &p.mail_api_url),
             ] {
                 if let Some(u) = u {
                     check_url(&name, field, u)?;
@@ -198,6 +203,7 @@ impl Providers {
                 scopes: p.scopes.unwrap_or_default(),
                 authorize_params: p.authorize_params.unwrap_or_default(),
                 client_auth: p.client_auth,
+                mail_api_url: p.mail_api_url,
             }));
         }
         Ok(Self(out))
@@ -364,13 +370,9 @@ pub(crate) fn truncate(s: &str, max: usize) -> String {
 
 /// The redirect URI registered with every provider: `<public url>/api/v1/connectors/<provider>/callback`.
 pub fn redirect_uri(config: &Config, provider: &str) -> String {
-    let base = config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", config.addr));
     format!(
         "{}/api/v1/connectors/{provider}/callback",
-        base.trim_end_matches('/')
+        config.base_url()
     )
 }
 
@@ -463,6 +465,7 @@ mod tests {
             scopes: Some(vec!["read".into()]),
             authorize_params: None,
             client_auth: ClientAuth::Basic,
+            mail_api_url: None,
         }
     }
 

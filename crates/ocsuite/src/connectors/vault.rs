@@ -520,6 +520,11 @@ impl TokenSource {
         Ok(self.vault.access_token(&self.tenant, provider).await?)
     }
 
+    /// The configured provider `name`, if any.
+    pub fn provider(&self, name: &str) -> Option<Arc<super::Provider>> {
+        self.vault.providers().get(name).cloned()
+    }
+
     pub async fn check(&self, provider: &str) -> Result<CheckReport, TaskError> {
         Ok(self.vault.check(&self.tenant, provider).await?)
     }

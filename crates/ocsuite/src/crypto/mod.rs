@@ -112,6 +112,17 @@ impl Crypto {
         Aes256Gcm::new(&key)
     }
 
+    /// A value only this server can compute for `purpose` and `subject` (HKDF-Expand keyed
+    /// by the master key), as URL-safe text. Links that must be recomputed later, such as
+    /// an email's unsubscribe link, use it instead of storing a secret per row.
+    pub fn derive_token(&self, purpose: &str, subject: &str) -> String {
+        let hk = Hkdf::<Sha256>::new(Some(b"ocsuite/tokens/v1"), &self.master.0);
+        let mut okm = [0u8; 24];
+        // 24 bytes is always a valid HKDF-SHA256 output length.
+        let _ = hk.expand(format!("{purpose}|{subject}").as_bytes(), &mut okm);
+        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, okm)
+    }
+
     fn aad(scope: KeyScope<'_>, binding: Binding<'_>) -> Vec<u8> {
         format!(
             "ocsuite|{}|{}|{}",

@@ -124,6 +124,28 @@ pub trait Provider: Send + Sync + 'static {
     ) -> crate::queue::worker::BoxFuture<'a, Result<Vec<Vec<f32>>, LlmError>>;
 }
 
+/// Reads a whole completion: its text, usage and error.
+pub async fn collect(mut rx: mpsc::Receiver<StreamEvent>) -> (String, Usage, Option<String>) {
+    let mut text = String::new();
+    let mut usage = None;
+    let mut error = Some("the model stream ended without finishing".to_owned());
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            StreamEvent::Delta(d) => text.push_str(&d),
+            StreamEvent::Usage(u) => usage = Some(u),
+            StreamEvent::ToolCall(_) => {}
+            StreamEvent::Done { .. } => error = None,
+            StreamEvent::Error(e) => error = Some(e.message),
+        }
+    }
+    let usage = usage.unwrap_or(Usage {
+        prompt_tokens: 0,
+        completion_tokens: estimate_tokens(&text),
+        estimated: true,
+    });
+    (text, usage, error)
+}
+
 /// The configured provider: OpenAI-compatible with a key, offline without one.
 pub fn from_config(config: &Config) -> Arc<dyn Provider> {
     match config

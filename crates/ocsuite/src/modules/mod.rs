@@ -23,7 +23,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::error::{AppError, Result};
-use crate::ids::McpServerId;
+use crate::ids::{McpServerId, TenantId};
 use crate::queue::worker::BoxFuture;
 use crate::store::{TenantTx, sql};
 
@@ -51,6 +51,70 @@ pub struct ExecContext {
     pub progress: ProgressSink,
     /// Tokens of the task's tenant's connected accounts (and no other tenant's).
     pub connectors: crate::connectors::vault::TokenSource,
+    /// The task's tenant: built-in modules keep their data in its scope.
+    pub tenant: TenantId,
+    /// The server's services (store, model gateway, mailer) for built-in modules, which
+    /// run in-process and are trusted like the rest of the server.
+    pub app: crate::app::AppState,
+}
+
+impl ExecContext {
+    /// A write transaction in the task's tenant scope.
+    pub async fn tx(&self) -> Result<TenantTx, TaskError> {
+        self.app
+            .store
+            .tenant(&self.tenant)
+            .await
+            .map_err(|e| TaskError::Retryable(format!("database: {e}")))
+    }
+}
+
+/// A module's failure from a server error: the database or a transient fault may pass
+/// (retry); bad input, a missing row or a conflict will not.
+impl From<AppError> for TaskError {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::Database(_) | AppError::Internal(_) | AppError::Unavailable(_) => {
+                TaskError::Retryable(e.to_string())
+            }
+            AppError::NotFound(what) => TaskError::Permanent(format!("{what} not found")),
+            AppError::Invalid { field, message } => {
+                TaskError::Permanent(format!("{field}: {message}"))
+            }
+            other => TaskError::Permanent(other.to_string()),
+        }
+    }
+}
+
+/// A capability with the usual limits (3 attempts, 60 s), for built-in manifests.
+pub fn capability(
+    name: &str,
+    title: &str,
+    description: &str,
+    side_effect: ocsuite_module_sdk::SideEffect,
+    undo: ocsuite_module_sdk::Undo,
+    input: serde_json::Value,
+    output: serde_json::Value,
+) -> CapabilitySpec {
+    CapabilitySpec {
+        name: name.into(),
+        version: Version::new(1, 0, 0),
+        title: title.into(),
+        description: description.into(),
+        input_schema: input,
+        output_schema: output,
+        side_effect,
+        undo,
+        max_attempts: 3,
+        timeout_secs: 60,
+    }
+}
+
+/// Something a person should weigh before approving a task, beyond its side effect.
+#[derive(Clone, Debug)]
+pub struct Hint {
+    pub code: &'static str,
+    pub message: String,
 }
 
 /// A built-in module.
@@ -62,6 +126,17 @@ pub trait Module: Send + Sync + 'static {
         ctx: ExecContext,
         req: TaskExecutionRequest,
     ) -> BoxFuture<'static, Result<TaskExecutionResult, TaskError>>;
+
+    /// Risk hints that need the tenant's data to compute (how many recipients a
+    /// campaign reaches); shown before approval. None by default.
+    fn hints<'a>(
+        &'a self,
+        _tx: &'a mut TenantTx,
+        _capability: &'a str,
+        _input: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<Vec<Hint>>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// One built-in capability version, with its schemas compiled once at start.
@@ -83,6 +158,9 @@ impl Registry {
         Self::new(vec![
             Arc::new(diagnostics::Diagnostics::new()),
             Arc::new(crate::connectors::module::Connectors::new()),
+            Arc::new(crate::leadtracker::module::LeadTracker::new()),
+            Arc::new(crate::bookkeeping::module::Bookkeeping::new()),
+            Arc::new(crate::email::module::EmailModule::new()),
         ])
     }
 

@@ -63,6 +63,27 @@ impl Mailer {
         self.transport.is_some()
     }
 
+    /// The configured sender address, when SMTP is configured.
+    pub fn sender(&self) -> Option<&Mailbox> {
+        self.from.as_ref()
+    }
+
+    /// Sends a built message. Errors say whether a retry could help. Not configured:
+    /// a permanent error (callers that hold mail check [`Self::is_configured`] first).
+    pub async fn deliver(&self, msg: Message) -> std::result::Result<(), (String, bool)> {
+        let Some(t) = &self.transport else {
+            return Err((
+                "no SMTP server is configured (OCSUITE_SMTP_URL)".into(),
+                false,
+            ));
+        };
+        match t.send(msg).await {
+            Ok(_) => Ok(()),
+            // 5xx: the server refused for good (bad address, policy); else try again.
+            Err(e) => Err((format!("SMTP: {e}"), !e.is_permanent())),
+        }
+    }
+
     /// Sends one message. `Ok(false)`: not configured (the message is held).
     async fn send(
         &self,
@@ -70,7 +91,7 @@ impl Mailer {
         subject: &str,
         body: &str,
     ) -> std::result::Result<bool, (String, bool)> {
-        let (Some(t), Some(from)) = (&self.transport, &self.from) else {
+        let Some(from) = &self.from else {
             return Ok(false);
         };
         let to: Mailbox = to
@@ -82,11 +103,7 @@ impl Mailer {
             .subject(subject)
             .body(body.to_owned())
             .map_err(|e| (format!("building the message: {e}"), false))?;
-        match t.send(msg).await {
-            Ok(_) => Ok(true),
-            // 5xx: the server refused for good (bad address, policy); else try again.
-            Err(e) => Err((format!("SMTP: {e}"), !e.is_permanent())),
-        }
+        self.deliver(msg).await.map(|()| true)
     }
 }
 

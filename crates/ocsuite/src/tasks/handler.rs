@@ -288,6 +288,8 @@ impl ExecuteTask {
                 let ctx = ExecContext {
                     progress: sink,
                     connectors: TokenSource::new(self.state.vault.clone(), job.tenant_id.clone()),
+                    tenant: job.tenant_id.clone(),
+                    app: self.state.clone(),
                 };
                 let r = module.execute(ctx, req).await;
                 // The sink is gone with the module's future; let the writer flush.

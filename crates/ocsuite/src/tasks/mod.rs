@@ -215,6 +215,50 @@ pub async fn insert(tx: &mut TenantTx, id: &TaskId, t: &NewTask<'_>) -> Result<E
     .await
 }
 
+/// Stores a task ready to run and its `execute-task` job, in the caller's transaction.
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_queued(
+    tx: &mut TenantTx,
+    id: &TaskId,
+    spec: &ocsuite_module_sdk::CapabilitySpec,
+    input: &serde_json::Value,
+    idempotency_key: Option<&str>,
+    created_by: &str,
+    priority: i32,
+    run_at: DateTime<Utc>,
+) -> Result<Event> {
+    let version = spec.version.to_string();
+    let ev = insert(
+        tx,
+        id,
+        &NewTask {
+            capability: &spec.name,
+            version: &version,
+            input,
+            max_attempts: spec.max_attempts,
+            idempotency_key,
+            created_by,
+            status: Status::Queued,
+            meeting_id: None,
+            undo_of: None,
+        },
+    )
+    .await?;
+    crate::queue::enqueue(
+        tx,
+        crate::queue::NewJob {
+            queue: crate::queue::EXECUTE_TASK,
+            payload: serde_json::json!({"task_id": id}),
+            priority,
+            run_at,
+            max_attempts: spec.max_attempts,
+            id: Some(&job_id(id)),
+        },
+    )
+    .await?;
+    Ok(ev)
+}
+
 pub async fn get(tx: &mut TenantTx, id: &TaskId) -> Result<Task> {
     let tenant = tx.tenant_id().clone();
     let row: Option<Row> = tx

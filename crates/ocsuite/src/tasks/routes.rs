@@ -8,14 +8,14 @@ use ocsuite_module_sdk::parse_requested_version;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Change, NewTask, Status, Task, job_id, update};
+use super::{Change, Status, Task, job_id, update};
 use crate::app::AppState;
 use crate::audit;
 use crate::error::{AppError, ErrorBody, Result};
 use crate::ids::TaskId;
 use crate::json::{ApiJson, ApiQuery};
 use crate::modules;
-use crate::queue::{self, EXECUTE_TASK, NewJob};
+use crate::queue;
 use crate::realtime::{self, Event, Topic};
 use crate::tenancy::{Role, TenantCtx};
 
@@ -129,32 +129,15 @@ pub async fn execute(
     let id = TaskId::new();
     let version = resolved.spec.version.to_string();
     let created = async {
-        let ev = super::insert(
+        let ev = super::insert_queued(
             &mut tx,
             &id,
-            &NewTask {
-                capability: &resolved.spec.name,
-                version: &version,
-                input: &input.input,
-                max_attempts: resolved.spec.max_attempts,
-                idempotency_key: input.idempotency_key.as_deref(),
-                created_by: &format!("{}:{}", ctx.actor.kind(), ctx.actor.id()),
-                status: Status::Queued,
-                meeting_id: None,
-                undo_of: None,
-            },
-        )
-        .await?;
-        queue::enqueue(
-            &mut tx,
-            NewJob {
-                queue: EXECUTE_TASK,
-                payload: json!({"task_id": id}),
-                priority: input.priority,
-                run_at,
-                max_attempts: resolved.spec.max_attempts,
-                id: Some(&job_id(&id)),
-            },
+            &resolved.spec,
+            &input.input,
+            input.idempotency_key.as_deref(),
+            &format!("{}:{}", ctx.actor.kind(), ctx.actor.id()),
+            input.priority,
+            run_at,
         )
         .await?;
         audit::record(

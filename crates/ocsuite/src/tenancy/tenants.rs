@@ -170,6 +170,31 @@ pub async fn get(tx: &mut TenantTx, role: Role) -> Result<TenantOut> {
     to_out(row, role)
 }
 
+/// The tenant's (company's) name.
+pub async fn name(tx: &mut TenantTx) -> Result<String> {
+    let tenant = tx.tenant_id().clone();
+    let (name,): (String,) = tx
+        .fetch_optional(sql("SELECT name FROM tenants WHERE id = $1").bind(&tenant))
+        .await?
+        .ok_or(AppError::NotFound("tenant"))?;
+    Ok(name)
+}
+
+/// The tenant's reporting currency (its profile's, `USD` when unset or unknown).
+pub async fn currency(tx: &mut TenantTx) -> Result<String> {
+    let tenant = tx.tenant_id().clone();
+    let row: Option<(String,)> = tx
+        .fetch_optional(sql("SELECT profile FROM tenants WHERE id = $1").bind(&tenant))
+        .await?;
+    let profile: Profile = row
+        .and_then(|(p,)| serde_json::from_str(&p).ok())
+        .unwrap_or_default();
+    Ok(profile
+        .currency
+        .and_then(|c| crate::money::currency(&c).ok())
+        .unwrap_or_else(|| "USD".into()))
+}
+
 /// Whether the tenant of `tx` exists (used for super-admin support access).
 pub async fn exists(tx: &mut TenantTx) -> Result<bool> {
     let tenant = tx.tenant_id().clone();

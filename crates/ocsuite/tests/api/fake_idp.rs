@@ -106,6 +106,7 @@ impl FakeIdp {
             scopes: Some(vec!["openid".into(), "email".into(), "crm.read".into()]),
             authorize_params: None,
             client_auth: ocsuite::config::ClientAuth::Basic,
+            mail_api_url: Some(self.base.clone()),
         }
     }
 }
