@@ -105,6 +105,19 @@ pub fn parse_with(text: &str, currency: &str, decimal_comma: bool) -> Result<i64
     } else {
         (',', '.')
     };
+    // Thousands separators only between groups of three digits ("1,234", not "12,5,0").
+    let int_part = s.split(point).next().unwrap_or("");
+    let int_part = int_part
+        .trim_start_matches(['$', '€', '£', '¥'])
+        .trim_start_matches('-');
+    if int_part.contains(group) {
+        let groups: Vec<&str> = int_part.split(group).collect();
+        let ok = groups.first().is_some_and(|g| (1..=3).contains(&g.len()))
+            && groups.iter().skip(1).all(|g| g.len() == 3);
+        if !ok {
+            return Err(format!("`{}` is not an amount", text.trim()));
+        }
+    }
     let s: String = s
         .trim_start_matches(['$', '€', '£', '¥'])
         .chars()
@@ -178,6 +191,12 @@ mod tests {
         assert!(parse("1.234", "USD").unwrap_err().contains("more decimals"));
         assert!(parse("1.5", "JPY").is_err());
         assert!(parse("12a", "USD").is_err());
+        assert!(parse("12,5,0", "USD").is_err());
+        assert!(parse("1,2345", "USD").is_err());
+        assert_eq!(parse("12,345,678.9", "USD"), Ok(1_234_567_890));
+        assert!(parse("12,5,0", "USD").is_err());
+        assert!(parse("1,2345", "USD").is_err());
+        assert_eq!(parse("12,345,678.9", "USD"), Ok(1_234_567_890));
         assert!(parse("", "USD").is_err());
         assert!(parse(".", "USD").is_err());
         assert!(

@@ -44,7 +44,7 @@ pub async fn list_accounts(
     for a in super::accounts(&mut tx).await? {
         let (sum,): (i64,) = tx
             .fetch_one(
-                crate::store::sql("SELECT COALESCE(SUM(amount_minor), 0) FROM transactions WHERE tenant_id = $1 AND account_id = $2")
+                crate::store::sql("SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM transactions WHERE tenant_id = $1 AND account_id = $2")
                     .bind(&tenant)
                     .bind(&a.id),
             )

@@ -224,7 +224,7 @@ pub async fn load(
     let tenant = tx.tenant_id().clone();
     let (opening,): (i64,) = tx
         .fetch_one(
-            sql("SELECT COALESCE(SUM(opening_balance_minor), 0) FROM accounts WHERE tenant_id = $1 AND currency = $2")
+            sql("SELECT CAST(COALESCE(SUM(opening_balance_minor), 0) AS BIGINT) FROM accounts WHERE tenant_id = $1 AND currency = $2")
                 .bind(&tenant)
                 .bind(currency),
         )

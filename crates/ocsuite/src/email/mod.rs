@@ -510,8 +510,8 @@ pub async fn refresh_metrics(tx: &mut TenantTx) -> Result<()> {
     let since = Utc::now() - chrono::Duration::days(30);
     let (sent, failed): (i64, i64) = tx
         .fetch_one(
-            sql("SELECT COALESCE(SUM(CASE WHEN status = 'sent' THEN 1 ELSE 0 END), 0), \
-                 COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0) FROM email_recipients \
+            sql("SELECT CAST(COALESCE(SUM(CASE WHEN status = 'sent' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+                 CAST(COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0) AS BIGINT) FROM email_recipients \
                  WHERE tenant_id = $1 AND (sent_at IS NULL OR sent_at >= $2)")
                 .bind(&tenant)
                 .bind(since),

@@ -3,12 +3,10 @@
 //! person who called the meeting (notification over the bus, email via the outbox and
 //! a local SMTP sink).
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::board::{detail, find, meeting};
 use crate::dual;
@@ -476,60 +474,9 @@ async fn outcome_reaches_the_requester(app: TestApp) {
     assert_eq!(v["messages"], json!([]));
 }
 
-/// A minimal SMTP server that accepts everything and keeps each message's recipients
-/// and data.
-async fn smtp_sink() -> (u16, Arc<Mutex<Vec<(Vec<String>, String)>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let store = got.clone();
-    tokio::spawn(async move {
-        while let Ok((sock, _)) = listener.accept().await {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let (r, mut w) = sock.into_split();
-                let mut lines = BufReader::new(r).lines();
-                let _ = w.write_all(b"220 sink ESMTP\r\n").await;
-                let mut rcpt = Vec::new();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let up = line.to_ascii_uppercase();
-                    let reply: &[u8] = if up.starts_with("EHLO") || up.starts_with("HELO") {
-                        b"250 sink\r\n"
-                    } else if up.starts_with("RCPT TO") {
-                        rcpt.push(line[8..].trim().to_owned());
-                        b"250 OK\r\n"
-                    } else if up.starts_with("DATA") {
-                        let _ = w.write_all(b"354 go ahead\r\n").await;
-                        let mut data = String::new();
-                        while let Ok(Some(l)) = lines.next_line().await {
-                            if l == "." {
-                                break;
-                            }
-                            data.push_str(&l);
-                            data.push('\n');
-                        }
-                        store
-                            .lock()
-                            .unwrap()
-                            .push((std::mem::take(&mut rcpt), data));
-                        b"250 queued\r\n"
-                    } else if up.starts_with("QUIT") {
-                        let _ = w.write_all(b"221 bye\r\n").await;
-                        return;
-                    } else {
-                        b"250 OK\r\n"
-                    };
-                    let _ = w.write_all(reply).await;
-                }
-            });
-        }
-    });
-    (port, got)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn email_goes_out_through_smtp() {
-    let (port, got) = smtp_sink().await;
+    let (port, got) = crate::helpers::smtp_sink().await;
     let app = TestApp::start_with(Db::Sqlite, |c| {
         c.smtp_url = Some(ocsuite::config::Secret::new(format!(
             "smtp://127.0.0.1:{port}"

@@ -94,7 +94,7 @@ async fn callback(app: &TestApp, u: &User, provider: &str, query: &str) -> (Stat
 }
 
 /// authorize → provider → callback; returns the callback's redirect.
-async fn connect(app: &TestApp, u: &User, t: &str, provider: &str) -> String {
+pub async fn connect(app: &TestApp, u: &User, t: &str, provider: &str) -> String {
     let v = authorize(app, u, t, provider).await;
     let q = visit_provider(app, v["authorization_url"].as_str().unwrap()).await;
     let (s, location) = callback(app, u, provider, &q).await;

@@ -48,6 +48,8 @@ pub struct Inner {
     pub issue_refresh: bool,
     /// How long the token endpoint takes, so concurrent callers overlap.
     pub token_delay_ms: u64,
+    /// Raw RFC 5322 messages sent through the Gmail API.
+    pub gmail_sent: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -69,6 +71,7 @@ impl FakeIdp {
             .route("/token", post(token))
             .route("/revoke", post(revoke))
             .route("/userinfo", get(userinfo))
+            .route("/gmail/v1/users/me/messages/send", post(gmail_send))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -236,6 +239,44 @@ async fn revoke(
     i.refresh.remove(&t);
     i.revoked.push(t);
     StatusCode::OK.into_response()
+}
+
+/// Gmail's `users.messages.send`: a bearer token and `{"raw": base64url(message)}`.
+async fn gmail_send(
+    State(s): S,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<serde_json::Value>,
+) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_owned();
+    let mut inner = s.lock().unwrap();
+    if !inner.access.contains(&token) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error": {"code": 401, "message": "Invalid Credentials"}})),
+        )
+            .into_response();
+    }
+    let Some(raw) = body["raw"].as_str().and_then(|r| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(r)
+            .ok()
+    }) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": {"code": 400, "message": "Invalid raw"}})),
+        )
+            .into_response();
+    };
+    inner
+        .gmail_sent
+        .push(String::from_utf8_lossy(&raw).into_owned());
+    let id = format!("gm{}", inner.gmail_sent.len());
+    axum::Json(json!({"id": id, "threadId": id, "labelIds": ["SENT"]})).into_response()
 }
 
 async fn userinfo(State(s): S, headers: HeaderMap) -> Response {

@@ -348,3 +348,69 @@ macro_rules! dual {
         }
     )*};
 }
+
+/// Messages a test SMTP server received: each one's recipients and data.
+pub type Inbox = Arc<Mutex<Vec<(Vec<String>, String)>>>;
+
+/// A minimal SMTP server speaking enough of RFC 5321 for lettre. It keeps each
+/// message's recipients and data, refuses `bounce@…` recipients for good (550) and
+/// `busy@…` ones for now (451), so tests see permanent and temporary failures.
+pub async fn smtp_sink() -> (u16, Inbox) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got: Inbox = Arc::new(Mutex::new(Vec::new()));
+    let store = got.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = sock.into_split();
+                let mut lines = BufReader::new(r).lines();
+                let _ = w.write_all(b"220 sink ESMTP\r\n").await;
+                let mut rcpt = Vec::new();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let up = line.to_ascii_uppercase();
+                    let reply: &[u8] = if up.starts_with("EHLO") || up.starts_with("HELO") {
+                        b"250 sink\r\n"
+                    } else if up.starts_with("RCPT TO") {
+                        let addr = line[8..].trim().to_owned();
+                        if addr.contains("bounce@") {
+                            b"550 5.1.1 no such user\r\n"
+                        } else if addr.contains("busy@") {
+                            b"451 4.3.0 try again later\r\n"
+                        } else {
+                            rcpt.push(addr);
+                            b"250 OK\r\n"
+                        }
+                    } else if up.starts_with("DATA") {
+                        let _ = w.write_all(b"354 go ahead\r\n").await;
+                        let mut data = String::new();
+                        while let Ok(Some(l)) = lines.next_line().await {
+                            if l == "." {
+                                break;
+                            }
+                            data.push_str(&l);
+                            data.push('\n');
+                        }
+                        store
+                            .lock()
+                            .unwrap()
+                            .push((std::mem::take(&mut rcpt), data));
+                        b"250 queued\r\n"
+                    } else if up.starts_with("RSET") {
+                        rcpt.clear();
+                        b"250 OK\r\n"
+                    } else if up.starts_with("QUIT") {
+                        let _ = w.write_all(b"221 bye\r\n").await;
+                        return;
+                    } else {
+                        b"250 OK\r\n"
+                    };
+                    let _ = w.write_all(reply).await;
+                }
+            });
+        }
+    });
+    (port, got)
+}

@@ -34,7 +34,7 @@ pub fn finish() -> Value {
     json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
 }
 
-async fn upstream_app(
+pub async fn upstream_app(
     server: &MockServer,
     tweak: impl FnOnce(&mut ocsuite::config::Config),
 ) -> TestApp {

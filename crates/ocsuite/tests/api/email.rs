@@ -1,0 +1,696 @@
+//! The Email Orchestrator: campaigns to a local SMTP sink with per-recipient status,
+//! permanent and temporary SMTP failures, the unsubscribe link and suppression list,
+//! cancellation, Gmail through the fake Google endpoints, the approval preview's
+//! recipient count, and isolation.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::fake_idp::FakeIdp;
+use crate::helpers::{Db, Inbox, TestApp, User, smtp_sink};
+use crate::tasks::{owner, start, wait_status};
+
+async fn smtp_app(db: Db) -> Option<(TestApp, Inbox)> {
+    let (port, inbox) = smtp_sink().await;
+    let app = TestApp::start_with(db, |c| {
+        c.smtp_url = Some(ocsuite::config::Secret::new(format!(
+            "smtp://127.0.0.1:{port}"
+        )));
+        c.smtp_from = "Outreach <outreach@acme.test>".into();
+    })
+    .await?;
+    Some((app, inbox))
+}
+
+async fn lead(app: &TestApp, u: &User, t: &str, name: &str, email: &str, stage: &str) {
+    let (s, v) = app
+        .post(
+            "/api/v1/leadtracker/leads",
+            &u.token,
+            Some(t),
+            json!({"name": name, "email": email, "company": "Acme", "stage": stage}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
+
+async fn campaign(app: &TestApp, u: &User, t: &str, body: Value) -> String {
+    let (s, v) = app
+        .post("/api/v1/email/campaigns", &u.token, Some(t), body)
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["status"], "draft");
+    v["id"].as_str().unwrap().to_owned()
+}
+
+async fn send(app: &TestApp, u: &User, t: &str, id: &str) -> String {
+    let (s, v) = app
+        .post(
+            &format!("/api/v1/email/campaigns/{id}/send"),
+            &u.token,
+            Some(t),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(v["campaign"]["status"], "scheduled");
+    v["task_id"].as_str().unwrap().to_owned()
+}
+
+async fn wait_campaign(app: &TestApp, u: &User, t: &str, id: &str, status: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, v) = app
+            .get(&format!("/api/v1/email/campaigns/{id}"), &u.token, Some(t))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        if v["status"] == status {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "campaign never got {status}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn recipient(app: &TestApp, u: &User, t: &str, id: &str, email: &str) -> Value {
+    let (_, v) = app
+        .get(
+            &format!("/api/v1/email/campaigns/{id}/recipients"),
+            &u.token,
+            Some(t),
+        )
+        .await;
+    v["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["email"] == email)
+        .cloned()
+        .unwrap_or_else(|| panic!("{email} not in {v}"))
+}
+
+/// The `List-Unsubscribe` URL of a received message.
+fn unsubscribe_url(data: &str) -> String {
+    let unfolded = data.replace("\n ", " ").replace("\n\t", " ");
+    let at = unfolded
+        .find("List-Unsubscribe: <")
+        .expect("List-Unsubscribe header")
+        + "List-Unsubscribe: <".len();
+    let end = unfolded[at..].find('>').unwrap();
+    unfolded[at..at + end].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_over_smtp_sqlite() {
+    campaign_over_smtp(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_over_smtp_postgres() {
+    campaign_over_smtp(Db::Postgres).await;
+}
+
+async fn campaign_over_smtp(db: Db) {
+    let Some((app, inbox)) = smtp_app(db).await else {
+        return;
+    };
+    let (u, t) = owner(&app, "mail@a.example").await;
+    lead(&app, &u, &t, "Ann Lee", "ann@x.test", "qualified").await;
+    lead(&app, &u, &t, "Bo Unce", "bounce@x.test", "qualified").await;
+    lead(&app, &u, &t, "Sue Pressed", "sup@x.test", "qualified").await;
+    lead(&app, &u, &t, "Nina New", "nina@x.test", "new").await;
+    let (s, _) = app
+        .post(
+            "/api/v1/email/suppressions",
+            &u.token,
+            Some(&t),
+            json!({"email": "SUP@x.test"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    let id = campaign(
+        &app,
+        &u,
+        &t,
+        json!({"name": "Check-in", "subject": "Hello {{ first_name | friend }}", "body": "Hi {{first_name}} at {{ company | your company }}.\nTalk soon.",
+               "audience": {"stages": ["qualified"]}, "rate_per_minute": 600}),
+    )
+    .await;
+    let (_, v) = app
+        .get(&format!("/api/v1/email/campaigns/{id}"), &u.token, Some(&t))
+        .await;
+    assert_eq!(
+        v["audience_reach"],
+        json!({"recipients": 2, "skipped": 1}),
+        "{v}"
+    );
+
+    let task = send(&app, &u, &t, &id).await;
+    let d = wait_status(&app, &u, &t, &task, "succeeded").await;
+    assert_eq!(
+        (
+            d["task"]["result"]["queued"].as_i64(),
+            d["task"]["result"]["skipped"].as_i64()
+        ),
+        (Some(2), Some(1)),
+        "{d}"
+    );
+    let v = wait_campaign(&app, &u, &t, &id, "sent").await;
+    assert_eq!(
+        (
+            v["stats"]["sent"].as_i64(),
+            v["stats"]["failed"].as_i64(),
+            v["stats"]["skipped"].as_i64(),
+            v["stats"]["pending"].as_i64()
+        ),
+        (Some(1), Some(1), Some(1), Some(0)),
+        "{v}"
+    );
+    let bounced = recipient(&app, &u, &t, &id, "bounce@x.test").await;
+    assert_eq!(bounced["status"], "failed");
+    assert_eq!(bounced["attempts"], 1, "a 5xx is not retried: {bounced}");
+    assert!(
+        bounced["reason"].as_str().unwrap().contains("550"),
+        "{bounced}"
+    );
+    let skipped = recipient(&app, &u, &t, &id, "sup@x.test").await;
+    assert!(
+        skipped["reason"].as_str().unwrap().contains("suppressed"),
+        "{skipped}"
+    );
+
+    let got = inbox.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, vec!["<ann@x.test>".to_owned()]);
+    let data = &got[0].1;
+    assert!(data.contains("Subject: Hello Ann"), "{data}");
+    assert!(data.contains("Hi Ann at Acme."), "{data}");
+    assert!(
+        data.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"),
+        "{data}"
+    );
+    assert!(data.contains("From: Co <outreach@acme.test>"), "{data}");
+
+    // The link: a page that asks, then the POST that unsubscribes.
+    let url = unsubscribe_url(data);
+    let path = url
+        .split_once("/unsubscribe/")
+        .map(|(_, tok)| format!("/unsubscribe/{tok}"))
+        .unwrap();
+    let page = app.http.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("ann@x.test") && html.contains("<form method=\"post\">"),
+        "{html}"
+    );
+    let (_, sup) = app
+        .get("/api/v1/email/suppressions", &u.token, Some(&t))
+        .await;
+    assert_eq!(
+        sup["suppressions"].as_array().unwrap().len(),
+        1,
+        "a GET changes nothing: {sup}"
+    );
+    let done = app
+        .http
+        .post(app.url(&path))
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::OK);
+    assert!(done.text().await.unwrap().contains("unsubscribed"));
+    let (_, sup) = app
+        .get("/api/v1/email/suppressions", &u.token, Some(&t))
+        .await;
+    let ann = sup["suppressions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["email"] == "ann@x.test")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (ann["reason"].as_str(), ann["campaign_id"].as_str()),
+        (Some("unsubscribed"), Some(id.as_str()))
+    );
+    let (_, v) = app
+        .get(&format!("/api/v1/email/campaigns/{id}"), &u.token, Some(&t))
+        .await;
+    assert_eq!(v["stats"]["unsubscribed"], 1);
+    // A tampered or foreign token is a 404 that says nothing more.
+    let mut forged = path.clone();
+    forged.pop();
+    forged.push(if path.ends_with('A') { 'B' } else { 'A' });
+    for p in [
+        forged,
+        "/unsubscribe/nonsense".to_owned(),
+        path.replacen(&t[4..], &"0".repeat(32), 1),
+    ] {
+        let r = app.http.post(app.url(&p)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{p}");
+    }
+
+    // A second campaign to a list: the unsubscribed address is skipped, a busy server is
+    // retried until attempts run out, a new address gets its message.
+    let id2 = campaign(
+        &app,
+        &u,
+        &t,
+        json!({"name": "List", "subject": "Plan {{ plan }}", "body": "Your plan: {{plan}}. {{ unsubscribe_url }}",
+               "audience": {"recipients": [
+                   {"email": "ann@x.test", "vars": {"plan": "Pro"}},
+                   {"email": "busy@x.test", "vars": {"plan": "Pro"}},
+                   {"email": "Zed@X.test", "name": "Zed Zero", "vars": {"plan": "Team"}}
+               ]}, "rate_per_minute": 600}),
+    )
+    .await;
+    send(&app, &u, &t, &id2).await;
+    let v = wait_campaign(&app, &u, &t, &id2, "sent").await;
+    assert_eq!(
+        (
+            v["stats"]["sent"].as_i64(),
+            v["stats"]["failed"].as_i64(),
+            v["stats"]["skipped"].as_i64()
+        ),
+        (Some(1), Some(1), Some(1)),
+        "{v}"
+    );
+    let busy = recipient(&app, &u, &t, &id2, "busy@x.test").await;
+    assert_eq!(busy["attempts"], 5, "temporary failures retry: {busy}");
+    assert!(busy["reason"].as_str().unwrap().contains("451"), "{busy}");
+    let got = inbox.lock().unwrap().clone();
+    assert_eq!(got.len(), 2);
+    assert!(got[1].1.contains("Your plan: Team."), "{}", got[1].1);
+    assert!(
+        !got[1].1.contains("To stop receiving"),
+        "the body placed the link itself"
+    );
+    assert!(got[1].1.contains("/unsubscribe/"));
+
+    // Cancelling stops what has not gone out.
+    let id3 = campaign(
+        &app,
+        &u,
+        &t,
+        json!({"name": "Slow", "subject": "S", "body": "B",
+               "audience": {"recipients": [{"email": "one@x.test"}, {"email": "two@x.test"}, {"email": "three@x.test"}]}, "rate_per_minute": 1}),
+    )
+    .await;
+    send(&app, &u, &t, &id3).await;
+    wait_campaign(&app, &u, &t, &id3, "sending").await;
+    let (s, v) = app
+        .post(
+            &format!("/api/v1/email/campaigns/{id3}/cancel"),
+            &u.token,
+            Some(&t),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "cancelled");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, v) = app
+        .get(
+            &format!("/api/v1/email/campaigns/{id3}"),
+            &u.token,
+            Some(&t),
+        )
+        .await;
+    assert!(v["stats"]["cancelled"].as_i64().unwrap() >= 2, "{v}");
+    assert!(inbox.lock().unwrap().len() <= 3);
+    let (s, _) = app
+        .post(
+            &format!("/api/v1/email/campaigns/{id3}/send"),
+            &u.token,
+            Some(&t),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+
+    // The email figures reach the snapshot.
+    let (_, m) = app.get("/api/v1/metrics", &u.token, Some(&t)).await;
+    let em = m["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["module"] == "email")
+        .cloned()
+        .unwrap();
+    let sent = em["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["key"] == "emails_sent_30d")
+        .cloned()
+        .unwrap();
+    assert!(sent["value"]["value"].as_i64().unwrap() >= 2, "{em}");
+
+    // Another tenant sees none of it, in the API or (PostgreSQL) in raw SQL.
+    let (b, tb) = owner(&app, "mailb@b.example").await;
+    let (s, _) = app
+        .get(
+            &format!("/api/v1/email/campaigns/{id}/recipients"),
+            &b.token,
+            Some(&tb),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, v) = app
+        .get("/api/v1/email/suppressions", &b.token, Some(&tb))
+        .await;
+    assert_eq!(v["suppressions"], json!([]));
+    crate::bookkeeping::rls_hides(
+        &app,
+        &t,
+        &tb,
+        &["email_campaigns", "email_recipients", "email_suppressions"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaigns_and_single_emails_go_through_gmail() {
+    let idp = FakeIdp::start().await;
+    let providers = vec![idp.provider("google")];
+    let app = TestApp::start_with(Db::Sqlite, |c| c.connector_providers = providers)
+        .await
+        .unwrap();
+    let (u, t) = owner(&app, "gmail@a.example").await;
+    let body = json!({"name": "Via Gmail", "subject": "Hi {{name}}", "body": "Plan {{ plan }}", "channel": "gmail",
+                      "audience": {"recipients": [{"email": "pat@x.test", "name": "Pat Doe", "vars": {"plan": "Pro"}}]}});
+    let id = campaign(&app, &u, &t, body).await;
+    // Not connected yet: refused with what to do.
+    let (s, v) = app
+        .post(
+            &format!("/api/v1/email/campaigns/{id}/send"),
+            &u.token,
+            Some(&t),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("connect"),
+        "{v}"
+    );
+    // Nor is there SMTP for the smtp channel.
+    let smtp = campaign(&app, &u, &t, json!({"name": "S", "subject": "S", "body": "B", "audience": {"recipients": [{"email": "a@x.test"}]}})).await;
+    let (s, v) = app
+        .post(
+            &format!("/api/v1/email/campaigns/{smtp}/send"),
+            &u.token,
+            Some(&t),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("SMTP"),
+        "{v}"
+    );
+
+    crate::connectors::connect(&app, &u, &t, "google").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, v) = app.get("/api/v1/connectors", &u.token, Some(&t)).await;
+        if v.to_string().contains(crate::fake_idp::ACCOUNT) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    send(&app, &u, &t, &id).await;
+    wait_campaign(&app, &u, &t, &id, "sent").await;
+    let r = recipient(&app, &u, &t, &id, "pat@x.test").await;
+    assert_eq!(
+        (r["status"].as_str(), r["message_id"].as_str()),
+        (Some("sent"), Some("gm1")),
+        "{r}"
+    );
+    let raw = idp.with(|i| i.gmail_sent.clone());
+    assert_eq!(raw.len(), 1);
+    assert!(
+        raw[0].contains(&format!("From: Co <{}>", crate::fake_idp::ACCOUNT)),
+        "{}",
+        raw[0]
+    );
+    assert!(
+        raw[0].contains("To: \"Pat Doe\" <pat@x.test>")
+            || raw[0].contains("To: Pat Doe <pat@x.test>"),
+        "{}",
+        raw[0]
+    );
+    assert!(
+        raw[0].contains("Subject: Hi Pat Doe")
+            && raw[0].contains("Plan Pro")
+            && raw[0].contains("List-Unsubscribe"),
+        "{}",
+        raw[0]
+    );
+
+    // A single email through the same account; a suppressed recipient is skipped.
+    app.post(
+        "/api/v1/email/suppressions",
+        &u.token,
+        Some(&t),
+        json!({"email": "no@x.test"}),
+    )
+    .await;
+    let task = start(&app, &u, &t, "email.send", json!({"to": ["lee@x.test", "no@x.test"], "subject": "Note", "body": "Hello", "channel": "gmail"})).await;
+    let d = wait_status(&app, &u, &t, &task, "succeeded").await;
+    let out = &d["task"]["result"];
+    assert_eq!(
+        out["sent"][0],
+        json!({"email": "lee@x.test", "message_id": "gm2"}),
+        "{out}"
+    );
+    assert_eq!(out["skipped"][0]["email"], "no@x.test");
+    // A revoked grant fails for good, naming the fix.
+    idp.revoke_everything();
+    let task = start(
+        &app,
+        &u,
+        &t,
+        "email.send",
+        json!({"to": ["lee@x.test"], "subject": "Note", "body": "Hello", "channel": "gmail"}),
+    )
+    .await;
+    let d = wait_status(&app, &u, &t, &task, "failed").await;
+    assert!(
+        d["task"]["error"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("reconnect"),
+        "{d}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_campaigns_are_refused_and_campaigns_are_isolated() {
+    let Some((app, _inbox)) = smtp_app(Db::Sqlite).await else {
+        return;
+    };
+    let (a, ta) = owner(&app, "ema@a.example").await;
+    let (b, tb) = owner(&app, "emb@b.example").await;
+    let base = json!({"name": "N", "subject": "S", "body": "B", "audience": {"recipients": [{"email": "x@x.test"}]}});
+    for (patch, field) in [
+        (json!({"subject": "Hi {{ frist_name }}"}), "subject"),
+        (json!({"body": "Hi {{ name"}), "body"),
+        (json!({"channel": "fax"}), "channel"),
+        (json!({"rate_per_minute": 0}), "rate_per_minute"),
+        (json!({"audience": {"stages": ["nope"]}}), "stage"),
+        (
+            json!({"audience": {"recipients": [{"email": "broken"}]}}),
+            "audience",
+        ),
+        (json!({"audience": {"recipients": []}}), "audience"),
+        (
+            json!({"audience": {"stages": [], "recipients": [{"email": "x@x.test"}]}}),
+            "audience",
+        ),
+        (json!({"subject": "line\nbreak"}), "subject"),
+        (json!({"name": ""}), "name"),
+    ] {
+        let mut body = base.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (s, v) = app
+            .post("/api/v1/email/campaigns", &a.token, Some(&ta), body)
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{patch}: {v}");
+        assert_eq!(v["error"]["field"], field, "{patch}: {v}");
+    }
+    let id = campaign(&app, &a, &ta, base.clone()).await;
+    let path = format!("/api/v1/email/campaigns/{id}");
+    for (method, p) in [
+        (reqwest::Method::GET, path.clone()),
+        (reqwest::Method::PATCH, path.clone()),
+        (reqwest::Method::DELETE, path.clone()),
+        (reqwest::Method::POST, format!("{path}/send")),
+        (reqwest::Method::POST, format!("{path}/cancel")),
+        (reqwest::Method::GET, format!("{path}/recipients")),
+    ] {
+        let body = (method != reqwest::Method::GET && method != reqwest::Method::DELETE)
+            .then(|| json!({}));
+        let (s, _) = app
+            .call(method.clone(), &p, Some(&b.token), Some(&tb), body)
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{method} {p}");
+    }
+    let (_, v) = app
+        .get("/api/v1/email/campaigns", &b.token, Some(&tb))
+        .await;
+    assert_eq!(v["campaigns"], json!([]));
+    let task = start(
+        &app,
+        &b,
+        &tb,
+        "email.campaign_send",
+        json!({"campaign_id": id}),
+    )
+    .await;
+    let d = wait_status(&app, &b, &tb, &task, "failed").await;
+    assert!(
+        d["task"]["error"].as_str().unwrap().contains("not found"),
+        "{d}"
+    );
+    let (_, v) = app.get(&path, &a.token, Some(&ta)).await;
+    assert_eq!(v["status"], "draft", "B's task did not touch A's campaign");
+    // Members cannot send when the policy asks for admins.
+    let member = app.signup("emm@a.example").await;
+    app.add_member(&a, &ta, &member, "member").await;
+    let (s, v) = app
+        .call(
+            reqwest::Method::PUT,
+            "/api/v1/approval-policy",
+            Some(&a.token),
+            Some(&ta),
+            Some(json!({"min_roles": {"external-send": "admin"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = app
+        .post(&format!("{path}/send"), &member.token, Some(&ta), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    // Sending, then editing, is a conflict.
+    send(&app, &a, &ta, &id).await;
+    let (s, _) = app
+        .call(
+            reqwest::Method::PATCH,
+            &path,
+            Some(&a.token),
+            Some(&ta),
+            Some(json!({"name": "later"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+}
+
+/// A board proposes a campaign; the approval preview counts who it reaches, and every
+/// member's prompt carries the modules' current figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn board_proposal_preview_counts_recipients_and_members_see_figures() {
+    use wiremock::matchers::{body_string_contains, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    use crate::llm::{delta, finish, sse_body};
+    let server = MockServer::start().await;
+    let app = crate::llm::upstream_app(&server, |c| c.llm_max_retries = 0).await;
+    let (u, t) = owner(&app, "boardmail@a.example").await;
+    for (name, email) in [
+        ("Ann", "ann@x.test"),
+        ("Bea", "bea@x.test"),
+        ("Cy", "cy@x.test"),
+    ] {
+        lead(&app, &u, &t, name, email, "qualified").await;
+    }
+    app.post(
+        "/api/v1/email/suppressions",
+        &u.token,
+        Some(&t),
+        json!({"email": "cy@x.test"}),
+    )
+    .await;
+    let id = campaign(&app, &u, &t, json!({"name": "Win-back", "subject": "S", "body": "B", "audience": {"stages": ["qualified"]}})).await;
+
+    let sse = |text: &str| {
+        ResponseTemplate::new(200)
+            .insert_header("content-type", "text/event-stream")
+            .set_body_string(sse_body(&[delta(text), finish()], true))
+    };
+    let items = json!({"items": [{"title": "Send the win-back campaign", "description": "Re-engage qualified leads", "owner": "cmo",
+        "capability": "email.campaign_send", "input_json": json!({"campaign_id": id}).to_string(), "priority": "high",
+        "due_date": null, "expected_impact": "pipeline"}]});
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(body_string_contains("response_format"))
+        .respond_with(sse(&items.to_string()))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(body_string_contains("Current figures"))
+        .and(body_string_contains("Open leads: 3 leads"))
+        .respond_with(sse("I can see our figures."))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(sse("I see no figures."))
+        .with_priority(5)
+        .mount(&server)
+        .await;
+
+    let (s, evs) = crate::board::meeting(
+        &app,
+        &u,
+        &t,
+        json!({"agenda": "Re-engage leads?", "personas": ["ceo", "cmo"]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    for end in crate::board::find(&evs, "turn_end") {
+        assert_eq!(end["status"], "complete", "{end}");
+    }
+    let mid = crate::board::find(&evs, "meeting_end")[0]["meeting_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let d = crate::board::detail(&app, &u, &t, &mid).await;
+    for turn in d["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["persona"] != "chair")
+    {
+        assert_eq!(turn["content"], "I can see our figures.", "{turn}");
+    }
+    let (_, v) = app.get("/api/v1/approvals", &u.token, Some(&t)).await;
+    let preview = v["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["task"]["capability"] == "email.campaign_send")
+        .cloned()
+        .unwrap_or_else(|| panic!("{v}"));
+    let risk = preview["risk"].to_string();
+    assert!(risk.contains("external_send"), "{risk}");
+    assert!(
+        risk.contains("goes to 2 recipient(s); 1 more are suppressed"),
+        "{risk}"
+    );
+}
