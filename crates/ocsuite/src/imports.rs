@@ -135,6 +135,18 @@ fn norm(h: &str) -> String {
         .collect()
 }
 
+/// The file line a record starts on. The reader reports the position before any blank
+/// lines it skipped, so those are counted here.
+fn line_of(text: &str, p: &csv::Position) -> u64 {
+    let rest = text.get(p.byte() as usize..).unwrap_or("");
+    let blank = rest
+        .bytes()
+        .take_while(|b| *b == b'\n' || *b == b'\r')
+        .filter(|b| *b == b'\n')
+        .count();
+    p.line() + blank as u64
+}
+
 /// Reads `csv` and maps its columns to `fields`. A file-level problem (empty, too big,
 /// a required field with no column, a mapping naming a missing header) is a 422; a
 /// row-level one is in [`Parsed::errors`].
@@ -229,7 +241,7 @@ pub fn parse(csv_text: &str, fields: &[Field], given: &BTreeMap<String, String>)
                 continue;
             }
         };
-        let line = rec.position().map_or(0, |p| p.line());
+        let line = rec.position().map_or(0, |p| line_of(csv_text, p));
         if rec.iter().all(str::is_empty) {
             continue;
         }

@@ -4,8 +4,9 @@
 //! The handler re-reads the recipient when its job is claimed: a cancelled campaign, a
 //! recipient already settled, or an address suppressed since the campaign started (an
 //! unsubscribe from an earlier message) is skipped, never sent. Failures retry with the
-//! queue's backoff and end `failed` with the reason once attempts run out; when no
-//! recipient is pending any more the campaign is `sent`.
+//! queue's backoff and end `failed` with the reason once attempts run out (the job is in
+//! `deliver-email-dlq`; retrying it from the admin API sends again); when no recipient
+//! is pending any more the campaign is `sent`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -281,12 +282,15 @@ impl Handler for Deliver {
                         .bind(&rid),
                 )
                 .await?;
-            let Some((email, name, vars, status)) = row.filter(|r| r.3 == "pending") else {
+            // `failed` too: a dead delivery retried from the admin API runs again.
+            let Some((email, name, vars, _)) = row.filter(|r| r.3 == "pending" || r.3 == "failed")
+            else {
                 return Ok(Start::Skip { events: vec![] });
             };
-            let _ = status;
             let campaign = super::get(tx, &cid).await?;
-            if campaign.status != "sending" {
+            if campaign.status == "sent" {
+                super::set_status(tx, &cid, "sending").await?;
+            } else if campaign.status != "sending" {
                 set_recipient(
                     tx,
                     &rid,

@@ -286,6 +286,52 @@ async fn campaign_over_smtp(db: Db) {
     let busy = recipient(&app, &u, &t, &id2, "busy@x.test").await;
     assert_eq!(busy["attempts"], 5, "temporary failures retry: {busy}");
     assert!(busy["reason"].as_str().unwrap().contains("451"), "{busy}");
+    // The dead delivery is in the dead-letter queue; retrying it sends (fails) again.
+    let (_, dead) = app.get("/api/v1/queues/dead", &u.token, Some(&t)).await;
+    let job = dead["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["payload"]["recipient_id"] == busy["id"])
+        .cloned()
+        .unwrap_or_else(|| panic!("{dead}"));
+    assert_eq!(job["queue"], "deliver-email-dlq", "{job}");
+    let (s, v) = app
+        .post(
+            &format!("/api/v1/queues/dead/{}/retry", job["id"].as_str().unwrap()),
+            &u.token,
+            Some(&t),
+            json!({}),
+        )
+        .await;
+    assert!(s.is_success(), "{v}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, dead) = app.get("/api/v1/queues/dead", &u.token, Some(&t)).await;
+        let again = dead["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["id"] == job["id"] && j["died_at"] != job["died_at"]);
+        let (_, v) = app
+            .get(
+                &format!("/api/v1/email/campaigns/{id2}"),
+                &u.token,
+                Some(&t),
+            )
+            .await;
+        if again && v["status"] == "sent" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the retried delivery never ran: {dead}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = recipient(&app, &u, &t, &id2, "busy@x.test").await;
+    assert_eq!(r["status"], "failed", "{r}");
+
     let got = inbox.lock().unwrap().clone();
     assert_eq!(got.len(), 2);
     assert!(got[1].1.contains("Your plan: Team."), "{}", got[1].1);
