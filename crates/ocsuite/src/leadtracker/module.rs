@@ -150,7 +150,21 @@ async fn run(
             let stages = super::stages(&mut tx).await?;
             let currency = crate::tenancy::tenants::currency(&mut tx).await?;
             let checked = input.check(None, &stages, &currency)?;
-            let id = super::insert(&mut tx, &checked, "task", &by(&req), Utc::now()).await?;
+            // An attempt that committed but was not recorded (a worker lost mid-settle)
+            // is found again rather than adding the lead twice.
+            let tenant = ctx.tenant.clone();
+            let earlier: Option<(String,)> = tx
+                .fetch_optional(
+                    crate::store::sql("SELECT id FROM leads WHERE tenant_id = $1 AND created_by = $2 AND origin = 'task'")
+                        .bind(&tenant)
+                        .bind(by(&req)),
+                )
+                .await
+                .map_err(crate::error::AppError::from)?;
+            let id = match earlier.and_then(|(id,)| LeadId::parse(&id)) {
+                Some(id) => id,
+                None => super::insert(&mut tx, &checked, "task", &by(&req), Utc::now()).await?,
+            };
             super::refresh_metrics(&mut tx).await?;
             let lead = super::get(&mut tx, &id).await?;
             TaskExecutionResult {
