@@ -288,6 +288,7 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .nest("/api/v1", api)
+        .merge(crate::web::router(&state))
         .route(
             "/unsubscribe/{token}",
             get(email::unsubscribe::show).post(email::unsubscribe::confirm),

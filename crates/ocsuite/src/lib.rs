@@ -37,6 +37,7 @@ pub mod store;
 pub mod tasks;
 pub mod tenancy;
 pub mod usage;
+pub mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;

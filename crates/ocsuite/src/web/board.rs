@@ -1,0 +1,91 @@
+//! The board room (a meeting streamed side by side), a past meeting, and chat.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::response::Response;
+
+use super::{Redirected, Shell, Viewer, render};
+use crate::app::AppState;
+use crate::board::{ActionItem, Meeting, Turn};
+use crate::ids::MeetingId;
+use crate::personas::Persona;
+
+#[derive(Template)]
+#[template(path = "board.html")]
+struct RoomPage {
+    shell: Shell,
+    personas: Vec<Persona>,
+    agents: Vec<(String, String)>,
+    meetings: Vec<Meeting>,
+}
+
+async fn agents(state: &AppState, v: &Viewer) -> Result<Vec<(String, String)>, Redirected> {
+    let mut tx = state.store.tenant_read(&v.tenant).await?;
+    let list = crate::agents::list(&mut tx).await?;
+    tx.commit().await?;
+    Ok(list
+        .into_iter()
+        .filter(|a| a.enabled)
+        .map(|a| (a.slug, a.name))
+        .collect())
+}
+
+pub async fn room(State(state): State<AppState>, v: Viewer) -> Result<Response, Redirected> {
+    let agents = agents(&state, &v).await?;
+    let mut tx = state.store.tenant_read(&v.tenant).await?;
+    let meetings = crate::board::list(&mut tx, 10).await?;
+    tx.commit().await?;
+    Ok(render(&RoomPage {
+        shell: Shell::new(&v, "Board room", "board"),
+        personas: crate::personas::builtins(),
+        agents,
+        meetings,
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "meeting.html")]
+struct MeetingPage {
+    shell: Shell,
+    meeting: Meeting,
+    turns: Vec<Turn>,
+    items: Vec<ActionItem>,
+}
+
+pub async fn meeting(
+    State(state): State<AppState>,
+    v: Viewer,
+    Path(id): Path<String>,
+) -> Result<Response, Redirected> {
+    let Some(id) = MeetingId::parse(&id) else {
+        return Err(crate::error::AppError::NotFound("meeting").into());
+    };
+    let mut tx = state.store.tenant_read(&v.tenant).await?;
+    let meeting = crate::board::get(&mut tx, &id).await?;
+    let turns = crate::board::turns(&mut tx, &id).await?;
+    let items = crate::board::action_items(&mut tx, &id).await?;
+    tx.commit().await?;
+    Ok(render(&MeetingPage {
+        shell: Shell::new(&v, "Board meeting", "board"),
+        meeting,
+        turns,
+        items,
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "chat.html")]
+struct ChatPage {
+    shell: Shell,
+    personas: Vec<Persona>,
+    agents: Vec<(String, String)>,
+}
+
+pub async fn chat(State(state): State<AppState>, v: Viewer) -> Result<Response, Redirected> {
+    let agents = agents(&state, &v).await?;
+    Ok(render(&ChatPage {
+        shell: Shell::new(&v, "Chat", "chat"),
+        personas: crate::personas::builtins(),
+        agents,
+    }))
+}

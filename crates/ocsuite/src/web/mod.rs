@@ -1,0 +1,251 @@
+//! The web app: server-rendered pages (askama) with a small hand-written script and
+//! stylesheet embedded in the binary.
+//!
+//! Pages read through the same domain functions as the API, in the signed-in person's
+//! active tenant. Every change a page makes goes through the JSON API from `app.js`
+//! with the session cookie, so the API's checks (roles, validation, the same-origin rule
+//! that stops cross-site writes) are the only ones there are. HTML responses carry a
+//! strict Content-Security-Policy: no inline script or style, nothing from elsewhere.
+//! Templates escape every value (askama's HTML escaping), and the script only ever sets
+//! `textContent`, so neither tenant data nor model output can inject markup.
+
+pub mod board;
+pub mod dashboard;
+pub mod modules;
+pub mod onboarding;
+pub mod pages;
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+
+use crate::app::AppState;
+use crate::auth::{AuthUser, Principal};
+use crate::ids::TenantId;
+use crate::tenancy::Role;
+
+const CSS: &str = include_str!("../../static/app.css");
+const JS: &str = include_str!("../../static/app.js");
+
+/// Every page and the static assets.
+pub fn router(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/", get(pages::home))
+        .route("/login", get(pages::login))
+        .route("/signup", get(pages::signup))
+        .route("/onboarding", get(onboarding::page))
+        .route("/dashboard", get(dashboard::page))
+        .route("/approvals", get(pages::approvals))
+        .route("/tasks", get(pages::tasks))
+        .route("/tasks/{id}", get(pages::task))
+        .route("/board", get(board::room))
+        .route("/board/{id}", get(board::meeting))
+        .route("/chat", get(board::chat))
+        .route("/connectors", get(pages::connectors))
+        .route("/leads", get(modules::leads))
+        .route("/books", get(modules::books))
+        .route("/campaigns", get(modules::campaigns))
+        .route("/settings", get(pages::settings))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authenticate,
+        ))
+        .route("/static/app.css", get(css))
+        .route("/static/app.js", get(js))
+        .layer(axum::middleware::from_fn(security_headers))
+}
+
+async fn css() -> Response {
+    asset(CSS, "text/css; charset=utf-8")
+}
+
+async fn js() -> Response {
+    asset(JS, "text/javascript; charset=utf-8")
+}
+
+fn asset(body: &'static str, kind: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Strict headers on every page: scripts and styles only from this server, no framing.
+pub async fn security_headers(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    res
+}
+
+/// Renders a template, or a plain error page if rendering fails.
+pub fn render(t: &impl Template) -> Response {
+    match t.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "template rendering failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page could not be rendered",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Where a page sends someone who cannot see it.
+pub struct Redirected(Response);
+
+impl IntoResponse for Redirected {
+    fn into_response(self) -> Response {
+        self.0
+    }
+}
+
+impl From<crate::error::AppError> for Redirected {
+    fn from(e: crate::error::AppError) -> Self {
+        Self(e.into_response())
+    }
+}
+
+impl From<sqlx::Error> for Redirected {
+    fn from(e: sqlx::Error) -> Self {
+        Self(crate::error::AppError::from(e).into_response())
+    }
+}
+
+/// The signed-in person looking at a page (no tenant needed yet).
+pub struct Person {
+    pub user: AuthUser,
+    pub active_tenant: Option<TenantId>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Person {
+    type Rejection = Redirected;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Redirected> {
+        match parts.extensions.get::<Principal>() {
+            Some(Principal::User {
+                user,
+                active_tenant,
+                ..
+            }) => Ok(Self {
+                user: user.clone(),
+                active_tenant: active_tenant.clone(),
+            }),
+            _ => {
+                let next = parts.uri.path();
+                // Only our own paths, so the login page cannot be made to send people away.
+                let next: String = next
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-'))
+                    .collect();
+                Err(Redirected(
+                    Redirect::to(&format!("/login?next={next}")).into_response(),
+                ))
+            }
+        }
+    }
+}
+
+/// A signed-in person inside their active company.
+pub struct Viewer {
+    pub user: AuthUser,
+    pub tenant: TenantId,
+    pub role: Role,
+    pub company: String,
+}
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = Redirected;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Redirected> {
+        let person = Person::from_request_parts(parts, state).await?;
+        let Some(tenant) = person.active_tenant.clone() else {
+            return Err(Redirected(Redirect::to("/onboarding").into_response()));
+        };
+        let mut tx = state.store.user(&person.user.id).await?;
+        let rows = crate::tenancy::tenants::list_for_user(&mut tx).await?;
+        tx.commit().await?;
+        let Some(t) = rows.into_iter().find(|t| t.id == tenant) else {
+            return Err(Redirected(Redirect::to("/onboarding").into_response()));
+        };
+        Ok(Self {
+            user: person.user,
+            tenant,
+            role: t.role,
+            company: t.name,
+        })
+    }
+}
+
+/// What every page's layout needs.
+pub struct Shell {
+    pub title: String,
+    pub nav: &'static str,
+    pub email: String,
+    pub company: String,
+}
+
+impl Shell {
+    pub fn new(v: &Viewer, title: &str, nav: &'static str) -> Self {
+        Self {
+            title: title.to_owned(),
+            nav,
+            email: v.user.email.clone(),
+            company: v.company.clone(),
+        }
+    }
+}
+
+/// Money for display: `12,345.00 USD`.
+pub fn money(minor: i64, currency: &str) -> String {
+    let plain = crate::money::format(minor, currency);
+    let (sign, rest) = plain
+        .strip_prefix('-')
+        .map_or(("", plain.as_str()), |r| ("-", r));
+    let (int, frac) = rest
+        .split_once('.')
+        .map_or((rest, None), |(i, f)| (i, Some(f)));
+    let mut grouped = String::new();
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    match frac {
+        Some(f) => format!("{sign}{grouped}.{f} {currency}"),
+        None => format!("{sign}{grouped} {currency}"),
+    }
+}
+
+/// A serde enum's wire name (`not_connected`), for badges.
+pub fn label(v: impl serde::Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}

@@ -1,0 +1,181 @@
+//! The core modules' pages: the pipeline board, the books, the campaigns.
+
+use askama::Template;
+use axum::extract::State;
+use axum::response::Response;
+use chrono::Utc;
+
+use super::{Redirected, Shell, Viewer, money, render};
+use crate::app::AppState;
+
+pub struct Lane {
+    pub key: String,
+    pub label: String,
+    pub total: String,
+    pub leads: Vec<(String, String, String)>,
+}
+
+#[derive(Template)]
+#[template(path = "leads.html")]
+struct LeadsPage {
+    shell: Shell,
+    lanes: Vec<Lane>,
+    summary: crate::leadtracker::summary::PipelineSummary,
+    open_value: String,
+}
+
+pub async fn leads(State(state): State<AppState>, v: Viewer) -> Result<Response, Redirected> {
+    let mut tx = state.store.tenant_read(&v.tenant).await?;
+    let stages = crate::leadtracker::stages(&mut tx).await?;
+    let currency = crate::tenancy::tenants::currency(&mut tx).await?;
+    let (leads, moves) = crate::leadtracker::everything(&mut tx).await?;
+    tx.commit().await?;
+    let summary = crate::leadtracker::summary::compute(
+        &stages,
+        &leads,
+        &moves,
+        &currency,
+        &crate::leadtracker::summary::Window::default_at(Utc::now()),
+    );
+    let lanes = stages
+        .iter()
+        .map(|s| {
+            let here: Vec<&crate::leadtracker::Lead> =
+                leads.iter().filter(|l| l.stage == s.key).collect();
+            let total: i64 = here
+                .iter()
+                .filter(|l| l.currency == currency)
+                .map(|l| l.value_minor)
+                .sum();
+            Lane {
+                key: s.key.clone(),
+                label: s.label.clone(),
+                total: money(total, &currency),
+                leads: here
+                    .iter()
+                    .map(|l| {
+                        (
+                            l.name.clone(),
+                            l.company.clone().unwrap_or_default(),
+                            money(l.value_minor, &l.currency),
+                        )
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let open_value = money(summary.open_value_minor, &currency);
+    Ok(render(&LeadsPage {
+        shell: Shell::new(&v, "Leads", "leads"),
+        lanes,
+        summary,
+        open_value,
+    }))
+}
+
+pub struct Row {
+    pub date: String,
+    pub counterparty: String,
+    pub memo: String,
+    pub amount: String,
+    pub category: String,
+    pub by: String,
+}
+
+#[derive(Template)]
+#[template(path = "books.html")]
+struct BooksPage {
+    shell: Shell,
+    rows: Vec<Row>,
+    cash: String,
+    burn: String,
+    runway: String,
+    revenue: String,
+    expenses: String,
+    by_category: Vec<(String, String)>,
+}
+
+pub async fn books(State(state): State<AppState>, v: Viewer) -> Result<Response, Redirected> {
+    let mut tx = state.store.tenant_read(&v.tenant).await?;
+    let currency = crate::tenancy::tenants::currency(&mut tx).await?;
+    let s =
+        crate::bookkeeping::summary::load(&mut tx, &currency, 6, Utc::now().date_naive()).await?;
+    let list = crate::bookkeeping::list(
+        &mut tx,
+        &crate::bookkeeping::Filter {
+            limit: 200,
+            ..Default::default()
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    let rows = list
+        .into_iter()
+        .map(|t| Row {
+            date: t.booked_on,
+            counterparty: t.counterparty.unwrap_or_default(),
+            memo: t.memo.unwrap_or_default(),
+            amount: money(t.amount_minor, &t.currency),
+            category: t.category.unwrap_or_default(),
+            by: t.categorized_by.unwrap_or_default(),
+        })
+        .collect();
+    Ok(render(&BooksPage {
+        shell: Shell::new(&v, "Books", "books"),
+        rows,
+        cash: money(s.cash_balance_minor, &currency),
+        burn: money(s.monthly_burn_minor, &currency),
+        runway: s
+            .runway_months
+            .map_or_else(|| "not burning cash".to_owned(), |r| format!("{r} months")),
+        revenue: money(s.revenue_minor, &currency),
+        expenses: money(s.expenses_minor, &currency),
+        by_category: s
+            .expenses_by_category
+            .iter()
+            .map(|c| (c.category.clone(), money(c.amount_minor, &currency)))
+            .collect(),
+    }))
+}
+
+pub struct CampaignRow {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    pub sent: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    pub recipients: i64,
+}
+
+#[derive(Template)]
+#[template(path = "campaigns.html")]
+struct CampaignsPage {
+    shell: Shell,
+    campaigns: Vec<CampaignRow>,
+    stages: Vec<crate::leadtracker::Stage>,
+}
+
+pub async fn campaigns(State(state): State<AppState>, v: Viewer) -> Result<Response, Redirected> {
+    let mut tx = state.store.tenant_read(&v.tenant).await?;
+    let mut campaigns = Vec::new();
+    for c in crate::email::list(&mut tx, 100).await? {
+        let s = crate::email::stats(&mut tx, &c.id).await?;
+        campaigns.push(CampaignRow {
+            id: c.id.to_string(),
+            name: c.name,
+            status: c.status,
+            sent: s.sent,
+            failed: s.failed,
+            skipped: s.skipped,
+            recipients: s.recipients,
+        });
+    }
+    let stages = crate::leadtracker::stages(&mut tx).await?;
+    tx.commit().await?;
+    Ok(render(&CampaignsPage {
+        shell: Shell::new(&v, "Campaigns", "campaigns"),
+        campaigns,
+        stages,
+    }))
+}

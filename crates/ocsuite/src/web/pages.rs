@@ -1,0 +1,234 @@
+//! Sign-in pages, approvals, tasks, connectors and settings.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::Utc;
+
+use super::{Redirected, Shell, Viewer, label, render};
+use crate::app::AppState;
+use crate::approvals::{self, Preview};
+use crate::auth::Principal;
+use crate::ids::TaskId;
+use crate::realtime::{self, Topic};
+use crate::tasks::{self, Status, Task};
+
+pub async fn home(principal: Option<axum::Extension<Principal>>) -> Response {
+    match principal {
+        Some(_) => Redirect::to("/dashboard").into_response(),
+        None => Redirect::to("/login").into_response(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "auth.html")]
+struct AuthPage {
+    title: &'static str,
+    signup: bool,
+}
+
+pub async fn login() -> Response {
+    render(&AuthPage {
+        title: "Log in",
+        signup: false,
+    })
+}
+
+pub async fn signup() -> Response {
+    render(&AuthPage {
+        title: "Sign up",
+        signup: true,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "approvals.html")]
+struct ApprovalsPage {
+    shell: Shell,
+    previews: Vec<Preview>,
+}
+
+pub async fn approvals(State(state): State<AppState>, v: Viewer) -> Result<Response, Redirected> {
+    let mut tx = state.store.tenant_read(&v.tenant).await?;
+    let policy = approvals::policy(&mut tx).await?;
+    let mut waiting = tasks::list(&mut tx, Some(Status::Proposed), 200, None).await?;
+    waiting.reverse();
+    let mut previews = Vec::new();
+    for t in waiting {
+        previews.push(approvals::preview(&state.registry, &mut tx, t, v.role, &policy).await?);
+    }
+    tx.commit().await?;
+    Ok(render(&ApprovalsPage {
+        shell: Shell::new(&v, "Approvals", "approvals"),
+        previews,
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "tasks.html")]
+struct TasksPage {
+    shell: Shell,
+    tasks: Vec<Task>,
+}
+
+pub async fn tasks(State(state): State<AppState>, v: Viewer) -> Result<Response, Redirected> {
+    let mut tx = state.store.tenant_read(&v.tenant).await?;
+    let tasks = tasks::list(&mut tx, None, 100, None).await?;
+    tx.commit().await?;
+    Ok(render(&TasksPage {
+        shell: Shell::new(&v, "Tasks", "tasks"),
+        tasks,
+    }))
+}
+
+/// One line of a task's timeline.
+pub struct Step {
+    pub at: String,
+    pub kind: String,
+    pub text: String,
+}
+
+#[derive(Template)]
+#[template(path = "task.html")]
+struct TaskPage {
+    shell: Shell,
+    task: Task,
+    preview: Option<Preview>,
+    input: String,
+    result: String,
+    steps: Vec<Step>,
+    percent: i64,
+    can_undo: bool,
+}
+
+pub async fn task(
+    State(state): State<AppState>,
+    v: Viewer,
+    Path(id): Path<String>,
+) -> Result<Response, Redirected> {
+    let Some(id) = TaskId::parse(&id) else {
+        return Err(crate::error::AppError::NotFound("task").into());
+    };
+    let mut tx = state.store.tenant_read(&v.tenant).await?;
+    let task = tasks::get(&mut tx, &id).await?;
+    let preview = if task.status == Status::Proposed {
+        let policy = approvals::policy(&mut tx).await?;
+        Some(approvals::preview(&state.registry, &mut tx, task.clone(), v.role, &policy).await?)
+    } else {
+        None
+    };
+    let can_undo = task.status == Status::Succeeded
+        && approvals::spec_of(&state.registry, &mut tx, &task)
+            .await
+            .is_ok_and(|s| matches!(s.undo, ocsuite_module_sdk::Undo::Capability { .. }));
+    let events = realtime::replay(&mut tx, &Topic::Task(id), 0).await?;
+    tx.commit().await?;
+    let mut percent = 0;
+    let steps = events
+        .iter()
+        .map(|e| {
+            if let Some(p) = e.data["percent"].as_i64() {
+                percent = p;
+            }
+            let text = e.data["summary"]
+                .as_str()
+                .or(e.data["message"].as_str())
+                .or(e.data["error"].as_str())
+                .unwrap_or("")
+                .to_owned();
+            Step {
+                at: e.at.format("%H:%M:%S").to_string(),
+                kind: e.kind.clone(),
+                text,
+            }
+        })
+        .collect();
+    if task.status == Status::Succeeded {
+        percent = 100;
+    }
+    let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default();
+    Ok(render(&TaskPage {
+        shell: Shell::new(&v, "Task", "tasks"),
+        input: pretty(&task.input),
+        result: task.result.as_ref().map(pretty).unwrap_or_default(),
+        task,
+        preview,
+        steps,
+        percent,
+        can_undo,
+    }))
+}
+
+pub struct ConnectorRow {
+    pub name: String,
+    pub label: String,
+    pub status: String,
+    pub account: String,
+    pub error: String,
+    pub last_sync: String,
+}
+
+#[derive(Template)]
+#[template(path = "connectors.html")]
+struct ConnectorsPage {
+    shell: Shell,
+    rows: Vec<ConnectorRow>,
+    is_admin: bool,
+}
+
+pub async fn connectors(State(state): State<AppState>, v: Viewer) -> Result<Response, Redirected> {
+    let mut tx = state.store.tenant_read(&v.tenant).await?;
+    let mut rows = Vec::new();
+    for p in state.vault.providers().all() {
+        let row = crate::connectors::by_provider(&mut tx, &p.name).await?;
+        rows.push(ConnectorRow {
+            name: p.name.clone(),
+            label: p.display_name.clone(),
+            status: row.as_ref().map_or_else(
+                || "not_connected".to_owned(),
+                |r| label(r.effective_status(Utc::now())),
+            ),
+            account: row
+                .as_ref()
+                .and_then(|r| r.account.clone())
+                .unwrap_or_default(),
+            error: row
+                .as_ref()
+                .and_then(|r| r.last_error.clone())
+                .unwrap_or_default(),
+            last_sync: row
+                .as_ref()
+                .and_then(|r| r.last_sync_at)
+                .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_default(),
+        });
+    }
+    tx.commit().await?;
+    Ok(render(&ConnectorsPage {
+        shell: Shell::new(&v, "Connectors", "connectors"),
+        rows,
+        is_admin: v.role.at_least(crate::tenancy::Role::Admin),
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "settings.html")]
+struct SettingsPage {
+    shell: Shell,
+    members: Vec<crate::tenancy::members::MemberOut>,
+    notifications: Vec<crate::notifications::Notification>,
+    is_admin: bool,
+}
+
+pub async fn settings(State(state): State<AppState>, v: Viewer) -> Result<Response, Redirected> {
+    let mut tx = state.store.tenant_read(&v.tenant).await?;
+    let members = crate::tenancy::members::list(&mut tx).await?;
+    let notifications = crate::notifications::list(&mut tx, &v.user.id, false, 20).await?;
+    tx.commit().await?;
+    Ok(render(&SettingsPage {
+        shell: Shell::new(&v, "Settings", "settings"),
+        members,
+        notifications,
+        is_admin: v.role.at_least(crate::tenancy::Role::Admin),
+    }))
+}

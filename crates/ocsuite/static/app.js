@@ -1,0 +1,314 @@
+// ocsuite's pages: forms and buttons talk to the JSON API with the session cookie;
+// streams (chat, board) are read from fetch; live task status comes over SSE.
+// Nothing here writes HTML from data: every value goes in through textContent.
+"use strict";
+
+(function theme() {
+  const saved = localStorage.getItem("ocs-theme");
+  if (saved === "light" || saved === "dark") document.documentElement.dataset.theme = saved;
+})();
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v;
+    else if (k === "text") e.textContent = v;
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c);
+  return e;
+}
+
+async function api(method, path, body) {
+  const init = { method, credentials: "same-origin", headers: {} };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const res = await fetch(path, init);
+  let data = null;
+  const text = await res.text();
+  if (text) {
+    try { data = JSON.parse(text); } catch { data = { error: { message: text } }; }
+  }
+  return { ok: res.ok, status: res.status, data };
+}
+
+function busy(button, on) {
+  if (!button) return;
+  button.setAttribute("aria-busy", on ? "true" : "false");
+  button.disabled = on;
+}
+
+function formValue(form) {
+  const out = {};
+  for (const input of $$("input, select, textarea", form)) {
+    if (!input.name || input.disabled) continue;
+    const name = input.name;
+    const path = name.split(".");
+    let o = out;
+    while (path.length > 1) { const k = path.shift(); o = o[k] = o[k] || {}; }
+    const key = path[0];
+    if (input.type === "checkbox") {
+      if (input.dataset.array !== undefined) {
+        o[key] = o[key] || [];
+        if (input.checked) o[key].push(input.value);
+      } else o[key] = input.checked;
+      continue;
+    }
+    let v = input.value;
+    if (v === "" && input.dataset.optional !== undefined) continue;
+    if (input.dataset.type === "number") v = Number(v);
+    if (input.dataset.type === "list") v = v.split(",").map((s) => s.trim()).filter(Boolean);
+    o[key] = v;
+  }
+  return out;
+}
+
+function showError(form, data) {
+  const err = (data && data.error) || { message: "Something went wrong; try again." };
+  const field = err.field && $(`[data-error-for="${CSS.escape(err.field)}"]`, form);
+  const target = field || $("[data-form-error]", form);
+  if (target) target.textContent = err.message;
+  const input = err.field && $(`[name="${CSS.escape(err.field)}"]`, form);
+  if (input) { input.setAttribute("aria-invalid", "true"); input.focus(); }
+}
+
+// <form data-api="POST /api/v1/..." data-redirect="/x/{id}" data-reload>
+document.addEventListener("submit", async (ev) => {
+  const form = ev.target.closest("form[data-api]");
+  if (!form) return;
+  ev.preventDefault();
+  for (const e of $$("[data-error-for], [data-form-error]", form)) e.textContent = "";
+  for (const i of $$("[aria-invalid]", form)) i.removeAttribute("aria-invalid");
+  const [method, path] = form.dataset.api.split(" ");
+  const button = $("button[type=submit], button:not([type])", form);
+  busy(button, true);
+  const body = formValue(form);
+  const res = await api(method, path, body);
+  busy(button, false);
+  if (!res.ok) return showError(form, res.data);
+  form.dispatchEvent(new CustomEvent("api:done", { detail: res.data, bubbles: true }));
+  if (form.dataset.redirect) {
+    location.href = form.dataset.redirect.replace("{id}", (res.data && (res.data.id || (res.data.task && res.data.task.id))) || "");
+  } else if (form.dataset.reload !== undefined) location.reload();
+});
+
+// <button data-call="POST /api/v1/..." data-body='{"k":"v"}' data-confirm="Sure?">
+document.addEventListener("click", async (ev) => {
+  const b = ev.target.closest("button[data-call]");
+  if (!b) return;
+  if (b.dataset.confirm && !confirm(b.dataset.confirm)) return;
+  const [method, path] = b.dataset.call.split(" ");
+  busy(b, true);
+  let body;
+  if (b.dataset.body) body = JSON.parse(b.dataset.body);
+  else if (method !== "GET" && method !== "DELETE") body = {};
+  if (b.dataset.bodyFrom) body = formValue($(b.dataset.bodyFrom));
+  const res = await api(method, path, body);
+  busy(b, false);
+  const out = b.dataset.out ? $(b.dataset.out) : b.parentElement.querySelector("[data-call-error]");
+  if (!res.ok) {
+    if (out) out.textContent = (res.data && res.data.error && res.data.error.message) || "failed";
+    return;
+  }
+  if (res.data && res.data.authorization_url) { location.href = res.data.authorization_url; return; }
+  if (b.dataset.go) location.href = b.dataset.go;
+  else location.reload();
+});
+
+document.addEventListener("change", (ev) => {
+  if (ev.target.id === "theme") {
+    const v = ev.target.value;
+    if (v === "system") { localStorage.removeItem("ocs-theme"); delete document.documentElement.dataset.theme; }
+    else { localStorage.setItem("ocs-theme", v); document.documentElement.dataset.theme = v; }
+  }
+});
+
+document.addEventListener("DOMContentLoaded", () => {
+  const t = $("#theme");
+  if (t) t.value = localStorage.getItem("ocs-theme") || "system";
+  const next = new URLSearchParams(location.search).get("next");
+  for (const f of $$("form[data-next]")) if (next && next.startsWith("/") && !next.startsWith("//")) f.dataset.redirect = next;
+  for (const w of $$("[data-width]")) w.style.width = `${Number(w.dataset.width) || 0}%`;
+  for (const init of $$("[data-init]")) (pages[init.dataset.init] || (() => {}))(init);
+});
+
+// Reads a text/event-stream response body, calling on(event, data) per event.
+async function readSSE(res, on) {
+  const reader = res.body.getReader();
+  const dec = new TextDecoder();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += dec.decode(value, { stream: true });
+    let i;
+    while ((i = buf.indexOf("\n\n")) >= 0) {
+      const chunk = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      let event = "message", data = "";
+      for (const line of chunk.split("\n")) {
+        if (line.startsWith("event:")) event = line.slice(6).trim();
+        else if (line.startsWith("data:")) data += line.slice(5).trim();
+      }
+      if (data) { try { on(event, JSON.parse(data)); } catch { on(event, data); } }
+    }
+  }
+}
+
+// A small, safe markdown: paragraphs, **bold**, lists and code blocks, as DOM nodes.
+function markdown(target, text) {
+  target.replaceChildren();
+  const blocks = text.split(/\n{2,}/);
+  for (const b of blocks) {
+    if (b.startsWith("```")) { target.append(el("pre", {}, el("code", { text: b.replace(/^```\w*\n?|```$/g, "") }))); continue; }
+    const lines = b.split("\n");
+    if (lines.every((l) => /^\s*([-*]|\d+\.)\s/.test(l))) {
+      const ul = el("ul");
+      for (const l of lines) ul.append(inline(el("li"), l.replace(/^\s*([-*]|\d+\.)\s/, "")));
+      target.append(ul);
+    } else target.append(inline(el("p"), b));
+  }
+}
+function inline(node, text) {
+  const parts = text.split(/(\*\*[^*]+\*\*)/);
+  for (const p of parts) {
+    if (p.startsWith("**") && p.endsWith("**")) node.append(el("strong", { text: p.slice(2, -2) }));
+    else node.append(document.createTextNode(p));
+  }
+  return node;
+}
+
+const pages = {
+  // Live task status and progress (task detail page).
+  task(root) {
+    const id = root.dataset.task;
+    const bar = $(".progress > div", root), status = $("[data-status]", root), msg = $("[data-message]", root);
+    if (["succeeded", "failed", "dead", "cancelled", "rejected"].includes(status.textContent.trim())) return;
+    // From the first event, so nothing that happened before the page loaded is missed.
+    const es = new EventSource(`/api/v1/events?topics=task:${encodeURIComponent(id)}&last_event_id=0`);
+    es.onmessage = (m) => {
+      let ev; try { ev = JSON.parse(m.data); } catch { return; }
+      const d = ev.data || {};
+      if (d.percent !== undefined) bar.style.width = `${d.percent}%`;
+      if (d.message) msg.textContent = d.message;
+      const st = d.status || (ev.kind === "progress" ? null : ev.kind);
+      if (st) { status.textContent = st; status.className = `badge ${st}`; }
+      if (["succeeded", "failed", "dead", "cancelled", "rejected"].includes(st)) {
+        if (st === "succeeded") bar.style.width = "100%";
+        es.close();
+        setTimeout(() => location.reload(), 600);
+      }
+    };
+  },
+
+  // The board room: members' turns side by side, the synthesis, the items.
+  board(root) {
+    const form = $("form", root);
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const body = formValue(form);
+      if (!body.personas || body.personas.length === 0) delete body.personas;
+      body.rounds = Number(body.rounds || 1);
+      const cols = $("[data-columns]", root), synth = $("[data-synthesis]", root), items = $("[data-items]", root), err = $("[data-form-error]", form);
+      cols.replaceChildren(); synth.textContent = ""; items.replaceChildren(); err.textContent = "";
+      const button = $("button[type=submit]", form);
+      busy(button, true);
+      const res = await fetch("/api/v1/c-suite/board-meeting", { method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+      if (!res.ok) { busy(button, false); const d = await res.json().catch(() => null); return showError(form, d); }
+      const turn = {};
+      await readSSE(res, (event, d) => {
+        if (event === "meeting_start") {
+          for (const p of d.personas) {
+            const s = el("div", { class: "stream turn", "data-persona": p.slug });
+            cols.append(el("section", { class: "card", "aria-live": "polite" }, el("h3", { text: `${p.title} (${p.name})` }), s));
+            turn[p.slug] = s;
+          }
+        } else if (event === "delta") {
+          const t = d.persona === "chair" ? synth : turn[d.persona];
+          if (t) t.textContent += d.text || d.delta || "";
+        } else if (event === "turn_start" && d.round > 1 && turn[d.persona]) {
+          turn[d.persona].textContent += `\n\n— round ${d.round} —\n`;
+        } else if (event === "error" && d.persona && turn[d.persona]) {
+          turn[d.persona].append(el("p", { class: "field-error", text: d.message || "this member could not answer" }));
+        } else if (event === "action_items") {
+          for (const it of d.items || []) {
+            const li = el("li", { class: "card" }, el("strong", { text: it.title }), el("p", { class: "muted", text: it.description || "" }));
+            if (it.task_id) li.append(el("a", { href: `/tasks/${it.task_id}`, class: "button secondary", text: "Review and approve" }));
+            else li.append(el("span", { class: "badge", text: "follow-up" }));
+            items.append(li);
+          }
+          if (d.error) items.append(el("p", { class: "field-error", text: d.error }));
+        } else if (event === "meeting_end") {
+          $("[data-done]", root).classList.remove("hidden");
+          $("[data-done] a", root).href = `/board/${d.meeting_id}`;
+        }
+      });
+      busy(button, false);
+    });
+  },
+
+  // Chat with one officer: the answer streams in and is rendered as safe markdown.
+  chat(root) {
+    const form = $("form", root), log = $("[data-log]", root), stop = $("[data-stop]", root);
+    let controller = null, conversation = root.dataset.conversation || null;
+    stop.addEventListener("click", () => controller && controller.abort());
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const text = $("textarea", form).value.trim();
+      if (!text) return;
+      const persona = $("select[name=persona]", form).value;
+      log.append(el("div", { class: "msg user", text }));
+      const answer = el("div", { class: "msg assistant", "aria-live": "polite" });
+      log.append(answer);
+      $("textarea", form).value = "";
+      controller = new AbortController();
+      stop.disabled = false;
+      const button = $("button[type=submit]", form);
+      busy(button, true);
+      let acc = "";
+      try {
+        const body = { message: text };
+        if (conversation) body.conversation_id = conversation;
+        const res = await fetch(`/api/v1/c-suite/${encodeURIComponent(persona)}/chat`, { method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body), signal: controller.signal });
+        if (!res.ok) { const d = await res.json().catch(() => null); answer.textContent = (d && d.error && d.error.message) || "failed"; return; }
+        await readSSE(res, (event, d) => {
+          if (event === "message_start" && d.conversation_id) conversation = d.conversation_id;
+          if (event === "delta") { acc += d.text || d.delta || ""; markdown(answer, acc); }
+          if (event === "error") answer.append(el("p", { class: "field-error", text: d.message || "the answer stopped" }));
+        });
+      } catch (e) {
+        answer.append(el("p", { class: "muted", text: "stopped" }));
+      } finally {
+        busy(button, false);
+        stop.disabled = true;
+      }
+    });
+  },
+
+  // CSV import: preview (errors by line), then confirm the good rows.
+  import(root) {
+    const file = $("input[type=file]", root), text = $("textarea", root), out = $("[data-report]", root), confirmB = $("[data-confirm-import]", root);
+    file.addEventListener("change", async () => { if (file.files[0]) text.value = await file.files[0].text(); });
+    async function send(confirm) {
+      const res = await api("POST", root.dataset.path, { csv: text.value, confirm });
+      out.replaceChildren();
+      if (!res.ok) { out.append(el("p", { class: "form-error", text: res.data.error.message })); return; }
+      const r = res.data.report || res.data;
+      out.append(el("p", { text: `${r.total_rows} rows: ${r.valid_rows} good, ${r.duplicates} duplicates, ${r.error_count} with errors${confirm ? `; ${r.imported} imported` : ""}.` }));
+      if (r.errors.length) {
+        const t = el("table", {}, el("tr", {}, el("th", { text: "Line" }), el("th", { text: "Field" }), el("th", { text: "Problem" })));
+        for (const e of r.errors) t.append(el("tr", {}, el("td", { text: String(e.line) }), el("td", { text: e.field || "" }), el("td", { text: e.message })));
+        out.append(el("div", { class: "table-wrap" }, t));
+      }
+      confirmB.classList.toggle("hidden", confirm || r.valid_rows === 0);
+      if (confirm) setTimeout(() => location.reload(), 800);
+    }
+    $("[data-preview]", root).addEventListener("click", () => send(false));
+    confirmB.addEventListener("click", () => send(true));
+  },
+};

@@ -1,0 +1,252 @@
+// Browser tests: the real server (SQLite, offline model) driven through Debian's
+// chromium by playwright-core. A small OAuth provider runs beside it so "connect" can
+// be tested end to end. Screenshots of each main page land in $E2E_OUT (default
+// e2e/output) for a person to look at.
+//
+// Usage: node e2e/run.mjs   (OCSUITE_BIN: the server binary; CHROMIUM: the browser)
+import { chromium } from "playwright-core";
+import { spawn } from "node:child_process";
+import { mkdtempSync, mkdirSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import assert from "node:assert/strict";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const target = process.env.CARGO_TARGET_DIR || join(here, "..", "target");
+const BIN = process.env.OCSUITE_BIN || join(target, "debug", "ocsuite");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const OUT = process.env.E2E_OUT || join(here, "output");
+mkdirSync(OUT, { recursive: true });
+
+function freePort() {
+  return new Promise((res) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => res(p)); });
+  });
+}
+
+// A minimal OAuth 2.0 provider: authorize redirects straight back with a code; the
+// token and userinfo endpoints answer like Google's.
+async function fakeProvider() {
+  const port = await freePort();
+  const server = createServer((req, res) => {
+    const url = new URL(req.url, `http://127.0.0.1:${port}`);
+    if (url.pathname === "/authorize") {
+      const back = new URL(url.searchParams.get("redirect_uri"));
+      back.searchParams.set("code", "code-1");
+      back.searchParams.set("state", url.searchParams.get("state"));
+      res.writeHead(302, { location: back.toString() }).end();
+    } else if (url.pathname === "/token") {
+      res.writeHead(200, { "content-type": "application/json" })
+        .end(JSON.stringify({ access_token: `at-${Date.now()}`, refresh_token: "rt-1", token_type: "Bearer", expires_in: 3600, scope: "openid email" }));
+    } else if (url.pathname === "/userinfo") {
+      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ sub: "1", email: "owner@acme.example" }));
+    } else res.writeHead(404).end();
+  });
+  await new Promise((r) => server.listen(port, "127.0.0.1", r));
+  return { base: `http://127.0.0.1:${port}`, server };
+}
+
+async function startServer(idp) {
+  const dir = mkdtempSync(join(tmpdir(), "ocsuite-e2e-"));
+  const port = await freePort();
+  const config = join(dir, "ocsuite.toml");
+  writeFileSync(config, `[[connector_providers]]
+name = "acme"
+display_name = "Acme CRM"
+client_id = "e2e"
+client_secret = "e2e-secret"
+authorization_url = "${idp}/authorize"
+token_url = "${idp}/token"
+userinfo_url = "${idp}/userinfo"
+scopes = ["openid", "email"]
+`);
+  const child = spawn(BIN, ["serve"], {
+    env: {
+      ...process.env,
+      OCSUITE_CONFIG: config,
+      OCSUITE_ADDR: `127.0.0.1:${port}`,
+      OCSUITE_DATA_DIR: dir,
+      OCSUITE_DATABASE_URL: `sqlite://${dir}/ocsuite.db`,
+      OCSUITE_LLM_API_KEY: "",
+      RUST_LOG: "warn",
+    },
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  const base = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 100; i++) {
+    try { if ((await fetch(`${base}/healthz`)).ok) return { base, child }; } catch {}
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  child.kill();
+  throw new Error("the server did not start");
+}
+
+const results = [];
+async function step(name, fn) {
+  const t0 = Date.now();
+  try {
+    await fn();
+    results.push(`ok   ${name} (${Date.now() - t0} ms)`);
+  } catch (e) {
+    results.push(`FAIL ${name}: ${e.message}`);
+    throw e;
+  }
+}
+
+async function newUser(browser, base, email, company) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  const problems = [];
+  page.on("console", (m) => { if (m.type() === "error") problems.push(m.text()); });
+  page.on("pageerror", (e) => problems.push(String(e)));
+  await page.goto(`${base}/signup`);
+  await page.fill("#name", `${company} Owner`);
+  await page.fill("#email", email);
+  await page.fill("#password", "correct horse battery staple");
+  await page.click("button[type=submit]");
+  await page.waitForURL(/\/onboarding/);
+  await page.fill("#name", company);
+  await page.click("button[type=submit]");
+  await page.waitForURL(/step=profile/);
+  return { context, page, problems };
+}
+
+const idp = await fakeProvider();
+const { base, child } = await startServer(idp.base);
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+});
+let failed = false;
+try {
+  let a;
+  await step("signup → onboarding → dashboard with demo data", async () => {
+    a = await newUser(browser, base, "owner@acme.example", "Acme Studio");
+    const { page } = a;
+    await page.screenshot({ path: join(OUT, "01-onboarding-profile.png"), fullPage: true });
+    await page.fill("#industry", "design agency");
+    await page.selectOption("#stage", "early_revenue");
+    await page.fill("#goals", "reach 20k MRR, hire a designer");
+    await page.fill("#team", "3");
+    await page.click("button[type=submit]");
+    await page.waitForURL(/step=board/);
+    await page.getByText("Chief Financial Officer").waitFor();
+    await page.screenshot({ path: join(OUT, "02-onboarding-board.png"), fullPage: true });
+    await page.click("text=Continue");
+    await page.waitForURL(/step=connect/);
+    await page.click("text=Skip for now");
+    await page.waitForURL(/step=data/);
+    await page.click("text=Load demo data");
+    await page.waitForURL(/\/dashboard/);
+    await page.locator("[data-metrics] .metric").first().waitFor();
+    const text = await page.locator("[data-metrics]").innerText();
+    assert.match(text, /Open pipeline value/);
+    assert.match(text, /Runway/);
+    await page.screenshot({ path: join(OUT, "03-dashboard.png"), fullPage: true });
+  });
+
+  await step("chat with the CFO streams an answer", async () => {
+    const { page } = a;
+    await page.goto(`${base}/chat`);
+    await page.selectOption("#persona", "cfo");
+    await page.fill("#message", "How long is our runway?");
+    await page.click("button[type=submit]");
+    const answer = page.locator(".msg.assistant");
+    await answer.waitFor();
+    await page.waitForFunction(() => (document.querySelector(".msg.assistant")?.textContent || "").length > 80);
+    await page.screenshot({ path: join(OUT, "04-chat.png"), fullPage: true });
+  });
+
+  let taskUrl;
+  await step("a board meeting shows three members and action items", async () => {
+    const { page } = a;
+    await page.goto(`${base}/board`);
+    await page.fill("#agenda", "Should we raise prices by 10% in January?");
+    await page.click("button[type=submit]");
+    await page.locator("[data-done]:not(.hidden)").waitFor({ timeout: 30000 });
+    assert.equal(await page.locator("[data-columns] section").count(), 3);
+    assert.ok((await page.locator("[data-synthesis]").innerText()).length > 20);
+    const review = page.locator("[data-items] a", { hasText: "Review and approve" }).first();
+    await review.waitFor();
+    taskUrl = await review.getAttribute("href");
+    await page.screenshot({ path: join(OUT, "05-board.png"), fullPage: true });
+  });
+
+  await step("approving an item runs it and the page follows it live", async () => {
+    const { page } = a;
+    await page.goto(`${base}/approvals`);
+    await page.locator("[data-approval]").first().waitFor();
+    await page.screenshot({ path: join(OUT, "06-approvals.png"), fullPage: true });
+    await page.goto(`${base}${taskUrl}`);
+    await page.click("button:has-text('Approve')");
+    await page.locator("[data-status].succeeded").waitFor({ timeout: 20000 });
+    await page.screenshot({ path: join(OUT, "07-task.png"), fullPage: true });
+  });
+
+  await step("connect the OAuth provider and see it connected", async () => {
+    const { page } = a;
+    await page.goto(`${base}/connectors`);
+    await page.click("[data-connector=acme] button:has-text('Connect')");
+    await page.waitForURL(/\/connectors/);
+    await page.waitForFunction(() => document.querySelector("[data-connector=acme] [data-connector-status]")?.textContent.trim() === "connected", null, { timeout: 10000 }).catch(async () => {
+      await page.reload();
+      await page.locator("[data-connector=acme] [data-connector-status]", { hasText: "connected" }).waitFor({ timeout: 10000 });
+    });
+    await page.screenshot({ path: join(OUT, "08-connectors.png"), fullPage: true });
+  });
+
+  await step("import a leads CSV with a preview", async () => {
+    const { page } = a;
+    await page.goto(`${base}/leads`);
+    await page.fill("#csv-text", "Name,Company,Email,Value\nZara Quinn,Quinn Labs,zara@quinn.example,2500\nNo Email,Bad,not-an-email,10\n");
+    await page.click("[data-preview]");
+    await page.locator("[data-report]", { hasText: "1 with errors" }).waitFor();
+    await page.screenshot({ path: join(OUT, "09-import-preview.png"), fullPage: true });
+    await page.click("[data-confirm-import]");
+    await page.locator(".lane[data-stage=new] .lead", { hasText: "Zara Quinn" }).waitFor({ timeout: 10000 });
+    await page.screenshot({ path: join(OUT, "10-leads.png"), fullPage: true });
+  });
+
+  await step("other pages render", async () => {
+    const { page } = a;
+    for (const [path, shot] of [["/books", "11-books.png"], ["/campaigns", "12-campaigns.png"], ["/tasks", "13-tasks.png"], ["/settings", "14-settings.png"]]) {
+      const res = await page.goto(`${base}${path}`);
+      assert.equal(res.status(), 200, path);
+      await page.screenshot({ path: join(OUT, shot), fullPage: true });
+    }
+    await page.emulateMedia({ colorScheme: "dark" });
+    await page.goto(`${base}/dashboard`);
+    await page.screenshot({ path: join(OUT, "15-dashboard-dark.png"), fullPage: true });
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.screenshot({ path: join(OUT, "16-dashboard-phone.png"), fullPage: true });
+    assert.deepEqual(a.problems, [], "console errors (CSP violations or script errors)");
+  });
+
+  await step("a second company sees none of the first one's data", async () => {
+    const b = await newUser(browser, base, "owner@other.example", "Other Co");
+    const { page } = b;
+    await page.goto(`${base}/dashboard`);
+    const body = await page.locator("main").innerText();
+    assert.doesNotMatch(body, /Acme Studio|Brightline|Zara Quinn|raise prices/);
+    await page.goto(`${base}/leads`);
+    assert.doesNotMatch(await page.locator("main").innerText(), /Zara Quinn|Maya Patel/);
+    const res = await page.goto(`${base}${taskUrl}`);
+    assert.equal(res.status(), 404);
+    await page.goto(`${base}/board`);
+    assert.doesNotMatch(await page.locator("main").innerText(), /raise prices/);
+    await b.context.close();
+  });
+} catch (e) {
+  failed = true;
+  console.error(e);
+} finally {
+  await browser.close();
+  child.kill();
+  idp.server.close();
+  console.log(results.join("\n"));
+  console.log(`screenshots: ${OUT}`);
+  process.exit(failed ? 1 : 0);
+}
