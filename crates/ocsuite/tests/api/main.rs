@@ -25,3 +25,4 @@ mod realtime;
 mod tasks;
 mod tenancy;
 mod usage;
+mod web;
