@@ -6,15 +6,17 @@
 // Usage: node e2e/run.mjs   (OCSUITE_BIN: the server binary; CHROMIUM: the browser)
 import { chromium } from "playwright-core";
 import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, mkdirSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
-import { tmpdir } from "node:os";
+import { homedir, tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const target = process.env.CARGO_TARGET_DIR || join(here, "..", "target");
+// Where cargo put the binary: $CARGO_TARGET_DIR, ./target, or .ci/run's default.
+const target = process.env.CARGO_TARGET_DIR
+  || (existsSync(join(here, "..", "target", "debug", "ocsuite")) ? join(here, "..", "target") : join(homedir(), ".cache", "ocsuite-target"));
 const BIN = process.env.OCSUITE_BIN || join(target, "debug", "ocsuite");
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const OUT = process.env.E2E_OUT || join(here, "output");
@@ -157,7 +159,14 @@ try {
     const answer = page.locator(".msg.assistant");
     await answer.waitFor();
     await page.waitForFunction(() => (document.querySelector(".msg.assistant")?.textContent || "").length > 80);
+    await page.locator("[data-rating] button[data-body*=up]").waitFor();
     await page.screenshot({ path: join(OUT, "04-chat.png"), fullPage: true });
+    // The conversation is kept: reload it, rate the answer.
+    assert.match(page.url(), /\/chat\?c=cnv_/);
+    await page.reload();
+    assert.equal(await page.locator(".msg.assistant").count(), 1);
+    await page.click("[data-rating] button[data-body*=up]");
+    await page.locator("[data-rating] button[aria-pressed=true]").waitFor();
   });
 
   let taskUrl;
@@ -173,6 +182,16 @@ try {
     await review.waitFor();
     taskUrl = await review.getAttribute("href");
     await page.screenshot({ path: join(OUT, "05-board.png"), fullPage: true });
+  });
+
+  await step("a meeting's record can be rated", async () => {
+    const { page } = a;
+    await page.goto(`${base}/board`);
+    await page.click("text=Should we raise prices by 10% in January?");
+    await page.check("input[name=rating][value='4']");
+    await page.click("button:has-text('Rate')");
+    await page.locator("input[name=rating][value='4']:checked").waitFor();
+    await page.screenshot({ path: join(OUT, "05b-meeting.png"), fullPage: true });
   });
 
   await step("approving an item runs it and the page follows it live", async () => {
@@ -223,6 +242,29 @@ try {
     await page.setViewportSize({ width: 390, height: 844 });
     await page.screenshot({ path: join(OUT, "16-dashboard-phone.png"), fullPage: true });
     assert.deepEqual(a.problems, [], "console errors (CSP violations or script errors)");
+  });
+
+  await step("an invited member signs up through the link and joins", async () => {
+    const { page } = a;
+    await page.goto(`${base}/settings`);
+    await page.fill("#inv-email", "member@acme.example");
+    await page.click("button:has-text('Create invite link')");
+    await page.waitForFunction(() => (document.querySelector("[data-invite-link]")?.textContent || "").includes("/invite/"));
+    const link = await page.locator("[data-invite-link]").innerText();
+    const context = await browser.newContext();
+    const p = await context.newPage();
+    await p.goto(link);
+    await p.click("text=Sign up");
+    await p.fill("#name", "Mia Member");
+    await p.fill("#email", "member@acme.example");
+    await p.fill("#password", "another long passphrase");
+    await p.click("button[type=submit]");
+    await p.waitForURL(/\/invite\//);
+    await p.click("button:has-text('Accept the invitation')");
+    await p.waitForURL(/\/dashboard/);
+    assert.match(await p.locator("[data-company]").innerText(), /Acme Studio/);
+    await p.screenshot({ path: join(OUT, "17-member-dashboard.png"), fullPage: true });
+    await context.close();
   });
 
   await step("a second company sees none of the first one's data", async () => {

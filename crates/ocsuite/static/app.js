@@ -52,6 +52,10 @@ function formValue(form) {
     let o = out;
     while (path.length > 1) { const k = path.shift(); o = o[k] = o[k] || {}; }
     const key = path[0];
+    if (input.type === "radio") {
+      if (input.checked) o[key] = input.dataset.type === "number" ? Number(input.value) : input.value;
+      continue;
+    }
     if (input.type === "checkbox") {
       if (input.dataset.array !== undefined) {
         o[key] = o[key] || [];
@@ -92,6 +96,14 @@ document.addEventListener("submit", async (ev) => {
   busy(button, false);
   if (!res.ok) return showError(form, res.data);
   form.dispatchEvent(new CustomEvent("api:done", { detail: res.data, bubbles: true }));
+  // Something the API shows once (an invite link, an API key): display it in place.
+  if (form.dataset.result) {
+    let text = form.dataset.result.replace(/\{(\w+)\}/g, (_, k) => (res.data && res.data[k]) || "");
+    if (text.startsWith("/")) text = location.origin + text;
+    const target = $(form.dataset.resultTarget);
+    if (target) target.textContent = text;
+    return;
+  }
   if (form.dataset.redirect) {
     location.href = form.dataset.redirect.replace("{id}", (res.data && (res.data.id || (res.data.task && res.data.task.id))) || "");
   } else if (form.dataset.reload !== undefined) location.reload();
@@ -134,6 +146,7 @@ document.addEventListener("DOMContentLoaded", () => {
   const next = new URLSearchParams(location.search).get("next");
   for (const f of $$("form[data-next]")) if (next && next.startsWith("/") && !next.startsWith("//")) f.dataset.redirect = next;
   for (const w of $$("[data-width]")) w.style.width = `${Number(w.dataset.width) || 0}%`;
+  for (const m of $$("[data-markdown]")) markdown(m, m.textContent);
   for (const init of $$("[data-init]")) (pages[init.dataset.init] || (() => {}))(init);
 });
 
@@ -277,9 +290,17 @@ const pages = {
         const res = await fetch(`/api/v1/c-suite/${encodeURIComponent(persona)}/chat`, { method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body), signal: controller.signal });
         if (!res.ok) { const d = await res.json().catch(() => null); answer.textContent = (d && d.error && d.error.message) || "failed"; return; }
         await readSSE(res, (event, d) => {
-          if (event === "message_start" && d.conversation_id) conversation = d.conversation_id;
+          if (event === "message_start" && d.conversation_id) {
+            conversation = d.conversation_id;
+            $("select[name=persona]", form).disabled = true;
+            history.replaceState(null, "", `/chat?c=${encodeURIComponent(conversation)}`);
+          }
           if (event === "delta") { acc += d.text || d.delta || ""; markdown(answer, acc); }
           if (event === "error") answer.append(el("p", { class: "field-error", text: d.message || "the answer stopped" }));
+          if (event === "message_end" && d.message_id) {
+            const rate = (r, label) => el("button", { type: "button", class: "secondary", "data-call": `POST /api/v1/messages/${d.message_id}/rating`, "data-body": JSON.stringify({ rating: r }) }, label);
+            log.append(el("div", { class: "row small", "data-rating": "" }, rate("up", "Helpful"), rate("down", "Not helpful")));
+          }
         });
       } catch (e) {
         answer.append(el("p", { class: "muted", text: "stopped" }));

@@ -79,13 +79,40 @@ struct ChatPage {
     shell: Shell,
     personas: Vec<Persona>,
     agents: Vec<(String, String)>,
+    conversations: Vec<crate::chat::Conversation>,
+    current: Option<crate::chat::Conversation>,
+    messages: Vec<crate::chat::Message>,
 }
 
-pub async fn chat(State(state): State<AppState>, v: Viewer) -> Result<Response, Redirected> {
+#[derive(serde::Deserialize)]
+pub struct ChatQuery {
+    c: Option<String>,
+}
+
+/// Chat: the conversation list, the open conversation, and the box to continue it.
+pub async fn chat(
+    State(state): State<AppState>,
+    v: Viewer,
+    axum::extract::Query(q): axum::extract::Query<ChatQuery>,
+) -> Result<Response, Redirected> {
     let agents = agents(&state, &v).await?;
+    let mut tx = state.store.tenant_read(&v.tenant).await?;
+    let conversations = crate::chat::list(&mut tx, None, 30).await?;
+    let (current, messages) = match q.c.as_deref().map(crate::ids::ConversationId::parse) {
+        Some(Some(id)) => (
+            Some(crate::chat::get(&mut tx, &id).await?),
+            crate::chat::messages(&mut tx, &id).await?,
+        ),
+        Some(None) => return Err(crate::error::AppError::NotFound("conversation").into()),
+        None => (None, Vec::new()),
+    };
+    tx.commit().await?;
     Ok(render(&ChatPage {
         shell: Shell::new(&v, "Chat", "chat"),
         personas: crate::personas::builtins(),
         agents,
+        conversations,
+        current,
+        messages,
     }))
 }

@@ -51,6 +51,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/books", get(modules::books))
         .route("/campaigns", get(modules::campaigns))
         .route("/settings", get(pages::settings))
+        .route("/invite/{token}", get(pages::invite))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::authenticate,
@@ -126,15 +127,35 @@ impl IntoResponse for Redirected {
     }
 }
 
+/// A page-sized error: the status and a sentence, never internals.
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    status: u16,
+    message: String,
+}
+
 impl From<crate::error::AppError> for Redirected {
     fn from(e: crate::error::AppError) -> Self {
-        Self(e.into_response())
+        let status = e.status();
+        let message = if status.is_server_error() {
+            tracing::error!(error = %e, "page failed");
+            "Something went wrong on our side. Try again in a moment.".to_owned()
+        } else {
+            e.to_string()
+        };
+        let mut res = render(&ErrorPage {
+            status: status.as_u16(),
+            message,
+        });
+        *res.status_mut() = status;
+        Self(res)
     }
 }
 
 impl From<sqlx::Error> for Redirected {
     fn from(e: sqlx::Error) -> Self {
-        Self(crate::error::AppError::from(e).into_response())
+        crate::error::AppError::from(e).into()
     }
 }
 

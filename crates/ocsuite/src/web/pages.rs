@@ -99,6 +99,8 @@ struct TaskPage {
     steps: Vec<Step>,
     percent: i64,
     can_undo: bool,
+    /// The dead job to retry from the dead-letter queue (admins).
+    retry_job: Option<String>,
 }
 
 pub async fn task(
@@ -146,6 +148,8 @@ pub async fn task(
     if task.status == Status::Succeeded {
         percent = 100;
     }
+    let retry_job = (task.status == Status::Dead && v.role.at_least(crate::tenancy::Role::Admin))
+        .then(|| tasks::job_id(&task.id).to_string());
     let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default();
     Ok(render(&TaskPage {
         shell: Shell::new(&v, "Task", "tasks"),
@@ -156,6 +160,7 @@ pub async fn task(
         steps,
         percent,
         can_undo,
+        retry_job,
     }))
 }
 
@@ -215,20 +220,87 @@ pub async fn connectors(State(state): State<AppState>, v: Viewer) -> Result<Resp
 #[template(path = "settings.html")]
 struct SettingsPage {
     shell: Shell,
+    me: String,
     members: Vec<crate::tenancy::members::MemberOut>,
+    invites: Vec<crate::tenancy::invites::InviteOut>,
+    keys: Vec<crate::tenancy::api_keys::ApiKeyOut>,
+    agents: Vec<crate::agents::Agent>,
     notifications: Vec<crate::notifications::Notification>,
+    audit: Vec<crate::audit::AuditOut>,
+    plan: String,
+    tokens_used: i64,
+    tokens_limit: u64,
     is_admin: bool,
 }
 
 pub async fn settings(State(state): State<AppState>, v: Viewer) -> Result<Response, Redirected> {
+    let is_admin = v.role.at_least(crate::tenancy::Role::Admin);
     let mut tx = state.store.tenant_read(&v.tenant).await?;
     let members = crate::tenancy::members::list(&mut tx).await?;
+    let (invites, keys, audit) = if is_admin {
+        (
+            crate::tenancy::invites::list(&mut tx)
+                .await?
+                .into_iter()
+                .filter(|i| i.accepted_at.is_none())
+                .collect(),
+            crate::tenancy::api_keys::list(&mut tx).await?,
+            crate::audit::list(&mut tx, 30, None).await?,
+        )
+    } else {
+        (Vec::new(), Vec::new(), Vec::new())
+    };
+    let agents = crate::agents::list(&mut tx).await?;
     let notifications = crate::notifications::list(&mut tx, &v.user.id, false, 20).await?;
+    let (plan,): (String,) = tx
+        .fetch_one(crate::store::sql("SELECT plan FROM tenants WHERE id = $1").bind(&v.tenant))
+        .await?;
+    let (used, held) = crate::usage::consumed(&mut tx, Utc::now()).await?;
     tx.commit().await?;
+    let limits = state
+        .meter
+        .limits(crate::usage::Plan::parse(&plan).unwrap_or(crate::usage::Plan::Free));
     Ok(render(&SettingsPage {
         shell: Shell::new(&v, "Settings", "settings"),
+        me: v.user.id.to_string(),
         members,
+        invites,
+        keys,
+        agents,
         notifications,
-        is_admin: v.role.at_least(crate::tenancy::Role::Admin),
+        audit,
+        plan,
+        tokens_used: used + held,
+        tokens_limit: limits.monthly_tokens,
+        is_admin,
     }))
+}
+
+#[derive(Template)]
+#[template(path = "invite.html")]
+struct InvitePage {
+    token: String,
+    signed_in: bool,
+    email: String,
+}
+
+/// An invite link: sign up or log in, then accept.
+pub async fn invite(
+    principal: Option<axum::Extension<Principal>>,
+    Path(token): Path<String>,
+) -> Response {
+    let (signed_in, email) = match principal.as_deref() {
+        Some(Principal::User { user, .. }) => (true, user.email.clone()),
+        _ => (false, String::new()),
+    };
+    let token: String = token
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+        .take(200)
+        .collect();
+    render(&InvitePage {
+        token,
+        signed_in,
+        email,
+    })
 }
