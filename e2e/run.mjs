@@ -87,6 +87,7 @@ scopes = ["openid", "email"]
 }
 
 const results = [];
+const started = Date.now();
 async function step(name, fn) {
   const t0 = Date.now();
   try {
@@ -205,6 +206,23 @@ try {
     await page.screenshot({ path: join(OUT, "07-task.png"), fullPage: true });
   });
 
+  await step("the dashboard's recent tasks follow their status live", async () => {
+    const { page } = a;
+    await page.goto(`${base}/dashboard`);
+    const id = await page.evaluate(async () => {
+      const r = await fetch("/api/v1/tasks/execute", { method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ capability: "diagnostics.sleep", input: { seconds: 2, steps: 2 } }) });
+      return (await r.json()).task.id;
+    });
+    await page.reload();
+    const badge = page.locator(`[data-task-id="${id}"]`);
+    assert.notEqual((await badge.innerText()).trim(), "succeeded");
+    await page.locator(`[data-task-id="${id}"].succeeded`).waitFor({ timeout: 15000 });
+    // Keyboard: the first Tab reaches the skip link, and focus is visible.
+    await page.keyboard.press("Tab");
+    assert.equal(await page.evaluate(() => document.activeElement.className), "skip");
+  });
+
   await step("connect the OAuth provider and see it connected", async () => {
     const { page } = a;
     await page.goto(`${base}/connectors`);
@@ -289,6 +307,7 @@ try {
   child.kill();
   idp.server.close();
   console.log(results.join("\n"));
+  console.log(`whole journey: ${((Date.now() - started) / 1000).toFixed(1)} s`);
   console.log(`screenshots: ${OUT}`);
   process.exit(failed ? 1 : 0);
 }

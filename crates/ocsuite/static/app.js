@@ -150,6 +150,28 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const init of $$("[data-init]")) (pages[init.dataset.init] || (() => {}))(init);
 });
 
+// Follows realtime topics: `[[topic, since?], …]`. WebSocket first (the API's
+// `/api/v1/ws`, with the session cookie); Server-Sent Events when it cannot connect.
+function live(topics, onEvent) {
+  let es = null, ws = null, opened = false;
+  const sse = () => {
+    const names = topics.map((t) => t[0]).join(",");
+    const from = topics.some((t) => t[1] !== undefined) ? "&last_event_id=0" : "";
+    es = new EventSource(`/api/v1/events?topics=${encodeURIComponent(names)}${from}`);
+    es.onmessage = (m) => { try { onEvent(JSON.parse(m.data)); } catch {} };
+  };
+  try {
+    ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/v1/ws`);
+    ws.onopen = () => {
+      opened = true;
+      for (const [topic, since] of topics) ws.send(JSON.stringify(since === undefined ? { type: "subscribe", topic } : { type: "subscribe", topic, since }));
+    };
+    ws.onmessage = (m) => { let d; try { d = JSON.parse(m.data); } catch { return; } if (d.type === "event") onEvent(d); };
+    ws.onerror = () => { if (!opened) sse(); };
+  } catch { sse(); }
+  return { close() { if (ws) ws.close(); if (es) es.close(); } };
+}
+
 // Reads a text/event-stream response body, calling on(event, data) per event.
 async function readSSE(res, on) {
   const reader = res.body.getReader();
@@ -203,9 +225,7 @@ const pages = {
     const bar = $(".progress > div", root), status = $("[data-status]", root), msg = $("[data-message]", root);
     if (["succeeded", "failed", "dead", "cancelled", "rejected"].includes(status.textContent.trim())) return;
     // From the first event, so nothing that happened before the page loaded is missed.
-    const es = new EventSource(`/api/v1/events?topics=task:${encodeURIComponent(id)}&last_event_id=0`);
-    es.onmessage = (m) => {
-      let ev; try { ev = JSON.parse(m.data); } catch { return; }
+    const es = live([[`task:${id}`, 0]], (ev) => {
       const d = ev.data || {};
       if (d.percent !== undefined) bar.style.width = `${d.percent}%`;
       if (d.message) msg.textContent = d.message;
@@ -216,7 +236,18 @@ const pages = {
         es.close();
         setTimeout(() => location.reload(), 600);
       }
-    };
+    });
+  },
+
+  // The dashboard's recent tasks: their badges follow the `tasks` topic.
+  livetasks(root) {
+    live([["tasks"]], (ev) => {
+      const d = ev.data || {};
+      const st = d.status || (ev.kind === "progress" ? null : ev.kind);
+      const id = d.task_id || (ev.topic || "").replace(/^task:/, "");
+      const badge = id && root.querySelector(`[data-task-id="${CSS.escape(id)}"]`);
+      if (badge && st) { badge.textContent = st; badge.className = `badge ${st}`; }
+    });
   },
 
   // The board room: members' turns side by side, the synthesis, the items.
