@@ -12,6 +12,7 @@ mod connectors;
 mod crypto;
 mod demo;
 mod email;
+mod email_gmail;
 mod fake_idp;
 mod isolation;
 mod leadtracker;
