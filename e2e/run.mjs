@@ -126,6 +126,21 @@ const browser = await chromium.launch({
 let failed = false;
 try {
   let a;
+  await step("a bad form value is explained next to its field", async () => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`${base}/signup`);
+    await page.fill("#name", "Short Password");
+    await page.fill("#email", "short@acme.example");
+    await page.fill("#password", "short");
+    await page.click("button[type=submit]");
+    await page.locator("[data-error-for=password]:not(:empty)").waitFor();
+    assert.equal(await page.locator("#password").getAttribute("aria-invalid"), "true");
+    assert.match(page.url(), /\/signup$/);
+    await page.screenshot({ path: join(OUT, "00-signup-error.png") });
+    await context.close();
+  });
+
   await step("signup → onboarding → dashboard with demo data", async () => {
     a = await newUser(browser, base, "owner@acme.example", "Acme Studio");
     const { page } = a;
@@ -245,6 +260,27 @@ try {
     await page.click("[data-confirm-import]");
     await page.locator(".lane[data-stage=new] .lead", { hasText: "Zara Quinn" }).waitFor({ timeout: 10000 });
     await page.screenshot({ path: join(OUT, "10-leads.png"), fullPage: true });
+  });
+
+  await step("a transaction's category is changed by hand", async () => {
+    const { page } = a;
+    await page.goto(`${base}/books`);
+    const select = page.locator("form[data-auto] select").first();
+    const id = await select.getAttribute("id");
+    await select.selectOption("Marketing");
+    await page.waitForResponse((r) => r.url().includes("/api/v1/bookkeeping/transactions/") && r.request().method() === "PATCH");
+    await page.reload();
+    assert.equal(await page.locator(`#${id}`).inputValue(), "Marketing");
+    await page.locator(`#${id} ~ .muted`, { hasText: "manual" }).waitFor();
+  });
+
+  await step("a campaign's page shows who it reaches", async () => {
+    const { page } = a;
+    await page.goto(`${base}/campaigns`);
+    await page.click("a:has-text('Spring check-in (demo)')");
+    await page.locator("text=Reaches").waitFor();
+    assert.match(await page.locator("main").innerText(), /Reaches \d+ people now/);
+    await page.screenshot({ path: join(OUT, "12b-campaign.png"), fullPage: true });
   });
 
   await step("other pages render", async () => {

@@ -65,6 +65,7 @@ function formValue(form) {
     }
     let v = input.value;
     if (v === "" && input.dataset.optional !== undefined) continue;
+    if (v === "" && input.form && input.form.dataset.auto !== undefined) v = null;
     if (input.dataset.type === "number") v = Number(v);
     if (input.dataset.type === "list") v = v.split(",").map((s) => s.trim()).filter(Boolean);
     o[key] = v;
@@ -133,6 +134,8 @@ document.addEventListener("click", async (ev) => {
 });
 
 document.addEventListener("change", (ev) => {
+  const auto = ev.target.closest("form[data-auto]");
+  if (auto) { auto.requestSubmit(); return; }
   if (ev.target.id === "theme") {
     const v = ev.target.value;
     if (v === "system") { localStorage.removeItem("ocs-theme"); delete document.documentElement.dataset.theme; }

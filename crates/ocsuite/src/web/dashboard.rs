@@ -26,12 +26,21 @@ pub struct Bar {
     pub title: String,
 }
 
+/// One pipeline stage's bar: its width (0-200) and what it holds.
+pub struct StageBar {
+    pub y: i64,
+    pub w: i64,
+    pub label: String,
+    pub text: String,
+}
+
 #[derive(Template)]
 #[template(path = "dashboard.html")]
 struct Page {
     shell: Shell,
     cards: Vec<Card>,
     bars: Vec<Bar>,
+    stages: Vec<StageBar>,
     pending: Vec<Task>,
     recent: Vec<Task>,
     meetings: Vec<crate::board::Meeting>,
@@ -107,6 +116,33 @@ pub async fn page(State(state): State<AppState>, v: Viewer) -> Result<Response, 
             ),
         })
         .collect();
+    let lt_stages = crate::leadtracker::stages(&mut tx).await?;
+    let (leads, moves) = crate::leadtracker::everything(&mut tx).await?;
+    let pipe = crate::leadtracker::summary::compute(
+        &lt_stages,
+        &leads,
+        &moves,
+        &currency,
+        &crate::leadtracker::summary::Window::default_at(Utc::now()),
+    );
+    let most = pipe
+        .stages
+        .iter()
+        .map(|s| s.count)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let stages = pipe
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, st)| StageBar {
+            y: i as i64 * 18,
+            w: st.count * 200 / most,
+            label: st.label.clone(),
+            text: format!("{} · {}", st.count, super::money(st.value_minor, &currency)),
+        })
+        .collect();
     let pending = tasks::list(&mut tx, Some(Status::Proposed), 5, None).await?;
     let recent = tasks::list(&mut tx, None, 8, None).await?;
     let meetings = crate::board::list(&mut tx, 3).await?;
@@ -133,6 +169,7 @@ pub async fn page(State(state): State<AppState>, v: Viewer) -> Result<Response, 
         shell: Shell::new(&v, "Dashboard", "dashboard"),
         cards,
         bars,
+        stages,
         pending,
         recent,
         meetings,

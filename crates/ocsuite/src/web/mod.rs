@@ -50,6 +50,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/leads", get(modules::leads))
         .route("/books", get(modules::books))
         .route("/campaigns", get(modules::campaigns))
+        .route("/campaigns/{id}", get(modules::campaign))
         .route("/settings", get(pages::settings))
         .route("/invite/{token}", get(pages::invite))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -74,6 +74,7 @@ pub async fn leads(State(state): State<AppState>, v: Viewer) -> Result<Response,
 }
 
 pub struct Row {
+    pub id: String,
     pub date: String,
     pub counterparty: String,
     pub memo: String,
@@ -93,6 +94,7 @@ struct BooksPage {
     revenue: String,
     expenses: String,
     by_category: Vec<(String, String)>,
+    categories: Vec<String>,
 }
 
 pub async fn books(State(state): State<AppState>, v: Viewer) -> Result<Response, Redirected> {
@@ -108,10 +110,16 @@ pub async fn books(State(state): State<AppState>, v: Viewer) -> Result<Response,
         },
     )
     .await?;
+    let categories = crate::bookkeeping::categories(&mut tx)
+        .await?
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
     tx.commit().await?;
     let rows = list
         .into_iter()
         .map(|t| Row {
+            id: t.id.to_string(),
             date: t.booked_on,
             counterparty: t.counterparty.unwrap_or_default(),
             memo: t.memo.unwrap_or_default(),
@@ -135,6 +143,7 @@ pub async fn books(State(state): State<AppState>, v: Viewer) -> Result<Response,
             .iter()
             .map(|c| (c.category.clone(), money(c.amount_minor, &currency)))
             .collect(),
+        categories,
     }))
 }
 
@@ -177,5 +186,41 @@ pub async fn campaigns(State(state): State<AppState>, v: Viewer) -> Result<Respo
         shell: Shell::new(&v, "Campaigns", "campaigns"),
         campaigns,
         stages,
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "campaign.html")]
+struct CampaignPage {
+    shell: Shell,
+    campaign: crate::email::Campaign,
+    stats: crate::email::Stats,
+    recipients: Vec<crate::email::Recipient>,
+    reach: usize,
+    skipped: usize,
+}
+
+/// One campaign: its content, who it reaches, and each recipient's status.
+pub async fn campaign(
+    State(state): State<AppState>,
+    v: Viewer,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, Redirected> {
+    let Some(id) = crate::ids::CampaignId::parse(&id) else {
+        return Err(crate::error::AppError::NotFound("campaign").into());
+    };
+    let mut tx = state.store.tenant_read(&v.tenant).await?;
+    let campaign = crate::email::get(&mut tx, &id).await?;
+    let stats = crate::email::stats(&mut tx, &id).await?;
+    let recipients = crate::email::recipients(&mut tx, &id, None, 1000).await?;
+    let (reach, skipped) = crate::email::reach(&mut tx, &campaign.audience.0).await?;
+    tx.commit().await?;
+    Ok(render(&CampaignPage {
+        shell: Shell::new(&v, "Campaign", "campaigns"),
+        campaign,
+        stats,
+        recipients,
+        reach,
+        skipped,
     }))
 }
