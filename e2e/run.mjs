@@ -221,6 +221,26 @@ try {
     await page.screenshot({ path: join(OUT, "07-task.png"), fullPage: true });
   });
 
+  await step("rejecting needs a reason, given next to the item", async () => {
+    const { page } = a;
+    await page.evaluate(async () => {
+      const r = await fetch("/api/v1/c-suite/board-meeting", { method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json" }, body: JSON.stringify({ agenda: "Open a second office?", personas: ["ceo"] }) });
+      await r.text();
+    });
+    await page.goto(`${base}/approvals`);
+    const item = page.locator("[data-approval]").first();
+    await item.locator("button:has-text('Reject')").click();
+    await item.locator("[data-call-error]:not(:empty)").waitFor();
+    assert.match(await item.locator("[data-call-error]").innerText(), /rationale/i);
+    // That refusal (422) is the one console error this journey expects.
+    assert.equal(a.problems.length, 1, a.problems.join("; "));
+    a.problems.length = 0;
+    await item.locator("input[name=rationale]").fill("Not this year");
+    await item.locator("button:has-text('Reject')").click();
+    await page.waitForFunction(() => document.querySelectorAll("[data-approval]").length === 0);
+  });
+
   await step("the dashboard's recent tasks follow their status live", async () => {
     const { page } = a;
     await page.goto(`${base}/dashboard`);
