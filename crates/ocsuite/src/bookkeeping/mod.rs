@@ -58,6 +58,7 @@ pub struct Transaction {
     pub category: Option<String>,
     /// `rule`, `model` or `manual`.
     pub categorized_by: Option<String>,
+    /// `manual`, `import`, `demo`, or `task:<task id>` for one a task recorded.
     pub origin: String,
     pub created_at: DateTime<Utc>,
 }

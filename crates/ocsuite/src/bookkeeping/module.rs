@@ -122,8 +122,11 @@ fn permanent(e: impl std::fmt::Display) -> TaskError {
     TaskError::Permanent(e.to_string())
 }
 
-async fn add(ctx: &ExecContext, i: &Value) -> Result<TaskExecutionResult, TaskError> {
+async fn add(ctx: &ExecContext, i: &Value, task: &str) -> Result<TaskExecutionResult, TaskError> {
     let mut tx = ctx.tx().await?;
+    // `origin` names the task, so an attempt that committed but was not recorded (a
+    // worker lost mid-settle) is found again rather than booked twice.
+    let origin = format!("task:{task}");
     let account = super::account_or_default(&mut tx, i["account_id"].as_str()).await?;
     if let Some(c) = i["currency"].as_str()
         && !c.eq_ignore_ascii_case(&account.currency)
@@ -144,8 +147,28 @@ async fn add(ctx: &ExecContext, i: &Value) -> Result<TaskExecutionResult, TaskEr
             .ok_or_else(|| TaskError::from(super::unknown_category(c, &cats)))?;
         t.category = Some(cat.name.clone());
         t.categorized_by = Some("manual");
+    } else {
+        let rules = super::rules(&mut tx).await?;
+        if let Some(c) =
+            super::categorize::rule_for(&rules, t.counterparty.as_deref(), t.memo.as_deref())
+        {
+            t.category = Some(c.to_owned());
+            t.categorized_by = Some("rule");
+        }
     }
-    let id = super::insert_one(&mut tx, &account, &t, "task").await?;
+    let tenant = ctx.tenant.clone();
+    let earlier: Option<(String,)> = tx
+        .fetch_optional(
+            crate::store::sql("SELECT id FROM transactions WHERE tenant_id = $1 AND origin = $2")
+                .bind(&tenant)
+                .bind(&origin),
+        )
+        .await
+        .map_err(AppError::from)?;
+    let id = match earlier.and_then(|(id,)| TransactionId::parse(&id)) {
+        Some(id) => id,
+        None => super::insert_one(&mut tx, &account, &t, &origin).await?,
+    };
     super::refresh_metrics(&mut tx).await?;
     let saved = super::get(&mut tx, &id).await?;
     tx.commit().await.map_err(AppError::from)?;
@@ -169,7 +192,7 @@ async fn run(
 ) -> Result<TaskExecutionResult, TaskError> {
     let i = &req.input;
     match req.capability.as_str() {
-        "bookkeeping.add_transaction" => add(&ctx, i).await,
+        "bookkeeping.add_transaction" => add(&ctx, i, &req.task_id).await,
         "bookkeeping.remove_transaction" => {
             let mut tx = ctx.tx().await?;
             let removed = match i["transaction_id"].as_str().and_then(TransactionId::parse) {

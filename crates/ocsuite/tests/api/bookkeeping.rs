@@ -365,6 +365,59 @@ async fn bank_imports_and_summary_match_hand_computed_figures(app: TestApp) {
         .await;
     assert_eq!(v["category"], "Professional services");
 
+    // The capability books through the rules too, and its undo removes it.
+    let id = start(
+        &app,
+        &u,
+        &t,
+        "bookkeeping.add_transaction",
+        json!({"date": "2026-05-03", "amount": "-19.99", "counterparty": "Figma"}),
+    )
+    .await;
+    let d = wait_status(&app, &u, &t, &id, "succeeded").await;
+    let r = &d["task"]["result"];
+    assert_eq!(
+        (r["amount_minor"].as_i64(), r["category"].as_str()),
+        (Some(-1999), Some("Software")),
+        "{r}"
+    );
+    let txn = r["transaction_id"].as_str().unwrap().to_owned();
+    let (_, v) = app
+        .get(
+            &format!("/api/v1/bookkeeping/transactions/{txn}"),
+            &u.token,
+            Some(&t),
+        )
+        .await;
+    assert_eq!(v["origin"], format!("task:{id}"));
+    let (s, v) = app
+        .post(
+            &format!("/api/v1/tasks/{id}/undo"),
+            &u.token,
+            Some(&t),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let undo = v["task"]["id"].as_str().unwrap().to_owned();
+    app.post(
+        &format!("/api/v1/tasks/{undo}/approve"),
+        &u.token,
+        Some(&t),
+        json!({}),
+    )
+    .await;
+    let d = wait_status(&app, &u, &t, &undo, "succeeded").await;
+    assert_eq!(d["task"]["result"]["removed"], true);
+    let (s, _) = app
+        .get(
+            &format!("/api/v1/bookkeeping/transactions/{txn}"),
+            &u.token,
+            Some(&t),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
     // Accounts show their balance; the snapshot has cash and burn.
     let (_, v) = app
         .get("/api/v1/bookkeeping/accounts", &u.token, Some(&t))
