@@ -147,7 +147,7 @@ pub async fn hold(
         )
     })?;
     let company = tenants::get(&mut tx, ctx.role).await?;
-    let figures = crate::metrics::prompt_block(&crate::metrics::latest(&mut tx).await?);
+    let figures = crate::metrics::prompt_figures(&mut tx).await?;
     let catalog = modules::catalog(&state.registry, &mut tx).await?;
     let can_echo = catalog
         .iter()

@@ -89,7 +89,7 @@ pub async fn chat(
         None => (super::draft(&persona.slug, text, &by), Vec::new(), true),
     };
     let company = tenants::get(&mut tx, ctx.role).await?;
-    let figures = crate::metrics::prompt_block(&crate::metrics::latest(&mut tx).await?);
+    let figures = crate::metrics::prompt_figures(&mut tx).await?;
 
     let model = persona
         .model
