@@ -166,17 +166,48 @@ pub struct Person {
     pub active_tenant: Option<TenantId>,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Person {
+/// A fresh session has no active company: pick the person's first one and remember it
+/// on the session, so the pages and the API calls they make both work in it.
+async fn first_company(
+    state: &AppState,
+    user: &AuthUser,
+    session: Option<&crate::ids::SessionId>,
+) -> Result<Option<TenantId>, Redirected> {
+    let mut tx = state.store.user(&user.id).await?;
+    let first = crate::tenancy::tenants::list_for_user(&mut tx)
+        .await?
+        .into_iter()
+        .next();
+    tx.commit().await?;
+    let Some(t) = first else { return Ok(None) };
+    if let Some(s) = session {
+        let mut tx = state.store.platform().await?;
+        crate::auth::sessions::set_active_tenant(&mut tx, s, &t.id).await?;
+        tx.commit().await?;
+    }
+    Ok(Some(t.id))
+}
+
+impl FromRequestParts<AppState> for Person {
     type Rejection = Redirected;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Redirected> {
-        match parts.extensions.get::<Principal>() {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Redirected> {
+        match parts.extensions.get::<Principal>().cloned() {
             Some(Principal::User {
                 user,
-                active_tenant,
+                active_tenant: Some(t),
                 ..
             }) => Ok(Self {
-                user: user.clone(),
-                active_tenant: active_tenant.clone(),
+                user,
+                active_tenant: Some(t),
+            }),
+            Some(Principal::User {
+                user,
+                active_tenant: None,
+                session,
+                ..
+            }) => Ok(Self {
+                active_tenant: first_company(state, &user, session.as_ref()).await?,
+                user,
             }),
             _ => {
                 let next = parts.uri.path();

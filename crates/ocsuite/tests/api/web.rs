@@ -153,6 +153,29 @@ async fn pages_escape_tenant_data_and_isolate_tenants(app: TestApp) {
         "{html}"
     );
 
+    // A fresh log-in has no active company: the pages pick A's and remember it, so the
+    // person lands in their company, not in onboarding.
+    let (s, v) = app.login("weba@a.example", crate::helpers::PASSWORD).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let fresh = User {
+        token: v["token"].as_str().unwrap().to_owned(),
+        ..a.clone()
+    };
+    let (s, loc, html) = page(&app, Some(&fresh), "/dashboard").await;
+    assert_eq!(s, StatusCode::OK, "{loc}");
+    assert!(
+        html.contains("1,200.00 USD") || html.contains("Open leads"),
+        "{html}"
+    );
+    let (s, _, body) = page(&app, Some(&fresh), "/api/v1/tenant").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let me: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        me["id"],
+        ta.as_str(),
+        "the session remembers the company: {me}"
+    );
+
     // Another company: none of A's records, by list or by id.
     let (b, _tb) = owner(&app, "webb@b.example").await;
     for path in ["/dashboard", "/leads", "/tasks"] {
