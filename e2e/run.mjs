@@ -332,6 +332,28 @@ try {
     assert.deepEqual(a.problems, [], "console errors (CSP violations or script errors)");
   });
 
+  await step("an agent is built, edited, disabled and sits on the board", async () => {
+    const { page } = a;
+    await page.goto(`${base}/settings`);
+    await page.fill("#ag-name", "Growth Coach");
+    await page.fill("#ag-slug", "growth-coach");
+    await page.fill("#ag-title", "Head of Growth");
+    await page.fill("#ag-ins", "Find the cheapest experiment that could double sign-ups.");
+    await page.click("button:has-text('Create agent')");
+    await page.locator("[data-agent=growth-coach]").waitFor();
+    await page.click("[data-agent=growth-coach] summary");
+    await page.fill("#ag-growth-coach-title", "Growth Lead");
+    await page.click("[data-agent=growth-coach] button:has-text('Save')");
+    await page.locator("[data-agent=growth-coach]", { hasText: "Growth Lead" }).waitFor();
+    await page.goto(`${base}/board`);
+    await page.locator("input[name=personas][value=growth-coach]").waitFor();
+    await page.goto(`${base}/settings`);
+    await page.click("[data-agent=growth-coach] button:has-text('Disable')");
+    await page.locator("[data-agent=growth-coach] .badge", { hasText: "disabled" }).waitFor();
+    await page.goto(`${base}/board`);
+    assert.equal(await page.locator("input[name=personas][value=growth-coach]").count(), 0);
+  });
+
   await step("an invited member signs up through the link and joins", async () => {
     const { page } = a;
     await page.goto(`${base}/settings`);
