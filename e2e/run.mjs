@@ -189,6 +189,8 @@ try {
     const answer = page.locator(".msg.assistant");
     await answer.waitFor();
     await page.waitForFunction(() => (document.querySelector(".msg.assistant")?.textContent || "").length > 80);
+    // Even offline, the CFO answers with the company's own figures (from the demo books).
+    await page.locator(".msg.assistant", { hasText: "Runway:" }).waitFor();
     await page.locator("[data-rating] button[data-body*=up]").waitFor();
     await page.screenshot({ path: join(OUT, "04-chat.png"), fullPage: true });
     // The conversation is kept: reload it, rate the answer.

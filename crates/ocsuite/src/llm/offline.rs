@@ -107,7 +107,8 @@ fn section<'a>(text: &'a str, heading: &str) -> Vec<&'a str> {
     for line in text.lines() {
         let t = line.trim();
         if let Some(h) = t.strip_prefix("## ") {
-            inside = h.eq_ignore_ascii_case(heading);
+            // "Current figures (computed by …)" is found as "Current figures".
+            inside = h.to_lowercase().starts_with(&heading.to_lowercase());
             continue;
         }
         if inside && let Some(b) = t.strip_prefix("- ") {
@@ -156,6 +157,7 @@ fn compose(messages: &[ChatMessage]) -> String {
         .find_map(|l| l.trim().strip_prefix("Your role: "))
         .unwrap_or("advisor");
     let company = section(&system, "Company profile");
+    let figures = pick(&section(&system, "Current figures"), question, 4);
     let focus = pick(&section(&system, "How you think"), question, 3);
     let metrics = pick(&section(&system, "Metrics you watch"), question, 3);
     let asks = pick(&section(&system, "Questions you ask"), question, 3);
@@ -192,6 +194,11 @@ fn compose(messages: &[ChatMessage]) -> String {
             }
         }
     };
+    list(
+        &mut out,
+        "The company's current figures that bear on this:",
+        &figures,
+    );
     list(&mut out, "How I would think about it:", &focus);
     list(&mut out, "Numbers I would look at first:", &metrics);
     list(&mut out, "Questions for you before deciding:", &asks);
@@ -201,6 +208,21 @@ fn compose(messages: &[ChatMessage]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offline_answers_quote_the_company_figures() {
+        let system = "Your role: Chief Financial Officer (CFO)\n## Metrics you watch\n- Runway in months\n\
+                      <company_data>\n## Company profile\n- Name: Acme\n\n\
+                      ## Current figures (computed by ocsuite from the company's own data)\n\
+                      ### bookkeeping (as of 2026-11-27)\n- Runway: 5.3 months\n- Cash balance: 8000.00 USD\n</company_data>";
+        let out = compose(&[
+            ChatMessage::new(Role::System, system),
+            ChatMessage::new(Role::User, "How long is our runway?"),
+        ]);
+        assert!(out.contains("current figures"), "{out}");
+        assert!(out.contains("- Runway: 5.3 months"), "{out}");
+        assert!(out.contains("Cash balance: 8000.00 USD"), "{out}");
+    }
 
     #[test]
     fn offline_embeddings_are_normalised_and_similar_for_similar_text() {
