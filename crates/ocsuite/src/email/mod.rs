@@ -427,6 +427,15 @@ pub async fn is_suppressed(tx: &mut TenantTx, email: &str) -> Result<bool> {
     Ok(row.is_some())
 }
 
+/// The whole suppression list (lowercased addresses), read once for a whole audience.
+pub async fn suppressed(tx: &mut TenantTx) -> Result<std::collections::HashSet<String>> {
+    let tenant = tx.tenant_id().clone();
+    let rows: Vec<(String,)> = tx
+        .fetch_all(sql("SELECT email FROM email_suppressions WHERE tenant_id = $1").bind(&tenant))
+        .await?;
+    Ok(rows.into_iter().map(|(e,)| e).collect())
+}
+
 /// Adds `email` to the suppression list (keeping the first reason).
 pub async fn suppress(
     tx: &mut TenantTx,
@@ -495,9 +504,10 @@ pub async fn resolve_audience(
 /// addresses): the figure a person approving the send sees.
 pub async fn reach(tx: &mut TenantTx, a: &Audience) -> Result<(usize, usize)> {
     let all = resolve_audience(tx, a).await?;
+    let blocked = suppressed(tx).await?;
     let mut skipped = 0;
     for (email, ..) in &all {
-        if crate::leadtracker::check_email(email).is_err() || is_suppressed(tx, email).await? {
+        if crate::leadtracker::check_email(email).is_err() || blocked.contains(email) {
             skipped += 1;
         }
     }

@@ -220,6 +220,7 @@ pub async fn start_campaign(
     }
     channel_ready(&ctx.app, &mut tx, &c.channel).await?;
     let people = super::resolve_audience(&mut tx, &c.audience.0).await?;
+    let blocked = super::suppressed(&mut tx).await?;
     let tenant = ctx.tenant.clone();
     let now = Utc::now();
     let spacing_ms = 60_000 / c.rate_per_minute.max(1);
@@ -228,7 +229,7 @@ pub async fn start_campaign(
         let rid = RecipientId::new();
         let reason = if crate::leadtracker::check_email(email).is_err() {
             Some("invalid address")
-        } else if super::is_suppressed(&mut tx, email).await? {
+        } else if blocked.contains(email) {
             Some("suppressed: unsubscribed or blocked")
         } else {
             None
