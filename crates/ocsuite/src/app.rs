@@ -112,6 +112,8 @@ pub struct AppInner {
     pub vault: Arc<crate::connectors::vault::Vault>,
     /// SMTP delivery for the outbox (unconfigured: messages are held).
     pub mailer: Arc<crate::notifications::email::Mailer>,
+    /// Each tenant's open tasks, for the cap on queued work.
+    pub open_tasks: crate::tasks::gauge::OpenTasks,
 }
 
 /// Shared state handed to every handler; cheap to clone.
@@ -151,6 +153,7 @@ impl AppState {
             meter,
             vault,
             mailer,
+            open_tasks: Default::default(),
         }))
     }
 }

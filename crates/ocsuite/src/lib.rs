@@ -170,7 +170,7 @@ impl Background {
         if state.store.backend() == store::Backend::Sqlite {
             let store = state.store.clone();
             tasks.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
                 loop {
                     tick.tick().await;
                     if let Err(e) = store.checkpoint().await {

@@ -68,7 +68,8 @@ pub(crate) async fn insert(
     request_id: Option<String>,
 ) -> Result<()> {
     let tenant = tx.tenant_id().clone();
-    tx.execute(
+    // Nothing reads it back in this transaction: it travels with the next statement.
+    tx.defer(
         sql("INSERT INTO audit_log (tenant_id, id, actor_type, actor_id, action, target_type, target_id, details, request_id, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
             .bind(&tenant)

@@ -101,8 +101,7 @@ pub async fn enqueue(tx: &mut TenantTx, job: NewJob<'_>) -> Result<JobId> {
         .bind(job.run_at)
         .bind(job.max_attempts.max(1))
         .bind(now);
-    tx.execute(if pg { q.bind(JOBS_CHANNEL) } else { q })
-        .await?;
+    tx.defer(if pg { q.bind(JOBS_CHANNEL) } else { q }).await?;
     Ok(id)
 }
 

@@ -35,7 +35,7 @@ use tokio::sync::broadcast;
 
 use crate::error::{AppError, Result};
 use crate::ids::{TaskId, TenantId};
-use crate::store::{Store, TenantTx, sql};
+use crate::store::{InsertedId, Store, TenantTx, sql};
 
 /// One published event.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -51,6 +51,10 @@ pub struct Event {
     /// by every subscriber of the process (a thousand subscribers, one serialisation).
     #[serde(skip)]
     pub wire: WireCache,
+    /// On SQLite the insert is sent with the transaction's next trip (see
+    /// `Tx::defer_insert`), so `id` is 0 until [`Bus::after_commit`] copies it from here.
+    #[serde(skip)]
+    pub inserted: Option<InsertedId>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -151,7 +155,7 @@ pub async fn record(
     let tenant = tx.tenant_id().clone();
     let at = Utc::now();
     let text = data.to_string();
-    let id = if tx.is_postgres() {
+    let (id, inserted) = if tx.is_postgres() {
         // Insert and notify in one round trip. The payload is the event as JSON with its
         // `id` last, so the statement can append the id the insert assigned.
         let prefix = format!(
@@ -187,10 +191,10 @@ pub async fn record(
                     .bind(suffix),
             )
             .await?;
-        id
+        (id, None)
     } else {
-        let (id,): (i64,) = tx
-            .fetch_one(
+        let inserted = tx
+            .defer_insert(
                 sql("INSERT INTO events (tenant_id, topic, seq, kind, data, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id")
                     .bind(&tenant)
                     .bind(topic)
@@ -200,7 +204,7 @@ pub async fn record(
                     .bind(at),
             )
             .await?;
-        id
+        (inserted.get().unwrap_or(0), Some(inserted))
     };
     Ok(Event {
         tenant_id: tenant,
@@ -211,6 +215,7 @@ pub async fn record(
         data,
         at,
         wire: WireCache::default(),
+        inserted,
     })
 }
 
@@ -239,6 +244,7 @@ impl EventRow {
             data: serde_json::from_str(&self.data).unwrap_or(Value::Null),
             at: self.created_at,
             wire: WireCache::default(),
+            inserted: None,
         }
     }
 }
@@ -341,7 +347,10 @@ impl Bus {
     /// Call after the transaction that recorded `events` committed.
     pub fn after_commit(&self, events: Vec<Event>) {
         if self.local {
-            for ev in events {
+            for mut ev in events {
+                if let Some(id) = ev.inserted.as_ref().and_then(InsertedId::get) {
+                    ev.id = id;
+                }
                 self.deliver(Arc::new(ev));
             }
         }

@@ -65,14 +65,21 @@ impl Handler for ExecuteTask {
                 return Ok(Start::Skip { events: vec![] });
             };
             let version = Version::parse(&t.version).map_err(AppError::internal)?;
-            let (timeout, problem) =
-                match modules::resolve(&self.state.registry, tx, &t.capability, Some(&version))
-                    .await
-                {
-                    Ok(r) => (Duration::from_secs(r.spec.timeout_secs.into()), None),
-                    // Run anyway: the attempt reports why it cannot, as the task's error.
-                    Err(e) => (Duration::from_secs(60), Some(e.to_string())),
-                };
+            // A built-in's timeout is in the registry; whether its module is still
+            // enabled is checked by the attempt, outside this transaction, which holds
+            // the SQLite writer. An MCP tool's spec is in the database.
+            let (timeout, problem) = match self.state.registry.capability(&t.capability, &version) {
+                Some(r) => (Duration::from_secs(r.spec.timeout_secs.into()), None),
+                None => {
+                    match modules::resolve(&self.state.registry, tx, &t.capability, Some(&version))
+                        .await
+                    {
+                        Ok(r) => (Duration::from_secs(r.spec.timeout_secs.into()), None),
+                        // Run anyway: the attempt reports why it cannot, as the task's error.
+                        Err(e) => (Duration::from_secs(60), Some(e.to_string())),
+                    }
+                }
+            };
             Ok(Start::Run {
                 timeout,
                 events: vec![ev],
@@ -228,19 +235,13 @@ impl ExecuteTask {
         }
         let version = Version::parse(version).map_err(AppError::internal)?;
         let input = prepared["input"].clone();
-        // `start` checked the capability exists and its module is enabled; built-ins need
-        // nothing more from the database, MCP servers their URL and credential.
-        let (resolved, credential) = match self.state.registry.capability(capability, &version) {
-            Some(r) => (r, None),
-            None => {
-                let mut tx = self.state.store.tenant_read(&job.tenant_id).await?;
-                let r = match modules::resolve(
-                    &self.state.registry,
-                    &mut tx,
-                    capability,
-                    Some(&version),
-                )
-                .await
+        // Resolved again, on a reader: the module may have been disabled since the task
+        // was queued, and an MCP tool needs its server's URL and credential.
+        let (resolved, credential) = {
+            let mut tx = self.state.store.tenant_read(&job.tenant_id).await?;
+            let r =
+                match modules::resolve(&self.state.registry, &mut tx, capability, Some(&version))
+                    .await
                 {
                     Ok(r) => r,
                     Err(e) => {
@@ -250,15 +251,14 @@ impl ExecuteTask {
                         });
                     }
                 };
-                let credential = match &r.source {
-                    Source::Mcp { server_id, .. } => {
-                        mcp::credential(&mut tx, &self.state.crypto, server_id).await?
-                    }
-                    Source::Builtin => None,
-                };
-                tx.commit().await?;
-                (r, credential)
-            }
+            let credential = match &r.source {
+                Source::Mcp { server_id, .. } => {
+                    mcp::credential(&mut tx, &self.state.crypto, server_id).await?
+                }
+                Source::Builtin => None,
+            };
+            tx.commit().await?;
+            (r, credential)
         };
 
         let result = match &resolved.source {

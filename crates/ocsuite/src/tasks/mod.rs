@@ -8,6 +8,7 @@
 //! events are the task's timeline and the realtime stream at once. State changes are
 //! audited.
 
+pub mod gauge;
 pub mod handler;
 pub mod routes;
 
@@ -187,7 +188,8 @@ pub async fn insert(tx: &mut TenantTx, id: &TaskId, t: &NewTask<'_>) -> Result<E
     let tenant = tx.tenant_id().clone();
     let now = Utc::now();
     let status = t.status.as_str();
-    tx.execute(
+    // Sent with the event below in one trip on SQLite.
+    tx.defer(
         sql("INSERT INTO tasks (tenant_id, id, capability, version, input, status, attempts, max_attempts, idempotency_key, created_by, cancel_requested, event_seq, created_at, updated_at, meeting_id, undo_of) \
              VALUES ($1, $2, $3, $4, $5, $11, 0, $6, $7, $8, $9, 1, $10, $10, $12, $13)")
             .bind(&tenant)

@@ -107,25 +107,36 @@ pub async fn execute(
         ));
     }
 
-    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    // The checks only read (on SQLite outside the writer's turn, see `Store::writable`);
+    // a racing duplicate idempotency key is caught by its unique index.
+    let mut read = state.store.tenant_read(&ctx.tenant_id).await?;
     if let Some(key) = &input.idempotency_key
-        && let Some(existing) = super::by_idempotency_key(&mut tx, key).await?
+        && let Some(existing) = super::by_idempotency_key(&mut read, key).await?
     {
         return replay(existing, &input);
     }
     let resolved = modules::resolve(
         &state.registry,
-        &mut tx,
+        &mut read,
         &input.capability,
         requested.as_ref(),
     )
     .await?;
     modules::validate(&resolved.input, &input.input, "input")?;
-    if super::open_count(&mut tx, MAX_OPEN_TASKS).await? >= MAX_OPEN_TASKS {
+    let open = match state.open_tasks.fresh(&ctx.tenant_id) {
+        Some(n) => n,
+        None => {
+            let n = super::open_count(&mut read, MAX_OPEN_TASKS).await?;
+            state.open_tasks.set(&ctx.tenant_id, n);
+            n
+        }
+    };
+    if open >= MAX_OPEN_TASKS {
         return Err(AppError::TooManyRequests {
-            retry_after: std::time::Duration::from_secs(60),
+            retry_after: std::time::Duration::from_secs(1),
         });
     }
+    let mut tx = state.store.writable(read).await?;
     let id = TaskId::new();
     let version = resolved.spec.version.to_string();
     let created = async {
@@ -168,6 +179,7 @@ pub async fn execute(
         }
         Err(e) => return Err(e),
     };
+    state.open_tasks.add(&ctx.tenant_id);
     state.bus.after_commit(vec![ev]);
     state.jobs_wake.notify_one();
     Ok((
