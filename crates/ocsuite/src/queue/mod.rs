@@ -135,9 +135,6 @@ pub async fn claim(
     worker: &str,
     lease: std::time::Duration,
 ) -> Result<Option<(Claimed, TenantTx)>> {
-    let now = Utc::now();
-    let until = now + Duration::from_std(lease).map_err(AppError::internal)?;
-    let token = uuid::Uuid::new_v4().simple().to_string();
     if store.backend() == crate::store::Backend::Sqlite {
         // A claim takes SQLite's single writer. Look first, as a reader (WAL readers
         // never wait), so idle workers polling empty queues do not queue up behind
@@ -147,7 +144,7 @@ pub async fn claim(
             .fetch_optional(
                 sql("SELECT 1 FROM jobs WHERE queue = $1 AND status = 'ready' AND run_at <= $2 LIMIT 1")
                     .bind(queue)
-                    .bind(now),
+                    .bind(Utc::now()),
             )
             .await?;
         drop(look);
@@ -155,6 +152,20 @@ pub async fn claim(
             return Ok(None);
         }
     }
+    claim_without_look(store, queue, worker, lease).await
+}
+
+/// [`claim`] without the reader's look first: for a worker that just finished a job of
+/// this queue, which most likely has more.
+pub async fn claim_without_look(
+    store: &Store,
+    queue: &'static str,
+    worker: &str,
+    lease: std::time::Duration,
+) -> Result<Option<(Claimed, TenantTx)>> {
+    let now = Utc::now();
+    let until = now + Duration::from_std(lease).map_err(AppError::internal)?;
+    let token = uuid::Uuid::new_v4().simple().to_string();
     let mut tx = store.platform().await?;
     let q = if tx.is_postgres() {
         sql(

@@ -16,7 +16,8 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use super::{
-    Claimed, backoff, claim, complete, dead_letter, expired, renew, retry_at, take_expired,
+    Claimed, backoff, claim, claim_without_look, complete, dead_letter, expired, renew, retry_at,
+    take_expired,
 };
 use crate::error::Result;
 use crate::realtime::{Bus, Event};
@@ -178,6 +179,8 @@ impl Workers {
 }
 
 async fn worker_loop(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    // The queue of the job this loop just ran: it most likely has more.
+    let mut busy: Option<&'static str> = None;
     loop {
         if *stop.borrow() {
             return;
@@ -185,9 +188,13 @@ async fn worker_loop(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let notified = s.wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        match claim_any(&s).await {
-            Ok(Some((h, job, timeout, prepared))) => run_job(&s, h, job, timeout, prepared).await,
+        match claim_any(&s, busy).await {
+            Ok(Some((h, job, timeout, prepared))) => {
+                busy = Some(h.queue());
+                run_job(&s, h, job, timeout, prepared).await
+            }
             Ok(None) => {
+                busy = None;
                 tokio::select! {
                     _ = notified => {}
                     _ = tokio::time::sleep(s.cfg.poll) => {}
@@ -195,6 +202,7 @@ async fn worker_loop(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 }
             }
             Err(e) => {
+                busy = None;
                 tracing::warn!(error = %e, "claiming a job failed");
                 tokio::select! {
                     _ = tokio::time::sleep(s.cfg.poll) => {}
@@ -209,10 +217,14 @@ async fn worker_loop(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 /// A claimed, started job: its handler, the job, its timeout and the handler's notes.
 type Started = (Arc<dyn Handler>, Claimed, Duration, Value);
 
-async fn claim_any(s: &Shared) -> Result<Option<Started>> {
+async fn claim_any(s: &Shared, busy: Option<&'static str>) -> Result<Option<Started>> {
     for h in &s.handlers {
-        let Some((job, mut tx)) = claim(&s.store, h.queue(), &s.cfg.name, s.cfg.lease).await?
-        else {
+        let claimed = if busy == Some(h.queue()) {
+            claim_without_look(&s.store, h.queue(), &s.cfg.name, s.cfg.lease).await?
+        } else {
+            claim(&s.store, h.queue(), &s.cfg.name, s.cfg.lease).await?
+        };
+        let Some((job, mut tx)) = claimed else {
             continue;
         };
         match h.start(&mut tx, &job).await? {

@@ -297,14 +297,19 @@ impl Store {
             {
                 std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
             }
+            // No ping before each use: a connection to a local file does not go stale,
+            // and the ping is one more trip to the connection's thread per transaction
+            // (inside the writer's turn, for writes).
             let read = SqlitePoolOptions::new()
                 .max_connections(max_connections.max(1))
                 .min_connections(1)
+                .test_before_acquire(false)
                 .connect_with(opts.clone())
                 .await?;
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
+                .test_before_acquire(false)
                 .connect_with(opts)
                 .await?;
             Ok(Self {
