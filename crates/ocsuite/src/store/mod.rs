@@ -318,8 +318,13 @@ impl Store {
             })
         } else {
             let opts = PgConnectOptions::from_str(url)?;
+            // No ping before each use either: it is a round trip per transaction. sqlx
+            // already checks a connection when it comes back to the pool, so one that
+            // broke in use is not handed out again; one that dies while idle (the server
+            // restarted) fails the one statement that finds it.
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(opts)
                 .await?;
