@@ -132,8 +132,13 @@ pub async fn execute(
         }
     };
     if open >= MAX_OPEN_TASKS {
-        return Err(AppError::TooManyRequests {
-            retry_after: std::time::Duration::from_secs(1),
+        return Err(AppError::Detailed {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "too_many_open_tasks",
+            message: format!(
+                "this company already has {MAX_OPEN_TASKS} tasks waiting or running; retry when some have finished, or cancel some"
+            ),
+            details: json!({"limit": MAX_OPEN_TASKS, "retry_after_seconds": 5}),
         });
     }
     let mut tx = state.store.writable(read).await?;

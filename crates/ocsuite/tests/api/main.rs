@@ -23,6 +23,7 @@ mod ops;
 mod postgres;
 mod queue;
 mod realtime;
+mod store;
 mod tasks;
 mod tenancy;
 mod usage;
