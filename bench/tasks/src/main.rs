@@ -230,7 +230,13 @@ async fn main() -> Res<()> {
         req.headers_mut()
             .insert("authorization", format!("Bearer {}", api.token).parse()?);
         req.headers_mut().insert("x-tenant-id", tenant.parse()?);
-        let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+        // A small read buffer: tungstenite zero-fills the whole buffer (128 KiB by
+        // default) before each read, which would make the subscribers, not the server,
+        // the measured cost.
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(4096);
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async_with_config(req, Some(config), false).await?;
         ws.send(Message::Text(
             json!({"type": "subscribe", "topic": "tasks"})
                 .to_string()

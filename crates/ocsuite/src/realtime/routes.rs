@@ -39,6 +39,7 @@ use crate::tenancy::TenantCtx;
 pub const MAX_MSGS_PER_SEC: u32 = 20;
 const MAX_SUBSCRIPTIONS: usize = 200;
 const MAX_MESSAGE_BYTES: usize = 4096;
+const READ_BUFFER_BYTES: usize = 4096;
 const PING_EVERY: Duration = Duration::from_secs(30);
 
 /// Opens the realtime WebSocket.
@@ -52,6 +53,11 @@ pub async fn ws(
     let tenant = ctx.tenant_id;
     upgrade
         .max_message_size(MAX_MESSAGE_BYTES)
+        // The reader zero-fills this much before every read attempt, and a session
+        // attempts one each time it wakes, so once per event per subscriber: the
+        // default 128 KiB made that zeroing the largest cost of fanning an event out.
+        // Client messages are small (at most MAX_MESSAGE_BYTES).
+        .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| session(state, tenant, socket))
 }
 
@@ -108,6 +114,9 @@ enum Flow {
     Close(u16, &'static str),
 }
 
+/// One client's session. The rare paths that reach the database (subscribing, catching
+/// up after falling behind) are boxed: their futures are kilobytes, and inline they made
+/// every event's delivery copy them.
 async fn session(state: AppState, tenant: TenantId, socket: WebSocket) {
     let mut rx = state.bus.subscribe(&tenant);
     let mut c = Conn {
@@ -132,7 +141,7 @@ async fn session(state: AppState, tenant: TenantId, socket: WebSocket) {
                     break Flow::Close(close_code::POLICY, "too many messages: at most 20 per second");
                 }
                 match msg {
-                    Message::Text(t) => match c.on_text(&t).await {
+                    Message::Text(t) => match Box::pin(c.on_text(&t)).await {
                         Ok(Flow::Continue) => {}
                         Ok(close) => break close,
                         Err(_) => break Flow::Continue,
@@ -144,7 +153,7 @@ async fn session(state: AppState, tenant: TenantId, socket: WebSocket) {
             }
             ev = rx.recv() => match ev {
                 Ok(ev) => if c.on_events(ev, &mut rx).await.is_err() { break Flow::Continue },
-                Err(RecvError::Lagged(_)) => if c.catch_up().await.is_err() { break Flow::Continue },
+                Err(RecvError::Lagged(_)) => if Box::pin(c.catch_up()).await.is_err() { break Flow::Continue },
                 Err(RecvError::Closed) => break Flow::Close(close_code::AWAY, "server shutting down"),
             },
             _ = ping.tick() => {
@@ -294,7 +303,9 @@ impl Conn {
                 Ok(ev) => self.on_event(&ev).await?,
                 Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
                     self.socket.flush().await?;
-                    return self.catch_up().await;
+                    // Boxed: the replay's database futures are large, and inline they
+                    // would be copied into every event's delivery (see `session`).
+                    return Box::pin(self.catch_up()).await;
                 }
                 Err(_) => break,
             }
