@@ -178,10 +178,16 @@ impl Drop for WriteConn {
             // Roll back before the next writer gets the connection and the turn.
             Ok(rt) => {
                 rt.spawn(async move {
-                    if let Err(e) = conn.execute("ROLLBACK").await {
-                        tracing::warn!(error = %e, "rolling back an abandoned write failed");
-                        // Do not hand a connection in an unknown state to the next writer.
-                        drop(conn.detach());
+                    match conn.execute("ROLLBACK").await {
+                        Ok(_) => {}
+                        // Dropped before its BEGIN reached the connection: nothing to undo.
+                        Err(e) if e.to_string().contains("no transaction is active") => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "rolling back an abandoned write failed");
+                            // Do not hand a connection in an unknown state to the next
+                            // writer.
+                            drop(conn.detach());
+                        }
                     }
                     drop(permit);
                 });
