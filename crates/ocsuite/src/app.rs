@@ -35,7 +35,14 @@ fn module_routes() -> Router<AppState> {
     use email::routes as em;
     use leadtracker::routes as lt;
     // CSV imports may be larger than other requests.
-    let upload = DefaultBodyLimit::max(imports::MAX_CSV_BYTES + 64 * 1024);
+    const UPLOAD_MAX: usize = imports::MAX_CSV_BYTES + 64 * 1024;
+    let upload = || {
+        tower::ServiceBuilder::new()
+            .layer(axum::middleware::from_fn(|req, next| {
+                crate::json::refuse_declared_oversize(UPLOAD_MAX, req, next)
+            }))
+            .layer(DefaultBodyLimit::max(UPLOAD_MAX))
+    };
     Router::new()
         .route("/leadtracker/leads", get(lt::list).post(lt::create))
         .route(
@@ -47,7 +54,7 @@ fn module_routes() -> Router<AppState> {
             "/leadtracker/stages",
             get(lt::get_stages).put(lt::put_stages),
         )
-        .route("/leadtracker/import", post(lt::import).layer(upload))
+        .route("/leadtracker/import", post(lt::import).layer(upload()))
         .route("/leadtracker/summary", get(lt::summary))
         .route(
             "/bookkeeping/accounts",
@@ -73,7 +80,7 @@ fn module_routes() -> Router<AppState> {
         )
         .route("/bookkeeping/rules/{id}", delete(bk::delete_rule))
         .route("/bookkeeping/categorize", post(bk::categorize))
-        .route("/bookkeeping/import", post(bk::import).layer(upload))
+        .route("/bookkeeping/import", post(bk::import).layer(upload()))
         .route("/bookkeeping/summary", get(bk::summary))
         .route("/email/campaigns", get(em::list).post(em::create))
         .route(

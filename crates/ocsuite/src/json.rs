@@ -83,3 +83,24 @@ fn query_rejection(rej: QueryRejection) -> AppError {
         message: rej.body_text(),
     }
 }
+
+/// Answers 413 at once when a request declares (`Content-Length`) a body over `max`
+/// bytes. The body limit alone refuses only after reading `max` bytes, and by then the
+/// client is still sending what it cannot deliver, so it often sees the connection
+/// closed instead of the answer.
+pub async fn refuse_declared_oversize(
+    max: usize,
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return AppError::PayloadTooLarge(max).into_response();
+    }
+    next.run(req).await
+}
