@@ -127,10 +127,9 @@ impl WriteConn {
         let answer = wants_answer.then(|| first + parts.len() - 1);
         let (text, args) = if !begin && !commit && parts.len() == 1 {
             // The common case, one statement inside a begun transaction: sent as it is.
-            let (only, _) = &parts[0];
-            (None, only.args.clone())
+            (None, std::mem::take(&mut parts[0].0.args))
         } else {
-            let (t, a) = join(begin, &parts, commit);
+            let (t, a) = join(begin, &mut parts, commit);
             (Some(t), a)
         };
         let query = match text {
@@ -200,7 +199,8 @@ impl Drop for WriteConn {
 
 /// One text for `parts` (optionally between `BEGIN IMMEDIATE` and `COMMIT`) and their
 /// arguments as one list.
-fn join(begin: bool, parts: &[(Sql, Option<InsertedId>)], commit: bool) -> (String, Vec<Arg>) {
+/// The arguments are moved out of `parts`.
+fn join(begin: bool, parts: &mut [(Sql, Option<InsertedId>)], commit: bool) -> (String, Vec<Arg>) {
     let mut text =
         String::with_capacity(parts.iter().map(|(p, _)| p.text.len() + 8).sum::<usize>() + 32);
     let mut args = Vec::with_capacity(parts.iter().map(|(p, _)| p.args.len()).sum());
@@ -210,7 +210,7 @@ fn join(begin: bool, parts: &[(Sql, Option<InsertedId>)], commit: bool) -> (Stri
     for (p, _) in parts {
         renumber(p.text, args.len(), &mut text);
         text.push_str(";\n");
-        args.extend(p.args.iter().cloned());
+        args.append(&mut p.args);
     }
     if commit {
         text.push_str("COMMIT;");
@@ -276,7 +276,7 @@ mod tests {
         let b = sql("UPDATE u SET v = $1 WHERE id = $2")
             .bind(2_i64)
             .bind("y");
-        let (text, args) = join(true, &[(a, None), (b, None)], true);
+        let (text, args) = join(true, &mut [(a, None), (b, None)], true);
         assert_eq!(
             text,
             "BEGIN IMMEDIATE;\nINSERT INTO t VALUES ($1, $2);\nUPDATE u SET v = $3 WHERE id = $4;\nCOMMIT;"
