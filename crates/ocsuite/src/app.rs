@@ -110,7 +110,7 @@ pub struct AppInner {
     /// Realtime fan-out to this process's subscribers.
     pub bus: Arc<Bus>,
     /// Wakes idle workers of this process when a job may be ready.
-    pub jobs_wake: Arc<tokio::sync::Notify>,
+    pub jobs_wake: Arc<crate::queue::Wake>,
     /// The model gateway (offline when no API key is configured).
     pub llm: Arc<dyn crate::llm::Provider>,
     /// Plans, prices and chat rate limits.
@@ -131,7 +131,9 @@ impl AppState {
     pub fn new(config: Config, store: Store, crypto: Crypto, registry: Registry) -> Self {
         let oidc = OidcVerifier::new(config.oidc());
         let limits = Limits::new(&config);
-        let bus = Arc::new(Bus::new(store.backend() == Backend::Sqlite));
+        let relay = (store.backend() == Backend::Postgres)
+            .then(|| Arc::new(crate::realtime::relay::Relay::new()));
+        let bus = Arc::new(Bus::new(relay.clone()));
         let llm = crate::llm::from_config(&config);
         let meter = crate::usage::Meter::new(&config);
         // Validated with the rest of the configuration at load.
@@ -155,7 +157,7 @@ impl AppState {
             limits,
             registry: Arc::new(registry),
             bus,
-            jobs_wake: Arc::new(tokio::sync::Notify::new()),
+            jobs_wake: Arc::new(crate::queue::Wake::new(relay)),
             llm,
             meter,
             vault,

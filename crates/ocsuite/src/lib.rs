@@ -167,6 +167,9 @@ impl Background {
             state.bus.clone(),
             state.jobs_wake.clone(),
         ))];
+        if let (Some(relay), Some(pool)) = (state.bus.relay(), state.store.pg_pool()) {
+            tasks.extend(relay.start(pool.clone()));
+        }
         if state.store.backend() == store::Backend::Sqlite {
             let store = state.store.clone();
             tasks.push(tokio::spawn(async move {

@@ -67,7 +67,7 @@ pub async fn enqueue(tx: &mut TenantTx, id: &ConnectorId) -> Result<Option<(JobI
 /// Runs in every process; the conditional claim in [`enqueue`] keeps it to one job.
 pub async fn schedule(
     store: &Store,
-    wake: &tokio::sync::Notify,
+    wake: &crate::queue::Wake,
     interval_secs: u32,
 ) -> Result<usize> {
     let cutoff = Utc::now() - chrono::Duration::seconds(interval_secs.into());

@@ -270,6 +270,9 @@ pub async fn start_campaign(
     super::set_status(&mut tx, id, if queued > 0 { "sending" } else { "sent" }).await?;
     super::refresh_metrics(&mut tx).await?;
     tx.commit().await.map_err(AppError::from)?;
+    if queued > 0 {
+        ctx.app.jobs_wake.notify_waiters();
+    }
     Ok(TaskExecutionResult {
         summary: Some(format!(
             "queued {queued} messages ({skipped} skipped) at {} per minute",

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Depth, EXECUTE_TASK, JOBS_CHANNEL, QUEUES, dead_letter_queue, tenant_depths};
+use super::{Depth, EXECUTE_TASK, QUEUES, dead_letter_queue, tenant_depths};
 use crate::app::AppState;
 use crate::audit;
 use crate::auth::CurrentUser;
@@ -120,6 +120,7 @@ async fn set_paused(state: AppState, ctx: TenantCtx, paused: bool) -> Result<Jso
             .bind(&ctx.tenant_id),
     )
     .await?;
+    super::set_paused(&mut tx, paused).await?;
     let action = if paused {
         "queue.pause"
     } else {
@@ -134,14 +135,6 @@ async fn set_paused(state: AppState, ctx: TenantCtx, paused: bool) -> Result<Jso
         json!({}),
     )
     .await?;
-    if tx.is_postgres() && !paused {
-        tx.execute(
-            sql("SELECT pg_notify($1, $2)")
-                .bind(JOBS_CHANNEL)
-                .bind(EXECUTE_TASK),
-        )
-        .await?;
-    }
     let out = queue_state(&mut tx).await?;
     tx.commit().await?;
     state.jobs_wake.notify_waiters();
@@ -245,7 +238,9 @@ pub async fn retry_dead(
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let (queue, task) = dead_job(&mut tx, &id).await?;
     tx.execute(
-        sql("UPDATE jobs SET queue = $1, status = 'ready', attempts = 0, run_at = $2, updated_at = $2 WHERE tenant_id = $3 AND id = $4")
+        sql("UPDATE jobs SET queue = $1, attempts = 0, run_at = $2, updated_at = $2, \
+               status = (SELECT CASE WHEN jobs_paused_at IS NULL THEN 'ready' ELSE 'paused' END FROM tenants WHERE id = $3) \
+             WHERE tenant_id = $3 AND id = $4")
             .bind(queue)
             .bind(Utc::now())
             .bind(&ctx.tenant_id)
@@ -278,14 +273,6 @@ pub async fn retry_dead(
         json!({"queue": queue, "task_id": task}),
     )
     .await?;
-    if tx.is_postgres() {
-        tx.execute(
-            sql("SELECT pg_notify($1, $2)")
-                .bind(JOBS_CHANNEL)
-                .bind(queue),
-        )
-        .await?;
-    }
     tx.commit().await?;
     state.bus.after_commit(events);
     state.jobs_wake.notify_one();

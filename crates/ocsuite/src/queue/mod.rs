@@ -9,6 +9,11 @@
 //! - **Named queues** (`execute-task`, `sync-connector`, `send-email`). A job that exhausts its attempts
 //!   moves to the queue's dead-letter queue (`<queue>-dlq`) with status `dead` and its
 //!   last error, where an admin can retry or discard it.
+//! - **The kill switch** moves a tenant's `ready` jobs to `paused` and back, and a job
+//!   queued or retried while its tenant is paused starts as `paused`, so claims never walk
+//!   a paused tenant's backlog (they did: every claim filtered out every waiting job of
+//!   every paused tenant). The claim still skips paused tenants, for a job queued in the
+//!   instant the switch was thrown.
 //! - **Claiming** takes the highest-priority, oldest `ready` job whose `run_at` has come,
 //!   skipping tenants whose kill switch is on and tenants already running as many jobs as
 //!   their concurrency limit (so one tenant's backlog cannot take every worker). The claim
@@ -24,10 +29,11 @@
 //!   stalled, or was presumed dead) cannot record an outcome: the job ends once. A
 //!   crashed worker's job is found by [`expired`] after its lease runs out and is retried
 //!   (or dead-lettered when that was its last attempt).
-//! - **Wake-ups.** On PostgreSQL [`enqueue`] issues `pg_notify('ocsuite_jobs', queue)`
-//!   and idle workers `LISTEN`; every worker also polls, so a lost notification delays a
-//!   job by at most one poll interval. On SQLite the in-process workers are woken
-//!   directly.
+//! - **Wake-ups.** Whoever queues a job calls [`Wake::notify_one`] after the commit: this
+//!   process's idle workers wake at once, and on PostgreSQL the relay tells every other
+//!   process (`pg_notify('ocsuite_jobs')`, batched, after commit; see
+//!   `crate::realtime::relay` for why not inside the transaction). Every worker also
+//!   polls, so a lost wake-up delays a job by at most one poll interval.
 //! - **Retries** back off exponentially from `queue_retry_base_ms` with jitter, capped at
 //!   ten minutes, up to the job's `max_attempts` (from the capability).
 //!
@@ -37,7 +43,10 @@
 //! enqueue-in-the-caller's-transaction guarantee. See docs/decisions.md.
 
 pub mod admin;
+mod wake;
 pub mod worker;
+
+pub use wake::Wake;
 
 use chrono::{DateTime, Duration, Utc};
 use rand::Rng;
@@ -46,7 +55,7 @@ use serde_json::Value;
 
 use crate::error::{AppError, Result};
 use crate::ids::{JobId, TenantId};
-use crate::store::{Store, TenantTx, Tx, sql};
+use crate::store::{Affected, Store, TenantTx, Tx, sql};
 
 pub const EXECUTE_TASK: &str = "execute-task";
 pub const SYNC_CONNECTOR: &str = "sync-connector";
@@ -73,26 +82,16 @@ pub struct NewJob<'a> {
     pub id: Option<&'a JobId>,
 }
 
-/// Adds a job inside the caller's transaction.
+/// Adds a job inside the caller's transaction. Call [`Wake::notify_one`] once it commits.
 pub async fn enqueue(tx: &mut TenantTx, job: NewJob<'_>) -> Result<JobId> {
     let tenant = tx.tenant_id().clone();
     let id = job.id.cloned().unwrap_or_default();
     let now = Utc::now();
-    let pg = tx.is_postgres();
-    let q = if pg {
-        // Wake idle workers everywhere, in the same round trip.
-        sql(
-            "WITH j AS (INSERT INTO jobs (tenant_id, id, queue, payload, priority, run_at, status, attempts, max_attempts, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'ready', 0, $7, $8, $8) RETURNING queue) \
-             SELECT pg_notify($9, j.queue)::text FROM j",
-        )
-    } else {
+    tx.defer(
         sql(
             "INSERT INTO jobs (tenant_id, id, queue, payload, priority, run_at, status, attempts, max_attempts, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'ready', 0, $7, $8, $8)",
+             VALUES ($1, $2, $3, $4, $5, $6, (SELECT CASE WHEN jobs_paused_at IS NULL THEN 'ready' ELSE 'paused' END FROM tenants WHERE id = $1), 0, $7, $8, $8)",
         )
-    };
-    let q = q
         .bind(&tenant)
         .bind(&id)
         .bind(job.queue)
@@ -100,8 +99,9 @@ pub async fn enqueue(tx: &mut TenantTx, job: NewJob<'_>) -> Result<JobId> {
         .bind(job.priority)
         .bind(job.run_at)
         .bind(job.max_attempts.max(1))
-        .bind(now);
-    tx.defer(if pg { q.bind(JOBS_CHANNEL) } else { q }).await?;
+        .bind(now),
+    )
+    .await?;
     Ok(id)
 }
 
@@ -237,29 +237,30 @@ pub async fn renew(store: &Store, job: &Claimed, lease: std::time::Duration) -> 
     Ok(n == 1)
 }
 
-/// Removes a finished job; false (change nothing else!) when the lease was lost.
-pub async fn complete(tx: &mut TenantTx, job: &Claimed) -> Result<bool> {
-    let n = tx
-        .execute(
+/// Removes a finished job. Deferred: the count is 1 unless the lease was lost, and then
+/// the caller must not commit (see [`held`]).
+pub async fn complete(tx: &mut TenantTx, job: &Claimed) -> Result<Affected> {
+    Ok(tx
+        .defer_counted(
             sql("DELETE FROM jobs WHERE tenant_id = $1 AND id = $2 AND lease_token = $3")
                 .bind(&job.tenant_id)
                 .bind(&job.id)
                 .bind(job.token.as_str()),
         )
-        .await?;
-    Ok(n == 1)
+        .await?)
 }
 
-/// Puts the job back to run at `at`; false when the lease was lost.
+/// Puts the job back to run at `at` (deferred like [`complete`]).
 pub async fn retry_at(
     tx: &mut TenantTx,
     job: &Claimed,
     error: &str,
     at: DateTime<Utc>,
-) -> Result<bool> {
-    let n = tx
-        .execute(
-            sql("UPDATE jobs SET status = 'ready', run_at = $1, last_error = $2, lease_token = NULL, lease_until = NULL, worker = NULL, updated_at = $3 \
+) -> Result<Affected> {
+    Ok(tx
+        .defer_counted(
+            sql("UPDATE jobs SET status = (SELECT CASE WHEN jobs_paused_at IS NULL THEN 'ready' ELSE 'paused' END FROM tenants WHERE id = $4), \
+                   run_at = $1, last_error = $2, lease_token = NULL, lease_until = NULL, worker = NULL, updated_at = $3 \
                  WHERE tenant_id = $4 AND id = $5 AND lease_token = $6")
                 .bind(at)
                 .bind(truncate(error))
@@ -268,14 +269,13 @@ pub async fn retry_at(
                 .bind(&job.id)
                 .bind(job.token.as_str()),
         )
-        .await?;
-    Ok(n == 1)
+        .await?)
 }
 
-/// Moves the job to its dead-letter queue; false when the lease was lost.
-pub async fn dead_letter(tx: &mut TenantTx, job: &Claimed, error: &str) -> Result<bool> {
-    let n = tx
-        .execute(
+/// Moves the job to its dead-letter queue (deferred like [`complete`]).
+pub async fn dead_letter(tx: &mut TenantTx, job: &Claimed, error: &str) -> Result<Affected> {
+    Ok(tx
+        .defer_counted(
             sql("UPDATE jobs SET status = 'dead', queue = $1, last_error = $2, lease_token = NULL, lease_until = NULL, worker = NULL, updated_at = $3 \
                  WHERE tenant_id = $4 AND id = $5 AND lease_token = $6")
                 .bind(dead_letter_queue(job.queue))
@@ -285,8 +285,17 @@ pub async fn dead_letter(tx: &mut TenantTx, job: &Claimed, error: &str) -> Resul
                 .bind(&job.id)
                 .bind(job.token.as_str()),
         )
-        .await?;
-    Ok(n == 1)
+        .await?)
+}
+
+/// Whether the change [`complete`], [`retry_at`] or [`dead_letter`] made found the job
+/// still under this lease, sending it first if it has not gone yet. False: another
+/// worker owns the job now; drop the transaction (nothing it did is kept).
+pub async fn held(tx: &mut TenantTx, change: &Affected) -> Result<bool> {
+    if change.get().is_none() {
+        tx.flush().await?;
+    }
+    Ok(change.get() == Some(1))
 }
 
 /// Removes a job that has not started (its row was cancelled). False when it is running.
@@ -295,7 +304,7 @@ pub async fn remove_pending(tx: &mut TenantTx, id: &JobId) -> Result<bool> {
     let n = tx
         .execute(
             sql(
-                "DELETE FROM jobs WHERE tenant_id = $1 AND id = $2 AND status IN ('ready', 'dead')",
+                "DELETE FROM jobs WHERE tenant_id = $1 AND id = $2 AND status IN ('ready', 'paused', 'dead')",
             )
             .bind(&tenant)
             .bind(id),
@@ -307,6 +316,25 @@ pub async fn remove_pending(tx: &mut TenantTx, id: &JobId) -> Result<bool> {
 /// Errors are kept to a readable size.
 fn truncate(s: &str) -> String {
     s.chars().take(2000).collect()
+}
+
+/// Holds (`paused`) or releases (`ready`) the waiting jobs of the transaction's tenant,
+/// with its kill switch.
+pub async fn set_paused(tx: &mut TenantTx, paused: bool) -> Result<()> {
+    let tenant = tx.tenant_id().clone();
+    let (from, to) = if paused {
+        ("ready", "paused")
+    } else {
+        ("paused", "ready")
+    };
+    tx.execute(
+        sql("UPDATE jobs SET status = $1 WHERE tenant_id = $2 AND status = $3")
+            .bind(to)
+            .bind(&tenant)
+            .bind(from),
+    )
+    .await?;
+    Ok(())
 }
 
 /// The delay before attempt `attempts + 1`: base · 2^(attempts-1), capped, with the
@@ -393,7 +421,8 @@ fn fold_depths(rows: Vec<(String, String, i64)>) -> Vec<Depth> {
     for (queue, status, n) in rows {
         if let Some(d) = out.iter_mut().find(|d| d.queue == queue) {
             match status.as_str() {
-                "ready" => d.ready = n,
+                // Paused jobs wait like ready ones.
+                "ready" | "paused" => d.ready += n,
                 "running" => d.running = n,
                 "dead" => d.dead = n,
                 _ => {}

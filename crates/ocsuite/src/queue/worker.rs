@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::Value;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::{
-    Claimed, backoff, claim, claim_without_look, complete, dead_letter, expired, renew, retry_at,
-    take_expired,
+    Claimed, backoff, claim, claim_without_look, complete, dead_letter, expired, held, renew,
+    retry_at, take_expired,
 };
 use crate::error::Result;
 use crate::realtime::{Bus, Event};
@@ -129,7 +129,7 @@ impl WorkerConfig {
 struct Shared {
     store: Store,
     bus: Arc<Bus>,
-    wake: Arc<Notify>,
+    wake: Arc<super::Wake>,
     handlers: Vec<Arc<dyn Handler>>,
     cfg: WorkerConfig,
 }
@@ -144,7 +144,7 @@ impl Workers {
     pub fn start(
         store: Store,
         bus: Arc<Bus>,
-        wake: Arc<Notify>,
+        wake: Arc<super::Wake>,
         handlers: Vec<Arc<dyn Handler>>,
         cfg: WorkerConfig,
     ) -> Self {
@@ -338,6 +338,11 @@ async fn run_job(
 }
 
 /// Applies `resolution` to the job and its row in one transaction.
+///
+/// The job's change is deferred: on SQLite it travels with the handler's first
+/// statement instead of costing a trip of its own inside the writer's turn. Should it
+/// find the lease lost (rare: this worker stalled past its lease), the transaction is
+/// dropped before commit, so the handler's changes are undone too.
 async fn resolve(
     s: &Shared,
     h: &dyn Handler,
@@ -345,18 +350,22 @@ async fn resolve(
     resolution: &Resolution,
 ) -> Result<()> {
     let mut tx = s.store.tenant(&job.tenant_id).await?;
-    let held = match resolution {
+    let change = match resolution {
         Resolution::Succeeded { .. } | Resolution::Failed { .. } | Resolution::Cancelled => {
             complete(&mut tx, job).await?
         }
         Resolution::Retrying { error, at } => retry_at(&mut tx, job, error, *at).await?,
         Resolution::Dead { error } => dead_letter(&mut tx, job, error).await?,
     };
-    if !held {
-        // Someone else owns the job now; record nothing.
+    // Already known on PostgreSQL, where deferred statements run at once.
+    if change.get() == Some(0) {
         return Ok(());
     }
     let events = h.settle(&mut tx, job, resolution).await?;
+    if !held(&mut tx, &change).await? {
+        // Someone else owns the job now; record nothing.
+        return Ok(());
+    }
     tx.commit().await?;
     s.bus.after_commit(events);
     if let Resolution::Retrying { .. } = resolution {

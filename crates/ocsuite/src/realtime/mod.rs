@@ -3,12 +3,12 @@
 //! Every event is written to the `events` table in the same transaction as the change it
 //! reports, so an event exists if and only if its change committed. Delivery is then:
 //!
-//! - **SQLite** (one process): the committing code hands the events to [`Bus::after_commit`],
-//!   which fans them out to this process's subscribers.
-//! - **PostgreSQL** (any number of processes): the transaction also issues `pg_notify`;
-//!   PostgreSQL delivers it at commit to every process's listener ([`listen`]), which fans
-//!   it out locally. The committing process gets its own notification the same way, so
-//!   there is one delivery path and no duplicate.
+//! - the committing code hands the events to [`Bus::after_commit`], which fans them out
+//!   to this process's subscribers;
+//! - on PostgreSQL (any number of processes) it also queues them on the [`relay::Relay`],
+//!   which sends them in batches with `pg_notify` to every other process's listener
+//!   ([`listen`]), which fans them out there. Why after commit and batched, not inside
+//!   each transaction: see [`relay`].
 //!
 //! Topics live inside a tenant: `task:{id}` (one task), `tasks` (every task of the tenant,
 //! an aggregate over `task:*`) and `notifications`. Each stored event carries `seq`, its
@@ -23,6 +23,7 @@
 //! topics are exact (a task's events are written one transaction at a time). Clients
 //! refresh the task list on reconnect (the web app does).
 
+pub mod relay;
 pub mod routes;
 
 use std::collections::HashMap;
@@ -139,8 +140,6 @@ impl Topic {
     }
 }
 
-/// Largest `pg_notify` payload we send inline; bigger events are fetched by id.
-const NOTIFY_INLINE_MAX: usize = 7000;
 pub(crate) const EVENTS_CHANNEL: &str = "ocsuite_events";
 
 /// Appends an event to `topic` at position `seq` inside `tx` and returns it; hand the
@@ -155,57 +154,18 @@ pub async fn record(
     let tenant = tx.tenant_id().clone();
     let at = Utc::now();
     let text = data.to_string();
-    let (id, inserted) = if tx.is_postgres() {
-        // Insert and notify in one round trip. The payload is the event as JSON with its
-        // `id` last, so the statement can append the id the insert assigned.
-        let prefix = format!(
-            "{{\"tenant_id\":{},\"topic\":{},\"seq\":{seq},\"kind\":{},\"at\":{},\"data\":{text},\"id\":",
-            json_str(tenant.as_str()),
-            json_str(topic),
-            json_str(kind),
-            serde_json::to_string(&at).map_err(AppError::internal)?,
-        );
-        let (prefix, suffix) = if prefix.len() > NOTIFY_INLINE_MAX {
-            (
-                format!(
-                    "{{\"ref\":{{\"tenant_id\":{},\"id\":",
-                    json_str(tenant.as_str())
-                ),
-                "}}",
-            )
-        } else {
-            (prefix, "}")
-        };
-        let (id, _): (i64, String) = tx
-            .fetch_one(
-                sql("WITH e AS (INSERT INTO events (tenant_id, topic, seq, kind, data, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id) \
-                     SELECT e.id, pg_notify($7, $8 || e.id::text || $9)::text FROM e")
-                    .bind(&tenant)
-                    .bind(topic)
-                    .bind(seq)
-                    .bind(kind)
-                    .bind(text)
-                    .bind(at)
-                    .bind(EVENTS_CHANNEL)
-                    .bind(prefix)
-                    .bind(suffix),
-            )
-            .await?;
-        (id, None)
-    } else {
-        let inserted = tx
-            .defer_insert(
-                sql("INSERT INTO events (tenant_id, topic, seq, kind, data, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id")
-                    .bind(&tenant)
-                    .bind(topic)
-                    .bind(seq)
-                    .bind(kind)
-                    .bind(text)
-                    .bind(at),
-            )
-            .await?;
-        (inserted.get().unwrap_or(0), Some(inserted))
-    };
+    let q = sql("INSERT INTO events (tenant_id, topic, seq, kind, data, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id")
+        .bind(&tenant)
+        .bind(topic)
+        .bind(seq)
+        .bind(kind)
+        .bind(text)
+        .bind(at);
+    // On SQLite the insert travels with the transaction's next trip and its id is known
+    // at commit; on PostgreSQL it runs now.
+    let inserted = tx.defer_insert(q).await?;
+    let id = inserted.get().unwrap_or(0);
+    let inserted = (id == 0).then_some(inserted);
     Ok(Event {
         tenant_id: tenant,
         id,
@@ -217,10 +177,6 @@ pub async fn record(
         wire: WireCache::default(),
         inserted,
     })
-}
-
-fn json_str(s: &str) -> String {
-    serde_json::Value::from(s).to_string()
 }
 
 #[derive(sqlx::FromRow)]
@@ -314,18 +270,23 @@ const CHANNEL_CAPACITY: usize = 1024;
 
 /// In-process fan-out of committed events, one channel per tenant with subscribers.
 pub struct Bus {
-    local: bool,
+    /// On PostgreSQL: carries committed events to the other processes.
+    relay: Option<Arc<relay::Relay>>,
     tenants: Mutex<HashMap<TenantId, broadcast::Sender<Arc<Event>>>>,
 }
 
 impl Bus {
-    /// `local`: deliver events handed to [`Bus::after_commit`] directly (SQLite); when
-    /// false they arrive through [`listen`] instead (PostgreSQL).
-    pub fn new(local: bool) -> Self {
+    /// `relay`: where events also go for other processes (PostgreSQL); `None` when this
+    /// process is the only one (SQLite).
+    pub fn new(relay: Option<Arc<relay::Relay>>) -> Self {
         Self {
-            local,
+            relay,
             tenants: Mutex::new(HashMap::new()),
         }
+    }
+
+    pub fn relay(&self) -> Option<&Arc<relay::Relay>> {
+        self.relay.as_ref()
     }
 
     pub fn subscribe(&self, tenant: &TenantId) -> broadcast::Receiver<Arc<Event>> {
@@ -344,15 +305,18 @@ impl Bus {
         }
     }
 
-    /// Call after the transaction that recorded `events` committed.
+    /// Call after the transaction that recorded `events` committed: delivers them here
+    /// and relays them to the other processes.
     pub fn after_commit(&self, events: Vec<Event>) {
-        if self.local {
-            for mut ev in events {
-                if let Some(id) = ev.inserted.as_ref().and_then(InsertedId::get) {
-                    ev.id = id;
-                }
-                self.deliver(Arc::new(ev));
+        for mut ev in events {
+            if let Some(id) = ev.inserted.as_ref().and_then(InsertedId::get) {
+                ev.id = id;
             }
+            let ev = Arc::new(ev);
+            if let Some(r) = &self.relay {
+                r.event(&ev);
+            }
+            self.deliver(ev);
         }
     }
 
@@ -363,10 +327,10 @@ impl Bus {
     }
 }
 
-/// Listens for events and job wake-ups on PostgreSQL until the process stops; events go
-/// to `bus`, wake-ups to `jobs`. Reconnects after a dropped connection.
-pub async fn listen(store: Store, bus: Arc<Bus>, jobs: Arc<tokio::sync::Notify>) {
-    let Some(pool) = store.pg_pool().cloned() else {
+/// Listens for other processes' events and job wake-ups on PostgreSQL until the process
+/// stops; events go to `bus`, wake-ups to `jobs`. Reconnects after a dropped connection.
+pub async fn listen(store: Store, bus: Arc<Bus>, jobs: Arc<crate::queue::Wake>) {
+    let (Some(pool), Some(relay)) = (store.pg_pool().cloned(), bus.relay().cloned()) else {
         return;
     };
     loop {
@@ -380,13 +344,15 @@ pub async fn listen(store: Store, bus: Arc<Bus>, jobs: Arc<tokio::sync::Notify>)
                 } else {
                     // Anything published while we were away is in the table; wake the
                     // workers in case a job arrived.
-                    jobs.notify_waiters();
+                    jobs.wake_here();
                     loop {
                         match l.recv().await {
                             Ok(n) if n.channel() == EVENTS_CHANNEL => {
-                                on_notification(&store, &bus, n.payload()).await;
+                                on_notification(&store, &bus, relay.node(), n.payload()).await;
                             }
-                            Ok(_) => jobs.notify_one(),
+                            // Our own wake-ups woke our workers already.
+                            Ok(n) if n.payload() == relay.node() => {}
+                            Ok(_) => jobs.wake_here(),
                             Err(e) => {
                                 tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
                                 break;
@@ -401,27 +367,33 @@ pub async fn listen(store: Store, bus: Arc<Bus>, jobs: Arc<tokio::sync::Notify>)
     }
 }
 
-#[derive(Deserialize)]
-struct EventRef {
-    tenant_id: TenantId,
-    id: i64,
+#[derive(Serialize, Deserialize)]
+pub(crate) struct EventRef {
+    pub tenant_id: TenantId,
+    pub id: i64,
 }
 
-async fn on_notification(store: &Store, bus: &Bus, payload: &str) {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Payload {
-        Ref { r#ref: EventRef },
-        Inline(Box<Event>),
+async fn on_notification(store: &Store, bus: &Bus, node: &str, payload: &str) {
+    let batch = match serde_json::from_str::<relay::Batch>(payload) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "malformed event notification");
+            return;
+        }
+    };
+    if batch.origin == node {
+        // Delivered here at commit.
+        return;
     }
-    match serde_json::from_str::<Payload>(payload) {
-        Ok(Payload::Inline(ev)) => bus.deliver(Arc::new(*ev)),
-        Ok(Payload::Ref { r#ref }) => match fetch(store, &r#ref).await {
+    for ev in batch.events {
+        bus.deliver(Arc::new(ev));
+    }
+    for r in batch.refs {
+        match fetch(store, &r).await {
             Ok(Some(ev)) => bus.deliver(Arc::new(ev)),
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "cannot load a large event"),
-        },
-        Err(e) => tracing::warn!(error = %e, "malformed event notification"),
+        }
     }
 }
 

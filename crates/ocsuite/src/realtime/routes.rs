@@ -162,13 +162,27 @@ async fn session(state: AppState, tenant: TenantId, socket: WebSocket) {
         }
     };
     if let Flow::Close(code, reason) = flow {
-        let _ = c
+        let sent = c
             .socket
             .send(Message::Close(Some(CloseFrame {
                 code,
                 reason: Utf8Bytes::from_static(reason),
             })))
             .await;
+        // The closing handshake: read and discard until the client's Close (or 2 s).
+        // Closing the connection while the client's messages are still arriving turns
+        // into a reset, which can destroy our Close and its reason before the client
+        // reads them; a flooding client is exactly the one still sending.
+        if sent.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while let Some(Ok(m)) = c.socket.recv().await {
+                    if matches!(m, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
     }
 }
 

@@ -85,6 +85,19 @@ impl InsertedId {
     }
 }
 
+/// How many rows a deferred statement changed, once it ran ([`Tx::defer_counted`]).
+#[derive(Clone, Debug, Default)]
+pub struct Affected(Arc<std::sync::OnceLock<u64>>);
+
+impl Affected {
+    pub fn get(&self) -> Option<u64> {
+        self.0.get().copied()
+    }
+    fn set(&self, n: u64) {
+        let _ = self.0.set(n);
+    }
+}
+
 /// A row type decodable from both backends.
 pub trait Row: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin {}
 impl<T> Row for T where T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
@@ -164,6 +177,29 @@ impl Tx {
         let cell = InsertedId::default();
         cell.set(id);
         Ok(cell)
+    }
+
+    /// [`Tx::defer`] for a statement whose count of changed rows decides whether the
+    /// transaction may commit: the count is in the returned cell once the statement ran
+    /// (on PostgreSQL at once, on SQLite with the next trip; [`Tx::flush`] forces one).
+    /// The caller checks it before committing, and drops the transaction to undo
+    /// whatever ran after it when the count is wrong.
+    pub async fn defer_counted(&mut self, q: Sql) -> Result<Affected, sqlx::Error> {
+        if let Conn::SqliteWrite(w) = &mut self.conn {
+            return Ok(w.defer_counted(q));
+        }
+        let n = self.execute(q).await?;
+        let cell = Affected::default();
+        cell.set(n);
+        Ok(cell)
+    }
+
+    /// Sends the deferred statements now (a no-op where nothing is deferred).
+    pub async fn flush(&mut self) -> Result<(), sqlx::Error> {
+        if let Conn::SqliteWrite(w) = &mut self.conn {
+            return w.flush().await;
+        }
+        Ok(())
     }
 
     pub async fn fetch_optional<T: Row>(&mut self, q: Sql) -> Result<Option<T>, sqlx::Error> {

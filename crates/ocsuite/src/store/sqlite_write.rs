@@ -26,8 +26,8 @@ use sqlx::sqlite::{SqliteQueryResult, SqliteRow};
 use sqlx::{Either, Executor, FromRow, Row, Sqlite};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::InsertedId;
 use super::sql::{Arg, Sql, bind_all};
+use super::{Affected, InsertedId};
 
 pub(super) struct WriteConn {
     conn: Option<PoolConnection<Sqlite>>,
@@ -37,8 +37,17 @@ pub(super) struct WriteConn {
     begun: bool,
     /// Ended by commit or rollback.
     done: bool,
-    /// Deferred statements, each with the cell for the id it returns, if wanted.
-    pending: Vec<(Sql, Option<InsertedId>)>,
+    /// Deferred statements, each with the cell for what it reports, if wanted.
+    pending: Vec<(Sql, Want)>,
+}
+
+/// What a deferred statement reports once sent.
+enum Want {
+    Nothing,
+    /// The id its `RETURNING id` row carries.
+    Id(InsertedId),
+    /// How many rows it changed.
+    Count(Affected),
 }
 
 /// The results of one group: per statement, its rows and what it changed.
@@ -61,14 +70,29 @@ impl WriteConn {
     /// Holds `q` until the next statement or the commit. Only for statements that
     /// return no rows; an error it causes is reported by the statement it travels with.
     pub(super) fn defer(&mut self, q: Sql) {
-        self.pending.push((q, None));
+        self.pending.push((q, Want::Nothing));
+    }
+
+    /// Defers a statement whose count of changed rows the caller checks before commit.
+    pub(super) fn defer_counted(&mut self, q: Sql) -> Affected {
+        let n = Affected::default();
+        self.pending.push((q, Want::Count(n.clone())));
+        n
+    }
+
+    /// Sends the deferred statements without a statement of its own.
+    pub(super) async fn flush(&mut self) -> Result<(), sqlx::Error> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.run(None, false).await.map(|_| ())
     }
 
     /// Defers an insert that ends with `RETURNING id`; the id is in the returned cell
     /// once the insert has been sent (at the latest by the commit).
     pub(super) fn defer_insert(&mut self, q: Sql) -> InsertedId {
         let id = InsertedId::default();
-        self.pending.push((q, Some(id.clone())));
+        self.pending.push((q, Want::Id(id.clone())));
         id
     }
 
@@ -121,7 +145,7 @@ impl WriteConn {
         self.begun = true;
         let mut parts = std::mem::take(&mut self.pending);
         let wants_answer = q.is_some();
-        parts.extend(q.map(|q| (q, None)));
+        parts.extend(q.map(|q| (q, Want::Nothing)));
         // Which statement of the text each part is (BEGIN comes first).
         let first = usize::from(begin);
         let answer = wants_answer.then(|| first + parts.len() - 1);
@@ -147,13 +171,17 @@ impl WriteConn {
                 Either::Left(r) => {
                     if Some(index) == answer {
                         out.last = Some(r);
+                    } else if let Some((_, Want::Count(n))) =
+                        index.checked_sub(first).and_then(|i| parts.get(i))
+                    {
+                        n.set(r.rows_affected());
                     }
                     index += 1;
                 }
                 Either::Right(row) => {
                     if Some(index) == answer {
                         out.rows.push(row);
-                    } else if let Some((_, Some(id))) =
+                    } else if let Some((_, Want::Id(id))) =
                         index.checked_sub(first).and_then(|i| parts.get(i))
                     {
                         id.set(row.try_get::<i64, _>(0)?);
@@ -200,7 +228,7 @@ impl Drop for WriteConn {
 /// One text for `parts` (optionally between `BEGIN IMMEDIATE` and `COMMIT`) and their
 /// arguments as one list.
 /// The arguments are moved out of `parts`.
-fn join(begin: bool, parts: &mut [(Sql, Option<InsertedId>)], commit: bool) -> (String, Vec<Arg>) {
+fn join(begin: bool, parts: &mut [(Sql, Want)], commit: bool) -> (String, Vec<Arg>) {
     let mut text =
         String::with_capacity(parts.iter().map(|(p, _)| p.text.len() + 8).sum::<usize>() + 32);
     let mut args = Vec::with_capacity(parts.iter().map(|(p, _)| p.args.len()).sum());
@@ -276,7 +304,7 @@ mod tests {
         let b = sql("UPDATE u SET v = $1 WHERE id = $2")
             .bind(2_i64)
             .bind("y");
-        let (text, args) = join(true, &mut [(a, None), (b, None)], true);
+        let (text, args) = join(true, &mut [(a, Want::Nothing), (b, Want::Nothing)], true);
         assert_eq!(
             text,
             "BEGIN IMMEDIATE;\nINSERT INTO t VALUES ($1, $2);\nUPDATE u SET v = $3 WHERE id = $4;\nCOMMIT;"

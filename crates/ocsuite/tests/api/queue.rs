@@ -154,12 +154,12 @@ async fn lease_expiry(db: Db) {
 
     // The dead worker wakes up: its lease token no longer matches anything.
     let mut tx = store.tenant(&job.tenant_id).await.unwrap();
-    assert!(!queue::complete(&mut tx, &job).await.unwrap());
-    assert!(
-        !queue::retry_at(&mut tx, &job, "late", chrono::Utc::now())
-            .await
-            .unwrap()
-    );
+    let done = queue::complete(&mut tx, &job).await.unwrap();
+    assert!(!queue::held(&mut tx, &done).await.unwrap());
+    let retried = queue::retry_at(&mut tx, &job, "late", chrono::Utc::now())
+        .await
+        .unwrap();
+    assert!(!queue::held(&mut tx, &retried).await.unwrap());
     tx.commit().await.unwrap();
     live.shutdown(Duration::from_secs(5)).await;
     let (_, d) = app

@@ -16,6 +16,7 @@ dual!(
     a_write_dropped_midway_leaves_nothing,
     a_failing_deferred_statement_fails_the_commit_and_keeps_nothing,
     deferred_inserts_learn_their_ids_by_the_commit,
+    deferred_counts_arrive_with_the_next_trip_or_a_flush,
     the_open_task_cap_answers_429,
 );
 
@@ -135,6 +136,64 @@ async fn deferred_inserts_learn_their_ids_by_the_commit(app: TestApp) {
         .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(rows, vec![(a, 1), (b, 2)]);
+}
+
+/// A counted deferral reports how many rows it changed once sent; a transaction dropped
+/// after seeing a wrong count keeps nothing (what the queue does when a lease was lost).
+async fn deferred_counts_arrive_with_the_next_trip_or_a_flush(app: TestApp) {
+    let store = &app.state.store;
+    let t = tenant_of(&app).await;
+    let mut tx = store.tenant(&t).await.unwrap();
+    tx.defer(audit_insert(&t, &AuditId::new().to_string(), "counted"))
+        .await
+        .unwrap();
+    let hit = tx
+        .defer_counted(
+            sql("UPDATE audit_log SET action = 'test.counted' WHERE tenant_id = $1 AND target_id = $2")
+                .bind(&t)
+                .bind("counted"),
+        )
+        .await
+        .unwrap();
+    let miss = tx
+        .defer_counted(
+            sql(
+                "UPDATE audit_log SET action = 'test.none' WHERE tenant_id = $1 AND target_id = $2",
+            )
+            .bind(&t)
+            .bind("nobody"),
+        )
+        .await
+        .unwrap();
+    // Sent with the next statement (SQLite) or already run (PostgreSQL).
+    tx.execute(sql("SELECT 1")).await.unwrap();
+    assert_eq!((hit.get(), miss.get()), (Some(1), Some(0)));
+    tx.commit().await.unwrap();
+    assert_eq!(audit_rows(store, &t, "counted").await, 1);
+
+    // A flush sends what is deferred without a statement of its own.
+    let mut tx = store.tenant(&t).await.unwrap();
+    tx.defer(audit_insert(&t, &AuditId::new().to_string(), "flushed"))
+        .await
+        .unwrap();
+    let none = tx
+        .defer_counted(
+            sql("DELETE FROM audit_log WHERE tenant_id = $1 AND target_id = $2")
+                .bind(&t)
+                .bind("nobody"),
+        )
+        .await
+        .unwrap();
+    tx.flush().await.unwrap();
+    assert_eq!(none.get(), Some(0));
+    // The count says "do not commit": dropping keeps nothing of the transaction.
+    drop(tx);
+    let tx = tokio::time::timeout(std::time::Duration::from_secs(5), store.tenant(&t))
+        .await
+        .expect("the writer's turn came back")
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(audit_rows(store, &t, "flushed").await, 0);
 }
 
 async fn the_open_task_cap_answers_429(app: TestApp) {
