@@ -33,3 +33,19 @@ BEGIN
     RETURN NEXT;
 END;
 $$;
+
+-- Audit entries are listed by id (time-ordered), never by creation time.
+DROP INDEX audit_log_time;
+-- Old events are pruned by id (ids follow creation time), so the log needs no index on
+-- created_at: one index fewer written for every event (three per task).
+DROP INDEX events_created;
+CREATE OR REPLACE FUNCTION ocsuite_prune_events(p_before TIMESTAMPTZ)
+RETURNS BIGINT
+LANGUAGE sql SECURITY DEFINER SET search_path = public AS $$
+    WITH d AS (
+        DELETE FROM events
+         WHERE id < COALESCE((SELECT e.id FROM events e WHERE e.created_at >= p_before ORDER BY e.id LIMIT 1),
+                             (SELECT max(e.id) + 1 FROM events e))
+        RETURNING 1)
+    SELECT count(*) FROM d;
+$$;

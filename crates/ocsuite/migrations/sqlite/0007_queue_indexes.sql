@@ -10,3 +10,6 @@ CREATE INDEX jobs_running ON jobs (lease_until, tenant_id) WHERE status = 'runni
 DROP INDEX tasks_recent;
 DROP INDEX tasks_meeting;
 CREATE INDEX tasks_meeting ON tasks (tenant_id, meeting_id) WHERE meeting_id IS NOT NULL;
+
+DROP INDEX audit_log_time;
+DROP INDEX events_created;

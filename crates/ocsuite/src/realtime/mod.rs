@@ -420,8 +420,15 @@ pub async fn prune(store: &Store, days: u32) -> Result<u64> {
             .await?;
         n as u64
     } else {
-        tx.execute(sql("DELETE FROM events WHERE created_at < $1").bind(before))
-            .await?
+        // Ids follow creation time: everything below the first id that is recent enough
+        // goes, found by walking the old events in id order (no index on created_at).
+        tx.execute(
+            sql("DELETE FROM events WHERE id < COALESCE( \
+                   (SELECT e.id FROM events e WHERE e.created_at >= $1 ORDER BY e.id LIMIT 1), \
+                   (SELECT max(e.id) + 1 FROM events e))")
+            .bind(before),
+        )
+        .await?
     };
     tx.commit().await?;
     Ok(n)

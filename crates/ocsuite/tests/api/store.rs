@@ -17,6 +17,7 @@ dual!(
     a_failing_deferred_statement_fails_the_commit_and_keeps_nothing,
     deferred_inserts_learn_their_ids_by_the_commit,
     deferred_counts_arrive_with_the_next_trip_or_a_flush,
+    pruning_drops_only_events_older_than_the_window,
     the_open_task_cap_answers_429,
 );
 
@@ -194,6 +195,49 @@ async fn deferred_counts_arrive_with_the_next_trip_or_a_flush(app: TestApp) {
         .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(audit_rows(store, &t, "flushed").await, 0);
+}
+
+/// Retention removes events by age; ids follow creation time, and pruning walks them in
+/// id order (there is no index on `created_at`).
+async fn pruning_drops_only_events_older_than_the_window(app: TestApp) {
+    let store = &app.state.store;
+    let t = tenant_of(&app).await;
+    let insert = |seq: i64, days_ago: i64| {
+        sql("INSERT INTO events (tenant_id, topic, seq, kind, data, created_at) VALUES ($1, 'notifications', $2, 'test', '{}', $3)")
+            .bind(&t)
+            .bind(seq)
+            .bind(Utc::now() - chrono::Duration::days(days_ago))
+    };
+    let count = || async {
+        let mut tx = store.tenant_read(&t).await.unwrap();
+        let (n,): (i64,) = tx
+            .fetch_one(
+                sql("SELECT count(*) FROM events WHERE tenant_id = $1 AND kind = 'test'").bind(&t),
+            )
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        n
+    };
+    // Nothing old yet: nothing goes (the window's edge is past the newest event).
+    let mut tx = store.tenant(&t).await.unwrap();
+    tx.execute(insert(1, 40)).await.unwrap();
+    tx.execute(insert(2, 35)).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(ocsuite::realtime::prune(store, 60).await.unwrap(), 0);
+    assert_eq!(count().await, 2);
+    // Every event is old: all go.
+    assert_eq!(ocsuite::realtime::prune(store, 30).await.unwrap(), 2);
+    assert_eq!(count().await, 0);
+    // Old then recent: only the old ones go.
+    let mut tx = store.tenant(&t).await.unwrap();
+    tx.execute(insert(3, 40)).await.unwrap();
+    tx.execute(insert(4, 31)).await.unwrap();
+    tx.execute(insert(5, 1)).await.unwrap();
+    tx.execute(insert(6, 0)).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(ocsuite::realtime::prune(store, 30).await.unwrap(), 2);
+    assert_eq!(count().await, 2);
 }
 
 async fn the_open_task_cap_answers_429(app: TestApp) {
