@@ -163,10 +163,34 @@ pub async fn claim_without_look(
     worker: &str,
     lease: std::time::Duration,
 ) -> Result<Option<(Claimed, TenantTx)>> {
+    let mut tx = store.platform().await?;
+    match claim_in(&mut tx, queue, worker, lease).await? {
+        Some(job) => {
+            // On PostgreSQL the claim function has set app.tenant_id; SQLite has no
+            // setting.
+            let tx = tx.entered_tenant(&job.tenant_id);
+            Ok(Some((job, tx)))
+        }
+        None => {
+            tx.commit().await?;
+            Ok(None)
+        }
+    }
+}
+
+/// Claims the next runnable job of `queue` inside `tx` (which may already hold other
+/// work: a worker settles its last job and claims the next in one transaction). On
+/// PostgreSQL a claim leaves `app.tenant_id` set to the job's tenant; continue with
+/// [`Tx::entered_tenant`].
+pub async fn claim_in(
+    tx: &mut Tx,
+    queue: &'static str,
+    worker: &str,
+    lease: std::time::Duration,
+) -> Result<Option<Claimed>> {
     let now = Utc::now();
     let until = now + Duration::from_std(lease).map_err(AppError::internal)?;
     let token = uuid::Uuid::new_v4().simple().to_string();
-    let mut tx = store.platform().await?;
     let q = if tx.is_postgres() {
         sql(
             "SELECT tenant_id, id, payload, attempts, max_attempts FROM ocsuite_claim_job($1, $2, $3, $4, $5)",
@@ -197,27 +221,21 @@ pub async fn claim_without_look(
         )
         .await?;
     let Some(r) = row else {
-        tx.commit().await?;
         return Ok(None);
     };
     let (Some(tenant_id), Some(id)) = (TenantId::parse(&r.tenant_id), JobId::parse(&r.id)) else {
         return Err(AppError::Internal(format!("malformed job row {}", r.id)));
     };
     let payload = serde_json::from_str(&r.payload).unwrap_or(Value::Null);
-    // On PostgreSQL the claim function has set app.tenant_id; SQLite has no setting.
-    let tx = tx.entered_tenant(&tenant_id);
-    Ok(Some((
-        Claimed {
-            tenant_id,
-            id,
-            queue,
-            payload,
-            attempts: r.attempts.max(0) as u32,
-            max_attempts: r.max_attempts.max(1) as u32,
-            token,
-        },
-        tx,
-    )))
+    Ok(Some(Claimed {
+        tenant_id,
+        id,
+        queue,
+        payload,
+        attempts: r.attempts.max(0) as u32,
+        max_attempts: r.max_attempts.max(1) as u32,
+        token,
+    }))
 }
 
 /// Extends the lease; false when the job is no longer this worker's.

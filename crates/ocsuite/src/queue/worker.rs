@@ -16,8 +16,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::{
-    Claimed, backoff, claim, claim_without_look, complete, dead_letter, expired, held, renew,
-    retry_at, take_expired,
+    Claimed, backoff, claim, claim_in, claim_without_look, complete, dead_letter, expired, held,
+    renew, retry_at, take_expired,
 };
 use crate::error::Result;
 use crate::realtime::{Bus, Event};
@@ -181,6 +181,8 @@ impl Workers {
 async fn worker_loop(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     // The queue of the job this loop just ran: it most likely has more.
     let mut busy: Option<&'static str> = None;
+    // The next job, claimed in the transaction that settled the last one.
+    let mut next: Option<Started> = None;
     loop {
         if *stop.borrow() {
             return;
@@ -188,10 +190,15 @@ async fn worker_loop(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let notified = s.wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        match claim_any(&s, busy).await {
+        let claimed = match next.take() {
+            Some(started) => Ok(Some(started)),
+            None => claim_any(&s, busy).await,
+        };
+        match claimed {
             Ok(Some((h, job, timeout, prepared))) => {
                 busy = Some(h.queue());
-                run_job(&s, h, job, timeout, prepared).await
+                let claim_next = !*stop.borrow();
+                next = run_job(&s, h, job, timeout, prepared, claim_next).await;
             }
             Ok(None) => {
                 busy = None;
@@ -213,10 +220,10 @@ async fn worker_loop(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Claims from each handler's queue in turn; starts the first job found.
 /// A claimed, started job: its handler, the job, its timeout and the handler's notes.
 type Started = (Arc<dyn Handler>, Claimed, Duration, Value);
 
+/// Claims from each handler's queue in turn; starts the first job found.
 async fn claim_any(s: &Shared, busy: Option<&'static str>) -> Result<Option<Started>> {
     for h in &s.handlers {
         let claimed = if busy == Some(h.queue()) {
@@ -224,28 +231,46 @@ async fn claim_any(s: &Shared, busy: Option<&'static str>) -> Result<Option<Star
         } else {
             claim(&s.store, h.queue(), &s.cfg.name, s.cfg.lease).await?
         };
-        let Some((job, mut tx)) = claimed else {
+        let Some((job, tx)) = claimed else {
             continue;
         };
-        match h.start(&mut tx, &job).await? {
-            Start::Run {
-                timeout,
-                events,
-                prepared,
-            } => {
-                tx.commit().await?;
-                s.bus.after_commit(events);
-                return Ok(Some((h.clone(), job, timeout, prepared)));
-            }
-            Start::Skip { mut events } => {
-                complete(&mut tx, &job).await?;
-                events.extend(h.settle(&mut tx, &job, &Resolution::Cancelled).await?);
-                tx.commit().await?;
-                s.bus.after_commit(events);
-            }
+        if let Some(started) = start_claimed(s, h, job, tx, Vec::new()).await? {
+            return Ok(Some(started));
         }
     }
     Ok(None)
+}
+
+/// Lets the handler start a job claimed in `tx`, commits, then publishes `earlier`
+/// (events of work done before the claim in the same transaction) and the start's
+/// events. `None` when the handler skipped the job (it is removed as cancelled).
+async fn start_claimed(
+    s: &Shared,
+    h: &Arc<dyn Handler>,
+    job: Claimed,
+    mut tx: TenantTx,
+    mut earlier: Vec<Event>,
+) -> Result<Option<Started>> {
+    match h.start(&mut tx, &job).await? {
+        Start::Run {
+            timeout,
+            events,
+            prepared,
+        } => {
+            tx.commit().await?;
+            earlier.extend(events);
+            s.bus.after_commit(earlier);
+            Ok(Some((h.clone(), job, timeout, prepared)))
+        }
+        Start::Skip { events } => {
+            complete(&mut tx, &job).await?;
+            earlier.extend(events);
+            earlier.extend(h.settle(&mut tx, &job, &Resolution::Cancelled).await?);
+            tx.commit().await?;
+            s.bus.after_commit(earlier);
+            Ok(None)
+        }
+    }
 }
 
 enum Interrupt {
@@ -253,13 +278,16 @@ enum Interrupt {
     Cancel,
 }
 
+/// Runs one attempt and settles it; with `claim_next`, returns the queue's next job,
+/// claimed and started in the settling transaction.
 async fn run_job(
     s: &Shared,
     h: Arc<dyn Handler>,
     job: Claimed,
     timeout: Duration,
     prepared: Value,
-) {
+    claim_next: bool,
+) -> Option<Started> {
     let mut run = tokio::spawn(h.clone().run(job.clone(), prepared));
     // Renews the lease every third of it, and stops the attempt when the handler says
     // it was cancelled: at once when the cancellation's event arrives on the bus, or at
@@ -308,7 +336,7 @@ async fn run_job(
             match why {
                 Interrupt::LeaseLost => {
                     tracing::warn!(job = %job.id, "lease lost; another worker owns this job now");
-                    return;
+                    return None;
                 }
                 Interrupt::Cancel => Outcome::Cancelled,
             }
@@ -331,24 +359,76 @@ async fn run_job(
                     .unwrap_or_default(),
         },
     };
+    if claim_next {
+        match resolve_and_claim(s, &h, &job, &resolution).await {
+            Ok(next) => return next,
+            // Nothing of it was kept: record the outcome alone below.
+            Err(e) => {
+                tracing::warn!(error = %e, job = %job.id, "settling a job and claiming the next failed")
+            }
+        }
+    }
     if let Err(e) = resolve(s, h.as_ref(), &job, &resolution).await {
         // The lease will expire and the reaper will settle the job.
         tracing::warn!(error = %e, job = %job.id, "recording a job outcome failed");
     }
+    None
 }
 
 /// Applies `resolution` to the job and its row in one transaction.
-///
-/// The job's change is deferred: on SQLite it travels with the handler's first
-/// statement instead of costing a trip of its own inside the writer's turn. Should it
-/// find the lease lost (rare: this worker stalled past its lease), the transaction is
-/// dropped before commit, so the handler's changes are undone too.
 async fn resolve(
     s: &Shared,
     h: &dyn Handler,
     job: &Claimed,
     resolution: &Resolution,
 ) -> Result<()> {
+    if let Some((tx, events)) = settle_in_tx(s, h, job, resolution).await? {
+        tx.commit().await?;
+        published(s, resolution, events);
+    }
+    Ok(())
+}
+
+/// [`resolve`], then claims and starts the queue's next job in the same transaction: one
+/// commit and, on SQLite, one writer turn fewer per job. Any error drops the whole
+/// transaction, so the caller records the outcome alone.
+async fn resolve_and_claim(
+    s: &Shared,
+    h: &Arc<dyn Handler>,
+    job: &Claimed,
+    resolution: &Resolution,
+) -> Result<Option<Started>> {
+    let Some((tx, events)) = settle_in_tx(s, h.as_ref(), job, resolution).await? else {
+        return Ok(None);
+    };
+    let mut tx = tx.into_platform();
+    let Some(next) = claim_in(&mut tx, h.queue(), &s.cfg.name, s.cfg.lease).await? else {
+        tx.commit().await?;
+        published(s, resolution, events);
+        return Ok(None);
+    };
+    let tx = tx.entered_tenant(&next.tenant_id);
+    let started = start_claimed(s, h, next, tx, events).await?;
+    if let Resolution::Retrying { .. } = resolution {
+        s.wake.notify_one();
+    }
+    Ok(started)
+}
+
+/// Applies `resolution` inside a new transaction of the job's tenant and returns it,
+/// uncommitted, with the events to publish once it commits; `None` when the lease was
+/// lost (nothing is recorded).
+///
+/// The job's change is deferred: on SQLite it travels with the handler's first
+/// statement instead of costing a trip of its own inside the writer's turn. Should it
+/// find the lease lost (rare: this worker stalled past its lease), the transaction is
+/// dropped before commit, so the handler's changes are undone too.
+async fn settle_in_tx(
+    s: &Shared,
+    h: &dyn Handler,
+    job: &Claimed,
+    resolution: &Resolution,
+) -> Result<Option<(TenantTx, Vec<Event>)>> {
     let mut tx = s.store.tenant(&job.tenant_id).await?;
     let change = match resolution {
         Resolution::Succeeded { .. } | Resolution::Failed { .. } | Resolution::Cancelled => {
@@ -359,19 +439,22 @@ async fn resolve(
     };
     // Already known on PostgreSQL, where deferred statements run at once.
     if change.get() == Some(0) {
-        return Ok(());
+        return Ok(None);
     }
     let events = h.settle(&mut tx, job, resolution).await?;
     if !held(&mut tx, &change).await? {
         // Someone else owns the job now; record nothing.
-        return Ok(());
+        return Ok(None);
     }
-    tx.commit().await?;
+    Ok(Some((tx, events)))
+}
+
+/// After a settling transaction committed: its events out, and a retried job's wake-up.
+fn published(s: &Shared, resolution: &Resolution, events: Vec<Event>) {
     s.bus.after_commit(events);
     if let Resolution::Retrying { .. } = resolution {
         s.wake.notify_one();
     }
-    Ok(())
 }
 
 /// Finds jobs whose worker stopped renewing and retries or dead-letters them.

@@ -268,6 +268,12 @@ impl TenantTx {
     pub fn tenant_id(&self) -> &TenantId {
         &self.tenant
     }
+    /// Continues this transaction unscoped, for the queue's claim of another job right
+    /// after settling one (its claim function sets the next tenant itself). Until then
+    /// PostgreSQL still holds this tenant's setting.
+    pub fn into_platform(self) -> Tx {
+        self.tx
+    }
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         self.tx.commit().await
     }
