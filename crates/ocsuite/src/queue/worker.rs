@@ -184,7 +184,8 @@ async fn worker_loop(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     // The next job, claimed in the transaction that settled the last one.
     let mut next: Option<Started> = None;
     loop {
-        if *stop.borrow() {
+        // A job already claimed runs even when stopping (it claims nothing after it).
+        if *stop.borrow() && next.is_none() {
             return;
         }
         let notified = s.wake.notified();
@@ -197,8 +198,7 @@ async fn worker_loop(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         match claimed {
             Ok(Some((h, job, timeout, prepared))) => {
                 busy = Some(h.queue());
-                let claim_next = !*stop.borrow();
-                next = run_job(&s, h, job, timeout, prepared, claim_next).await;
+                next = run_job(&s, h, job, timeout, prepared, &stop).await;
             }
             Ok(None) => {
                 busy = None;
@@ -278,15 +278,15 @@ enum Interrupt {
     Cancel,
 }
 
-/// Runs one attempt and settles it; with `claim_next`, returns the queue's next job,
-/// claimed and started in the settling transaction.
+/// Runs one attempt and settles it; unless the workers are stopping, returns the
+/// queue's next job, claimed and started in the settling transaction.
 async fn run_job(
     s: &Shared,
     h: Arc<dyn Handler>,
     job: Claimed,
     timeout: Duration,
     prepared: Value,
-    claim_next: bool,
+    stop: &watch::Receiver<bool>,
 ) -> Option<Started> {
     let mut run = tokio::spawn(h.clone().run(job.clone(), prepared));
     // Renews the lease every third of it, and stops the attempt when the handler says
@@ -359,7 +359,7 @@ async fn run_job(
                     .unwrap_or_default(),
         },
     };
-    if claim_next {
+    if !*stop.borrow() {
         match resolve_and_claim(s, &h, &job, &resolution).await {
             Ok(next) => return next,
             // Nothing of it was kept: record the outcome alone below.

@@ -91,6 +91,78 @@ fn worker_config(lease_ms: u64) -> worker::WorkerConfig {
     }
 }
 
+/// Workers settle a job and claim the next in one transaction; stopping them must not
+/// leave a claimed job behind (it would wait out its lease): every job is either done or
+/// still ready for the next process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_stopping_leave_no_job_claimed_sqlite() {
+    workers_stopping(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_stopping_leave_no_job_claimed_postgres() {
+    workers_stopping(Db::Postgres).await;
+}
+
+async fn workers_stopping(db: Db) {
+    // No workers of the app's own: only the ones this test starts and stops.
+    let Some(app) = TestApp::start_with(db, |c| c.workers = 0).await else {
+        return;
+    };
+    let (u, t) = owner(&app, "stop@q.example").await;
+    let tenant = TenantId::parse(&t).unwrap();
+    let store = &app.state.store;
+    for i in 0..40 {
+        start(&app, &u, &t, "diagnostics.echo", json!({"i": i})).await;
+    }
+    let handler: Arc<dyn worker::Handler> =
+        Arc::new(ocsuite::tasks::handler::ExecuteTask::new(app.state.clone()));
+    let workers = worker::Workers::start(
+        store.clone(),
+        app.state.bus.clone(),
+        app.state.jobs_wake.clone(),
+        vec![handler],
+        worker_config(30_000),
+    );
+    // Stop while the backlog is being worked off.
+    let count = |status: &'static str| {
+        let tenant = tenant.clone();
+        async move {
+            let mut tx = store.tenant_read(&tenant).await.unwrap();
+            let (n,): (i64,) = tx
+                .fetch_one(
+                    sql("SELECT count(*) FROM jobs WHERE tenant_id = $1 AND status = $2")
+                        .bind(&tenant)
+                        .bind(status),
+                )
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            n
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count("ready").await > 30 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    workers.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(
+        count("running").await,
+        0,
+        "a stopped worker left a job claimed"
+    );
+    let mut tx = store.tenant_read(&tenant).await.unwrap();
+    let (running_tasks,): (i64,) = tx
+        .fetch_one(
+            sql("SELECT count(*) FROM tasks WHERE tenant_id = $1 AND status = 'running'")
+                .bind(&tenant),
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(running_tasks, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_expiry_recovers_a_dead_workers_job_sqlite() {
     lease_expiry(Db::Sqlite).await;
