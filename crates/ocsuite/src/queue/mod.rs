@@ -21,6 +21,8 @@
 //!   it is one `UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED)` inside the
 //!   `ocsuite_claim_job` function, so many workers in many processes claim concurrently
 //!   without blocking each other; on SQLite the claim runs under `BEGIN IMMEDIATE`.
+//!   A worker that just finished a job claims the next one in the transaction that
+//!   records the outcome ([`claim_in`]; see `worker`), saving a commit per job.
 //!   The concurrency limit is exact: on PostgreSQL a tenant within 32 slots of its
 //!   limit has its claims serialised by an advisory lock held until the claim commits
 //!   (tenants further from it claim in parallel).
