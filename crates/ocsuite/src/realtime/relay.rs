@@ -20,6 +20,7 @@
 //! Each notification names its origin, so a process skips its own (it delivered them
 //! already).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -33,6 +34,9 @@ use crate::queue::JOBS_CHANNEL;
 const PAYLOAD_MAX: usize = 7500;
 /// Most items one statement sends.
 const BATCH_MAX: usize = 2048;
+/// Most items waiting to be sent. Beyond it (PostgreSQL unreachable for a while under
+/// load) new ones are dropped: they are hints, and the events are in the table.
+const QUEUE_MAX: usize = 100_000;
 
 enum Out {
     Event(Arc<Event>),
@@ -54,7 +58,9 @@ pub struct Relay {
     /// Names this process in its notifications.
     node: String,
     /// Set once the sending loop runs; until then nothing is queued.
-    tx: OnceLock<mpsc::UnboundedSender<Out>>,
+    tx: OnceLock<mpsc::Sender<Out>>,
+    /// A full queue was reported and has not drained since.
+    overflowing: AtomicBool,
 }
 
 impl Default for Relay {
@@ -68,6 +74,7 @@ impl Relay {
         Self {
             node: uuid::Uuid::new_v4().simple().to_string(),
             tx: OnceLock::new(),
+            overflowing: AtomicBool::new(false),
         }
     }
 
@@ -77,27 +84,44 @@ impl Relay {
 
     /// Queues a committed event for the other processes.
     pub fn event(&self, ev: &Arc<Event>) {
-        if let Some(tx) = self.tx.get() {
-            let _ = tx.send(Out::Event(ev.clone()));
-        }
+        self.queue(Out::Event(ev.clone()));
     }
 
     /// Tells the other processes' workers that a job may be ready.
     pub fn jobs(&self) {
-        if let Some(tx) = self.tx.get() {
-            let _ = tx.send(Out::Jobs);
+        self.queue(Out::Jobs);
+    }
+
+    fn queue(&self, item: Out) {
+        let Some(tx) = self.tx.get() else {
+            return;
+        };
+        match tx.try_send(item) {
+            Ok(()) => {
+                if self.overflowing.load(Ordering::Relaxed) {
+                    self.overflowing.store(false, Ordering::Relaxed);
+                }
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if !self.overflowing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "the relay to other processes is {QUEUE_MAX} items behind; dropping until it catches up (the events stay in the table for subscribers that resume)"
+                    );
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 
     /// Starts the sending loop on `pool` (once; later calls return `None`).
     pub fn start(&self, pool: sqlx::PgPool) -> Option<tokio::task::JoinHandle<()>> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(QUEUE_MAX);
         self.tx.set(tx).ok()?;
         Some(tokio::spawn(send_loop(self.node.clone(), rx, pool)))
     }
 }
 
-async fn send_loop(node: String, mut rx: mpsc::UnboundedReceiver<Out>, pool: sqlx::PgPool) {
+async fn send_loop(node: String, mut rx: mpsc::Receiver<Out>, pool: sqlx::PgPool) {
     let mut batch = Vec::with_capacity(BATCH_MAX);
     while rx.recv_many(&mut batch, BATCH_MAX).await > 0 {
         let (channels, payloads) = encode(&node, &batch);
