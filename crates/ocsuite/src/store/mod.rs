@@ -71,32 +71,30 @@ pub struct Store {
     sqlite_writer: Arc<tokio::sync::Semaphore>,
 }
 
-/// The id an insert returned, once it ran: [`Tx::defer_insert`] sends the insert later
-/// on SQLite, so its id is known only after the transaction's next trip or its commit.
-#[derive(Clone, Debug, Default)]
-pub struct InsertedId(Arc<std::sync::OnceLock<i64>>);
+/// What a deferred statement reports, once it ran: SQLite sends deferred statements with
+/// the transaction's next trip or its commit, so their results arrive only then.
+#[derive(Clone, Debug)]
+pub struct Later<T>(Arc<std::sync::OnceLock<T>>);
 
-impl InsertedId {
-    pub fn get(&self) -> Option<i64> {
-        self.0.get().copied()
-    }
-    fn set(&self, id: i64) {
-        let _ = self.0.set(id);
+impl<T> Default for Later<T> {
+    fn default() -> Self {
+        Self(Arc::default())
     }
 }
 
-/// How many rows a deferred statement changed, once it ran ([`Tx::defer_counted`]).
-#[derive(Clone, Debug, Default)]
-pub struct Affected(Arc<std::sync::OnceLock<u64>>);
-
-impl Affected {
-    pub fn get(&self) -> Option<u64> {
+impl<T: Copy> Later<T> {
+    pub fn get(&self) -> Option<T> {
         self.0.get().copied()
     }
-    fn set(&self, n: u64) {
-        let _ = self.0.set(n);
+    fn set(&self, v: T) {
+        let _ = self.0.set(v);
     }
 }
+
+/// The id an insert returned ([`Tx::defer_insert`]).
+pub type InsertedId = Later<i64>;
+/// How many rows a statement changed ([`Tx::defer_counted`]).
+pub type Affected = Later<u64>;
 
 /// A row type decodable from both backends.
 pub trait Row: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin {}
