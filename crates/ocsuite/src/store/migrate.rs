@@ -154,3 +154,65 @@ pub async fn rls_violations(
         problems,
     )))
 }
+
+/// PostgreSQL's autovacuum settings, as the queue needs them.
+#[derive(sqlx::FromRow)]
+pub struct VacuumCheck {
+    pub autovacuum: bool,
+    /// `autovacuum_naptime`, in seconds.
+    pub naptime_secs: i64,
+}
+
+/// Naptimes above this let a busy queue's dead index entries pile up between visits.
+const MAX_NAPTIME_SECS: i64 = 10;
+
+impl VacuumCheck {
+    /// What to tell the operator, if anything. The jobs table churns (every job is
+    /// inserted, updated and deleted); every claim steps over the dead entries at the
+    /// front of the ready-jobs index until vacuum removes them, and autovacuum visits a
+    /// database only once per naptime (measured in docs/operations.md).
+    pub fn advice(&self) -> Option<String> {
+        if !self.autovacuum {
+            Some("autovacuum is off: the jobs table's dead rows are never removed and every job claim slows down as they pile up; turn it on, with autovacuum_naptime = 1s".into())
+        } else if self.naptime_secs > MAX_NAPTIME_SECS {
+            Some(format!(
+                "autovacuum_naptime is {} s: between autovacuum's visits, finished jobs' dead index entries pile up and slow every job claim; set autovacuum_naptime = 1s for a busy queue (docs/operations.md)",
+                self.naptime_secs
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// `None` on SQLite.
+pub async fn check_vacuum(store: &Store) -> Result<Option<VacuumCheck>, sqlx::Error> {
+    if store.pg_pool().is_none() {
+        return Ok(None);
+    }
+    let mut tx = store.platform_read().await?;
+    tx.fetch_optional(sql(
+        "SELECT current_setting('autovacuum')::boolean AS autovacuum, \
+         (SELECT setting::bigint FROM pg_settings WHERE name = 'autovacuum_naptime') AS naptime_secs",
+    ))
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::VacuumCheck;
+
+    #[test]
+    fn vacuum_advice_names_what_to_change() {
+        let check = |autovacuum, naptime_secs| VacuumCheck {
+            autovacuum,
+            naptime_secs,
+        };
+        assert!(check(true, 1).advice().is_none());
+        assert!(check(true, 10).advice().is_none());
+        let slow = check(true, 60).advice().unwrap_or_default();
+        assert!(slow.contains("60 s") && slow.contains("autovacuum_naptime = 1s"), "{slow}");
+        let off = check(false, 1).advice().unwrap_or_default();
+        assert!(off.starts_with("autovacuum is off"), "{off}");
+    }
+}

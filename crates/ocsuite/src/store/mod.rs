@@ -31,7 +31,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{FromRow, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 
-pub use migrate::{RoleCheck, check_runtime_role, migrate, rls_violations};
+pub use migrate::{
+    RoleCheck, VacuumCheck, check_runtime_role, check_vacuum, migrate, rls_violations,
+};
 pub use sql::{Arg, Sql, sql};
 
 use crate::ids::{TenantId, UserId};
