@@ -150,10 +150,7 @@ pub async fn prepare(config: Config) -> Result<AppState, StartError> {
         tracing::warn!(%problems, "row-level security check failed");
     }
     // Advice only: a slow-vacuumed queue still works, just slower (docs/operations.md).
-    if let Some(advice) = store::check_vacuum(&store)
-        .await?
-        .and_then(|c| c.advice())
-    {
+    if let Some(advice) = store::check_vacuum(&store).await?.and_then(|c| c.advice()) {
         tracing::warn!(%advice, "PostgreSQL autovacuum settings slow the job queue");
     }
     let registry = modules::Registry::builtin().map_err(StartError::Other)?;

@@ -211,7 +211,10 @@ mod tests {
         assert!(check(true, 1).advice().is_none());
         assert!(check(true, 10).advice().is_none());
         let slow = check(true, 60).advice().unwrap_or_default();
-        assert!(slow.contains("60 s") && slow.contains("autovacuum_naptime = 1s"), "{slow}");
+        assert!(
+            slow.contains("60 s") && slow.contains("autovacuum_naptime = 1s"),
+            "{slow}"
+        );
         let off = check(false, 1).advice().unwrap_or_default();
         assert!(off.starts_with("autovacuum is off"), "{off}");
     }
