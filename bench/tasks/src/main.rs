@@ -10,7 +10,9 @@
 //!    (task `created_at` → `started_at`) percentiles at that steady load.
 //! 4. Fan-out: `BENCH_SUBSCRIBERS` WebSocket clients subscribe to the `tasks` topic;
 //!    `BENCH_FANOUT_TASKS` tasks run 30 ms apart; every event's delivery latency (event
-//!    time → received by each subscriber) is measured.
+//!    time → received by each subscriber) is measured, and split into commit (event time
+//!    → the server's bus, after the event's transaction committed) and fan-out (bus →
+//!    subscriber).
 //!
 //! SQLite by default (a temp dir); PostgreSQL with `BENCH_DATABASE_URL` (runtime role)
 //! and `BENCH_MIGRATION_DATABASE_URL` (owner). `BENCH_ENFORCE=1` exits 1 on a missed
@@ -34,6 +36,7 @@ struct Incoming<'a> {
     #[serde(rename = "type")]
     kind: &'a str,
     at: Option<&'a str>,
+    id: Option<i64>,
 }
 
 struct Api {
@@ -258,9 +261,27 @@ async fn main() -> Res<()> {
     paced.sort_by(f64::total_cmp);
 
     // --- fan-out ----------------------------------------------------------------------
+    // When each event reached the server's bus (after its commit), to split a delivery's
+    // latency into commit (event time → bus) and fan-out (bus → subscriber). Subscribed
+    // before the WebSocket sessions, so it is woken first.
+    let mut bus_rx = state.bus.subscribe(&tenant_id);
+    let on_bus = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let bus_task = {
+        let on_bus = on_bus.clone();
+        tokio::spawn(async move {
+            while let Ok(ev) = bus_rx.recv().await {
+                let now = chrono::Utc::now();
+                if let Ok(mut m) = on_bus.lock() {
+                    m.insert(ev.id, (ev.at, now));
+                }
+            }
+        })
+    };
     eprintln!("[bench] opening {subscribers} WebSocket subscribers");
     let ws_url = format!("{}/api/v1/ws", base.replace("http://", "ws://"));
-    let (lat_tx, mut lat_rx) = tokio::sync::mpsc::unbounded_channel::<f64>();
+    // (event id, event time → received, in ms, when received).
+    let (lat_tx, mut lat_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(i64, f64, chrono::DateTime<chrono::Utc>)>();
     let ready = Arc::new(AtomicUsize::new(0));
     let mut subs = Vec::new();
     for _ in 0..subscribers {
@@ -304,7 +325,7 @@ async fn main() -> Res<()> {
                                 let d = (now - at.with_timezone(&chrono::Utc))
                                     .num_microseconds()
                                     .unwrap_or(0);
-                                let _ = lat_tx.send(d as f64 / 1000.0);
+                                let _ = lat_tx.send((msg.id.unwrap_or(0), d as f64 / 1000.0, now));
                             }
                         }
                         _ => {}
@@ -330,11 +351,26 @@ async fn main() -> Res<()> {
     for s in &subs {
         s.abort();
     }
+    bus_task.abort();
+    let on_bus = on_bus.lock().map(|m| m.clone()).unwrap_or_default();
     let mut deliveries = Vec::new();
-    while let Ok(l) = lat_rx.try_recv() {
+    let mut fanout = Vec::new();
+    let mut delivered = std::collections::HashSet::new();
+    while let Ok((id, l, received)) = lat_rx.try_recv() {
         deliveries.push(l);
+        delivered.insert(id);
+        if let Some((_, bus)) = on_bus.get(&id) {
+            fanout.push((received - *bus).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+        }
     }
     deliveries.sort_by(f64::total_cmp);
+    fanout.sort_by(f64::total_cmp);
+    let mut commit: Vec<f64> = on_bus
+        .iter()
+        .filter(|(id, _)| delivered.contains(*id))
+        .map(|(_, (at, bus))| (*bus - *at).num_microseconds().unwrap_or(0) as f64 / 1000.0)
+        .collect();
+    commit.sort_by(f64::total_cmp);
     let expected = subscribers * fanout_tasks * 3;
 
     server.stop().await;
@@ -418,6 +454,26 @@ async fn main() -> Res<()> {
         format!("{p99d:.2}"),
         "<= 10",
         p99d <= 10.0,
+    );
+    row(
+        "  of which commit p50 / p99 ms",
+        format!(
+            "{:.2} / {:.2}",
+            percentile(&commit, 50.0),
+            percentile(&commit, 99.0)
+        ),
+        "",
+        true,
+    );
+    row(
+        "  of which fan-out p50 / p99 ms",
+        format!(
+            "{:.2} / {:.2}",
+            percentile(&fanout, 50.0),
+            percentile(&fanout, 99.0)
+        ),
+        "",
+        true,
     );
     println!();
     if failed && std::env::var("BENCH_ENFORCE").is_ok_and(|v| v == "1") {

@@ -265,8 +265,7 @@ impl Conn {
         Ok(events)
     }
 
-    /// Sends `ev` on subscription `name` unless already sent. `replaying`: it comes from
-    /// the table, and its live copy may still arrive (so remember its id).
+    /// Sends `ev` on subscription `name` unless already sent; see [`forward`].
     async fn forward(
         &mut self,
         name: &str,
@@ -276,31 +275,15 @@ impl Conn {
         let Some(sub) = self.subs.get_mut(name) else {
             return Ok(());
         };
-        let pos = sub.topic.position(ev);
-        let fresh = match sub.topic {
-            Topic::Tasks => !self.replayed.contains(&ev.id),
-            _ => pos > sub.last,
-        };
-        if !fresh {
-            return Ok(());
-        }
-        sub.last = sub.last.max(pos);
-        if replaying && self.replayed.len() < 100_000 {
-            self.replayed.insert(ev.id);
-        }
-        let frame = ev.wire.get_or_build(name, || {
-            serde_json::to_string(&ServerMsg::Event {
-                topic: name,
-                seq: pos,
-                id: ev.id,
-                kind: &ev.kind,
-                data: &ev.data,
-                at: ev.at,
-            })
-            .unwrap_or_default()
-        });
-        // Queued, not flushed: `on_events` flushes once per burst.
-        self.socket.feed(Message::Text(frame)).await
+        forward(
+            &mut self.socket,
+            &mut self.replayed,
+            name,
+            sub,
+            ev,
+            replaying,
+        )
+        .await
     }
 
     /// Sends `first` and whatever else is already waiting on the channel, then flushes
@@ -328,14 +311,10 @@ impl Conn {
     }
 
     async fn on_event(&mut self, ev: &Arc<Event>) -> std::result::Result<(), axum::Error> {
-        let names: Vec<String> = self
-            .subs
-            .iter()
-            .filter(|(_, s)| s.topic.matches(&ev.topic))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for n in names {
-            self.forward(&n, ev, false).await?;
+        for (name, sub) in &mut self.subs {
+            if sub.topic.matches(&ev.topic) {
+                forward(&mut self.socket, &mut self.replayed, name, sub, ev, false).await?;
+            }
         }
         Ok(())
     }
@@ -358,6 +337,45 @@ impl Conn {
         }
         self.socket.flush().await
     }
+}
+
+/// Sends `ev` on subscription `name` (`sub`) unless already sent. `replaying`: it comes
+/// from the table, and its live copy may still arrive (so remember its id). Takes the
+/// session's parts rather than the session, so each delivery walks the subscriptions in
+/// place instead of copying their names first.
+async fn forward(
+    socket: &mut WebSocket,
+    replayed: &mut HashSet<i64>,
+    name: &str,
+    sub: &mut Sub,
+    ev: &Event,
+    replaying: bool,
+) -> std::result::Result<(), axum::Error> {
+    let pos = sub.topic.position(ev);
+    let fresh = match sub.topic {
+        Topic::Tasks => !replayed.contains(&ev.id),
+        _ => pos > sub.last,
+    };
+    if !fresh {
+        return Ok(());
+    }
+    sub.last = sub.last.max(pos);
+    if replaying && replayed.len() < 100_000 {
+        replayed.insert(ev.id);
+    }
+    let frame = ev.wire.get_or_build(name, || {
+        serde_json::to_string(&ServerMsg::Event {
+            topic: name,
+            seq: pos,
+            id: ev.id,
+            kind: &ev.kind,
+            data: &ev.data,
+            at: ev.at,
+        })
+        .unwrap_or_default()
+    });
+    // Queued, not flushed: `on_events` flushes once per burst.
+    socket.feed(Message::Text(frame)).await
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
