@@ -128,6 +128,10 @@ pub struct Config {
     pub login_max_failures: u32,
     /// Trust `X-Forwarded-For` for the client IP (only behind a proxy you run).
     pub trust_proxy: bool,
+    /// When set, `GET /metrics` answers only `Authorization: Bearer <this>` (what a
+    /// Prometheus scrape config's `authorization.credentials` sends). Unset: open, for a
+    /// deployment that blocks the path at its proxy.
+    pub metrics_token: Option<Secret>,
     pub oidc_issuer: Option<String>,
     pub oidc_audience: Option<String>,
     pub oidc_jwks_url: Option<String>,
@@ -233,6 +237,7 @@ impl Default for Config {
             rate_limit_api_burst: 200,
             login_max_failures: 5,
             trust_proxy: false,
+            metrics_token: None,
             oidc_issuer: None,
             oidc_audience: None,
             oidc_jwks_url: None,
@@ -316,6 +321,14 @@ impl Config {
                     "must start with sqlite:, postgres:// or postgresql://",
                 );
             }
+        }
+        if let Some(t) = &self.metrics_token
+            && t.expose().trim().len() < 16
+        {
+            return err(
+                "METRICS_TOKEN",
+                "must be at least 16 characters (generate one with `openssl rand -hex 32`)",
+            );
         }
         if let Some(k) = &self.master_key {
             decode_master_key(k.expose())
@@ -484,6 +497,21 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().unwrap_err().0.contains("32 bytes"));
+        let c = Config {
+            metrics_token: Some(Secret::new("short")),
+            ..Config::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .0
+                .contains("OCSUITE_METRICS_TOKEN: must be at least 16")
+        );
+        let c = Config {
+            metrics_token: Some(Secret::new("0123456789abcdef")),
+            ..Config::default()
+        };
+        assert!(c.validate().is_ok());
         assert!(Config::default().validate().is_ok());
     }
 

@@ -71,8 +71,28 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Prometheus text exposition.
-pub async fn metrics() -> Response {
+/// Prometheus text exposition; behind `OCSUITE_METRICS_TOKEN` when one is set.
+pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(token) = &state.config.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            given.as_bytes(),
+            token.expose().as_bytes(),
+        )) {
+            let mut res = (
+                StatusCode::UNAUTHORIZED,
+                "metrics need Authorization: Bearer <OCSUITE_METRICS_TOKEN>\n",
+            )
+                .into_response();
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return res;
+        }
+    }
     let body = metrics_handle().map(|h| h.render()).unwrap_or_default();
     let mut res = body.into_response();
     res.headers_mut().insert(

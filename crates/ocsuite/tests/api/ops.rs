@@ -78,3 +78,49 @@ async fn operational_endpoints(app: TestApp) {
     let res = app.http.delete(app.url("/healthz")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[tokio::test]
+async fn metrics_token_guards_the_scrape() {
+    const TOKEN: &str = "scrape-9f8e7d6c5b4a3210";
+    let app = TestApp::start_with(crate::helpers::Db::Sqlite, |c| {
+        c.metrics_token = Some(ocsuite::config::Secret::new(TOKEN))
+    })
+    .await
+    .expect("sqlite app");
+    let ann = app.signup("ann@example.com").await;
+    let scrape = |auth: Option<String>| {
+        let mut req = app.http.get(app.url("/metrics"));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        async move {
+            let res = req.send().await.unwrap();
+            let status = res.status();
+            let challenge = res
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (status, challenge, res.text().await.unwrap())
+        }
+    };
+    // No credentials, a wrong token, the token without the scheme, and a user's own
+    // session token: all refused, with the header to send.
+    for auth in [
+        None,
+        Some(format!("Bearer {TOKEN}x")),
+        Some(TOKEN.to_owned()),
+        Some(format!("Bearer {}", ann.token)),
+    ] {
+        let (status, challenge, body) = scrape(auth.clone()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{auth:?}");
+        assert_eq!(challenge.as_deref(), Some("Bearer"));
+        assert!(body.contains("OCSUITE_METRICS_TOKEN"), "{body}");
+        assert!(!body.contains("http_requests_total"), "{body}");
+    }
+    let (status, _, body) = scrape(Some(format!("Bearer {TOKEN}"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("http_requests_total"), "{body}");
+    // Health and readiness stay open for the orchestrator.
+    let res = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
