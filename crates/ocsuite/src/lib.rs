@@ -121,6 +121,11 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 /// Migrates, connects and checks the database; returns the state the server runs on.
 pub async fn prepare(config: Config) -> Result<AppState, StartError> {
     let key = master_key(&config)?;
+    if config.env == Environment::Production && config.metrics_token.is_none() {
+        tracing::warn!(
+            "GET /metrics is open: set OCSUITE_METRICS_TOKEN, or block the path at your proxy"
+        );
+    }
     // Install the metrics recorder before the first request is counted.
     ops::metrics_handle();
     store::migrate(&config).await?;
