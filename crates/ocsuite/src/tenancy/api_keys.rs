@@ -185,3 +185,73 @@ pub async fn authenticate(store: &Store, key: &str) -> Result<Option<ApiKeyAuth>
         role: Role::try_from(r.role).map_err(AppError::internal)?,
     }))
 }
+
+/// Keeps a key's role at most its creator's after the creator's membership changed:
+/// `now` is the creator's role from here on, `None` when they left or were removed.
+/// Their keys, and the keys those keys created, are revoked (`None`) or capped at the
+/// new role, each with an audit entry, in the caller's transaction. A key that keeps
+/// working for someone who is gone, or keeps admin rights its creator lost, is exactly
+/// what an admin removing or demoting a person does not expect.
+pub async fn follow_creator(
+    tx: &mut TenantTx,
+    ctx: &TenantCtx,
+    creator: &str,
+    now: Option<Role>,
+) -> Result<()> {
+    let tenant = tx.tenant_id().clone();
+    let at = Utc::now();
+    let mut creators = vec![creator.to_owned()];
+    while let Some(creator) = creators.pop() {
+        let keys: Vec<(String, String)> = tx
+            .fetch_all(
+                sql("SELECT id, role FROM api_keys WHERE tenant_id = $1 AND created_by = $2 AND revoked_at IS NULL")
+                    .bind(&tenant)
+                    .bind(creator.as_str()),
+            )
+            .await?;
+        for (id, role) in keys {
+            let role = Role::try_from(role).map_err(AppError::internal)?;
+            match now {
+                None => {
+                    tx.execute(
+                        sql("UPDATE api_keys SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3")
+                            .bind(at)
+                            .bind(&tenant)
+                            .bind(id.as_str()),
+                    )
+                    .await?;
+                    audit::record(
+                        tx,
+                        ctx,
+                        "api_key.revoke",
+                        "api_key",
+                        &id,
+                        serde_json::json!({ "reason": "its creator is no longer a member" }),
+                    )
+                    .await?;
+                }
+                Some(limit) if !limit.at_least(role) => {
+                    tx.execute(
+                        sql("UPDATE api_keys SET role = $1 WHERE tenant_id = $2 AND id = $3")
+                            .bind(limit)
+                            .bind(&tenant)
+                            .bind(id.as_str()),
+                    )
+                    .await?;
+                    audit::record(
+                        tx,
+                        ctx,
+                        "api_key.role_cap",
+                        "api_key",
+                        &id,
+                        serde_json::json!({ "from": role, "to": limit, "reason": "its creator's role was lowered" }),
+                    )
+                    .await?;
+                }
+                Some(_) => continue,
+            }
+            creators.push(id);
+        }
+    }
+    Ok(())
+}

@@ -174,6 +174,7 @@ pub async fn change_role(
         serde_json::json!({ "from": old, "to": new }),
     )
     .await?;
+    super::api_keys::follow_creator(tx, ctx, target.as_str(), Some(new)).await?;
     list(tx)
         .await?
         .into_iter()
@@ -219,5 +220,6 @@ pub async fn remove(tx: &mut TenantTx, ctx: &TenantCtx, target: &UserId) -> Resu
         serde_json::json!({ "role": role }),
     )
     .await?;
+    super::api_keys::follow_creator(tx, ctx, target.as_str(), None).await?;
     Ok(())
 }

@@ -11,7 +11,8 @@ dual!(
     invites_flow,
     roles_and_last_owner,
     audit_trail,
-    super_admin_support_access
+    super_admin_support_access,
+    api_keys_follow_their_creator
 );
 
 async fn tenant_profile(app: TestApp) {
@@ -494,4 +495,106 @@ async fn super_admin_support_access(app: TestApp) {
         app.login("ann@example.com", PASSWORD).await.0,
         StatusCode::OK
     );
+}
+
+/// A key's role stays at most its creator's: demoting the creator caps their keys (and
+/// keys those keys made), removing them revokes them; other members' keys are untouched.
+async fn api_keys_follow_their_creator(app: TestApp) {
+    let ann = app.signup("ann@example.com").await;
+    let t = app.create_tenant(&ann, "Acme").await;
+    let bob = app.signup("bob@example.com").await;
+    let cat = app.signup("cat@example.com").await;
+    app.add_member(&ann, &t, &bob, "admin").await;
+    app.add_member(&ann, &t, &cat, "admin").await;
+    let (_, bob_admin) = app.api_key(&bob, &t, "admin").await;
+    let (_, bob_viewer) = app.api_key(&bob, &t, "viewer").await;
+    let (_, cat_admin) = app.api_key(&cat, &t, "admin").await;
+    // A key made by bob's admin key.
+    let (s, v) = app
+        .post(
+            "/api/v1/api-keys",
+            &bob_admin,
+            Some(&t),
+            json!({"name": "made by a key", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let grandchild = v["key"].as_str().unwrap().to_owned();
+    let status = |key: String, path: &'static str| {
+        let app = &app;
+        let t = t.clone();
+        async move { app.get(path, &key, Some(&t)).await.0 }
+    };
+    for k in [&bob_admin, &grandchild, &cat_admin] {
+        assert_eq!(status(k.clone(), "/api/v1/api-keys").await, StatusCode::OK);
+    }
+
+    // Bob becomes a member: his admin keys become member keys, the viewer key stays.
+    let (s, v) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/members/{}", bob.id),
+            Some(&ann.token),
+            Some(&t),
+            Some(json!({"role": "member"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    for k in [&bob_admin, &grandchild] {
+        assert_eq!(
+            status(k.clone(), "/api/v1/api-keys").await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(status(k.clone(), "/api/v1/members").await, StatusCode::OK);
+    }
+    let (_, keys) = app.get("/api/v1/api-keys", &ann.token, Some(&t)).await;
+    let roles: Vec<&str> = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles.iter().filter(|r| **r == "admin").count(), 1, "{keys}");
+    assert_eq!(
+        roles.iter().filter(|r| **r == "member").count(),
+        2,
+        "{keys}"
+    );
+    assert_eq!(
+        roles.iter().filter(|r| **r == "viewer").count(),
+        1,
+        "{keys}"
+    );
+    assert_eq!(
+        status(cat_admin.clone(), "/api/v1/api-keys").await,
+        StatusCode::OK
+    );
+
+    // Bob is removed: every key his chain made stops working; cat's keeps working.
+    let (s, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/members/{}", bob.id),
+            Some(&ann.token),
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    for k in [&bob_admin, &bob_viewer, &grandchild] {
+        assert_eq!(
+            status(k.clone(), "/api/v1/members").await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        status(cat_admin.clone(), "/api/v1/api-keys").await,
+        StatusCode::OK
+    );
+    let (_, keys) = app.get("/api/v1/api-keys", &ann.token, Some(&t)).await;
+    assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
+    let (_, audit) = app.get("/api/v1/audit", &ann.token, Some(&t)).await;
+    let text = audit.to_string();
+    assert_eq!(text.matches("api_key.role_cap").count(), 2, "{text}");
+    assert!(text.matches("api_key.revoke").count() >= 3, "{text}");
 }
