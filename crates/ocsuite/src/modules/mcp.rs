@@ -11,6 +11,7 @@
 //!
 //! The tool list is a snapshot: `POST /api/v1/mcp-servers/{id}/refresh` re-reads it.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -239,43 +240,96 @@ pub fn is_internal(ip: std::net::IpAddr) -> bool {
     }
 }
 
+/// Where an MCP call may go: the URL, and the addresses its host name resolved to when
+/// they were checked. The connection is made to exactly those addresses, so a name that
+/// answers a public address to the check and an internal one a moment later (DNS
+/// rebinding) cannot steer the call inside.
+#[derive(Clone, Debug)]
+pub struct Destination {
+    url: String,
+    pinned: Option<(String, Vec<SocketAddr>)>,
+}
+
 /// Refuses a URL whose host resolves to an internal address, unless allowed. Checked at
-/// registration and before every call (a name can be re-pointed after registration).
-pub async fn check_destination(url: &str, allow_private: bool) -> std::result::Result<(), String> {
+/// registration and before every call (a name can be re-pointed after registration);
+/// the call then connects only to the addresses checked here.
+pub async fn check_destination(
+    url: &str,
+    allow_private: bool,
+) -> std::result::Result<Destination, String> {
+    let open = Destination {
+        url: url.to_owned(),
+        pinned: None,
+    };
     if allow_private {
-        return Ok(());
+        return Ok(open);
     }
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
     let host = parsed.host_str().ok_or("the URL has no host")?;
     let port = parsed.port_or_known_default().unwrap_or(443);
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<std::net::IpAddr> = match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|e| format!("cannot resolve {host}: {e}"))?
-            .map(|a| a.ip())
-            .collect(),
+    let (addrs, name): (Vec<SocketAddr>, bool) = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => (vec![SocketAddr::new(ip, port)], false),
+        Err(_) => (
+            tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|e| format!("cannot resolve {host}: {e}"))?
+                .collect(),
+            true,
+        ),
     };
     if addrs.is_empty() {
         return Err(format!("{host} resolves to no address"));
     }
-    if let Some(ip) = addrs.into_iter().find(|ip| is_internal(*ip)) {
+    if let Some(a) = addrs.iter().find(|a| is_internal(a.ip())) {
         return Err(format!(
-            "{host} resolves to an internal address ({ip}); MCP servers must be on the public internet here (an operator can set OCSUITE_MCP_ALLOW_PRIVATE_NETWORKS=true)"
+            "{host} resolves to an internal address ({}); MCP servers must be on the public internet here (an operator can set OCSUITE_MCP_ALLOW_PRIVATE_NETWORKS=true)",
+            a.ip()
         ));
     }
-    Ok(())
+    Ok(Destination {
+        pinned: name.then(|| (host.to_owned(), addrs)),
+        ..open
+    })
+}
+
+/// Same-origin 307/308 redirects only (they keep the JSON-RPC body, and stay on the
+/// checked host), at most 5; anything else comes back as the redirect response.
+fn same_origin_redirects(origin: reqwest::Url) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        let same = attempt.url().origin() == origin.origin();
+        let keeps_body = matches!(attempt.status().as_u16(), 307 | 308);
+        if same && keeps_body && attempt.previous().len() < 5 {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
+}
+
+/// The HTTP client for one destination: its host name resolves only to the checked
+/// addresses. No idle pooling: each call opens its own session.
+fn http_client(dest: &Destination) -> std::result::Result<reqwest::Client, String> {
+    let origin = reqwest::Url::parse(&dest.url).map_err(|e| format!("not a URL: {e}"))?;
+    let mut b = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .redirect(same_origin_redirects(origin));
+    if let Some((host, addrs)) = &dest.pinned {
+        b = b.resolve_to_addrs(host, addrs);
+    }
+    b.build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))
 }
 
 type Client = rmcp::service::RunningService<rmcp::RoleClient, ()>;
 
-async fn connect(url: &str, token: Option<&str>) -> std::result::Result<Client, String> {
+async fn connect(dest: &Destination, token: Option<&str>) -> std::result::Result<Client, String> {
+    let url = dest.url.as_str();
     let mut cfg = StreamableHttpClientTransportConfig::with_uri(url.to_owned());
     if let Some(t) = token {
         cfg = cfg.auth_header(t.to_owned());
     }
-    let transport = StreamableHttpClientTransport::from_config(cfg);
+    let transport = StreamableHttpClientTransport::with_client(http_client(dest)?, cfg);
     match tokio::time::timeout(CONNECT_TIMEOUT, ().serve(transport)).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(format!("cannot initialise an MCP session with {url}: {e}")),
@@ -317,10 +371,10 @@ fn capability_name(server: &str, tool: &str) -> String {
 /// Connects and lists the server's tools.
 pub async fn discover(
     name: &str,
-    url: &str,
+    dest: &Destination,
     token: Option<&str>,
 ) -> std::result::Result<(ServerInfo, Vec<ToolInfo>), String> {
-    let client = connect(url, token).await?;
+    let client = connect(dest, token).await?;
     let info = client
         .peer_info()
         .and_then(|i| {
@@ -471,10 +525,10 @@ pub async fn call(
     input: Value,
     allow_private: bool,
 ) -> std::result::Result<Value, TaskError> {
-    check_destination(url, allow_private)
+    let dest = check_destination(url, allow_private)
         .await
         .map_err(TaskError::Permanent)?;
-    let client = connect(url, token).await.map_err(TaskError::Retryable)?;
+    let client = connect(&dest, token).await.map_err(TaskError::Retryable)?;
     let args = match input {
         Value::Object(m) => m,
         _ => serde_json::Map::new(),
@@ -525,6 +579,39 @@ mod tests {
         for ip in ["1.1.1.1", "8.8.8.8", "2606:4700:4700::1111"] {
             assert!(!is_internal(ip.parse().unwrap()), "{ip}");
         }
+    }
+
+    /// The client for a checked destination connects to the checked addresses, never
+    /// resolving the name again: `mcp.invalid` cannot resolve, yet the request arrives.
+    #[tokio::test]
+    async fn a_checked_destination_connects_only_to_its_checked_addresses() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 1024];
+            let n = sock.read(&mut buf).await.unwrap();
+            sock.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        let url = format!("http://mcp.invalid:{}/mcp", addr.port());
+        let dest = Destination {
+            url: url.clone(),
+            pinned: Some(("mcp.invalid".into(), vec![addr])),
+        };
+        let res = http_client(&dest).unwrap().get(&url).send().await.unwrap();
+        assert_eq!(res.status(), reqwest::StatusCode::NO_CONTENT);
+        let request = server.await.unwrap();
+        assert!(request.contains("host: mcp.invalid"), "{request}");
+        // Without the pin the same name does not resolve at all.
+        let open = Destination {
+            url: url.clone(),
+            pinned: None,
+        };
+        assert!(http_client(&open).unwrap().get(&url).send().await.is_err());
     }
 
     #[tokio::test]

@@ -137,10 +137,10 @@ pub async fn register(
             "the token is longer than 4096 bytes",
         ));
     }
-    mcp::check_destination(&input.url, state.config.mcp_private_allowed())
+    let dest = mcp::check_destination(&input.url, state.config.mcp_private_allowed())
         .await
         .map_err(|m| AppError::invalid("url", m))?;
-    let (info, tools) = mcp::discover(&input.name, &input.url, token)
+    let (info, tools) = mcp::discover(&input.name, &dest, token)
         .await
         .map_err(|m| AppError::Detailed {
             status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -197,7 +197,7 @@ pub async fn refresh(
     tx.commit().await?;
     let result = match mcp::check_destination(&server.url, state.config.mcp_private_allowed()).await
     {
-        Ok(()) => mcp::discover(&server.name, &server.url, token.as_deref()).await,
+        Ok(dest) => mcp::discover(&server.name, &dest, token.as_deref()).await,
         Err(e) => Err(e),
     };
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
