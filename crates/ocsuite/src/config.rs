@@ -13,8 +13,11 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-/// A string that never prints: `Debug` and `Display` show `[redacted]`.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// A string that never prints (`Debug` and `Display` show `[redacted]`) and is zeroed
+/// when dropped.
+#[derive(
+    Clone, Serialize, Deserialize, PartialEq, Eq, zeroize::Zeroize, zeroize::ZeroizeOnDrop,
+)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -417,9 +420,6 @@ impl Config {
                 "OCSUITE_GOOGLE_CLIENT_ID and OCSUITE_GOOGLE_CLIENT_SECRET go together",
             );
         }
-        crate::notifications::email::Mailer::from_config(self).map_err(ConfigError)?;
-        crate::connectors::Providers::from_config(self)
-            .map_err(|m| ConfigError(format!("OCSUITE_CONNECTOR_PROVIDERS: {m}")))?;
         if self.oidc_issuer.is_some() != self.oidc_audience.is_some() {
             return err(
                 "OIDC_ISSUER",

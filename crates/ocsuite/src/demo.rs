@@ -11,13 +11,21 @@ use chrono::{Datelike, Duration, Months, Utc};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::audit;
 use crate::bookkeeping::{self, NewTransaction};
 use crate::error::{AppError, ErrorBody, Result};
 use crate::leadtracker::{self, LeadInput};
-use crate::store::{TenantTx, sql};
+use crate::state::AppState;
+use crate::store::{TenantTx, scoped};
 use crate::tenancy::{Role, TenantCtx};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// This domain's API routes (relative to `/api/v1`), each declared once: the route and
+/// its OpenAPI operation both come from the handler's `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(load, remove))
+}
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Loaded {
@@ -130,21 +138,17 @@ const LEADS: &[DemoLead] = &[
 ];
 
 async fn already_loaded(tx: &mut TenantTx) -> Result<bool> {
-    let tenant = tx.tenant_id().clone();
     let (n,): (i64,) = tx
-        .fetch_one(
-            sql(
-                "SELECT (SELECT COUNT(*) FROM leads WHERE tenant_id = $1 AND origin = 'demo') + \
+        .fetch_one(scoped(
+            "SELECT (SELECT COUNT(*) FROM leads WHERE tenant_id = $1 AND origin = 'demo') + \
                  (SELECT COUNT(*) FROM accounts WHERE tenant_id = $1 AND origin = 'demo')",
-            )
-            .bind(&tenant),
-        )
+        ))
         .await?;
     Ok(n > 0)
 }
 
 /// Loads the demo company's data into the caller's tenant (once).
-#[utoipa::path(post, path = "/api/v1/demo-data", tag = "modules",
+#[utoipa::path(post, path = "/demo-data", tag = "modules",
     responses((status = 201, body = Loaded), (status = 409, body = ErrorBody, description = "already loaded")))]
 pub async fn load(
     State(state): State<AppState>,
@@ -271,29 +275,28 @@ pub async fn load(
 }
 
 /// Removes everything the demo loaded (the tenant's own data stays).
-#[utoipa::path(delete, path = "/api/v1/demo-data", tag = "modules", responses((status = 204), (status = 404, body = ErrorBody)))]
+#[utoipa::path(delete, path = "/demo-data", tag = "modules", responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn remove(State(state): State<AppState>, ctx: TenantCtx) -> Result<StatusCode> {
     ctx.require(Role::Admin)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     if !already_loaded(&mut tx).await? {
         return Err(AppError::NotFound("demo data"));
     }
-    let t = ctx.tenant_id.clone();
     for q in [
-        sql(
+        scoped(
             "DELETE FROM lead_stage_history WHERE tenant_id = $1 AND lead_id IN (SELECT id FROM leads WHERE tenant_id = $1 AND origin = 'demo')",
         ),
-        sql("DELETE FROM leads WHERE tenant_id = $1 AND origin = 'demo'"),
-        sql("DELETE FROM transactions WHERE tenant_id = $1 AND origin = 'demo'"),
-        sql("DELETE FROM accounts WHERE tenant_id = $1 AND origin = 'demo'"),
-        sql(
+        scoped("DELETE FROM leads WHERE tenant_id = $1 AND origin = 'demo'"),
+        scoped("DELETE FROM transactions WHERE tenant_id = $1 AND origin = 'demo'"),
+        scoped("DELETE FROM accounts WHERE tenant_id = $1 AND origin = 'demo'"),
+        scoped(
             "DELETE FROM email_recipients WHERE tenant_id = $1 AND campaign_id IN (SELECT id FROM email_campaigns WHERE tenant_id = $1 AND origin = 'demo')",
         ),
-        sql(
+        scoped(
             "DELETE FROM email_campaigns WHERE tenant_id = $1 AND origin = 'demo' AND status NOT IN ('scheduled', 'sending')",
         ),
     ] {
-        tx.execute(q.bind(&t)).await?;
+        tx.execute(q).await?;
     }
     leadtracker::refresh_metrics(&mut tx).await?;
     bookkeeping::refresh_metrics(&mut tx).await?;

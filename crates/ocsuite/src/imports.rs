@@ -18,6 +18,18 @@ use crate::error::{AppError, Result};
 
 /// Largest CSV accepted in one import.
 pub const MAX_CSV_BYTES: usize = 8 * 1024 * 1024;
+
+/// The body limit of a CSV import route: a CSV and its options.
+pub const UPLOAD_MAX_BYTES: usize = MAX_CSV_BYTES + 64 * 1024;
+
+/// Middleware for import routes: a declared `Content-Length` over [`UPLOAD_MAX_BYTES`]
+/// is refused before the body is read (pair it with `DefaultBodyLimit`).
+pub async fn refuse_oversize(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    crate::json::refuse_declared_oversize(UPLOAD_MAX_BYTES, req, next).await
+}
 /// Most data rows in one import.
 pub const MAX_ROWS: usize = 20_000;
 /// Errors reported at most (the count is always exact).

@@ -33,6 +33,7 @@ pub mod ops;
 pub mod personas;
 pub mod queue;
 pub mod realtime;
+pub mod state;
 pub mod store;
 pub mod tasks;
 pub mod tenancy;
@@ -47,9 +48,9 @@ use std::time::Duration;
 use base64::Engine;
 use tokio::net::TcpListener;
 
-pub use app::AppState;
 use config::{Config, Environment, decode_master_key};
 use crypto::{Crypto, MasterKey};
+pub use state::AppState;
 use store::Store;
 
 /// Why the server could not start.
@@ -158,8 +159,31 @@ pub async fn prepare(config: Config) -> Result<AppState, StartError> {
     if let Some(advice) = store::check_vacuum(&store).await?.and_then(|c| c.advice()) {
         tracing::warn!(%advice, "PostgreSQL autovacuum settings slow the job queue");
     }
-    let registry = modules::Registry::builtin().map_err(StartError::Other)?;
-    Ok(AppState::new(config, store, Crypto::new(key), registry))
+    let registry = builtin_modules().map_err(StartError::Other)?;
+    AppState::new(config, store, Crypto::new(key), registry).map_err(StartError::Other)
+}
+
+/// The modules compiled into the server. Registered here, at start, so the registry
+/// itself names none of them.
+pub fn builtin_modules() -> Result<modules::Registry, String> {
+    use std::sync::Arc;
+    modules::Registry::new(vec![
+        Arc::new(modules::diagnostics::Diagnostics::new()),
+        Arc::new(connectors::module::Connectors::new()),
+        Arc::new(leadtracker::module::LeadTracker::new()),
+        Arc::new(bookkeeping::module::Bookkeeping::new()),
+        Arc::new(email::module::EmailModule::new()),
+    ])
+}
+
+/// Checks the settings that only a service can judge (the SMTP URL, the connector
+/// provider list), so `main` stops with the same exit code as for any other invalid
+/// setting instead of failing later at start.
+pub fn check_services(config: &Config) -> Result<(), config::ConfigError> {
+    notifications::email::Mailer::from_config(config).map_err(config::ConfigError)?;
+    connectors::Providers::from_config(config)
+        .map_err(|m| config::ConfigError(format!("OCSUITE_CONNECTOR_PROVIDERS: {m}")))?;
+    Ok(())
 }
 
 /// The background work every process runs besides HTTP: the PostgreSQL listener, the

@@ -77,7 +77,7 @@ fn init_logging(format: LogFormat) {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load() {
+    let config = match Config::load().and_then(|c| ocsuite::check_services(&c).map(|()| c)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");

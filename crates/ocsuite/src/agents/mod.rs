@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{AppError, Result};
 use crate::personas::{self, Persona};
-use crate::store::{TenantTx, sql};
+use crate::store::{TenantTx, scoped};
 
 /// Settings shared by agents and persona customisations.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
@@ -173,35 +173,29 @@ macro_rules! select_agents {
 }
 
 pub async fn list(tx: &mut TenantTx) -> Result<Vec<Agent>> {
-    let tenant = tx.tenant_id().clone();
     let rows: Vec<AgentRow> = tx
-        .fetch_all(sql(select_agents!("WHERE tenant_id = $1 ORDER BY name, slug")).bind(&tenant))
+        .fetch_all(scoped(select_agents!(
+            "WHERE tenant_id = $1 ORDER BY name, slug"
+        )))
         .await?;
     Ok(rows.into_iter().map(AgentRow::into_agent).collect())
 }
 
 pub async fn get(tx: &mut TenantTx, slug: &str) -> Result<Option<Agent>> {
-    let tenant = tx.tenant_id().clone();
     let row: Option<AgentRow> = tx
-        .fetch_optional(
-            sql(select_agents!("WHERE tenant_id = $1 AND slug = $2"))
-                .bind(&tenant)
-                .bind(slug),
-        )
+        .fetch_optional(scoped(select_agents!("WHERE tenant_id = $1 AND slug = $2")).bind(slug))
         .await?;
     Ok(row.map(AgentRow::into_agent))
 }
 
 /// Inserts or replaces an agent's definition (`created_*` kept on replace).
 pub async fn save(tx: &mut TenantTx, a: &Agent) -> Result<()> {
-    let tenant = tx.tenant_id().clone();
     tx.execute(
-        sql("INSERT INTO agents (tenant_id, slug, name, title, instructions, model, temperature, max_tokens, capabilities, enabled, created_by, created_at, updated_at) \
+        scoped("INSERT INTO agents (tenant_id, slug, name, title, instructions, model, temperature, max_tokens, capabilities, enabled, created_by, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (tenant_id, slug) DO UPDATE SET name = excluded.name, title = excluded.title, instructions = excluded.instructions, \
                model = excluded.model, temperature = excluded.temperature, max_tokens = excluded.max_tokens, \
                capabilities = excluded.capabilities, enabled = excluded.enabled, updated_at = excluded.updated_at")
-            .bind(&tenant)
             .bind(a.slug.as_str())
             .bind(a.name.as_str())
             .bind(a.title.as_str())
@@ -239,11 +233,9 @@ struct CustomizationRow {
 }
 
 pub async fn customization(tx: &mut TenantTx, slug: &str) -> Result<Option<Customization>> {
-    let tenant = tx.tenant_id().clone();
     let row: Option<CustomizationRow> = tx
         .fetch_optional(
-            sql("SELECT prompt_additions, model, temperature, max_tokens FROM persona_overrides WHERE tenant_id = $1 AND slug = $2")
-                .bind(&tenant)
+            scoped("SELECT prompt_additions, model, temperature, max_tokens FROM persona_overrides WHERE tenant_id = $1 AND slug = $2")
                 .bind(slug),
         )
         .await?;
@@ -258,13 +250,11 @@ pub async fn customization(tx: &mut TenantTx, slug: &str) -> Result<Option<Custo
 }
 
 pub async fn set_customization(tx: &mut TenantTx, slug: &str, c: &Customization) -> Result<()> {
-    let tenant = tx.tenant_id().clone();
     tx.execute(
-        sql("INSERT INTO persona_overrides (tenant_id, slug, prompt_additions, model, temperature, max_tokens, updated_at) \
+        scoped("INSERT INTO persona_overrides (tenant_id, slug, prompt_additions, model, temperature, max_tokens, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (tenant_id, slug) DO UPDATE SET prompt_additions = excluded.prompt_additions, model = excluded.model, \
                temperature = excluded.temperature, max_tokens = excluded.max_tokens, updated_at = excluded.updated_at")
-            .bind(&tenant)
             .bind(slug)
             .bind(c.prompt_additions.clone())
             .bind(c.settings.model.clone())
@@ -277,12 +267,9 @@ pub async fn set_customization(tx: &mut TenantTx, slug: &str, c: &Customization)
 }
 
 pub async fn reset_customization(tx: &mut TenantTx, slug: &str) -> Result<bool> {
-    let tenant = tx.tenant_id().clone();
     let n = tx
         .execute(
-            sql("DELETE FROM persona_overrides WHERE tenant_id = $1 AND slug = $2")
-                .bind(&tenant)
-                .bind(slug),
+            scoped("DELETE FROM persona_overrides WHERE tenant_id = $1 AND slug = $2").bind(slug),
         )
         .await?;
     Ok(n > 0)

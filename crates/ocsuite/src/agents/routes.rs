@@ -8,13 +8,24 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{Agent, Customization, ModelSettings};
-use crate::app::AppState;
 use crate::audit;
 use crate::auth::users::clean_name;
 use crate::error::{AppError, ErrorBody, Result};
 use crate::json::ApiJson;
 use crate::personas;
+use crate::state::AppState;
 use crate::tenancy::{Role, TenantCtx};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// This domain's API routes (relative to `/api/v1`), each declared once: the route and
+/// its OpenAPI operation both come from the handler's `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(customize, reset))
+        .routes(routes!(list, create))
+        .routes(routes!(update))
+}
 
 const MAX_INSTRUCTIONS: usize = 8000;
 const MAX_ADDITIONS: usize = 4000;
@@ -67,7 +78,7 @@ pub struct Agents {
 }
 
 /// The tenant's custom agents.
-#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", responses((status = 200, body = Agents)))]
+#[utoipa::path(get, path = "/agents", tag = "agents", responses((status = 200, body = Agents)))]
 pub async fn list(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<Agents>> {
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
     let agents = super::list(&mut tx).await?;
@@ -76,7 +87,7 @@ pub async fn list(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<
 }
 
 /// Creates a custom agent (admins).
-#[utoipa::path(post, path = "/api/v1/agents", request_body = AgentIn, tag = "agents",
+#[utoipa::path(post, path = "/agents", request_body = AgentIn, tag = "agents",
     responses((status = 201, body = Agent), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -121,7 +132,7 @@ pub async fn create(
 }
 
 /// Edits a custom agent, or disables/enables it (admins).
-#[utoipa::path(patch, path = "/api/v1/agents/{slug}", request_body = AgentPatch, tag = "agents",
+#[utoipa::path(patch, path = "/agents/{slug}", request_body = AgentPatch, tag = "agents",
     responses((status = 200, body = Agent), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
@@ -184,7 +195,7 @@ pub struct PersonaOut {
 }
 
 /// Customises a built-in persona for this tenant (admins); the default stays intact.
-#[utoipa::path(put, path = "/api/v1/c-suite/{persona}/customization", request_body = Customization, tag = "agents",
+#[utoipa::path(put, path = "/c-suite/{persona}/customization", request_body = Customization, tag = "agents",
     responses((status = 200, body = Customization), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn customize(
     State(state): State<AppState>,
@@ -224,7 +235,7 @@ pub async fn customize(
 }
 
 /// Removes this tenant's customisation of a built-in persona.
-#[utoipa::path(delete, path = "/api/v1/c-suite/{persona}/customization", tag = "agents",
+#[utoipa::path(delete, path = "/c-suite/{persona}/customization", tag = "agents",
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn reset(
     State(state): State<AppState>,

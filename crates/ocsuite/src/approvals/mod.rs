@@ -28,7 +28,7 @@ use crate::ids::TaskId;
 use crate::modules::{self, Registry};
 use crate::queue::{self, EXECUTE_TASK, NewJob};
 use crate::realtime::{self, Event, Topic};
-use crate::store::{TenantTx, sql};
+use crate::store::{TenantTx, scoped};
 use crate::tasks::{self, Status, Task, job_id};
 use crate::tenancy::Role;
 
@@ -80,12 +80,10 @@ pub struct Policy {
 }
 
 pub async fn policy(tx: &mut TenantTx) -> Result<Policy> {
-    let tenant = tx.tenant_id().clone();
     let roles: Vec<(String, String)> = tx
-        .fetch_all(
-            sql("SELECT side_effect, min_role FROM approval_roles WHERE tenant_id = $1")
-                .bind(&tenant),
-        )
+        .fetch_all(scoped(
+            "SELECT side_effect, min_role FROM approval_roles WHERE tenant_id = $1",
+        ))
         .await?;
     let mut min_roles: BTreeMap<String, Role> = SIDE_EFFECTS
         .iter()
@@ -97,10 +95,9 @@ pub async fn policy(tx: &mut TenantTx) -> Result<Policy> {
         }
     }
     let modes: Vec<(String, String)> = tx
-        .fetch_all(
-            sql("SELECT capability, mode FROM approval_modes WHERE tenant_id = $1 ORDER BY capability")
-                .bind(&tenant),
-        )
+        .fetch_all(scoped(
+            "SELECT capability, mode FROM approval_modes WHERE tenant_id = $1 ORDER BY capability",
+        ))
         .await?;
     let modes = modes
         .into_iter()
@@ -161,13 +158,11 @@ pub async fn set_policy(
             }
         }
     }
-    let tenant = tx.tenant_id().clone();
     let now = Utc::now();
     for (se, role) in min_roles {
         tx.execute(
-            sql("INSERT INTO approval_roles (tenant_id, side_effect, min_role, updated_at) VALUES ($1, $2, $3, $4) \
+            scoped("INSERT INTO approval_roles (tenant_id, side_effect, min_role, updated_at) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (tenant_id, side_effect) DO UPDATE SET min_role = $3, updated_at = $4")
-                .bind(&tenant)
                 .bind(se.as_str())
                 .bind(*role)
                 .bind(now),
@@ -176,12 +171,10 @@ pub async fn set_policy(
     }
     for (cap, mode) in modes {
         let q = match mode {
-            Mode::Ask => sql("DELETE FROM approval_modes WHERE tenant_id = $1 AND capability = $2")
-                .bind(&tenant)
+            Mode::Ask => scoped("DELETE FROM approval_modes WHERE tenant_id = $1 AND capability = $2")
                 .bind(cap.as_str()),
-            Mode::Auto => sql("INSERT INTO approval_modes (tenant_id, capability, mode, updated_at) VALUES ($1, $2, 'auto', $3) \
+            Mode::Auto => scoped("INSERT INTO approval_modes (tenant_id, capability, mode, updated_at) VALUES ($1, $2, 'auto', $3) \
                                ON CONFLICT (tenant_id, capability) DO UPDATE SET mode = 'auto', updated_at = $3")
-                .bind(&tenant)
                 .bind(cap.as_str())
                 .bind(now),
         };
@@ -311,7 +304,6 @@ pub async fn decide(
     by: &str,
     decision: Decision<'_>,
 ) -> Result<Event> {
-    let tenant = tx.tenant_id().clone();
     let now = Utc::now();
     let (status, rationale, kind) = match &decision {
         Decision::Approve { rationale } => ("queued", *rationale, "approved"),
@@ -319,15 +311,14 @@ pub async fn decide(
     };
     let row: Option<(i64,)> = tx
         .fetch_optional(
-            sql("UPDATE tasks SET status = $1, decided_by = $2, decided_at = $3, decision_rationale = $4, \
-                   finished_at = CASE WHEN $1 = 'rejected' THEN $3 ELSE finished_at END, \
-                   event_seq = event_seq + 1, updated_at = $3 \
-                 WHERE tenant_id = $5 AND id = $6 AND status = 'proposed' RETURNING event_seq")
+            scoped("UPDATE tasks SET status = $2, decided_by = $3, decided_at = $4, decision_rationale = $5, \
+                   finished_at = CASE WHEN $2 = 'rejected' THEN $4 ELSE finished_at END, \
+                   event_seq = event_seq + 1, updated_at = $4 \
+                 WHERE tenant_id = $1 AND id = $6 AND status = 'proposed' RETURNING event_seq")
                 .bind(status)
                 .bind(by)
                 .bind(now)
                 .bind(rationale)
-                .bind(&tenant)
                 .bind(&task.id),
         )
         .await?;
@@ -385,13 +376,11 @@ pub async fn preview(
     policy: &Policy,
 ) -> Result<Preview> {
     let spec = spec_of(registry, tx, &task).await?;
-    let tenant = tx.tenant_id().clone();
     let item: Option<(String, String)> = tx
         .fetch_optional(
-            sql(
+            scoped(
                 "SELECT title, description FROM action_items WHERE tenant_id = $1 AND task_id = $2",
             )
-            .bind(&tenant)
             .bind(&task.id),
         )
         .await?;

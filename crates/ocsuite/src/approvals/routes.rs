@@ -9,13 +9,27 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{Decision, Mode, Policy, Preview, decide, policy, preview, set_policy, spec_of};
-use crate::app::AppState;
 use crate::audit;
 use crate::error::{AppError, ErrorBody, Result};
 use crate::ids::TaskId;
 use crate::json::ApiJson;
+use crate::state::AppState;
+use crate::store::scoped;
 use crate::tasks::{self, NewTask, Status, Task};
 use crate::tenancy::{Role, TenantCtx};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// This domain's API routes (relative to `/api/v1`), each declared once: the route and
+/// its OpenAPI operation both come from the handler's `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(approve))
+        .routes(routes!(reject))
+        .routes(routes!(undo))
+        .routes(routes!(list))
+        .routes(routes!(get_policy, put_policy))
+}
 
 const MAX_RATIONALE: usize = 2000;
 
@@ -26,7 +40,7 @@ pub struct Approvals {
 
 /// Proposed tasks waiting for a decision, oldest first, each with what will run, the
 /// exact input, side effect, risk hints, undo, and whether the caller may approve.
-#[utoipa::path(get, path = "/api/v1/approvals", tag = "approvals",
+#[utoipa::path(get, path = "/approvals", tag = "approvals",
     responses((status = 200, body = Approvals)))]
 pub async fn list(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<Approvals>> {
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
@@ -65,7 +79,7 @@ fn task_id(id: &str) -> Result<TaskId> {
 }
 
 /// Approves a proposed task: it is queued (once, however many approve at the same time).
-#[utoipa::path(post, path = "/api/v1/tasks/{id}/approve", request_body = DecisionIn, tag = "approvals",
+#[utoipa::path(post, path = "/tasks/{id}/approve", request_body = DecisionIn, tag = "approvals",
     responses((status = 200, body = Task), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody, description = "already decided")))]
 pub async fn approve(
@@ -79,7 +93,7 @@ pub async fn approve(
 }
 
 /// Rejects a proposed task, with a rationale.
-#[utoipa::path(post, path = "/api/v1/tasks/{id}/reject", request_body = DecisionIn, tag = "approvals",
+#[utoipa::path(post, path = "/tasks/{id}/reject", request_body = DecisionIn, tag = "approvals",
     responses((status = 200, body = Task), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn reject(
@@ -159,7 +173,7 @@ pub struct UndoOut {
 /// Undoes a succeeded task whose capability declares a compensation: proposes the
 /// compensating capability with the original output, to be approved like any task.
 /// Capabilities without one answer 409 with the module's manual instructions.
-#[utoipa::path(post, path = "/api/v1/tasks/{id}/undo", tag = "approvals",
+#[utoipa::path(post, path = "/tasks/{id}/undo", tag = "approvals",
     responses((status = 202, body = UndoOut), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody, description = "not undoable (the message carries the manual instructions)")))]
 pub async fn undo(
@@ -193,11 +207,9 @@ pub async fn undo(
             )));
         }
     };
-    let tenant = ctx.tenant_id.clone();
     let already: Option<(String,)> = tx
         .fetch_optional(
-            crate::store::sql("SELECT id FROM tasks WHERE tenant_id = $1 AND undo_of = $2 AND status NOT IN ('rejected', 'failed', 'dead', 'cancelled')")
-                .bind(&tenant)
+            scoped("SELECT id FROM tasks WHERE tenant_id = $1 AND undo_of = $2 AND status NOT IN ('rejected', 'failed', 'dead', 'cancelled')")
                 .bind(&id),
         )
         .await?;
@@ -248,7 +260,7 @@ pub async fn undo(
 }
 
 /// The tenant's approval policy.
-#[utoipa::path(get, path = "/api/v1/approval-policy", tag = "approvals",
+#[utoipa::path(get, path = "/approval-policy", tag = "approvals",
     responses((status = 200, body = Policy)))]
 pub async fn get_policy(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<Policy>> {
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
@@ -271,7 +283,7 @@ pub struct PolicyIn {
 }
 
 /// Changes the approval policy (admins).
-#[utoipa::path(put, path = "/api/v1/approval-policy", request_body = PolicyIn, tag = "approvals",
+#[utoipa::path(put, path = "/approval-policy", request_body = PolicyIn, tag = "approvals",
     responses((status = 200, body = Policy), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn put_policy(
     State(state): State<AppState>,

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::auth::ClientMeta;
 use crate::error::{AppError, Result};
 use crate::ids::{AuditId, UserId};
-use crate::store::{TenantTx, Tx, sql};
+use crate::store::{TenantTx, Tx, scoped, sql};
 use crate::tenancy::TenantCtx;
 
 /// Writes one audit row for the tenant of `tx`.
@@ -67,12 +67,10 @@ pub(crate) async fn insert(
     details: Value,
     request_id: Option<String>,
 ) -> Result<()> {
-    let tenant = tx.tenant_id().clone();
     // Nothing reads it back in this transaction: it travels with the next statement.
     tx.defer(
-        sql("INSERT INTO audit_log (tenant_id, id, actor_type, actor_id, action, target_type, target_id, details, request_id, created_at) \
+        scoped("INSERT INTO audit_log (tenant_id, id, actor_type, actor_id, action, target_type, target_id, details, request_id, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
-            .bind(&tenant)
             .bind(AuditId::new())
             .bind(actor_type)
             .bind(actor_id)
@@ -143,12 +141,10 @@ pub async fn list(
     limit: u32,
     before: Option<&AuditId>,
 ) -> Result<Vec<AuditOut>> {
-    let tenant = tx.tenant_id().clone();
     let rows: Vec<AuditRow> = tx
         .fetch_all(
-            sql("SELECT id, actor_type, actor_id, action, target_type, target_id, details, request_id, created_at \
+            scoped("SELECT id, actor_type, actor_id, action, target_type, target_id, details, request_id, created_at \
                  FROM audit_log WHERE tenant_id = $1 AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3")
-                .bind(&tenant)
                 .bind(before.map(|b| b.as_str().to_owned()).unwrap_or_default())
                 .bind(i64::from(limit)),
         )

@@ -5,11 +5,19 @@ use axum::extract::State;
 use serde::Deserialize;
 
 use super::AuditOut;
-use crate::app::AppState;
 use crate::error::{AppError, Result};
 use crate::ids::AuditId;
 use crate::json::ApiQuery;
+use crate::state::AppState;
 use crate::tenancy::{Role, TenantCtx};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// This domain's API routes (relative to `/api/v1`), each declared once: the route and
+/// its OpenAPI operation both come from the handler's `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
+}
 
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct AuditQuery {
@@ -20,7 +28,7 @@ pub struct AuditQuery {
 }
 
 /// The tenant's audit trail, newest first (admins and owners).
-#[utoipa::path(get, path = "/api/v1/audit", params(AuditQuery), tag = "audit",
+#[utoipa::path(get, path = "/audit", params(AuditQuery), tag = "audit",
     responses((status = 200, body = Vec<AuditOut>), (status = 403, body = crate::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,

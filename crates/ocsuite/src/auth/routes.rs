@@ -8,14 +8,39 @@ use serde::{Deserialize, Serialize};
 
 use super::users::{self, UserOut, clean_name, normalize_email};
 use super::{ClientMeta, CurrentUser, SESSION_COOKIE, password, sessions, totp};
-use crate::app::AppState;
 use crate::audit::security_event;
 use crate::crypto::secrets::current_version;
 use crate::error::{AppError, ErrorBody, Result};
 use crate::ids::{SessionId, TenantId};
 use crate::json::ApiJson;
-use crate::store::sql;
+use crate::state::AppState;
+use crate::store::cross_tenant;
 use crate::tenancy::Role;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// This domain's API routes (relative to `/api/v1`), each declared once: the route and
+/// its OpenAPI operation both come from the handler's `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(logout))
+        .routes(routes!(me))
+        .routes(routes!(set_active_tenant))
+        .routes(routes!(totp_setup))
+        .routes(routes!(totp_enable))
+        .routes(routes!(totp_disable))
+        .routes(routes!(list_sessions))
+        .routes(routes!(revoke_other_sessions))
+        .routes(routes!(revoke_session))
+}
+
+/// Sign-up and login: the routes that take a password, rate-limited per client IP by
+/// the router assembly.
+pub fn credentials_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(signup))
+        .routes(routes!(login))
+}
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -102,7 +127,7 @@ async fn issue_session(
 }
 
 /// Creates an account and signs it in.
-#[utoipa::path(post, path = "/api/v1/auth/signup", request_body = SignupIn, tag = "auth",
+#[utoipa::path(post, path = "/auth/signup", request_body = SignupIn, tag = "auth",
     responses((status = 201, body = AuthOut), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn signup(
     State(state): State<AppState>,
@@ -123,7 +148,7 @@ pub async fn signup(
 ///
 /// Wrong credentials count against the account: after `OCSUITE_LOGIN_MAX_FAILURES`
 /// the account locks for 30 s, doubling up to 15 minutes (429 with `Retry-After`).
-#[utoipa::path(post, path = "/api/v1/auth/login", request_body = LoginIn, tag = "auth",
+#[utoipa::path(post, path = "/auth/login", request_body = LoginIn, tag = "auth",
     responses((status = 200, body = AuthOut), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
@@ -204,7 +229,7 @@ pub async fn login(
 }
 
 /// Ends the current session and clears the cookie.
-#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", responses((status = 204)))]
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", responses((status = 204)))]
 pub async fn logout(
     State(state): State<AppState>,
     me: CurrentUser,
@@ -233,19 +258,13 @@ struct MembershipRow {
 }
 
 /// The signed-in user and the tenants they belong to.
-#[utoipa::path(get, path = "/api/v1/me", tag = "auth", responses((status = 200, body = MeOut), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/me", tag = "auth", responses((status = 200, body = MeOut), (status = 401, body = ErrorBody)))]
 pub async fn me(State(state): State<AppState>, me: CurrentUser) -> Result<Json<MeOut>> {
     let mut tx = state.store.user(&me.user.id).await?;
     let user = users::find(&mut tx, &me.user.id)
         .await?
         .ok_or(AppError::NotFound("user"))?;
-    let rows: Vec<MembershipRow> = tx
-        .fetch_all(
-            sql("SELECT m.tenant_id, t.name AS tenant_name, m.role FROM memberships m JOIN tenants t ON t.id = m.tenant_id \
-                 WHERE m.user_id = $1 ORDER BY m.created_at")
-                .bind(&me.user.id),
-        )
-        .await?;
+    let rows: Vec<MembershipRow> = cross_tenant::user_memberships(&mut tx).await?;
     tx.commit().await?;
     Ok(Json(MeOut {
         user: user.into(),
@@ -267,7 +286,7 @@ pub struct ActiveTenantIn {
 }
 
 /// Chooses the tenant a browser session works in when it sends no `X-Tenant-Id`.
-#[utoipa::path(put, path = "/api/v1/me/active-tenant", request_body = ActiveTenantIn, tag = "auth", responses((status = 204), (status = 404, body = ErrorBody)))]
+#[utoipa::path(put, path = "/me/active-tenant", request_body = ActiveTenantIn, tag = "auth", responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn set_active_tenant(
     State(state): State<AppState>,
     me: CurrentUser,
@@ -277,13 +296,7 @@ pub async fn set_active_tenant(
         AppError::bad_request("no_session", "only a login session has an active tenant")
     })?;
     let mut tx = state.store.user(&me.user.id).await?;
-    let member: Option<(String,)> = tx
-        .fetch_optional(
-            sql("SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2")
-                .bind(&input.tenant_id)
-                .bind(&me.user.id),
-        )
-        .await?;
+    let member = cross_tenant::user_role_in(&mut tx, &input.tenant_id).await?;
     tx.commit().await?;
     if member.is_none() {
         return Err(AppError::NotFound("tenant"));
@@ -295,7 +308,7 @@ pub async fn set_active_tenant(
 }
 
 /// The caller's live sessions.
-#[utoipa::path(get, path = "/api/v1/sessions", tag = "auth", responses((status = 200, body = Vec<sessions::SessionOut>)))]
+#[utoipa::path(get, path = "/sessions", tag = "auth", responses((status = 200, body = Vec<sessions::SessionOut>)))]
 pub async fn list_sessions(
     State(state): State<AppState>,
     me: CurrentUser,
@@ -307,7 +320,7 @@ pub async fn list_sessions(
 }
 
 /// Revokes one of the caller's sessions (sign out that device).
-#[utoipa::path(delete, path = "/api/v1/sessions/{id}", tag = "auth", params(("id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
+#[utoipa::path(delete, path = "/sessions/{id}", tag = "auth", params(("id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn revoke_session(
     State(state): State<AppState>,
     me: CurrentUser,
@@ -330,7 +343,7 @@ pub struct Revoked {
 }
 
 /// Signs out every other session of the caller.
-#[utoipa::path(post, path = "/api/v1/sessions/revoke-others", tag = "auth", responses((status = 200, body = Revoked)))]
+#[utoipa::path(post, path = "/sessions/revoke-others", tag = "auth", responses((status = 200, body = Revoked)))]
 pub async fn revoke_other_sessions(
     State(state): State<AppState>,
     me: CurrentUser,
@@ -402,7 +415,7 @@ async fn require_password(
 }
 
 /// Starts TOTP enrolment: returns a new secret; MFA is on after `…/enable`.
-#[utoipa::path(post, path = "/api/v1/me/mfa/totp/setup", request_body = PasswordConfirm, tag = "auth", responses((status = 200, body = TotpSetupOut)))]
+#[utoipa::path(post, path = "/me/mfa/totp/setup", request_body = PasswordConfirm, tag = "auth", responses((status = 200, body = TotpSetupOut)))]
 pub async fn totp_setup(
     State(state): State<AppState>,
     me: CurrentUser,
@@ -427,7 +440,7 @@ pub async fn totp_setup(
 }
 
 /// Confirms enrolment with a current code; from now on login needs a code.
-#[utoipa::path(post, path = "/api/v1/me/mfa/totp/enable", request_body = TotpCodeIn, tag = "auth", responses((status = 204), (status = 422, body = ErrorBody)))]
+#[utoipa::path(post, path = "/me/mfa/totp/enable", request_body = TotpCodeIn, tag = "auth", responses((status = 204), (status = 422, body = ErrorBody)))]
 pub async fn totp_enable(
     State(state): State<AppState>,
     me: CurrentUser,
@@ -459,7 +472,7 @@ pub async fn totp_enable(
 }
 
 /// Turns TOTP off (needs the password and a current code).
-#[utoipa::path(post, path = "/api/v1/me/mfa/totp/disable", request_body = TotpCodeIn, tag = "auth", responses((status = 204), (status = 403, body = ErrorBody)))]
+#[utoipa::path(post, path = "/me/mfa/totp/disable", request_body = TotpCodeIn, tag = "auth", responses((status = 204), (status = 403, body = ErrorBody)))]
 pub async fn totp_disable(
     State(state): State<AppState>,
     me: CurrentUser,

@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::ids::{ActionItemId, MeetingId, TaskId};
 use crate::modules::{self, Registry};
 use crate::realtime::Event;
-use crate::store::{TenantTx, sql};
+use crate::store::{TenantTx, scoped};
 use crate::tasks::{NewTask, Status};
 
 pub const MAX_ITEMS: usize = 8;
@@ -168,7 +168,6 @@ pub async fn store(
     raw: Vec<RawItem>,
     created_by: &str,
 ) -> Result<(Vec<ActionItem>, Vec<Event>)> {
-    let tenant = tx.tenant_id().clone();
     let policy: Policy = approvals::policy(tx).await?;
     let now = Utc::now();
     let mut out = Vec::new();
@@ -228,10 +227,9 @@ pub async fn store(
             }
         }
         tx.execute(
-            sql("INSERT INTO action_items (tenant_id, id, meeting_id, seq, title, description, owner_persona, capability, input, \
+            scoped("INSERT INTO action_items (tenant_id, id, meeting_id, seq, title, description, owner_persona, capability, input, \
                  priority, due_date, expected_impact, task_id, note, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)")
-                .bind(&tenant)
                 .bind(&id)
                 .bind(meeting)
                 .bind(seq as i64)

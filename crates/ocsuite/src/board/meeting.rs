@@ -21,10 +21,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::items::{self, RawItem};
 use super::prompts::{self, CapabilityLine, Seat};
 use crate::agents::Speaker;
-use crate::app::AppState;
 use crate::ids::{MeetingId, TenantId};
 use crate::llm::{ChatMessage, ChatRequest, JsonSchema, Role, StreamEvent, Usage};
 use crate::personas;
+use crate::state::AppState;
 use crate::store::TenantTx;
 use crate::tenancy::tenants::Profile;
 

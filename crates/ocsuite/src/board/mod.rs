@@ -20,7 +20,8 @@ use serde_json::Value;
 
 use crate::error::{AppError, Result};
 use crate::ids::MeetingId;
-use crate::store::{TenantTx, sql};
+use crate::store::cross_tenant;
+use crate::store::{TenantTx, scoped};
 
 /// Most members at one table.
 pub const MAX_MEMBERS: usize = 8;
@@ -123,12 +124,10 @@ struct ItemRow {
 }
 
 pub async fn get(tx: &mut TenantTx, id: &MeetingId) -> Result<Meeting> {
-    let tenant = tx.tenant_id().clone();
     tx.fetch_optional(
-        sql("SELECT id, agenda, context, personas, rounds, chair, status, synthesis, error, offline, prompt_tokens, completion_tokens, \
+        scoped("SELECT id, agenda, context, personas, rounds, chair, status, synthesis, error, offline, prompt_tokens, completion_tokens, \
              duration_ms, overhead_ms, rating, rating_comment, created_by, created_at, finished_at \
              FROM meetings WHERE tenant_id = $1 AND id = $2")
-            .bind(&tenant)
             .bind(id),
     )
     .await?
@@ -136,25 +135,21 @@ pub async fn get(tx: &mut TenantTx, id: &MeetingId) -> Result<Meeting> {
 }
 
 pub async fn list(tx: &mut TenantTx, limit: i64) -> Result<Vec<Meeting>> {
-    let tenant = tx.tenant_id().clone();
     Ok(tx
         .fetch_all(
-            sql("SELECT id, agenda, context, personas, rounds, chair, status, synthesis, error, offline, prompt_tokens, completion_tokens, \
+            scoped("SELECT id, agenda, context, personas, rounds, chair, status, synthesis, error, offline, prompt_tokens, completion_tokens, \
                  duration_ms, overhead_ms, rating, rating_comment, created_by, created_at, finished_at \
                  FROM meetings WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2")
-                .bind(&tenant)
                 .bind(limit),
         )
         .await?)
 }
 
 pub async fn turns(tx: &mut TenantTx, id: &MeetingId) -> Result<Vec<Turn>> {
-    let tenant = tx.tenant_id().clone();
     Ok(tx
         .fetch_all(
-            sql("SELECT seq, persona, round, content, status, error, model, prompt_tokens, completion_tokens, latency_ms \
+            scoped("SELECT seq, persona, round, content, status, error, model, prompt_tokens, completion_tokens, latency_ms \
                  FROM meeting_turns WHERE tenant_id = $1 AND meeting_id = $2 ORDER BY seq")
-                .bind(&tenant)
                 .bind(id),
         )
         .await?)
@@ -162,14 +157,12 @@ pub async fn turns(tx: &mut TenantTx, id: &MeetingId) -> Result<Vec<Turn>> {
 
 /// The meeting's action items, each with its task's current state.
 pub async fn action_items(tx: &mut TenantTx, id: &MeetingId) -> Result<Vec<ActionItem>> {
-    let tenant = tx.tenant_id().clone();
     let rows: Vec<ItemRow> = tx
         .fetch_all(
-            sql("SELECT a.id, a.title, a.description, a.owner_persona, a.capability, a.input, a.priority, a.due_date, \
+            scoped("SELECT a.id, a.title, a.description, a.owner_persona, a.capability, a.input, a.priority, a.due_date, \
                    a.expected_impact, a.task_id, a.note, t.status AS task_status, t.error AS task_error \
                  FROM action_items a LEFT JOIN tasks t ON t.tenant_id = a.tenant_id AND t.id = a.task_id \
                  WHERE a.tenant_id = $1 AND a.meeting_id = $2 ORDER BY a.seq")
-                .bind(&tenant)
                 .bind(id),
         )
         .await?;
@@ -202,25 +195,7 @@ pub async fn fail_stale(store: &crate::store::Store) -> Result<u64> {
     let now = Utc::now();
     let before = now - chrono::Duration::minutes(STALE_AFTER_MINUTES);
     let mut tx = store.platform().await?;
-    let n = if tx.is_postgres() {
-        let (n,): (i64,) = tx
-            .fetch_one(
-                sql("SELECT ocsuite_fail_stale_meetings($1, $2)")
-                    .bind(before)
-                    .bind(now),
-            )
-            .await?;
-        n.max(0) as u64
-    } else {
-        tx.execute(
-            sql("UPDATE meetings SET status = 'failed', finished_at = $2, \
-                 error = 'interrupted: the server stopped while the meeting ran' \
-                 WHERE status = 'running' AND created_at < $1")
-            .bind(before)
-            .bind(now),
-        )
-        .await?
-    };
+    let n = cross_tenant::fail_stale_meetings(&mut tx, before, now).await?;
     tx.commit().await?;
     Ok(n)
 }
@@ -233,16 +208,14 @@ pub async fn rate(
     comment: Option<&str>,
     by: &str,
 ) -> Result<()> {
-    let tenant = tx.tenant_id().clone();
     let n = tx
         .execute(
-            sql("UPDATE meetings SET rating = $1, rating_comment = $2, rated_by = $3, rated_at = $4 \
-                 WHERE tenant_id = $5 AND id = $6")
+            scoped("UPDATE meetings SET rating = $2, rating_comment = $3, rated_by = $4, rated_at = $5 \
+                 WHERE tenant_id = $1 AND id = $6")
                 .bind(rating)
                 .bind(comment)
                 .bind(by)
                 .bind(Utc::now())
-                .bind(&tenant)
                 .bind(id),
         )
         .await?;

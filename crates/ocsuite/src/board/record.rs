@@ -11,7 +11,8 @@ use super::meeting::{Plan, TurnOut};
 use crate::audit;
 use crate::error::Result;
 use crate::llm::Usage;
-use crate::store::sql;
+use crate::store::cross_tenant;
+use crate::store::scoped;
 use crate::usage;
 
 /// Best effort after a failed record: the meeting says it failed and its token hold is
@@ -20,10 +21,9 @@ pub(super) async fn mark_failed(plan: &Plan, why: &str) {
     let done = async {
         let mut tx = plan.state.store.tenant(&plan.tenant).await?;
         tx.execute(
-            sql("UPDATE meetings SET status = 'failed', error = $1, finished_at = $2 WHERE tenant_id = $3 AND id = $4")
+            scoped("UPDATE meetings SET status = 'failed', error = $2, finished_at = $3 WHERE tenant_id = $1 AND id = $4")
                 .bind(why)
                 .bind(chrono::Utc::now())
-                .bind(&plan.tenant)
                 .bind(&plan.id),
         )
         .await?;
@@ -61,27 +61,10 @@ pub(super) async fn record(
                    "pt": t.usage.prompt_tokens, "ct": t.usage.completion_tokens, "ms": t.latency_ms})
         })
         .collect();
-    let insert_turns = if tx.is_postgres() {
-        sql(
-            "INSERT INTO meeting_turns (tenant_id, meeting_id, seq, persona, round, content, status, error, model, \
-             prompt_tokens, completion_tokens, latency_ms, created_at) \
-             SELECT $1, $2, CAST(value->>'seq' AS BIGINT), value->>'persona', CAST(value->>'round' AS BIGINT), value->>'content', \
-                    value->>'status', value->>'error', value->>'model', CAST(value->>'pt' AS BIGINT), CAST(value->>'ct' AS BIGINT), \
-                    CAST(value->>'ms' AS BIGINT), $3 FROM json_array_elements(CAST($4 AS json))",
-        )
-    } else {
-        sql(
-            "INSERT INTO meeting_turns (tenant_id, meeting_id, seq, persona, round, content, status, error, model, \
-             prompt_tokens, completion_tokens, latency_ms, created_at) \
-             SELECT $1, $2, CAST(value->>'seq' AS BIGINT), value->>'persona', CAST(value->>'round' AS BIGINT), value->>'content', \
-                    value->>'status', value->>'error', value->>'model', CAST(value->>'pt' AS BIGINT), CAST(value->>'ct' AS BIGINT), \
-                    CAST(value->>'ms' AS BIGINT), $3 FROM json_each($4)",
-        )
-    };
+    let insert_turns = cross_tenant::add_meeting_turns(&tx);
     if !rows.is_empty() {
         tx.execute(
             insert_turns
-                .bind(&plan.tenant)
                 .bind(&plan.id)
                 .bind(now)
                 .bind(Value::Array(rows).to_string()),
@@ -130,8 +113,8 @@ pub(super) async fn record(
         "failed"
     };
     tx.execute(
-        sql("UPDATE meetings SET status = $1, synthesis = $2, error = $3, prompt_tokens = $4, completion_tokens = $5, \
-             duration_ms = $6, overhead_ms = $7, finished_at = $8 WHERE tenant_id = $9 AND id = $10")
+        scoped("UPDATE meetings SET status = $2, synthesis = $3, error = $4, prompt_tokens = $5, completion_tokens = $6, \
+             duration_ms = $7, overhead_ms = $8, finished_at = $9 WHERE tenant_id = $1 AND id = $10")
             .bind(status)
             .bind(synthesis)
             .bind(extraction_error.clone())
@@ -140,7 +123,6 @@ pub(super) async fn record(
             .bind(total_ms)
             .bind(overhead_ms)
             .bind(now)
-            .bind(&plan.tenant)
             .bind(&plan.id),
     )
     .await?;

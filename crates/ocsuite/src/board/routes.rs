@@ -19,15 +19,27 @@ use super::{
     turns,
 };
 use crate::agents::{self, Speaker};
-use crate::app::AppState;
 use crate::error::{AppError, ErrorBody, Result};
 use crate::ids::MeetingId;
 use crate::json::{ApiJson, ApiQuery};
 use crate::llm::{ChatMessage, Role as LlmRole};
 use crate::modules;
-use crate::store::sql;
+use crate::state::AppState;
+use crate::store::scoped;
 use crate::tenancy::{Role, TenantCtx, tenants};
 use crate::usage;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// This domain's API routes (relative to `/api/v1`), each declared once: the route and
+/// its OpenAPI operation both come from the handler's `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(hold))
+        .routes(routes!(list))
+        .routes(routes!(get))
+        .routes(routes!(rate))
+}
 
 /// Capabilities offered to the model for action items (the prompt stays bounded).
 const MAX_PROMPT_CAPABILITIES: usize = 40;
@@ -56,7 +68,7 @@ fn bad(code: &'static str, message: impl Into<String>) -> AppError {
 }
 
 /// Holds a board meeting; streams it as Server-Sent Events (see `board::meeting`).
-#[utoipa::path(post, path = "/api/v1/c-suite/board-meeting", request_body = MeetingIn, tag = "board",
+#[utoipa::path(post, path = "/c-suite/board-meeting", request_body = MeetingIn, tag = "board",
     responses((status = 200, description = "text/event-stream"), (status = 400, body = ErrorBody),
               (status = 429, body = ErrorBody)))]
 pub async fn hold(
@@ -193,9 +205,8 @@ pub async fn hold(
     let by = format!("{}:{}", ctx.actor.kind(), ctx.actor.id());
     let offline = state.llm.name() == "offline";
     tx.execute(
-        sql("INSERT INTO meetings (tenant_id, id, agenda, context, personas, rounds, chair, status, offline, prompt_tokens, \
+        scoped("INSERT INTO meetings (tenant_id, id, agenda, context, personas, rounds, chair, status, offline, prompt_tokens, \
              completion_tokens, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, 0, 0, $9, $10)")
-            .bind(&ctx.tenant_id)
             .bind(&id)
             .bind(agenda.as_str())
             .bind(context.clone())
@@ -247,7 +258,7 @@ pub struct Meetings {
 }
 
 /// The tenant's meetings, newest first.
-#[utoipa::path(get, path = "/api/v1/board-meetings", params(ListQuery), tag = "board",
+#[utoipa::path(get, path = "/board-meetings", params(ListQuery), tag = "board",
     responses((status = 200, body = Meetings)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -278,7 +289,7 @@ fn meeting_id(id: &str) -> Result<MeetingId> {
 }
 
 /// One meeting: transcript, synthesis, action items and their tasks' states.
-#[utoipa::path(get, path = "/api/v1/board-meetings/{id}", tag = "board",
+#[utoipa::path(get, path = "/board-meetings/{id}", tag = "board",
     responses((status = 200, body = MeetingDetail), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
@@ -308,7 +319,7 @@ pub struct RatingIn {
 }
 
 /// Rates a meeting.
-#[utoipa::path(post, path = "/api/v1/board-meetings/{id}/rating", request_body = RatingIn, tag = "board",
+#[utoipa::path(post, path = "/board-meetings/{id}/rating", request_body = RatingIn, tag = "board",
     responses((status = 204), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn rate(
     State(state): State<AppState>,

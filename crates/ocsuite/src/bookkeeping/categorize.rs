@@ -11,11 +11,11 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{Category, Rule, Transaction, find_category};
-use crate::app::AppState;
 use crate::error::Result;
 use crate::ids::{TenantId, TransactionId};
 use crate::llm::{ChatMessage, ChatRequest, JsonSchema, Role};
-use crate::store::{TenantTx, sql};
+use crate::state::AppState;
+use crate::store::{TenantTx, scoped};
 
 /// Transactions sent to the model in one call.
 pub const MODEL_BATCH: usize = 100;
@@ -56,15 +56,11 @@ pub fn rule_for<'a>(
 }
 
 async fn candidates(tx: &mut TenantTx, ids: Option<&[TransactionId]>) -> Result<Vec<Transaction>> {
-    let tenant = tx.tenant_id().clone();
     match ids {
         None => Ok(tx
-            .fetch_all(
-                sql(super::select_transactions!(
-                    "WHERE tenant_id = $1 AND category IS NULL ORDER BY booked_on, id LIMIT 5000"
-                ))
-                .bind(&tenant),
-            )
+            .fetch_all(scoped(super::select_transactions!(
+                "WHERE tenant_id = $1 AND category IS NULL ORDER BY booked_on, id LIMIT 5000"
+            )))
             .await?),
         Some(ids) => {
             let mut out = Vec::new();
@@ -205,9 +201,8 @@ pub async fn run(
     for (id, cat) in &suggestions {
         let n = tx
             .execute(
-                sql("UPDATE transactions SET category = $1, categorized_by = 'model' WHERE tenant_id = $2 AND id = $3 AND category IS NULL")
+                scoped("UPDATE transactions SET category = $2, categorized_by = 'model' WHERE tenant_id = $1 AND id = $3 AND category IS NULL")
                     .bind(cat)
-                    .bind(tenant)
                     .bind(id),
             )
             .await?;

@@ -15,7 +15,7 @@ use serde_json::json;
 use super::{Account, NewTransaction, find_category, parse_date};
 use crate::error::{AppError, Result};
 use crate::imports::{self, Field, Report};
-use crate::store::{TenantTx, sql};
+use crate::store::{TenantTx, scoped};
 
 pub const FIELDS: &[Field] = &[
     Field {
@@ -121,11 +121,9 @@ pub async fn run(tx: &mut TenantTx, u: &BankUpload) -> Result<(Account, Report)>
     }
     let account = super::account_or_default(tx, u.account_id.as_deref()).await?;
     let cats = super::categories(tx).await?;
-    let tenant = tx.tenant_id().clone();
     let existing: Vec<(String,)> = tx
         .fetch_all(
-            sql("SELECT fingerprint FROM transactions WHERE tenant_id = $1 AND account_id = $2")
-                .bind(&tenant)
+            scoped("SELECT fingerprint FROM transactions WHERE tenant_id = $1 AND account_id = $2")
                 .bind(&account.id),
         )
         .await?;

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{AppError, Result};
 use crate::ids::{AccountId, TransactionId};
-use crate::store::{TenantTx, sql};
+use crate::store::{TenantTx, scoped};
 
 pub const MAX_TEXT: usize = 500;
 
@@ -135,12 +135,10 @@ pub fn default_categories() -> Vec<Category> {
 }
 
 pub async fn categories(tx: &mut TenantTx) -> Result<Vec<Category>> {
-    let tenant = tx.tenant_id().clone();
     let rows: Vec<(String, String)> = tx
-        .fetch_all(
-            sql("SELECT name, kind FROM categories WHERE tenant_id = $1 ORDER BY kind, name")
-                .bind(&tenant),
-        )
+        .fetch_all(scoped(
+            "SELECT name, kind FROM categories WHERE tenant_id = $1 ORDER BY kind, name",
+        ))
         .await?;
     if rows.is_empty() {
         return Ok(default_categories());
@@ -170,15 +168,11 @@ pub async fn set_categories(tx: &mut TenantTx, list: &[Category]) -> Result<()> 
             ));
         }
     }
-    let tenant = tx.tenant_id().clone();
     let used: Vec<(String,)> = tx
-        .fetch_all(
-            sql(
-                "SELECT category FROM transactions WHERE tenant_id = $1 AND category IS NOT NULL \
+        .fetch_all(scoped(
+            "SELECT category FROM transactions WHERE tenant_id = $1 AND category IS NOT NULL \
                  UNION SELECT category FROM category_rules WHERE tenant_id = $1",
-            )
-            .bind(&tenant),
-        )
+        ))
         .await?;
     for (u,) in used {
         if !list.iter().any(|c| c.name.trim() == u) {
@@ -187,12 +181,11 @@ pub async fn set_categories(tx: &mut TenantTx, list: &[Category]) -> Result<()> 
             )));
         }
     }
-    tx.execute(sql("DELETE FROM categories WHERE tenant_id = $1").bind(&tenant))
+    tx.execute(scoped("DELETE FROM categories WHERE tenant_id = $1"))
         .await?;
     for c in list {
         tx.execute(
-            sql("INSERT INTO categories (tenant_id, name, kind) VALUES ($1, $2, $3)")
-                .bind(&tenant)
+            scoped("INSERT INTO categories (tenant_id, name, kind) VALUES ($1, $2, $3)")
                 .bind(c.name.trim())
                 .bind(c.kind.as_str()),
         )
@@ -219,22 +212,18 @@ pub fn unknown_category(name: &str, list: &[Category]) -> AppError {
 }
 
 pub async fn accounts(tx: &mut TenantTx) -> Result<Vec<Account>> {
-    let tenant = tx.tenant_id().clone();
     Ok(tx
         .fetch_all(
-            sql("SELECT id, name, kind, currency, opening_balance_minor, origin, created_at FROM accounts \
-                 WHERE tenant_id = $1 ORDER BY created_at, id")
-                .bind(&tenant),
+            scoped("SELECT id, name, kind, currency, opening_balance_minor, origin, created_at FROM accounts \
+                 WHERE tenant_id = $1 ORDER BY created_at, id"),
         )
         .await?)
 }
 
 pub async fn account(tx: &mut TenantTx, id: &AccountId) -> Result<Account> {
-    let tenant = tx.tenant_id().clone();
     tx.fetch_optional(
-        sql("SELECT id, name, kind, currency, opening_balance_minor, origin, created_at FROM accounts \
+        scoped("SELECT id, name, kind, currency, opening_balance_minor, origin, created_at FROM accounts \
              WHERE tenant_id = $1 AND id = $2")
-            .bind(&tenant)
             .bind(id),
     )
     .await?
@@ -287,12 +276,10 @@ pub async fn create_account(
             "kind is bank, card, cash or other",
         ));
     }
-    let tenant = tx.tenant_id().clone();
     let id = AccountId::new();
     tx.execute(
-        sql("INSERT INTO accounts (tenant_id, id, name, kind, currency, opening_balance_minor, origin, created_at) \
+        scoped("INSERT INTO accounts (tenant_id, id, name, kind, currency, opening_balance_minor, origin, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-            .bind(&tenant)
             .bind(&id)
             .bind(name)
             .bind(kind)
@@ -412,12 +399,10 @@ pub async fn insert(
     fingerprint: &str,
     origin: &str,
 ) -> Result<TransactionId> {
-    let tenant = tx.tenant_id().clone();
     let id = TransactionId::new();
     tx.execute(
-        sql("INSERT INTO transactions (tenant_id, id, account_id, booked_on, amount_minor, currency, counterparty, memo, \
+        scoped("INSERT INTO transactions (tenant_id, id, account_id, booked_on, amount_minor, currency, counterparty, memo, \
              category, categorized_by, fingerprint, origin, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
-            .bind(&tenant)
             .bind(&id)
             .bind(&account.id)
             .bind(t.booked_on.to_string())
@@ -444,26 +429,21 @@ pub async fn insert_one(
     origin: &str,
 ) -> Result<TransactionId> {
     let base = t.fingerprint_base(&account.id);
-    let tenant = tx.tenant_id().clone();
     let (n,): (i64,) = tx
         .fetch_one(
-            sql("SELECT COUNT(*) FROM transactions WHERE tenant_id = $1 AND fingerprint LIKE $2")
-                .bind(&tenant)
-                .bind(format!("{base}:%")),
+            scoped(
+                "SELECT COUNT(*) FROM transactions WHERE tenant_id = $1 AND fingerprint LIKE $2",
+            )
+            .bind(format!("{base}:%")),
         )
         .await?;
     insert(tx, account, t, &format!("{base}:{}", n + 1), origin).await
 }
 
 pub async fn get(tx: &mut TenantTx, id: &TransactionId) -> Result<Transaction> {
-    let tenant = tx.tenant_id().clone();
-    tx.fetch_optional(
-        sql(select_transactions!("WHERE tenant_id = $1 AND id = $2"))
-            .bind(&tenant)
-            .bind(id),
-    )
-    .await?
-    .ok_or(AppError::NotFound("transaction"))
+    tx.fetch_optional(scoped(select_transactions!("WHERE tenant_id = $1 AND id = $2")).bind(id))
+        .await?
+        .ok_or(AppError::NotFound("transaction"))
 }
 
 /// Filters for listing transactions.
@@ -479,15 +459,13 @@ pub struct Filter {
 
 /// Transactions, newest first.
 pub async fn list(tx: &mut TenantTx, f: &Filter) -> Result<Vec<Transaction>> {
-    let tenant = tx.tenant_id().clone();
     Ok(tx
         .fetch_all(
-            sql(select_transactions!(
+            scoped(select_transactions!(
                 "WHERE tenant_id = $1 AND ($2 IS NULL OR account_id = $2) AND ($3 IS NULL OR booked_on >= $3) \
                  AND ($4 IS NULL OR booked_on <= $4) AND ($5 IS NULL OR category = $5) AND ($6 = FALSE OR category IS NULL) \
                  ORDER BY booked_on DESC, id DESC LIMIT $7"
             ))
-            .bind(&tenant)
             .bind(f.account.clone())
             .bind(f.from.clone())
             .bind(f.to.clone())
@@ -505,13 +483,11 @@ pub async fn set_category(
     category: Option<&str>,
     by: &'static str,
 ) -> Result<bool> {
-    let tenant = tx.tenant_id().clone();
     Ok(tx
         .execute(
-            sql("UPDATE transactions SET category = $1, categorized_by = $2 WHERE tenant_id = $3 AND id = $4")
+            scoped("UPDATE transactions SET category = $2, categorized_by = $3 WHERE tenant_id = $1 AND id = $4")
                 .bind(category)
                 .bind(category.map(|_| by))
-                .bind(&tenant)
                 .bind(id),
         )
         .await?
@@ -519,13 +495,8 @@ pub async fn set_category(
 }
 
 pub async fn delete(tx: &mut TenantTx, id: &TransactionId) -> Result<bool> {
-    let tenant = tx.tenant_id().clone();
     Ok(tx
-        .execute(
-            sql("DELETE FROM transactions WHERE tenant_id = $1 AND id = $2")
-                .bind(&tenant)
-                .bind(id),
-        )
+        .execute(scoped("DELETE FROM transactions WHERE tenant_id = $1 AND id = $2").bind(id))
         .await?
         > 0)
 }

@@ -11,7 +11,8 @@ use super::{NewTransaction, find_category};
 use crate::error::AppError;
 use crate::ids::TransactionId;
 use crate::modules::{ExecContext, Module, capability};
-use crate::queue::worker::BoxFuture;
+use crate::store::scoped;
+use futures_util::future::BoxFuture;
 
 pub struct Bookkeeping {
     manifest: ModuleManifest,
@@ -156,11 +157,9 @@ async fn add(ctx: &ExecContext, i: &Value, task: &str) -> Result<TaskExecutionRe
             t.categorized_by = Some("rule");
         }
     }
-    let tenant = ctx.tenant.clone();
     let earlier: Option<(String,)> = tx
         .fetch_optional(
-            crate::store::sql("SELECT id FROM transactions WHERE tenant_id = $1 AND origin = $2")
-                .bind(&tenant)
+            scoped("SELECT id FROM transactions WHERE tenant_id = $1 AND origin = $2")
                 .bind(&origin),
         )
         .await

@@ -11,13 +11,42 @@ use super::categorize::Outcome;
 use super::import::BankUpload;
 use super::summary::FinancialSummary;
 use super::{Account, Category, NewTransaction, Rule, Transaction, find_category};
-use crate::app::AppState;
 use crate::audit;
 use crate::error::{AppError, ErrorBody, Result};
 use crate::ids::{RuleId, TransactionId};
 use crate::imports::Report;
 use crate::json::{ApiJson, ApiQuery};
+use crate::state::AppState;
+use crate::store::scoped;
 use crate::tenancy::{Role, TenantCtx};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// This domain's API routes (relative to `/api/v1`), each declared once: the route and
+/// its OpenAPI operation both come from the handler's `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_accounts, create_account))
+        .routes(routes!(list_transactions, create_transaction))
+        .routes(routes!(
+            get_transaction,
+            update_transaction,
+            delete_transaction
+        ))
+        .routes(routes!(get_categories, put_categories))
+        .routes(routes!(list_rules, create_rule))
+        .routes(routes!(delete_rule))
+        .routes(routes!(categorize))
+        .routes(routes!(summary))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(import))
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    crate::imports::UPLOAD_MAX_BYTES,
+                ))
+                .layer(axum::middleware::from_fn(crate::imports::refuse_oversize)),
+        )
+}
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct AccountOut {
@@ -33,19 +62,17 @@ pub struct Accounts {
 }
 
 /// The company's accounts with their balances.
-#[utoipa::path(get, path = "/api/v1/bookkeeping/accounts", tag = "bookkeeping", responses((status = 200, body = Accounts)))]
+#[utoipa::path(get, path = "/bookkeeping/accounts", tag = "bookkeeping", responses((status = 200, body = Accounts)))]
 pub async fn list_accounts(
     State(state): State<AppState>,
     ctx: TenantCtx,
 ) -> Result<Json<Accounts>> {
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
-    let tenant = ctx.tenant_id.clone();
     let mut accounts = Vec::new();
     for a in super::accounts(&mut tx).await? {
         let (sum,): (i64,) = tx
             .fetch_one(
-                crate::store::sql("SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM transactions WHERE tenant_id = $1 AND account_id = $2")
-                    .bind(&tenant)
+                scoped("SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM transactions WHERE tenant_id = $1 AND account_id = $2")
                     .bind(&a.id),
             )
             .await?;
@@ -71,7 +98,7 @@ pub struct AccountIn {
 }
 
 /// Adds an account.
-#[utoipa::path(post, path = "/api/v1/bookkeeping/accounts", request_body = AccountIn, tag = "bookkeeping",
+#[utoipa::path(post, path = "/bookkeeping/accounts", request_body = AccountIn, tag = "bookkeeping",
     responses((status = 201, body = Account), (status = 422, body = ErrorBody)))]
 pub async fn create_account(
     State(state): State<AppState>,
@@ -125,7 +152,7 @@ pub struct Transactions {
 }
 
 /// Transactions, newest first.
-#[utoipa::path(get, path = "/api/v1/bookkeeping/transactions", params(TxQuery), tag = "bookkeeping",
+#[utoipa::path(get, path = "/bookkeeping/transactions", params(TxQuery), tag = "bookkeeping",
     responses((status = 200, body = Transactions)))]
 pub async fn list_transactions(
     State(state): State<AppState>,
@@ -170,7 +197,7 @@ pub struct TransactionIn {
 }
 
 /// Records a transaction.
-#[utoipa::path(post, path = "/api/v1/bookkeeping/transactions", request_body = TransactionIn, tag = "bookkeeping",
+#[utoipa::path(post, path = "/bookkeeping/transactions", request_body = TransactionIn, tag = "bookkeeping",
     responses((status = 201, body = Transaction), (status = 422, body = ErrorBody)))]
 pub async fn create_transaction(
     State(state): State<AppState>,
@@ -234,7 +261,7 @@ fn txn_id(id: &str) -> Result<TransactionId> {
     TransactionId::parse(id).ok_or(AppError::NotFound("transaction"))
 }
 
-#[utoipa::path(get, path = "/api/v1/bookkeeping/transactions/{id}", tag = "bookkeeping",
+#[utoipa::path(get, path = "/bookkeeping/transactions/{id}", tag = "bookkeeping",
     responses((status = 200, body = Transaction), (status = 404, body = ErrorBody)))]
 pub async fn get_transaction(
     State(state): State<AppState>,
@@ -256,7 +283,7 @@ pub struct CategoryIn {
 }
 
 /// Sets a transaction's category by hand (rules and the model never override it).
-#[utoipa::path(patch, path = "/api/v1/bookkeeping/transactions/{id}", request_body = CategoryIn, tag = "bookkeeping",
+#[utoipa::path(patch, path = "/bookkeeping/transactions/{id}", request_body = CategoryIn, tag = "bookkeeping",
     responses((status = 200, body = Transaction), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update_transaction(
     State(state): State<AppState>,
@@ -285,7 +312,7 @@ pub async fn update_transaction(
     Ok(Json(t))
 }
 
-#[utoipa::path(delete, path = "/api/v1/bookkeeping/transactions/{id}", tag = "bookkeeping",
+#[utoipa::path(delete, path = "/bookkeeping/transactions/{id}", tag = "bookkeeping",
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete_transaction(
     State(state): State<AppState>,
@@ -318,7 +345,7 @@ pub struct Categories {
     pub categories: Vec<Category>,
 }
 
-#[utoipa::path(get, path = "/api/v1/bookkeeping/categories", tag = "bookkeeping", responses((status = 200, body = Categories)))]
+#[utoipa::path(get, path = "/bookkeeping/categories", tag = "bookkeeping", responses((status = 200, body = Categories)))]
 pub async fn get_categories(
     State(state): State<AppState>,
     ctx: TenantCtx,
@@ -330,7 +357,7 @@ pub async fn get_categories(
 }
 
 /// Replaces the category list (admins); a category in use cannot be removed (409).
-#[utoipa::path(put, path = "/api/v1/bookkeeping/categories", request_body = Categories, tag = "bookkeeping",
+#[utoipa::path(put, path = "/bookkeeping/categories", request_body = Categories, tag = "bookkeeping",
     responses((status = 200, body = Categories), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn put_categories(
     State(state): State<AppState>,
@@ -360,7 +387,7 @@ pub struct Rules {
     pub rules: Vec<Rule>,
 }
 
-#[utoipa::path(get, path = "/api/v1/bookkeeping/rules", tag = "bookkeeping", responses((status = 200, body = Rules)))]
+#[utoipa::path(get, path = "/bookkeeping/rules", tag = "bookkeeping", responses((status = 200, body = Rules)))]
 pub async fn list_rules(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<Rules>> {
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
     let rules = super::rules(&mut tx).await?;
@@ -381,7 +408,7 @@ pub struct RuleIn {
 }
 
 /// Adds a categorisation rule.
-#[utoipa::path(post, path = "/api/v1/bookkeeping/rules", request_body = RuleIn, tag = "bookkeeping",
+#[utoipa::path(post, path = "/bookkeeping/rules", request_body = RuleIn, tag = "bookkeeping",
     responses((status = 201, body = Rule), (status = 422, body = ErrorBody)))]
 pub async fn create_rule(
     State(state): State<AppState>,
@@ -402,7 +429,7 @@ pub async fn create_rule(
     Ok((StatusCode::CREATED, Json(rule)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/bookkeeping/rules/{id}", tag = "bookkeeping",
+#[utoipa::path(delete, path = "/bookkeeping/rules/{id}", tag = "bookkeeping",
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete_rule(
     State(state): State<AppState>,
@@ -430,7 +457,7 @@ pub struct CategorizeIn {
 }
 
 /// Categorises now: rules, then the model for the rest.
-#[utoipa::path(post, path = "/api/v1/bookkeeping/categorize", request_body = CategorizeIn, tag = "bookkeeping",
+#[utoipa::path(post, path = "/bookkeeping/categorize", request_body = CategorizeIn, tag = "bookkeeping",
     responses((status = 200, body = Outcome), (status = 404, body = ErrorBody)))]
 pub async fn categorize(
     State(state): State<AppState>,
@@ -467,7 +494,7 @@ pub struct Imported {
 }
 
 /// Imports a bank CSV export into an account: preview first, then `confirm: true`.
-#[utoipa::path(post, path = "/api/v1/bookkeeping/import", request_body = BankUpload, tag = "bookkeeping",
+#[utoipa::path(post, path = "/bookkeeping/import", request_body = BankUpload, tag = "bookkeeping",
     responses((status = 200, body = Imported), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn import(
     State(state): State<AppState>,
@@ -504,7 +531,7 @@ pub struct SummaryQuery {
 }
 
 /// Revenue, expenses by category, net, burn, runway and month-over-month change.
-#[utoipa::path(get, path = "/api/v1/bookkeeping/summary", params(SummaryQuery), tag = "bookkeeping",
+#[utoipa::path(get, path = "/bookkeeping/summary", params(SummaryQuery), tag = "bookkeeping",
     responses((status = 200, body = FinancialSummary), (status = 422, body = ErrorBody)))]
 pub async fn summary(
     State(state): State<AppState>,

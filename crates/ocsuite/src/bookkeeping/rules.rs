@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::{categories, find_category, unknown_category};
 use crate::error::{AppError, Result};
 use crate::ids::RuleId;
-use crate::store::{TenantTx, sql};
+use crate::store::{TenantTx, scoped};
 
 /// A categorisation rule: transactions whose `field` contains `pattern` (any case) get
 /// `category`. Rules run in `position` order; the first match wins.
@@ -25,15 +25,11 @@ pub struct Rule {
 }
 
 pub async fn rules(tx: &mut TenantTx) -> Result<Vec<Rule>> {
-    let tenant = tx.tenant_id().clone();
     Ok(tx
-        .fetch_all(
-            sql(
-                "SELECT id, field, pattern, category, position, created_at FROM category_rules \
+        .fetch_all(scoped(
+            "SELECT id, field, pattern, category, position, created_at FROM category_rules \
                  WHERE tenant_id = $1 ORDER BY position, created_at",
-            )
-            .bind(&tenant),
-        )
+        ))
         .await?)
 }
 
@@ -62,21 +58,21 @@ pub async fn add_rule(
         .ok_or_else(|| unknown_category(category, &cats))?
         .name
         .clone();
-    let tenant = tx.tenant_id().clone();
     let position = match position {
         Some(p) => p,
         None => {
             let (n,): (i64,) = tx
-                .fetch_one(sql("SELECT COALESCE(MAX(position), 0) FROM category_rules WHERE tenant_id = $1").bind(&tenant))
+                .fetch_one(scoped(
+                    "SELECT COALESCE(MAX(position), 0) FROM category_rules WHERE tenant_id = $1",
+                ))
                 .await?;
             n + 10
         }
     };
     let id = RuleId::new();
     tx.execute(
-        sql("INSERT INTO category_rules (tenant_id, id, field, pattern, category, position, created_at) \
+        scoped("INSERT INTO category_rules (tenant_id, id, field, pattern, category, position, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)")
-            .bind(&tenant)
             .bind(&id)
             .bind(field)
             .bind(pattern)
@@ -93,13 +89,8 @@ pub async fn add_rule(
 }
 
 pub async fn delete_rule(tx: &mut TenantTx, id: &RuleId) -> Result<bool> {
-    let tenant = tx.tenant_id().clone();
     Ok(tx
-        .execute(
-            sql("DELETE FROM category_rules WHERE tenant_id = $1 AND id = $2")
-                .bind(&tenant)
-                .bind(id),
-        )
+        .execute(scoped("DELETE FROM category_rules WHERE tenant_id = $1 AND id = $2").bind(id))
         .await?
         > 0)
 }

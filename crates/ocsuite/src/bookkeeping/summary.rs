@@ -24,7 +24,7 @@ use serde::Serialize;
 use super::{CategoryKind, find_category};
 use crate::error::Result;
 use crate::metrics;
-use crate::store::{TenantTx, sql};
+use crate::store::{TenantTx, scoped};
 
 pub const BURN_MONTHS: i64 = 3;
 
@@ -221,26 +221,22 @@ pub async fn load(
     months: u32,
     as_of: NaiveDate,
 ) -> Result<FinancialSummary> {
-    let tenant = tx.tenant_id().clone();
     let (opening,): (i64,) = tx
         .fetch_one(
-            sql("SELECT CAST(COALESCE(SUM(opening_balance_minor), 0) AS BIGINT) FROM accounts WHERE tenant_id = $1 AND currency = $2")
-                .bind(&tenant)
+            scoped("SELECT CAST(COALESCE(SUM(opening_balance_minor), 0) AS BIGINT) FROM accounts WHERE tenant_id = $1 AND currency = $2")
                 .bind(currency),
         )
         .await?;
     let rows: Vec<(String, i64, Option<String>)> = tx
         .fetch_all(
-            sql("SELECT booked_on, amount_minor, category FROM transactions WHERE tenant_id = $1 AND currency = $2 AND booked_on <= $3")
-                .bind(&tenant)
+            scoped("SELECT booked_on, amount_minor, category FROM transactions WHERE tenant_id = $1 AND currency = $2 AND booked_on <= $3")
                 .bind(currency)
                 .bind(as_of.to_string()),
         )
         .await?;
     let (others,): (i64,) = tx
         .fetch_one(
-            sql("SELECT COUNT(*) FROM transactions WHERE tenant_id = $1 AND currency <> $2")
-                .bind(&tenant)
+            scoped("SELECT COUNT(*) FROM transactions WHERE tenant_id = $1 AND currency <> $2")
                 .bind(currency),
         )
         .await?;

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::error::{AppError, Result};
 use crate::ids::{ConversationId, MessageId};
 use crate::llm::{self, ChatMessage, Role};
-use crate::store::{TenantTx, sql};
+use crate::store::{TenantTx, scoped};
 
 /// Oldest turns are dropped from the prompt once the history exceeds this many tokens.
 pub const HISTORY_TOKEN_BUDGET: u32 = 6000;
@@ -142,10 +142,8 @@ pub fn draft(persona: &str, first_message: &str, by: &str) -> Conversation {
 }
 
 pub async fn insert(tx: &mut TenantTx, c: &Conversation) -> Result<()> {
-    let tenant = tx.tenant_id().clone();
     tx.execute(
-        sql("INSERT INTO conversations (tenant_id, id, persona, title, created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)")
-            .bind(&tenant)
+        scoped("INSERT INTO conversations (tenant_id, id, persona, title, created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)")
             .bind(&c.id)
             .bind(c.persona.as_str())
             .bind(c.title.as_str())
@@ -157,11 +155,9 @@ pub async fn insert(tx: &mut TenantTx, c: &Conversation) -> Result<()> {
 }
 
 pub async fn get(tx: &mut TenantTx, id: &ConversationId) -> Result<Conversation> {
-    let tenant = tx.tenant_id().clone();
     let row: Option<ConversationRow> = tx
         .fetch_optional(
-            sql("SELECT id, persona, title, created_by, created_at, updated_at FROM conversations WHERE tenant_id = $1 AND id = $2")
-                .bind(&tenant)
+            scoped("SELECT id, persona, title, created_by, created_at, updated_at FROM conversations WHERE tenant_id = $1 AND id = $2")
                 .bind(id),
         )
         .await?;
@@ -175,12 +171,10 @@ pub async fn list(
     persona: Option<&str>,
     limit: i64,
 ) -> Result<Vec<Conversation>> {
-    let tenant = tx.tenant_id().clone();
     let rows: Vec<ConversationRow> = tx
         .fetch_all(
-            sql("SELECT id, persona, title, created_by, created_at, updated_at FROM conversations \
+            scoped("SELECT id, persona, title, created_by, created_at, updated_at FROM conversations \
                  WHERE tenant_id = $1 AND ($2 IS NULL OR persona = $2) ORDER BY updated_at DESC, id DESC LIMIT $3")
-                .bind(&tenant)
                 .bind(persona)
                 .bind(limit),
         )
@@ -192,13 +186,11 @@ pub async fn list(
 }
 
 pub async fn rename(tx: &mut TenantTx, id: &ConversationId, title: &str) -> Result<Conversation> {
-    let tenant = tx.tenant_id().clone();
     let n = tx
         .execute(
-            sql("UPDATE conversations SET title = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4")
+            scoped("UPDATE conversations SET title = $2, updated_at = $3 WHERE tenant_id = $1 AND id = $4")
                 .bind(title)
                 .bind(Utc::now())
-                .bind(&tenant)
                 .bind(id),
         )
         .await?;
@@ -209,19 +201,12 @@ pub async fn rename(tx: &mut TenantTx, id: &ConversationId, title: &str) -> Resu
 }
 
 pub async fn delete(tx: &mut TenantTx, id: &ConversationId) -> Result<()> {
-    let tenant = tx.tenant_id().clone();
     tx.execute(
-        sql("DELETE FROM messages WHERE tenant_id = $1 AND conversation_id = $2")
-            .bind(&tenant)
-            .bind(id),
+        scoped("DELETE FROM messages WHERE tenant_id = $1 AND conversation_id = $2").bind(id),
     )
     .await?;
     let n = tx
-        .execute(
-            sql("DELETE FROM conversations WHERE tenant_id = $1 AND id = $2")
-                .bind(&tenant)
-                .bind(id),
-        )
+        .execute(scoped("DELETE FROM conversations WHERE tenant_id = $1 AND id = $2").bind(id))
         .await?;
     if n == 0 {
         return Err(AppError::NotFound("conversation"));
@@ -230,12 +215,10 @@ pub async fn delete(tx: &mut TenantTx, id: &ConversationId) -> Result<()> {
 }
 
 pub async fn messages(tx: &mut TenantTx, id: &ConversationId) -> Result<Vec<Message>> {
-    let tenant = tx.tenant_id().clone();
     let rows: Vec<MessageRow> = tx
         .fetch_all(
-            sql("SELECT id, role, persona, content, model, status, finish_reason, error, prompt_tokens, completion_tokens, latency_ms, rating, rating_comment, created_at \
+            scoped("SELECT id, role, persona, content, model, status, finish_reason, error, prompt_tokens, completion_tokens, latency_ms, rating, rating_comment, created_at \
                  FROM messages WHERE tenant_id = $1 AND conversation_id = $2 ORDER BY created_at, id")
-                .bind(&tenant)
                 .bind(id),
         )
         .await?;
@@ -259,7 +242,6 @@ pub struct NewMessage<'a> {
 }
 
 pub async fn add_message(tx: &mut TenantTx, id: &MessageId, m: &NewMessage<'_>) -> Result<()> {
-    let tenant = tx.tenant_id().clone();
     let now = Utc::now();
     let role = match m.role {
         Role::User => "user",
@@ -267,9 +249,8 @@ pub async fn add_message(tx: &mut TenantTx, id: &MessageId, m: &NewMessage<'_>) 
         Role::System => "system",
     };
     tx.execute(
-        sql("INSERT INTO messages (tenant_id, id, conversation_id, role, persona, content, model, status, finish_reason, error, prompt_tokens, completion_tokens, latency_ms, created_by, created_at) \
+        scoped("INSERT INTO messages (tenant_id, id, conversation_id, role, persona, content, model, status, finish_reason, error, prompt_tokens, completion_tokens, latency_ms, created_by, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)")
-            .bind(&tenant)
             .bind(id)
             .bind(m.conversation)
             .bind(role)
@@ -287,9 +268,8 @@ pub async fn add_message(tx: &mut TenantTx, id: &MessageId, m: &NewMessage<'_>) 
     )
     .await?;
     tx.execute(
-        sql("UPDATE conversations SET updated_at = $1 WHERE tenant_id = $2 AND id = $3")
+        scoped("UPDATE conversations SET updated_at = $2 WHERE tenant_id = $1 AND id = $3")
             .bind(now)
-            .bind(&tenant)
             .bind(m.conversation),
     )
     .await?;
@@ -302,13 +282,11 @@ pub async fn rate(
     rating: i64,
     comment: Option<&str>,
 ) -> Result<()> {
-    let tenant = tx.tenant_id().clone();
     let n = tx
         .execute(
-            sql("UPDATE messages SET rating = $1, rating_comment = $2 WHERE tenant_id = $3 AND id = $4 AND role = 'assistant'")
+            scoped("UPDATE messages SET rating = $2, rating_comment = $3 WHERE tenant_id = $1 AND id = $4 AND role = 'assistant'")
                 .bind(rating)
                 .bind(comment)
-                .bind(&tenant)
                 .bind(id),
         )
         .await?;

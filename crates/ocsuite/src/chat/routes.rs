@@ -15,14 +15,27 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::{Conversation, Message, NewMessage, history};
 use crate::agents::{self, routes::PersonaOut};
-use crate::app::AppState;
 use crate::error::{AppError, ErrorBody, Result};
 use crate::ids::{ConversationId, MessageId, TenantId};
 use crate::json::{ApiJson, ApiQuery};
 use crate::llm::{ChatMessage, ChatRequest, Role, StreamEvent, Usage};
 use crate::personas::{self, Persona};
+use crate::state::AppState;
 use crate::tenancy::{Role as TenantRole, TenantCtx, tenants};
 use crate::usage;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// This domain's API routes (relative to `/api/v1`), each declared once: the route and
+/// its OpenAPI operation both come from the handler's `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(personas))
+        .routes(routes!(chat))
+        .routes(routes!(list))
+        .routes(routes!(get, rename, delete))
+        .routes(routes!(rate))
+}
 
 /// `max_tokens` for a persona or agent that sets none.
 const DEFAULT_MAX_TOKENS: u32 = 1024;
@@ -38,7 +51,7 @@ pub struct ChatIn {
 
 /// Chats with a persona; the answer streams as Server-Sent Events: `message_start`,
 /// `delta` (many), `usage`, `message_end` — or `error`.
-#[utoipa::path(post, path = "/api/v1/c-suite/{persona}/chat", request_body = ChatIn, tag = "chat",
+#[utoipa::path(post, path = "/c-suite/{persona}/chat", request_body = ChatIn, tag = "chat",
     responses((status = 200, description = "text/event-stream"), (status = 400, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
 pub async fn chat(
@@ -389,7 +402,7 @@ pub struct Conversations {
 }
 
 /// The tenant's conversations, most recently active first.
-#[utoipa::path(get, path = "/api/v1/conversations", params(ListQuery), tag = "chat",
+#[utoipa::path(get, path = "/conversations", params(ListQuery), tag = "chat",
     responses((status = 200, body = Conversations)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -417,7 +430,7 @@ fn conversation_id(id: &str) -> Result<ConversationId> {
 }
 
 /// One conversation with its messages, oldest first.
-#[utoipa::path(get, path = "/api/v1/conversations/{id}", tag = "chat",
+#[utoipa::path(get, path = "/conversations/{id}", tag = "chat",
     responses((status = 200, body = ConversationDetail), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
@@ -443,7 +456,7 @@ pub struct RenameIn {
 }
 
 /// Renames a conversation.
-#[utoipa::path(patch, path = "/api/v1/conversations/{id}", request_body = RenameIn, tag = "chat",
+#[utoipa::path(patch, path = "/conversations/{id}", request_body = RenameIn, tag = "chat",
     responses((status = 200, body = Conversation), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn rename(
     State(state): State<AppState>,
@@ -461,7 +474,7 @@ pub async fn rename(
 }
 
 /// Deletes a conversation and its messages.
-#[utoipa::path(delete, path = "/api/v1/conversations/{id}", tag = "chat",
+#[utoipa::path(delete, path = "/conversations/{id}", tag = "chat",
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
@@ -495,7 +508,7 @@ pub struct RateIn {
 }
 
 /// Rates an assistant message.
-#[utoipa::path(post, path = "/api/v1/messages/{id}/rating", request_body = RateIn, tag = "chat",
+#[utoipa::path(post, path = "/messages/{id}/rating", request_body = RateIn, tag = "chat",
     responses((status = 204), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn rate(
     State(state): State<AppState>,
@@ -529,7 +542,7 @@ pub async fn rate(
 
 /// The built-in personas, each with this tenant's customisation if any. Custom agents
 /// are listed at `GET /api/v1/agents`.
-#[utoipa::path(get, path = "/api/v1/c-suite", tag = "chat",
+#[utoipa::path(get, path = "/c-suite", tag = "chat",
     responses((status = 200, body = Vec<PersonaOut>)))]
 pub async fn personas(
     State(state): State<AppState>,

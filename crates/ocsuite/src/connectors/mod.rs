@@ -35,7 +35,7 @@ use serde::Serialize;
 use crate::config::{ClientAuth, Config, ConnectorProvider, Secret};
 use crate::error::{AppError, Result};
 use crate::ids::ConnectorId;
-use crate::store::{TenantTx, sql};
+use crate::store::{TenantTx, scoped};
 
 /// `tenant_secrets.purpose` of connector tokens.
 pub const SECRET_PURPOSE: &str = "oauth";
@@ -292,7 +292,7 @@ impl Row {
 
 macro_rules! select_connectors {
     ($where:literal) => {
-        sql(concat!(
+        scoped(concat!(
             "SELECT id, provider, status, account, scopes, access_expires_at, refresh_expires_at, has_refresh_token, last_error, last_error_at, last_sync_at, last_refresh_at, sync_job_id, connected_by, created_at, updated_at FROM connectors WHERE tenant_id = $1",
             $where
         ))
@@ -301,41 +301,32 @@ macro_rules! select_connectors {
 
 /// The tenant's connection to `provider`, if any.
 pub async fn by_provider(tx: &mut TenantTx, provider: &str) -> Result<Option<Row>> {
-    let tenant = tx.tenant_id().clone();
     Ok(tx
-        .fetch_optional(
-            select_connectors!(" AND provider = $2")
-                .bind(&tenant)
-                .bind(provider),
-        )
+        .fetch_optional(select_connectors!(" AND provider = $2").bind(provider))
         .await?)
 }
 
 pub async fn by_id(tx: &mut TenantTx, id: &ConnectorId) -> Result<Option<Row>> {
-    let tenant = tx.tenant_id().clone();
     Ok(tx
-        .fetch_optional(select_connectors!(" AND id = $2").bind(&tenant).bind(id))
+        .fetch_optional(select_connectors!(" AND id = $2").bind(id))
         .await?)
 }
 
 pub async fn all(tx: &mut TenantTx) -> Result<Vec<Row>> {
-    let tenant = tx.tenant_id().clone();
     Ok(tx
-        .fetch_all(select_connectors!(" ORDER BY provider").bind(&tenant))
+        .fetch_all(select_connectors!(" ORDER BY provider"))
         .await?)
 }
 
 /// Records a failure people should see on the connector; a connection that needs a
 /// reconnect keeps saying so.
 pub async fn record_error(tx: &mut TenantTx, id: &ConnectorId, error: &str) -> Result<()> {
-    let tenant = tx.tenant_id().clone();
     let now = Utc::now();
     tx.execute(
-        sql("UPDATE connectors SET status = CASE WHEN status IN ('expired', 'revoked') THEN status ELSE 'error' END, \
-             last_error = $1, last_error_at = $2, updated_at = $2 WHERE tenant_id = $3 AND id = $4")
+        scoped("UPDATE connectors SET status = CASE WHEN status IN ('expired', 'revoked') THEN status ELSE 'error' END, \
+             last_error = $2, last_error_at = $3, updated_at = $3 WHERE tenant_id = $1 AND id = $4")
             .bind(truncate(error, 500))
             .bind(now)
-            .bind(&tenant)
             .bind(id),
     )
     .await?;
@@ -349,15 +340,13 @@ pub async fn mark_dead(
     status: &'static str,
     error: &str,
 ) -> Result<()> {
-    let tenant = tx.tenant_id().clone();
     let now = Utc::now();
     tx.execute(
-        sql("UPDATE connectors SET status = $1, last_error = $2, last_error_at = $3, updated_at = $3 \
-             WHERE tenant_id = $4 AND id = $5")
+        scoped("UPDATE connectors SET status = $2, last_error = $3, last_error_at = $4, updated_at = $4 \
+             WHERE tenant_id = $1 AND id = $5")
             .bind(status)
             .bind(truncate(error, 500))
             .bind(now)
-            .bind(&tenant)
             .bind(id),
     )
     .await?;
@@ -393,12 +382,10 @@ pub(crate) async fn ensure_row(
         return Ok(r.id);
     }
     let id = ConnectorId::new();
-    let tenant = tx.tenant_id().clone();
     let now = Utc::now();
     tx.execute(
-        sql("INSERT INTO connectors (tenant_id, id, provider, status, scopes, has_refresh_token, connected_by, created_at, updated_at) \
+        scoped("INSERT INTO connectors (tenant_id, id, provider, status, scopes, has_refresh_token, connected_by, created_at, updated_at) \
              VALUES ($1, $2, $3, 'error', '', FALSE, $4, $5, $5)")
-            .bind(&tenant)
             .bind(&id)
             .bind(provider)
             .bind(user)
@@ -409,7 +396,7 @@ pub(crate) async fn ensure_row(
 }
 
 pub(crate) async fn store_connection(
-    state: &crate::app::AppState,
+    vault: &vault::Vault,
     tx: &mut TenantTx,
     p: &Provider,
     user: &str,
@@ -419,22 +406,19 @@ pub(crate) async fn store_connection(
     let id = ensure_row(tx, &p.name, user).await?;
     // Providers send a refresh token only at consent; a reconnect without one keeps the
     // previous grant's.
-    let previous = state
-        .vault
+    let previous = vault
         .tokens_for_revocation(tx, &id, &p.name)
         .await
         .ok()
         .and_then(|(_, r)| r);
-    state.vault.save(tx, &id, tokens, previous).await?;
-    let tenant = tx.tenant_id().clone();
+    vault.save(tx, &id, tokens, previous).await?;
     let now = Utc::now();
     tx.execute(
-        sql("UPDATE connectors SET account = $1, connected_by = $2, last_sync_at = CASE WHEN $1 IS NULL THEN last_sync_at ELSE $3 END, \
-             updated_at = $3 WHERE tenant_id = $4 AND id = $5")
+        scoped("UPDATE connectors SET account = $2, connected_by = $3, last_sync_at = CASE WHEN $2 IS NULL THEN last_sync_at ELSE $4 END, \
+             updated_at = $4 WHERE tenant_id = $1 AND id = $5")
             .bind(account)
             .bind(user)
             .bind(now)
-            .bind(&tenant)
             .bind(&id),
     )
     .await?;

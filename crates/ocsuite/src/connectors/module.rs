@@ -11,7 +11,7 @@ use ocsuite_module_sdk::{
 use serde_json::json;
 
 use crate::modules::{ExecContext, Module};
-use crate::queue::worker::BoxFuture;
+use futures_util::future::BoxFuture;
 
 pub struct Connectors {
     manifest: ModuleManifest,

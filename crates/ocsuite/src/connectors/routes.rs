@@ -13,7 +13,6 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{Provider, STATE_TTL_MINUTES, Status, redirect_uri, require, sync};
-use crate::app::AppState;
 use crate::audit;
 use crate::auth::{ClientMeta, CurrentUser};
 use crate::crypto::{Binding, KeyScope};
@@ -21,8 +20,22 @@ use crate::error::{AppError, ErrorBody, Result};
 use crate::ids::{JobId, TenantId};
 use crate::json::ApiQuery;
 use crate::queue;
-use crate::store::sql;
+use crate::state::AppState;
+use crate::store::scoped;
 use crate::tenancy::{Actor, Role, TenantCtx, members};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// This domain's API routes (relative to `/api/v1`), each declared once: the route and
+/// its OpenAPI operation both come from the handler's `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(disconnect))
+        .routes(routes!(authorize))
+        .routes(routes!(callback))
+        .routes(routes!(sync))
+}
 
 /// Pending authorizations a tenant may have at once (each lives ten minutes).
 const MAX_PENDING_STATES: i64 = 50;
@@ -63,7 +76,7 @@ pub struct ConnectorList {
 }
 
 /// Every configured provider with this tenant's connection status.
-#[utoipa::path(get, path = "/api/v1/connectors", tag = "connectors",
+#[utoipa::path(get, path = "/connectors", tag = "connectors",
     responses((status = 200, body = ConnectorList)))]
 pub async fn list(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<ConnectorList>> {
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
@@ -143,7 +156,7 @@ pub struct AuthorizeOut {
 
 /// Starts connecting an account: returns the provider's authorization URL (PKCE S256,
 /// single-use `state` bound to this tenant, user and provider, valid ten minutes).
-#[utoipa::path(post, path = "/api/v1/connectors/{provider}/authorize", tag = "connectors",
+#[utoipa::path(post, path = "/connectors/{provider}/authorize", tag = "connectors",
     responses((status = 200, body = AuthorizeOut), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody, description = "provider not configured")))]
 pub async fn authorize(
@@ -162,15 +175,13 @@ pub async fn authorize(
     let now = Utc::now();
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     tx.execute(
-        sql("DELETE FROM oauth_states WHERE tenant_id = $1 AND expires_at < $2")
-            .bind(&ctx.tenant_id)
-            .bind(now),
+        scoped("DELETE FROM oauth_states WHERE tenant_id = $1 AND expires_at < $2").bind(now),
     )
     .await?;
     let (pending,): (i64,) = tx
-        .fetch_one(
-            sql("SELECT COUNT(*) FROM oauth_states WHERE tenant_id = $1").bind(&ctx.tenant_id),
-        )
+        .fetch_one(scoped(
+            "SELECT COUNT(*) FROM oauth_states WHERE tenant_id = $1",
+        ))
         .await?;
     if pending >= MAX_PENDING_STATES {
         return Err(AppError::TooManyRequests {
@@ -198,9 +209,8 @@ pub async fn authorize(
     );
     let expires_at = now + Duration::minutes(STATE_TTL_MINUTES);
     tx.execute(
-        sql("INSERT INTO oauth_states (tenant_id, id, provider, user_id, verifier, created_at, expires_at) \
+        scoped("INSERT INTO oauth_states (tenant_id, id, provider, user_id, verifier, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)")
-            .bind(&ctx.tenant_id)
             .bind(state_id.as_str())
             .bind(p.name.as_str())
             .bind(user)
@@ -259,7 +269,7 @@ fn back_to_page(provider: &str, outcome: &[(&str, &str)]) -> Response {
 /// The provider sends the browser here. Verifies the state (single use, unexpired,
 /// this provider, the user who started it, still an admin), exchanges the code with
 /// the PKCE verifier, stores the tokens encrypted and redirects to the connectors page.
-#[utoipa::path(get, path = "/api/v1/connectors/{provider}/callback", tag = "connectors",
+#[utoipa::path(get, path = "/connectors/{provider}/callback", tag = "connectors",
     params(CallbackQuery),
     responses((status = 303, description = "back to the connectors page, with `connected=1` or `error=<code>`"),
               (status = 400, body = ErrorBody, description = "missing, unknown, reused, expired or foreign state"),
@@ -287,9 +297,10 @@ pub async fn callback(
     let mut tx = state.store.tenant(&tenant).await?;
     let row: Option<(String, String, Vec<u8>, DateTime<Utc>)> = tx
         .fetch_optional(
-            sql("DELETE FROM oauth_states WHERE tenant_id = $1 AND id = $2 \
-                 RETURNING provider, user_id, verifier, expires_at")
-            .bind(&tenant)
+            scoped(
+                "DELETE FROM oauth_states WHERE tenant_id = $1 AND id = $2 \
+                 RETURNING provider, user_id, verifier, expires_at",
+            )
             .bind(state_id.as_str()),
         )
         .await?;
@@ -403,7 +414,7 @@ pub async fn callback(
 
     let mut tx = state.store.tenant(&tenant).await?;
     let id = super::store_connection(
-        &state,
+        &state.vault,
         &mut tx,
         &p,
         &current.user.id.to_string(),
@@ -435,7 +446,7 @@ pub struct SyncOut {
 }
 
 /// Queues a sync now: refresh the tokens and check the account answers.
-#[utoipa::path(post, path = "/api/v1/connectors/{provider}/sync", tag = "connectors",
+#[utoipa::path(post, path = "/connectors/{provider}/sync", tag = "connectors",
     responses((status = 202, body = SyncOut), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody, description = "the connection needs a reconnect")))]
 pub async fn sync(
@@ -483,7 +494,7 @@ pub struct DisconnectOut {
 }
 
 /// Revokes the grant at the provider (best effort) and deletes the tokens.
-#[utoipa::path(delete, path = "/api/v1/connectors/{provider}", tag = "connectors",
+#[utoipa::path(delete, path = "/connectors/{provider}", tag = "connectors",
     responses((status = 200, body = DisconnectOut), (status = 404, body = ErrorBody)))]
 pub async fn disconnect(
     State(state): State<AppState>,
@@ -532,18 +543,13 @@ pub async fn disconnect(
         queue::remove_pending(&mut tx, &job).await?;
     }
     tx.execute(
-        sql("DELETE FROM tenant_secrets WHERE tenant_id = $1 AND purpose = $2 AND name = $3")
-            .bind(&ctx.tenant_id)
+        scoped("DELETE FROM tenant_secrets WHERE tenant_id = $1 AND purpose = $2 AND name = $3")
             .bind(super::SECRET_PURPOSE)
             .bind(&row.id),
     )
     .await?;
     let n = tx
-        .execute(
-            sql("DELETE FROM connectors WHERE tenant_id = $1 AND id = $2")
-                .bind(&ctx.tenant_id)
-                .bind(&row.id),
-        )
+        .execute(scoped("DELETE FROM connectors WHERE tenant_id = $1 AND id = $2").bind(&row.id))
         .await?;
     if n == 0 {
         return Err(AppError::NotFound("connector"));

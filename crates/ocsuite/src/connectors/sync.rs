@@ -14,14 +14,17 @@ use serde_json::{Value, json};
 
 use super::by_id;
 use super::vault::Vault;
-use crate::app::AppState;
 use crate::audit;
 use crate::error::Result;
 use crate::ids::{ConnectorId, JobId, TenantId};
-use crate::queue::worker::{BoxFuture, Handler, Outcome, Resolution, Start};
+use crate::state::AppState;
+use futures_util::future::BoxFuture;
+
+use crate::queue::worker::{Handler, Outcome, Resolution, Start};
 use crate::queue::{self, Claimed, NewJob, SYNC_CONNECTOR};
 use crate::realtime::Event;
-use crate::store::{Store, TenantTx, sql};
+use crate::store::cross_tenant;
+use crate::store::{Store, TenantTx, scoped};
 
 /// Attempts before a sync lands in `sync-connector-dlq`.
 const MAX_ATTEMPTS: u32 = 5;
@@ -29,13 +32,11 @@ const MAX_ATTEMPTS: u32 = 5;
 /// Queues a sync of connector `id` unless one is already pending. Returns the pending
 /// job and whether this call queued it.
 pub async fn enqueue(tx: &mut TenantTx, id: &ConnectorId) -> Result<Option<(JobId, bool)>> {
-    let tenant = tx.tenant_id().clone();
     let job = JobId::new();
     let claimed = tx
         .execute(
-            sql("UPDATE connectors SET sync_job_id = $1 WHERE tenant_id = $2 AND id = $3 AND sync_job_id IS NULL")
+            scoped("UPDATE connectors SET sync_job_id = $2 WHERE tenant_id = $1 AND id = $3 AND sync_job_id IS NULL")
                 .bind(&job)
-                .bind(&tenant)
                 .bind(id),
         )
         .await?
@@ -72,15 +73,7 @@ pub async fn schedule(
 ) -> Result<usize> {
     let cutoff = Utc::now() - chrono::Duration::seconds(interval_secs.into());
     let mut tx = store.platform_read().await?;
-    let q = if tx.is_postgres() {
-        sql("SELECT tenant_id, id FROM ocsuite_connectors_due($1, $2)")
-    } else {
-        sql(
-            "SELECT tenant_id, id FROM connectors WHERE sync_job_id IS NULL AND status IN ('connected', 'error') \
-             AND last_refresh_at IS NOT NULL AND (last_sync_at IS NULL OR last_sync_at < $1) ORDER BY last_sync_at LIMIT $2",
-        )
-    };
-    let due: Vec<(String, String)> = tx.fetch_all(q.bind(cutoff).bind(500i64)).await?;
+    let due = cross_tenant::connectors_due(&mut tx, cutoff, 500).await?;
     drop(tx);
     let mut queued = 0;
     for (tenant, id) in due {
@@ -103,15 +96,7 @@ pub async fn schedule(
 pub async fn prune_states(store: &Store) -> Result<u64> {
     let now = Utc::now();
     let mut tx = store.platform().await?;
-    let n = if tx.is_postgres() {
-        let (n,): (i64,) = tx
-            .fetch_one(sql("SELECT ocsuite_prune_oauth_states($1)").bind(now))
-            .await?;
-        n.max(0) as u64
-    } else {
-        tx.execute(sql("DELETE FROM oauth_states WHERE expires_at < $1").bind(now))
-            .await?
-    };
+    let n = cross_tenant::prune_oauth_states(&mut tx, now).await?;
     tx.commit().await?;
     Ok(n)
 }
@@ -135,6 +120,12 @@ fn connector_of(job: &Claimed) -> Option<ConnectorId> {
         .and_then(ConnectorId::parse)
 }
 
+/// What `start` read from the connector row for the attempt.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Prepared {
+    provider: String,
+}
+
 impl Handler for SyncConnector {
     fn queue(&self) -> &'static str {
         SYNC_CONNECTOR
@@ -150,18 +141,23 @@ impl Handler for SyncConnector {
             let Some(row) = row else {
                 return Ok(Start::Skip { events: vec![] });
             };
-            Ok(Start::Run {
-                timeout: Duration::from_secs(60),
-                events: vec![],
-                prepared: json!({"provider": row.provider}),
-            })
+            Start::run(
+                Duration::from_secs(60),
+                vec![],
+                &Prepared {
+                    provider: row.provider,
+                },
+            )
         })
     }
 
     fn run(self: Arc<Self>, job: Claimed, prepared: Value) -> BoxFuture<'static, Outcome> {
         Box::pin(async move {
-            let provider = prepared["provider"].as_str().unwrap_or_default();
-            match self.vault.check(&job.tenant_id, provider).await {
+            let p: Prepared = match crate::queue::worker::prepared(prepared) {
+                Ok(p) => p,
+                Err(failed) => return failed,
+            };
+            match self.vault.check(&job.tenant_id, &p.provider).await {
                 Ok(report) => Outcome::Succeeded {
                     summary: Some(format!(
                         "{} account {} answered",
@@ -188,11 +184,9 @@ impl Handler for SyncConnector {
             let Some(id) = connector_of(job) else {
                 return Ok(vec![]);
             };
-            let tenant = tx.tenant_id().clone();
             if !matches!(resolution, Resolution::Retrying { .. }) {
                 tx.execute(
-                    sql("UPDATE connectors SET sync_job_id = NULL WHERE tenant_id = $1 AND id = $2 AND sync_job_id = $3")
-                        .bind(&tenant)
+                    scoped("UPDATE connectors SET sync_job_id = NULL WHERE tenant_id = $1 AND id = $2 AND sync_job_id = $3")
                         .bind(&id)
                         .bind(&job.id),
                 )
@@ -217,17 +211,5 @@ impl Handler for SyncConnector {
             }
             Ok(vec![])
         })
-    }
-
-    fn cancel_requested<'a>(
-        &'a self,
-        _store: &'a Store,
-        _job: &'a Claimed,
-    ) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async { Ok(false) })
-    }
-
-    fn is_cancellation(&self, _job: &Claimed, _event: &Event) -> bool {
-        false
     }
 }

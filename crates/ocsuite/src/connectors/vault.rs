@@ -24,7 +24,7 @@ use crate::crypto::secrets;
 use crate::crypto::{Binding, Crypto, KeyScope};
 use crate::error::{AppError, Result};
 use crate::ids::{ConnectorId, TenantId};
-use crate::store::{Store, TenantTx, sql};
+use crate::store::{Store, TenantTx, scoped};
 
 /// A token is refreshed when it expires within this margin.
 const MIN_VALIDITY: chrono::Duration = chrono::Duration::seconds(60);
@@ -197,10 +197,9 @@ impl Vault {
             }
             let claimed = tx
                 .execute(
-                    sql("UPDATE connectors SET refresh_lock_until = $1 WHERE tenant_id = $2 AND id = $3 \
+                    scoped("UPDATE connectors SET refresh_lock_until = $2 WHERE tenant_id = $1 AND id = $3 \
                          AND (refresh_lock_until IS NULL OR refresh_lock_until < $4)")
                         .bind(now + LEASE)
-                        .bind(tenant)
                         .bind(&row.id)
                         .bind(now),
                 )
@@ -337,14 +336,13 @@ impl Vault {
         let now = Utc::now();
         let secs =
             |d: Duration| chrono::Duration::seconds(d.as_secs().min(10 * 365 * 86400) as i64);
-        let tenant = tx.tenant_id().clone();
         tx.execute(
-            sql(
-                "UPDATE connectors SET status = 'connected', access_expires_at = $1, \
-                 refresh_expires_at = CASE WHEN $2 THEN $3 ELSE refresh_expires_at END, \
-                 has_refresh_token = $4, scopes = COALESCE($5, scopes), last_refresh_at = $6, \
-                 last_error = NULL, last_error_at = NULL, updated_at = $6 \
-                 WHERE tenant_id = $7 AND id = $8",
+            scoped(
+                "UPDATE connectors SET status = 'connected', access_expires_at = $2, \
+                 refresh_expires_at = CASE WHEN $3 THEN $4 ELSE refresh_expires_at END, \
+                 has_refresh_token = $5, scopes = COALESCE($6, scopes), last_refresh_at = $7, \
+                 last_error = NULL, last_error_at = NULL, updated_at = $7 \
+                 WHERE tenant_id = $1 AND id = $8",
             )
             .bind(t.expires_in.map(|d| now + secs(d)))
             .bind(t.refresh_token.is_some() || t.refresh_expires_in.is_some())
@@ -352,7 +350,6 @@ impl Vault {
             .bind(refresh.is_some())
             .bind(t.scopes.as_ref().map(|s| s.join(" ")))
             .bind(now)
-            .bind(&tenant)
             .bind(id),
         )
         .await?;
@@ -368,8 +365,7 @@ impl Vault {
         let tenant = tx.tenant_id().clone();
         let row: Option<(String, Vec<u8>)> = tx
             .fetch_optional(
-                sql("SELECT id, ciphertext FROM tenant_secrets WHERE tenant_id = $1 AND purpose = $2 AND name = $3")
-                    .bind(&tenant)
+                scoped("SELECT id, ciphertext FROM tenant_secrets WHERE tenant_id = $1 AND purpose = $2 AND name = $3")
                     .bind(SECRET_PURPOSE)
                     .bind(id),
             )
@@ -453,16 +449,15 @@ impl Vault {
         };
         let now = Utc::now();
         tx.execute(
-            sql(
-                "UPDATE connectors SET account = COALESCE($1, account), last_sync_at = $2, \
+            scoped(
+                "UPDATE connectors SET account = COALESCE($2, account), last_sync_at = $3, \
                  status = CASE WHEN status = 'error' THEN 'connected' ELSE status END, \
                  last_error = CASE WHEN status = 'error' THEN NULL ELSE last_error END, \
                  last_error_at = CASE WHEN status = 'error' THEN NULL ELSE last_error_at END, \
-                 updated_at = $2 WHERE tenant_id = $3 AND id = $4",
+                 updated_at = $3 WHERE tenant_id = $1 AND id = $4",
             )
             .bind(account.clone())
             .bind(now)
-            .bind(tenant)
             .bind(&row.id),
         )
         .await?;
@@ -494,10 +489,8 @@ fn check_usable(row: &Row, provider: &str) -> Result<(), VaultError> {
 }
 
 async fn release(tx: &mut TenantTx, id: &ConnectorId) -> Result<()> {
-    let tenant = tx.tenant_id().clone();
     tx.execute(
-        sql("UPDATE connectors SET refresh_lock_until = NULL WHERE tenant_id = $1 AND id = $2")
-            .bind(&tenant)
+        scoped("UPDATE connectors SET refresh_lock_until = NULL WHERE tenant_id = $1 AND id = $2")
             .bind(id),
     )
     .await?;

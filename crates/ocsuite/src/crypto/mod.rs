@@ -25,8 +25,8 @@ use crate::ids::TenantId;
 const MAGIC: &[u8; 2] = b"OC";
 const HEADER: usize = 2 + 4 + 12;
 
-/// The 32-byte root secret. Never printed.
-#[derive(Clone)]
+/// The 32-byte root secret. Never printed; zeroed when dropped.
+#[derive(Clone, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 pub struct MasterKey([u8; 32]);
 
 impl MasterKey {
@@ -72,22 +72,14 @@ pub enum CryptoError {
     Decrypt,
 }
 
-/// Decrypted bytes; `Debug` never shows them.
+/// Decrypted bytes; `Debug` never shows them, and they are zeroed when dropped so a
+/// secret does not linger in freed memory.
+#[derive(zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 pub struct Plaintext(pub Vec<u8>);
 
 impl fmt::Debug for Plaintext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Plaintext([{} bytes redacted])", self.0.len())
-    }
-}
-
-impl Drop for Plaintext {
-    fn drop(&mut self) {
-        // Best-effort wipe so decrypted secrets do not linger in freed memory.
-        for b in self.0.iter_mut() {
-            // SAFETY-free volatile-ish wipe: black_box stops the compiler eliding it.
-            *b = std::hint::black_box(0);
-        }
     }
 }
 

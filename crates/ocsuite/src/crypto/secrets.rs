@@ -10,7 +10,8 @@ use serde::Serialize;
 use super::{Binding, Crypto, KeyScope, Plaintext};
 use crate::error::{AppError, Result};
 use crate::ids::{SecretId, TenantId, UserId};
-use crate::store::{Store, TenantTx, Tx, sql};
+use crate::store::cross_tenant;
+use crate::store::{Store, TenantTx, Tx, scoped, sql};
 
 /// The version new ciphertexts are made with (the newest row of `key_versions`).
 pub async fn current_version(tx: &mut Tx) -> Result<u32> {
@@ -44,10 +45,9 @@ pub async fn put(
     let tenant = tx.tenant_id().clone();
     let existing: Option<(String,)> = tx
         .fetch_optional(
-            sql(
+            scoped(
                 "SELECT id FROM tenant_secrets WHERE tenant_id = $1 AND purpose = $2 AND name = $3",
             )
-            .bind(&tenant)
             .bind(purpose)
             .bind(name),
         )
@@ -67,10 +67,9 @@ pub async fn put(
     );
     let now = Utc::now();
     tx.execute(
-        sql("INSERT INTO tenant_secrets (tenant_id, id, purpose, name, ciphertext, key_version, created_at, updated_at) \
+        scoped("INSERT INTO tenant_secrets (tenant_id, id, purpose, name, ciphertext, key_version, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
              ON CONFLICT (tenant_id, id) DO UPDATE SET ciphertext = $5, key_version = $6, updated_at = $7")
-            .bind(&tenant)
             .bind(&id)
             .bind(purpose)
             .bind(name)
@@ -92,8 +91,7 @@ pub async fn get(
     let tenant = tx.tenant_id().clone();
     let row: Option<(String, Vec<u8>)> = tx
         .fetch_optional(
-            sql("SELECT id, ciphertext FROM tenant_secrets WHERE tenant_id = $1 AND purpose = $2 AND name = $3")
-                .bind(&tenant)
+            scoped("SELECT id, ciphertext FROM tenant_secrets WHERE tenant_id = $1 AND purpose = $2 AND name = $3")
                 .bind(purpose)
                 .bind(name),
         )
@@ -149,12 +147,8 @@ pub async fn rotate(owner: &Store, crypto: &Crypto) -> Result<RotationReport> {
     let mut tenant_secrets = 0u64;
     loop {
         let mut tx = owner.platform().await?;
-        let rows: Vec<SecretRow> = tx
-            .fetch_all(
-                sql("SELECT tenant_id, id, purpose, ciphertext FROM tenant_secrets WHERE key_version < $1 ORDER BY tenant_id, id LIMIT 200")
-                    .bind(i64::from(new_version)),
-            )
-            .await?;
+        let rows: Vec<SecretRow> =
+            cross_tenant::secrets_below(&mut tx, i64::from(new_version)).await?;
         if rows.is_empty() {
             break;
         }
@@ -170,18 +164,15 @@ pub async fn rotate(owner: &Store, crypto: &Crypto) -> Result<RotationReport> {
                     AppError::internal(format!("secret {} of {}: {e}", r.id, r.tenant_id))
                 })?;
             let ct = crypto.encrypt(KeyScope::Tenant(&tenant), new_version, binding, &plain.0);
-            tenant_secrets += tx
-                .execute(
-                    sql("UPDATE tenant_secrets SET ciphertext = $1, key_version = $2, updated_at = $3 \
-                         WHERE tenant_id = $4 AND id = $5 AND ciphertext = $6")
-                        .bind(ct)
-                        .bind(i64::from(new_version))
-                        .bind(Utc::now())
-                        .bind(&tenant)
-                        .bind(r.id.as_str())
-                        .bind(r.ciphertext),
-                )
-                .await?;
+            tenant_secrets += cross_tenant::reencrypt_secret(
+                &mut tx,
+                &tenant,
+                &r.id,
+                r.ciphertext,
+                ct,
+                i64::from(new_version),
+            )
+            .await?;
         }
         tx.commit().await?;
     }

@@ -18,14 +18,16 @@ use lettre::message::header::{HeaderName, HeaderValue};
 use serde_json::{Value, json};
 
 use super::template;
-use crate::app::AppState;
 use crate::connectors::vault::TokenSource;
 use crate::error::Result;
 use crate::ids::{CampaignId, RecipientId, TenantId};
-use crate::queue::worker::{BoxFuture, Handler, Outcome, Resolution, Start};
+use crate::state::AppState;
+use futures_util::future::BoxFuture;
+
+use crate::queue::worker::{Handler, Outcome, Resolution, Start};
 use crate::queue::{Claimed, DELIVER_EMAIL};
 use crate::realtime::Event;
-use crate::store::{Store, TenantTx, sql};
+use crate::store::{TenantTx, scoped};
 
 /// Attempts per recipient before it is marked failed.
 pub const MAX_ATTEMPTS: u32 = 5;
@@ -34,6 +36,7 @@ pub const MAX_ATTEMPTS: u32 = 5;
 pub const GMAIL_PROVIDER: &str = "google";
 
 /// One message to send.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Outgoing {
     pub to: String,
     pub to_name: Option<String>,
@@ -229,16 +232,14 @@ async fn set_recipient(
     attempts: u32,
     message_id: Option<&str>,
 ) -> Result<()> {
-    let tenant = tx.tenant_id().clone();
     tx.execute(
-        sql("UPDATE email_recipients SET status = $1, reason = COALESCE($2, reason), attempts = $3, message_id = COALESCE($4, message_id), \
-             sent_at = CASE WHEN $1 = 'sent' THEN $5 ELSE sent_at END WHERE tenant_id = $6 AND id = $7")
+        scoped("UPDATE email_recipients SET status = $2, reason = COALESCE($3, reason), attempts = $4, message_id = COALESCE($5, message_id), \
+             sent_at = CASE WHEN $2 = 'sent' THEN $6 ELSE sent_at END WHERE tenant_id = $1 AND id = $7")
             .bind(status)
             .bind(reason)
             .bind(attempts)
             .bind(message_id)
             .bind(chrono::Utc::now())
-            .bind(&tenant)
             .bind(id),
     )
     .await?;
@@ -247,11 +248,9 @@ async fn set_recipient(
 
 /// Marks the campaign sent once nothing is pending.
 async fn finish_if_done(tx: &mut TenantTx, campaign: &CampaignId) -> Result<()> {
-    let tenant = tx.tenant_id().clone();
     let (pending,): (i64,) = tx
         .fetch_one(
-            sql("SELECT COUNT(*) FROM email_recipients WHERE tenant_id = $1 AND campaign_id = $2 AND status = 'pending'")
-                .bind(&tenant)
+            scoped("SELECT COUNT(*) FROM email_recipients WHERE tenant_id = $1 AND campaign_id = $2 AND status = 'pending'")
                 .bind(campaign),
         )
         .await?;
@@ -262,6 +261,13 @@ async fn finish_if_done(tx: &mut TenantTx, campaign: &CampaignId) -> Result<()> 
         }
     }
     super::refresh_metrics(tx).await
+}
+
+/// The rendered message and its channel, from `start` to the attempt.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Prepared {
+    channel: String,
+    message: Outgoing,
 }
 
 impl Handler for Deliver {
@@ -277,8 +283,7 @@ impl Handler for Deliver {
             let tenant = tx.tenant_id().clone();
             let row: Option<(String, Option<String>, String, String)> = tx
                 .fetch_optional(
-                    sql("SELECT email, name, vars, status FROM email_recipients WHERE tenant_id = $1 AND id = $2")
-                        .bind(&tenant)
+                    scoped("SELECT email, name, vars, status FROM email_recipients WHERE tenant_id = $1 AND id = $2")
                         .bind(&rid),
                 )
                 .await?;
@@ -324,29 +329,32 @@ impl Handler for Deliver {
                 body.push_str(&format!("\n\n--\nTo stop receiving these emails: {url}\n"));
             }
             let company = crate::tenancy::tenants::name(tx).await?;
-            Ok(Start::Run {
-                timeout: Duration::from_secs(60),
-                events: vec![],
-                prepared: json!({
-                    "to": email, "to_name": name, "from_name": company, "channel": campaign.channel,
-                    "subject": template::render(&campaign.subject, &all), "body": body, "unsubscribe_url": url,
-                }),
-            })
+            let message = Outgoing {
+                to: email,
+                to_name: name,
+                from_name: company,
+                subject: template::render(&campaign.subject, &all),
+                body,
+                unsubscribe_url: Some(url),
+            };
+            Start::run(
+                Duration::from_secs(60),
+                vec![],
+                &Prepared {
+                    channel: campaign.channel,
+                    message,
+                },
+            )
         })
     }
 
     fn run(self: Arc<Self>, job: Claimed, p: Value) -> BoxFuture<'static, Outcome> {
         Box::pin(async move {
-            let s = |k: &str| p[k].as_str().unwrap_or_default().to_owned();
-            let m = Outgoing {
-                to: s("to"),
-                to_name: p["to_name"].as_str().map(str::to_owned),
-                from_name: s("from_name"),
-                subject: s("subject"),
-                body: s("body"),
-                unsubscribe_url: p["unsubscribe_url"].as_str().map(str::to_owned),
+            let Prepared { channel, message } = match crate::queue::worker::prepared(p) {
+                Ok(p) => p,
+                Err(failed) => return failed,
             };
-            match send(&self.app, &job.tenant_id, &s("channel"), &m).await {
+            match send(&self.app, &job.tenant_id, &channel, &message).await {
                 Ok(id) => Outcome::Succeeded {
                     output: json!({"message_id": id}),
                     summary: None,
@@ -393,13 +401,5 @@ impl Handler for Deliver {
             finish_if_done(tx, &cid).await?;
             Ok(vec![])
         })
-    }
-
-    fn cancel_requested<'a>(&'a self, _: &'a Store, _: &'a Claimed) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async { Ok(false) })
-    }
-
-    fn is_cancellation(&self, _: &Claimed, _: &Event) -> bool {
-        false
     }
 }

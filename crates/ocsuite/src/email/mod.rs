@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use crate::error::{AppError, Result};
 use crate::ids::CampaignId;
-use crate::store::{TenantTx, sql};
+use crate::store::{TenantTx, scoped};
 
 pub const MAX_SUBJECT: usize = 200;
 pub const MAX_BODY: usize = 50_000;
@@ -255,13 +255,11 @@ impl CampaignInput {
 }
 
 pub async fn insert(tx: &mut TenantTx, c: &Checked, origin: &str, by: &str) -> Result<CampaignId> {
-    let tenant = tx.tenant_id().clone();
     let id = CampaignId::new();
     let now = Utc::now();
     tx.execute(
-        sql("INSERT INTO email_campaigns (tenant_id, id, name, subject, body, channel, audience, rate_per_minute, status, \
+        scoped("INSERT INTO email_campaigns (tenant_id, id, name, subject, body, channel, audience, rate_per_minute, status, \
              origin, created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'draft', $9, $10, $11, $11)")
-            .bind(&tenant)
             .bind(&id)
             .bind(&c.name)
             .bind(&c.subject)
@@ -278,10 +276,9 @@ pub async fn insert(tx: &mut TenantTx, c: &Checked, origin: &str, by: &str) -> R
 }
 
 pub async fn update(tx: &mut TenantTx, id: &CampaignId, c: &Checked) -> Result<()> {
-    let tenant = tx.tenant_id().clone();
     tx.execute(
-        sql("UPDATE email_campaigns SET name = $1, subject = $2, body = $3, channel = $4, audience = $5, rate_per_minute = $6, \
-             updated_at = $7 WHERE tenant_id = $8 AND id = $9")
+        scoped("UPDATE email_campaigns SET name = $2, subject = $3, body = $4, channel = $5, audience = $6, rate_per_minute = $7, \
+             updated_at = $8 WHERE tenant_id = $1 AND id = $9")
             .bind(&c.name)
             .bind(&c.subject)
             .bind(&c.body)
@@ -289,7 +286,6 @@ pub async fn update(tx: &mut TenantTx, id: &CampaignId, c: &Checked) -> Result<(
             .bind(serde_json::to_string(&c.audience).map_err(AppError::internal)?)
             .bind(c.rate)
             .bind(Utc::now())
-            .bind(&tenant)
             .bind(id),
     )
     .await?;
@@ -297,40 +293,31 @@ pub async fn update(tx: &mut TenantTx, id: &CampaignId, c: &Checked) -> Result<(
 }
 
 pub async fn get(tx: &mut TenantTx, id: &CampaignId) -> Result<Campaign> {
-    let tenant = tx.tenant_id().clone();
-    tx.fetch_optional(
-        sql(select_campaigns!("WHERE tenant_id = $1 AND id = $2"))
-            .bind(&tenant)
-            .bind(id),
-    )
-    .await?
-    .ok_or(AppError::NotFound("campaign"))
+    tx.fetch_optional(scoped(select_campaigns!("WHERE tenant_id = $1 AND id = $2")).bind(id))
+        .await?
+        .ok_or(AppError::NotFound("campaign"))
 }
 
 pub async fn list(tx: &mut TenantTx, limit: i64) -> Result<Vec<Campaign>> {
-    let tenant = tx.tenant_id().clone();
     Ok(tx
         .fetch_all(
-            sql(select_campaigns!(
+            scoped(select_campaigns!(
                 "WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
             ))
-            .bind(&tenant)
             .bind(limit),
         )
         .await?)
 }
 
 pub async fn set_status(tx: &mut TenantTx, id: &CampaignId, status: &str) -> Result<()> {
-    let tenant = tx.tenant_id().clone();
     let now = Utc::now();
     tx.execute(
-        sql("UPDATE email_campaigns SET status = $1, updated_at = $2, \
-             started_at = CASE WHEN $1 = 'sending' AND started_at IS NULL THEN $2 ELSE started_at END, \
-             finished_at = CASE WHEN $1 IN ('sent', 'cancelled') THEN $2 ELSE finished_at END \
-             WHERE tenant_id = $3 AND id = $4")
+        scoped("UPDATE email_campaigns SET status = $2, updated_at = $3, \
+             started_at = CASE WHEN $2 = 'sending' AND started_at IS NULL THEN $3 ELSE started_at END, \
+             finished_at = CASE WHEN $2 IN ('sent', 'cancelled') THEN $3 ELSE finished_at END \
+             WHERE tenant_id = $1 AND id = $4")
             .bind(status)
             .bind(now)
-            .bind(&tenant)
             .bind(id),
     )
     .await?;
@@ -351,11 +338,9 @@ pub struct Stats {
 }
 
 pub async fn stats(tx: &mut TenantTx, id: &CampaignId) -> Result<Stats> {
-    let tenant = tx.tenant_id().clone();
     let rows: Vec<(String, i64)> = tx
         .fetch_all(
-            sql("SELECT status, COUNT(*) FROM email_recipients WHERE tenant_id = $1 AND campaign_id = $2 GROUP BY status")
-                .bind(&tenant)
+            scoped("SELECT status, COUNT(*) FROM email_recipients WHERE tenant_id = $1 AND campaign_id = $2 GROUP BY status")
                 .bind(id),
         )
         .await?;
@@ -372,8 +357,7 @@ pub async fn stats(tx: &mut TenantTx, id: &CampaignId) -> Result<Stats> {
     }
     let (u,): (i64,) = tx
         .fetch_one(
-            sql("SELECT COUNT(*) FROM email_suppressions WHERE tenant_id = $1 AND campaign_id = $2 AND reason = 'unsubscribed'")
-                .bind(&tenant)
+            scoped("SELECT COUNT(*) FROM email_suppressions WHERE tenant_id = $1 AND campaign_id = $2 AND reason = 'unsubscribed'")
                 .bind(id),
         )
         .await?;
@@ -401,12 +385,10 @@ pub async fn recipients(
     status: Option<&str>,
     limit: i64,
 ) -> Result<Vec<Recipient>> {
-    let tenant = tx.tenant_id().clone();
     Ok(tx
         .fetch_all(
-            sql("SELECT id, email, name, status, reason, attempts, message_id, sent_at FROM email_recipients \
+            scoped("SELECT id, email, name, status, reason, attempts, message_id, sent_at FROM email_recipients \
                  WHERE tenant_id = $1 AND campaign_id = $2 AND ($3 IS NULL OR status = $3) ORDER BY id LIMIT $4")
-                .bind(&tenant)
                 .bind(id)
                 .bind(status)
                 .bind(limit),
@@ -416,11 +398,9 @@ pub async fn recipients(
 
 /// Whether `email` (already lowercased) is on the suppression list.
 pub async fn is_suppressed(tx: &mut TenantTx, email: &str) -> Result<bool> {
-    let tenant = tx.tenant_id().clone();
     let row: Option<(String,)> = tx
         .fetch_optional(
-            sql("SELECT email FROM email_suppressions WHERE tenant_id = $1 AND email = $2")
-                .bind(&tenant)
+            scoped("SELECT email FROM email_suppressions WHERE tenant_id = $1 AND email = $2")
                 .bind(email),
         )
         .await?;
@@ -429,9 +409,10 @@ pub async fn is_suppressed(tx: &mut TenantTx, email: &str) -> Result<bool> {
 
 /// The whole suppression list (lowercased addresses), read once for a whole audience.
 pub async fn suppressed(tx: &mut TenantTx) -> Result<std::collections::HashSet<String>> {
-    let tenant = tx.tenant_id().clone();
     let rows: Vec<(String,)> = tx
-        .fetch_all(sql("SELECT email FROM email_suppressions WHERE tenant_id = $1").bind(&tenant))
+        .fetch_all(scoped(
+            "SELECT email FROM email_suppressions WHERE tenant_id = $1",
+        ))
         .await?;
     Ok(rows.into_iter().map(|(e,)| e).collect())
 }
@@ -443,12 +424,10 @@ pub async fn suppress(
     reason: &str,
     campaign: Option<&str>,
 ) -> Result<bool> {
-    let tenant = tx.tenant_id().clone();
     Ok(tx
         .execute(
-            sql("INSERT INTO email_suppressions (tenant_id, email, reason, campaign_id, created_at) VALUES ($1, $2, $3, $4, $5) \
+            scoped("INSERT INTO email_suppressions (tenant_id, email, reason, campaign_id, created_at) VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (tenant_id, email) DO NOTHING")
-                .bind(&tenant)
                 .bind(email)
                 .bind(reason)
                 .bind(campaign)
@@ -482,11 +461,9 @@ pub async fn resolve_audience(
         }
     } else {
         let stages = a.stages.clone().unwrap_or_default();
-        let tenant = tx.tenant_id().clone();
         let leads: Vec<(String, String, Option<String>, String)> = tx
             .fetch_all(
-                sql("SELECT email, name, company, stage FROM leads WHERE tenant_id = $1 AND email IS NOT NULL ORDER BY created_at, id")
-                    .bind(&tenant),
+                scoped("SELECT email, name, company, stage FROM leads WHERE tenant_id = $1 AND email IS NOT NULL ORDER BY created_at, id"),
             )
             .await?;
         for (email, name, company, stage) in leads {
@@ -516,22 +493,20 @@ pub async fn reach(tx: &mut TenantTx, a: &Audience) -> Result<(usize, usize)> {
 
 /// Recomputes the email metric snapshot.
 pub async fn refresh_metrics(tx: &mut TenantTx) -> Result<()> {
-    let tenant = tx.tenant_id().clone();
     let since = Utc::now() - chrono::Duration::days(30);
     let (sent, failed): (i64, i64) = tx
         .fetch_one(
-            sql("SELECT CAST(COALESCE(SUM(CASE WHEN status = 'sent' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+            scoped("SELECT CAST(COALESCE(SUM(CASE WHEN status = 'sent' THEN 1 ELSE 0 END), 0) AS BIGINT), \
                  CAST(COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0) AS BIGINT) FROM email_recipients \
                  WHERE tenant_id = $1 AND (sent_at IS NULL OR sent_at >= $2)")
-                .bind(&tenant)
                 .bind(since),
         )
         .await?;
     let (campaigns,): (i64,) = tx
-        .fetch_one(sql("SELECT COUNT(*) FROM email_campaigns WHERE tenant_id = $1 AND status = 'sent' AND finished_at >= $2").bind(&tenant).bind(since))
+        .fetch_one(scoped("SELECT COUNT(*) FROM email_campaigns WHERE tenant_id = $1 AND status = 'sent' AND finished_at >= $2").bind(since))
         .await?;
     let (unsub,): (i64,) = tx
-        .fetch_one(sql("SELECT COUNT(*) FROM email_suppressions WHERE tenant_id = $1 AND reason = 'unsubscribed' AND created_at >= $2").bind(&tenant).bind(since))
+        .fetch_one(scoped("SELECT COUNT(*) FROM email_suppressions WHERE tenant_id = $1 AND reason = 'unsubscribed' AND created_at >= $2").bind(since))
         .await?;
     let m = vec![
         crate::metrics::count(

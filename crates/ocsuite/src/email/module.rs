@@ -14,9 +14,9 @@ use super::template;
 use crate::error::{AppError, Result};
 use crate::ids::{CampaignId, JobId, RecipientId};
 use crate::modules::{ExecContext, Hint, Module, capability};
-use crate::queue::worker::BoxFuture;
 use crate::queue::{self, DELIVER_EMAIL, NewJob};
-use crate::store::{TenantTx, sql};
+use crate::store::{TenantTx, scoped};
+use futures_util::future::BoxFuture;
 
 pub struct EmailModule {
     manifest: ModuleManifest,
@@ -92,7 +92,7 @@ fn permanent(e: impl std::fmt::Display) -> TaskError {
 
 /// Whether `channel` can send for this tenant now; the error says how to fix it.
 pub async fn channel_ready(
-    app: &crate::app::AppState,
+    app: &crate::state::AppState,
     tx: &mut TenantTx,
     channel: &str,
 ) -> Result<()> {
@@ -221,7 +221,6 @@ pub async fn start_campaign(
     channel_ready(&ctx.app, &mut tx, &c.channel).await?;
     let people = super::resolve_audience(&mut tx, &c.audience.0).await?;
     let blocked = super::suppressed(&mut tx).await?;
-    let tenant = ctx.tenant.clone();
     let now = Utc::now();
     let spacing_ms = 60_000 / c.rate_per_minute.max(1);
     let (mut queued, mut skipped) = (0i64, 0i64);
@@ -236,9 +235,8 @@ pub async fn start_campaign(
         };
         let vars = template::variables(email, name.as_deref(), company.as_deref(), own);
         tx.execute(
-            sql("INSERT INTO email_recipients (tenant_id, id, campaign_id, email, name, vars, status, reason, attempts) \
+            scoped("INSERT INTO email_recipients (tenant_id, id, campaign_id, email, name, vars, status, reason, attempts) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)")
-                .bind(&tenant)
                 .bind(&rid)
                 .bind(id)
                 .bind(email)

@@ -9,12 +9,28 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{CampaignInput, Recipient};
-use crate::app::AppState;
 use crate::audit;
 use crate::error::{AppError, ErrorBody, Result};
 use crate::ids::{CampaignId, TaskId};
 use crate::json::{ApiJson, ApiQuery};
+use crate::state::AppState;
+use crate::store::scoped;
 use crate::tenancy::{Role, TenantCtx};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// This domain's API routes (relative to `/api/v1`), each declared once: the route and
+/// its OpenAPI operation both come from the handler's `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get, update, delete))
+        .routes(routes!(send))
+        .routes(routes!(cancel))
+        .routes(routes!(recipients))
+        .routes(routes!(list_suppressions, suppress))
+        .routes(routes!(unsuppress))
+}
 
 fn campaign_id(id: &str) -> Result<CampaignId> {
     CampaignId::parse(id).ok_or(AppError::NotFound("campaign"))
@@ -32,7 +48,7 @@ pub struct Campaigns {
 }
 
 /// Campaigns, newest first, with their counts.
-#[utoipa::path(get, path = "/api/v1/email/campaigns", tag = "email", responses((status = 200, body = Campaigns)))]
+#[utoipa::path(get, path = "/email/campaigns", tag = "email", responses((status = 200, body = Campaigns)))]
 pub async fn list(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<Campaigns>> {
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
     let mut campaigns = Vec::new();
@@ -45,7 +61,7 @@ pub async fn list(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<
 }
 
 /// Creates a draft campaign.
-#[utoipa::path(post, path = "/api/v1/email/campaigns", request_body = CampaignInput, tag = "email",
+#[utoipa::path(post, path = "/email/campaigns", request_body = CampaignInput, tag = "email",
     responses((status = 201, body = Object), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -66,7 +82,7 @@ pub async fn create(
 }
 
 /// A campaign with its counts and how many it would reach now.
-#[utoipa::path(get, path = "/api/v1/email/campaigns/{id}", tag = "email",
+#[utoipa::path(get, path = "/email/campaigns/{id}", tag = "email",
     responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
@@ -85,7 +101,7 @@ pub async fn get(
 }
 
 /// Edits a draft.
-#[utoipa::path(patch, path = "/api/v1/email/campaigns/{id}", request_body = CampaignInput, tag = "email",
+#[utoipa::path(patch, path = "/email/campaigns/{id}", request_body = CampaignInput, tag = "email",
     responses((status = 200, body = Object), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
@@ -112,7 +128,7 @@ pub async fn update(
 }
 
 /// Deletes a campaign that is not scheduled or sending (cancel it first).
-#[utoipa::path(delete, path = "/api/v1/email/campaigns/{id}", tag = "email",
+#[utoipa::path(delete, path = "/email/campaigns/{id}", tag = "email",
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
@@ -129,19 +145,12 @@ pub async fn delete(
             c.status
         )));
     }
-    let tenant = ctx.tenant_id.clone();
     tx.execute(
-        crate::store::sql("DELETE FROM email_recipients WHERE tenant_id = $1 AND campaign_id = $2")
-            .bind(&tenant)
-            .bind(&id),
+        scoped("DELETE FROM email_recipients WHERE tenant_id = $1 AND campaign_id = $2").bind(&id),
     )
     .await?;
-    tx.execute(
-        crate::store::sql("DELETE FROM email_campaigns WHERE tenant_id = $1 AND id = $2")
-            .bind(&tenant)
-            .bind(&id),
-    )
-    .await?;
+    tx.execute(scoped("DELETE FROM email_campaigns WHERE tenant_id = $1 AND id = $2").bind(&id))
+        .await?;
     audit::record(
         &mut tx,
         &ctx,
@@ -172,7 +181,7 @@ pub struct Sending {
 
 /// Sends (or schedules) a draft: an `email.campaign_send` task is queued. The caller needs
 /// the role the approval policy requires for external sends.
-#[utoipa::path(post, path = "/api/v1/email/campaigns/{id}/send", request_body = SendIn, tag = "email",
+#[utoipa::path(post, path = "/email/campaigns/{id}/send", request_body = SendIn, tag = "email",
     responses((status = 202, body = Sending), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn send(
     State(state): State<AppState>,
@@ -229,13 +238,11 @@ pub async fn send(
         at,
     )
     .await?;
-    let tenant = ctx.tenant_id.clone();
     tx.execute(
-        crate::store::sql("UPDATE email_campaigns SET status = 'scheduled', scheduled_at = $1, task_id = $2, updated_at = $3 WHERE tenant_id = $4 AND id = $5")
+        scoped("UPDATE email_campaigns SET status = 'scheduled', scheduled_at = $2, task_id = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $5")
             .bind(at)
             .bind(&task)
             .bind(now)
-            .bind(&tenant)
             .bind(&id),
     )
     .await?;
@@ -262,7 +269,7 @@ pub async fn send(
 }
 
 /// Cancels a scheduled or sending campaign: recipients not yet sent are not sent.
-#[utoipa::path(post, path = "/api/v1/email/campaigns/{id}/cancel", tag = "email",
+#[utoipa::path(post, path = "/email/campaigns/{id}/cancel", tag = "email",
     responses((status = 200, body = Object), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -280,11 +287,9 @@ pub async fn cancel(
         )));
     }
     super::set_status(&mut tx, &id, "cancelled").await?;
-    let tenant = ctx.tenant_id.clone();
     tx.execute(
-        crate::store::sql("UPDATE email_recipients SET status = 'cancelled', reason = 'the campaign was cancelled' \
+        scoped("UPDATE email_recipients SET status = 'cancelled', reason = 'the campaign was cancelled' \
                            WHERE tenant_id = $1 AND campaign_id = $2 AND status = 'pending'")
-            .bind(&tenant)
             .bind(&id),
     )
     .await?;
@@ -318,7 +323,7 @@ pub struct Recipients {
 }
 
 /// Each recipient's status, with the reason for a skip or failure.
-#[utoipa::path(get, path = "/api/v1/email/campaigns/{id}/recipients", params(RecipientsQuery), tag = "email",
+#[utoipa::path(get, path = "/email/campaigns/{id}/recipients", params(RecipientsQuery), tag = "email",
     responses((status = 200, body = Recipients), (status = 404, body = ErrorBody)))]
 pub async fn recipients(
     State(state): State<AppState>,
@@ -353,17 +358,15 @@ pub struct Suppressions {
 }
 
 /// Addresses that never receive campaign or single emails.
-#[utoipa::path(get, path = "/api/v1/email/suppressions", tag = "email", responses((status = 200, body = Suppressions)))]
+#[utoipa::path(get, path = "/email/suppressions", tag = "email", responses((status = 200, body = Suppressions)))]
 pub async fn list_suppressions(
     State(state): State<AppState>,
     ctx: TenantCtx,
 ) -> Result<Json<Suppressions>> {
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
-    let tenant = ctx.tenant_id.clone();
     let suppressions = tx
         .fetch_all(
-            crate::store::sql("SELECT email, reason, campaign_id, created_at FROM email_suppressions WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT 5000")
-                .bind(&tenant),
+            scoped("SELECT email, reason, campaign_id, created_at FROM email_suppressions WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT 5000"),
         )
         .await?;
     tx.commit().await?;
@@ -377,7 +380,7 @@ pub struct SuppressIn {
 }
 
 /// Blocks an address by hand.
-#[utoipa::path(post, path = "/api/v1/email/suppressions", request_body = SuppressIn, tag = "email",
+#[utoipa::path(post, path = "/email/suppressions", request_body = SuppressIn, tag = "email",
     responses((status = 201), (status = 200, description = "already suppressed"), (status = 422, body = ErrorBody)))]
 pub async fn suppress(
     State(state): State<AppState>,
@@ -401,7 +404,7 @@ pub async fn suppress(
 }
 
 /// Lifts a suppression (admins: it overrides a person's unsubscribe).
-#[utoipa::path(delete, path = "/api/v1/email/suppressions/{email}", tag = "email",
+#[utoipa::path(delete, path = "/email/suppressions/{email}", tag = "email",
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn unsuppress(
     State(state): State<AppState>,
@@ -411,11 +414,9 @@ pub async fn unsuppress(
     ctx.require(Role::Admin)?;
     let email = email.trim().to_lowercase();
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
-    let tenant = ctx.tenant_id.clone();
     let n = tx
         .execute(
-            crate::store::sql("DELETE FROM email_suppressions WHERE tenant_id = $1 AND email = $2")
-                .bind(&tenant)
+            scoped("DELETE FROM email_suppressions WHERE tenant_id = $1 AND email = $2")
                 .bind(&email),
         )
         .await?;

@@ -13,11 +13,11 @@ use axum::response::Html;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::app::AppState;
 use crate::audit;
 use crate::error::Result;
 use crate::ids::{RecipientId, TenantId};
-use crate::store::sql;
+use crate::state::AppState;
+use crate::store::scoped;
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -64,9 +64,10 @@ async fn recipient(
     let mut tx = state.store.tenant_read(tenant).await?;
     let row: Option<(String, String)> = tx
         .fetch_optional(
-            sql("SELECT email, campaign_id FROM email_recipients WHERE tenant_id = $1 AND id = $2")
-                .bind(tenant)
-                .bind(id),
+            scoped(
+                "SELECT email, campaign_id FROM email_recipients WHERE tenant_id = $1 AND id = $2",
+            )
+            .bind(id),
         )
         .await?;
     let company = match &row {

@@ -13,7 +13,7 @@ use serde_json::json;
 use super::{LeadInput, Stage};
 use crate::error::{AppError, Result};
 use crate::imports::{self, Field, Report};
-use crate::store::{TenantTx, sql};
+use crate::store::{TenantTx, scoped};
 
 pub const FIELDS: &[Field] = &[
     Field {
@@ -99,11 +99,10 @@ pub async fn run(
     let mut parsed = imports::parse(csv, FIELDS, mapping)?;
     let stages = super::stages(tx).await?;
     let currency = crate::tenancy::tenants::currency(tx).await?;
-    let tenant = tx.tenant_id().clone();
     let known: Vec<(Option<String>,)> = tx
-        .fetch_all(
-            sql("SELECT email FROM leads WHERE tenant_id = $1 AND email IS NOT NULL").bind(&tenant),
-        )
+        .fetch_all(scoped(
+            "SELECT email FROM leads WHERE tenant_id = $1 AND email IS NOT NULL",
+        ))
         .await?;
     let mut seen: HashSet<String> = known.into_iter().filter_map(|(e,)| e).collect();
     let now = Utc::now();

@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::error::{AppError, Result};
 use crate::ids::LeadId;
-use crate::store::{TenantTx, sql};
+use crate::store::{TenantTx, scoped};
 
 pub const MAX_NAME: usize = 200;
 pub const MAX_TEXT: usize = 5000;
@@ -84,12 +84,10 @@ pub fn default_stages() -> Vec<Stage> {
 
 /// The tenant's stages in pipeline order (the default pipeline until it sets its own).
 pub async fn stages(tx: &mut TenantTx) -> Result<Vec<Stage>> {
-    let tenant = tx.tenant_id().clone();
     let rows: Vec<(String, String, String)> = tx
-        .fetch_all(
-            sql("SELECT key, label, kind FROM lead_stages WHERE tenant_id = $1 ORDER BY position")
-                .bind(&tenant),
-        )
+        .fetch_all(scoped(
+            "SELECT key, label, kind FROM lead_stages WHERE tenant_id = $1 ORDER BY position",
+        ))
         .await?;
     if rows.is_empty() {
         return Ok(default_stages());
@@ -153,12 +151,10 @@ fn check_stages(list: &[Stage]) -> Result<()> {
 /// it and the count): move its leads first.
 pub async fn set_stages(tx: &mut TenantTx, list: &[Stage]) -> Result<()> {
     check_stages(list)?;
-    let tenant = tx.tenant_id().clone();
     let used: Vec<(String, i64)> = tx
-        .fetch_all(
-            sql("SELECT stage, COUNT(*) FROM leads WHERE tenant_id = $1 GROUP BY stage")
-                .bind(&tenant),
-        )
+        .fetch_all(scoped(
+            "SELECT stage, COUNT(*) FROM leads WHERE tenant_id = $1 GROUP BY stage",
+        ))
         .await?;
     for (stage, n) in used {
         if !list.iter().any(|s| s.key == stage) {
@@ -167,12 +163,11 @@ pub async fn set_stages(tx: &mut TenantTx, list: &[Stage]) -> Result<()> {
             )));
         }
     }
-    tx.execute(sql("DELETE FROM lead_stages WHERE tenant_id = $1").bind(&tenant))
+    tx.execute(scoped("DELETE FROM lead_stages WHERE tenant_id = $1"))
         .await?;
     for (i, s) in list.iter().enumerate() {
         tx.execute(
-            sql("INSERT INTO lead_stages (tenant_id, key, label, position, kind) VALUES ($1, $2, $3, $4, $5)")
-                .bind(&tenant)
+            scoped("INSERT INTO lead_stages (tenant_id, key, label, position, kind) VALUES ($1, $2, $3, $4, $5)")
                 .bind(&s.key)
                 .bind(s.label.trim())
                 .bind(i as i64)
@@ -237,13 +232,11 @@ pub async fn insert(
     by: &str,
     at: DateTime<Utc>,
 ) -> Result<LeadId> {
-    let tenant = tx.tenant_id().clone();
     let id = LeadId::new();
     tx.execute(
-        sql("INSERT INTO leads (tenant_id, id, name, company, email, source, value_minor, currency, stage, owner, notes, \
+        scoped("INSERT INTO leads (tenant_id, id, name, company, email, source, value_minor, currency, stage, owner, notes, \
              origin, stage_entered_at, created_by, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $13, $13)")
-            .bind(&tenant)
             .bind(&id)
             .bind(&c.name)
             .bind(c.company.clone())
@@ -274,11 +267,9 @@ async fn record_move(
     by: &str,
     note: Option<&str>,
 ) -> Result<()> {
-    let tenant = tx.tenant_id().clone();
     tx.execute(
-        sql("INSERT INTO lead_stage_history (tenant_id, lead_id, seq, from_stage, to_stage, changed_at, changed_by, note) \
+        scoped("INSERT INTO lead_stage_history (tenant_id, lead_id, seq, from_stage, to_stage, changed_at, changed_by, note) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-            .bind(&tenant)
             .bind(id)
             .bind(seq)
             .bind(from)
@@ -292,23 +283,16 @@ async fn record_move(
 }
 
 pub async fn get(tx: &mut TenantTx, id: &LeadId) -> Result<Lead> {
-    let tenant = tx.tenant_id().clone();
-    tx.fetch_optional(
-        sql(select_leads!("WHERE tenant_id = $1 AND id = $2"))
-            .bind(&tenant)
-            .bind(id),
-    )
-    .await?
-    .ok_or(AppError::NotFound("lead"))
+    tx.fetch_optional(scoped(select_leads!("WHERE tenant_id = $1 AND id = $2")).bind(id))
+        .await?
+        .ok_or(AppError::NotFound("lead"))
 }
 
 pub async fn history(tx: &mut TenantTx, id: &LeadId) -> Result<Vec<Move>> {
-    let tenant = tx.tenant_id().clone();
     Ok(tx
         .fetch_all(
-            sql("SELECT lead_id, seq, from_stage, to_stage, changed_at, changed_by, note FROM lead_stage_history \
+            scoped("SELECT lead_id, seq, from_stage, to_stage, changed_at, changed_by, note FROM lead_stage_history \
                  WHERE tenant_id = $1 AND lead_id = $2 ORDER BY seq")
-                .bind(&tenant)
                 .bind(id),
         )
         .await?)
@@ -321,16 +305,14 @@ pub async fn list(
     q: Option<&str>,
     limit: i64,
 ) -> Result<Vec<Lead>> {
-    let tenant = tx.tenant_id().clone();
     let pattern = q.map(|q| format!("%{}%", q.to_lowercase().replace(['%', '_'], "")));
     Ok(tx
         .fetch_all(
-            sql(select_leads!(
+            scoped(select_leads!(
                 "WHERE tenant_id = $1 AND ($2 IS NULL OR stage = $2) AND ($3 IS NULL OR LOWER(name) LIKE $3 \
                  OR LOWER(COALESCE(company, '')) LIKE $3 OR LOWER(COALESCE(email, '')) LIKE $3) \
                  ORDER BY created_at DESC, id DESC LIMIT $4"
             ))
-            .bind(&tenant)
             .bind(stage)
             .bind(pattern)
             .bind(limit),
@@ -340,15 +322,13 @@ pub async fn list(
 
 /// Every lead and every stage change (for summaries).
 pub async fn everything(tx: &mut TenantTx) -> Result<(Vec<Lead>, Vec<Move>)> {
-    let tenant = tx.tenant_id().clone();
     let leads = tx
-        .fetch_all(sql(select_leads!("WHERE tenant_id = $1 ORDER BY id")).bind(&tenant))
+        .fetch_all(scoped(select_leads!("WHERE tenant_id = $1 ORDER BY id")))
         .await?;
     let moves = tx
         .fetch_all(
-            sql("SELECT lead_id, seq, from_stage, to_stage, changed_at, changed_by, note FROM lead_stage_history \
-                 WHERE tenant_id = $1 ORDER BY lead_id, seq")
-                .bind(&tenant),
+            scoped("SELECT lead_id, seq, from_stage, to_stage, changed_at, changed_by, note FROM lead_stage_history \
+                 WHERE tenant_id = $1 ORDER BY lead_id, seq"),
         )
         .await?;
     Ok((leads, moves))
@@ -356,10 +336,9 @@ pub async fn everything(tx: &mut TenantTx) -> Result<(Vec<Lead>, Vec<Move>)> {
 
 /// Writes an edit (not the stage: see [`change_stage`]).
 pub async fn update(tx: &mut TenantTx, id: &LeadId, c: &Checked) -> Result<()> {
-    let tenant = tx.tenant_id().clone();
     tx.execute(
-        sql("UPDATE leads SET name = $1, company = $2, email = $3, source = $4, value_minor = $5, currency = $6, \
-             owner = $7, notes = $8, updated_at = $9 WHERE tenant_id = $10 AND id = $11")
+        scoped("UPDATE leads SET name = $2, company = $3, email = $4, source = $5, value_minor = $6, currency = $7, \
+             owner = $8, notes = $9, updated_at = $10 WHERE tenant_id = $1 AND id = $11")
             .bind(&c.name)
             .bind(c.company.clone())
             .bind(c.email.clone())
@@ -369,7 +348,6 @@ pub async fn update(tx: &mut TenantTx, id: &LeadId, c: &Checked) -> Result<()> {
             .bind(c.owner.clone())
             .bind(c.notes.clone())
             .bind(Utc::now())
-            .bind(&tenant)
             .bind(id),
     )
     .await?;
@@ -411,20 +389,17 @@ pub async fn change_stage(
             ),
         ));
     }
-    let tenant = tx.tenant_id().clone();
     let (last,): (i64,) = tx
         .fetch_one(
-            sql("SELECT COALESCE(MAX(seq), 0) FROM lead_stage_history WHERE tenant_id = $1 AND lead_id = $2")
-                .bind(&tenant)
+            scoped("SELECT COALESCE(MAX(seq), 0) FROM lead_stage_history WHERE tenant_id = $1 AND lead_id = $2")
                 .bind(id),
         )
         .await?;
     tx.execute(
-        sql("UPDATE leads SET stage = $1, stage_entered_at = $2, updated_at = $3 WHERE tenant_id = $4 AND id = $5")
+        scoped("UPDATE leads SET stage = $2, stage_entered_at = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $5")
             .bind(to)
             .bind(at)
             .bind(now)
-            .bind(&tenant)
             .bind(id),
     )
     .await?;
@@ -435,19 +410,12 @@ pub async fn change_stage(
 
 /// Deletes a lead and its history; false when there was none.
 pub async fn delete(tx: &mut TenantTx, id: &LeadId) -> Result<bool> {
-    let tenant = tx.tenant_id().clone();
     tx.execute(
-        sql("DELETE FROM lead_stage_history WHERE tenant_id = $1 AND lead_id = $2")
-            .bind(&tenant)
-            .bind(id),
+        scoped("DELETE FROM lead_stage_history WHERE tenant_id = $1 AND lead_id = $2").bind(id),
     )
     .await?;
     Ok(tx
-        .execute(
-            sql("DELETE FROM leads WHERE tenant_id = $1 AND id = $2")
-                .bind(&tenant)
-                .bind(id),
-        )
+        .execute(scoped("DELETE FROM leads WHERE tenant_id = $1 AND id = $2").bind(id))
         .await?
         > 0)
 }

@@ -11,7 +11,8 @@ use super::summary::{self, Window};
 use super::{LeadInput, to_output};
 use crate::ids::LeadId;
 use crate::modules::{ExecContext, Module, capability};
-use crate::queue::worker::BoxFuture;
+use crate::store::scoped;
+use futures_util::future::BoxFuture;
 
 pub struct LeadTracker {
     manifest: ModuleManifest,
@@ -152,11 +153,9 @@ async fn run(
             let checked = input.check(None, &stages, &currency)?;
             // An attempt that committed but was not recorded (a worker lost mid-settle)
             // is found again rather than adding the lead twice.
-            let tenant = ctx.tenant.clone();
             let earlier: Option<(String,)> = tx
                 .fetch_optional(
-                    crate::store::sql("SELECT id FROM leads WHERE tenant_id = $1 AND created_by = $2 AND origin = 'task'")
-                        .bind(&tenant)
+                    scoped("SELECT id FROM leads WHERE tenant_id = $1 AND created_by = $2 AND origin = 'task'")
                         .bind(by(&req)),
                 )
                 .await
@@ -189,11 +188,9 @@ async fn run(
                     .ok_or_else(|| TaskError::Permanent(format!("no lead {id}")))?,
                 (None, Some(email)) => {
                     let email = super::check_email(email).map_err(TaskError::Permanent)?;
-                    let tenant = ctx.tenant.clone();
                     let row: Option<(String,)> = tx
                         .fetch_optional(
-                            crate::store::sql("SELECT id FROM leads WHERE tenant_id = $1 AND email = $2 ORDER BY created_at LIMIT 1")
-                                .bind(&tenant)
+                            scoped("SELECT id FROM leads WHERE tenant_id = $1 AND email = $2 ORDER BY created_at LIMIT 1")
                                 .bind(&email),
                         )
                         .await

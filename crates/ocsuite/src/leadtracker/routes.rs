@@ -9,13 +9,34 @@ use serde_json::json;
 
 use super::summary::{PipelineSummary, Window};
 use super::{Lead, LeadInput, Move, Stage};
-use crate::app::AppState;
 use crate::audit;
 use crate::error::{AppError, ErrorBody, Result};
 use crate::ids::LeadId;
 use crate::imports::{Report, Upload};
 use crate::json::{ApiJson, ApiQuery};
+use crate::state::AppState;
 use crate::tenancy::{Role, TenantCtx};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// This domain's API routes (relative to `/api/v1`), each declared once: the route and
+/// its OpenAPI operation both come from the handler's `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get, update, delete))
+        .routes(routes!(move_stage))
+        .routes(routes!(get_stages, put_stages))
+        .routes(routes!(summary))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(import))
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    crate::imports::UPLOAD_MAX_BYTES,
+                ))
+                .layer(axum::middleware::from_fn(crate::imports::refuse_oversize)),
+        )
+}
 
 fn lead_id(id: &str) -> Result<LeadId> {
     LeadId::parse(id).ok_or(AppError::NotFound("lead"))
@@ -41,7 +62,7 @@ pub struct Leads {
 }
 
 /// Leads, newest first.
-#[utoipa::path(get, path = "/api/v1/leadtracker/leads", params(ListQuery), tag = "leadtracker",
+#[utoipa::path(get, path = "/leadtracker/leads", params(ListQuery), tag = "leadtracker",
     responses((status = 200, body = Leads)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -65,7 +86,7 @@ pub async fn list(
 }
 
 /// Adds a lead.
-#[utoipa::path(post, path = "/api/v1/leadtracker/leads", request_body = LeadInput, tag = "leadtracker",
+#[utoipa::path(post, path = "/leadtracker/leads", request_body = LeadInput, tag = "leadtracker",
     responses((status = 201, body = Lead), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -91,7 +112,7 @@ pub struct LeadDetail {
 }
 
 /// One lead with its stage history.
-#[utoipa::path(get, path = "/api/v1/leadtracker/leads/{id}", tag = "leadtracker",
+#[utoipa::path(get, path = "/leadtracker/leads/{id}", tag = "leadtracker",
     responses((status = 200, body = LeadDetail), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
@@ -107,7 +128,7 @@ pub async fn get(
 }
 
 /// Edits a lead's fields; a `stage` here moves it like `POST …/stage`.
-#[utoipa::path(patch, path = "/api/v1/leadtracker/leads/{id}", request_body = LeadInput, tag = "leadtracker",
+#[utoipa::path(patch, path = "/leadtracker/leads/{id}", request_body = LeadInput, tag = "leadtracker",
     responses((status = 200, body = Lead), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
@@ -132,7 +153,7 @@ pub async fn update(
 }
 
 /// Deletes a lead and its history.
-#[utoipa::path(delete, path = "/api/v1/leadtracker/leads/{id}", tag = "leadtracker",
+#[utoipa::path(delete, path = "/leadtracker/leads/{id}", tag = "leadtracker",
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
@@ -161,7 +182,7 @@ pub struct StageIn {
 }
 
 /// Moves a lead to another stage.
-#[utoipa::path(post, path = "/api/v1/leadtracker/leads/{id}/stage", request_body = StageIn, tag = "leadtracker",
+#[utoipa::path(post, path = "/leadtracker/leads/{id}/stage", request_body = StageIn, tag = "leadtracker",
     responses((status = 200, body = Lead), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn move_stage(
     State(state): State<AppState>,
@@ -206,7 +227,7 @@ pub struct Stages {
 }
 
 /// The pipeline's stages, in order.
-#[utoipa::path(get, path = "/api/v1/leadtracker/stages", tag = "leadtracker", responses((status = 200, body = Stages)))]
+#[utoipa::path(get, path = "/leadtracker/stages", tag = "leadtracker", responses((status = 200, body = Stages)))]
 pub async fn get_stages(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<Stages>> {
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
     let stages = super::stages(&mut tx).await?;
@@ -215,7 +236,7 @@ pub async fn get_stages(State(state): State<AppState>, ctx: TenantCtx) -> Result
 }
 
 /// Replaces the pipeline's stages (admins). Removing a stage that holds leads is a 409.
-#[utoipa::path(put, path = "/api/v1/leadtracker/stages", request_body = Stages, tag = "leadtracker",
+#[utoipa::path(put, path = "/leadtracker/stages", request_body = Stages, tag = "leadtracker",
     responses((status = 200, body = Stages), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn put_stages(
     State(state): State<AppState>,
@@ -241,7 +262,7 @@ pub async fn put_stages(
 }
 
 /// Imports leads from CSV: a preview first (`confirm: false`), then the good rows.
-#[utoipa::path(post, path = "/api/v1/leadtracker/import", request_body = Upload, tag = "leadtracker",
+#[utoipa::path(post, path = "/leadtracker/import", request_body = Upload, tag = "leadtracker",
     responses((status = 200, body = Report), (status = 422, body = ErrorBody)))]
 pub async fn import(
     State(state): State<AppState>,
@@ -285,7 +306,7 @@ pub struct SummaryQuery {
 }
 
 /// The pipeline summary, computed now.
-#[utoipa::path(get, path = "/api/v1/leadtracker/summary", params(SummaryQuery), tag = "leadtracker",
+#[utoipa::path(get, path = "/leadtracker/summary", params(SummaryQuery), tag = "leadtracker",
     responses((status = 200, body = PipelineSummary), (status = 422, body = ErrorBody)))]
 pub async fn summary(
     State(state): State<AppState>,

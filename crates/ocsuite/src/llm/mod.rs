@@ -12,6 +12,7 @@
 
 pub mod offline;
 pub mod openai;
+mod sse;
 
 use std::sync::Arc;
 
@@ -121,7 +122,7 @@ pub trait Provider: Send + Sync + 'static {
         &'a self,
         model: &'a str,
         texts: &'a [String],
-    ) -> crate::queue::worker::BoxFuture<'a, Result<Vec<Vec<f32>>, LlmError>>;
+    ) -> futures_util::future::BoxFuture<'a, Result<Vec<Vec<f32>>, LlmError>>;
 }
 
 /// Reads a whole completion: its text, usage and error.

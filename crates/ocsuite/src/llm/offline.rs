@@ -60,7 +60,7 @@ impl Provider for Offline {
         &'a self,
         _model: &'a str,
         texts: &'a [String],
-    ) -> crate::queue::worker::BoxFuture<'a, Result<Vec<Vec<f32>>, super::LlmError>> {
+    ) -> futures_util::future::BoxFuture<'a, Result<Vec<Vec<f32>>, super::LlmError>> {
         Box::pin(async move { Ok(texts.iter().map(|t| embed_offline(t)).collect()) })
     }
 

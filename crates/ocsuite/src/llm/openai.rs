@@ -84,7 +84,7 @@ impl Provider for OpenAi {
         &'a self,
         model: &'a str,
         texts: &'a [String],
-    ) -> crate::queue::worker::BoxFuture<'a, Result<Vec<Vec<f32>>, LlmError>> {
+    ) -> futures_util::future::BoxFuture<'a, Result<Vec<Vec<f32>>, LlmError>> {
         Box::pin(self.inner.embed(model, texts))
     }
 
@@ -337,7 +337,7 @@ impl Inner {
         tx: &mpsc::Sender<StreamEvent>,
     ) -> Attempt {
         let mut bytes = res.bytes_stream();
-        let mut buf = String::new();
+        let mut lines = super::sse::Lines::default();
         let mut data = String::new();
         let mut output = String::new();
         let mut started = false;
@@ -374,10 +374,9 @@ impl Inner {
                 }
                 Ok(Some(Ok(c))) => c,
             };
-            buf.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(nl) = buf.find('\n') {
-                let line: String = buf.drain(..=nl).collect();
-                let line = line.trim_end_matches(['\r', '\n']);
+            lines.push(&chunk);
+            while let Some(line) = lines.next_line() {
+                let line = line.as_str();
                 if let Some(d) = line.strip_prefix("data:") {
                     if !data.is_empty() {
                         data.push('\n');

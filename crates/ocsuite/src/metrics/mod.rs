@@ -17,7 +17,7 @@ use ocsuite_module_sdk::{Metric, MetricSnapshot, MetricValue};
 use crate::ids::TenantId;
 
 use crate::error::{AppError, Result};
-use crate::store::{TenantTx, sql};
+use crate::store::{TenantTx, scoped};
 
 /// How long a rendered figures block is reused for a tenant's prompts.
 const PROMPT_TTL: Duration = Duration::from_secs(10);
@@ -62,9 +62,8 @@ pub async fn store(tx: &mut TenantTx, module: &str, metrics: &[Metric]) -> Resul
     forget(&tenant);
     let json = serde_json::to_string(metrics).map_err(AppError::internal)?;
     tx.execute(
-        sql("INSERT INTO metric_snapshots (tenant_id, module, metrics, taken_at) VALUES ($1, $2, $3, $4) \
+        scoped("INSERT INTO metric_snapshots (tenant_id, module, metrics, taken_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (tenant_id, module) DO UPDATE SET metrics = excluded.metrics, taken_at = excluded.taken_at")
-            .bind(&tenant)
             .bind(module)
             .bind(json)
             .bind(Utc::now()),
@@ -75,11 +74,9 @@ pub async fn store(tx: &mut TenantTx, module: &str, metrics: &[Metric]) -> Resul
 
 /// Every module's latest snapshot, by module name.
 pub async fn latest(tx: &mut TenantTx) -> Result<Vec<MetricSnapshot>> {
-    let tenant = tx.tenant_id().clone();
     let rows: Vec<(String, String, DateTime<Utc>)> = tx
         .fetch_all(
-            sql("SELECT module, metrics, taken_at FROM metric_snapshots WHERE tenant_id = $1 ORDER BY module")
-                .bind(&tenant),
+            scoped("SELECT module, metrics, taken_at FROM metric_snapshots WHERE tenant_id = $1 ORDER BY module"),
         )
         .await?;
     rows.into_iter()

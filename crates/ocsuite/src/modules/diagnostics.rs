@@ -16,7 +16,7 @@ use ocsuite_module_sdk::{
 use serde_json::{Value, json};
 
 use super::{ExecContext, Module};
-use crate::queue::worker::BoxFuture;
+use futures_util::future::BoxFuture;
 
 pub struct Diagnostics {
     manifest: ModuleManifest,

@@ -29,7 +29,7 @@ use crate::crypto::Crypto;
 use crate::crypto::secrets;
 use crate::error::{AppError, Result};
 use crate::ids::McpServerId;
-use crate::store::{TenantTx, sql};
+use crate::store::{TenantTx, scoped};
 
 const SECRET_PURPOSE: &str = "mcp_auth";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -155,33 +155,24 @@ macro_rules! select_servers {
 }
 
 pub async fn list(tx: &mut TenantTx) -> Result<Vec<McpServer>> {
-    let tenant = tx.tenant_id().clone();
     let rows: Vec<Row> = tx
-        .fetch_all(sql(select_servers!("WHERE tenant_id = $1 ORDER BY name")).bind(&tenant))
+        .fetch_all(scoped(select_servers!(
+            "WHERE tenant_id = $1 ORDER BY name"
+        )))
         .await?;
     Ok(rows.into_iter().filter_map(Row::into_server).collect())
 }
 
 pub async fn by_name(tx: &mut TenantTx, name: &str) -> Result<Option<McpServer>> {
-    let tenant = tx.tenant_id().clone();
     let row: Option<Row> = tx
-        .fetch_optional(
-            sql(select_servers!("WHERE tenant_id = $1 AND name = $2"))
-                .bind(&tenant)
-                .bind(name),
-        )
+        .fetch_optional(scoped(select_servers!("WHERE tenant_id = $1 AND name = $2")).bind(name))
         .await?;
     Ok(row.and_then(Row::into_server))
 }
 
 pub async fn get(tx: &mut TenantTx, id: &McpServerId) -> Result<McpServer> {
-    let tenant = tx.tenant_id().clone();
     let row: Option<Row> = tx
-        .fetch_optional(
-            sql(select_servers!("WHERE tenant_id = $1 AND id = $2"))
-                .bind(&tenant)
-                .bind(id),
-        )
+        .fetch_optional(scoped(select_servers!("WHERE tenant_id = $1 AND id = $2")).bind(id))
         .await?;
     row.and_then(Row::into_server)
         .ok_or(AppError::NotFound("MCP server"))
@@ -431,7 +422,6 @@ pub async fn insert(
     tools: &[ToolInfo],
     created_by: &str,
 ) -> Result<McpServerId> {
-    let tenant = tx.tenant_id().clone();
     let id = McpServerId::new();
     let secret_id = match token {
         Some(t) => {
@@ -452,9 +442,8 @@ pub async fn insert(
     };
     let now = Utc::now();
     tx.execute(
-        sql("INSERT INTO mcp_servers (tenant_id, id, name, url, secret_id, tools, server_info, status, last_error, created_by, created_at, updated_at, refreshed_at) \
+        scoped("INSERT INTO mcp_servers (tenant_id, id, name, url, secret_id, tools, server_info, status, last_error, created_by, created_at, updated_at, refreshed_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, 'ready', NULL, $8, $9, $9, $9)")
-            .bind(&tenant)
             .bind(&id)
             .bind(name)
             .bind(url)
@@ -474,34 +463,27 @@ pub async fn record_refresh(
     id: &McpServerId,
     result: &std::result::Result<(ServerInfo, Vec<ToolInfo>), String>,
 ) -> Result<()> {
-    let tenant = tx.tenant_id().clone();
     let now = Utc::now();
     let q = match result {
-        Ok((info, tools)) => sql("UPDATE mcp_servers SET tools = $1, server_info = $2, status = 'ready', last_error = NULL, refreshed_at = $3, updated_at = $3 WHERE tenant_id = $4 AND id = $5")
+        Ok((info, tools)) => scoped("UPDATE mcp_servers SET tools = $2, server_info = $3, status = 'ready', last_error = NULL, refreshed_at = $4, updated_at = $4 WHERE tenant_id = $1 AND id = $5")
             .bind(serde_json::to_string(tools).map_err(AppError::internal)?)
             .bind(serde_json::to_string(info).map_err(AppError::internal)?),
-        Err(e) => sql("UPDATE mcp_servers SET status = 'error', last_error = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4")
+        Err(e) => scoped("UPDATE mcp_servers SET status = 'error', last_error = $2, updated_at = $3 WHERE tenant_id = $1 AND id = $4")
             .bind(e.as_str()),
     };
-    tx.execute(q.bind(now).bind(&tenant).bind(id)).await?;
+    tx.execute(q.bind(now).bind(id)).await?;
     Ok(())
 }
 
 pub async fn delete(tx: &mut TenantTx, id: &McpServerId) -> Result<bool> {
-    let tenant = tx.tenant_id().clone();
     tx.execute(
-        sql("DELETE FROM tenant_secrets WHERE tenant_id = $1 AND purpose = $2 AND name = $3")
-            .bind(&tenant)
+        scoped("DELETE FROM tenant_secrets WHERE tenant_id = $1 AND purpose = $2 AND name = $3")
             .bind(SECRET_PURPOSE)
             .bind(id.as_str()),
     )
     .await?;
     let n = tx
-        .execute(
-            sql("DELETE FROM mcp_servers WHERE tenant_id = $1 AND id = $2")
-                .bind(&tenant)
-                .bind(id),
-        )
+        .execute(scoped("DELETE FROM mcp_servers WHERE tenant_id = $1 AND id = $2").bind(id))
         .await?;
     Ok(n == 1)
 }

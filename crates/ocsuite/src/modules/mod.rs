@@ -1,7 +1,7 @@
 //! The module registry: what capabilities a tenant can run, and who runs them.
 //!
 //! Built-in modules are Rust types implementing [`Module`], registered in-process at
-//! start ([`Registry::builtin`]). External modules are MCP servers a tenant registers
+//! start (`crate::builtin_modules`). External modules are MCP servers a tenant registers
 //! ([`mcp`]); each of their tools is a capability. Both are described by the same
 //! [`ModuleManifest`] from the module SDK, validated the same way, and executed through
 //! the same task pipeline. A tenant may switch any module off (`tenant_modules`).
@@ -24,8 +24,8 @@ use tokio::sync::mpsc;
 
 use crate::error::{AppError, Result};
 use crate::ids::{McpServerId, TenantId};
-use crate::queue::worker::BoxFuture;
-use crate::store::{TenantTx, sql};
+use crate::store::{TenantTx, scoped};
+use futures_util::future::BoxFuture;
 
 /// Where a module's progress reports go; reporting never blocks the module.
 #[derive(Clone)]
@@ -55,7 +55,7 @@ pub struct ExecContext {
     pub tenant: TenantId,
     /// The server's services (store, model gateway, mailer) for built-in modules, which
     /// run in-process and are trusted like the rest of the server.
-    pub app: crate::app::AppState,
+    pub app: crate::state::AppState,
 }
 
 impl ExecContext {
@@ -154,16 +154,6 @@ pub struct Registry {
 
 impl Registry {
     /// Every built-in module; a manifest that breaks the contract stops the server.
-    pub fn builtin() -> std::result::Result<Self, String> {
-        Self::new(vec![
-            Arc::new(diagnostics::Diagnostics::new()),
-            Arc::new(crate::connectors::module::Connectors::new()),
-            Arc::new(crate::leadtracker::module::LeadTracker::new()),
-            Arc::new(crate::bookkeeping::module::Bookkeeping::new()),
-            Arc::new(crate::email::module::EmailModule::new()),
-        ])
-    }
-
     pub fn new(modules: Vec<Arc<dyn Module>>) -> std::result::Result<Self, String> {
         let mut capabilities = Vec::new();
         for m in &modules {
@@ -232,11 +222,9 @@ pub struct CatalogModule {
 }
 
 async fn disabled_modules(tx: &mut TenantTx) -> Result<Vec<String>> {
-    let tenant = tx.tenant_id().clone();
     let rows: Vec<(String,)> = tx
         .fetch_all(
-            sql("SELECT module FROM tenant_modules WHERE tenant_id = $1 AND enabled = $2")
-                .bind(&tenant)
+            scoped("SELECT module FROM tenant_modules WHERE tenant_id = $1 AND enabled = $2")
                 .bind(false),
         )
         .await?;
@@ -280,11 +268,9 @@ pub async fn catalog(registry: &Registry, tx: &mut TenantTx) -> Result<Vec<Catal
 
 /// Switches a module on or off for the tenant.
 pub async fn set_enabled(tx: &mut TenantTx, module: &str, enabled: bool) -> Result<()> {
-    let tenant = tx.tenant_id().clone();
     tx.execute(
-        sql("INSERT INTO tenant_modules (tenant_id, module, enabled, updated_at) VALUES ($1, $2, $3, $4) \
+        scoped("INSERT INTO tenant_modules (tenant_id, module, enabled, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (tenant_id, module) DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at")
-            .bind(&tenant)
             .bind(module)
             .bind(enabled)
             .bind(Utc::now()),
@@ -304,11 +290,9 @@ pub struct Resolved {
 }
 
 async fn module_enabled(tx: &mut TenantTx, module: &str) -> Result<bool> {
-    let tenant = tx.tenant_id().clone();
     let row: Option<(bool,)> = tx
         .fetch_optional(
-            sql("SELECT enabled FROM tenant_modules WHERE tenant_id = $1 AND module = $2")
-                .bind(&tenant)
+            scoped("SELECT enabled FROM tenant_modules WHERE tenant_id = $1 AND module = $2")
                 .bind(module),
         )
         .await?;

@@ -8,12 +8,26 @@ use serde_json::json;
 
 use super::mcp::{self, McpServer};
 use super::{CatalogModule, catalog, set_enabled};
-use crate::app::AppState;
 use crate::audit;
 use crate::error::{AppError, ErrorBody, Result};
 use crate::ids::McpServerId;
 use crate::json::ApiJson;
+use crate::state::AppState;
 use crate::tenancy::{Role, TenantCtx};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// This domain's API routes (relative to `/api/v1`), each declared once: the route and
+/// its OpenAPI operation both come from the handler's `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(enable))
+        .routes(routes!(disable))
+        .routes(routes!(list_servers, register))
+        .routes(routes!(remove))
+        .routes(routes!(refresh))
+}
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Catalog {
@@ -21,7 +35,7 @@ pub struct Catalog {
 }
 
 /// Every module this tenant can use, with each capability's schemas.
-#[utoipa::path(get, path = "/api/v1/modules", tag = "modules",
+#[utoipa::path(get, path = "/modules", tag = "modules",
     responses((status = 200, body = Catalog)))]
 pub async fn list(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<Catalog>> {
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
@@ -31,7 +45,7 @@ pub async fn list(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<
 }
 
 /// Switches a module on for this tenant.
-#[utoipa::path(post, path = "/api/v1/modules/{name}/enable", tag = "modules",
+#[utoipa::path(post, path = "/modules/{name}/enable", tag = "modules",
     responses((status = 200, body = CatalogModule), (status = 404, body = ErrorBody)))]
 pub async fn enable(
     State(state): State<AppState>,
@@ -42,7 +56,7 @@ pub async fn enable(
 }
 
 /// Switches a module off: its capabilities can no longer be queued or run.
-#[utoipa::path(post, path = "/api/v1/modules/{name}/disable", tag = "modules",
+#[utoipa::path(post, path = "/modules/{name}/disable", tag = "modules",
     responses((status = 200, body = CatalogModule), (status = 404, body = ErrorBody)))]
 pub async fn disable(
     State(state): State<AppState>,
@@ -101,7 +115,7 @@ pub struct McpServers {
 }
 
 /// The tenant's registered MCP servers.
-#[utoipa::path(get, path = "/api/v1/mcp-servers", tag = "modules",
+#[utoipa::path(get, path = "/mcp-servers", tag = "modules",
     responses((status = 200, body = McpServers)))]
 pub async fn list_servers(
     State(state): State<AppState>,
@@ -114,7 +128,7 @@ pub async fn list_servers(
 }
 
 /// Registers an MCP server: connects, lists its tools, and adds them as capabilities.
-#[utoipa::path(post, path = "/api/v1/mcp-servers", request_body = McpServerIn, tag = "modules",
+#[utoipa::path(post, path = "/mcp-servers", request_body = McpServerIn, tag = "modules",
     responses((status = 201, body = McpServer), (status = 409, body = ErrorBody),
               (status = 422, body = ErrorBody, description = "invalid, or the server could not be reached (`mcp_unreachable`)")))]
 pub async fn register(
@@ -182,7 +196,7 @@ pub async fn register(
 }
 
 /// Re-reads the server's tool list.
-#[utoipa::path(post, path = "/api/v1/mcp-servers/{id}/refresh", tag = "modules",
+#[utoipa::path(post, path = "/mcp-servers/{id}/refresh", tag = "modules",
     responses((status = 200, body = McpServer), (status = 404, body = ErrorBody)))]
 pub async fn refresh(
     State(state): State<AppState>,
@@ -217,7 +231,7 @@ pub async fn refresh(
 }
 
 /// Removes the server and its stored credential.
-#[utoipa::path(delete, path = "/api/v1/mcp-servers/{id}", tag = "modules",
+#[utoipa::path(delete, path = "/mcp-servers/{id}", tag = "modules",
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn remove(
     State(state): State<AppState>,

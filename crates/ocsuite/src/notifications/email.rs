@@ -14,10 +14,12 @@ use serde_json::{Value, json};
 use crate::config::Config;
 use crate::error::Result;
 use crate::ids::EmailId;
-use crate::queue::worker::{BoxFuture, Handler, Outcome, Resolution, Start};
+use futures_util::future::BoxFuture;
+
+use crate::queue::worker::{Handler, Outcome, Resolution, Start};
 use crate::queue::{Claimed, SEND_EMAIL};
 use crate::realtime::Event;
-use crate::store::{Store, TenantTx, sql};
+use crate::store::{TenantTx, scoped};
 
 pub const MAX_ATTEMPTS: u32 = 6;
 
@@ -49,14 +51,6 @@ impl Mailer {
             transport: Some(transport),
             from: Some(from),
         })
-    }
-
-    /// No SMTP: every message is held.
-    pub fn disabled() -> Self {
-        Self {
-            transport: None,
-            from: None,
-        }
     }
 
     pub fn is_configured(&self) -> bool {
@@ -121,6 +115,14 @@ fn email_of(job: &Claimed) -> Option<EmailId> {
     job.payload["email_id"].as_str().and_then(EmailId::parse)
 }
 
+/// What `start` read from the outbox row for the attempt.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Prepared {
+    to: String,
+    subject: String,
+    body: String,
+}
+
 impl Handler for SendEmail {
     fn queue(&self) -> &'static str {
         SEND_EMAIL
@@ -131,20 +133,18 @@ impl Handler for SendEmail {
             let Some(id) = email_of(job) else {
                 return Ok(Start::Skip { events: vec![] });
             };
-            let tenant = tx.tenant_id().clone();
             let row: Option<(String, String, String, String)> = tx
                 .fetch_optional(
-                    sql("SELECT to_email, subject, body, status FROM outbox WHERE tenant_id = $1 AND id = $2")
-                        .bind(&tenant)
+                    scoped("SELECT to_email, subject, body, status FROM outbox WHERE tenant_id = $1 AND id = $2")
                         .bind(&id),
                 )
                 .await?;
             match row {
-                Some((to, subject, body, status)) if status == "pending" => Ok(Start::Run {
-                    timeout: Duration::from_secs(60),
-                    events: vec![],
-                    prepared: json!({"to": to, "subject": subject, "body": body}),
-                }),
+                Some((to, subject, body, status)) if status == "pending" => Start::run(
+                    Duration::from_secs(60),
+                    vec![],
+                    &Prepared { to, subject, body },
+                ),
                 _ => Ok(Start::Skip { events: vec![] }),
             }
         })
@@ -152,8 +152,11 @@ impl Handler for SendEmail {
 
     fn run(self: Arc<Self>, _job: Claimed, prepared: Value) -> BoxFuture<'static, Outcome> {
         Box::pin(async move {
-            let s = |k: &str| prepared[k].as_str().unwrap_or_default().to_owned();
-            match self.mailer.send(&s("to"), &s("subject"), &s("body")).await {
+            let p: Prepared = match crate::queue::worker::prepared(prepared) {
+                Ok(p) => p,
+                Err(failed) => return failed,
+            };
+            match self.mailer.send(&p.to, &p.subject, &p.body).await {
                 Ok(sent) => Outcome::Succeeded {
                     output: json!({"sent": sent}),
                     summary: None,
@@ -173,7 +176,6 @@ impl Handler for SendEmail {
             let Some(id) = email_of(job) else {
                 return Ok(vec![]);
             };
-            let tenant = tx.tenant_id().clone();
             let (status, error) = match resolution {
                 Resolution::Succeeded { output, .. } => (
                     if output["sent"] == true {
@@ -190,25 +192,16 @@ impl Handler for SendEmail {
                 Resolution::Cancelled => ("failed", Some("cancelled")),
             };
             tx.execute(
-                sql("UPDATE outbox SET status = $1, attempts = $2, last_error = COALESCE($3, last_error), \
-                     sent_at = CASE WHEN $1 = 'sent' THEN $4 ELSE sent_at END WHERE tenant_id = $5 AND id = $6")
+                scoped("UPDATE outbox SET status = $2, attempts = $3, last_error = COALESCE($4, last_error), \
+                     sent_at = CASE WHEN $2 = 'sent' THEN $5 ELSE sent_at END WHERE tenant_id = $1 AND id = $6")
                     .bind(status)
                     .bind(job.attempts)
                     .bind(error)
                     .bind(Utc::now())
-                    .bind(&tenant)
                     .bind(&id),
             )
             .await?;
             Ok(vec![])
         })
-    }
-
-    fn cancel_requested<'a>(&'a self, _: &'a Store, _: &'a Claimed) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async { Ok(false) })
-    }
-
-    fn is_cancellation(&self, _: &Claimed, _: &Event) -> bool {
-        false
     }
 }

@@ -18,7 +18,7 @@ use crate::error::Result;
 use crate::ids::{EmailId, NotificationId, UserId};
 use crate::queue::{self, NewJob, SEND_EMAIL};
 use crate::realtime::{self, Event, Topic};
-use crate::store::{TenantTx, sql};
+use crate::store::{TenantTx, scoped};
 
 #[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Notification {
@@ -48,11 +48,9 @@ pub struct New<'a> {
 /// Stores a notification (and its email) inside `tx`; returns the event to publish
 /// after commit. A user who is no longer a member is not notified.
 pub async fn notify(tx: &mut TenantTx, n: New<'_>) -> Result<Vec<Event>> {
-    let tenant = tx.tenant_id().clone();
     let to: Option<(String,)> = tx
         .fetch_optional(
-            sql("SELECT u.email FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.tenant_id = $1 AND m.user_id = $2")
-                .bind(&tenant)
+            scoped("SELECT u.email FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.tenant_id = $1 AND m.user_id = $2")
                 .bind(n.user),
         )
         .await?;
@@ -62,9 +60,8 @@ pub async fn notify(tx: &mut TenantTx, n: New<'_>) -> Result<Vec<Event>> {
     let id = NotificationId::new();
     let now = Utc::now();
     tx.execute(
-        sql("INSERT INTO notifications (tenant_id, id, user_id, kind, title, body, meeting_id, task_id, created_at) \
+        scoped("INSERT INTO notifications (tenant_id, id, user_id, kind, title, body, meeting_id, task_id, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-            .bind(&tenant)
             .bind(&id)
             .bind(n.user)
             .bind(n.kind)
@@ -77,8 +74,7 @@ pub async fn notify(tx: &mut TenantTx, n: New<'_>) -> Result<Vec<Event>> {
     .await?;
     let (seq,): (i64,) = tx
         .fetch_one(
-            sql("UPDATE tenants SET notification_seq = notification_seq + 1 WHERE id = $1 RETURNING notification_seq")
-                .bind(&tenant),
+            scoped("UPDATE tenants SET notification_seq = notification_seq + 1 WHERE id = $1 RETURNING notification_seq"),
         )
         .await?;
     let ev = realtime::record(
@@ -102,13 +98,11 @@ pub async fn queue_email(
     subject: &str,
     body: &str,
 ) -> Result<EmailId> {
-    let tenant = tx.tenant_id().clone();
     let id = EmailId::new();
     let now = Utc::now();
     tx.execute(
-        sql("INSERT INTO outbox (tenant_id, id, to_email, subject, body, status, attempts, created_at) \
+        scoped("INSERT INTO outbox (tenant_id, id, to_email, subject, body, status, attempts, created_at) \
              VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6)")
-            .bind(&tenant)
             .bind(&id)
             .bind(to)
             .bind(subject)
@@ -139,12 +133,10 @@ pub async fn task_outcome(
     status: &str,
     error: Option<&str>,
 ) -> Result<Vec<Event>> {
-    let tenant = tx.tenant_id().clone();
     let row: Option<(String, String, Option<String>)> = tx
         .fetch_optional(
-            sql("SELECT m.created_by, m.agenda, (SELECT a.title FROM action_items a WHERE a.tenant_id = m.tenant_id AND a.task_id = $3) \
+            scoped("SELECT m.created_by, m.agenda, (SELECT a.title FROM action_items a WHERE a.tenant_id = m.tenant_id AND a.task_id = $3) \
                  FROM meetings m WHERE m.tenant_id = $1 AND m.id = $2")
-                .bind(&tenant)
                 .bind(meeting_id)
                 .bind(task_id),
         )
@@ -190,12 +182,10 @@ pub async fn list(
     unread_only: bool,
     limit: i64,
 ) -> Result<Vec<Notification>> {
-    let tenant = tx.tenant_id().clone();
     Ok(tx
         .fetch_all(
-            sql("SELECT id, kind, title, body, meeting_id, task_id, read_at, created_at FROM notifications \
+            scoped("SELECT id, kind, title, body, meeting_id, task_id, read_at, created_at FROM notifications \
                  WHERE tenant_id = $1 AND user_id = $2 AND ($3 = FALSE OR read_at IS NULL) ORDER BY id DESC LIMIT $4")
-                .bind(&tenant)
                 .bind(user)
                 .bind(unread_only)
                 .bind(limit),
@@ -205,14 +195,12 @@ pub async fn list(
 
 /// Marks the user's notifications read: those in `ids`, or all when `None`.
 pub async fn mark_read(tx: &mut TenantTx, user: &UserId, ids: Option<&[String]>) -> Result<u64> {
-    let tenant = tx.tenant_id().clone();
     let now = Utc::now();
     match ids {
         None => Ok(tx
             .execute(
-                sql("UPDATE notifications SET read_at = $1 WHERE tenant_id = $2 AND user_id = $3 AND read_at IS NULL")
+                scoped("UPDATE notifications SET read_at = $2 WHERE tenant_id = $1 AND user_id = $3 AND read_at IS NULL")
                     .bind(now)
-                    .bind(&tenant)
                     .bind(user),
             )
             .await?),
@@ -221,9 +209,8 @@ pub async fn mark_read(tx: &mut TenantTx, user: &UserId, ids: Option<&[String]>)
             for id in ids {
                 n += tx
                     .execute(
-                        sql("UPDATE notifications SET read_at = $1 WHERE tenant_id = $2 AND user_id = $3 AND id = $4 AND read_at IS NULL")
+                        scoped("UPDATE notifications SET read_at = $2 WHERE tenant_id = $1 AND user_id = $3 AND id = $4 AND read_at IS NULL")
                             .bind(now)
-                            .bind(&tenant)
                             .bind(user)
                             .bind(id.as_str()),
                     )

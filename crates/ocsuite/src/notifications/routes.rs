@@ -6,11 +6,22 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::Notification;
-use crate::app::AppState;
 use crate::error::{AppError, ErrorBody, Result};
 use crate::json::{ApiJson, ApiQuery};
-use crate::store::sql;
+use crate::state::AppState;
+use crate::store::scoped;
 use crate::tenancy::{Role, TenantCtx};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// This domain's API routes (relative to `/api/v1`), each declared once: the route and
+/// its OpenAPI operation both come from the handler's `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(mark_read))
+        .routes(routes!(mailbox))
+}
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -35,7 +46,7 @@ fn user_of(ctx: &TenantCtx) -> Result<&crate::ids::UserId> {
 }
 
 /// The caller's notifications in this company, newest first.
-#[utoipa::path(get, path = "/api/v1/notifications", params(ListQuery), tag = "notifications",
+#[utoipa::path(get, path = "/notifications", params(ListQuery), tag = "notifications",
     responses((status = 200, body = Notifications), (status = 403, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -71,7 +82,7 @@ pub struct ReadOut {
 }
 
 /// Marks notifications read.
-#[utoipa::path(post, path = "/api/v1/notifications/read", request_body = ReadIn, tag = "notifications",
+#[utoipa::path(post, path = "/notifications/read", request_body = ReadIn, tag = "notifications",
     responses((status = 200, body = ReadOut)))]
 pub async fn mark_read(
     State(state): State<AppState>,
@@ -111,16 +122,15 @@ pub struct Mailbox {
 
 /// The company's outgoing email, newest first: the development mailbox when SMTP is not
 /// configured, the delivery log when it is (admins).
-#[utoipa::path(get, path = "/api/v1/mailbox", tag = "notifications",
+#[utoipa::path(get, path = "/mailbox", tag = "notifications",
     responses((status = 200, body = Mailbox), (status = 403, body = ErrorBody)))]
 pub async fn mailbox(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<Mailbox>> {
     ctx.require(Role::Admin)?;
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
     let messages: Vec<OutboxMessage> = tx
         .fetch_all(
-            sql("SELECT id, to_email, subject, body, status, attempts, last_error, created_at, sent_at FROM outbox \
-                 WHERE tenant_id = $1 ORDER BY id DESC LIMIT 200")
-                .bind(&ctx.tenant_id),
+            scoped("SELECT id, to_email, subject, body, status, attempts, last_error, created_at, sent_at FROM outbox \
+                 WHERE tenant_id = $1 ORDER BY id DESC LIMIT 200"),
         )
         .await?;
     tx.commit().await?;

@@ -11,7 +11,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::app::AppState;
+use crate::auth::ClientMeta;
+use crate::state::AppState;
 
 /// The process-wide Prometheus recorder (metrics macros use one global recorder, and
 /// tests start many apps in one process).
@@ -100,4 +101,16 @@ pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderM
         HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     res
+}
+
+/// Middleware for the auth routes: limit by client IP.
+pub async fn per_ip(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let ip = ClientMeta::from_parts(&parts, state.config.trust_proxy)
+        .ip
+        .unwrap_or_default();
+    if let Err(e) = state.limits.check_auth(&ip) {
+        return e.into_response();
+    }
+    next.run(Request::from_parts(parts, body)).await
 }

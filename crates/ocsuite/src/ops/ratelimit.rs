@@ -10,14 +10,9 @@
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::app::AppState;
-use crate::auth::ClientMeta;
 use crate::config::Config;
 use crate::error::{AppError, Result};
 
@@ -54,21 +49,14 @@ impl Limits {
         Self::check(&self.api, key)
     }
 
+    /// Sign-up and login attempts, keyed by client IP.
+    pub fn check_auth(&self, ip: &str) -> Result<()> {
+        Self::check(&self.auth, ip)
+    }
+
     /// Drops state for keys that are back to full capacity (run periodically).
     pub fn shrink(&self) {
         self.auth.retain_recent();
         self.api.retain_recent();
     }
-}
-
-/// Middleware for the auth routes: limit by client IP.
-pub async fn per_ip(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let (parts, body) = req.into_parts();
-    let ip = ClientMeta::from_parts(&parts, state.config.trust_proxy)
-        .ip
-        .unwrap_or_default();
-    if let Err(e) = Limits::check(&state.limits.auth, &ip) {
-        return e.into_response();
-    }
-    next.run(Request::from_parts(parts, body)).await
 }

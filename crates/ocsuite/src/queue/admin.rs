@@ -11,15 +11,30 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{Depth, EXECUTE_TASK, QUEUES, dead_letter_queue, tenant_depths};
-use crate::app::AppState;
 use crate::audit;
 use crate::auth::CurrentUser;
 use crate::error::{AppError, ErrorBody, Result};
 use crate::ids::{JobId, TaskId};
 use crate::json::ApiJson;
-use crate::store::{TenantTx, sql};
+use crate::state::AppState;
+use crate::store::{TenantTx, scoped};
 use crate::tasks::{self, Change, Status};
 use crate::tenancy::{Role, TenantCtx};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// This domain's API routes (relative to `/api/v1`), each declared once: the route and
+/// its OpenAPI operation both come from the handler's `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(show, settings))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
+        .routes(routes!(dead))
+        .routes(routes!(retry_dead))
+        .routes(routes!(discard_dead))
+        .routes(routes!(platform))
+}
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct QueueState {
@@ -31,11 +46,10 @@ pub struct QueueState {
 }
 
 async fn queue_state(tx: &mut TenantTx) -> Result<QueueState> {
-    let tenant = tx.tenant_id().clone();
     let (paused_at, concurrency): (Option<DateTime<Utc>>, i64) = tx
-        .fetch_one(
-            sql("SELECT jobs_paused_at, job_concurrency FROM tenants WHERE id = $1").bind(&tenant),
-        )
+        .fetch_one(scoped(
+            "SELECT jobs_paused_at, job_concurrency FROM tenants WHERE id = $1",
+        ))
         .await?;
     Ok(QueueState {
         paused_at,
@@ -45,7 +59,7 @@ async fn queue_state(tx: &mut TenantTx) -> Result<QueueState> {
 }
 
 /// This tenant's queues.
-#[utoipa::path(get, path = "/api/v1/queues", tag = "queues",
+#[utoipa::path(get, path = "/queues", tag = "queues",
     responses((status = 200, body = QueueState), (status = 403, body = ErrorBody)))]
 pub async fn show(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<QueueState>> {
     ctx.require(Role::Admin)?;
@@ -63,7 +77,7 @@ pub struct SettingsIn {
 }
 
 /// Sets how many of this tenant's jobs may run at once.
-#[utoipa::path(patch, path = "/api/v1/queues", request_body = SettingsIn, tag = "queues",
+#[utoipa::path(patch, path = "/queues", request_body = SettingsIn, tag = "queues",
     responses((status = 200, body = QueueState), (status = 422, body = ErrorBody)))]
 pub async fn settings(
     State(state): State<AppState>,
@@ -76,9 +90,7 @@ pub async fn settings(
     }
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     tx.execute(
-        sql("UPDATE tenants SET job_concurrency = $1 WHERE id = $2")
-            .bind(input.concurrency)
-            .bind(&ctx.tenant_id),
+        scoped("UPDATE tenants SET job_concurrency = $2 WHERE id = $1").bind(input.concurrency),
     )
     .await?;
     audit::record(
@@ -97,14 +109,14 @@ pub async fn settings(
 }
 
 /// The kill switch: no job of this tenant starts until resumed. Running jobs finish.
-#[utoipa::path(post, path = "/api/v1/queues/pause", tag = "queues",
+#[utoipa::path(post, path = "/queues/pause", tag = "queues",
     responses((status = 200, body = QueueState), (status = 403, body = ErrorBody)))]
 pub async fn pause(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<QueueState>> {
     set_paused(state, ctx, true).await
 }
 
 /// Turns the kill switch off.
-#[utoipa::path(post, path = "/api/v1/queues/resume", tag = "queues",
+#[utoipa::path(post, path = "/queues/resume", tag = "queues",
     responses((status = 200, body = QueueState), (status = 403, body = ErrorBody)))]
 pub async fn resume(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<QueueState>> {
     set_paused(state, ctx, false).await
@@ -114,10 +126,9 @@ async fn set_paused(state: AppState, ctx: TenantCtx, paused: bool) -> Result<Jso
     ctx.require(Role::Admin)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     tx.execute(
-        sql("UPDATE tenants SET jobs_paused_at = CASE WHEN $1 THEN COALESCE(jobs_paused_at, $2) ELSE NULL END WHERE id = $3")
+        scoped("UPDATE tenants SET jobs_paused_at = CASE WHEN $2 THEN COALESCE(jobs_paused_at, $3) ELSE NULL END WHERE id = $1")
             .bind(paused)
-            .bind(Utc::now())
-            .bind(&ctx.tenant_id),
+            .bind(Utc::now()),
     )
     .await?;
     super::set_paused(&mut tx, paused).await?;
@@ -172,19 +183,16 @@ pub struct DeadJobs {
 }
 
 /// This tenant's dead jobs, newest first.
-#[utoipa::path(get, path = "/api/v1/queues/dead", tag = "queues",
+#[utoipa::path(get, path = "/queues/dead", tag = "queues",
     responses((status = 200, body = DeadJobs), (status = 403, body = ErrorBody)))]
 pub async fn dead(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<DeadJobs>> {
     ctx.require(Role::Admin)?;
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
     let rows: Vec<DeadRow> = tx
-        .fetch_all(
-            sql(
-                "SELECT id, queue, payload, attempts, last_error, created_at, updated_at FROM jobs \
+        .fetch_all(scoped(
+            "SELECT id, queue, payload, attempts, last_error, created_at, updated_at FROM jobs \
                  WHERE tenant_id = $1 AND status = 'dead' ORDER BY updated_at DESC LIMIT 500",
-            )
-            .bind(&ctx.tenant_id),
-        )
+        ))
         .await?;
     tx.commit().await?;
     let jobs = rows
@@ -206,11 +214,9 @@ pub async fn dead(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<
 
 /// The live queue a dead job came from and the task it serves, if any.
 async fn dead_job(tx: &mut TenantTx, id: &JobId) -> Result<(&'static str, Option<TaskId>)> {
-    let tenant = tx.tenant_id().clone();
     let row: Option<(String, String)> = tx
         .fetch_optional(
-            sql("SELECT queue, payload FROM jobs WHERE tenant_id = $1 AND id = $2 AND status = 'dead'")
-                .bind(&tenant)
+            scoped("SELECT queue, payload FROM jobs WHERE tenant_id = $1 AND id = $2 AND status = 'dead'")
                 .bind(id),
         )
         .await?;
@@ -226,7 +232,7 @@ async fn dead_job(tx: &mut TenantTx, id: &JobId) -> Result<(&'static str, Option
 }
 
 /// Sends a dead job back to its queue with a fresh set of attempts.
-#[utoipa::path(post, path = "/api/v1/queues/dead/{id}/retry", tag = "queues",
+#[utoipa::path(post, path = "/queues/dead/{id}/retry", tag = "queues",
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn retry_dead(
     State(state): State<AppState>,
@@ -238,12 +244,11 @@ pub async fn retry_dead(
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let (queue, task) = dead_job(&mut tx, &id).await?;
     tx.execute(
-        sql("UPDATE jobs SET queue = $1, attempts = 0, run_at = $2, updated_at = $2, \
-               status = (SELECT CASE WHEN jobs_paused_at IS NULL THEN 'ready' ELSE 'paused' END FROM tenants WHERE id = $3) \
-             WHERE tenant_id = $3 AND id = $4")
+        scoped("UPDATE jobs SET queue = $2, attempts = 0, run_at = $3, updated_at = $3, \
+               status = (SELECT CASE WHEN jobs_paused_at IS NULL THEN 'ready' ELSE 'paused' END FROM tenants WHERE id = $1) \
+             WHERE tenant_id = $1 AND id = $4")
             .bind(queue)
             .bind(Utc::now())
-            .bind(&ctx.tenant_id)
             .bind(&id),
     )
     .await?;
@@ -280,7 +285,7 @@ pub async fn retry_dead(
 }
 
 /// Deletes a dead job for good; its task stays `dead`.
-#[utoipa::path(post, path = "/api/v1/queues/dead/{id}/discard", tag = "queues",
+#[utoipa::path(post, path = "/queues/dead/{id}/discard", tag = "queues",
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn discard_dead(
     State(state): State<AppState>,
@@ -291,12 +296,8 @@ pub async fn discard_dead(
     let id = JobId::parse(&id).ok_or(AppError::NotFound("dead job"))?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let (queue, task) = dead_job(&mut tx, &id).await?;
-    tx.execute(
-        sql("DELETE FROM jobs WHERE tenant_id = $1 AND id = $2")
-            .bind(&ctx.tenant_id)
-            .bind(&id),
-    )
-    .await?;
+    tx.execute(scoped("DELETE FROM jobs WHERE tenant_id = $1 AND id = $2").bind(&id))
+        .await?;
     audit::record(
         &mut tx,
         &ctx,
@@ -316,7 +317,7 @@ pub struct PlatformDepths {
 }
 
 /// Depths across every tenant; platform super-admins only.
-#[utoipa::path(get, path = "/api/v1/admin/queues", tag = "queues",
+#[utoipa::path(get, path = "/admin/queues", tag = "queues",
     responses((status = 200, body = PlatformDepths), (status = 403, body = ErrorBody)))]
 pub async fn platform(
     State(state): State<AppState>,

@@ -57,7 +57,8 @@ use serde_json::Value;
 
 use crate::error::{AppError, Result};
 use crate::ids::{JobId, TenantId};
-use crate::store::{Affected, Store, TenantTx, Tx, sql};
+use crate::store::cross_tenant;
+use crate::store::{Affected, Store, TenantTx, Tx, scoped};
 
 pub const EXECUTE_TASK: &str = "execute-task";
 pub const SYNC_CONNECTOR: &str = "sync-connector";
@@ -86,15 +87,13 @@ pub struct NewJob<'a> {
 
 /// Adds a job inside the caller's transaction. Call [`Wake::notify_one`] once it commits.
 pub async fn enqueue(tx: &mut TenantTx, job: NewJob<'_>) -> Result<JobId> {
-    let tenant = tx.tenant_id().clone();
     let id = job.id.cloned().unwrap_or_default();
     let now = Utc::now();
     tx.defer(
-        sql(
+        scoped(
             "INSERT INTO jobs (tenant_id, id, queue, payload, priority, run_at, status, attempts, max_attempts, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, (SELECT CASE WHEN jobs_paused_at IS NULL THEN 'ready' ELSE 'paused' END FROM tenants WHERE id = $1), 0, $7, $8, $8)",
         )
-        .bind(&tenant)
         .bind(&id)
         .bind(job.queue)
         .bind(job.payload.to_string())
@@ -142,15 +141,9 @@ pub async fn claim(
         // never wait), so idle workers polling empty queues do not queue up behind
         // the writes that do the work.
         let mut look = store.platform_read().await?;
-        let ready: Option<(i64,)> = look
-            .fetch_optional(
-                sql("SELECT 1 FROM jobs WHERE queue = $1 AND status = 'ready' AND run_at <= $2 LIMIT 1")
-                    .bind(queue)
-                    .bind(Utc::now()),
-            )
-            .await?;
+        let ready = cross_tenant::job_ready(&mut look, queue, Utc::now()).await?;
         drop(look);
-        if ready.is_none() {
+        if !ready {
             return Ok(None);
         }
     }
@@ -193,26 +186,7 @@ pub async fn claim_in(
     let now = Utc::now();
     let until = now + Duration::from_std(lease).map_err(AppError::internal)?;
     let token = uuid::Uuid::new_v4().simple().to_string();
-    let q = if tx.is_postgres() {
-        sql(
-            "SELECT tenant_id, id, payload, attempts, max_attempts FROM ocsuite_claim_job($1, $2, $3, $4, $5)",
-        )
-    } else {
-        sql(
-            "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_token = $3, lease_until = $5, worker = $2, updated_at = $4 \
-             WHERE (tenant_id, id) = ( \
-               SELECT c.tenant_id, c.id FROM jobs c \
-                WHERE c.queue = $1 AND c.status = 'ready' AND c.run_at <= $4 \
-                  AND c.tenant_id NOT IN (SELECT t.id FROM tenants t WHERE t.jobs_paused_at IS NOT NULL) \
-                  AND c.tenant_id NOT IN ( \
-                      SELECT r.tenant_id FROM jobs r JOIN tenants t ON t.id = r.tenant_id \
-                       WHERE r.status = 'running' \
-                       GROUP BY r.tenant_id, t.job_concurrency \
-                      HAVING count(*) >= t.job_concurrency) \
-                ORDER BY c.priority DESC, c.run_at, c.id LIMIT 1) \
-             RETURNING tenant_id, id, payload, attempts, max_attempts",
-        )
-    };
+    let q = cross_tenant::claim_job(tx);
     let row: Option<ClaimRow> = tx
         .fetch_optional(
             q.bind(queue)
@@ -246,9 +220,8 @@ pub async fn renew(store: &Store, job: &Claimed, lease: std::time::Duration) -> 
     let mut tx = store.tenant(&job.tenant_id).await?;
     let n = tx
         .execute(
-            sql("UPDATE jobs SET lease_until = $1 WHERE tenant_id = $2 AND id = $3 AND lease_token = $4 AND status = 'running'")
+            scoped("UPDATE jobs SET lease_until = $2 WHERE tenant_id = $1 AND id = $3 AND lease_token = $4 AND status = 'running'")
                 .bind(until)
-                .bind(&job.tenant_id)
                 .bind(&job.id)
                 .bind(job.token.as_str()),
         )
@@ -262,8 +235,7 @@ pub async fn renew(store: &Store, job: &Claimed, lease: std::time::Duration) -> 
 pub async fn complete(tx: &mut TenantTx, job: &Claimed) -> Result<Affected> {
     Ok(tx
         .defer_counted(
-            sql("DELETE FROM jobs WHERE tenant_id = $1 AND id = $2 AND lease_token = $3")
-                .bind(&job.tenant_id)
+            scoped("DELETE FROM jobs WHERE tenant_id = $1 AND id = $2 AND lease_token = $3")
                 .bind(&job.id)
                 .bind(job.token.as_str()),
         )
@@ -279,13 +251,12 @@ pub async fn retry_at(
 ) -> Result<Affected> {
     Ok(tx
         .defer_counted(
-            sql("UPDATE jobs SET status = (SELECT CASE WHEN jobs_paused_at IS NULL THEN 'ready' ELSE 'paused' END FROM tenants WHERE id = $4), \
-                   run_at = $1, last_error = $2, lease_token = NULL, lease_until = NULL, worker = NULL, updated_at = $3 \
-                 WHERE tenant_id = $4 AND id = $5 AND lease_token = $6")
+            scoped("UPDATE jobs SET status = (SELECT CASE WHEN jobs_paused_at IS NULL THEN 'ready' ELSE 'paused' END FROM tenants WHERE id = $1), \
+                   run_at = $2, last_error = $3, lease_token = NULL, lease_until = NULL, worker = NULL, updated_at = $4 \
+                 WHERE tenant_id = $1 AND id = $5 AND lease_token = $6")
                 .bind(at)
                 .bind(truncate(error))
                 .bind(Utc::now())
-                .bind(&job.tenant_id)
                 .bind(&job.id)
                 .bind(job.token.as_str()),
         )
@@ -296,12 +267,11 @@ pub async fn retry_at(
 pub async fn dead_letter(tx: &mut TenantTx, job: &Claimed, error: &str) -> Result<Affected> {
     Ok(tx
         .defer_counted(
-            sql("UPDATE jobs SET status = 'dead', queue = $1, last_error = $2, lease_token = NULL, lease_until = NULL, worker = NULL, updated_at = $3 \
-                 WHERE tenant_id = $4 AND id = $5 AND lease_token = $6")
+            scoped("UPDATE jobs SET status = 'dead', queue = $2, last_error = $3, lease_token = NULL, lease_until = NULL, worker = NULL, updated_at = $4 \
+                 WHERE tenant_id = $1 AND id = $5 AND lease_token = $6")
                 .bind(dead_letter_queue(job.queue))
                 .bind(truncate(error))
                 .bind(Utc::now())
-                .bind(&job.tenant_id)
                 .bind(&job.id)
                 .bind(job.token.as_str()),
         )
@@ -320,13 +290,11 @@ pub async fn held(tx: &mut TenantTx, change: &Affected) -> Result<bool> {
 
 /// Removes a job that has not started (its row was cancelled). False when it is running.
 pub async fn remove_pending(tx: &mut TenantTx, id: &JobId) -> Result<bool> {
-    let tenant = tx.tenant_id().clone();
     let n = tx
         .execute(
-            sql(
+            scoped(
                 "DELETE FROM jobs WHERE tenant_id = $1 AND id = $2 AND status IN ('ready', 'paused', 'dead')",
             )
-            .bind(&tenant)
             .bind(id),
         )
         .await?;
@@ -341,16 +309,14 @@ fn truncate(s: &str) -> String {
 /// Holds (`paused`) or releases (`ready`) the waiting jobs of the transaction's tenant,
 /// with its kill switch.
 pub async fn set_paused(tx: &mut TenantTx, paused: bool) -> Result<()> {
-    let tenant = tx.tenant_id().clone();
     let (from, to) = if paused {
         ("ready", "paused")
     } else {
         ("paused", "ready")
     };
     tx.execute(
-        sql("UPDATE jobs SET status = $1 WHERE tenant_id = $2 AND status = $3")
+        scoped("UPDATE jobs SET status = $2 WHERE tenant_id = $1 AND status = $3")
             .bind(to)
-            .bind(&tenant)
             .bind(from),
     )
     .await?;
@@ -375,14 +341,7 @@ pub fn backoff(base_ms: u32, attempts: u32) -> std::time::Duration {
 pub async fn expired(store: &Store, limit: i64) -> Result<Vec<(TenantId, JobId)>> {
     let now = Utc::now();
     let mut tx = store.platform_read().await?;
-    let q = if tx.is_postgres() {
-        sql("SELECT tenant_id, id FROM ocsuite_expired_leases($1, $2)")
-    } else {
-        sql(
-            "SELECT tenant_id, id FROM jobs WHERE status = 'running' AND lease_until < $1 ORDER BY lease_until LIMIT $2",
-        )
-    };
-    let rows: Vec<(String, String)> = tx.fetch_all(q.bind(now).bind(limit)).await?;
+    let rows = cross_tenant::expired_leases(&mut tx, now, limit).await?;
     Ok(rows
         .into_iter()
         .filter_map(|(t, j)| Some((TenantId::parse(&t)?, JobId::parse(&j)?)))
@@ -396,10 +355,9 @@ pub async fn take_expired(tx: &mut TenantTx, id: &JobId) -> Result<Option<Claime
     let token = uuid::Uuid::new_v4().simple().to_string();
     let row: Option<(String, String, i64, i64)> = tx
         .fetch_optional(
-            sql("UPDATE jobs SET lease_token = $1 WHERE tenant_id = $2 AND id = $3 AND status = 'running' AND lease_until < $4 \
+            scoped("UPDATE jobs SET lease_token = $2 WHERE tenant_id = $1 AND id = $3 AND status = 'running' AND lease_until < $4 \
                  RETURNING queue, payload, attempts, max_attempts")
                 .bind(token.as_str())
-                .bind(&tenant)
                 .bind(id)
                 .bind(Utc::now()),
         )
@@ -454,22 +412,15 @@ fn fold_depths(rows: Vec<(String, String, i64)>) -> Vec<Depth> {
 
 /// Depths of every queue for one tenant.
 pub async fn tenant_depths(tx: &mut TenantTx) -> Result<Vec<Depth>> {
-    let tenant = tx.tenant_id().clone();
     let rows = tx
-        .fetch_all(
-            sql("SELECT queue, status, count(*) FROM jobs WHERE tenant_id = $1 GROUP BY queue, status")
-                .bind(&tenant),
-        )
+        .fetch_all(scoped(
+            "SELECT queue, status, count(*) FROM jobs WHERE tenant_id = $1 GROUP BY queue, status",
+        ))
         .await?;
     Ok(fold_depths(rows))
 }
 
 /// Depths of every queue across tenants (platform view).
 pub async fn platform_depths(tx: &mut Tx) -> Result<Vec<Depth>> {
-    let q = if tx.is_postgres() {
-        sql("SELECT queue, status, jobs FROM ocsuite_queue_depths()")
-    } else {
-        sql("SELECT queue, status, count(*) FROM jobs GROUP BY queue, status")
-    };
-    Ok(fold_depths(tx.fetch_all(q).await?))
+    Ok(fold_depths(cross_tenant::queue_depths(tx).await?))
 }

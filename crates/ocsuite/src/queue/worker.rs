@@ -5,12 +5,13 @@
 //! is caught (as a retryable failure), a timed-out one is abandoned, and a cancelled or
 //! lease-lost one is dropped mid-flight.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -19,11 +20,9 @@ use super::{
     Claimed, backoff, claim, claim_in, claim_without_look, complete, dead_letter, expired, held,
     renew, retry_at, take_expired,
 };
-use crate::error::Result;
+use crate::error::{AppError, Result};
 use crate::realtime::{Bus, Event};
 use crate::store::{Store, TenantTx};
-
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What a handler decides when its job is claimed.
 pub enum Start {
@@ -36,6 +35,27 @@ pub enum Start {
     },
     /// Do not run it (its row was cancelled or is gone); the job is removed.
     Skip { events: Vec<Event> },
+}
+
+impl Start {
+    /// Runs the job with `prepared`, a handler's own typed struct, handed to
+    /// [`Handler::run`], which reads it back with [`prepared`].
+    pub fn run(timeout: Duration, events: Vec<Event>, prepared: &impl Serialize) -> Result<Self> {
+        Ok(Self::Run {
+            timeout,
+            events,
+            prepared: serde_json::to_value(prepared).map_err(AppError::internal)?,
+        })
+    }
+}
+
+/// What [`Start::run`] prepared, as the handler's type. A preparation that does not
+/// read back is a bug, not a passing fault: the attempt fails without retries.
+pub fn prepared<T: DeserializeOwned>(value: Value) -> std::result::Result<T, Outcome> {
+    serde_json::from_value(value).map_err(|e| Outcome::Failed {
+        error: format!("the job's preparation is malformed: {e}"),
+        retryable: false,
+    })
 }
 
 /// How one attempt ended.
@@ -89,14 +109,20 @@ pub trait Handler: Send + Sync + 'static {
         job: &'a Claimed,
         resolution: &'a Resolution,
     ) -> BoxFuture<'a, Result<Vec<Event>>>;
-    /// Polled with each lease renewal; true stops the attempt as cancelled.
+    /// Polled with each lease renewal; true stops the attempt as cancelled. By default
+    /// a job cannot be cancelled once it runs.
     fn cancel_requested<'a>(
         &'a self,
-        store: &'a Store,
-        job: &'a Claimed,
-    ) -> BoxFuture<'a, Result<bool>>;
-    /// True when `event` (of the job's tenant) asks to cancel this job's attempt.
-    fn is_cancellation(&self, job: &Claimed, event: &Event) -> bool;
+        _store: &'a Store,
+        _job: &'a Claimed,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async { Ok(false) })
+    }
+    /// True when `event` (of the job's tenant) asks to cancel this job's attempt; by
+    /// default none does.
+    fn is_cancellation(&self, _job: &Claimed, _event: &Event) -> bool {
+        false
+    }
 }
 
 /// Settings for a set of worker loops.

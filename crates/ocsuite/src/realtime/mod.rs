@@ -36,7 +36,8 @@ use tokio::sync::broadcast;
 
 use crate::error::{AppError, Result};
 use crate::ids::{TaskId, TenantId};
-use crate::store::{InsertedId, Store, TenantTx, sql};
+use crate::store::cross_tenant;
+use crate::store::{InsertedId, Store, TenantTx, scoped};
 
 /// One published event.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -127,17 +128,6 @@ impl Topic {
             Self::Tasks => ev.id,
         }
     }
-
-    /// Checks the topic names something of the caller's tenant (`tx` is scoped to it).
-    pub async fn check_visible(&self, tx: &mut TenantTx) -> Result<()> {
-        if let Self::Task(id) = self {
-            crate::tasks::get(tx, id).await.map_err(|e| match e {
-                AppError::NotFound(_) => AppError::NotFound("topic"),
-                e => e,
-            })?;
-        }
-        Ok(())
-    }
 }
 
 pub(crate) const EVENTS_CHANNEL: &str = "ocsuite_events";
@@ -154,8 +144,7 @@ pub async fn record(
     let tenant = tx.tenant_id().clone();
     let at = Utc::now();
     let text = data.to_string();
-    let q = sql("INSERT INTO events (tenant_id, topic, seq, kind, data, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id")
-        .bind(&tenant)
+    let q = scoped("INSERT INTO events (tenant_id, topic, seq, kind, data, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id")
         .bind(topic)
         .bind(seq)
         .bind(kind)
@@ -212,15 +201,15 @@ pub const REPLAY_LIMIT: i64 = 1000;
 pub async fn replay(tx: &mut TenantTx, topic: &Topic, after: i64) -> Result<Vec<Event>> {
     let tenant = tx.tenant_id().clone();
     let q = match topic {
-        Topic::Task(_) | Topic::Notifications => {
-            sql("SELECT id, topic, seq, kind, data, created_at FROM events \
-             WHERE tenant_id = $1 AND topic = $2 AND seq > $3 ORDER BY seq LIMIT $4")
-            .bind(&tenant)
-            .bind(topic.name())
-        }
-        Topic::Tasks => sql("SELECT id, topic, seq, kind, data, created_at FROM events \
-             WHERE tenant_id = $1 AND topic LIKE $2 AND id > $3 ORDER BY id LIMIT $4")
-        .bind(&tenant)
+        Topic::Task(_) | Topic::Notifications => scoped(
+            "SELECT id, topic, seq, kind, data, created_at FROM events \
+             WHERE tenant_id = $1 AND topic = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+        )
+        .bind(topic.name()),
+        Topic::Tasks => scoped(
+            "SELECT id, topic, seq, kind, data, created_at FROM events \
+             WHERE tenant_id = $1 AND topic LIKE $2 AND id > $3 ORDER BY id LIMIT $4",
+        )
         .bind("task:%"),
     };
     let rows: Vec<EventRow> = tx.fetch_all(q.bind(after).bind(REPLAY_LIMIT)).await?;
@@ -232,9 +221,10 @@ pub async fn replay_by_id(tx: &mut TenantTx, topics: &[Topic], after: i64) -> Re
     let tenant = tx.tenant_id().clone();
     let rows: Vec<EventRow> = tx
         .fetch_all(
-            sql("SELECT id, topic, seq, kind, data, created_at FROM events \
-                 WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3")
-            .bind(&tenant)
+            scoped(
+                "SELECT id, topic, seq, kind, data, created_at FROM events \
+                 WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            )
             .bind(after)
             .bind(REPLAY_LIMIT * 10),
         )
@@ -248,16 +238,13 @@ pub async fn replay_by_id(tx: &mut TenantTx, topics: &[Topic], after: i64) -> Re
 
 /// The current last position of `topic` (0 when empty).
 pub async fn head(tx: &mut TenantTx, topic: &Topic) -> Result<i64> {
-    let tenant = tx.tenant_id().clone();
     let q = match topic {
         Topic::Task(_) | Topic::Notifications => {
-            sql("SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant_id = $1 AND topic = $2")
-                .bind(&tenant)
+            scoped("SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant_id = $1 AND topic = $2")
                 .bind(topic.name())
         }
         Topic::Tasks => {
-            sql("SELECT COALESCE(MAX(id), 0) FROM events WHERE tenant_id = $1 AND topic LIKE $2")
-                .bind(&tenant)
+            scoped("SELECT COALESCE(MAX(id), 0) FROM events WHERE tenant_id = $1 AND topic LIKE $2")
                 .bind("task:%")
         }
     };
@@ -401,8 +388,7 @@ async fn fetch(store: &Store, r: &EventRef) -> Result<Option<Event>> {
     let mut tx = store.tenant_read(&r.tenant_id).await?;
     let row: Option<EventRow> = tx
         .fetch_optional(
-            sql("SELECT id, topic, seq, kind, data, created_at FROM events WHERE tenant_id = $1 AND id = $2")
-                .bind(&r.tenant_id)
+            scoped("SELECT id, topic, seq, kind, data, created_at FROM events WHERE tenant_id = $1 AND id = $2")
                 .bind(r.id),
         )
         .await?;
@@ -414,22 +400,7 @@ async fn fetch(store: &Store, r: &EventRef) -> Result<Option<Event>> {
 pub async fn prune(store: &Store, days: u32) -> Result<u64> {
     let before = Utc::now() - chrono::Duration::days(days.into());
     let mut tx = store.platform().await?;
-    let n = if tx.is_postgres() {
-        let (n,): (i64,) = tx
-            .fetch_one(sql("SELECT ocsuite_prune_events($1)").bind(before))
-            .await?;
-        n as u64
-    } else {
-        // Ids follow creation time: everything below the first id that is recent enough
-        // goes, found by walking the old events in id order (no index on created_at).
-        tx.execute(
-            sql("DELETE FROM events WHERE id < COALESCE( \
-                   (SELECT e.id FROM events e WHERE e.created_at >= $1 ORDER BY e.id LIMIT 1), \
-                   (SELECT max(e.id) + 1 FROM events e))")
-            .bind(before),
-        )
-        .await?
-    };
+    let n = cross_tenant::prune_events(&mut tx, before).await?;
     tx.commit().await?;
     Ok(n)
 }

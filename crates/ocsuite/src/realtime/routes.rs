@@ -30,11 +30,22 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{Event, Topic, head, replay, replay_by_id};
-use crate::app::AppState;
 use crate::error::{AppError, Result};
 use crate::ids::TenantId;
 use crate::json::ApiQuery;
+use crate::state::AppState;
+use crate::store::TenantTx;
 use crate::tenancy::TenantCtx;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// This domain's API routes (relative to `/api/v1`), each declared once: the route and
+/// its OpenAPI operation both come from the handler's `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(ws))
+        .routes(routes!(events))
+}
 
 pub const MAX_MSGS_PER_SEC: u32 = 20;
 const MAX_SUBSCRIPTIONS: usize = 200;
@@ -43,7 +54,7 @@ const READ_BUFFER_BYTES: usize = 4096;
 const PING_EVERY: Duration = Duration::from_secs(30);
 
 /// Opens the realtime WebSocket.
-#[utoipa::path(get, path = "/api/v1/ws", tag = "realtime",
+#[utoipa::path(get, path = "/ws", tag = "realtime",
     responses((status = 101, description = "switching to the WebSocket protocol")))]
 pub async fn ws(
     State(state): State<AppState>,
@@ -253,7 +264,7 @@ impl Conn {
     async fn subscribe(&mut self, name: &str, since: Option<i64>) -> Result<Vec<Event>> {
         let topic = Topic::parse(name)?;
         let mut tx = self.state.store.tenant_read(&self.tenant).await?;
-        topic.check_visible(&mut tx).await?;
+        check_visible(&topic, &mut tx).await?;
         let events = match since {
             Some(s) => replay(&mut tx, &topic, s.max(0)).await?,
             None => Vec::new(),
@@ -389,7 +400,7 @@ pub struct EventsQuery {
 
 /// The same stream as the WebSocket, as Server-Sent Events. Each event's `id` is its log
 /// id; reconnecting with `Last-Event-ID` resumes after it.
-#[utoipa::path(get, path = "/api/v1/events", params(EventsQuery), tag = "realtime",
+#[utoipa::path(get, path = "/events", params(EventsQuery), tag = "realtime",
     responses((status = 200, description = "text/event-stream")))]
 pub async fn events(
     State(state): State<AppState>,
@@ -424,7 +435,7 @@ pub async fn events(
     };
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
     for t in &topics {
-        t.check_visible(&mut tx).await?;
+        check_visible(t, &mut tx).await?;
     }
     tx.commit().await?;
 
@@ -483,4 +494,15 @@ pub async fn events(
         }
     });
     Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::default()))
+}
+
+/// Checks the topic names something of the caller's tenant (`tx` is scoped to it).
+async fn check_visible(topic: &Topic, tx: &mut TenantTx) -> Result<()> {
+    if let Topic::Task(id) = topic {
+        crate::tasks::get(tx, id).await.map_err(|e| match e {
+            AppError::NotFound(_) => AppError::NotFound("topic"),
+            e => e,
+        })?;
+    }
+    Ok(())
 }

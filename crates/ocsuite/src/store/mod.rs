@@ -15,6 +15,7 @@
 //! On SQLite, write transactions begin `IMMEDIATE` so two writers queue on the busy
 //! timeout instead of failing on a lock upgrade, and reads run without a transaction.
 
+pub mod cross_tenant;
 mod migrate;
 mod sql;
 mod sqlite_write;
@@ -34,7 +35,7 @@ use sqlx::{FromRow, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 pub use migrate::{
     RoleCheck, VacuumCheck, check_runtime_role, check_vacuum, migrate, rls_violations,
 };
-pub use sql::{Arg, Sql, sql};
+pub use sql::{Arg, Sql, scoped, sql};
 
 use crate::ids::{TenantId, UserId};
 use sql::bind_all;
@@ -113,6 +114,8 @@ enum Conn {
 /// A connection or transaction in some scope; see the module docs.
 pub struct Tx {
     conn: Conn,
+    /// Set in a tenant transaction: the `$1` of every [`scoped`] query.
+    tenant: Option<TenantId>,
 }
 
 macro_rules! run {
@@ -142,8 +145,24 @@ macro_rules! run {
 }
 
 impl Tx {
+    /// Binds the transaction's tenant as `$1` of a [`scoped`] query.
+    fn scope(&self, mut q: Sql) -> Result<Sql, sqlx::Error> {
+        if q.scoped {
+            let Some(tenant) = &self.tenant else {
+                return Err(sqlx::Error::Protocol(format!(
+                    "a tenant-scoped query ran outside a tenant transaction: {}",
+                    q.text
+                )));
+            };
+            q.args.insert(0, Arg::Text(tenant.as_str().to_owned()));
+            q.scoped = false;
+        }
+        Ok(q)
+    }
+
     /// Runs a statement; returns the number of rows it affected.
     pub async fn execute(&mut self, q: Sql) -> Result<u64, sqlx::Error> {
+        let q = self.scope(q)?;
         if let Conn::SqliteWrite(w) = &mut self.conn {
             return w.execute(q).await;
         }
@@ -160,6 +179,7 @@ impl Tx {
     /// or the commit (one trip instead of two; see `sqlite_write`); PostgreSQL runs it now.
     /// An error it causes is reported by the call that sends it.
     pub async fn defer(&mut self, q: Sql) -> Result<(), sqlx::Error> {
+        let q = self.scope(q)?;
         if let Conn::SqliteWrite(w) = &mut self.conn {
             w.defer(q);
             return Ok(());
@@ -170,6 +190,7 @@ impl Tx {
     /// [`Tx::defer`] for an insert ending in `RETURNING id`: the id is in the returned
     /// cell once the insert ran (on PostgreSQL at once, on SQLite by the commit).
     pub async fn defer_insert(&mut self, q: Sql) -> Result<InsertedId, sqlx::Error> {
+        let q = self.scope(q)?;
         if let Conn::SqliteWrite(w) = &mut self.conn {
             return Ok(w.defer_insert(q));
         }
@@ -185,6 +206,7 @@ impl Tx {
     /// The caller checks it before committing, and drops the transaction to undo
     /// whatever ran after it when the count is wrong.
     pub async fn defer_counted(&mut self, q: Sql) -> Result<Affected, sqlx::Error> {
+        let q = self.scope(q)?;
         if let Conn::SqliteWrite(w) = &mut self.conn {
             return Ok(w.defer_counted(q));
         }
@@ -203,6 +225,7 @@ impl Tx {
     }
 
     pub async fn fetch_optional<T: Row>(&mut self, q: Sql) -> Result<Option<T>, sqlx::Error> {
+        let q = self.scope(q)?;
         if let Conn::SqliteWrite(w) = &mut self.conn {
             return Ok(w.fetch_all(q).await?.into_iter().next());
         }
@@ -220,6 +243,7 @@ impl Tx {
     }
 
     pub async fn fetch_all<T: Row>(&mut self, q: Sql) -> Result<Vec<T>, sqlx::Error> {
+        let q = self.scope(q)?;
         if let Conn::SqliteWrite(w) = &mut self.conn {
             return w.fetch_all(q).await;
         }
@@ -244,7 +268,8 @@ impl Tx {
     /// Continues this transaction as `tenant`'s, for a platform operation that learns its
     /// tenant from its own result and has already set `app.tenant_id` in this transaction
     /// (the queue's claim function does, in the same statement).
-    pub fn entered_tenant(self, tenant: &TenantId) -> TenantTx {
+    pub fn entered_tenant(mut self, tenant: &TenantId) -> TenantTx {
+        self.tenant = Some(tenant.clone());
         TenantTx {
             tx: self,
             tenant: tenant.clone(),
@@ -272,7 +297,9 @@ impl TenantTx {
     /// after settling one (its claim function sets the next tenant itself). Until then
     /// PostgreSQL still holds this tenant's setting.
     pub fn into_platform(self) -> Tx {
-        self.tx
+        let mut tx = self.tx;
+        tx.tenant = None;
+        tx
     }
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         self.tx.commit().await
@@ -445,10 +472,12 @@ impl Store {
                         p.acquire().await?,
                         permit,
                     )),
+                    tenant: None,
                 }
             }
             Pools::Postgres(p) => Tx {
                 conn: Conn::PgTx(p.begin().await?),
+                tenant: None,
             },
         })
     }
@@ -464,7 +493,7 @@ impl Store {
             Pools::Sqlite { read: p, .. } => Conn::SqlitePooled(p.acquire().await?),
             Pools::Postgres(p) => Conn::PgPooled(p.acquire().await?),
         };
-        Ok(Tx { conn })
+        Ok(Tx { conn, tenant: None })
     }
 
     /// A write transaction scoped to `tenant`.
@@ -473,10 +502,7 @@ impl Store {
             Pools::Sqlite { .. } => self.begin_write().await?,
             Pools::Postgres(p) => begin_scoped(p, "app.tenant_id", tenant.as_str()).await?,
         };
-        Ok(TenantTx {
-            tx,
-            tenant: tenant.clone(),
-        })
+        Ok(tx.entered_tenant(tenant))
     }
 
     /// A read scoped to `tenant` (a transaction on PostgreSQL, where the setting needs one).
@@ -484,13 +510,11 @@ impl Store {
         let tx = match &self.pools {
             Pools::Sqlite { read: p, .. } => Tx {
                 conn: Conn::SqlitePooled(p.acquire().await?),
+                tenant: None,
             },
             Pools::Postgres(p) => begin_scoped(p, "app.tenant_id", tenant.as_str()).await?,
         };
-        Ok(TenantTx {
-            tx,
-            tenant: tenant.clone(),
-        })
+        Ok(tx.entered_tenant(tenant))
     }
 
     /// Continues after reads made on `read` (from [`Store::tenant_read`]) with writes.
@@ -514,6 +538,7 @@ impl Store {
         let tx = match &self.pools {
             Pools::Sqlite { read: p, .. } => Tx {
                 conn: Conn::SqlitePooled(p.acquire().await?),
+                tenant: None,
             },
             Pools::Postgres(p) => begin_scoped(p, "app.user_id", user.as_str()).await?,
         };
@@ -555,5 +580,6 @@ async fn begin_scoped(p: &PgPool, key: &'static str, value: &str) -> Result<Tx, 
     let begin = format!("BEGIN; SELECT set_config('{key}', '{value}', true)");
     Ok(Tx {
         conn: Conn::PgTx(p.begin_with(sqlx::AssertSqlSafe(begin)).await?),
+        tenant: None,
     })
 }

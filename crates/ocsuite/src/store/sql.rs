@@ -25,13 +25,29 @@ pub enum Arg {
 pub struct Sql {
     pub(super) text: &'static str,
     pub(super) args: Vec<Arg>,
+    /// `$1` is the tenant of the transaction that runs it ([`scoped`]).
+    pub(super) scoped: bool,
 }
 
-/// Starts a query. The text must be a literal: dynamic SQL is not supported on purpose.
+/// Starts a query on tables that belong to no tenant. The text must be a literal:
+/// dynamic SQL is not supported on purpose.
 pub fn sql(text: &'static str) -> Sql {
     Sql {
         text,
         args: Vec::new(),
+        scoped: false,
+    }
+}
+
+/// Starts a query on tenant tables: `$1` is the tenant, bound by the
+/// [`super::TenantTx`] that runs it, so no caller fetches or binds a tenant by hand and
+/// none can bind the wrong one. The caller's own arguments start at `$2`. Run anywhere
+/// but in a tenant transaction, it fails without reaching the database.
+pub fn scoped(text: &'static str) -> Sql {
+    Sql {
+        text,
+        args: Vec::new(),
+        scoped: true,
     }
 }
 

@@ -7,22 +7,34 @@ use ocsuite_module_sdk::{TaskExecutionRequest, Version};
 use serde_json::{Value, json};
 
 use super::{Change, Status, job_id, update};
-use crate::app::AppState;
 use crate::audit;
 use crate::connectors::vault::TokenSource;
 use crate::error::{AppError, Result};
 use crate::ids::TaskId;
 use crate::modules::{self, ExecContext, ProgressSink, Source, mcp};
-use crate::queue::worker::{BoxFuture, Handler, Outcome, Resolution, Start};
+use crate::state::AppState;
+use futures_util::future::BoxFuture;
+
+use crate::queue::worker::{Handler, Outcome, Resolution, Start};
 use crate::queue::{Claimed, EXECUTE_TASK};
 use crate::realtime::Event;
-use crate::store::{Store, TenantTx, sql};
+use crate::store::{Store, TenantTx, scoped};
 
 /// Progress reports are written at most this often per task.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
 pub struct ExecuteTask {
     state: AppState,
+}
+
+/// What `start` hands the attempt.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Prepared {
+    capability: String,
+    version: String,
+    input: Value,
+    /// Why the capability cannot run (unknown, disabled): the attempt fails with it.
+    problem: Option<String>,
 }
 
 impl ExecuteTask {
@@ -37,12 +49,9 @@ fn task_of(job: &Claimed) -> Option<TaskId> {
 
 /// Whether the task asked to be cancelled (or is gone).
 async fn cancel_flag(tx: &mut TenantTx, id: &TaskId) -> Result<bool> {
-    let tenant = tx.tenant_id().clone();
     let row: Option<(bool,)> = tx
         .fetch_optional(
-            sql("SELECT cancel_requested FROM tasks WHERE tenant_id = $1 AND id = $2")
-                .bind(&tenant)
-                .bind(id),
+            scoped("SELECT cancel_requested FROM tasks WHERE tenant_id = $1 AND id = $2").bind(id),
         )
         .await?;
     Ok(row.is_none_or(|(c,)| c))
@@ -80,16 +89,16 @@ impl Handler for ExecuteTask {
                     }
                 }
             };
-            Ok(Start::Run {
+            Start::run(
                 timeout,
-                events: vec![ev],
-                prepared: json!({
-                    "capability": t.capability,
-                    "version": t.version,
-                    "input": t.input,
-                    "problem": problem,
-                }),
-            })
+                vec![ev],
+                &Prepared {
+                    capability: t.capability,
+                    version: t.version,
+                    input: t.input,
+                    problem,
+                },
+            )
         })
     }
 
@@ -219,28 +228,34 @@ impl Handler for ExecuteTask {
 
 impl ExecuteTask {
     async fn attempt(&self, job: &Claimed, prepared: Value) -> Result<Outcome> {
+        let Prepared {
+            capability,
+            version,
+            input,
+            problem,
+        } = match crate::queue::worker::prepared(prepared) {
+            Ok(p) => p,
+            Err(failed) => return Ok(failed),
+        };
         let Some(id) = task_of(job) else {
             return Ok(Outcome::Failed {
                 error: "the job names no task".into(),
                 retryable: false,
             });
         };
-        let capability = prepared["capability"].as_str().unwrap_or_default();
-        let version = prepared["version"].as_str().unwrap_or_default();
-        if let Some(problem) = prepared["problem"].as_str() {
+        if let Some(problem) = problem {
             return Ok(Outcome::Failed {
                 error: format!("cannot run {capability}@{version}: {problem}"),
                 retryable: false,
             });
         }
-        let version = Version::parse(version).map_err(AppError::internal)?;
-        let input = prepared["input"].clone();
+        let version = Version::parse(&version).map_err(AppError::internal)?;
         // Resolved again, on a reader: the module may have been disabled since the task
         // was queued, and an MCP tool needs its server's URL and credential.
         let (resolved, credential) = {
             let mut tx = self.state.store.tenant_read(&job.tenant_id).await?;
             let r =
-                match modules::resolve(&self.state.registry, &mut tx, capability, Some(&version))
+                match modules::resolve(&self.state.registry, &mut tx, &capability, Some(&version))
                     .await
                 {
                     Ok(r) => r,

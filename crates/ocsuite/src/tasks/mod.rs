@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::error::{AppError, Result};
 use crate::ids::{JobId, TaskId};
 use crate::realtime::{self, Event, Topic};
-use crate::store::{TenantTx, sql};
+use crate::store::{TenantTx, scoped};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -185,14 +185,12 @@ pub struct NewTask<'a> {
 
 /// Inserts a task with its first event (`queued` or `proposed`).
 pub async fn insert(tx: &mut TenantTx, id: &TaskId, t: &NewTask<'_>) -> Result<Event> {
-    let tenant = tx.tenant_id().clone();
     let now = Utc::now();
     let status = t.status.as_str();
     // Sent with the event below in one trip on SQLite.
     tx.defer(
-        sql("INSERT INTO tasks (tenant_id, id, capability, version, input, status, attempts, max_attempts, idempotency_key, created_by, cancel_requested, event_seq, created_at, updated_at, meeting_id, undo_of) \
+        scoped("INSERT INTO tasks (tenant_id, id, capability, version, input, status, attempts, max_attempts, idempotency_key, created_by, cancel_requested, event_seq, created_at, updated_at, meeting_id, undo_of) \
              VALUES ($1, $2, $3, $4, $5, $11, 0, $6, $7, $8, $9, 1, $10, $10, $12, $13)")
-            .bind(&tenant)
             .bind(id)
             .bind(t.capability)
             .bind(t.version)
@@ -262,25 +260,18 @@ pub async fn insert_queued(
 }
 
 pub async fn get(tx: &mut TenantTx, id: &TaskId) -> Result<Task> {
-    let tenant = tx.tenant_id().clone();
     let row: Option<Row> = tx
-        .fetch_optional(
-            sql(select_tasks!("WHERE tenant_id = $1 AND id = $2"))
-                .bind(&tenant)
-                .bind(id),
-        )
+        .fetch_optional(scoped(select_tasks!("WHERE tenant_id = $1 AND id = $2")).bind(id))
         .await?;
     row.ok_or(AppError::NotFound("task"))?.into_task()
 }
 
 pub async fn by_idempotency_key(tx: &mut TenantTx, key: &str) -> Result<Option<Task>> {
-    let tenant = tx.tenant_id().clone();
     let row: Option<Row> = tx
         .fetch_optional(
-            sql(select_tasks!(
+            scoped(select_tasks!(
                 "WHERE tenant_id = $1 AND idempotency_key = $2"
             ))
-            .bind(&tenant)
             .bind(key),
         )
         .await?;
@@ -294,14 +285,12 @@ pub async fn list(
     limit: i64,
     before: Option<&TaskId>,
 ) -> Result<Vec<Task>> {
-    let tenant = tx.tenant_id().clone();
     let rows: Vec<Row> = tx
         .fetch_all(
-            sql(select_tasks!(
+            scoped(select_tasks!(
                 "WHERE tenant_id = $1 AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR id < $3) \
                  ORDER BY id DESC LIMIT $4"
             ))
-            .bind(&tenant)
             .bind(status.map(Status::as_str))
             .bind(before.map(|b| b.as_str().to_owned()))
             .bind(limit),
@@ -313,11 +302,9 @@ pub async fn list(
 /// How many of the tenant's tasks wait or run, counting no further than `cap` (the
 /// check only needs to know whether the cap is reached).
 pub async fn open_count(tx: &mut TenantTx, cap: i64) -> Result<i64> {
-    let tenant = tx.tenant_id().clone();
     let (n,): (i64,) = tx
         .fetch_one(
-            sql("SELECT count(*) FROM (SELECT 1 FROM tasks WHERE tenant_id = $1 AND status IN ('queued', 'running') LIMIT $2) open_tasks")
-                .bind(&tenant)
+            scoped("SELECT count(*) FROM (SELECT 1 FROM tasks WHERE tenant_id = $1 AND status IN ('queued', 'running') LIMIT $2) open_tasks")
                 .bind(cap),
         )
         .await?;
@@ -345,18 +332,17 @@ pub async fn update(
     kind: &str,
     mut data: Value,
 ) -> Result<Option<Event>> {
-    let tenant = tx.tenant_id().clone();
     let now = Utc::now();
     let row: Option<(i64, String, Option<String>)> = tx
         .fetch_optional(
-            sql("UPDATE tasks SET status = COALESCE($1, status), attempts = COALESCE($2, attempts), \
-                   result = CASE WHEN $3 IS NULL THEN result ELSE $3 END, \
-                   error = CASE WHEN $4 THEN $5 ELSE error END, \
-                   started_at = CASE WHEN $6 THEN $7 ELSE started_at END, \
-                   finished_at = CASE WHEN $8 THEN $7 ELSE finished_at END, \
-                   cancel_requested = CASE WHEN $9 THEN $9 ELSE cancel_requested END, \
-                   event_seq = event_seq + 1, updated_at = $7 \
-                 WHERE tenant_id = $10 AND id = $11 RETURNING event_seq, status, meeting_id")
+            scoped("UPDATE tasks SET status = COALESCE($2, status), attempts = COALESCE($3, attempts), \
+                   result = CASE WHEN $4 IS NULL THEN result ELSE $4 END, \
+                   error = CASE WHEN $5 THEN $6 ELSE error END, \
+                   started_at = CASE WHEN $7 THEN $8 ELSE started_at END, \
+                   finished_at = CASE WHEN $9 THEN $8 ELSE finished_at END, \
+                   cancel_requested = CASE WHEN $10 THEN $10 ELSE cancel_requested END, \
+                   event_seq = event_seq + 1, updated_at = $8 \
+                 WHERE tenant_id = $1 AND id = $11 RETURNING event_seq, status, meeting_id")
                 .bind(change.status.map(Status::as_str))
                 .bind(change.attempts.map(i64::from))
                 .bind(change.result.map(Value::to_string))
@@ -366,7 +352,6 @@ pub async fn update(
                 .bind(now)
                 .bind(change.finished)
                 .bind(change.cancel_requested)
-                .bind(&tenant)
                 .bind(id),
         )
         .await?;
@@ -399,16 +384,14 @@ pub async fn mark_running(
     attempt: u32,
     max_attempts: u32,
 ) -> Result<Option<(Event, Runnable)>> {
-    let tenant = tx.tenant_id().clone();
     let now = Utc::now();
     let row: Option<(i64, String, String, String)> = tx
         .fetch_optional(
-            sql("UPDATE tasks SET status = 'running', attempts = $1, started_at = $2, updated_at = $2, event_seq = event_seq + 1 \
-                 WHERE tenant_id = $3 AND id = $4 AND cancel_requested = $5 AND status IN ('queued', 'running') \
+            scoped("UPDATE tasks SET status = 'running', attempts = $2, started_at = $3, updated_at = $3, event_seq = event_seq + 1 \
+                 WHERE tenant_id = $1 AND id = $4 AND cancel_requested = $5 AND status IN ('queued', 'running') \
                  RETURNING event_seq, capability, version, input")
                 .bind(attempt)
                 .bind(now)
-                .bind(&tenant)
                 .bind(id)
                 .bind(false),
         )

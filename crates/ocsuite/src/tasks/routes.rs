@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{Change, Status, Task, job_id, update};
-use crate::app::AppState;
 use crate::audit;
 use crate::error::{AppError, ErrorBody, Result};
 use crate::ids::TaskId;
@@ -17,7 +16,20 @@ use crate::json::{ApiJson, ApiQuery};
 use crate::modules;
 use crate::queue;
 use crate::realtime::{self, Event, Topic};
+use crate::state::AppState;
 use crate::tenancy::{Role, TenantCtx};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// This domain's API routes (relative to `/api/v1`), each declared once: the route and
+/// its OpenAPI operation both come from the handler's `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(execute))
+        .routes(routes!(get))
+        .routes(routes!(cancel))
+}
 
 /// Most tasks a tenant may have waiting or running at once.
 pub const MAX_OPEN_TASKS: i64 = 10_000;
@@ -65,7 +77,7 @@ pub struct Executed {
 }
 
 /// Queues a capability to run.
-#[utoipa::path(post, path = "/api/v1/tasks/execute", request_body = ExecuteIn, tag = "tasks",
+#[utoipa::path(post, path = "/tasks/execute", request_body = ExecuteIn, tag = "tasks",
     responses((status = 202, body = Executed), (status = 200, body = Executed, description = "idempotent replay"),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
               (status = 429, body = ErrorBody)))]
@@ -235,7 +247,7 @@ pub struct TaskList {
 }
 
 /// The tenant's tasks, newest first.
-#[utoipa::path(get, path = "/api/v1/tasks", params(ListQuery), tag = "tasks",
+#[utoipa::path(get, path = "/tasks", params(ListQuery), tag = "tasks",
     responses((status = 200, body = TaskList), (status = 422, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -283,7 +295,7 @@ pub struct TaskDetail {
 }
 
 /// One task with its timeline.
-#[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks",
+#[utoipa::path(get, path = "/tasks/{id}", tag = "tasks",
     responses((status = 200, body = TaskDetail), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
@@ -339,7 +351,7 @@ fn next_steps(task: &Task, spec: Option<&ocsuite_module_sdk::CapabilitySpec>) ->
 }
 
 /// Cancels a task: at once when it waits; a running one stops at its next lease renewal.
-#[utoipa::path(post, path = "/api/v1/tasks/{id}/cancel", tag = "tasks",
+#[utoipa::path(post, path = "/tasks/{id}/cancel", tag = "tasks",
     responses((status = 200, body = Task, description = "cancelled"),
               (status = 202, body = Task, description = "running: cancellation requested"),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]

@@ -9,18 +9,10 @@ use serde::Serialize;
 
 use super::{Role, TenantCtx};
 use crate::audit;
-use crate::auth::tokens;
+use crate::auth::{ApiKeyAuth, tokens};
 use crate::error::{AppError, Result};
-use crate::ids::{ApiKeyId, TenantId};
-use crate::store::{Store, TenantTx, sql};
-
-/// The caller behind a valid API key.
-#[derive(Clone, Debug)]
-pub struct ApiKeyAuth {
-    pub key_id: ApiKeyId,
-    pub tenant_id: TenantId,
-    pub role: Role,
-}
+use crate::ids::ApiKeyId;
+use crate::store::{Store, TenantTx, scoped};
 
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ApiKeyOut {
@@ -74,9 +66,8 @@ pub async fn create(
         &key[secret_start..secret_start + 6]
     );
     tx.execute(
-        sql("INSERT INTO api_keys (tenant_id, id, name, role, key_hash, prefix, created_by, created_at) \
+        scoped("INSERT INTO api_keys (tenant_id, id, name, role, key_hash, prefix, created_by, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-            .bind(&tenant)
             .bind(&id)
             .bind(name)
             .bind(role)
@@ -105,26 +96,20 @@ pub async fn create(
 }
 
 pub async fn list(tx: &mut TenantTx) -> Result<Vec<ApiKeyOut>> {
-    let tenant = tx.tenant_id().clone();
     Ok(tx
-        .fetch_all(
-            sql(
-                "SELECT id, name, role, prefix, created_by, created_at, last_used_at FROM api_keys \
+        .fetch_all(scoped(
+            "SELECT id, name, role, prefix, created_by, created_at, last_used_at FROM api_keys \
                  WHERE tenant_id = $1 AND revoked_at IS NULL ORDER BY created_at",
-            )
-            .bind(&tenant),
-        )
+        ))
         .await?)
 }
 
 pub async fn revoke(tx: &mut TenantTx, ctx: &TenantCtx, id: &ApiKeyId) -> Result<()> {
     ctx.require(Role::Admin)?;
-    let tenant = tx.tenant_id().clone();
     let n = tx
         .execute(
-            sql("UPDATE api_keys SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL")
+            scoped("UPDATE api_keys SET revoked_at = $2 WHERE tenant_id = $1 AND id = $3 AND revoked_at IS NULL")
                 .bind(Utc::now())
-                .bind(&tenant)
                 .bind(id),
         )
         .await?;
@@ -157,8 +142,7 @@ pub async fn authenticate(store: &Store, key: &str) -> Result<Option<ApiKeyAuth>
     let mut tx = store.tenant_read(&tenant).await?;
     let row: Option<KeyLookup> = tx
         .fetch_optional(
-            sql("SELECT id, role, last_used_at FROM api_keys WHERE tenant_id = $1 AND key_hash = $2 AND revoked_at IS NULL")
-                .bind(&tenant)
+            scoped("SELECT id, role, last_used_at FROM api_keys WHERE tenant_id = $1 AND key_hash = $2 AND revoked_at IS NULL")
                 .bind(tokens::digest(key)),
         )
         .await?;
@@ -171,9 +155,8 @@ pub async fn authenticate(store: &Store, key: &str) -> Result<Option<ApiKeyAuth>
     {
         let mut tx = store.tenant(&tenant).await?;
         tx.execute(
-            sql("UPDATE api_keys SET last_used_at = $1 WHERE tenant_id = $2 AND id = $3")
+            scoped("UPDATE api_keys SET last_used_at = $2 WHERE tenant_id = $1 AND id = $3")
                 .bind(now)
-                .bind(&tenant)
                 .bind(&key_id),
         )
         .await?;
@@ -198,14 +181,12 @@ pub async fn follow_creator(
     creator: &str,
     now: Option<Role>,
 ) -> Result<()> {
-    let tenant = tx.tenant_id().clone();
     let at = Utc::now();
     let mut creators = vec![creator.to_owned()];
     while let Some(creator) = creators.pop() {
         let keys: Vec<(String, String)> = tx
             .fetch_all(
-                sql("SELECT id, role FROM api_keys WHERE tenant_id = $1 AND created_by = $2 AND revoked_at IS NULL")
-                    .bind(&tenant)
+                scoped("SELECT id, role FROM api_keys WHERE tenant_id = $1 AND created_by = $2 AND revoked_at IS NULL")
                     .bind(creator.as_str()),
             )
             .await?;
@@ -214,10 +195,11 @@ pub async fn follow_creator(
             match now {
                 None => {
                     tx.execute(
-                        sql("UPDATE api_keys SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3")
-                            .bind(at)
-                            .bind(&tenant)
-                            .bind(id.as_str()),
+                        scoped(
+                            "UPDATE api_keys SET revoked_at = $2 WHERE tenant_id = $1 AND id = $3",
+                        )
+                        .bind(at)
+                        .bind(id.as_str()),
                     )
                     .await?;
                     audit::record(
@@ -232,9 +214,8 @@ pub async fn follow_creator(
                 }
                 Some(limit) if !limit.at_least(role) => {
                     tx.execute(
-                        sql("UPDATE api_keys SET role = $1 WHERE tenant_id = $2 AND id = $3")
+                        scoped("UPDATE api_keys SET role = $2 WHERE tenant_id = $1 AND id = $3")
                             .bind(limit)
-                            .bind(&tenant)
                             .bind(id.as_str()),
                     )
                     .await?;

@@ -12,7 +12,7 @@ use crate::audit;
 use crate::auth::{AuthUser, ClientMeta, tokens};
 use crate::error::{AppError, Result};
 use crate::ids::InviteId;
-use crate::store::{Store, TenantTx, sql};
+use crate::store::{Store, TenantTx, scoped};
 
 pub const TTL_DAYS: i64 = 7;
 
@@ -53,8 +53,7 @@ pub async fn create(
     let tenant = tx.tenant_id().clone();
     let already: Option<(String,)> = tx
         .fetch_optional(
-            sql("SELECT m.user_id FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.tenant_id = $1 AND u.email = $2")
-                .bind(&tenant)
+            scoped("SELECT m.user_id FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.tenant_id = $1 AND u.email = $2")
                 .bind(email),
         )
         .await?;
@@ -67,9 +66,8 @@ pub async fn create(
     let token = tokens::new_tenant_token(tokens::INVITE_PREFIX, &tenant);
     let now = Utc::now();
     tx.execute(
-        sql("INSERT INTO invites (tenant_id, id, email, role, token_hash, invited_by, created_at, expires_at) \
+        scoped("INSERT INTO invites (tenant_id, id, email, role, token_hash, invited_by, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-            .bind(&tenant)
             .bind(&id)
             .bind(email)
             .bind(role)
@@ -93,10 +91,8 @@ pub async fn create(
 }
 
 pub async fn get(tx: &mut TenantTx, id: &InviteId) -> Result<InviteOut> {
-    let tenant = tx.tenant_id().clone();
     tx.fetch_optional(
-        sql("SELECT id, email, role, created_at, expires_at, accepted_at, revoked_at FROM invites WHERE tenant_id = $1 AND id = $2")
-            .bind(&tenant)
+        scoped("SELECT id, email, role, created_at, expires_at, accepted_at, revoked_at FROM invites WHERE tenant_id = $1 AND id = $2")
             .bind(id),
     )
     .await?
@@ -104,23 +100,19 @@ pub async fn get(tx: &mut TenantTx, id: &InviteId) -> Result<InviteOut> {
 }
 
 pub async fn list(tx: &mut TenantTx) -> Result<Vec<InviteOut>> {
-    let tenant = tx.tenant_id().clone();
     Ok(tx
         .fetch_all(
-            sql("SELECT id, email, role, created_at, expires_at, accepted_at, revoked_at FROM invites WHERE tenant_id = $1 ORDER BY created_at DESC")
-                .bind(&tenant),
+            scoped("SELECT id, email, role, created_at, expires_at, accepted_at, revoked_at FROM invites WHERE tenant_id = $1 ORDER BY created_at DESC"),
         )
         .await?)
 }
 
 pub async fn revoke(tx: &mut TenantTx, ctx: &TenantCtx, id: &InviteId) -> Result<()> {
     ctx.require(Role::Admin)?;
-    let tenant = tx.tenant_id().clone();
     let n = tx
         .execute(
-            sql("UPDATE invites SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL AND accepted_at IS NULL")
+            scoped("UPDATE invites SET revoked_at = $2 WHERE tenant_id = $1 AND id = $3 AND revoked_at IS NULL AND accepted_at IS NULL")
                 .bind(Utc::now())
-                .bind(&tenant)
                 .bind(id),
         )
         .await?;
@@ -160,8 +152,7 @@ pub async fn accept(
     let mut tx = store.tenant(&tenant).await?;
     let row: InviteSecretRow = tx
         .fetch_optional(
-            sql("SELECT id, email, role, expires_at, accepted_at, revoked_at FROM invites WHERE tenant_id = $1 AND token_hash = $2")
-                .bind(&tenant)
+            scoped("SELECT id, email, role, expires_at, accepted_at, revoked_at FROM invites WHERE tenant_id = $1 AND token_hash = $2")
                 .bind(tokens::digest(token)),
         )
         .await?
@@ -188,10 +179,9 @@ pub async fn accept(
     members::add(&mut tx, &user.id, role).await?;
     let used = tx
         .execute(
-            sql("UPDATE invites SET accepted_at = $1, accepted_by = $2 WHERE tenant_id = $3 AND id = $4 AND accepted_at IS NULL")
+            scoped("UPDATE invites SET accepted_at = $2, accepted_by = $3 WHERE tenant_id = $1 AND id = $4 AND accepted_at IS NULL")
                 .bind(Utc::now())
                 .bind(&user.id)
-                .bind(&tenant)
                 .bind(row.id.as_str()),
         )
         .await?;

@@ -11,7 +11,8 @@ use super::{Role, TenantCtx};
 use crate::audit;
 use crate::error::{AppError, Result};
 use crate::ids::{TenantId, UserId};
-use crate::store::{Store, TenantTx, sql};
+use crate::store::cross_tenant;
+use crate::store::{Store, TenantTx, scoped};
 
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct MemberOut {
@@ -34,31 +35,7 @@ pub async fn lookup(
     user: &UserId,
 ) -> Result<(Option<Role>, bool)> {
     let mut conn = store.platform_read().await?;
-    let (role, exists): (Option<String>, bool) = if conn.is_postgres() {
-        conn.fetch_one(
-            sql("SELECT role, tenant_exists FROM ocsuite_member_role($1, $2)")
-                .bind(tenant)
-                .bind(user),
-        )
-        .await?
-    } else {
-        let role: Option<(String,)> = conn
-            .fetch_optional(
-                sql("SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2")
-                    .bind(tenant)
-                    .bind(user),
-            )
-            .await?;
-        match role {
-            Some((r,)) => (Some(r), true),
-            None => {
-                let found: Option<(String,)> = conn
-                    .fetch_optional(sql("SELECT id FROM tenants WHERE id = $1").bind(tenant))
-                    .await?;
-                (None, found.is_some())
-            }
-        }
-    };
+    let (role, exists) = cross_tenant::member_role(&mut conn, tenant, user).await?;
     let role = role
         .map(Role::try_from)
         .transpose()
@@ -67,37 +44,25 @@ pub async fn lookup(
 }
 
 pub async fn list(tx: &mut TenantTx) -> Result<Vec<MemberOut>> {
-    let tenant = tx.tenant_id().clone();
     Ok(tx
-        .fetch_all(
-            sql(
-                "SELECT m.user_id, u.email, u.name, m.role, m.created_at AS joined_at \
+        .fetch_all(scoped(
+            "SELECT m.user_id, u.email, u.name, m.role, m.created_at AS joined_at \
                  FROM memberships m JOIN users u ON u.id = m.user_id \
                  WHERE m.tenant_id = $1 ORDER BY m.created_at",
-            )
-            .bind(&tenant),
-        )
+        ))
         .await?)
 }
 
 async fn lock_tenant(tx: &mut TenantTx) -> Result<()> {
-    let tenant = tx.tenant_id().clone();
-    tx.execute(
-        sql("UPDATE tenants SET updated_at = $1 WHERE id = $2")
-            .bind(Utc::now())
-            .bind(&tenant),
-    )
-    .await?;
+    tx.execute(scoped("UPDATE tenants SET updated_at = $2 WHERE id = $1").bind(Utc::now()))
+        .await?;
     Ok(())
 }
 
 async fn role_of(tx: &mut TenantTx, user: &UserId) -> Result<Role> {
-    let tenant = tx.tenant_id().clone();
     let row: Option<(String,)> = tx
         .fetch_optional(
-            sql("SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2")
-                .bind(&tenant)
-                .bind(user),
+            scoped("SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2").bind(user),
         )
         .await?;
     let (r,) = row.ok_or(AppError::NotFound("member"))?;
@@ -105,23 +70,19 @@ async fn role_of(tx: &mut TenantTx, user: &UserId) -> Result<Role> {
 }
 
 async fn owner_count(tx: &mut TenantTx) -> Result<i64> {
-    let tenant = tx.tenant_id().clone();
     let (n,): (i64,) = tx
-        .fetch_one(
-            sql("SELECT COUNT(*) FROM memberships WHERE tenant_id = $1 AND role = 'owner'")
-                .bind(&tenant),
-        )
+        .fetch_one(scoped(
+            "SELECT COUNT(*) FROM memberships WHERE tenant_id = $1 AND role = 'owner'",
+        ))
         .await?;
     Ok(n)
 }
 
 /// Adds `user` with `role` (invite acceptance).
 pub async fn add(tx: &mut TenantTx, user: &UserId, role: Role) -> Result<()> {
-    let tenant = tx.tenant_id().clone();
     let now = Utc::now();
     tx.execute(
-        sql("INSERT INTO memberships (tenant_id, user_id, role, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)")
-            .bind(&tenant)
+        scoped("INSERT INTO memberships (tenant_id, user_id, role, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)")
             .bind(user)
             .bind(role)
             .bind(now),
@@ -156,12 +117,10 @@ pub async fn change_role(
             "the last owner cannot be demoted; make another member owner first".into(),
         ));
     }
-    let tenant = tx.tenant_id().clone();
     tx.execute(
-        sql("UPDATE memberships SET role = $1, updated_at = $2 WHERE tenant_id = $3 AND user_id = $4")
+        scoped("UPDATE memberships SET role = $2, updated_at = $3 WHERE tenant_id = $1 AND user_id = $4")
             .bind(new)
             .bind(Utc::now())
-            .bind(&tenant)
             .bind(target),
     )
     .await?;
@@ -200,11 +159,8 @@ pub async fn remove(tx: &mut TenantTx, ctx: &TenantCtx, target: &UserId) -> Resu
             "the last owner cannot leave or be removed; make another member owner first".into(),
         ));
     }
-    let tenant = tx.tenant_id().clone();
     tx.execute(
-        sql("DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2")
-            .bind(&tenant)
-            .bind(target),
+        scoped("DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2").bind(target),
     )
     .await?;
     audit::record(

@@ -6,17 +6,15 @@
 //! to a caller who is not a member, so the existence of other tenants never leaks.
 
 pub mod api_keys;
+pub mod extract;
 pub mod invites;
 pub mod members;
 pub mod routes;
 pub mod tenants;
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
-use crate::auth::{Caller, ClientMeta, Principal};
+use crate::auth::ClientMeta;
 use crate::error::{AppError, Result};
 use crate::ids::{ApiKeyId, TenantId, UserId};
 
@@ -127,77 +125,4 @@ impl TenantCtx {
             )))
         }
     }
-}
-
-fn tenant_header(parts: &Parts) -> Result<Option<TenantId>> {
-    let Some(v) = parts.headers.get("x-tenant-id") else {
-        return Ok(None);
-    };
-    let s = v
-        .to_str()
-        .map_err(|_| AppError::bad_request("bad_tenant_header", "X-Tenant-Id must be ASCII"))?;
-    TenantId::parse(s.trim()).map(Some).ok_or_else(|| {
-        AppError::bad_request(
-            "bad_tenant_header",
-            "X-Tenant-Id must be a tenant id of the form ten_<32 hex digits>",
-        )
-    })
-}
-
-impl FromRequestParts<AppState> for TenantCtx {
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
-        let Caller(principal) = Caller::from_request_parts(parts, state).await?;
-        let header = tenant_header(parts)?;
-        let meta = ClientMeta::from_parts(parts, state.config.trust_proxy);
-        let ctx = match principal {
-            Principal::ApiKey(k) => {
-                if header.as_ref().is_some_and(|h| *h != k.tenant_id) {
-                    return Err(AppError::NotFound("tenant"));
-                }
-                TenantCtx {
-                    tenant_id: k.tenant_id,
-                    role: k.role,
-                    actor: Actor::ApiKey(k.key_id),
-                    meta,
-                }
-            }
-            Principal::User {
-                user,
-                active_tenant,
-                via_cookie,
-                ..
-            } => {
-                let tenant = match (header, via_cookie) {
-                    (Some(t), _) => t,
-                    (None, true) => active_tenant.ok_or_else(no_tenant)?,
-                    (None, false) => return Err(no_tenant()),
-                };
-                let (role, exists) = members::lookup(&state.store, &tenant, &user.id).await?;
-                let (role, actor) = match role {
-                    Some(r) => (r, Actor::User(user.id)),
-                    None if user.is_super_admin && exists => {
-                        (Role::Admin, Actor::SupportAdmin(user.id))
-                    }
-                    None => return Err(AppError::NotFound("tenant")),
-                };
-                TenantCtx {
-                    tenant_id: tenant,
-                    role,
-                    actor,
-                    meta,
-                }
-            }
-        };
-        tracing::Span::current().record("tenant_id", ctx.tenant_id.as_str());
-        Ok(ctx)
-    }
-}
-
-fn no_tenant() -> AppError {
-    AppError::bad_request(
-        "tenant_required",
-        "this endpoint is tenant-scoped: send the X-Tenant-Id header (see GET /api/v1/tenants)",
-    )
 }

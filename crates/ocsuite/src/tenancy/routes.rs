@@ -10,12 +10,29 @@ use super::invites::{self, InviteCreated, InviteOut};
 use super::members::{self, MemberOut};
 use super::tenants::{self, Profile, TenantOut};
 use super::{Role, TenantCtx};
-use crate::app::AppState;
 use crate::auth::users::{clean_name, normalize_email};
 use crate::auth::{ClientMeta, CurrentUser, sessions};
 use crate::error::{AppError, ErrorBody, Result};
 use crate::ids::{ApiKeyId, InviteId, TenantId, UserId};
 use crate::json::ApiJson;
+use crate::state::AppState;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// This domain's API routes (relative to `/api/v1`), each declared once: the route and
+/// its OpenAPI operation both come from the handler's `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_tenant, list_tenants))
+        .routes(routes!(get_tenant, update_tenant))
+        .routes(routes!(list_members, invite_member))
+        .routes(routes!(change_role, remove_member))
+        .routes(routes!(list_invites, create_invite))
+        .routes(routes!(revoke_invite))
+        .routes(routes!(accept_invite))
+        .routes(routes!(list_api_keys, create_api_key))
+        .routes(routes!(revoke_api_key))
+}
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -64,7 +81,7 @@ pub struct Accepted {
 }
 
 /// Creates a company; the caller becomes its owner and it becomes their active tenant.
-#[utoipa::path(post, path = "/api/v1/tenants", request_body = TenantIn, tag = "tenants",
+#[utoipa::path(post, path = "/tenants", request_body = TenantIn, tag = "tenants",
     responses((status = 201, body = TenantOut), (status = 422, body = ErrorBody)))]
 pub async fn create_tenant(
     State(state): State<AppState>,
@@ -84,7 +101,7 @@ pub async fn create_tenant(
 }
 
 /// The tenants the caller belongs to, with their role in each.
-#[utoipa::path(get, path = "/api/v1/tenants", tag = "tenants", responses((status = 200, body = Vec<TenantOut>)))]
+#[utoipa::path(get, path = "/tenants", tag = "tenants", responses((status = 200, body = Vec<TenantOut>)))]
 pub async fn list_tenants(
     State(state): State<AppState>,
     me: CurrentUser,
@@ -96,7 +113,7 @@ pub async fn list_tenants(
 }
 
 /// The current tenant (from `X-Tenant-Id`).
-#[utoipa::path(get, path = "/api/v1/tenant", tag = "tenants", responses((status = 200, body = TenantOut), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/tenant", tag = "tenants", responses((status = 200, body = TenantOut), (status = 404, body = ErrorBody)))]
 pub async fn get_tenant(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<TenantOut>> {
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
     let out = tenants::get(&mut tx, ctx.role).await?;
@@ -105,7 +122,7 @@ pub async fn get_tenant(State(state): State<AppState>, ctx: TenantCtx) -> Result
 }
 
 /// Renames the tenant or replaces its profile (admins).
-#[utoipa::path(patch, path = "/api/v1/tenant", request_body = TenantPatch, tag = "tenants", responses((status = 200, body = TenantOut)))]
+#[utoipa::path(patch, path = "/tenant", request_body = TenantPatch, tag = "tenants", responses((status = 200, body = TenantOut)))]
 pub async fn update_tenant(
     State(state): State<AppState>,
     ctx: TenantCtx,
@@ -124,7 +141,7 @@ pub async fn update_tenant(
 }
 
 /// Members of the tenant.
-#[utoipa::path(get, path = "/api/v1/members", tag = "members", responses((status = 200, body = Vec<MemberOut>)))]
+#[utoipa::path(get, path = "/members", tag = "members", responses((status = 200, body = Vec<MemberOut>)))]
 pub async fn list_members(
     State(state): State<AppState>,
     ctx: TenantCtx,
@@ -140,7 +157,7 @@ fn member_id(raw: &str) -> Result<UserId> {
 }
 
 /// Changes a member's role (admins; owner changes need an owner).
-#[utoipa::path(patch, path = "/api/v1/members/{user_id}", request_body = RoleIn, tag = "members",
+#[utoipa::path(patch, path = "/members/{user_id}", request_body = RoleIn, tag = "members",
     params(("user_id" = String, Path)), responses((status = 200, body = MemberOut), (status = 409, body = ErrorBody)))]
 pub async fn change_role(
     State(state): State<AppState>,
@@ -156,7 +173,7 @@ pub async fn change_role(
 }
 
 /// Removes a member, or leaves when the id is the caller's own.
-#[utoipa::path(delete, path = "/api/v1/members/{user_id}", tag = "members",
+#[utoipa::path(delete, path = "/members/{user_id}", tag = "members",
     params(("user_id" = String, Path)), responses((status = 204), (status = 409, body = ErrorBody)))]
 pub async fn remove_member(
     State(state): State<AppState>,
@@ -170,9 +187,8 @@ pub async fn remove_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Invites a person by email (admins). `POST /api/v1/members` does the same: nobody
-/// joins a tenant without accepting.
-#[utoipa::path(post, path = "/api/v1/invites", request_body = InviteIn, tag = "members",
+/// Invites a person by email (admins). `POST /api/v1/members` does the same.
+#[utoipa::path(post, path = "/invites", request_body = InviteIn, tag = "members",
     responses((status = 201, body = InviteCreated), (status = 409, body = ErrorBody)))]
 pub async fn create_invite(
     State(state): State<AppState>,
@@ -186,8 +202,20 @@ pub async fn create_invite(
     Ok((StatusCode::CREATED, Json(out)))
 }
 
+/// Adds a member (admins): the same as `POST /invites`, since nobody joins a tenant
+/// without accepting.
+#[utoipa::path(post, path = "/members", request_body = InviteIn, tag = "members",
+    responses((status = 201, body = InviteCreated), (status = 409, body = ErrorBody)))]
+pub async fn invite_member(
+    state: State<AppState>,
+    ctx: TenantCtx,
+    input: ApiJson<InviteIn>,
+) -> Result<(StatusCode, Json<InviteCreated>)> {
+    create_invite(state, ctx, input).await
+}
+
 /// Pending and past invites (admins).
-#[utoipa::path(get, path = "/api/v1/invites", tag = "members", responses((status = 200, body = Vec<InviteOut>)))]
+#[utoipa::path(get, path = "/invites", tag = "members", responses((status = 200, body = Vec<InviteOut>)))]
 pub async fn list_invites(
     State(state): State<AppState>,
     ctx: TenantCtx,
@@ -200,7 +228,7 @@ pub async fn list_invites(
 }
 
 /// Revokes a pending invite (admins).
-#[utoipa::path(delete, path = "/api/v1/invites/{id}", tag = "members", params(("id" = String, Path)), responses((status = 204)))]
+#[utoipa::path(delete, path = "/invites/{id}", tag = "members", params(("id" = String, Path)), responses((status = 204)))]
 pub async fn revoke_invite(
     State(state): State<AppState>,
     ctx: TenantCtx,
@@ -214,7 +242,7 @@ pub async fn revoke_invite(
 }
 
 /// Accepts an invite as the signed-in user (whose email must be the invited one).
-#[utoipa::path(post, path = "/api/v1/invites/{token}/accept", tag = "members", params(("token" = String, Path)),
+#[utoipa::path(post, path = "/invites/{token}/accept", tag = "members", params(("token" = String, Path)),
     responses((status = 200, body = Accepted), (status = 410, body = ErrorBody)))]
 pub async fn accept_invite(
     State(state): State<AppState>,
@@ -232,7 +260,7 @@ pub async fn accept_invite(
 }
 
 /// Creates an API key (admins); the key is in this response only.
-#[utoipa::path(post, path = "/api/v1/api-keys", request_body = ApiKeyIn, tag = "api-keys",
+#[utoipa::path(post, path = "/api-keys", request_body = ApiKeyIn, tag = "api-keys",
     responses((status = 201, body = ApiKeyCreated), (status = 403, body = ErrorBody)))]
 pub async fn create_api_key(
     State(state): State<AppState>,
@@ -247,7 +275,7 @@ pub async fn create_api_key(
 }
 
 /// Live API keys of the tenant (admins), without their secrets.
-#[utoipa::path(get, path = "/api/v1/api-keys", tag = "api-keys", responses((status = 200, body = Vec<ApiKeyOut>)))]
+#[utoipa::path(get, path = "/api-keys", tag = "api-keys", responses((status = 200, body = Vec<ApiKeyOut>)))]
 pub async fn list_api_keys(
     State(state): State<AppState>,
     ctx: TenantCtx,
@@ -260,7 +288,7 @@ pub async fn list_api_keys(
 }
 
 /// Revokes an API key (admins); it stops working on the next request.
-#[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "api-keys", params(("id" = String, Path)), responses((status = 204)))]
+#[utoipa::path(delete, path = "/api-keys/{id}", tag = "api-keys", params(("id" = String, Path)), responses((status = 204)))]
 pub async fn revoke_api_key(
     State(state): State<AppState>,
     ctx: TenantCtx,

@@ -8,7 +8,8 @@ use crate::audit;
 use crate::auth::users::clean_name;
 use crate::error::{AppError, Result};
 use crate::ids::{TenantId, UserId};
-use crate::store::{Store, TenantTx, UserTx, sql};
+use crate::store::cross_tenant;
+use crate::store::{Store, TenantTx, UserTx, scoped};
 
 /// Where the company is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -122,16 +123,14 @@ pub async fn create(
     let profile_json = serde_json::to_string(&profile).map_err(AppError::internal)?;
     let mut tx = store.tenant(&id).await?;
     tx.execute(
-        sql("INSERT INTO tenants (id, name, profile, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)")
-            .bind(&id)
+        scoped("INSERT INTO tenants (id, name, profile, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)")
             .bind(name)
             .bind(profile_json)
             .bind(now),
     )
     .await?;
     tx.execute(
-        sql("INSERT INTO memberships (tenant_id, user_id, role, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)")
-            .bind(&id)
+        scoped("INSERT INTO memberships (tenant_id, user_id, role, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)")
             .bind(owner)
             .bind(Role::Owner)
             .bind(now),
@@ -159,12 +158,10 @@ pub async fn create(
 
 /// The tenant of `tx`, shown with the caller's `role`.
 pub async fn get(tx: &mut TenantTx, role: Role) -> Result<TenantOut> {
-    let tenant = tx.tenant_id().clone();
     let row: TenantRow = tx
-        .fetch_optional(
-            sql("SELECT id, name, profile, created_at, updated_at FROM tenants WHERE id = $1")
-                .bind(&tenant),
-        )
+        .fetch_optional(scoped(
+            "SELECT id, name, profile, created_at, updated_at FROM tenants WHERE id = $1",
+        ))
         .await?
         .ok_or(AppError::NotFound("tenant"))?;
     to_out(row, role)
@@ -172,9 +169,8 @@ pub async fn get(tx: &mut TenantTx, role: Role) -> Result<TenantOut> {
 
 /// The tenant's (company's) name.
 pub async fn name(tx: &mut TenantTx) -> Result<String> {
-    let tenant = tx.tenant_id().clone();
     let (name,): (String,) = tx
-        .fetch_optional(sql("SELECT name FROM tenants WHERE id = $1").bind(&tenant))
+        .fetch_optional(scoped("SELECT name FROM tenants WHERE id = $1"))
         .await?
         .ok_or(AppError::NotFound("tenant"))?;
     Ok(name)
@@ -182,9 +178,8 @@ pub async fn name(tx: &mut TenantTx) -> Result<String> {
 
 /// The tenant's reporting currency (its profile's, `USD` when unset or unknown).
 pub async fn currency(tx: &mut TenantTx) -> Result<String> {
-    let tenant = tx.tenant_id().clone();
     let row: Option<(String,)> = tx
-        .fetch_optional(sql("SELECT profile FROM tenants WHERE id = $1").bind(&tenant))
+        .fetch_optional(scoped("SELECT profile FROM tenants WHERE id = $1"))
         .await?;
     let profile: Profile = row
         .and_then(|(p,)| serde_json::from_str(&p).ok())
@@ -197,9 +192,8 @@ pub async fn currency(tx: &mut TenantTx) -> Result<String> {
 
 /// Whether the tenant of `tx` exists (used for super-admin support access).
 pub async fn exists(tx: &mut TenantTx) -> Result<bool> {
-    let tenant = tx.tenant_id().clone();
     let row: Option<(String,)> = tx
-        .fetch_optional(sql("SELECT id FROM tenants WHERE id = $1").bind(&tenant))
+        .fetch_optional(scoped("SELECT id FROM tenants WHERE id = $1"))
         .await?;
     Ok(row.is_some())
 }
@@ -216,17 +210,7 @@ struct TenantWithRole {
 
 /// Every tenant the user of `tx` belongs to.
 pub async fn list_for_user(tx: &mut UserTx) -> Result<Vec<TenantOut>> {
-    let user = tx.user_id().clone();
-    let rows: Vec<TenantWithRole> = tx
-        .fetch_all(
-            sql(
-                "SELECT t.id, t.name, t.profile, t.created_at, t.updated_at, m.role \
-                 FROM memberships m JOIN tenants t ON t.id = m.tenant_id \
-                 WHERE m.user_id = $1 ORDER BY t.created_at",
-            )
-            .bind(&user),
-        )
-        .await?;
+    let rows: Vec<TenantWithRole> = cross_tenant::user_tenants(tx).await?;
     rows.into_iter()
         .map(|r| {
             let role = Role::try_from(r.role).map_err(AppError::internal)?;
@@ -255,13 +239,11 @@ pub async fn update(
     let current = get(tx, ctx.role).await?;
     let name = name.unwrap_or(current.name);
     let profile = profile.unwrap_or(current.profile);
-    let tenant = tx.tenant_id().clone();
     tx.execute(
-        sql("UPDATE tenants SET name = $1, profile = $2, updated_at = $3 WHERE id = $4")
+        scoped("UPDATE tenants SET name = $2, profile = $3, updated_at = $4 WHERE id = $1")
             .bind(name.as_str())
             .bind(serde_json::to_string(&profile).map_err(AppError::internal)?)
-            .bind(Utc::now())
-            .bind(&tenant),
+            .bind(Utc::now()),
     )
     .await?;
     audit::record(
@@ -269,7 +251,7 @@ pub async fn update(
         ctx,
         "tenant.update",
         "tenant",
-        tenant.as_str(),
+        ctx.tenant_id.as_str(),
         serde_json::json!({ "name": name, "profile": profile }),
     )
     .await?;

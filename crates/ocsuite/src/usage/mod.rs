@@ -27,7 +27,8 @@ use crate::config::{Config, parse_usd_micros};
 use crate::error::{AppError, Result};
 use crate::ids::TenantId;
 use crate::llm::Usage;
-use crate::store::{TenantTx, sql};
+use crate::store::cross_tenant;
+use crate::store::{TenantTx, scoped};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -175,31 +176,22 @@ pub fn month_bounds(now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
     (at(start), at(next))
 }
 
-/// The tenant's plan, locking its row until `tx` ends (serialises budget checks).
-/// `FOR NO KEY UPDATE`, not `FOR UPDATE`: the foreign-key checks of rows this
-/// transaction inserts hold `KEY SHARE` on the same row, and `FOR UPDATE` would conflict
-/// with another chat's — two concurrent chats would deadlock.
+/// The tenant's plan, locking its row until `tx` ends (serialises budget checks; see
+/// `store::cross_tenant::plan_for_update`).
 pub async fn plan_for_update(tx: &mut TenantTx) -> Result<Plan> {
-    let tenant = tx.tenant_id().clone();
-    let q = if tx.is_postgres() {
-        sql("SELECT plan FROM tenants WHERE id = $1 FOR NO KEY UPDATE")
-    } else {
-        sql("SELECT plan FROM tenants WHERE id = $1")
-    };
-    let (plan,): (String,) = tx.fetch_one(q.bind(&tenant)).await?;
+    let q = cross_tenant::plan_for_update(tx);
+    let (plan,): (String,) = tx.fetch_one(q).await?;
     Ok(Plan::parse(&plan).unwrap_or(Plan::Free))
 }
 
 /// Tokens this month: (ledger total, held by calls in flight).
 pub async fn consumed(tx: &mut TenantTx, now: DateTime<Utc>) -> Result<(i64, i64)> {
-    let tenant = tx.tenant_id().clone();
     let (start, _) = month_bounds(now);
     let (used, held): (i64, i64) = tx
         .fetch_one(
-            sql("SELECT \
+            scoped("SELECT \
                    (SELECT CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT) FROM usage_ledger WHERE tenant_id = $1 AND day >= $2), \
                    (SELECT CAST(COALESCE(SUM(tokens), 0) AS BIGINT) FROM token_reservations WHERE tenant_id = $1 AND created_at > $3)")
-                .bind(&tenant)
                 .bind(start.format("%Y-%m-%d").to_string())
                 .bind(now - Duration::minutes(10)),
         )
@@ -212,30 +204,11 @@ pub async fn consumed(tx: &mut TenantTx, now: DateTime<Utc>) -> Result<(i64, i64
 /// [`hold`] in the same transaction to reserve them.
 pub async fn check(tx: &mut TenantTx, meter: &Meter, tokens: u32) -> Result<()> {
     let now = Utc::now();
-    let (plan, used, held) = if tx.is_postgres() {
-        // Lock first, then read the sums in a fresh statement: a statement that waited
-        // for the lock would still see the snapshot from before the other chat's hold.
-        let plan = plan_for_update(tx).await?;
-        let (used, held) = consumed(tx, now).await?;
-        (plan, used, held)
-    } else {
-        // SQLite writers are serialised already; one statement saves a round trip on
-        // the way to the first token.
-        let tenant = tx.tenant_id().clone();
-        let (start, _) = month_bounds(now);
-        let (plan, used, held): (String, i64, i64) = tx
-            .fetch_one(
-                sql("SELECT plan, \
-                       (SELECT CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT) FROM usage_ledger WHERE tenant_id = $1 AND day >= $2), \
-                       (SELECT CAST(COALESCE(SUM(tokens), 0) AS BIGINT) FROM token_reservations WHERE tenant_id = $1 AND created_at > $3) \
-                     FROM tenants WHERE id = $1")
-                    .bind(&tenant)
-                    .bind(start.format("%Y-%m-%d").to_string())
-                    .bind(now - Duration::minutes(10)),
-            )
-            .await?;
-        (Plan::parse(&plan).unwrap_or(Plan::Free), used, held)
-    };
+    // Lock first, then read the sums in a fresh statement: on PostgreSQL a statement
+    // that waited for the lock would still see the snapshot from before the other
+    // chat's hold.
+    let plan = plan_for_update(tx).await?;
+    let (used, held) = consumed(tx, now).await?;
     meter.check_rate(plan, tx.tenant_id())?;
     let limit = meter.limits(plan).monthly_tokens;
     let need = i64::from(tokens);
@@ -261,11 +234,9 @@ pub async fn check(tx: &mut TenantTx, meter: &Meter, tokens: u32) -> Result<()> 
 
 /// Holds `tokens` for a call in flight; returns the reservation id.
 pub async fn hold(tx: &mut TenantTx, tokens: u32) -> Result<String> {
-    let tenant = tx.tenant_id().clone();
     let id = uuid::Uuid::new_v4().simple().to_string();
     tx.execute(
-        sql("INSERT INTO token_reservations (tenant_id, id, tokens, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(&tenant)
+        scoped("INSERT INTO token_reservations (tenant_id, id, tokens, created_at) VALUES ($1, $2, $3, $4)")
             .bind(id.as_str())
             .bind(i64::from(tokens))
             .bind(Utc::now()),
@@ -289,11 +260,8 @@ pub async fn settle(
 
 /// Drops a reservation (the caller records what was really used).
 pub async fn release(tx: &mut TenantTx, reservation: &str) -> Result<()> {
-    let tenant = tx.tenant_id().clone();
     tx.execute(
-        sql("DELETE FROM token_reservations WHERE tenant_id = $1 AND id = $2")
-            .bind(&tenant)
-            .bind(reservation),
+        scoped("DELETE FROM token_reservations WHERE tenant_id = $1 AND id = $2").bind(reservation),
     )
     .await?;
     Ok(())
@@ -307,16 +275,14 @@ pub async fn record(
     model: &str,
     usage: Usage,
 ) -> Result<()> {
-    let tenant = tx.tenant_id().clone();
     let day = Utc::now().format("%Y-%m-%d").to_string();
     tx.execute(
-        sql("INSERT INTO usage_ledger (tenant_id, day, persona, model, requests, prompt_tokens, completion_tokens, cost_micros) \
+        scoped("INSERT INTO usage_ledger (tenant_id, day, persona, model, requests, prompt_tokens, completion_tokens, cost_micros) \
              VALUES ($1, $2, $3, $4, 1, $5, $6, $7) \
              ON CONFLICT (tenant_id, day, persona, model) DO UPDATE SET requests = usage_ledger.requests + 1, \
                prompt_tokens = usage_ledger.prompt_tokens + excluded.prompt_tokens, \
                completion_tokens = usage_ledger.completion_tokens + excluded.completion_tokens, \
                cost_micros = usage_ledger.cost_micros + excluded.cost_micros")
-            .bind(&tenant)
             .bind(day)
             .bind(persona)
             .bind(model)
@@ -338,7 +304,6 @@ pub async fn record_many(
     if lines.is_empty() {
         return Ok(());
     }
-    let tenant = tx.tenant_id().clone();
     let day = Utc::now().format("%Y-%m-%d").to_string();
     let rows: Vec<serde_json::Value> = lines
         .iter()
@@ -348,29 +313,8 @@ pub async fn record_many(
         })
         .collect();
     let rows = serde_json::Value::Array(rows).to_string();
-    // `WHERE true` keeps SQLite from reading ON CONFLICT as part of the join.
-    let q = if tx.is_postgres() {
-        sql(
-            "INSERT INTO usage_ledger (tenant_id, day, persona, model, requests, prompt_tokens, completion_tokens, cost_micros) \
-             SELECT $1, $2, value->>'persona', value->>'model', CAST(value->>'n' AS BIGINT), CAST(value->>'pt' AS BIGINT), \
-                    CAST(value->>'ct' AS BIGINT), CAST(value->>'cost' AS BIGINT) FROM json_array_elements(CAST($3 AS json)) WHERE true \
-             ON CONFLICT (tenant_id, day, persona, model) DO UPDATE SET requests = usage_ledger.requests + excluded.requests, \
-               prompt_tokens = usage_ledger.prompt_tokens + excluded.prompt_tokens, \
-               completion_tokens = usage_ledger.completion_tokens + excluded.completion_tokens, \
-               cost_micros = usage_ledger.cost_micros + excluded.cost_micros",
-        )
-    } else {
-        sql(
-            "INSERT INTO usage_ledger (tenant_id, day, persona, model, requests, prompt_tokens, completion_tokens, cost_micros) \
-             SELECT $1, $2, value->>'persona', value->>'model', CAST(value->>'n' AS BIGINT), CAST(value->>'pt' AS BIGINT), \
-                    CAST(value->>'ct' AS BIGINT), CAST(value->>'cost' AS BIGINT) FROM json_each($3) WHERE true \
-             ON CONFLICT (tenant_id, day, persona, model) DO UPDATE SET requests = usage_ledger.requests + excluded.requests, \
-               prompt_tokens = usage_ledger.prompt_tokens + excluded.prompt_tokens, \
-               completion_tokens = usage_ledger.completion_tokens + excluded.completion_tokens, \
-               cost_micros = usage_ledger.cost_micros + excluded.cost_micros",
-        )
-    };
-    tx.execute(q.bind(&tenant).bind(day).bind(rows)).await?;
+    let q = cross_tenant::add_usage(tx);
+    tx.execute(q.bind(day).bind(rows)).await?;
     Ok(())
 }
 
@@ -390,12 +334,10 @@ pub struct UsageRow {
 
 /// Rows from `since` (a `YYYY-MM-DD` day) on, newest day first.
 pub async fn since(tx: &mut TenantTx, since: &str) -> Result<Vec<UsageRow>> {
-    let tenant = tx.tenant_id().clone();
     Ok(tx
         .fetch_all(
-            sql("SELECT day, persona, model, requests, prompt_tokens, completion_tokens, cost_micros FROM usage_ledger \
+            scoped("SELECT day, persona, model, requests, prompt_tokens, completion_tokens, cost_micros FROM usage_ledger \
                  WHERE tenant_id = $1 AND day >= $2 ORDER BY day DESC, persona, model")
-                .bind(&tenant)
                 .bind(since),
         )
         .await?)

@@ -7,13 +7,23 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{Plan, PlanLimits, UsageRow, consumed, month_bounds};
-use crate::app::AppState;
 use crate::auth::CurrentUser;
 use crate::error::{AppError, ErrorBody, Result};
 use crate::ids::TenantId;
 use crate::json::ApiJson;
-use crate::store::sql;
+use crate::state::AppState;
+use crate::store::scoped;
 use crate::tenancy::TenantCtx;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// This domain's API routes (relative to `/api/v1`), each declared once: the route and
+/// its OpenAPI operation both come from the handler's `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(show))
+        .routes(routes!(set_plan))
+}
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct UsageOut {
@@ -36,13 +46,13 @@ pub struct UsageOut {
 }
 
 /// The tenant's model usage this month against its plan.
-#[utoipa::path(get, path = "/api/v1/usage", tag = "usage", responses((status = 200, body = UsageOut)))]
+#[utoipa::path(get, path = "/usage", tag = "usage", responses((status = 200, body = UsageOut)))]
 pub async fn show(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<UsageOut>> {
     let now = Utc::now();
     let (period_start, resets_at) = month_bounds(now);
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
     let (plan,): (String,) = tx
-        .fetch_one(sql("SELECT plan FROM tenants WHERE id = $1").bind(&ctx.tenant_id))
+        .fetch_one(scoped("SELECT plan FROM tenants WHERE id = $1"))
         .await?;
     let plan = Plan::parse(&plan).unwrap_or(Plan::Free);
     let rows = super::since(&mut tx, &period_start.format("%Y-%m-%d").to_string()).await?;
@@ -72,7 +82,7 @@ pub struct PlanIn {
 }
 
 /// Moves a tenant to another plan (platform super-admins).
-#[utoipa::path(put, path = "/api/v1/admin/tenants/{id}/plan", request_body = PlanIn, tag = "usage",
+#[utoipa::path(put, path = "/admin/tenants/{id}/plan", request_body = PlanIn, tag = "usage",
     responses((status = 200, body = PlanIn), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn set_plan(
     State(state): State<AppState>,
@@ -88,11 +98,7 @@ pub async fn set_plan(
     let tenant = TenantId::parse(&id).ok_or(AppError::NotFound("tenant"))?;
     let mut tx = state.store.tenant(&tenant).await?;
     let n = tx
-        .execute(
-            sql("UPDATE tenants SET plan = $1 WHERE id = $2")
-                .bind(input.plan.as_str())
-                .bind(&tenant),
-        )
+        .execute(scoped("UPDATE tenants SET plan = $2 WHERE id = $1").bind(input.plan.as_str()))
         .await?;
     if n == 0 {
         return Err(AppError::NotFound("tenant"));

@@ -5,10 +5,10 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 
 use super::{Redirected, Shell, Viewer, render};
-use crate::app::AppState;
 use crate::board::{ActionItem, Meeting, Turn};
 use crate::ids::MeetingId;
 use crate::personas::Persona;
+use crate::state::AppState;
 
 #[derive(Template)]
 #[template(path = "board.html")]

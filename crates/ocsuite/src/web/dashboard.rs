@@ -8,8 +8,8 @@ use axum::response::Response;
 use chrono::Utc;
 
 use super::{Redirected, Shell, Viewer, render};
-use crate::app::AppState;
-use crate::store::sql;
+use crate::state::AppState;
+use crate::store::scoped;
 use crate::tasks::{self, Status, Task};
 
 pub struct Card {
@@ -157,7 +157,7 @@ pub async fn page(State(state): State<AppState>, v: Viewer) -> Result<Response, 
         connectors.push((p.display_name.clone(), status));
     }
     let (plan,): (String,) = tx
-        .fetch_one(sql("SELECT plan FROM tenants WHERE id = $1").bind(&v.tenant))
+        .fetch_one(scoped("SELECT plan FROM tenants WHERE id = $1"))
         .await?;
     let (used, held) = crate::usage::consumed(&mut tx, Utc::now()).await?;
     tx.commit().await?;

@@ -24,9 +24,9 @@ use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 
-use crate::app::AppState;
 use crate::auth::{AuthUser, Principal};
 use crate::ids::TenantId;
+use crate::state::AppState;
 use crate::tenancy::Role;
 
 const CSS: &str = include_str!("../../static/app.css");
@@ -55,7 +55,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/invite/{token}", get(pages::invite))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::auth::authenticate,
+            crate::auth::extract::authenticate,
         ))
         .route("/static/app.css", get(css))
         .route("/static/app.js", get(js))

@@ -6,7 +6,7 @@ use axum::response::Response;
 use chrono::Utc;
 
 use super::{Redirected, Shell, Viewer, money, render};
-use crate::app::AppState;
+use crate::state::AppState;
 
 pub struct Lane {
     pub key: String,

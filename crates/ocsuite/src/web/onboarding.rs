@@ -8,8 +8,8 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{Person, Redirected, render};
-use crate::app::AppState;
 use crate::personas::Persona;
+use crate::state::AppState;
 use crate::tenancy::tenants::Profile;
 
 pub const STEPS: [(&str, &str); 5] = [

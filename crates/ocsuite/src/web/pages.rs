@@ -6,11 +6,12 @@ use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
 
 use super::{Redirected, Shell, Viewer, label, render};
-use crate::app::AppState;
 use crate::approvals::{self, Preview};
 use crate::auth::Principal;
 use crate::ids::TaskId;
 use crate::realtime::{self, Topic};
+use crate::state::AppState;
+use crate::store::scoped;
 use crate::tasks::{self, Status, Task};
 
 pub async fn home(principal: Option<axum::Extension<Principal>>) -> Response {
@@ -253,7 +254,7 @@ pub async fn settings(State(state): State<AppState>, v: Viewer) -> Result<Respon
     let agents = crate::agents::list(&mut tx).await?;
     let notifications = crate::notifications::list(&mut tx, &v.user.id, false, 20).await?;
     let (plan,): (String,) = tx
-        .fetch_one(crate::store::sql("SELECT plan FROM tenants WHERE id = $1").bind(&v.tenant))
+        .fetch_one(scoped("SELECT plan FROM tenants WHERE id = $1"))
         .await?;
     let (used, held) = crate::usage::consumed(&mut tx, Utc::now()).await?;
     tx.commit().await?;

@@ -470,3 +470,84 @@ async fn embeddings_from_an_openai_compatible_server_and_offline() {
     assert_eq!(off.len(), 2);
     assert_eq!(off[0].len(), ocsuite::llm::offline::EMBEDDING_DIMS);
 }
+
+/// An upstream that sends `body` in pieces cut inside every multi-byte character, each
+/// piece flushed on its own, so the server sees the halves of "é", "€" and an emoji
+/// in different network reads.
+async fn splitting_upstream(body: String) -> String {
+    use futures_util::StreamExt as _;
+    let bytes = body.into_bytes();
+    // Cut before every UTF-8 continuation byte: inside each multi-byte character.
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        if i > start && (b & 0b1100_0000) == 0b1000_0000 {
+            pieces.push(bytes[start..i].to_vec());
+            start = i;
+        }
+    }
+    pieces.push(bytes[start..].to_vec());
+    let router = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move || {
+            let pieces = pieces.clone();
+            async move {
+                let stream = futures_util::stream::iter(pieces).then(|p| async move {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    Ok::<_, std::convert::Infallible>(p)
+                });
+                axum::response::Response::builder()
+                    .header("content-type", "text/event-stream")
+                    .body(axum::body::Body::from_stream(stream))
+                    .unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    format!("http://{addr}/v1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn characters_split_across_network_chunks_arrive_intact() {
+    let parts = [
+        "Prix : é",
+        "lève ",
+        "de 10 € ",
+        "dès janvier 🚀",
+        " — 日本語 ok",
+    ];
+    let body = sse_body(
+        &parts
+            .iter()
+            .map(|p| delta(p))
+            .chain([finish()])
+            .collect::<Vec<_>>(),
+        true,
+    );
+    let base = splitting_upstream(body).await;
+    let app = TestApp::start_with(Db::Sqlite, |c| {
+        c.llm_base_url = base;
+        c.llm_api_key = Some(ocsuite::config::Secret::new("sk-test"));
+    })
+    .await
+    .unwrap();
+    let (u, t) = owner(&app, "utf8@x.example").await;
+    let (s, evs) = chat(&app, &u, &t, "cfo", json!({"message": "Prix ?"})).await;
+    assert_eq!(s, StatusCode::OK);
+    let expected: String = parts.concat();
+    let deltas: Vec<&str> = evs
+        .iter()
+        .filter(|(n, _)| n == "delta")
+        .map(|(_, d)| d["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(deltas, parts, "each delta byte-exact: {evs:?}");
+    assert_eq!(text_of(&evs), expected);
+    let conversation = evs[0].1["conversation_id"].as_str().unwrap().to_owned();
+    let d = detail(&app, &u, &t, &conversation).await;
+    assert_eq!(d["messages"][1]["content"], expected.as_str(), "{d}");
+    assert!(!d.to_string().contains('\u{FFFD}'));
+}

@@ -1,0 +1,93 @@
+//! The state every handler shares: configuration and the server's services, each built
+//! once at start (`crate::prepare`). A leaf of the module graph: it names the services'
+//! types, and nothing it names reaches back for it, except built-in modules, which run
+//! in-process with the server's services (`modules::ExecContext`).
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use crate::auth::oidc::OidcVerifier;
+use crate::config::Config;
+use crate::crypto::Crypto;
+use crate::modules::Registry;
+use crate::ops::ratelimit::Limits;
+use crate::realtime::Bus;
+use crate::store::{Backend, Store};
+
+pub struct AppInner {
+    pub config: Config,
+    pub store: Store,
+    pub crypto: Crypto,
+    pub oidc: OidcVerifier,
+    pub limits: Arc<Limits>,
+    /// Built-in modules.
+    pub registry: Arc<Registry>,
+    /// Realtime fan-out to this process's subscribers.
+    pub bus: Arc<Bus>,
+    /// Wakes idle workers of this process when a job may be ready.
+    pub jobs_wake: Arc<crate::queue::Wake>,
+    /// The model gateway (offline when no API key is configured).
+    pub llm: Arc<dyn crate::llm::Provider>,
+    /// Plans, prices and chat rate limits.
+    pub meter: crate::usage::Meter,
+    /// Connector providers and the token vault.
+    pub vault: Arc<crate::connectors::vault::Vault>,
+    /// SMTP delivery for the outbox (unconfigured: messages are held).
+    pub mailer: Arc<crate::notifications::email::Mailer>,
+    /// Each tenant's open tasks, for the cap on queued work.
+    pub open_tasks: crate::tasks::gauge::OpenTasks,
+}
+
+/// Shared state handed to every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<AppInner>);
+
+impl AppState {
+    /// Builds every service from the configuration. A connector provider list or SMTP
+    /// URL that cannot be used is a configuration error (`crate::check_services` reports
+    /// the same at load, before anything starts).
+    pub fn new(
+        config: Config,
+        store: Store,
+        crypto: Crypto,
+        registry: Registry,
+    ) -> Result<Self, String> {
+        let oidc = OidcVerifier::new(config.oidc());
+        let limits = Limits::new(&config);
+        let relay = (store.backend() == Backend::Postgres)
+            .then(|| Arc::new(crate::realtime::relay::Relay::new()));
+        let bus = Arc::new(Bus::new(relay.clone()));
+        let llm = crate::llm::from_config(&config);
+        let meter = crate::usage::Meter::new(&config);
+        let providers = crate::connectors::Providers::from_config(&config)
+            .map_err(|m| format!("OCSUITE_CONNECTOR_PROVIDERS: {m}"))?;
+        let vault = Arc::new(crate::connectors::vault::Vault::new(
+            providers,
+            store.clone(),
+            crypto.clone(),
+        ));
+        let mailer = Arc::new(crate::notifications::email::Mailer::from_config(&config)?);
+        Ok(Self(Arc::new(AppInner {
+            config,
+            store,
+            crypto,
+            oidc,
+            limits,
+            registry: Arc::new(registry),
+            bus,
+            jobs_wake: Arc::new(crate::queue::Wake::new(relay)),
+            llm,
+            meter,
+            vault,
+            mailer,
+            open_tasks: Default::default(),
+        })))
+    }
+}
+
+impl Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}

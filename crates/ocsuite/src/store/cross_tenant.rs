@@ -1,0 +1,344 @@
+//! The SQL that is not one tenant's own, in one place for review:
+//!
+//! * cross-tenant maintenance: the queue's claims and sweeps, retention, connector sync
+//!   scheduling, stale meetings, key rotation. On PostgreSQL these go through the
+//!   SECURITY DEFINER functions of `migrations/postgres` (read them beside this file),
+//!   since row-level security hides every tenant's rows from the runtime role until a
+//!   tenant is set;
+//! * a signed-in user's own view across the tenants they belong to (a [`UserTx`]);
+//! * every statement whose text differs between SQLite and PostgreSQL.
+//!
+//! Everywhere else, SQL on a tenant table is a [`scoped`] query run by a [`TenantTx`]
+//! (`tests/api/sql_scope.rs` checks the source for it), and no domain asks which
+//! database it runs on.
+
+use chrono::{DateTime, Utc};
+
+use super::{Row, Sql, TenantTx, Tx, UserTx, scoped, sql};
+use crate::ids::{TenantId, UserId};
+
+type Result<T> = std::result::Result<T, sqlx::Error>;
+
+// ---- The job queue -------------------------------------------------------------------
+
+/// Whether `queue` has a job ready to run, in any tenant (SQLite's look, as a reader,
+/// before it takes the one writer for a claim).
+pub async fn job_ready(tx: &mut Tx, queue: &str, now: DateTime<Utc>) -> Result<bool> {
+    let ready: Option<(i64,)> = tx
+        .fetch_optional(
+            sql(
+                "SELECT 1 FROM jobs WHERE queue = $1 AND status = 'ready' AND run_at <= $2 LIMIT 1",
+            )
+            .bind(queue)
+            .bind(now),
+        )
+        .await?;
+    Ok(ready.is_some())
+}
+
+/// Claims the next runnable job of a queue in any tenant, honouring paused tenants and
+/// each tenant's concurrency limit. Binds: queue, worker, lease token, now, lease end.
+/// Returns `tenant_id, id, payload, attempts, max_attempts`. On PostgreSQL the claim
+/// also sets `app.tenant_id` to the job's tenant for the rest of the transaction.
+pub fn claim_job(tx: &Tx) -> Sql {
+    if tx.is_postgres() {
+        sql(
+            "SELECT tenant_id, id, payload, attempts, max_attempts FROM ocsuite_claim_job($1, $2, $3, $4, $5)",
+        )
+    } else {
+        sql(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_token = $3, lease_until = $5, worker = $2, updated_at = $4 \
+             WHERE (tenant_id, id) = ( \
+               SELECT c.tenant_id, c.id FROM jobs c \
+                WHERE c.queue = $1 AND c.status = 'ready' AND c.run_at <= $4 \
+                  AND c.tenant_id NOT IN (SELECT t.id FROM tenants t WHERE t.jobs_paused_at IS NOT NULL) \
+                  AND c.tenant_id NOT IN ( \
+                      SELECT r.tenant_id FROM jobs r JOIN tenants t ON t.id = r.tenant_id \
+                       WHERE r.status = 'running' \
+                       GROUP BY r.tenant_id, t.job_concurrency \
+                      HAVING count(*) >= t.job_concurrency) \
+                ORDER BY c.priority DESC, c.run_at, c.id LIMIT 1) \
+             RETURNING tenant_id, id, payload, attempts, max_attempts",
+        )
+    }
+}
+
+/// Jobs of any tenant whose lease ran out before `now`: `(tenant_id, id)`.
+pub async fn expired_leases(
+    tx: &mut Tx,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<(String, String)>> {
+    let q = if tx.is_postgres() {
+        sql("SELECT tenant_id, id FROM ocsuite_expired_leases($1, $2)")
+    } else {
+        sql(
+            "SELECT tenant_id, id FROM jobs WHERE status = 'running' AND lease_until < $1 ORDER BY lease_until LIMIT $2",
+        )
+    };
+    tx.fetch_all(q.bind(now).bind(limit)).await
+}
+
+/// Job counts by queue and status across tenants: `(queue, status, count)`.
+pub async fn queue_depths(tx: &mut Tx) -> Result<Vec<(String, String, i64)>> {
+    let q = if tx.is_postgres() {
+        sql("SELECT queue, status, jobs FROM ocsuite_queue_depths()")
+    } else {
+        sql("SELECT queue, status, count(*) FROM jobs GROUP BY queue, status")
+    };
+    tx.fetch_all(q).await
+}
+
+// ---- Retention and sweeps ------------------------------------------------------------
+
+/// Deletes realtime events older than `before`; returns how many.
+pub async fn prune_events(tx: &mut Tx, before: DateTime<Utc>) -> Result<u64> {
+    if tx.is_postgres() {
+        let (n,): (i64,) = tx
+            .fetch_one(sql("SELECT ocsuite_prune_events($1)").bind(before))
+            .await?;
+        return Ok(n.max(0) as u64);
+    }
+    // Ids follow creation time: everything below the first id that is recent enough
+    // goes, found by walking the old events in id order (no index on created_at).
+    tx.execute(
+        sql("DELETE FROM events WHERE id < COALESCE( \
+               (SELECT e.id FROM events e WHERE e.created_at >= $1 ORDER BY e.id LIMIT 1), \
+               (SELECT max(e.id) + 1 FROM events e))")
+        .bind(before),
+    )
+    .await
+}
+
+/// Deletes OAuth authorization states that expired before `now`; returns how many.
+pub async fn prune_oauth_states(tx: &mut Tx, now: DateTime<Utc>) -> Result<u64> {
+    if tx.is_postgres() {
+        let (n,): (i64,) = tx
+            .fetch_one(sql("SELECT ocsuite_prune_oauth_states($1)").bind(now))
+            .await?;
+        return Ok(n.max(0) as u64);
+    }
+    tx.execute(sql("DELETE FROM oauth_states WHERE expires_at < $1").bind(now))
+        .await
+}
+
+/// Connections of any tenant due for a sync (none queued, last sync before `cutoff`):
+/// `(tenant_id, id)`.
+pub async fn connectors_due(
+    tx: &mut Tx,
+    cutoff: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<(String, String)>> {
+    let q = if tx.is_postgres() {
+        sql("SELECT tenant_id, id FROM ocsuite_connectors_due($1, $2)")
+    } else {
+        sql(
+            "SELECT tenant_id, id FROM connectors WHERE sync_job_id IS NULL AND status IN ('connected', 'error') \
+             AND last_refresh_at IS NOT NULL AND (last_sync_at IS NULL OR last_sync_at < $1) ORDER BY last_sync_at LIMIT $2",
+        )
+    };
+    tx.fetch_all(q.bind(cutoff).bind(limit)).await
+}
+
+/// Marks meetings of any tenant still `running` since before `before` as failed (a
+/// stopped server cut them off); returns how many.
+pub async fn fail_stale_meetings(
+    tx: &mut Tx,
+    before: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    if tx.is_postgres() {
+        let (n,): (i64,) = tx
+            .fetch_one(
+                sql("SELECT ocsuite_fail_stale_meetings($1, $2)")
+                    .bind(before)
+                    .bind(now),
+            )
+            .await?;
+        return Ok(n.max(0) as u64);
+    }
+    tx.execute(
+        sql("UPDATE meetings SET status = 'failed', finished_at = $2, \
+             error = 'interrupted: the server stopped while the meeting ran' \
+             WHERE status = 'running' AND created_at < $1")
+        .bind(before)
+        .bind(now),
+    )
+    .await
+}
+
+// ---- Key rotation (run as the schema owner) ------------------------------------------
+
+/// Up to 200 tenant secrets still under a key version below `version`:
+/// `tenant_id, id, purpose, ciphertext`.
+pub async fn secrets_below<T: Row>(tx: &mut Tx, version: i64) -> Result<Vec<T>> {
+    tx.fetch_all(
+        sql("SELECT tenant_id, id, purpose, ciphertext FROM tenant_secrets WHERE key_version < $1 ORDER BY tenant_id, id LIMIT 200")
+            .bind(version),
+    )
+    .await
+}
+
+/// Swaps one tenant secret's ciphertext for its re-encryption, only if it still holds
+/// `old` (a concurrent write wins); returns the rows changed (0 or 1).
+pub async fn reencrypt_secret(
+    tx: &mut Tx,
+    tenant: &TenantId,
+    id: &str,
+    old: Vec<u8>,
+    new: Vec<u8>,
+    version: i64,
+) -> Result<u64> {
+    tx.execute(
+        sql(
+            "UPDATE tenant_secrets SET ciphertext = $1, key_version = $2, updated_at = $3 \
+             WHERE tenant_id = $4 AND id = $5 AND ciphertext = $6",
+        )
+        .bind(new)
+        .bind(version)
+        .bind(Utc::now())
+        .bind(tenant)
+        .bind(id)
+        .bind(old),
+    )
+    .await
+}
+
+// ---- A user's own view across tenants ------------------------------------------------
+
+/// `user`'s role in `tenant` (`None`: not a member) and whether the tenant exists, in
+/// one round trip outside any transaction. On PostgreSQL through
+/// `ocsuite_member_role`, since row-level security hides memberships until a tenant or
+/// user scope is set.
+pub async fn member_role(
+    tx: &mut Tx,
+    tenant: &TenantId,
+    user: &UserId,
+) -> Result<(Option<String>, bool)> {
+    if tx.is_postgres() {
+        return tx
+            .fetch_one(
+                sql("SELECT role, tenant_exists FROM ocsuite_member_role($1, $2)")
+                    .bind(tenant)
+                    .bind(user),
+            )
+            .await;
+    }
+    let role: Option<(String,)> = tx
+        .fetch_optional(
+            sql("SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2")
+                .bind(tenant)
+                .bind(user),
+        )
+        .await?;
+    if let Some((r,)) = role {
+        return Ok((Some(r), true));
+    }
+    let found: Option<(String,)> = tx
+        .fetch_optional(sql("SELECT id FROM tenants WHERE id = $1").bind(tenant))
+        .await?;
+    Ok((None, found.is_some()))
+}
+
+/// The tenants of the user of `tx`, oldest first:
+/// `id, name, profile, created_at, updated_at, role`.
+pub async fn user_tenants<T: Row>(tx: &mut UserTx) -> Result<Vec<T>> {
+    let user = tx.user_id().clone();
+    tx.fetch_all(
+        sql(
+            "SELECT t.id, t.name, t.profile, t.created_at, t.updated_at, m.role \
+             FROM memberships m JOIN tenants t ON t.id = m.tenant_id \
+             WHERE m.user_id = $1 ORDER BY t.created_at",
+        )
+        .bind(&user),
+    )
+    .await
+}
+
+/// The memberships of the user of `tx`, in the order they joined:
+/// `tenant_id, tenant_name, role`.
+pub async fn user_memberships<T: Row>(tx: &mut UserTx) -> Result<Vec<T>> {
+    let user = tx.user_id().clone();
+    tx.fetch_all(
+        sql("SELECT m.tenant_id, t.name AS tenant_name, m.role FROM memberships m JOIN tenants t ON t.id = m.tenant_id \
+             WHERE m.user_id = $1 ORDER BY m.created_at")
+        .bind(&user),
+    )
+    .await
+}
+
+/// The role of the user of `tx` in `tenant`, if they are a member.
+pub async fn user_role_in(tx: &mut UserTx, tenant: &TenantId) -> Result<Option<String>> {
+    let user = tx.user_id().clone();
+    let row: Option<(String,)> = tx
+        .fetch_optional(
+            sql("SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2")
+                .bind(tenant)
+                .bind(&user),
+        )
+        .await?;
+    Ok(row.map(|(r,)| r))
+}
+
+// ---- One tenant's statements that differ by database ---------------------------------
+
+/// The tenant's plan, locking its row until the transaction ends on PostgreSQL
+/// (`FOR NO KEY UPDATE`: the foreign-key checks of rows the transaction inserts hold
+/// `KEY SHARE` on the same row, and `FOR UPDATE` would deadlock two concurrent chats).
+/// SQLite serialises writers already.
+pub fn plan_for_update(tx: &TenantTx) -> Sql {
+    if tx.is_postgres() {
+        scoped("SELECT plan FROM tenants WHERE id = $1 FOR NO KEY UPDATE")
+    } else {
+        scoped("SELECT plan FROM tenants WHERE id = $1")
+    }
+}
+
+/// Adds usage lines to the tenant's ledger. Binds: day (`YYYY-MM-DD`), then a JSON array
+/// of `{persona, model, n, pt, ct, cost}`. `WHERE true` keeps SQLite from reading
+/// `ON CONFLICT` as part of the join.
+pub fn add_usage(tx: &TenantTx) -> Sql {
+    if tx.is_postgres() {
+        scoped(
+            "INSERT INTO usage_ledger (tenant_id, day, persona, model, requests, prompt_tokens, completion_tokens, cost_micros) \
+             SELECT $1, $2, value->>'persona', value->>'model', CAST(value->>'n' AS BIGINT), CAST(value->>'pt' AS BIGINT), \
+                    CAST(value->>'ct' AS BIGINT), CAST(value->>'cost' AS BIGINT) FROM json_array_elements(CAST($3 AS json)) WHERE true \
+             ON CONFLICT (tenant_id, day, persona, model) DO UPDATE SET requests = usage_ledger.requests + excluded.requests, \
+               prompt_tokens = usage_ledger.prompt_tokens + excluded.prompt_tokens, \
+               completion_tokens = usage_ledger.completion_tokens + excluded.completion_tokens, \
+               cost_micros = usage_ledger.cost_micros + excluded.cost_micros",
+        )
+    } else {
+        scoped(
+            "INSERT INTO usage_ledger (tenant_id, day, persona, model, requests, prompt_tokens, completion_tokens, cost_micros) \
+             SELECT $1, $2, value->>'persona', value->>'model', CAST(value->>'n' AS BIGINT), CAST(value->>'pt' AS BIGINT), \
+                    CAST(value->>'ct' AS BIGINT), CAST(value->>'cost' AS BIGINT) FROM json_each($3) WHERE true \
+             ON CONFLICT (tenant_id, day, persona, model) DO UPDATE SET requests = usage_ledger.requests + excluded.requests, \
+               prompt_tokens = usage_ledger.prompt_tokens + excluded.prompt_tokens, \
+               completion_tokens = usage_ledger.completion_tokens + excluded.completion_tokens, \
+               cost_micros = usage_ledger.cost_micros + excluded.cost_micros",
+        )
+    }
+}
+
+/// Inserts a meeting's turns in one statement. Binds: meeting id, created_at, then a
+/// JSON array of `{seq, persona, round, content, status, error, model, pt, ct, ms}`.
+pub fn add_meeting_turns(tx: &TenantTx) -> Sql {
+    if tx.is_postgres() {
+        scoped(
+            "INSERT INTO meeting_turns (tenant_id, meeting_id, seq, persona, round, content, status, error, model, \
+             prompt_tokens, completion_tokens, latency_ms, created_at) \
+             SELECT $1, $2, CAST(value->>'seq' AS BIGINT), value->>'persona', CAST(value->>'round' AS BIGINT), value->>'content', \
+                    value->>'status', value->>'error', value->>'model', CAST(value->>'pt' AS BIGINT), CAST(value->>'ct' AS BIGINT), \
+                    CAST(value->>'ms' AS BIGINT), $3 FROM json_array_elements(CAST($4 AS json))",
+        )
+    } else {
+        scoped(
+            "INSERT INTO meeting_turns (tenant_id, meeting_id, seq, persona, round, content, status, error, model, \
+             prompt_tokens, completion_tokens, latency_ms, created_at) \
+             SELECT $1, $2, CAST(value->>'seq' AS BIGINT), value->>'persona', CAST(value->>'round' AS BIGINT), value->>'content', \
+                    value->>'status', value->>'error', value->>'model', CAST(value->>'pt' AS BIGINT), CAST(value->>'ct' AS BIGINT), \
+                    CAST(value->>'ms' AS BIGINT), $3 FROM json_each($4)",
+        )
+    }
+}
