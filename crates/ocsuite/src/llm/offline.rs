@@ -3,10 +3,18 @@
 //! It answers deterministically from what the prompt already holds: the persona's
 //! guidance (the bullet lists under the `## …` headings the prompt builder writes), the
 //! company profile and the user's last message. The answer is useful as a checklist and
-//! always says, first, that no model is configured and how to configure one. The same
-//! input gives the same output, so tests can assert on it.
+//! always says, first, that no model is configured; a chat answer and a meeting's
+//! synthesis also say how to configure one. The same input gives the same output, so
+//! tests can assert on it.
+//!
+//! It is a newcomer's first impression, so it reads like a short answer, never like
+//! its prompt: a board meeting's prompt is parsed ([`crate::board::prompts::read`]) for
+//! its phase, agenda and speakers rather than quoted; the user's words are quoted whole
+//! up to a word boundary ([`clip`]); lists are Markdown lists the web app renders.
 
 use tokio::sync::mpsc;
+
+use crate::board::prompts::Ask;
 
 use super::{
     ChatMessage, ChatRequest, Provider, Role, StreamEvent, Usage, estimate_prompt_tokens,
@@ -16,7 +24,7 @@ use super::{
 pub struct Offline;
 
 /// The first line of every offline answer.
-pub const NOTICE: &str = "(Offline mode: no language model is configured, so this answer is assembled from my playbook, not generated. To get real answers, set OCSUITE_LLM_API_KEY — plus OCSUITE_LLM_BASE_URL and OCSUITE_LLM_MODEL for a server other than Fireworks — and restart.)";
+pub const NOTICE: &str = "(Offline mode: no language model is configured, so this answer is assembled from my playbook, not generated. For real answers, set `OCSUITE_LLM_API_KEY` (plus `OCSUITE_LLM_BASE_URL` and `OCSUITE_LLM_MODEL` for a server other than Fireworks) and restart.)";
 
 /// Dimensions of the offline embeddings.
 pub const EMBEDDING_DIMS: usize = 256;
@@ -100,7 +108,9 @@ impl Provider for Offline {
     }
 }
 
-/// Bullets (`- …`) under the heading `## {heading}` in `text`.
+/// Bullets (`- …`) under the heading `## {heading}` in `text`. A `## ` heading or a
+/// `<…>` block marker ends a section, so tenant text in a later block never reads as
+/// part of the profile.
 fn section<'a>(text: &'a str, heading: &str) -> Vec<&'a str> {
     let mut out = Vec::new();
     let mut inside = false;
@@ -109,6 +119,10 @@ fn section<'a>(text: &'a str, heading: &str) -> Vec<&'a str> {
         if let Some(h) = t.strip_prefix("## ") {
             // "Current figures (computed by …)" is found as "Current figures".
             inside = h.to_lowercase().starts_with(&heading.to_lowercase());
+            continue;
+        }
+        if t.starts_with('<') {
+            inside = false;
             continue;
         }
         if inside && let Some(b) = t.strip_prefix("- ") {
@@ -140,6 +154,102 @@ fn pick<'a>(bullets: &[&'a str], question: &str, n: usize) -> Vec<&'a str> {
     scored.into_iter().take(n).map(|(_, _, b)| b).collect()
 }
 
+/// `text`'s first non-empty line, at most `max` characters, cut at a word boundary and
+/// marked with "…": a quote of the user's words never ends mid-word, and never spills
+/// a long question or agenda into the answer.
+pub fn clip(text: &str, max: usize) -> String {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let line = lines.next().unwrap_or("");
+    let more = lines.next().is_some();
+    if line.chars().count() <= max {
+        let complete = line.ends_with(['.', '?', '!', ':']);
+        return if more && !complete {
+            format!("{line}…")
+        } else {
+            line.to_owned()
+        };
+    }
+    // One character past the limit, so a word ending exactly at it is kept whole.
+    let head: String = line.chars().take(max + 1).collect();
+    let cut = match head.rfind(char::is_whitespace) {
+        Some(i) if i > 0 => &head[..i],
+        // One word longer than the limit: nothing to cut at but the limit.
+        _ => &head[..head.char_indices().nth(max).map_or(head.len(), |(i, _)| i)],
+    };
+    format!(
+        "{}…",
+        cut.trim_end_matches(|c: char| c.is_whitespace() || ",;:-–—(".contains(c))
+    )
+}
+
+/// The full stop after a closing quote, unless the quote already ends a sentence.
+fn full_stop(quote: &str) -> &'static str {
+    if quote.ends_with(['?', '!', '.']) {
+        ""
+    } else {
+        "."
+    }
+}
+
+/// Appends `head` and `items` as a Markdown list, or nothing when there are none.
+fn list(out: &mut String, head: &str, items: &[&str]) {
+    if !items.is_empty() {
+        out.push_str(&format!("\n{head}\n"));
+        for i in items {
+            out.push_str(&format!("- {i}\n"));
+        }
+    }
+}
+
+/// "the CEO", "the CEO and the CMO", "the CEO, the CFO and the CMO".
+fn names(names: &[String]) -> String {
+    let the: Vec<String> = names.iter().map(|n| format!("the {n}")).collect();
+    match the.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+/// What an offline answer uses from a persona's system prompt.
+struct Playbook<'a> {
+    /// `Chief Financial Officer (CFO)`.
+    role: &'a str,
+    company: Option<&'a str>,
+    /// The profile bullets other than the name.
+    profile: Vec<&'a str>,
+    figures: Vec<&'a str>,
+    think: Vec<&'a str>,
+    metrics: Vec<&'a str>,
+    asks: Vec<&'a str>,
+}
+
+impl<'a> Playbook<'a> {
+    fn read(system: &'a str) -> Self {
+        let role = system
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Your role: "))
+            .unwrap_or("advisor");
+        let all = section(system, "Company profile");
+        Playbook {
+            role,
+            company: all.iter().find_map(|b| b.strip_prefix("Name: ")),
+            profile: all
+                .into_iter()
+                .filter(|b| !b.starts_with("Name: "))
+                .collect(),
+            figures: section(system, "Current figures"),
+            think: section(system, "How you think"),
+            metrics: section(system, "Metrics you watch"),
+            asks: section(system, "Questions you ask"),
+        }
+    }
+
+    fn company(&self) -> &'a str {
+        self.company.unwrap_or("the company")
+    }
+}
+
 fn compose(messages: &[ChatMessage]) -> String {
     let system: String = messages
         .iter()
@@ -152,57 +262,162 @@ fn compose(messages: &[ChatMessage]) -> String {
         .rev()
         .find(|m| m.role == Role::User)
         .map_or("", |m| m.content.as_str());
-    let title = system
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Your role: "))
-        .unwrap_or("advisor");
-    let company = section(&system, "Company profile");
-    let figures = pick(&section(&system, "Current figures"), question, 4);
-    let focus = pick(&section(&system, "How you think"), question, 3);
-    let metrics = pick(&section(&system, "Metrics you watch"), question, 3);
-    let asks = pick(&section(&system, "Questions you ask"), question, 3);
-    let earlier = messages
-        .iter()
-        .filter(|m| m.role == Role::User)
-        .count()
-        .saturating_sub(1);
-
-    let mut out = String::new();
-    out.push_str(NOTICE);
-    out.push_str("\n\n");
-    let q: String = question.chars().take(200).collect();
-    out.push_str(&format!(
-        "As your {title}, here is how I would approach \"{}\".\n",
-        q.trim()
-    ));
-    if !company.is_empty() {
-        out.push_str(&format!(
-            "\nWhat I know about the company: {}.\n",
-            company.join("; ")
-        ));
-    }
-    if earlier > 0 {
-        out.push_str(&format!(
-            "(This builds on the {earlier} earlier question(s) in this conversation.)\n"
-        ));
-    }
-    let list = |out: &mut String, head: &str, items: &[&str]| {
-        if !items.is_empty() {
-            out.push_str(&format!("\n{head}\n"));
-            for i in items {
-                out.push_str(&format!("- {i}\n"));
-            }
+    let book = Playbook::read(&system);
+    // A board meeting's prompt is read for what it asks, never quoted.
+    match crate::board::prompts::read(question) {
+        Some(Ask::Position { agenda }) => position(&book, &agenda),
+        Some(Ask::Response { agenda, others }) => response(&book, &agenda, &others),
+        Some(Ask::Synthesis {
+            agenda,
+            speakers,
+            absent,
+        }) => synthesis(&book, &agenda, &speakers, &absent),
+        None => {
+            let earlier = messages
+                .iter()
+                .filter(|m| m.role == Role::User)
+                .count()
+                .saturating_sub(1);
+            chat(&book, question, earlier)
         }
-    };
+    }
+}
+
+/// A chat answer: the question, what is known about the company (first answer only),
+/// and the playbook bullets that share the most words with the question.
+fn chat(book: &Playbook, question: &str, earlier: usize) -> String {
+    let q = clip(question, 120);
+    let mut out = format!(
+        "{NOTICE}\n\nAs your {}, here is how I would approach \"{q}\"{}",
+        book.role,
+        full_stop(&q)
+    );
+    match earlier {
+        0 => {}
+        1 => out.push_str(" This builds on the 1 earlier question in this conversation."),
+        n => out.push_str(&format!(
+            " This builds on the {n} earlier questions in this conversation."
+        )),
+    }
+    out.push('\n');
+    if earlier == 0 && !book.profile.is_empty() {
+        let head = format!("What I know about {}:", book.company());
+        list(&mut out, &head, &book.profile[..book.profile.len().min(5)]);
+    }
     list(
         &mut out,
         "The company's current figures that bear on this:",
-        &figures,
+        &pick(&book.figures, question, 4),
     );
-    list(&mut out, "How I would think about it:", &focus);
-    list(&mut out, "Numbers I would look at first:", &metrics);
-    list(&mut out, "Questions for you before deciding:", &asks);
+    list(
+        &mut out,
+        "How I would think about it:",
+        &pick(&book.think, question, 3),
+    );
+    list(
+        &mut out,
+        "Numbers I would look at first:",
+        &pick(&book.metrics, question, 2),
+    );
+    list(
+        &mut out,
+        "Questions for you before deciding:",
+        &pick(&book.asks, question, 2),
+    );
     out
+}
+
+/// A member's turn starts with this; the chair's synthesis says how to configure a model.
+pub const TURN_NOTICE: &str = "(Offline mode: a playbook answer, not generated.)";
+
+/// The first paragraph of an offline meeting's synthesis.
+pub const MEETING_NOTICE: &str = "(Offline mode: no language model is configured, so this meeting was assembled from the officers' playbooks, not generated. For a real discussion, set `OCSUITE_LLM_API_KEY` (plus `OCSUITE_LLM_BASE_URL` and `OCSUITE_LLM_MODEL` for a server other than Fireworks) and restart.)";
+
+/// Round 1: a recommendation, the reasons from this seat, and the main risk.
+fn position(book: &Playbook, agenda: &str) -> String {
+    let mut out = format!(
+        "{TURN_NOTICE}\n\nAs {}, I recommend we decide \"{}\" on {}'s own numbers, and only once the checks below are done.\n",
+        book.role,
+        clip(agenda, 100),
+        book.company()
+    );
+    let think = pick(&book.think, agenda, 2);
+    if think.is_empty() {
+        out.push_str("\nOffline I have no playbook of my own to draw on; a configured model would answer from my brief.\n");
+    }
+    list(&mut out, "What matters most from my seat:", &think);
+    let figures = pick(&book.figures, agenda, 3);
+    if figures.is_empty() {
+        list(
+            &mut out,
+            "What I would measure first:",
+            &pick(&book.metrics, agenda, 2),
+        );
+    } else {
+        list(&mut out, "The figures I would start from:", &figures);
+    }
+    if let Some(ask) = pick(&book.asks, agenda, 1).first() {
+        out.push_str(&format!(
+            "\n**Main risk:** deciding before we can answer \"{ask}\"\n"
+        ));
+    }
+    out
+}
+
+/// Round 2: whom the member heard, and what they still need answered.
+fn response(book: &Playbook, agenda: &str, others: &[String]) -> String {
+    let heard = if others.is_empty() {
+        "No other member's position reached me".to_owned()
+    } else {
+        format!("Having heard {}", names(others))
+    };
+    let mut out = format!(
+        "{TURN_NOTICE}\n\n{heard}, I hold my position: we agree that deciding \"{}\" needs each seat's checks, and I would not support it before these are answered.\n",
+        clip(agenda, 100)
+    );
+    // The questions after the one round 1 named as the main risk.
+    let asks = pick(&book.asks, agenda, 3);
+    list(
+        &mut out,
+        "What I still need to know:",
+        asks.get(1..).unwrap_or(&[]),
+    );
+    out
+}
+
+/// The chair's close, under the headings the real prompt asks for, as bold labels.
+fn synthesis(book: &Playbook, agenda: &str, speakers: &[String], absent: &[String]) -> String {
+    let mut out = format!(
+        "{MEETING_NOTICE}\n\n**Decision:** no final decision on \"{}\" yet. Each member checks it against {}'s own numbers from their seat and reports back within a week.\n\n\
+         **Dissent:** none recorded; offline, the positions are playbook checklists, not arguments.\n",
+        clip(agenda, 100),
+        book.company()
+    );
+    let mut risks = vec!["Deciding before the figures each member asked for are in.".to_owned()];
+    if !absent.is_empty() {
+        risks.push(format!(
+            "{} could not take part, so that view is missing.",
+            capitalised(&names(absent))
+        ));
+    }
+    let risks: Vec<&str> = risks.iter().map(String::as_str).collect();
+    list(&mut out, "**Risks:**", &risks);
+    let steps: Vec<String> = speakers
+        .iter()
+        .map(|s| {
+            format!("{s}: work through the checks in their position and report back to the board.")
+        })
+        .collect();
+    let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
+    list(&mut out, "**Next steps:**", &steps);
+    out
+}
+
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -247,10 +462,130 @@ mod tests {
         assert!(a.starts_with(NOTICE));
         assert!(a.contains("As your Chief Financial Officer (CFO)"));
         assert!(a.contains("Runway in months"));
-        assert!(a.contains("Name: Acme; Industry: retail"));
+        assert!(
+            a.contains("What I know about Acme:\n- Industry: retail\n"),
+            "{a}"
+        );
+        assert!(!a.contains("Name: Acme"), "{a}");
         // The runway bullet outranks the pricing one for a runway question.
         let think = a.find("Cash is oxygen").unwrap();
         let price = a.find("Price for value").unwrap();
         assert!(think < price);
+    }
+
+    const CFO: &str = "Your role: Chief Financial Officer (CFO)\n## How you think\n- Cash is oxygen: protect runway first\n- Price for value\n## Metrics you watch\n- Monthly burn rate\n- Gross margin\n## Questions you ask\n- What does this do to runway?\n- What is the payback period?\n- Can we survive the downside?\n<company_data>\n## Company profile\n- Name: Acme\n- Industry: retail\n</company_data>\n<company_instructions>\n- Report in EUR\n</company_instructions>\n";
+
+    fn answer(user: &str) -> String {
+        compose(&[
+            ChatMessage::new(Role::System, CFO),
+            ChatMessage::new(Role::User, user),
+        ])
+    }
+
+    /// No block marker, no prompt heading, and every quote ends on a whole word.
+    fn assert_clean(text: &str, words_of: &str) {
+        assert!(!text.contains('<') && !text.contains("###"), "{text}");
+        for quote in text.split('"').skip(1).step_by(2) {
+            let last = quote
+                .trim_end_matches(['…', '?', '.'])
+                .rsplit(' ')
+                .next()
+                .unwrap_or("");
+            assert!(
+                words_of
+                    .split_whitespace()
+                    .any(|w| w.trim_end_matches(['?', '.', ',']) == last)
+                    || CFO.contains(quote),
+                "{quote:?} ends mid-word in {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn clips_at_word_boundaries() {
+        assert_eq!(
+            clip("Should we raise prices?", 100),
+            "Should we raise prices?"
+        );
+        assert_eq!(
+            clip("Should we raise prices by 10% in January?", 24),
+            "Should we raise prices…"
+        );
+        assert_eq!(clip("one two", 3), "one…");
+        assert_eq!(clip("abcdefgh", 3), "abc…");
+        assert_eq!(clip("\n  Hire?\nMore detail", 50), "Hire?");
+        assert_eq!(clip("Hire two people\nor one", 50), "Hire two people…");
+        assert_eq!(clip("ünïcödé wörds hère", 9), "ünïcödé…");
+    }
+
+    #[test]
+    fn tenant_blocks_do_not_read_as_the_profile() {
+        let a = answer("What about prices?");
+        assert!(!a.contains("Report in EUR"), "{a}");
+    }
+
+    #[test]
+    fn meeting_turns_read_as_prose_not_as_their_prompt() {
+        use crate::board::prompts::{self, Seat};
+        let seat = |s: &str| Seat {
+            slug: s.into(),
+            name: s.to_uppercase(),
+            title: format!("Chief {s}"),
+        };
+        let board = [seat("ceo"), seat("cfo"), seat("cmo")];
+        let agenda = "Should we raise prices by 10% in January, given that our biggest customers renew their contracts in the spring and churn has been rising?";
+        let p = answer(&prompts::position(
+            agenda,
+            Some("Context."),
+            &board,
+            &board[1],
+        ));
+        assert!(p.starts_with(TURN_NOTICE), "{p}");
+        assert!(
+            p.contains("\n- Price for value\n") || p.contains("\n- Cash is oxygen"),
+            "{p}"
+        );
+        assert!(p.contains("**Main risk:**"), "{p}");
+        assert_clean(&p, agenda);
+        let r = answer(&prompts::response(
+            agenda,
+            &board[1],
+            &[(board[0].clone(), p.clone()), (board[2].clone(), p.clone())],
+        ));
+        assert!(r.contains("Having heard the CEO and the CMO"), "{r}");
+        assert!(r.contains("\n- "), "{r}");
+        assert_clean(&r, agenda);
+        let s = answer(&prompts::synthesis(
+            agenda,
+            None,
+            &[
+                (board[0].clone(), 1, p.clone()),
+                (board[1].clone(), 1, p.clone()),
+                (board[0].clone(), 2, r.clone()),
+            ],
+            &[board[2].clone()],
+        ));
+        assert!(s.starts_with(MEETING_NOTICE), "{s}");
+        assert!(s.contains("OCSUITE_LLM_API_KEY"));
+        assert_eq!(s.matches("Offline mode").count(), 1, "{s}");
+        assert!(
+            s.contains("\n- CEO: ") && s.contains("\n- CFO: ") && !s.contains("- CMO:"),
+            "{s}"
+        );
+        assert!(s.contains("The CMO could not take part"), "{s}");
+        assert_clean(&s, agenda);
+        assert_eq!(
+            s,
+            answer(&prompts::synthesis(
+                agenda,
+                None,
+                &[
+                    (board[0].clone(), 1, p.clone()),
+                    (board[1].clone(), 1, p),
+                    (board[0].clone(), 2, r)
+                ],
+                &[board[2].clone()],
+            ))
+        );
     }
 }
