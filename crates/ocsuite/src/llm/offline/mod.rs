@@ -16,6 +16,9 @@ use tokio::sync::mpsc;
 
 use crate::board::prompts::Ask;
 
+mod meeting;
+pub use meeting::{MEETING_NOTICE, TURN_NOTICE};
+
 use super::{
     ChatMessage, ChatRequest, Provider, Role, StreamEvent, Usage, estimate_prompt_tokens,
     estimate_tokens,
@@ -154,6 +157,17 @@ fn pick<'a>(bullets: &[&'a str], question: &str, n: usize) -> Vec<&'a str> {
     scored.into_iter().take(n).map(|(_, _, b)| b).collect()
 }
 
+/// Like [`pick`], but only bullets sharing at least one word with `question`.
+fn relevant<'a>(bullets: &[&'a str], question: &str, n: usize) -> Vec<&'a str> {
+    let q = words(question);
+    let hits: Vec<&str> = bullets
+        .iter()
+        .copied()
+        .filter(|b| words(b).iter().any(|w| q.contains(w)))
+        .collect();
+    pick(&hits, question, n)
+}
+
 /// `text`'s first non-empty line, at most `max` characters, cut at a word boundary and
 /// marked with "…": a quote of the user's words never ends mid-word, and never spills
 /// a long question or agenda into the answer.
@@ -201,16 +215,6 @@ fn list(out: &mut String, head: &str, items: &[&str]) {
     }
 }
 
-/// "the CEO", "the CEO and the CMO", "the CEO, the CFO and the CMO".
-fn names(names: &[String]) -> String {
-    let the: Vec<String> = names.iter().map(|n| format!("the {n}")).collect();
-    match the.split_last() {
-        None => String::new(),
-        Some((last, [])) => last.clone(),
-        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
-    }
-}
-
 /// What an offline answer uses from a persona's system prompt.
 struct Playbook<'a> {
     /// `Chief Financial Officer (CFO)`.
@@ -234,9 +238,10 @@ impl<'a> Playbook<'a> {
         Playbook {
             role,
             company: all.iter().find_map(|b| b.strip_prefix("Name: ")),
+            // The name heads the list; the currency shows in the figures.
             profile: all
                 .into_iter()
-                .filter(|b| !b.starts_with("Name: "))
+                .filter(|b| !b.starts_with("Name: ") && !b.starts_with("Currency: "))
                 .collect(),
             figures: section(system, "Current figures"),
             think: section(system, "How you think"),
@@ -265,13 +270,13 @@ fn compose(messages: &[ChatMessage]) -> String {
     let book = Playbook::read(&system);
     // A board meeting's prompt is read for what it asks, never quoted.
     match crate::board::prompts::read(question) {
-        Some(Ask::Position { agenda }) => position(&book, &agenda),
-        Some(Ask::Response { agenda, others }) => response(&book, &agenda, &others),
+        Some(Ask::Position { agenda }) => meeting::position(&book, &agenda),
+        Some(Ask::Response { agenda, others }) => meeting::response(&book, &agenda, &others),
         Some(Ask::Synthesis {
             agenda,
             speakers,
             absent,
-        }) => synthesis(&book, &agenda, &speakers, &absent),
+        }) => meeting::synthesis(&book, &agenda, &speakers, &absent),
         None => {
             let earlier = messages
                 .iter()
@@ -327,99 +332,6 @@ fn chat(book: &Playbook, question: &str, earlier: usize) -> String {
     out
 }
 
-/// A member's turn starts with this; the chair's synthesis says how to configure a model.
-pub const TURN_NOTICE: &str = "(Offline mode: a playbook answer, not generated.)";
-
-/// The first paragraph of an offline meeting's synthesis.
-pub const MEETING_NOTICE: &str = "(Offline mode: no language model is configured, so this meeting was assembled from the officers' playbooks, not generated. For a real discussion, set `OCSUITE_LLM_API_KEY` (plus `OCSUITE_LLM_BASE_URL` and `OCSUITE_LLM_MODEL` for a server other than Fireworks) and restart.)";
-
-/// Round 1: a recommendation, the reasons from this seat, and the main risk.
-fn position(book: &Playbook, agenda: &str) -> String {
-    let mut out = format!(
-        "{TURN_NOTICE}\n\nAs {}, I recommend we decide \"{}\" on {}'s own numbers, and only once the checks below are done.\n",
-        book.role,
-        clip(agenda, 100),
-        book.company()
-    );
-    let think = pick(&book.think, agenda, 2);
-    if think.is_empty() {
-        out.push_str("\nOffline I have no playbook of my own to draw on; a configured model would answer from my brief.\n");
-    }
-    list(&mut out, "What matters most from my seat:", &think);
-    let figures = pick(&book.figures, agenda, 3);
-    if figures.is_empty() {
-        list(
-            &mut out,
-            "What I would measure first:",
-            &pick(&book.metrics, agenda, 2),
-        );
-    } else {
-        list(&mut out, "The figures I would start from:", &figures);
-    }
-    if let Some(ask) = pick(&book.asks, agenda, 1).first() {
-        out.push_str(&format!(
-            "\n**Main risk:** deciding before we can answer \"{ask}\"\n"
-        ));
-    }
-    out
-}
-
-/// Round 2: whom the member heard, and what they still need answered.
-fn response(book: &Playbook, agenda: &str, others: &[String]) -> String {
-    let heard = if others.is_empty() {
-        "No other member's position reached me".to_owned()
-    } else {
-        format!("Having heard {}", names(others))
-    };
-    let mut out = format!(
-        "{TURN_NOTICE}\n\n{heard}, I hold my position: we agree that deciding \"{}\" needs each seat's checks, and I would not support it before these are answered.\n",
-        clip(agenda, 100)
-    );
-    // The questions after the one round 1 named as the main risk.
-    let asks = pick(&book.asks, agenda, 3);
-    list(
-        &mut out,
-        "What I still need to know:",
-        asks.get(1..).unwrap_or(&[]),
-    );
-    out
-}
-
-/// The chair's close, under the headings the real prompt asks for, as bold labels.
-fn synthesis(book: &Playbook, agenda: &str, speakers: &[String], absent: &[String]) -> String {
-    let mut out = format!(
-        "{MEETING_NOTICE}\n\n**Decision:** no final decision on \"{}\" yet. Each member checks it against {}'s own numbers from their seat and reports back within a week.\n\n\
-         **Dissent:** none recorded; offline, the positions are playbook checklists, not arguments.\n",
-        clip(agenda, 100),
-        book.company()
-    );
-    let mut risks = vec!["Deciding before the figures each member asked for are in.".to_owned()];
-    if !absent.is_empty() {
-        risks.push(format!(
-            "{} could not take part, so that view is missing.",
-            capitalised(&names(absent))
-        ));
-    }
-    let risks: Vec<&str> = risks.iter().map(String::as_str).collect();
-    list(&mut out, "**Risks:**", &risks);
-    let steps: Vec<String> = speakers
-        .iter()
-        .map(|s| {
-            format!("{s}: work through the checks in their position and report back to the board.")
-        })
-        .collect();
-    let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
-    list(&mut out, "**Next steps:**", &steps);
-    out
-}
-
-fn capitalised(s: &str) -> String {
-    let mut c = s.chars();
-    c.next()
-        .map(|f| f.to_uppercase().chain(c).collect())
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,32 +385,13 @@ mod tests {
         assert!(think < price);
     }
 
-    const CFO: &str = "Your role: Chief Financial Officer (CFO)\n## How you think\n- Cash is oxygen: protect runway first\n- Price for value\n## Metrics you watch\n- Monthly burn rate\n- Gross margin\n## Questions you ask\n- What does this do to runway?\n- What is the payback period?\n- Can we survive the downside?\n<company_data>\n## Company profile\n- Name: Acme\n- Industry: retail\n</company_data>\n<company_instructions>\n- Report in EUR\n</company_instructions>\n";
+    pub(super) const CFO: &str = "Your role: Chief Financial Officer (CFO)\n## How you think\n- Cash is oxygen: protect runway first\n- Price for value\n## Metrics you watch\n- Monthly burn rate\n- Gross margin\n## Questions you ask\n- What does this do to runway?\n- What is the payback period?\n- Can we survive the downside?\n<company_data>\n## Company profile\n- Name: Acme\n- Industry: retail\n</company_data>\n<company_instructions>\n- Report in EUR\n</company_instructions>\n";
 
-    fn answer(user: &str) -> String {
+    pub(super) fn answer(user: &str) -> String {
         compose(&[
             ChatMessage::new(Role::System, CFO),
             ChatMessage::new(Role::User, user),
         ])
-    }
-
-    /// No block marker, no prompt heading, and every quote ends on a whole word.
-    fn assert_clean(text: &str, words_of: &str) {
-        assert!(!text.contains('<') && !text.contains("###"), "{text}");
-        for quote in text.split('"').skip(1).step_by(2) {
-            let last = quote
-                .trim_end_matches(['…', '?', '.'])
-                .rsplit(' ')
-                .next()
-                .unwrap_or("");
-            assert!(
-                words_of
-                    .split_whitespace()
-                    .any(|w| w.trim_end_matches(['?', '.', ',']) == last)
-                    || CFO.contains(quote),
-                "{quote:?} ends mid-word in {text}"
-            );
-        }
     }
 
     #[test]
@@ -522,70 +415,5 @@ mod tests {
     fn tenant_blocks_do_not_read_as_the_profile() {
         let a = answer("What about prices?");
         assert!(!a.contains("Report in EUR"), "{a}");
-    }
-
-    #[test]
-    fn meeting_turns_read_as_prose_not_as_their_prompt() {
-        use crate::board::prompts::{self, Seat};
-        let seat = |s: &str| Seat {
-            slug: s.into(),
-            name: s.to_uppercase(),
-            title: format!("Chief {s}"),
-        };
-        let board = [seat("ceo"), seat("cfo"), seat("cmo")];
-        let agenda = "Should we raise prices by 10% in January, given that our biggest customers renew their contracts in the spring and churn has been rising?";
-        let p = answer(&prompts::position(
-            agenda,
-            Some("Context."),
-            &board,
-            &board[1],
-        ));
-        assert!(p.starts_with(TURN_NOTICE), "{p}");
-        assert!(
-            p.contains("\n- Price for value\n") || p.contains("\n- Cash is oxygen"),
-            "{p}"
-        );
-        assert!(p.contains("**Main risk:**"), "{p}");
-        assert_clean(&p, agenda);
-        let r = answer(&prompts::response(
-            agenda,
-            &board[1],
-            &[(board[0].clone(), p.clone()), (board[2].clone(), p.clone())],
-        ));
-        assert!(r.contains("Having heard the CEO and the CMO"), "{r}");
-        assert!(r.contains("\n- "), "{r}");
-        assert_clean(&r, agenda);
-        let s = answer(&prompts::synthesis(
-            agenda,
-            None,
-            &[
-                (board[0].clone(), 1, p.clone()),
-                (board[1].clone(), 1, p.clone()),
-                (board[0].clone(), 2, r.clone()),
-            ],
-            &[board[2].clone()],
-        ));
-        assert!(s.starts_with(MEETING_NOTICE), "{s}");
-        assert!(s.contains("OCSUITE_LLM_API_KEY"));
-        assert_eq!(s.matches("Offline mode").count(), 1, "{s}");
-        assert!(
-            s.contains("\n- CEO: ") && s.contains("\n- CFO: ") && !s.contains("- CMO:"),
-            "{s}"
-        );
-        assert!(s.contains("The CMO could not take part"), "{s}");
-        assert_clean(&s, agenda);
-        assert_eq!(
-            s,
-            answer(&prompts::synthesis(
-                agenda,
-                None,
-                &[
-                    (board[0].clone(), 1, p.clone()),
-                    (board[1].clone(), 1, p),
-                    (board[0].clone(), 2, r)
-                ],
-                &[board[2].clone()],
-            ))
-        );
     }
 }
