@@ -307,17 +307,17 @@ fn chat(book: &Playbook, question: &str, earlier: usize) -> String {
     out.push('\n');
     if earlier == 0 && !book.profile.is_empty() {
         let head = format!("What I know about {}:", book.company());
-        list(&mut out, &head, &book.profile[..book.profile.len().min(5)]);
+        list(&mut out, &head, &book.profile[..book.profile.len().min(4)]);
     }
     list(
         &mut out,
         "The company's current figures that bear on this:",
-        &pick(&book.figures, question, 4),
+        &pick(&book.figures, question, 3),
     );
     list(
         &mut out,
         "How I would think about it:",
-        &pick(&book.think, question, 3),
+        &pick(&book.think, question, 2),
     );
     list(
         &mut out,
