@@ -206,13 +206,31 @@ try {
     // Even offline, the CFO answers with the company's own figures (from the demo books).
     await page.locator(".msg.assistant", { hasText: "Runway:" }).waitFor();
     await page.locator("[data-rating] button[data-body*=up]").waitFor();
+    // Its lists are lists, and it reads as an answer, not as a prompt.
+    await page.locator(".msg.assistant li", { hasText: "Runway:" }).first().waitFor();
+    assert.ok(await page.locator(".msg.assistant ul").count() >= 3);
+    const said = await page.locator(".msg.assistant").innerText();
+    assert.doesNotMatch(said, /<\/?[a-z_]+>|###| - .* - /, said);
+    // The conversation just started is in the list, current, before any reload.
+    const listed = page.locator("[data-conversations] a[aria-current=page]");
+    assert.equal(await listed.innerText(), "How long is our runway?");
     await shot(page, "04-chat.png", true);
     // The conversation is kept: reload it, rate the answer.
     assert.match(page.url(), /\/chat\?c=cnv_/);
     await page.reload();
     assert.equal(await page.locator(".msg.assistant").count(), 1);
+    await page.locator(".msg.assistant li").nth(4).waitFor(); // stored answers render as lists too
+    assert.equal(await page.locator("[data-conversations] a[aria-current=page]").innerText(), "How long is our runway?");
     await page.click("[data-rating] button[data-body*=up]");
     await page.locator("[data-rating] button[aria-pressed=true]").waitFor();
+    // Markup in a message is shown as text, in the question and in the answer quoting it.
+    await page.fill("#message", '<img src=x onerror="window.__xss=1"> and **bold**?');
+    await page.click("button[type=submit]");
+    await page.locator(".msg.assistant >> nth=1").locator("strong", { hasText: "bold" }).waitFor();
+    await page.locator("[data-rating] >> nth=1").waitFor();
+    assert.equal(await page.locator("[data-log] img").count(), 0);
+    assert.equal(await page.evaluate(() => window.__xss), undefined);
+    assert.match(await page.locator(".msg.assistant >> nth=1").innerText(), /<img src=x/);
   });
 
   let taskUrl;
@@ -220,10 +238,18 @@ try {
     const { page } = a;
     await page.goto(`${base}/board`);
     await page.fill("#agenda", "Should we raise prices by 10% in January?");
+    await page.selectOption("#rounds", "2");
     await page.click("button[type=submit]");
     await page.locator("[data-done]:not(.hidden)").waitFor({ timeout: 30000 });
+    assert.equal(await page.locator("[data-columns] h4", { hasText: "Round 2" }).count(), 3);
     assert.equal(await page.locator("[data-columns] section").count(), 3);
     assert.ok((await page.locator("[data-synthesis]").innerText()).length > 20);
+    // Turns and the synthesis render their Markdown: lists, bold labels, no prompt text.
+    assert.ok(await page.locator("[data-columns] li").count() >= 6);
+    await page.locator("[data-synthesis] strong", { hasText: "Decision:" }).waitFor();
+    await page.locator("[data-synthesis] li", { hasText: "CFO:" }).waitFor();
+    const minutes = (await page.locator("[data-columns]").innerText()) + (await page.locator("[data-synthesis]").innerText());
+    assert.doesNotMatch(minutes, /<\/?[a-z_]+>|###/, minutes);
     const review = page.locator("[data-items] a", { hasText: "Review and approve" }).first();
     await review.waitFor();
     taskUrl = await review.getAttribute("href");
@@ -237,6 +263,10 @@ try {
     await page.check("input[name=rating][value='4']");
     await page.click("button:has-text('Rate')");
     await page.locator("input[name=rating][value='4']:checked").waitFor();
+    // The stored record renders the same Markdown (once the reload the rating causes
+    // has run the page's script).
+    await page.locator(".turn li").nth(5).waitFor();
+    await page.locator(".turn strong", { hasText: "Next steps:" }).waitFor();
     await shot(page, "05b-meeting.png", true);
   });
 

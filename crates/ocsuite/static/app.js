@@ -1,6 +1,7 @@
 // ocsuite's pages: forms and buttons talk to the JSON API with the session cookie;
 // streams (chat, board) are read from fetch; live task status comes over SSE.
-// Nothing here writes HTML from data: every value goes in through textContent.
+// Nothing here writes HTML from data: every value goes in through textContent (model
+// text too: markdown() below builds its elements one by one).
 "use strict";
 
 (function theme() {
@@ -198,27 +199,72 @@ async function readSSE(res, on) {
   }
 }
 
-// A small, safe markdown: paragraphs, **bold**, lists and code blocks, as DOM nodes.
+// A small, safe Markdown subset for model text: paragraphs (a single newline is a line
+// break), "-", "*" and "1." lists, **bold**, `code`, ``` blocks, and "#" headings
+// shown as bold lines. It builds DOM nodes and puts every piece of text in through
+// textContent, so nothing in the text is ever parsed as HTML.
 function markdown(target, text) {
   target.replaceChildren();
-  const blocks = text.split(/\n{2,}/);
-  for (const b of blocks) {
-    if (b.startsWith("```")) { target.append(el("pre", {}, el("code", { text: b.replace(/^```\w*\n?|```$/g, "") }))); continue; }
-    const lines = b.split("\n");
-    if (lines.every((l) => /^\s*([-*]|\d+\.)\s/.test(l))) {
-      const ul = el("ul");
-      for (const l of lines) ul.append(inline(el("li"), l.replace(/^\s*([-*]|\d+\.)\s/, "")));
-      target.append(ul);
-    } else target.append(inline(el("p"), b));
+  target.classList.add("md");
+  let para = null, list = null, item = null, code = null;
+  for (const line of String(text).replace(/\r\n?/g, "\n").split("\n")) {
+    if (code) {
+      if (/^\s*```/.test(line)) code = null;
+      else code.textContent += (code.textContent ? "\n" : "") + line;
+      continue;
+    }
+    if (/^\s*```/.test(line)) {
+      para = list = item = null;
+      code = el("code");
+      target.append(el("pre", {}, code));
+      continue;
+    }
+    const li = line.match(/^\s*(?:([-*])|(\d{1,9})[.)])\s+(.*)$/);
+    if (li) {
+      const tag = li[1] ? "ul" : "ol";
+      if (!list || list.tagName.toLowerCase() !== tag) {
+        list = el(tag);
+        if (tag === "ol" && li[2] !== "1") list.setAttribute("start", String(Number(li[2])));
+        target.append(list);
+      }
+      para = null;
+      item = inline(el("li"), li[3]);
+      list.append(item);
+      continue;
+    }
+    if (!line.trim()) { para = list = item = null; continue; }
+    // An indented line right after an item continues it.
+    if (item && /^\s+\S/.test(line)) { inline(item, ` ${line.trim()}`); continue; }
+    list = item = null;
+    const heading = line.match(/^\s*#{1,6}\s+(.*)$/);
+    if (heading) { target.append(el("p", {}, el("strong", { text: heading[1] }))); para = null; continue; }
+    if (para) para.append(el("br"));
+    else { para = el("p"); target.append(para); }
+    inline(para, line);
   }
 }
 function inline(node, text) {
-  const parts = text.split(/(\*\*[^*]+\*\*)/);
-  for (const p of parts) {
-    if (p.startsWith("**") && p.endsWith("**")) node.append(el("strong", { text: p.slice(2, -2) }));
+  for (const p of text.split(/(\*\*[^*\n]+\*\*|`[^`\n]+`)/)) {
+    if (!p) continue;
+    if (p.length > 4 && p.startsWith("**") && p.endsWith("**")) node.append(el("strong", { text: p.slice(2, -2) }));
+    else if (p.length > 2 && p.startsWith("`") && p.endsWith("`")) node.append(el("code", { text: p.slice(1, -1) }));
     else node.append(document.createTextNode(p));
   }
   return node;
+}
+
+// A conversation started on this page joins the list at once, on top and current,
+// titled as the server titles it: the first line of the first message, at most 80
+// characters.
+function listConversation(id, message, persona) {
+  const list = $("[data-conversations]");
+  if (!list) return;
+  for (const a of $$("a[aria-current]", list)) a.removeAttribute("aria-current");
+  const line = message.split("\n").map((l) => l.trim()).find(Boolean) || "New conversation";
+  const title = Array.from(line).slice(0, 80).join("");
+  list.prepend(el("li", {}, el("a", { href: `/chat?c=${encodeURIComponent(id)}`, "aria-current": "page", text: title }), " ", el("span", { class: "small muted", text: persona })));
+  const none = $("[data-no-conversations]");
+  if (none) none.remove();
 }
 
 const pages = {
@@ -262,26 +308,32 @@ const pages = {
       if (!body.personas || body.personas.length === 0) delete body.personas;
       body.rounds = Number(body.rounds || 1);
       const cols = $("[data-columns]", root), synth = $("[data-synthesis]", root), items = $("[data-items]", root), err = $("[data-form-error]", form);
-      cols.replaceChildren(); synth.textContent = ""; items.replaceChildren(); err.textContent = "";
+      cols.replaceChildren(); synth.replaceChildren(); items.replaceChildren(); err.textContent = "";
       const button = $("button[type=submit]", form);
       busy(button, true);
       const res = await fetch("/api/v1/c-suite/board-meeting", { method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
       if (!res.ok) { busy(button, false); const d = await res.json().catch(() => null); return showError(form, d); }
-      const turn = {};
+      // Per member: their card, the current round's element and its text so far (each
+      // delta re-renders that round's Markdown).
+      const turn = {}, chair = { out: synth, text: "" };
       await readSSE(res, (event, d) => {
         if (event === "meeting_start") {
           for (const p of d.personas) {
-            const s = el("div", { class: "stream turn", "data-persona": p.slug });
-            cols.append(el("section", { class: "card", "aria-live": "polite" }, el("h3", { text: `${p.title} (${p.name})` }), s));
-            turn[p.slug] = s;
+            const out = el("div", { class: "stream turn", "data-persona": p.slug });
+            const card = el("section", { class: "card", "aria-live": "polite" }, el("h3", { text: `${p.title} (${p.name})` }), out);
+            cols.append(card);
+            turn[p.slug] = { card, out, text: "" };
           }
         } else if (event === "delta") {
-          const t = d.persona === "chair" ? synth : turn[d.persona];
-          if (t) t.textContent += d.text || d.delta || "";
+          const t = d.persona === "chair" ? chair : turn[d.persona];
+          if (t) { t.text += d.text || d.delta || ""; markdown(t.out, t.text); }
         } else if (event === "turn_start" && d.round > 1 && turn[d.persona]) {
-          turn[d.persona].textContent += `\n\n— round ${d.round} —\n`;
+          const t = turn[d.persona];
+          t.out = el("div", { class: "stream turn", "data-persona": d.persona });
+          t.text = "";
+          t.card.append(el("h4", { text: `Round ${d.round}` }), t.out);
         } else if (event === "error" && d.persona && turn[d.persona]) {
-          turn[d.persona].append(el("p", { class: "field-error", text: d.message || "this member could not answer" }));
+          turn[d.persona].card.append(el("p", { class: "field-error", text: d.message || "this member could not answer" }));
         } else if (event === "action_items") {
           for (const it of d.items || []) {
             const li = el("li", { class: "card" }, el("strong", { text: it.title }), el("p", { class: "muted", text: it.description || "" }));
@@ -325,6 +377,7 @@ const pages = {
         if (!res.ok) { const d = await res.json().catch(() => null); answer.textContent = (d && d.error && d.error.message) || "failed"; return; }
         await readSSE(res, (event, d) => {
           if (event === "message_start" && d.conversation_id) {
+            if (!conversation) listConversation(d.conversation_id, text, persona);
             conversation = d.conversation_id;
             $("select[name=persona]", form).disabled = true;
             history.replaceState(null, "", `/chat?c=${encodeURIComponent(conversation)}`);

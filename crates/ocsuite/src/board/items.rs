@@ -118,7 +118,7 @@ pub fn parse(text: &str, schema: &Schema) -> std::result::Result<Vec<RawItem>, S
 /// `diagnostics.echo` when that capability is available (so approving and running an
 /// item works without a model).
 pub fn offline(agenda: &str, members: &[Seat], can_echo: bool) -> Vec<RawItem> {
-    let topic: String = agenda.chars().take(80).collect();
+    let topic = crate::llm::offline::clip(agenda, 80);
     let due = (Utc::now().date_naive() + chrono::Duration::days(7))
         .format("%Y-%m-%d")
         .to_string();

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::chat::parse_sse;
+use crate::chat::{assert_prose, list_lines, parse_sse};
 use crate::dual;
 use crate::helpers::{Db, TestApp, User};
 use crate::llm::{delta, finish, sse_body};
@@ -66,6 +66,7 @@ pub async fn detail(app: &TestApp, u: &User, t: &str, id: &str) -> Value {
 dual!(
     interrupted_meetings_are_closed,
     offline_meeting_streams_stores_and_proposes,
+    offline_meeting_reads_as_prose,
     meeting_input_is_checked,
     meetings_are_isolated_and_rated
 );
@@ -218,6 +219,71 @@ async fn offline_meeting_streams_stores_and_proposes(app: TestApp) {
         v.to_string().contains("cmo"),
         "meeting usage is in the ledger: {v}"
     );
+}
+
+/// Every turn and the synthesis of an offline meeting read as short prose with
+/// Markdown lists, never as the prompt they answer.
+async fn offline_meeting_reads_as_prose(app: TestApp) {
+    let (u, t) = owner(&app, "prose@acme.test").await;
+    // Longer than the turns quote, so the quote has to be cut, at a word boundary.
+    let agenda = "Should we raise prices by 10% in January, given that our largest customers \
+                  renew in the spring and two competitors cut their prices last quarter?";
+    let (s, evs) = meeting(
+        &app,
+        &u,
+        &t,
+        json!({"agenda": agenda, "context": "We sell to schools.", "rounds": 2}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{evs:?}");
+    let id = find(&evs, "meeting_end")[0]["meeting_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let d = detail(&app, &u, &t, &id).await;
+    let turns = d["transcript"].as_array().unwrap();
+    assert_eq!(turns.len(), 7);
+    for turn in turns {
+        let text = turn["content"].as_str().unwrap();
+        assert_prose(text, agenda);
+        assert!(!list_lines(text).is_empty(), "no list in: {text}");
+        assert!(!text.contains("We sell to schools"), "{text}");
+    }
+    let position = turns[0]["content"].as_str().unwrap();
+    assert!(
+        position.contains("\"Should we raise prices by 10%"),
+        "{position}"
+    );
+    assert!(
+        position.contains("…\""),
+        "the long agenda is cut: {position}"
+    );
+    let answer = turns[3]["content"].as_str().unwrap();
+    assert!(
+        answer.contains("Having heard the CFO and the CMO"),
+        "{answer}"
+    );
+
+    let synthesis = d["meeting"]["synthesis"].as_str().unwrap();
+    assert_eq!(synthesis, turns[6]["content"].as_str().unwrap());
+    assert!(synthesis.contains("OCSUITE_LLM_API_KEY"), "{synthesis}");
+    assert!(synthesis.contains("**Decision:**"), "{synthesis}");
+    let steps = list_lines(synthesis);
+    for who in ["CEO", "CFO", "CMO"] {
+        assert!(
+            steps.iter().any(|l| l.starts_with(&format!("- {who}: "))),
+            "{synthesis}"
+        );
+    }
+    // The items quote the agenda whole-word too.
+    for item in d["action_items"].as_array().unwrap() {
+        let title = item["title"].as_str().unwrap();
+        if let Some(quoted) = title.split('"').nth(1) {
+            let core = quoted.strip_suffix('…').unwrap_or(quoted);
+            let rest = agenda.strip_prefix(core).expect(title);
+            assert!(rest.is_empty() || rest.starts_with(' '), "{title}");
+        }
+    }
 }
 
 async fn meeting_input_is_checked(app: TestApp) {

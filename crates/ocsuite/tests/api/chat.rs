@@ -75,6 +75,38 @@ pub fn text_of(evs: &[(String, Value)]) -> String {
         .collect()
 }
 
+/// Offline text reads as prose, not as its prompt: no `<tag>` markers, no `###` or
+/// `## ` headings, one offline notice, and every quote of `source` (the question or
+/// agenda) ends on a whole word of it.
+pub fn assert_prose(text: &str, source: &str) {
+    let tag = text.char_indices().find(|&(i, c)| {
+        c == '<' && text[i + 1..].starts_with(|n: char| n.is_ascii_alphabetic() || n == '/')
+    });
+    assert!(tag.is_none(), "a <tag> marker in: {text}");
+    assert!(!text.contains("###"), "a prompt heading in: {text}");
+    assert!(!text.lines().any(|l| l.starts_with("## ")), "{text}");
+    assert_eq!(text.matches("Offline mode").count(), 1, "{text}");
+    for quote in text.split('"').skip(1).step_by(2) {
+        let core = quote.strip_suffix('…').unwrap_or(quote);
+        if let Some(rest) = source.strip_prefix(core) {
+            assert!(
+                rest.is_empty() || rest.starts_with(char::is_whitespace),
+                "{quote:?} cuts {source:?} mid-word"
+            );
+            assert_eq!(
+                rest.is_empty(),
+                core == quote,
+                "a cut quote ends with …: {quote:?}"
+            );
+        }
+    }
+}
+
+/// The lines of `text` that are Markdown list items.
+pub fn list_lines(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| l.starts_with("- ")).collect()
+}
+
 pub async fn detail(app: &TestApp, u: &User, t: &str, conversation: &str) -> Value {
     let (s, v) = app
         .get(
@@ -87,7 +119,51 @@ pub async fn detail(app: &TestApp, u: &User, t: &str, conversation: &str) -> Val
     v
 }
 
-dual!(offline_provider_answers_end_to_end, bad_input_and_isolation);
+dual!(
+    offline_provider_answers_end_to_end,
+    offline_answers_read_as_prose,
+    bad_input_and_isolation
+);
+
+async fn offline_answers_read_as_prose(app: TestApp) {
+    let (u, t) = owner(&app, "prose@x.example").await;
+    // Longer than the answer quotes, so the quote has to be cut, at a word boundary.
+    let question = "How long is our runway if we hire two engineers in January and a \
+                    salesperson in March, keeping the office and the current marketing budget?";
+    let (s, evs) = chat(&app, &u, &t, "cfo", json!({"message": question})).await;
+    assert_eq!(s, StatusCode::OK);
+    let answer = text_of(&evs);
+    assert_prose(&answer, question);
+    assert!(
+        answer.contains("\"How long is our runway if we hire"),
+        "{answer}"
+    );
+    assert!(answer.contains("…\""), "the long question is cut: {answer}");
+    // The profile and the playbook come as Markdown lists, one item a line.
+    let items = list_lines(&answer);
+    assert!(items.len() >= 5, "{answer}");
+    assert!(items.contains(&"- Industry: retail"), "{answer}");
+    assert!(
+        !answer.contains("- Name: "),
+        "the name is not listed: {answer}"
+    );
+    assert!(answer.contains("\n- Runway in months"), "{answer}");
+    let conversation = evs[0].1["conversation_id"].as_str().unwrap().to_owned();
+
+    // A follow-up does not repeat the profile.
+    let (_, evs) = chat(
+        &app,
+        &u,
+        &t,
+        "cfo",
+        json!({"message": "And if we raise prices?", "conversation_id": conversation}),
+    )
+    .await;
+    let next = text_of(&evs);
+    assert_prose(&next, "And if we raise prices?");
+    assert!(!next.contains("Industry: retail"), "{next}");
+    assert!(!list_lines(&next).is_empty(), "{next}");
+}
 
 async fn offline_provider_answers_end_to_end(app: TestApp) {
     let (u, t) = owner(&app, "chat@x.example").await;
