@@ -17,7 +17,7 @@ use crate::error::{AppError, ErrorBody, Result};
 use crate::leadtracker::{self, LeadInput};
 use crate::state::AppState;
 use crate::store::{TenantTx, scoped};
-use crate::tenancy::{Role, TenantCtx};
+use crate::tenancy::extract::Admin;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -150,11 +150,7 @@ async fn already_loaded(tx: &mut TenantTx) -> Result<bool> {
 /// Loads the demo company's data into the caller's tenant (once).
 #[utoipa::path(post, path = "/demo-data", tag = "modules",
     responses((status = 201, body = Loaded), (status = 409, body = ErrorBody, description = "already loaded")))]
-pub async fn load(
-    State(state): State<AppState>,
-    ctx: TenantCtx,
-) -> Result<(StatusCode, Json<Loaded>)> {
-    ctx.require(Role::Admin)?;
+pub async fn load(State(state): State<AppState>, ctx: Admin) -> Result<(StatusCode, Json<Loaded>)> {
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     if already_loaded(&mut tx).await? {
         return Err(AppError::Conflict(
@@ -276,8 +272,7 @@ pub async fn load(
 
 /// Removes everything the demo loaded (the tenant's own data stays).
 #[utoipa::path(delete, path = "/demo-data", tag = "modules", responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn remove(State(state): State<AppState>, ctx: TenantCtx) -> Result<StatusCode> {
-    ctx.require(Role::Admin)?;
+pub async fn remove(State(state): State<AppState>, ctx: Admin) -> Result<StatusCode> {
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     if !already_loaded(&mut tx).await? {
         return Err(AppError::NotFound("demo data"));

@@ -14,7 +14,8 @@ use crate::error::{AppError, ErrorBody, Result};
 use crate::json::ApiJson;
 use crate::personas;
 use crate::state::AppState;
-use crate::tenancy::{Role, TenantCtx};
+use crate::tenancy::TenantCtx;
+use crate::tenancy::extract::Admin;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -40,11 +41,38 @@ pub struct AgentIn {
     pub title: String,
     /// The agent's brief: what it does and how (at most 8000 characters).
     pub instructions: String,
-    #[serde(flatten)]
-    pub settings: ModelSettings,
+    /// Model id; absent: the server's `OCSUITE_LLM_MODEL`.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// 0-2.
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    /// 1-32000.
+    #[serde(default)]
+    pub max_tokens: Option<i64>,
     /// Capabilities it may call (`module.capability`).
     #[serde(default)]
     pub capabilities: Vec<String>,
+}
+
+/// A persona customisation as sent: the same fields as [`Customization`], spelled out
+/// rather than flattened, so the published schema is one plain object a client (or a
+/// schema-driven fuzzer) can fill in.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomizationIn {
+    /// Added to the persona's prompt as company instructions (at most 4000 characters).
+    #[serde(default)]
+    pub prompt_additions: Option<String>,
+    /// Model id; absent: the server's `OCSUITE_LLM_MODEL`.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// 0-2.
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    /// 1-32000.
+    #[serde(default)]
+    pub max_tokens: Option<i64>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -91,10 +119,9 @@ pub async fn list(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<
     responses((status = 201, body = Agent), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
     ApiJson(input): ApiJson<AgentIn>,
 ) -> Result<(StatusCode, Json<Agent>)> {
-    ctx.require(Role::Admin)?;
     super::check_slug(&input.slug)?;
     super::check_capabilities(&input.capabilities)?;
     let now = Utc::now();
@@ -103,7 +130,12 @@ pub async fn create(
         name: clean_name("name", &input.name, 100)?,
         title: clean_name("title", &input.title, 100)?,
         instructions: instructions(&input.instructions)?,
-        settings: input.settings.validated()?,
+        settings: ModelSettings {
+            model: input.model,
+            temperature: input.temperature,
+            max_tokens: input.max_tokens,
+        }
+        .validated()?,
         capabilities: input.capabilities,
         enabled: true,
         created_by: format!("{}:{}", ctx.actor.kind(), ctx.actor.id()),
@@ -136,11 +168,10 @@ pub async fn create(
     responses((status = 200, body = Agent), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
     Path(slug): Path<String>,
     ApiJson(p): ApiJson<AgentPatch>,
 ) -> Result<Json<Agent>> {
-    ctx.require(Role::Admin)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let mut a = super::get(&mut tx, &slug)
         .await?
@@ -195,15 +226,22 @@ pub struct PersonaOut {
 }
 
 /// Customises a built-in persona for this tenant (admins); the default stays intact.
-#[utoipa::path(put, path = "/c-suite/{persona}/customization", request_body = Customization, tag = "agents",
+#[utoipa::path(put, path = "/c-suite/{persona}/customization", request_body = CustomizationIn, tag = "agents",
     responses((status = 200, body = Customization), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn customize(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
     Path(slug): Path<String>,
-    ApiJson(mut c): ApiJson<Customization>,
+    ApiJson(input): ApiJson<CustomizationIn>,
 ) -> Result<Json<Customization>> {
-    ctx.require(Role::Admin)?;
+    let mut c = Customization {
+        prompt_additions: input.prompt_additions,
+        settings: ModelSettings {
+            model: input.model,
+            temperature: input.temperature,
+            max_tokens: input.max_tokens,
+        },
+    };
     personas::builtin(&slug).ok_or(AppError::NotFound("persona"))?;
     c.prompt_additions = c
         .prompt_additions
@@ -239,10 +277,9 @@ pub async fn customize(
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn reset(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
     Path(slug): Path<String>,
 ) -> Result<StatusCode> {
-    ctx.require(Role::Admin)?;
     personas::builtin(&slug).ok_or(AppError::NotFound("persona"))?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     if !super::reset_customization(&mut tx, &slug).await? {

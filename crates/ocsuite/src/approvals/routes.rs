@@ -16,6 +16,7 @@ use crate::json::ApiJson;
 use crate::state::AppState;
 use crate::store::scoped;
 use crate::tasks::{self, NewTask, Status, Task};
+use crate::tenancy::extract::{Admin, Member};
 use crate::tenancy::{Role, TenantCtx};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -84,7 +85,7 @@ fn task_id(id: &str) -> Result<TaskId> {
               (status = 409, body = ErrorBody, description = "already decided")))]
 pub async fn approve(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Member,
     Path(id): Path<String>,
     ApiJson(input): ApiJson<DecisionIn>,
 ) -> Result<Json<Task>> {
@@ -98,7 +99,7 @@ pub async fn approve(
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn reject(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Member,
     Path(id): Path<String>,
     ApiJson(input): ApiJson<DecisionIn>,
 ) -> Result<Json<Task>> {
@@ -110,12 +111,11 @@ pub async fn reject(
 
 async fn decide_route(
     state: AppState,
-    ctx: TenantCtx,
+    ctx: Member,
     id: &str,
     rationale: Option<String>,
     approve: bool,
 ) -> Result<Json<Task>> {
-    ctx.require(Role::Member)?;
     let id = task_id(id)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let task = tasks::get(&mut tx, &id).await?;
@@ -178,10 +178,9 @@ pub struct UndoOut {
               (status = 409, body = ErrorBody, description = "not undoable (the message carries the manual instructions)")))]
 pub async fn undo(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Member,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<UndoOut>)> {
-    ctx.require(Role::Member)?;
     let id = task_id(&id)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let task = tasks::get(&mut tx, &id).await?;
@@ -287,10 +286,9 @@ pub struct PolicyIn {
     responses((status = 200, body = Policy), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn put_policy(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
     ApiJson(input): ApiJson<PolicyIn>,
 ) -> Result<Json<Policy>> {
-    ctx.require(Role::Admin)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let p = set_policy(&mut tx, &state.registry, &input.min_roles, &input.modes).await?;
     audit::record(

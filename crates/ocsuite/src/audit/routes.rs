@@ -9,7 +9,7 @@ use crate::error::{AppError, Result};
 use crate::ids::AuditId;
 use crate::json::ApiQuery;
 use crate::state::AppState;
-use crate::tenancy::{Role, TenantCtx};
+use crate::tenancy::extract::Admin;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -32,10 +32,9 @@ pub struct AuditQuery {
     responses((status = 200, body = Vec<AuditOut>), (status = 403, body = crate::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Vec<AuditOut>>> {
-    ctx.require(Role::Admin)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
         return Err(AppError::invalid(

@@ -26,7 +26,8 @@ use crate::llm::{ChatMessage, Role as LlmRole};
 use crate::modules;
 use crate::state::AppState;
 use crate::store::scoped;
-use crate::tenancy::{Role, TenantCtx, tenants};
+use crate::tenancy::extract::Member;
+use crate::tenancy::{TenantCtx, tenants};
 use crate::usage;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -73,11 +74,10 @@ fn bad(code: &'static str, message: impl Into<String>) -> AppError {
               (status = 429, body = ErrorBody)))]
 pub async fn hold(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Member,
     ApiJson(input): ApiJson<MeetingIn>,
 ) -> Result<impl IntoResponse> {
     let received = std::time::Instant::now();
-    ctx.require(Role::Member)?;
     let agenda = input.agenda.trim().to_owned();
     if agenda.is_empty() {
         return Err(bad(
@@ -323,11 +323,10 @@ pub struct RatingIn {
     responses((status = 204), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn rate(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Member,
     Path(id): Path<String>,
     ApiJson(input): ApiJson<RatingIn>,
 ) -> Result<StatusCode> {
-    ctx.require(Role::Member)?;
     let id = meeting_id(&id)?;
     if !(1..=5).contains(&input.rating) {
         return Err(AppError::invalid("rating", "rating must be 1 to 5"));

@@ -18,7 +18,8 @@ use crate::imports::Report;
 use crate::json::{ApiJson, ApiQuery};
 use crate::state::AppState;
 use crate::store::scoped;
-use crate::tenancy::{Role, TenantCtx};
+use crate::tenancy::TenantCtx;
+use crate::tenancy::extract::{Admin, Member};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -102,10 +103,9 @@ pub struct AccountIn {
     responses((status = 201, body = Account), (status = 422, body = ErrorBody)))]
 pub async fn create_account(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Member,
     ApiJson(i): ApiJson<AccountIn>,
 ) -> Result<(StatusCode, Json<Account>)> {
-    ctx.require(Role::Member)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let currency = match &i.currency {
         Some(c) => crate::money::currency(c).map_err(|m| AppError::invalid("currency", m))?,
@@ -201,10 +201,9 @@ pub struct TransactionIn {
     responses((status = 201, body = Transaction), (status = 422, body = ErrorBody)))]
 pub async fn create_transaction(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Member,
     ApiJson(i): ApiJson<TransactionIn>,
 ) -> Result<(StatusCode, Json<Transaction>)> {
-    ctx.require(Role::Member)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let account = super::account_or_default(&mut tx, i.account_id.as_deref()).await?;
     if let Some(c) = &i.currency {
@@ -287,11 +286,10 @@ pub struct CategoryIn {
     responses((status = 200, body = Transaction), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update_transaction(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Member,
     Path(id): Path<String>,
     ApiJson(i): ApiJson<CategoryIn>,
 ) -> Result<Json<Transaction>> {
-    ctx.require(Role::Member)?;
     let id = txn_id(&id)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     super::get(&mut tx, &id).await?;
@@ -316,10 +314,9 @@ pub async fn update_transaction(
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete_transaction(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Member,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
-    ctx.require(Role::Member)?;
     let id = txn_id(&id)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     if !super::delete(&mut tx, &id).await? {
@@ -361,10 +358,9 @@ pub async fn get_categories(
     responses((status = 200, body = Categories), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn put_categories(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
     ApiJson(i): ApiJson<Categories>,
 ) -> Result<Json<Categories>> {
-    ctx.require(Role::Admin)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     super::set_categories(&mut tx, &i.categories).await?;
     super::refresh_metrics(&mut tx).await?;
@@ -412,10 +408,9 @@ pub struct RuleIn {
     responses((status = 201, body = Rule), (status = 422, body = ErrorBody)))]
 pub async fn create_rule(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Member,
     ApiJson(i): ApiJson<RuleIn>,
 ) -> Result<(StatusCode, Json<Rule>)> {
-    ctx.require(Role::Member)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let rule = super::add_rule(
         &mut tx,
@@ -433,10 +428,9 @@ pub async fn create_rule(
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete_rule(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Member,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
-    ctx.require(Role::Member)?;
     let id = RuleId::parse(&id).ok_or(AppError::NotFound("rule"))?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     if !super::delete_rule(&mut tx, &id).await? {
@@ -461,10 +455,9 @@ pub struct CategorizeIn {
     responses((status = 200, body = Outcome), (status = 404, body = ErrorBody)))]
 pub async fn categorize(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Member,
     ApiJson(i): ApiJson<CategorizeIn>,
 ) -> Result<Json<Outcome>> {
-    ctx.require(Role::Member)?;
     let ids = match &i.transaction_ids {
         Some(list) => {
             if list.len() > 1000 {
@@ -498,10 +491,9 @@ pub struct Imported {
     responses((status = 200, body = Imported), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn import(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Member,
     ApiJson(u): ApiJson<BankUpload>,
 ) -> Result<Json<Imported>> {
-    ctx.require(Role::Member)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let (account, report) = super::import::run(&mut tx, &u).await?;
     if report.confirmed {

@@ -22,6 +22,7 @@ use crate::json::ApiQuery;
 use crate::queue;
 use crate::state::AppState;
 use crate::store::scoped;
+use crate::tenancy::extract::{Admin, Member};
 use crate::tenancy::{Actor, Role, TenantCtx, members};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -161,10 +162,9 @@ pub struct AuthorizeOut {
               (status = 404, body = ErrorBody, description = "provider not configured")))]
 pub async fn authorize(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
     Path(provider): Path<String>,
 ) -> Result<Json<AuthorizeOut>> {
-    ctx.require(Role::Admin)?;
     let Actor::User(user) = &ctx.actor else {
         return Err(AppError::Forbidden(
             "connecting an account is done by a signed-in member in a browser, not by an API key"
@@ -451,10 +451,9 @@ pub struct SyncOut {
               (status = 409, body = ErrorBody, description = "the connection needs a reconnect")))]
 pub async fn sync(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Member,
     Path(provider): Path<String>,
 ) -> Result<(StatusCode, Json<SyncOut>)> {
-    ctx.require(Role::Member)?;
     provider_or_404(&state, &provider)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let row = require(&mut tx, &provider).await?;
@@ -498,10 +497,9 @@ pub struct DisconnectOut {
     responses((status = 200, body = DisconnectOut), (status = 404, body = ErrorBody)))]
 pub async fn disconnect(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
     Path(provider): Path<String>,
 ) -> Result<Json<DisconnectOut>> {
-    ctx.require(Role::Admin)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let row = require(&mut tx, &provider).await?;
     let tokens = state

@@ -15,7 +15,8 @@ use crate::ids::{CampaignId, TaskId};
 use crate::json::{ApiJson, ApiQuery};
 use crate::state::AppState;
 use crate::store::scoped;
-use crate::tenancy::{Role, TenantCtx};
+use crate::tenancy::TenantCtx;
+use crate::tenancy::extract::{Admin, Member};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -65,10 +66,9 @@ pub async fn list(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<
     responses((status = 201, body = Object), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Member,
     ApiJson(input): ApiJson<CampaignInput>,
 ) -> Result<(StatusCode, Json<Value>)> {
-    ctx.require(Role::Member)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let stages = crate::leadtracker::stages(&mut tx).await?;
     let checked = input.check(None, &stages)?;
@@ -105,11 +105,10 @@ pub async fn get(
     responses((status = 200, body = Object), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Member,
     Path(id): Path<String>,
     ApiJson(input): ApiJson<CampaignInput>,
 ) -> Result<Json<Value>> {
-    ctx.require(Role::Member)?;
     let id = campaign_id(&id)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let c = super::get(&mut tx, &id).await?;
@@ -132,10 +131,9 @@ pub async fn update(
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Member,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
-    ctx.require(Role::Member)?;
     let id = campaign_id(&id)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let c = super::get(&mut tx, &id).await?;
@@ -185,11 +183,10 @@ pub struct Sending {
     responses((status = 202, body = Sending), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn send(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Member,
     Path(id): Path<String>,
     ApiJson(input): ApiJson<SendIn>,
 ) -> Result<(StatusCode, Json<Sending>)> {
-    ctx.require(Role::Member)?;
     let id = campaign_id(&id)?;
     let now = Utc::now();
     let at = match input.at {
@@ -273,10 +270,9 @@ pub async fn send(
     responses((status = 200, body = Object), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Member,
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
-    ctx.require(Role::Member)?;
     let id = campaign_id(&id)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let c = super::get(&mut tx, &id).await?;
@@ -384,10 +380,9 @@ pub struct SuppressIn {
     responses((status = 201), (status = 200, description = "already suppressed"), (status = 422, body = ErrorBody)))]
 pub async fn suppress(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Member,
     ApiJson(i): ApiJson<SuppressIn>,
 ) -> Result<StatusCode> {
-    ctx.require(Role::Member)?;
     let email =
         crate::leadtracker::check_email(&i.email).map_err(|m| AppError::invalid("email", m))?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
@@ -408,10 +403,9 @@ pub async fn suppress(
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn unsuppress(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
     Path(email): Path<String>,
 ) -> Result<StatusCode> {
-    ctx.require(Role::Admin)?;
     let email = email.trim().to_lowercase();
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let n = tx

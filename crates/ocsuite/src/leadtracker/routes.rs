@@ -15,7 +15,8 @@ use crate::ids::LeadId;
 use crate::imports::{Report, Upload};
 use crate::json::{ApiJson, ApiQuery};
 use crate::state::AppState;
-use crate::tenancy::{Role, TenantCtx};
+use crate::tenancy::TenantCtx;
+use crate::tenancy::extract::{Admin, Member};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -90,10 +91,9 @@ pub async fn list(
     responses((status = 201, body = Lead), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Member,
     ApiJson(input): ApiJson<LeadInput>,
 ) -> Result<(StatusCode, Json<Lead>)> {
-    ctx.require(Role::Member)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let stages = super::stages(&mut tx).await?;
     let currency = crate::tenancy::tenants::currency(&mut tx).await?;
@@ -132,11 +132,10 @@ pub async fn get(
     responses((status = 200, body = Lead), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Member,
     Path(id): Path<String>,
     ApiJson(input): ApiJson<LeadInput>,
 ) -> Result<Json<Lead>> {
-    ctx.require(Role::Member)?;
     let id = lead_id(&id)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let lead = super::get(&mut tx, &id).await?;
@@ -157,10 +156,9 @@ pub async fn update(
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Member,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
-    ctx.require(Role::Member)?;
     let id = lead_id(&id)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     if !super::delete(&mut tx, &id).await? {
@@ -186,11 +184,10 @@ pub struct StageIn {
     responses((status = 200, body = Lead), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn move_stage(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Member,
     Path(id): Path<String>,
     ApiJson(input): ApiJson<StageIn>,
 ) -> Result<Json<Lead>> {
-    ctx.require(Role::Member)?;
     let id = lead_id(&id)?;
     let note = input
         .note
@@ -240,10 +237,9 @@ pub async fn get_stages(State(state): State<AppState>, ctx: TenantCtx) -> Result
     responses((status = 200, body = Stages), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn put_stages(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
     ApiJson(input): ApiJson<Stages>,
 ) -> Result<Json<Stages>> {
-    ctx.require(Role::Admin)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     super::set_stages(&mut tx, &input.stages).await?;
     super::refresh_metrics(&mut tx).await?;
@@ -266,10 +262,9 @@ pub async fn put_stages(
     responses((status = 200, body = Report), (status = 422, body = ErrorBody)))]
 pub async fn import(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Member,
     ApiJson(input): ApiJson<Upload>,
 ) -> Result<Json<Report>> {
-    ctx.require(Role::Member)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let report = super::import::run(
         &mut tx,

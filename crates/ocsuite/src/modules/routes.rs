@@ -13,7 +13,8 @@ use crate::error::{AppError, ErrorBody, Result};
 use crate::ids::McpServerId;
 use crate::json::ApiJson;
 use crate::state::AppState;
-use crate::tenancy::{Role, TenantCtx};
+use crate::tenancy::TenantCtx;
+use crate::tenancy::extract::Admin;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -49,7 +50,7 @@ pub async fn list(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<
     responses((status = 200, body = CatalogModule), (status = 404, body = ErrorBody)))]
 pub async fn enable(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
     Path(name): Path<String>,
 ) -> Result<Json<CatalogModule>> {
     toggle(state, ctx, name, true).await
@@ -60,7 +61,7 @@ pub async fn enable(
     responses((status = 200, body = CatalogModule), (status = 404, body = ErrorBody)))]
 pub async fn disable(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
     Path(name): Path<String>,
 ) -> Result<Json<CatalogModule>> {
     toggle(state, ctx, name, false).await
@@ -68,11 +69,10 @@ pub async fn disable(
 
 async fn toggle(
     state: AppState,
-    ctx: TenantCtx,
+    ctx: Admin,
     name: String,
     enabled: bool,
 ) -> Result<Json<CatalogModule>> {
-    ctx.require(Role::Admin)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     if !catalog(&state.registry, &mut tx)
         .await?
@@ -133,10 +133,9 @@ pub async fn list_servers(
               (status = 422, body = ErrorBody, description = "invalid, or the server could not be reached (`mcp_unreachable`)")))]
 pub async fn register(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
     ApiJson(input): ApiJson<McpServerIn>,
 ) -> Result<(StatusCode, Json<McpServer>)> {
-    ctx.require(Role::Admin)?;
     let builtin: Vec<&str> = state
         .registry
         .all()
@@ -200,10 +199,9 @@ pub async fn register(
     responses((status = 200, body = McpServer), (status = 404, body = ErrorBody)))]
 pub async fn refresh(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<McpServer>> {
-    ctx.require(Role::Admin)?;
     let id = McpServerId::parse(&id).ok_or(AppError::NotFound("MCP server"))?;
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
     let server = mcp::get(&mut tx, &id).await?;
@@ -235,10 +233,9 @@ pub async fn refresh(
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn remove(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
-    ctx.require(Role::Admin)?;
     let id = McpServerId::parse(&id).ok_or(AppError::NotFound("MCP server"))?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     if !mcp::delete(&mut tx, &id).await? {

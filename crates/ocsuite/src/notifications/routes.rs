@@ -10,7 +10,8 @@ use crate::error::{AppError, ErrorBody, Result};
 use crate::json::{ApiJson, ApiQuery};
 use crate::state::AppState;
 use crate::store::scoped;
-use crate::tenancy::{Role, TenantCtx};
+use crate::tenancy::TenantCtx;
+use crate::tenancy::extract::Admin;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -124,8 +125,7 @@ pub struct Mailbox {
 /// configured, the delivery log when it is (admins).
 #[utoipa::path(get, path = "/mailbox", tag = "notifications",
     responses((status = 200, body = Mailbox), (status = 403, body = ErrorBody)))]
-pub async fn mailbox(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<Mailbox>> {
-    ctx.require(Role::Admin)?;
+pub async fn mailbox(State(state): State<AppState>, ctx: Admin) -> Result<Json<Mailbox>> {
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
     let messages: Vec<OutboxMessage> = tx
         .fetch_all(

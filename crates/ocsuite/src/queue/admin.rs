@@ -12,14 +12,14 @@ use serde_json::{Value, json};
 
 use super::{Depth, EXECUTE_TASK, QUEUES, dead_letter_queue, tenant_depths};
 use crate::audit;
-use crate::auth::CurrentUser;
+use crate::auth::SuperAdmin;
 use crate::error::{AppError, ErrorBody, Result};
 use crate::ids::{JobId, TaskId};
 use crate::json::ApiJson;
 use crate::state::AppState;
 use crate::store::{TenantTx, scoped};
 use crate::tasks::{self, Change, Status};
-use crate::tenancy::{Role, TenantCtx};
+use crate::tenancy::extract::Admin;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -61,8 +61,7 @@ async fn queue_state(tx: &mut TenantTx) -> Result<QueueState> {
 /// This tenant's queues.
 #[utoipa::path(get, path = "/queues", tag = "queues",
     responses((status = 200, body = QueueState), (status = 403, body = ErrorBody)))]
-pub async fn show(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<QueueState>> {
-    ctx.require(Role::Admin)?;
+pub async fn show(State(state): State<AppState>, ctx: Admin) -> Result<Json<QueueState>> {
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
     let out = queue_state(&mut tx).await?;
     tx.commit().await?;
@@ -81,10 +80,9 @@ pub struct SettingsIn {
     responses((status = 200, body = QueueState), (status = 422, body = ErrorBody)))]
 pub async fn settings(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
     ApiJson(input): ApiJson<SettingsIn>,
 ) -> Result<Json<QueueState>> {
-    ctx.require(Role::Admin)?;
     if !(1..=64).contains(&input.concurrency) {
         return Err(AppError::invalid("concurrency", "concurrency must be 1-64"));
     }
@@ -111,19 +109,18 @@ pub async fn settings(
 /// The kill switch: no job of this tenant starts until resumed. Running jobs finish.
 #[utoipa::path(post, path = "/queues/pause", tag = "queues",
     responses((status = 200, body = QueueState), (status = 403, body = ErrorBody)))]
-pub async fn pause(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<QueueState>> {
+pub async fn pause(State(state): State<AppState>, ctx: Admin) -> Result<Json<QueueState>> {
     set_paused(state, ctx, true).await
 }
 
 /// Turns the kill switch off.
 #[utoipa::path(post, path = "/queues/resume", tag = "queues",
     responses((status = 200, body = QueueState), (status = 403, body = ErrorBody)))]
-pub async fn resume(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<QueueState>> {
+pub async fn resume(State(state): State<AppState>, ctx: Admin) -> Result<Json<QueueState>> {
     set_paused(state, ctx, false).await
 }
 
-async fn set_paused(state: AppState, ctx: TenantCtx, paused: bool) -> Result<Json<QueueState>> {
-    ctx.require(Role::Admin)?;
+async fn set_paused(state: AppState, ctx: Admin, paused: bool) -> Result<Json<QueueState>> {
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     tx.execute(
         scoped("UPDATE tenants SET jobs_paused_at = CASE WHEN $2 THEN COALESCE(jobs_paused_at, $3) ELSE NULL END WHERE id = $1")
@@ -185,8 +182,7 @@ pub struct DeadJobs {
 /// This tenant's dead jobs, newest first.
 #[utoipa::path(get, path = "/queues/dead", tag = "queues",
     responses((status = 200, body = DeadJobs), (status = 403, body = ErrorBody)))]
-pub async fn dead(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<DeadJobs>> {
-    ctx.require(Role::Admin)?;
+pub async fn dead(State(state): State<AppState>, ctx: Admin) -> Result<Json<DeadJobs>> {
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
     let rows: Vec<DeadRow> = tx
         .fetch_all(scoped(
@@ -236,10 +232,9 @@ async fn dead_job(tx: &mut TenantTx, id: &JobId) -> Result<(&'static str, Option
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn retry_dead(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
-    ctx.require(Role::Admin)?;
     let id = JobId::parse(&id).ok_or(AppError::NotFound("dead job"))?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let (queue, task) = dead_job(&mut tx, &id).await?;
@@ -289,10 +284,9 @@ pub async fn retry_dead(
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn discard_dead(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
-    ctx.require(Role::Admin)?;
     let id = JobId::parse(&id).ok_or(AppError::NotFound("dead job"))?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let (queue, task) = dead_job(&mut tx, &id).await?;
@@ -321,13 +315,8 @@ pub struct PlatformDepths {
     responses((status = 200, body = PlatformDepths), (status = 403, body = ErrorBody)))]
 pub async fn platform(
     State(state): State<AppState>,
-    me: CurrentUser,
+    _: SuperAdmin,
 ) -> Result<Json<PlatformDepths>> {
-    if !me.user.is_super_admin {
-        return Err(AppError::Forbidden(
-            "platform queue depths are for super-admins".into(),
-        ));
-    }
     let mut tx = state.store.platform_read().await?;
     let depths = super::platform_depths(&mut tx).await?;
     tx.commit().await?;

@@ -17,7 +17,8 @@ use crate::modules;
 use crate::queue;
 use crate::realtime::{self, Event, Topic};
 use crate::state::AppState;
-use crate::tenancy::{Role, TenantCtx};
+use crate::tenancy::TenantCtx;
+use crate::tenancy::extract::Member;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -83,10 +84,9 @@ pub struct Executed {
               (status = 429, body = ErrorBody)))]
 pub async fn execute(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Member,
     ApiJson(input): ApiJson<ExecuteIn>,
 ) -> Result<(StatusCode, Json<Executed>)> {
-    ctx.require(Role::Member)?;
     if !(-10..=10).contains(&input.priority) {
         return Err(AppError::invalid(
             "priority",
@@ -357,10 +357,9 @@ fn next_steps(task: &Task, spec: Option<&ocsuite_module_sdk::CapabilitySpec>) ->
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Member,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Task>)> {
-    ctx.require(Role::Member)?;
     let id = TaskId::parse(&id).ok_or(AppError::NotFound("task"))?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let task = super::get(&mut tx, &id).await?;

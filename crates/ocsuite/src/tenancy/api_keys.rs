@@ -44,7 +44,6 @@ pub async fn create(
     name: &str,
     role: Role,
 ) -> Result<ApiKeyCreated> {
-    ctx.require(Role::Admin)?;
     if role == Role::Owner {
         return Err(AppError::invalid(
             "role",
@@ -105,7 +104,6 @@ pub async fn list(tx: &mut TenantTx) -> Result<Vec<ApiKeyOut>> {
 }
 
 pub async fn revoke(tx: &mut TenantTx, ctx: &TenantCtx, id: &ApiKeyId) -> Result<()> {
-    ctx.require(Role::Admin)?;
     let n = tx
         .execute(
             scoped("UPDATE api_keys SET revoked_at = $2 WHERE tenant_id = $1 AND id = $3 AND revoked_at IS NULL")

@@ -44,7 +44,6 @@ pub async fn create(
     email: &str,
     role: Role,
 ) -> Result<InviteCreated> {
-    ctx.require(Role::Admin)?;
     if role == Role::Owner && ctx.role != Role::Owner {
         return Err(AppError::Forbidden(
             "only an owner can invite another owner".into(),
@@ -108,7 +107,6 @@ pub async fn list(tx: &mut TenantTx) -> Result<Vec<InviteOut>> {
 }
 
 pub async fn revoke(tx: &mut TenantTx, ctx: &TenantCtx, id: &InviteId) -> Result<()> {
-    ctx.require(Role::Admin)?;
     let n = tx
         .execute(
             scoped("UPDATE invites SET revoked_at = $2 WHERE tenant_id = $1 AND id = $3 AND revoked_at IS NULL AND accepted_at IS NULL")

@@ -104,7 +104,6 @@ pub async fn change_role(
     target: &UserId,
     new: Role,
 ) -> Result<MemberOut> {
-    ctx.require(Role::Admin)?;
     lock_tenant(tx).await?;
     let old = role_of(tx, target).await?;
     if (old == Role::Owner || new == Role::Owner) && ctx.role != Role::Owner {

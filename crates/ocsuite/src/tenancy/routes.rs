@@ -16,6 +16,7 @@ use crate::error::{AppError, ErrorBody, Result};
 use crate::ids::{ApiKeyId, InviteId, TenantId, UserId};
 use crate::json::ApiJson;
 use crate::state::AppState;
+use crate::tenancy::extract::Admin;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -125,10 +126,9 @@ pub async fn get_tenant(State(state): State<AppState>, ctx: TenantCtx) -> Result
 #[utoipa::path(patch, path = "/tenant", request_body = TenantPatch, tag = "tenants", responses((status = 200, body = TenantOut)))]
 pub async fn update_tenant(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
     ApiJson(input): ApiJson<TenantPatch>,
 ) -> Result<Json<TenantOut>> {
-    ctx.require(Role::Admin)?;
     let name = input
         .name
         .map(|n| clean_name("name", &n, 200))
@@ -161,7 +161,7 @@ fn member_id(raw: &str) -> Result<UserId> {
     params(("user_id" = String, Path)), responses((status = 200, body = MemberOut), (status = 409, body = ErrorBody)))]
 pub async fn change_role(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
     Path(user_id): Path<String>,
     ApiJson(input): ApiJson<RoleIn>,
 ) -> Result<Json<MemberOut>> {
@@ -192,7 +192,7 @@ pub async fn remove_member(
     responses((status = 201, body = InviteCreated), (status = 409, body = ErrorBody)))]
 pub async fn create_invite(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
     ApiJson(input): ApiJson<InviteIn>,
 ) -> Result<(StatusCode, Json<InviteCreated>)> {
     let email = normalize_email(&input.email)?;
@@ -208,7 +208,7 @@ pub async fn create_invite(
     responses((status = 201, body = InviteCreated), (status = 409, body = ErrorBody)))]
 pub async fn invite_member(
     state: State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
     input: ApiJson<InviteIn>,
 ) -> Result<(StatusCode, Json<InviteCreated>)> {
     create_invite(state, ctx, input).await
@@ -218,9 +218,8 @@ pub async fn invite_member(
 #[utoipa::path(get, path = "/invites", tag = "members", responses((status = 200, body = Vec<InviteOut>)))]
 pub async fn list_invites(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
 ) -> Result<Json<Vec<InviteOut>>> {
-    ctx.require(Role::Admin)?;
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
     let out = invites::list(&mut tx).await?;
     tx.commit().await?;
@@ -231,7 +230,7 @@ pub async fn list_invites(
 #[utoipa::path(delete, path = "/invites/{id}", tag = "members", params(("id" = String, Path)), responses((status = 204)))]
 pub async fn revoke_invite(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
     let id = InviteId::parse(&id).ok_or(AppError::NotFound("invite"))?;
@@ -264,7 +263,7 @@ pub async fn accept_invite(
     responses((status = 201, body = ApiKeyCreated), (status = 403, body = ErrorBody)))]
 pub async fn create_api_key(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
     ApiJson(input): ApiJson<ApiKeyIn>,
 ) -> Result<(StatusCode, Json<ApiKeyCreated>)> {
     let name = clean_name("name", &input.name, 100)?;
@@ -278,9 +277,8 @@ pub async fn create_api_key(
 #[utoipa::path(get, path = "/api-keys", tag = "api-keys", responses((status = 200, body = Vec<ApiKeyOut>)))]
 pub async fn list_api_keys(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
 ) -> Result<Json<Vec<ApiKeyOut>>> {
-    ctx.require(Role::Admin)?;
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
     let out = api_keys::list(&mut tx).await?;
     tx.commit().await?;
@@ -291,7 +289,7 @@ pub async fn list_api_keys(
 #[utoipa::path(delete, path = "/api-keys/{id}", tag = "api-keys", params(("id" = String, Path)), responses((status = 204)))]
 pub async fn revoke_api_key(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ctx: Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
     let id = ApiKeyId::parse(&id).ok_or(AppError::NotFound("API key"))?;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{Plan, PlanLimits, UsageRow, consumed, month_bounds};
-use crate::auth::CurrentUser;
+use crate::auth::SuperAdmin;
 use crate::error::{AppError, ErrorBody, Result};
 use crate::ids::TenantId;
 use crate::json::ApiJson;
@@ -86,15 +86,10 @@ pub struct PlanIn {
     responses((status = 200, body = PlanIn), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn set_plan(
     State(state): State<AppState>,
-    me: CurrentUser,
+    SuperAdmin(me): SuperAdmin,
     Path(id): Path<String>,
     ApiJson(input): ApiJson<PlanIn>,
 ) -> Result<Json<serde_json::Value>> {
-    if !me.user.is_super_admin {
-        return Err(AppError::Forbidden(
-            "changing a tenant's plan is for platform super-admins".into(),
-        ));
-    }
     let tenant = TenantId::parse(&id).ok_or(AppError::NotFound("tenant"))?;
     let mut tx = state.store.tenant(&tenant).await?;
     let n = tx

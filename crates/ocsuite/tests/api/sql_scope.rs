@@ -110,8 +110,10 @@ fn without_tests(text: &str) -> &str {
 
 fn ident_before(s: &str, end: usize) -> &str {
     let start = s[..end]
-        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .map_or(0, |i| i + 1);
+        .char_indices()
+        .rev()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_'))
+        .map_or(0, |(i, c)| i + c.len_utf8());
     &s[start..end]
 }
 
