@@ -33,6 +33,10 @@ pub async fn rules(tx: &mut TenantTx) -> Result<Vec<Rule>> {
         .await?)
 }
 
+/// The largest rule position: rules run in position order, and new ones go 10 after the
+/// last, so a bound keeps that sum in range.
+pub const MAX_POSITION: i64 = 1_000_000_000;
+
 pub async fn add_rule(
     tx: &mut TenantTx,
     field: &str,
@@ -59,6 +63,12 @@ pub async fn add_rule(
         .name
         .clone();
     let position = match position {
+        Some(p) if !(0..=MAX_POSITION).contains(&p) => {
+            return Err(AppError::invalid(
+                "position",
+                format!("position must be 0-{MAX_POSITION}"),
+            ));
+        }
         Some(p) => p,
         None => {
             let (n,): (i64,) = tx
@@ -66,7 +76,8 @@ pub async fn add_rule(
                     "SELECT COALESCE(MAX(position), 0) FROM category_rules WHERE tenant_id = $1",
                 ))
                 .await?;
-            n + 10
+            // Rules stored before positions were bounded may sit near the top.
+            n.saturating_add(10).min(MAX_POSITION)
         }
     };
     let id = RuleId::new();

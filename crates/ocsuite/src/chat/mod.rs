@@ -5,6 +5,7 @@
 //! after some text, or `failed` when nothing arrived — with the tokens, model and latency.
 
 pub mod routes;
+pub mod turn;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

@@ -46,13 +46,10 @@ async fn decide(
     verb: &str,
     body: Value,
 ) -> (StatusCode, Value) {
-    app.post(
-        &format!("/api/v1/tasks/{task}/{verb}"),
-        &u.token,
-        Some(t),
-        body,
-    )
-    .await
+    app.as_(u)
+        .tenant(t)
+        .post(&format!("/api/v1/tasks/{task}/{verb}"), body)
+        .await
 }
 
 dual!(
@@ -69,7 +66,7 @@ async fn roles_policy_and_exactly_once_approval(app: TestApp) {
     let (_, task) = proposed_task(&app, &own, &t).await;
 
     // The approval queue shows the preview.
-    let (s, v) = app.get("/api/v1/approvals", &mem.token, Some(&t)).await;
+    let (s, v) = app.as_(&mem).tenant(&t).get("/api/v1/approvals").await;
     assert_eq!(s, StatusCode::OK);
     let p = &v["approvals"][0];
     assert_eq!(p["task"]["id"], task.as_str());
@@ -83,22 +80,20 @@ async fn roles_policy_and_exactly_once_approval(app: TestApp) {
 
     // Raise the bar: members may no longer approve even harmless tasks.
     let (s, _) = app
-        .call(
-            reqwest::Method::PUT,
+        .as_(&mem)
+        .tenant(&t)
+        .put(
             "/api/v1/approval-policy",
-            Some(&mem.token),
-            Some(&t),
-            Some(json!({"min_roles": {"none": "admin"}})),
+            json!({"min_roles": {"none": "admin"}}),
         )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, v) = app
-        .call(
-            reqwest::Method::PUT,
+        .as_(&own)
+        .tenant(&t)
+        .put(
             "/api/v1/approval-policy",
-            Some(&own.token),
-            Some(&t),
-            Some(json!({"min_roles": {"none": "admin"}})),
+            json!({"min_roles": {"none": "admin"}}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -110,7 +105,7 @@ async fn roles_policy_and_exactly_once_approval(app: TestApp) {
         v["error"]["message"].as_str().unwrap().contains("admin"),
         "{v}"
     );
-    let (_, v) = app.get("/api/v1/approvals", &mem.token, Some(&t)).await;
+    let (_, v) = app.as_(&mem).tenant(&t).get("/api/v1/approvals").await;
     assert_eq!(v["approvals"][0]["can_approve"], false);
     // Floors and unknown names.
     for body in [
@@ -121,13 +116,9 @@ async fn roles_policy_and_exactly_once_approval(app: TestApp) {
         json!({"modes": {"diagnostics.echo": "sometimes"}}),
     ] {
         let (s, v) = app
-            .call(
-                reqwest::Method::PUT,
-                "/api/v1/approval-policy",
-                Some(&own.token),
-                Some(&t),
-                Some(body.clone()),
-            )
+            .as_(&own)
+            .tenant(&t)
+            .put("/api/v1/approval-policy", body.clone())
             .await;
         assert!(
             s == StatusCode::UNPROCESSABLE_ENTITY || s == StatusCode::BAD_REQUEST,
@@ -167,17 +158,16 @@ async fn roles_policy_and_exactly_once_approval(app: TestApp) {
     assert_eq!(approvals, 1);
     let (s, _) = decide(&app, &own, &t, &task, "approve", json!({})).await;
     assert_eq!(s, StatusCode::CONFLICT);
-    let (_, v) = app.get("/api/v1/approvals", &own.token, Some(&t)).await;
+    let (_, v) = app.as_(&own).tenant(&t).get("/api/v1/approvals").await;
     assert_eq!(v["approvals"], json!([]));
 
     // Automatic approval for a read-only capability.
     let (s, v) = app
-        .call(
-            reqwest::Method::PUT,
+        .as_(&own)
+        .tenant(&t)
+        .put(
             "/api/v1/approval-policy",
-            Some(&own.token),
-            Some(&t),
-            Some(json!({"modes": {"diagnostics.echo": "auto"}})),
+            json!({"modes": {"diagnostics.echo": "auto"}}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -186,23 +176,26 @@ async fn roles_policy_and_exactly_once_approval(app: TestApp) {
     let d = wait_status(&app, &own, &t, &task, "succeeded").await;
     assert_eq!(d["task"]["decided_by"], "policy:auto");
     let (_, v) = app
-        .get("/api/v1/approval-policy", &mem.token, Some(&t))
+        .as_(&mem)
+        .tenant(&t)
+        .get("/api/v1/approval-policy")
         .await;
     assert_eq!(v["modes"]["diagnostics.echo"], "auto");
     // Another company keeps the default policy.
     let (bob, b) = owner(&app, "bob@b.test").await;
     let (_, v) = app
-        .get("/api/v1/approval-policy", &bob.token, Some(&b))
+        .as_(&bob)
+        .tenant(&b)
+        .get("/api/v1/approval-policy")
         .await;
     assert_eq!(v["modes"], json!({}));
     assert_eq!(v["min_roles"]["none"], "member");
     let (_, v) = app
-        .call(
-            reqwest::Method::PUT,
+        .as_(&own)
+        .tenant(&t)
+        .put(
             "/api/v1/approval-policy",
-            Some(&own.token),
-            Some(&t),
-            Some(json!({"modes": {"diagnostics.echo": "ask"}})),
+            json!({"modes": {"diagnostics.echo": "ask"}}),
         )
         .await;
     assert_eq!(v["modes"], json!({}));
@@ -236,7 +229,9 @@ async fn rejection_needs_a_rationale_and_ends_the_task(app: TestApp) {
     assert_eq!(v["status"], "rejected");
     assert_eq!(v["decision_rationale"], "not now");
     let (_, d) = app
-        .get(&format!("/api/v1/tasks/{task}"), &own.token, Some(&t))
+        .as_(&own)
+        .tenant(&t)
+        .get(&format!("/api/v1/tasks/{task}"))
         .await;
     assert!(
         d["next_steps"]
@@ -248,12 +243,9 @@ async fn rejection_needs_a_rationale_and_ends_the_task(app: TestApp) {
     let (s, _) = decide(&app, &own, &t, &task, "approve", json!({})).await;
     assert_eq!(s, StatusCode::CONFLICT);
     let (s, _) = app
-        .post(
-            &format!("/api/v1/tasks/{task}/cancel"),
-            &own.token,
-            Some(&t),
-            json!({}),
-        )
+        .as_(&own)
+        .tenant(&t)
+        .post(&format!("/api/v1/tasks/{task}/cancel"), json!({}))
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
     let d = detail(&app, &own, &t, &meeting_id).await;
@@ -280,9 +272,7 @@ async fn rejection_needs_a_rationale_and_ends_the_task(app: TestApp) {
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = decide(&app, &own, &t, &task, "approve", json!({"rationale": 5})).await;
     assert!(s.is_client_error());
-    let (s, v) = app
-        .get("/api/v1/audit?limit=50", &own.token, Some(&t))
-        .await;
+    let (s, v) = app.as_(&own).tenant(&t).get("/api/v1/audit?limit=50").await;
     assert_eq!(s, StatusCode::OK);
     assert!(
         v.as_array()
@@ -308,12 +298,9 @@ async fn undo_proposes_the_compensation(app: TestApp) {
         "{d}"
     );
     let (s, v) = app
-        .post(
-            &format!("/api/v1/tasks/{id}/undo"),
-            &own.token,
-            Some(&t),
-            json!({}),
-        )
+        .as_(&own)
+        .tenant(&t)
+        .post(&format!("/api/v1/tasks/{id}/undo"), json!({}))
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     let undo = v["task"]["id"].as_str().unwrap().to_owned();
@@ -321,21 +308,15 @@ async fn undo_proposes_the_compensation(app: TestApp) {
     assert_eq!(v["task"]["undo_of"], id.as_str());
     assert_eq!(v["task"]["input"], json!({"value": false}));
     let (s, _) = app
-        .post(
-            &format!("/api/v1/tasks/{id}/undo"),
-            &own.token,
-            Some(&t),
-            json!({}),
-        )
+        .as_(&own)
+        .tenant(&t)
+        .post(&format!("/api/v1/tasks/{id}/undo"), json!({}))
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "one undo at a time");
     let (s, _) = app
-        .post(
-            &format!("/api/v1/tasks/{undo}/undo"),
-            &own.token,
-            Some(&t),
-            json!({}),
-        )
+        .as_(&own)
+        .tenant(&t)
+        .post(&format!("/api/v1/tasks/{undo}/undo"), json!({}))
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "a proposed task cannot be undone");
     let (s, v) = decide(
@@ -354,12 +335,9 @@ async fn undo_proposes_the_compensation(app: TestApp) {
     let echo = start(&app, &own, &t, "diagnostics.echo", json!({"a": 1})).await;
     wait_status(&app, &own, &t, &echo, "succeeded").await;
     let (s, v) = app
-        .post(
-            &format!("/api/v1/tasks/{echo}/undo"),
-            &own.token,
-            Some(&t),
-            json!({}),
-        )
+        .as_(&own)
+        .tenant(&t)
+        .post(&format!("/api/v1/tasks/{echo}/undo"), json!({}))
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
     assert!(
@@ -371,12 +349,9 @@ async fn undo_proposes_the_compensation(app: TestApp) {
     );
     let (bob, b) = owner(&app, "bob@b.test").await;
     let (s, _) = app
-        .post(
-            &format!("/api/v1/tasks/{id}/undo"),
-            &bob.token,
-            Some(&b),
-            json!({}),
-        )
+        .as_(&bob)
+        .tenant(&b)
+        .post(&format!("/api/v1/tasks/{id}/undo"), json!({}))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
@@ -426,7 +401,9 @@ async fn outcome_reaches_the_requester(app: TestApp) {
 
     // In the notification centre.
     let (s, v) = app
-        .get("/api/v1/notifications?unread=true", &own.token, Some(&t))
+        .as_(&own)
+        .tenant(&t)
+        .get("/api/v1/notifications?unread=true")
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["unread"], 1);
@@ -434,23 +411,20 @@ async fn outcome_reaches_the_requester(app: TestApp) {
     assert_eq!(n["task_id"], task.as_str());
     assert!(n["title"].as_str().unwrap().ends_with(": done"), "{n}");
     let (s, v) = app
-        .post(
-            "/api/v1/notifications/read",
-            &own.token,
-            Some(&t),
-            json!({"ids": [n["id"]]}),
-        )
+        .as_(&own)
+        .tenant(&t)
+        .post("/api/v1/notifications/read", json!({"ids": [n["id"]]}))
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["marked"], 1);
-    let (_, v) = app.get("/api/v1/notifications", &own.token, Some(&t)).await;
+    let (_, v) = app.as_(&own).tenant(&t).get("/api/v1/notifications").await;
     assert_eq!(v["unread"], 0);
     assert_eq!(v["notifications"].as_array().unwrap().len(), 1);
 
     // In the outbox: held in the dev mailbox (no SMTP here).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let (s, v) = app.get("/api/v1/mailbox", &own.token, Some(&t)).await;
+        let (s, v) = app.as_(&own).tenant(&t).get("/api/v1/mailbox").await;
         assert_eq!(s, StatusCode::OK, "{v}");
         assert_eq!(v["smtp_configured"], false);
         let m = &v["messages"][0];
@@ -465,12 +439,12 @@ async fn outcome_reaches_the_requester(app: TestApp) {
     // Others see none of it.
     let mem = app.signup("mem@acme.test").await;
     app.add_member(&own, &t, &mem, "member").await;
-    let (_, v) = app.get("/api/v1/notifications", &mem.token, Some(&t)).await;
+    let (_, v) = app.as_(&mem).tenant(&t).get("/api/v1/notifications").await;
     assert_eq!(v["notifications"], json!([]));
-    let (s, _) = app.get("/api/v1/mailbox", &mem.token, Some(&t)).await;
+    let (s, _) = app.as_(&mem).tenant(&t).get("/api/v1/mailbox").await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (bob, b) = owner(&app, "bob@b.test").await;
-    let (_, v) = app.get("/api/v1/mailbox", &bob.token, Some(&b)).await;
+    let (_, v) = app.as_(&bob).tenant(&b).get("/api/v1/mailbox").await;
     assert_eq!(v["messages"], json!([]));
 }
 
@@ -491,7 +465,7 @@ async fn email_goes_out_through_smtp() {
     wait_status(&app, &own, &t, &task, "succeeded").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, v) = app.get("/api/v1/mailbox", &own.token, Some(&t)).await;
+        let (_, v) = app.as_(&own).tenant(&t).get("/api/v1/mailbox").await;
         if v["messages"][0]["status"] == "sent" {
             assert_eq!(v["smtp_configured"], true);
             break;

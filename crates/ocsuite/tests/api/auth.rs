@@ -20,10 +20,9 @@ async fn password_confirmations_count_toward_lockout(app: TestApp) {
     let ann = app.signup("guess@example.com").await;
     for _ in 0..app.config.login_max_failures {
         let (s, _) = app
+            .as_(&ann)
             .post(
                 "/api/v1/me/mfa/totp/setup",
-                &ann.token,
-                None,
                 json!({"password": "wrong guess 123"}),
             )
             .await;
@@ -31,12 +30,8 @@ async fn password_confirmations_count_toward_lockout(app: TestApp) {
     }
     // Locked now: even the right password is refused, here and at login.
     let (s, _) = app
-        .post(
-            "/api/v1/me/mfa/totp/setup",
-            &ann.token,
-            None,
-            json!({"password": PASSWORD}),
-        )
+        .as_(&ann)
+        .post("/api/v1/me/mfa/totp/setup", json!({"password": PASSWORD}))
         .await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
     let (s, _) = app.login("guess@example.com", PASSWORD).await;
@@ -64,12 +59,10 @@ async fn signup_login_logout(app: TestApp) {
 
     // The same email again, in any case → 409.
     let (s, v) = app
-        .call(
-            Method::POST,
+        .anon()
+        .post(
             "/api/v1/auth/signup",
-            None,
-            None,
-            Some(json!({"email": "ANN@example.com", "password": PASSWORD, "name": "Ann"})),
+            json!({"email": "ANN@example.com", "password": PASSWORD, "name": "Ann"}),
         )
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
@@ -83,7 +76,7 @@ async fn signup_login_logout(app: TestApp) {
     let (s, v) = app.login("ann@example.com", PASSWORD).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let token = v["token"].as_str().unwrap().to_owned();
-    let (s, me) = app.get("/api/v1/me", &token, None).await;
+    let (s, me) = app.as_(&token).get("/api/v1/me").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(me["user"]["email"], "ann@example.com");
     assert_eq!(me["memberships"], json!([]));
@@ -119,7 +112,7 @@ async fn signup_login_logout(app: TestApp) {
         )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, v) = app.get("/api/v1/me", &token, None).await;
+    let (s, v) = app.as_(&token).get("/api/v1/me").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert!(
         v["error"]["message"]
@@ -128,9 +121,9 @@ async fn signup_login_logout(app: TestApp) {
             .contains("log in again")
     );
 
-    let (s, _) = app.call(Method::GET, "/api/v1/me", None, None, None).await;
+    let (s, _) = app.anon().get("/api/v1/me").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let (s, _) = app.get("/api/v1/me", "ocs_s_forged", None).await;
+    let (s, _) = app.as_("ocs_s_forged").get("/api/v1/me").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let res = app
         .http
@@ -181,15 +174,7 @@ async fn bad_signup_input(app: TestApp) {
         ),
     ];
     for (body, status, mention) in cases {
-        let (s, v) = app
-            .call(
-                Method::POST,
-                "/api/v1/auth/signup",
-                None,
-                None,
-                Some(body.clone()),
-            )
-            .await;
+        let (s, v) = app.anon().post("/api/v1/auth/signup", body.clone()).await;
         assert_eq!(s, status, "{body} → {v}");
         let msg = v["error"]["message"]
             .as_str()
@@ -232,8 +217,7 @@ async fn bad_signup_input(app: TestApp) {
         .unwrap();
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // Hostile strings are data, stored and returned verbatim.
-    let (s, v) = app
-        .call(Method::POST, "/api/v1/auth/signup", None, None, Some(json!({"email": "o'hara@example.com", "password": PASSWORD, "name": "<script>alert(1)</script>'; DROP TABLE users;--"})))
+    let (s, v) = app.anon().post("/api/v1/auth/signup", json!({"email": "o'hara@example.com", "password": PASSWORD, "name": "<script>alert(1)</script>'; DROP TABLE users;--"}))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(
@@ -248,7 +232,7 @@ async fn session_revocation(app: TestApp) {
     let ann = app.signup("ann@example.com").await;
     let (_, v) = app.login("ann@example.com", PASSWORD).await;
     let second = v["token"].as_str().unwrap().to_owned();
-    let (s, list) = app.get("/api/v1/sessions", &ann.token, None).await;
+    let (s, list) = app.as_(&ann).get("/api/v1/sessions").await;
     assert_eq!(s, StatusCode::OK);
     let list = list.as_array().unwrap().clone();
     assert_eq!(list.len(), 2);
@@ -257,82 +241,54 @@ async fn session_revocation(app: TestApp) {
         .unwrap()
         .to_owned();
     let (s, _) = app
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/sessions/{other}"),
-            Some(&ann.token),
-            None,
-            None,
-        )
+        .as_(&ann)
+        .delete(&format!("/api/v1/sessions/{other}"))
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert_eq!(
-        app.get("/api/v1/me", &second, None).await.0,
+        app.as_(&second).get("/api/v1/me").await.0,
         StatusCode::UNAUTHORIZED
     );
-    assert_eq!(
-        app.get("/api/v1/me", &ann.token, None).await.0,
-        StatusCode::OK
-    );
+    assert_eq!(app.as_(&ann).get("/api/v1/me").await.0, StatusCode::OK);
     // Another user cannot revoke Ann's session.
     let bob = app.signup("bob@example.com").await;
-    let (_, v) = app.get("/api/v1/sessions", &ann.token, None).await;
+    let (_, v) = app.as_(&ann).get("/api/v1/sessions").await;
     let mine = v[0]["id"].as_str().unwrap().to_owned();
     let (s, _) = app
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/sessions/{mine}"),
-            Some(&bob.token),
-            None,
-            None,
-        )
+        .as_(&bob)
+        .delete(&format!("/api/v1/sessions/{mine}"))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    assert_eq!(
-        app.get("/api/v1/me", &ann.token, None).await.0,
-        StatusCode::OK
-    );
+    assert_eq!(app.as_(&ann).get("/api/v1/me").await.0, StatusCode::OK);
     // Revoke-others keeps the current one.
     let (_, v) = app.login("ann@example.com", PASSWORD).await;
     let third = v["token"].as_str().unwrap().to_owned();
     let (s, v) = app
-        .post(
-            "/api/v1/sessions/revoke-others",
-            &ann.token,
-            None,
-            json!({}),
-        )
+        .as_(&ann)
+        .post("/api/v1/sessions/revoke-others", json!({}))
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["revoked"], 1);
     assert_eq!(
-        app.get("/api/v1/me", &third, None).await.0,
+        app.as_(&third).get("/api/v1/me").await.0,
         StatusCode::UNAUTHORIZED
     );
-    assert_eq!(
-        app.get("/api/v1/me", &ann.token, None).await.0,
-        StatusCode::OK
-    );
+    assert_eq!(app.as_(&ann).get("/api/v1/me").await.0, StatusCode::OK);
 }
 
 async fn totp_mfa(app: TestApp) {
     let ann = app.signup("ann@example.com").await;
     let (s, _) = app
+        .as_(&ann)
         .post(
             "/api/v1/me/mfa/totp/setup",
-            &ann.token,
-            None,
             json!({"password": "not my password"}),
         )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, v) = app
-        .post(
-            "/api/v1/me/mfa/totp/setup",
-            &ann.token,
-            None,
-            json!({"password": PASSWORD}),
-        )
+        .as_(&ann)
+        .post("/api/v1/me/mfa/totp/setup", json!({"password": PASSWORD}))
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let secret = v["secret"].as_str().unwrap().to_owned();
@@ -343,23 +299,15 @@ async fn totp_mfa(app: TestApp) {
             .starts_with("otpauth://totp/")
     );
     let (s, _) = app
-        .post(
-            "/api/v1/me/mfa/totp/enable",
-            &ann.token,
-            None,
-            json!({"code": "000000"}),
-        )
+        .as_(&ann)
+        .post("/api/v1/me/mfa/totp/enable", json!({"code": "000000"}))
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     let now = chrono::Utc::now().timestamp() as u64;
     let code = ocsuite::auth::totp::code_at_base32(&secret, now).unwrap();
     let (s, v) = app
-        .post(
-            "/api/v1/me/mfa/totp/enable",
-            &ann.token,
-            None,
-            json!({"code": code}),
-        )
+        .as_(&ann)
+        .post("/api/v1/me/mfa/totp/enable", json!({"code": code}))
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
 
@@ -368,36 +316,24 @@ async fn totp_mfa(app: TestApp) {
     assert_eq!(v["error"]["code"], "mfa_required");
     // The code used to enable cannot be replayed.
     let (s, _) = app
-        .call(
-            Method::POST,
+        .anon()
+        .post(
             "/api/v1/auth/login",
-            None,
-            None,
-            Some(json!({"email": "ann@example.com", "password": PASSWORD, "totp": code})),
+            json!({"email": "ann@example.com", "password": PASSWORD, "totp": code}),
         )
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let next = ocsuite::auth::totp::code_at_base32(&secret, now + 30).unwrap();
     let login = json!({"email": "ann@example.com", "password": PASSWORD, "totp": next});
-    let (s, v) = app
-        .call(
-            Method::POST,
-            "/api/v1/auth/login",
-            None,
-            None,
-            Some(login.clone()),
-        )
-        .await;
+    let (s, v) = app.anon().post("/api/v1/auth/login", login.clone()).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, _) = app
-        .call(Method::POST, "/api/v1/auth/login", None, None, Some(login))
-        .await;
+    let (s, _) = app.anon().post("/api/v1/auth/login", login).await;
     assert_eq!(
         s,
         StatusCode::UNAUTHORIZED,
         "a used code must not work twice"
     );
-    let (_, me) = app.get("/api/v1/me", &ann.token, None).await;
+    let (_, me) = app.as_(&ann).get("/api/v1/me").await;
     assert_eq!(me["user"]["mfa_enabled"], true);
     // The seed is stored encrypted, never as the base32 text.
     let mut tx = app.state.store.platform_read().await.unwrap();
@@ -416,65 +352,47 @@ async fn api_key_lifecycle(app: TestApp) {
     let t = app.create_tenant(&ann, "Acme").await;
     let (id, key) = app.api_key(&ann, &t, "viewer").await;
     assert!(key.starts_with("ocs_k_"));
-    let (s, v) = app.get("/api/v1/members", &key, None).await;
+    let (s, v) = app.as_(&key).get("/api/v1/members").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     // A viewer key cannot write; keys cannot use user-only endpoints.
     let (s, _) = app
-        .post(
-            "/api/v1/invites",
-            &key,
-            None,
-            json!({"email": "x@example.com"}),
-        )
+        .as_(&key)
+        .post("/api/v1/invites", json!({"email": "x@example.com"}))
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_eq!(
-        app.get("/api/v1/me", &key, None).await.0,
+        app.as_(&key).get("/api/v1/me").await.0,
         StatusCode::FORBIDDEN
     );
     // The list never shows the secret.
-    let (_, list) = app.get("/api/v1/api-keys", &ann.token, Some(&t)).await;
+    let (_, list) = app.as_(&ann).tenant(&t).get("/api/v1/api-keys").await;
     assert!(!list.to_string().contains(&key[key.len() - 43..]));
     assert_eq!(list[0]["id"], id.as_str());
     // Stronger-than-creator and owner keys are refused.
     let (s, _) = app
-        .post(
-            "/api/v1/api-keys",
-            &ann.token,
-            Some(&t),
-            json!({"name": "x", "role": "owner"}),
-        )
+        .as_(&ann)
+        .tenant(&t)
+        .post("/api/v1/api-keys", json!({"name": "x", "role": "owner"}))
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     let (s, _) = app
-        .post(
-            "/api/v1/api-keys",
-            &ann.token,
-            Some(&t),
-            json!({"name": "x", "role": "boss"}),
-        )
+        .as_(&ann)
+        .tenant(&t)
+        .post("/api/v1/api-keys", json!({"name": "x", "role": "boss"}))
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     let (s, _) = app
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/api-keys/{id}"),
-            Some(&ann.token),
-            Some(&t),
-            None,
-        )
+        .as_(&ann)
+        .tenant(&t)
+        .delete(&format!("/api/v1/api-keys/{id}"))
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, v) = app.get("/api/v1/members", &key, None).await;
+    let (s, v) = app.as_(&key).get("/api/v1/members").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
     let (s, _) = app
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/api-keys/{id}"),
-            Some(&ann.token),
-            Some(&t),
-            None,
-        )
+        .as_(&ann)
+        .tenant(&t)
+        .delete(&format!("/api/v1/api-keys/{id}"))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // A key with a mangled secret is refused.
@@ -483,7 +401,7 @@ async fn api_key_lifecycle(app: TestApp) {
     let last = if key2.ends_with('A') { 'B' } else { 'A' };
     let forged = format!("{}{last}", &key2[..key2.len() - 1]);
     assert_eq!(
-        app.get("/api/v1/members", &forged, None).await.0,
+        app.as_(&forged).get("/api/v1/members").await.0,
         StatusCode::UNAUTHORIZED
     );
 }
@@ -554,14 +472,11 @@ async fn api_is_rate_limited_per_caller() {
     let bob = app.signup("bob@example.com").await;
     let mut limited = false;
     for _ in 0..8 {
-        if app.get("/api/v1/me", &ann.token, None).await.0 == StatusCode::TOO_MANY_REQUESTS {
+        if app.as_(&ann).get("/api/v1/me").await.0 == StatusCode::TOO_MANY_REQUESTS {
             limited = true;
         }
     }
     assert!(limited, "ann should hit the limit");
     // Another caller is unaffected.
-    assert_eq!(
-        app.get("/api/v1/me", &bob.token, None).await.0,
-        StatusCode::OK
-    );
+    assert_eq!(app.as_(&bob).get("/api/v1/me").await.0, StatusCode::OK);
 }

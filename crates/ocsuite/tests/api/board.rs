@@ -57,7 +57,9 @@ pub fn find<'a>(evs: &'a [(String, Value)], name: &str) -> Vec<&'a Value> {
 
 pub async fn detail(app: &TestApp, u: &User, t: &str, id: &str) -> Value {
     let (s, v) = app
-        .get(&format!("/api/v1/board-meetings/{id}"), &u.token, Some(t))
+        .as_(u)
+        .tenant(t)
+        .get(&format!("/api/v1/board-meetings/{id}"))
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     v
@@ -178,23 +180,27 @@ async fn offline_meeting_streams_stores_and_proposes(app: TestApp) {
         .unwrap()
         .to_owned();
     let (_, task) = app
-        .get(&format!("/api/v1/tasks/{task_id}"), &u.token, Some(&t))
+        .as_(&u)
+        .tenant(&t)
+        .get(&format!("/api/v1/tasks/{task_id}"))
         .await;
     assert_eq!(task["task"]["status"], "proposed");
     assert_eq!(task["task"]["meeting_id"], id.as_str());
     // A proposed task does not run by itself.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_, task) = app
-        .get(&format!("/api/v1/tasks/{task_id}"), &u.token, Some(&t))
+        .as_(&u)
+        .tenant(&t)
+        .get(&format!("/api/v1/tasks/{task_id}"))
         .await;
     assert_eq!(task["task"]["status"], "proposed");
 
     // Approve; the outcome shows in the meeting.
     let (s, v) = app
+        .as_(&u)
+        .tenant(&t)
         .post(
             &format!("/api/v1/tasks/{task_id}/approve"),
-            &u.token,
-            Some(&t),
             json!({"rationale": "harmless"}),
         )
         .await;
@@ -210,10 +216,10 @@ async fn offline_meeting_streams_stores_and_proposes(app: TestApp) {
         .unwrap();
     assert_eq!(item["task_status"], "succeeded");
 
-    let (s, v) = app.get("/api/v1/board-meetings", &u.token, Some(&t)).await;
+    let (s, v) = app.as_(&u).tenant(&t).get("/api/v1/board-meetings").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["meetings"].as_array().unwrap().len(), 2);
-    let (s, v) = app.get("/api/v1/usage", &u.token, Some(&t)).await;
+    let (s, v) = app.as_(&u).tenant(&t).get("/api/v1/usage").await;
     assert_eq!(s, StatusCode::OK);
     assert!(
         v.to_string().contains("cmo"),
@@ -325,7 +331,7 @@ async fn meeting_input_is_checked(app: TestApp) {
         .unwrap();
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     // Nothing was stored by refused meetings.
-    let (_, v) = app.get("/api/v1/board-meetings", &u.token, Some(&t)).await;
+    let (_, v) = app.as_(&u).tenant(&t).get("/api/v1/board-meetings").await;
     assert_eq!(v["meetings"].as_array().unwrap().len(), 0);
     // A viewer cannot call a meeting.
     let viewer = app.signup("v@acme.test").await;
@@ -333,8 +339,7 @@ async fn meeting_input_is_checked(app: TestApp) {
     let (s, _) = meeting(&app, &viewer, &t, json!({"agenda": "x"})).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     // A custom agent can sit.
-    let (s, v) = app
-        .post("/api/v1/agents", &u.token, Some(&t), json!({"slug": "coach", "name": "Coach", "title": "Sales coach", "instructions": "Push for more calls."}))
+    let (s, v) = app.as_(&u).tenant(&t).post("/api/v1/agents", json!({"slug": "coach", "name": "Coach", "title": "Sales coach", "instructions": "Push for more calls."}))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let (s, evs) = meeting(
@@ -367,52 +372,45 @@ async fn meetings_are_isolated_and_rated(app: TestApp) {
         .to_owned();
 
     let (s, _) = app
-        .get(
-            &format!("/api/v1/board-meetings/{id}"),
-            &bob.token,
-            Some(&b),
-        )
+        .as_(&bob)
+        .tenant(&b)
+        .get(&format!("/api/v1/board-meetings/{id}"))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = app
+        .as_(&bob)
+        .tenant(&b)
         .post(
             &format!("/api/v1/board-meetings/{id}/rating"),
-            &bob.token,
-            Some(&b),
             json!({"rating": 1}),
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = app
-        .post(
-            &format!("/api/v1/tasks/{task_id}/approve"),
-            &bob.token,
-            Some(&b),
-            json!({}),
-        )
+        .as_(&bob)
+        .tenant(&b)
+        .post(&format!("/api/v1/tasks/{task_id}/approve"), json!({}))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (_, v) = app.get("/api/v1/approvals", &bob.token, Some(&b)).await;
+    let (_, v) = app.as_(&bob).tenant(&b).get("/api/v1/approvals").await;
     assert_eq!(v["approvals"].as_array().unwrap().len(), 0);
-    let (_, v) = app
-        .get("/api/v1/board-meetings", &bob.token, Some(&b))
-        .await;
+    let (_, v) = app.as_(&bob).tenant(&b).get("/api/v1/board-meetings").await;
     assert_eq!(v["meetings"].as_array().unwrap().len(), 0);
 
     let (s, v) = app
+        .as_(&ann)
+        .tenant(&a)
         .post(
             &format!("/api/v1/board-meetings/{id}/rating"),
-            &ann.token,
-            Some(&a),
             json!({"rating": 6}),
         )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     let (s, _) = app
+        .as_(&ann)
+        .tenant(&a)
         .post(
             &format!("/api/v1/board-meetings/{id}/rating"),
-            &ann.token,
-            Some(&a),
             json!({"rating": 4, "comment": "sharp CFO"}),
         )
         .await;
@@ -421,7 +419,9 @@ async fn meetings_are_isolated_and_rated(app: TestApp) {
     assert_eq!(d["meeting"]["rating"], 4);
     assert_eq!(d["meeting"]["rating_comment"], "sharp CFO");
     let (s, _) = app
-        .get("/api/v1/board-meetings/mtg_nope", &ann.token, Some(&a))
+        .as_(&ann)
+        .tenant(&a)
+        .get("/api/v1/board-meetings/mtg_nope")
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 

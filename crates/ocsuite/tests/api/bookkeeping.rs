@@ -2,7 +2,7 @@
 //! model-assisted categorisation through a fake model, the financial summary against
 //! hand-computed figures, money validation, and isolation.
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -95,17 +95,19 @@ const BANK_UK: &str = "Date,Description,Payee,Money out,Money in,Category\n\
 2026-03-10,Rent Mar,Landlord LLC,2000.00,,\n";
 
 async fn import(app: &TestApp, u: &User, t: &str, body: Value) -> (StatusCode, Value) {
-    app.post("/api/v1/bookkeeping/import", &u.token, Some(t), body)
+    app.as_(u)
+        .tenant(t)
+        .post("/api/v1/bookkeeping/import", body)
         .await
 }
 
 /// The fixture books; returns the account id.
 pub async fn fixture(app: &TestApp, u: &User, t: &str) -> String {
     let (s, acc) = app
+        .as_(u)
+        .tenant(t)
         .post(
             "/api/v1/bookkeeping/accounts",
-            &u.token,
-            Some(t),
             json!({"name": "Checking", "opening_balance": "10000.00"}),
         )
         .await;
@@ -117,10 +119,10 @@ pub async fn fixture(app: &TestApp, u: &User, t: &str) -> String {
         ("figma", "Software"),
     ] {
         let (s, v) = app
+            .as_(u)
+            .tenant(t)
             .post(
                 "/api/v1/bookkeeping/rules",
-                &u.token,
-                Some(t),
                 json!({"field": "counterparty", "pattern": pattern, "category": category}),
             )
             .await;
@@ -243,11 +245,9 @@ async fn bank_imports_and_summary_match_hand_computed_figures(app: TestApp) {
     let (u, t) = owner(&app, "bk@a.example").await;
     fixture(&app, &u, &t).await;
     let (s, summary) = app
-        .get(
-            "/api/v1/bookkeeping/summary?as_of=2026-05-15&months=6",
-            &u.token,
-            Some(&t),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .get("/api/v1/bookkeeping/summary?as_of=2026-05-15&months=6")
         .await;
     assert_eq!(s, StatusCode::OK, "{summary}");
     check_summary(&summary);
@@ -268,11 +268,9 @@ async fn bank_imports_and_summary_match_hand_computed_figures(app: TestApp) {
 
     // Rules categorised on import; the transfer kept its CSV category.
     let (_, v) = app
-        .get(
-            "/api/v1/bookkeeping/transactions?uncategorized=true",
-            &u.token,
-            Some(&t),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .get("/api/v1/bookkeeping/transactions?uncategorized=true")
         .await;
     let left: Vec<&str> = v["transactions"]
         .as_array()
@@ -282,29 +280,27 @@ async fn bank_imports_and_summary_match_hand_computed_figures(app: TestApp) {
         .collect();
     assert_eq!(left, ["Ads Co"]);
     let (_, v) = app
-        .get(
-            "/api/v1/bookkeeping/transactions?category=Transfer",
-            &u.token,
-            Some(&t),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .get("/api/v1/bookkeeping/transactions?category=Transfer")
         .await;
     assert_eq!(v["transactions"][0]["categorized_by"], "manual");
 
     // A new rule, then categorise (rules only): Ads Co becomes Marketing.
     let (s, _) = app
+        .as_(&u)
+        .tenant(&t)
         .post(
             "/api/v1/bookkeeping/rules",
-            &u.token,
-            Some(&t),
             json!({"pattern": "ads co", "category": "marketing"}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED);
     let (s, out) = app
+        .as_(&u)
+        .tenant(&t)
         .post(
             "/api/v1/bookkeeping/categorize",
-            &u.token,
-            Some(&t),
             json!({"use_model": false}),
         )
         .await;
@@ -319,49 +315,42 @@ async fn bank_imports_and_summary_match_hand_computed_figures(app: TestApp) {
         "{out}"
     );
     let (_, s2) = app
-        .get(
-            "/api/v1/bookkeeping/summary?as_of=2026-05-15",
-            &u.token,
-            Some(&t),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .get("/api/v1/bookkeeping/summary?as_of=2026-05-15")
         .await;
     assert_eq!(amount(&s2["expenses_by_category"], "Marketing"), 150_000);
     assert_eq!(s2["uncategorized_count"], 0);
 
     // A person's choice stands against the rules.
     let (_, v) = app
-        .get(
-            "/api/v1/bookkeeping/transactions?category=Marketing",
-            &u.token,
-            Some(&t),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .get("/api/v1/bookkeeping/transactions?category=Marketing")
         .await;
     let ads = v["transactions"][0]["id"].as_str().unwrap().to_owned();
     let (s, v) = app
-        .call(
-            Method::PATCH,
+        .as_(&u)
+        .tenant(&t)
+        .patch(
             &format!("/api/v1/bookkeeping/transactions/{ads}"),
-            Some(&u.token),
-            Some(&t),
-            Some(json!({"category": "Professional services"})),
+            json!({"category": "Professional services"}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let (_, out) = app
+        .as_(&u)
+        .tenant(&t)
         .post(
             "/api/v1/bookkeeping/categorize",
-            &u.token,
-            Some(&t),
             json!({"transaction_ids": [ads], "use_model": false}),
         )
         .await;
     assert_eq!(out["considered"], 0, "{out}");
     let (_, v) = app
-        .get(
-            &format!("/api/v1/bookkeeping/transactions/{ads}"),
-            &u.token,
-            Some(&t),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .get(&format!("/api/v1/bookkeeping/transactions/{ads}"))
         .await;
     assert_eq!(v["category"], "Professional services");
 
@@ -383,50 +372,42 @@ async fn bank_imports_and_summary_match_hand_computed_figures(app: TestApp) {
     );
     let txn = r["transaction_id"].as_str().unwrap().to_owned();
     let (_, v) = app
-        .get(
-            &format!("/api/v1/bookkeeping/transactions/{txn}"),
-            &u.token,
-            Some(&t),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .get(&format!("/api/v1/bookkeeping/transactions/{txn}"))
         .await;
     assert_eq!(v["origin"], format!("task:{id}"));
     let (s, v) = app
-        .post(
-            &format!("/api/v1/tasks/{id}/undo"),
-            &u.token,
-            Some(&t),
-            json!({}),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .post(&format!("/api/v1/tasks/{id}/undo"), json!({}))
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     let undo = v["task"]["id"].as_str().unwrap().to_owned();
-    app.post(
-        &format!("/api/v1/tasks/{undo}/approve"),
-        &u.token,
-        Some(&t),
-        json!({}),
-    )
-    .await;
+    app.as_(&u)
+        .tenant(&t)
+        .post(&format!("/api/v1/tasks/{undo}/approve"), json!({}))
+        .await;
     let d = wait_status(&app, &u, &t, &undo, "succeeded").await;
     assert_eq!(d["task"]["result"]["removed"], true);
     let (s, _) = app
-        .get(
-            &format!("/api/v1/bookkeeping/transactions/{txn}"),
-            &u.token,
-            Some(&t),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .get(&format!("/api/v1/bookkeeping/transactions/{txn}"))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     // Accounts show their balance; the snapshot has cash and burn.
     let (_, v) = app
-        .get("/api/v1/bookkeeping/accounts", &u.token, Some(&t))
+        .as_(&u)
+        .tenant(&t)
+        .get("/api/v1/bookkeeping/accounts")
         .await;
     assert_eq!(
         v["accounts"][0]["balance_minor"], 600_000,
         "every transaction, also after as_of: {v}"
     );
-    let (_, m) = app.get("/api/v1/metrics", &u.token, Some(&t)).await;
+    let (_, m) = app.as_(&u).tenant(&t).get("/api/v1/metrics").await;
     let bk = m["snapshots"]
         .as_array()
         .unwrap()
@@ -449,7 +430,9 @@ async fn money_and_bad_input_are_checked(app: TestApp) {
     let post = |body: Value| {
         let (app, u, t) = (&app, &u, &t);
         async move {
-            app.post("/api/v1/bookkeeping/transactions", &u.token, Some(t), body)
+            app.as_(u)
+                .tenant(t)
+                .post("/api/v1/bookkeeping/transactions", body)
                 .await
         }
     };
@@ -504,10 +487,10 @@ async fn money_and_bad_input_are_checked(app: TestApp) {
     }
     // A yen account has no cents.
     let (s, acc) = app
+        .as_(&u)
+        .tenant(&t)
         .post(
             "/api/v1/bookkeeping/accounts",
-            &u.token,
-            Some(&t),
             json!({"name": "Tokyo", "currency": "jpy"}),
         )
         .await;
@@ -524,10 +507,10 @@ async fn money_and_bad_input_are_checked(app: TestApp) {
     assert_eq!(v["error"]["field"], "account_id");
     // Imports: no amount column, unknown date format, bad decimal separator.
     let (s, v) = app
+        .as_(&u)
+        .tenant(&t)
         .post(
             "/api/v1/bookkeeping/import",
-            &u.token,
-            Some(&t),
             json!({"csv": "Date,Payee\n2026-01-01,X\n", "account_id": acc["id"]}),
         )
         .await;
@@ -536,9 +519,9 @@ async fn money_and_bad_input_are_checked(app: TestApp) {
         v["error"]["message"].as_str().unwrap().contains("debit"),
         "{v}"
     );
-    let (s, _) = app.post("/api/v1/bookkeeping/import", &u.token, Some(&t), json!({"csv": "Date,Amount\n2026-01-01,1\n", "account_id": acc["id"], "date_format": "julian"})).await;
+    let (s, _) = app.as_(&u).tenant(&t).post("/api/v1/bookkeeping/import", json!({"csv": "Date,Amount\n2026-01-01,1\n", "account_id": acc["id"], "date_format": "julian"})).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
-    let (s, _) = app.post("/api/v1/bookkeeping/import", &u.token, Some(&t), json!({"csv": "Date,Amount\n2026-01-01,1\n", "account_id": acc["id"], "decimal_separator": ":"})).await;
+    let (s, _) = app.as_(&u).tenant(&t).post("/api/v1/bookkeeping/import", json!({"csv": "Date,Amount\n2026-01-01,1\n", "account_id": acc["id"], "decimal_separator": ":"})).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     // An oversized upload is refused before it is read: the answer comes while the client
     // is still sending (raw HTTP, since a client that insists on sending the whole body
@@ -570,13 +553,9 @@ async fn money_and_bad_input_are_checked(app: TestApp) {
     assert_eq!(v["category"], "Meals");
     let cats = json!({"categories": [{"name": "Sales", "kind": "income"}]});
     let (s, v) = app
-        .call(
-            Method::PUT,
-            "/api/v1/bookkeeping/categories",
-            Some(&u.token),
-            Some(&t),
-            Some(cats),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .put("/api/v1/bookkeeping/categories", cats)
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert!(
@@ -584,17 +563,42 @@ async fn money_and_bad_input_are_checked(app: TestApp) {
         "{v}"
     );
     let (s, _) = app
-        .get(
-            "/api/v1/bookkeeping/transactions/txn_00000000000000000000000000000000",
-            &u.token,
-            Some(&t),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .get("/api/v1/bookkeeping/transactions/txn_00000000000000000000000000000000")
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = app
-        .get("/api/v1/bookkeeping/summary?months=99", &u.token, Some(&t))
+        .as_(&u)
+        .tenant(&t)
+        .get("/api/v1/bookkeeping/summary?months=99")
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    // A rule position the next rule's could not follow is refused, and the rules after
+    // it still get their place (found by the API fuzzer: this was an overflow panic).
+    let rules = app.as_(&u).tenant(&t);
+    let (s, v) = rules
+        .post(
+            "/api/v1/bookkeeping/rules",
+            json!({"field": "any", "pattern": "x", "category": "Software", "position": i64::MAX}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["error"]["field"], "position", "{v}");
+    let (s, v) = rules
+        .post(
+            "/api/v1/bookkeeping/rules",
+            json!({"field": "any", "pattern": "top", "category": "Software", "position": 1_000_000_000}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = rules
+        .post(
+            "/api/v1/bookkeeping/rules",
+            json!({"field": "any", "pattern": "next", "category": "Software"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
 }
 
 async fn books_are_isolated_between_tenants(app: TestApp) {
@@ -602,69 +606,66 @@ async fn books_are_isolated_between_tenants(app: TestApp) {
     let (b, tb) = owner(&app, "bkb@b.example").await;
     let account = fixture(&app, &a, &ta).await;
     let (_, v) = app
-        .get("/api/v1/bookkeeping/transactions", &a.token, Some(&ta))
+        .as_(&a)
+        .tenant(&ta)
+        .get("/api/v1/bookkeeping/transactions")
         .await;
     let txn = v["transactions"][0]["id"].as_str().unwrap().to_owned();
     let (s, _) = app
-        .get(
+        .as_(&b)
+        .tenant(&tb)
+        .get(&format!("/api/v1/bookkeeping/transactions/{txn}"))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = app
+        .as_(&b)
+        .tenant(&tb)
+        .patch(
             &format!("/api/v1/bookkeeping/transactions/{txn}"),
-            &b.token,
-            Some(&tb),
+            json!({"category": null}),
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = app
-        .call(
-            Method::PATCH,
-            &format!("/api/v1/bookkeeping/transactions/{txn}"),
-            Some(&b.token),
-            Some(&tb),
-            Some(json!({"category": null})),
-        )
+        .as_(&b)
+        .tenant(&tb)
+        .delete(&format!("/api/v1/bookkeeping/transactions/{txn}"))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = app
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/bookkeeping/transactions/{txn}"),
-            Some(&b.token),
-            Some(&tb),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = app
+        .as_(&b)
+        .tenant(&tb)
         .post(
             "/api/v1/bookkeeping/transactions",
-            &b.token,
-            Some(&tb),
             json!({"date": "2026-01-01", "amount": "1", "account_id": account}),
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "B cannot book into A's account");
     let (s, _) = app
+        .as_(&b)
+        .tenant(&tb)
         .post(
             "/api/v1/bookkeeping/import",
-            &b.token,
-            Some(&tb),
             json!({"csv": BANK_UK, "account_id": account, "confirm": true}),
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (_, v) = app
-        .get("/api/v1/bookkeeping/transactions", &b.token, Some(&tb))
+        .as_(&b)
+        .tenant(&tb)
+        .get("/api/v1/bookkeeping/transactions")
         .await;
     assert_eq!(v["transactions"], json!([]));
     let (_, v) = app
-        .get("/api/v1/bookkeeping/rules", &b.token, Some(&tb))
+        .as_(&b)
+        .tenant(&tb)
+        .get("/api/v1/bookkeeping/rules")
         .await;
     assert_eq!(v["rules"], json!([]));
     let (_, v) = app
-        .get(
-            "/api/v1/bookkeeping/summary?as_of=2026-05-15",
-            &b.token,
-            Some(&tb),
-        )
+        .as_(&b)
+        .tenant(&tb)
+        .get("/api/v1/bookkeeping/summary?as_of=2026-05-15")
         .await;
     assert_eq!(v["cash_balance_minor"], 0);
     let id = start(
@@ -678,11 +679,9 @@ async fn books_are_isolated_between_tenants(app: TestApp) {
     let d = wait_status(&app, &b, &tb, &id, "succeeded").await;
     assert_eq!(d["task"]["result"]["removed"], false);
     let (s, _) = app
-        .get(
-            &format!("/api/v1/bookkeeping/transactions/{txn}"),
-            &a.token,
-            Some(&ta),
-        )
+        .as_(&a)
+        .tenant(&ta)
+        .get(&format!("/api/v1/bookkeeping/transactions/{txn}"))
         .await;
     assert_eq!(s, StatusCode::OK);
     rls_hides(
@@ -722,10 +721,10 @@ async fn the_model_categorises_what_rules_leave() {
     let (u, t) = owner(&app, "bkmodel@a.example").await;
     for cp in ["Trattoria Roma", "Harbour Marina"] {
         let (s, v) = app
+            .as_(&u)
+            .tenant(&t)
             .post(
                 "/api/v1/bookkeeping/transactions",
-                &u.token,
-                Some(&t),
                 json!({"date": "2026-03-01", "amount": "-80", "counterparty": cp}),
             )
             .await;
@@ -744,14 +743,12 @@ async fn the_model_categorises_what_rules_leave() {
         "{r}"
     );
     let (_, v) = app
-        .get(
-            "/api/v1/bookkeeping/transactions?category=Meals",
-            &u.token,
-            Some(&t),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .get("/api/v1/bookkeeping/transactions?category=Meals")
         .await;
     assert_eq!(v["transactions"][0]["categorized_by"], "model");
-    let (_, usage) = app.get("/api/v1/usage", &u.token, Some(&t)).await;
+    let (_, usage) = app.as_(&u).tenant(&t).get("/api/v1/usage").await;
     assert!(
         usage.to_string().contains("bookkeeping"),
         "the model call is metered: {usage}"

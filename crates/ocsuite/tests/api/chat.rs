@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::dual;
@@ -109,11 +109,9 @@ pub fn list_lines(text: &str) -> Vec<&str> {
 
 pub async fn detail(app: &TestApp, u: &User, t: &str, conversation: &str) -> Value {
     let (s, v) = app
-        .get(
-            &format!("/api/v1/conversations/{conversation}"),
-            &u.token,
-            Some(t),
-        )
+        .as_(u)
+        .tenant(t)
+        .get(&format!("/api/v1/conversations/{conversation}"))
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     v
@@ -167,7 +165,7 @@ async fn offline_answers_read_as_prose(app: TestApp) {
 
 async fn offline_provider_answers_end_to_end(app: TestApp) {
     let (u, t) = owner(&app, "chat@x.example").await;
-    let (s, personas) = app.get("/api/v1/c-suite", &u.token, Some(&t)).await;
+    let (s, personas) = app.as_(&u).tenant(&t).get("/api/v1/c-suite").await;
     assert_eq!(s, StatusCode::OK);
     let slugs: Vec<&str> = personas
         .as_array()
@@ -258,19 +256,19 @@ async fn offline_provider_answers_end_to_end(app: TestApp) {
     // Rate, rename, list, usage, delete.
     let msg = msgs[1]["id"].as_str().unwrap();
     let (s, _) = app
+        .as_(&u)
+        .tenant(&t)
         .post(
             &format!("/api/v1/messages/{msg}/rating"),
-            &u.token,
-            Some(&t),
             json!({"rating": "up", "comment": "useful"}),
         )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, _) = app
+        .as_(&u)
+        .tenant(&t)
         .post(
             &format!("/api/v1/messages/{msg}/rating"),
-            &u.token,
-            Some(&t),
             json!({"rating": "meh"}),
         )
         .await;
@@ -278,42 +276,37 @@ async fn offline_provider_answers_end_to_end(app: TestApp) {
     let d = detail(&app, &u, &t, &conversation).await;
     assert_eq!(d["messages"][1]["rating"], 1);
     let (s, c) = app
-        .call(
-            Method::PATCH,
+        .as_(&u)
+        .tenant(&t)
+        .patch(
             &format!("/api/v1/conversations/{conversation}"),
-            Some(&u.token),
-            Some(&t),
-            Some(json!({"title": "Hiring and runway"})),
+            json!({"title": "Hiring and runway"}),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(c["title"], "Hiring and runway");
     let (_, list) = app
-        .get("/api/v1/conversations?persona=cfo", &u.token, Some(&t))
+        .as_(&u)
+        .tenant(&t)
+        .get("/api/v1/conversations?persona=cfo")
         .await;
     assert_eq!(list["conversations"].as_array().unwrap().len(), 2);
     assert_eq!(list["conversations"][0]["id"], conversation.as_str());
-    let (_, usage) = app.get("/api/v1/usage", &u.token, Some(&t)).await;
+    let (_, usage) = app.as_(&u).tenant(&t).get("/api/v1/usage").await;
     assert_eq!(usage["requests"], 3, "{usage}");
     assert_eq!(usage["rows"][0]["persona"], "cfo");
     assert_eq!(usage["rows"][0]["model"], "offline");
     assert!(usage["completion_tokens"].as_i64().unwrap() > 30);
     let (s, _) = app
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/conversations/{conversation}"),
-            Some(&u.token),
-            Some(&t),
-            None,
-        )
+        .as_(&u)
+        .tenant(&t)
+        .delete(&format!("/api/v1/conversations/{conversation}"))
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, _) = app
-        .get(
-            &format!("/api/v1/conversations/{conversation}"),
-            &u.token,
-            Some(&t),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .get(&format!("/api/v1/conversations/{conversation}"))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
@@ -360,45 +353,42 @@ async fn bad_input_and_isolation(app: TestApp) {
 
     for token in [b.token.clone(), app.api_key(&b, &tb, "admin").await.1] {
         let (s, _) = app
-            .get(
+            .as_(&token)
+            .tenant(&tb)
+            .get(&format!("/api/v1/conversations/{conversation}"))
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (s, _) = app
+            .as_(&token)
+            .tenant(&tb)
+            .patch(
                 &format!("/api/v1/conversations/{conversation}"),
-                &token,
-                Some(&tb),
+                json!({"title": "pwned"}),
             )
             .await;
         assert_eq!(s, StatusCode::NOT_FOUND);
         let (s, _) = app
-            .call(
-                Method::PATCH,
-                &format!("/api/v1/conversations/{conversation}"),
-                Some(&token),
-                Some(&tb),
-                Some(json!({"title": "pwned"})),
-            )
+            .as_(&token)
+            .tenant(&tb)
+            .delete(&format!("/api/v1/conversations/{conversation}"))
             .await;
         assert_eq!(s, StatusCode::NOT_FOUND);
         let (s, _) = app
-            .call(
-                Method::DELETE,
-                &format!("/api/v1/conversations/{conversation}"),
-                Some(&token),
-                Some(&tb),
-                None,
-            )
-            .await;
-        assert_eq!(s, StatusCode::NOT_FOUND);
-        let (s, _) = app
+            .as_(&token)
+            .tenant(&tb)
             .post(
                 &format!("/api/v1/messages/{message}/rating"),
-                &token,
-                Some(&tb),
                 json!({"rating": "down"}),
             )
             .await;
         assert_eq!(s, StatusCode::NOT_FOUND);
-        let (_, list) = app.get("/api/v1/conversations", &token, Some(&tb)).await;
+        let (_, list) = app
+            .as_(&token)
+            .tenant(&tb)
+            .get("/api/v1/conversations")
+            .await;
         assert!(!list.to_string().contains(&conversation));
-        let (_, usage) = app.get("/api/v1/usage", &token, Some(&tb)).await;
+        let (_, usage) = app.as_(&token).tenant(&tb).get("/api/v1/usage").await;
         assert_eq!(usage["requests"], 0);
     }
     let u = User {
@@ -432,13 +422,17 @@ async fn agent_builder_and_customisation(app: TestApp) {
         "capabilities": ["diagnostics.echo"]
     });
     let (s, v) = app
-        .post("/api/v1/agents", &a.token, Some(&ta), agent.clone())
+        .as_(&a)
+        .tenant(&ta)
+        .post("/api/v1/agents", agent.clone())
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["enabled"], true);
     assert_eq!(v["model"], "my-model");
     let (s, _) = app
-        .post("/api/v1/agents", &a.token, Some(&ta), agent.clone())
+        .as_(&a)
+        .tenant(&ta)
+        .post("/api/v1/agents", agent.clone())
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
     for (patch, field) in [
@@ -466,7 +460,7 @@ async fn agent_builder_and_customisation(app: TestApp) {
         for (k, v) in patch.as_object().unwrap() {
             body[k] = v.clone();
         }
-        let (s, v) = app.post("/api/v1/agents", &a.token, Some(&ta), body).await;
+        let (s, v) = app.as_(&a).tenant(&ta).post("/api/v1/agents", body).await;
         assert_eq!(s, field, "{patch}: {v}");
     }
     let member = app.signup("member@builder.example").await;
@@ -474,7 +468,9 @@ async fn agent_builder_and_customisation(app: TestApp) {
     let mut other = agent.clone();
     other["slug"] = json!("by-member");
     let (s, _) = app
-        .post("/api/v1/agents", &member.token, Some(&ta), other)
+        .as_(&member)
+        .tenant(&ta)
+        .post("/api/v1/agents", other)
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 
@@ -497,38 +493,23 @@ async fn agent_builder_and_customisation(app: TestApp) {
 
     // Disabled: no more chats; enabled again: back.
     let (s, v) = app
-        .call(
-            Method::PATCH,
-            "/api/v1/agents/growth-coach",
-            Some(&a.token),
-            Some(&ta),
-            Some(json!({"enabled": false})),
-        )
+        .as_(&a)
+        .tenant(&ta)
+        .patch("/api/v1/agents/growth-coach", json!({"enabled": false}))
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let (s, _) = chat(&app, &a, &ta, "growth-coach", json!({"message": "hi"})).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    app.call(
-        Method::PATCH,
-        "/api/v1/agents/growth-coach",
-        Some(&a.token),
-        Some(&ta),
-        Some(json!({"enabled": true})),
-    )
-    .await;
+    app.as_(&a)
+        .tenant(&ta)
+        .patch("/api/v1/agents/growth-coach", json!({"enabled": true}))
+        .await;
 
     // Customise the CFO; the default returns when the customisation is removed.
-    let (s, v) = app
-        .call(
-            Method::PUT,
-            "/api/v1/c-suite/cfo/customization",
-            Some(&a.token),
-            Some(&ta),
-            Some(json!({"prompt_additions": "We sell to schools; budgets reset in September.", "temperature": 0.2})),
-        )
+    let (s, v) = app.as_(&a).tenant(&ta).put("/api/v1/c-suite/cfo/customization", json!({"prompt_additions": "We sell to schools; budgets reset in September.", "temperature": 0.2}))
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let (_, list) = app.get("/api/v1/c-suite", &a.token, Some(&ta)).await;
+    let (_, list) = app.as_(&a).tenant(&ta).get("/api/v1/c-suite").await;
     let cfo = list
         .as_array()
         .unwrap()
@@ -538,33 +519,25 @@ async fn agent_builder_and_customisation(app: TestApp) {
     assert_eq!(cfo["customization"]["temperature"], 0.2);
     assert_eq!(cfo["title"], "Chief Financial Officer");
     let (s, _) = app
-        .call(
-            Method::PUT,
-            "/api/v1/c-suite/nope/customization",
-            Some(&a.token),
-            Some(&ta),
-            Some(json!({})),
-        )
+        .as_(&a)
+        .tenant(&ta)
+        .put("/api/v1/c-suite/nope/customization", json!({}))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     // Another tenant sees none of it.
     let (b, tb) = owner(&app, "other@builder.example").await;
-    let (_, agents) = app.get("/api/v1/agents", &b.token, Some(&tb)).await;
+    let (_, agents) = app.as_(&b).tenant(&tb).get("/api/v1/agents").await;
     assert_eq!(agents["agents"], json!([]));
     let (s, _) = app
-        .call(
-            Method::PATCH,
-            "/api/v1/agents/growth-coach",
-            Some(&b.token),
-            Some(&tb),
-            Some(json!({"enabled": false})),
-        )
+        .as_(&b)
+        .tenant(&tb)
+        .patch("/api/v1/agents/growth-coach", json!({"enabled": false}))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = chat(&app, &b, &tb, "growth-coach", json!({"message": "hi"})).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (_, list) = app.get("/api/v1/c-suite", &b.token, Some(&tb)).await;
+    let (_, list) = app.as_(&b).tenant(&tb).get("/api/v1/c-suite").await;
     assert!(
         list.as_array()
             .unwrap()
@@ -572,29 +545,21 @@ async fn agent_builder_and_customisation(app: TestApp) {
             .all(|p| p["customization"].is_null())
     );
     let (s, _) = app
-        .call(
-            Method::DELETE,
-            "/api/v1/c-suite/cfo/customization",
-            Some(&b.token),
-            Some(&tb),
-            None,
-        )
+        .as_(&b)
+        .tenant(&tb)
+        .delete("/api/v1/c-suite/cfo/customization")
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (_, agents) = app.get("/api/v1/agents", &a.token, Some(&ta)).await;
+    let (_, agents) = app.as_(&a).tenant(&ta).get("/api/v1/agents").await;
     assert_eq!(agents["agents"][0]["enabled"], true);
 
     let (s, _) = app
-        .call(
-            Method::DELETE,
-            "/api/v1/c-suite/cfo/customization",
-            Some(&a.token),
-            Some(&ta),
-            None,
-        )
+        .as_(&a)
+        .tenant(&ta)
+        .delete("/api/v1/c-suite/cfo/customization")
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (_, list) = app.get("/api/v1/c-suite", &a.token, Some(&ta)).await;
+    let (_, list) = app.as_(&a).tenant(&ta).get("/api/v1/c-suite").await;
     assert!(
         list.as_array()
             .unwrap()

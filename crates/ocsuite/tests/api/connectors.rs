@@ -56,10 +56,10 @@ fn query(url: &str) -> HashMap<String, String> {
 
 async fn authorize(app: &TestApp, u: &User, t: &str, provider: &str) -> Value {
     let (s, v) = app
+        .as_(u)
+        .tenant(t)
         .post(
             &format!("/api/v1/connectors/{provider}/authorize"),
-            &u.token,
-            Some(t),
             json!({}),
         )
         .await;
@@ -103,7 +103,7 @@ pub async fn connect(app: &TestApp, u: &User, t: &str, provider: &str) -> String
 }
 
 async fn connector(app: &TestApp, u: &User, t: &str, provider: &str) -> Value {
-    let (s, v) = app.get("/api/v1/connectors", &u.token, Some(t)).await;
+    let (s, v) = app.as_(u).tenant(t).get("/api/v1/connectors").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     v["connectors"]
         .as_array()
@@ -243,12 +243,9 @@ async fn connect_use_refresh_expire_reconnect_revoke(app: TestApp, idp: FakeIdp)
 
     // On demand sync.
     let (s, v) = app
-        .post(
-            "/api/v1/connectors/acme/sync",
-            &u.token,
-            Some(&t),
-            json!({}),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .post("/api/v1/connectors/acme/sync", json!({}))
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     assert!(v["job_id"].as_str().unwrap().starts_with("job_"));
@@ -256,25 +253,19 @@ async fn connect_use_refresh_expire_reconnect_revoke(app: TestApp, idp: FakeIdp)
 
     // The user removes the app at the provider: the next sync finds the grant dead.
     idp.revoke_everything();
-    app.post(
-        "/api/v1/connectors/acme/sync",
-        &u.token,
-        Some(&t),
-        json!({}),
-    )
-    .await;
+    app.as_(&u)
+        .tenant(&t)
+        .post("/api/v1/connectors/acme/sync", json!({}))
+        .await;
     let c = wait_connector(&app, &u, &t, "acme", |c| c["status"] == "expired").await;
     assert!(
         c["last_error"].as_str().unwrap().contains("invalid_grant"),
         "{c}"
     );
     let (s, v) = app
-        .post(
-            "/api/v1/connectors/acme/sync",
-            &u.token,
-            Some(&t),
-            json!({}),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .post("/api/v1/connectors/acme/sync", json!({}))
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     let id = start(
@@ -318,13 +309,9 @@ async fn connect_use_refresh_expire_reconnect_revoke(app: TestApp, idp: FakeIdp)
 
     // Disconnect: revoked at the provider, gone here.
     let (s, v) = app
-        .call(
-            reqwest::Method::DELETE,
-            "/api/v1/connectors/acme",
-            Some(&u.token),
-            Some(&t),
-            None,
-        )
+        .as_(&u)
+        .tenant(&t)
+        .delete("/api/v1/connectors/acme")
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["revoked_at_provider"], true, "{v}");
@@ -335,13 +322,9 @@ async fn connect_use_refresh_expire_reconnect_revoke(app: TestApp, idp: FakeIdp)
         "not_connected"
     );
     let (s, _) = app
-        .call(
-            reqwest::Method::DELETE,
-            "/api/v1/connectors/acme",
-            Some(&u.token),
-            Some(&t),
-            None,
-        )
+        .as_(&u)
+        .tenant(&t)
+        .delete("/api/v1/connectors/acme")
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let id = start(
@@ -361,7 +344,7 @@ async fn connect_use_refresh_expire_reconnect_revoke(app: TestApp, idp: FakeIdp)
         "{d}"
     );
 
-    let (s, v) = app.get("/api/v1/audit?limit=500", &u.token, Some(&t)).await;
+    let (s, v) = app.as_(&u).tenant(&t).get("/api/v1/audit?limit=500").await;
     assert_eq!(s, StatusCode::OK);
     let actions: Vec<&str> = v
         .as_array()
@@ -451,12 +434,9 @@ async fn state_is_single_use_bound_and_expiring(app: TestApp, _idp: FakeIdp) {
     let (s, _) = callback(&app, &ann, "nope", &q).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = app
-        .post(
-            "/api/v1/connectors/nope/authorize",
-            &ann.token,
-            Some(&a),
-            json!({}),
-        )
+        .as_(&ann)
+        .tenant(&a)
+        .post("/api/v1/connectors/nope/authorize", json!({}))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
@@ -534,13 +514,10 @@ async fn provider_refusals_and_faults_are_reported(app: TestApp, idp: FakeIdp) {
     .unwrap();
     tx.commit().await.unwrap();
     idp.with(|i| i.mode = Some(TokenMode::Down));
-    app.post(
-        "/api/v1/connectors/acme/sync",
-        &u.token,
-        Some(&t),
-        json!({}),
-    )
-    .await;
+    app.as_(&u)
+        .tenant(&t)
+        .post("/api/v1/connectors/acme/sync", json!({}))
+        .await;
     let c = wait_connector(&app, &u, &t, "acme", |c| c["status"] == "error").await;
     assert!(
         c["last_error"].as_str().unwrap().contains("HTTP 503"),
@@ -562,26 +539,19 @@ async fn tenants_cannot_see_use_or_move_each_others_tokens(app: TestApp, _idp: F
         "not_connected"
     );
     let (s, _) = app
-        .call(
-            reqwest::Method::DELETE,
-            "/api/v1/connectors/acme",
-            Some(&bob.token),
-            Some(&b),
-            None,
-        )
+        .as_(&bob)
+        .tenant(&b)
+        .delete("/api/v1/connectors/acme")
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = app
-        .post(
-            "/api/v1/connectors/acme/sync",
-            &bob.token,
-            Some(&b),
-            json!({}),
-        )
+        .as_(&bob)
+        .tenant(&b)
+        .post("/api/v1/connectors/acme/sync", json!({}))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // Bob cannot act in Ann's tenant at all.
-    let (s, _) = app.get("/api/v1/connectors", &bob.token, Some(&a)).await;
+    let (s, _) = app.as_(&bob).tenant(&a).get("/api/v1/connectors").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let id = start(
         &app,
@@ -695,23 +665,15 @@ async fn roles_and_bad_input(app: TestApp, _idp: FakeIdp) {
     let member = app.signup("mia@a.test").await;
     app.add_member(&ann, &a, &member, "member").await;
     let (s, v) = app
-        .post(
-            "/api/v1/connectors/acme/authorize",
-            &member.token,
-            Some(&a),
-            json!({}),
-        )
+        .as_(&member)
+        .tenant(&a)
+        .post("/api/v1/connectors/acme/authorize", json!({}))
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
     let (_, key) = app.api_key(&ann, &a, "admin").await;
     let (s, v) = app
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/connectors/acme/authorize",
-            Some(&key),
-            None,
-            Some(json!({})),
-        )
+        .as_(&key)
+        .post("/api/v1/connectors/acme/authorize", json!({}))
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
     assert!(
@@ -722,17 +684,9 @@ async fn roles_and_bad_input(app: TestApp, _idp: FakeIdp) {
         "{v}"
     );
     // Members see the list; the API key too.
-    let (s, _) = app.get("/api/v1/connectors", &member.token, Some(&a)).await;
+    let (s, _) = app.as_(&member).tenant(&a).get("/api/v1/connectors").await;
     assert_eq!(s, StatusCode::OK);
-    let (s, v) = app
-        .call(
-            reqwest::Method::GET,
-            "/api/v1/connectors",
-            Some(&key),
-            None,
-            None,
-        )
-        .await;
+    let (s, v) = app.as_(&key).get("/api/v1/connectors").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     // A member starting a flow an admin began is refused at the callback too.
     let v = authorize(&app, &ann, &a, "acme").await;
@@ -747,12 +701,9 @@ async fn roles_and_bad_input(app: TestApp, _idp: FakeIdp) {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     // Sync of a provider never connected.
     let (s, _) = app
-        .post(
-            "/api/v1/connectors/acme/sync",
-            &ann.token,
-            Some(&a),
-            json!({}),
-        )
+        .as_(&ann)
+        .tenant(&a)
+        .post("/api/v1/connectors/acme/sync", json!({}))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }

@@ -60,25 +60,17 @@ async fn secrets_are_bound_to_their_tenant_and_survive_rotation(app: TestApp) {
 
     // Turn on TOTP so a platform secret exists too.
     let (_, v) = app
-        .post(
-            "/api/v1/me/mfa/totp/setup",
-            &ann.token,
-            None,
-            json!({"password": PASSWORD}),
-        )
+        .as_(&ann)
+        .post("/api/v1/me/mfa/totp/setup", json!({"password": PASSWORD}))
         .await;
     let b32 = v["secret"].as_str().unwrap().to_owned();
     let now = chrono::Utc::now().timestamp() as u64;
     let code = ocsuite::auth::totp::code_at_base32(&b32, now).unwrap();
     assert_eq!(
-        app.post(
-            "/api/v1/me/mfa/totp/enable",
-            &ann.token,
-            None,
-            json!({"code": code})
-        )
-        .await
-        .0,
+        app.as_(&ann)
+            .post("/api/v1/me/mfa/totp/enable", json!({"code": code}))
+            .await
+            .0,
         StatusCode::NO_CONTENT
     );
 
@@ -112,12 +104,10 @@ async fn secrets_are_bound_to_their_tenant_and_survive_rotation(app: TestApp) {
     drop(tx);
     let next = ocsuite::auth::totp::code_at_base32(&b32, now + 30).unwrap();
     let (s, v) = app
-        .call(
-            reqwest::Method::POST,
+        .anon()
+        .post(
             "/api/v1/auth/login",
-            None,
-            None,
-            Some(json!({"email": "ann@example.com", "password": PASSWORD, "totp": next})),
+            json!({"email": "ann@example.com", "password": PASSWORD, "totp": next}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");

@@ -1,7 +1,7 @@
 //! Demo data: one call fills an empty company with a pipeline, books and a draft
 //! campaign whose figures are consistent; it loads once and removes only itself.
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::dual;
@@ -13,16 +13,15 @@ dual!(demo_data_loads_once_and_removes_only_itself);
 async fn demo_data_loads_once_and_removes_only_itself(app: TestApp) {
     let (u, t) = owner(&app, "demo@a.example").await;
     let (s, own) = app
-        .post(
-            "/api/v1/leadtracker/leads",
-            &u.token,
-            Some(&t),
-            json!({"name": "My own lead"}),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .post("/api/v1/leadtracker/leads", json!({"name": "My own lead"}))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{own}");
     let (s, v) = app
-        .post("/api/v1/demo-data", &u.token, Some(&t), json!({}))
+        .as_(&u)
+        .tenant(&t)
+        .post("/api/v1/demo-data", json!({}))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(
@@ -35,24 +34,30 @@ async fn demo_data_loads_once_and_removes_only_itself(app: TestApp) {
         "{v}"
     );
     let (s, _) = app
-        .post("/api/v1/demo-data", &u.token, Some(&t), json!({}))
+        .as_(&u)
+        .tenant(&t)
+        .post("/api/v1/demo-data", json!({}))
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
 
     let (_, p) = app
-        .get("/api/v1/leadtracker/summary", &u.token, Some(&t))
+        .as_(&u)
+        .tenant(&t)
+        .get("/api/v1/leadtracker/summary")
         .await;
     assert_eq!(p["total_leads"], 11);
     assert!(p["won_count"].as_i64().unwrap() >= 1, "{p}");
     let (_, f) = app
-        .get("/api/v1/bookkeeping/summary", &u.token, Some(&t))
+        .as_(&u)
+        .tenant(&t)
+        .get("/api/v1/bookkeeping/summary")
         .await;
     assert!(
         f["revenue_minor"].as_i64().unwrap() > 0 && f["expenses_minor"].as_i64().unwrap() > 0,
         "{f}"
     );
     assert!(f["monthly_burn_minor"].as_i64().unwrap() >= 0);
-    let (_, m) = app.get("/api/v1/metrics", &u.token, Some(&t)).await;
+    let (_, m) = app.as_(&u).tenant(&t).get("/api/v1/metrics").await;
     let modules: Vec<&str> = m["snapshots"]
         .as_array()
         .unwrap()
@@ -60,56 +65,42 @@ async fn demo_data_loads_once_and_removes_only_itself(app: TestApp) {
         .map(|s| s["module"].as_str().unwrap())
         .collect();
     assert_eq!(modules, ["bookkeeping", "email", "leadtracker"]);
-    let (_, c) = app.get("/api/v1/email/campaigns", &u.token, Some(&t)).await;
+    let (_, c) = app.as_(&u).tenant(&t).get("/api/v1/email/campaigns").await;
     assert_eq!(c["campaigns"][0]["status"], "draft");
 
     // Members cannot load or remove it.
     let member = app.signup("demomember@a.example").await;
     app.add_member(&u, &t, &member, "member").await;
     let (s, _) = app
-        .call(
-            Method::DELETE,
-            "/api/v1/demo-data",
-            Some(&member.token),
-            Some(&t),
-            None,
-        )
+        .as_(&member)
+        .tenant(&t)
+        .delete("/api/v1/demo-data")
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 
-    let (s, _) = app
-        .call(
-            Method::DELETE,
-            "/api/v1/demo-data",
-            Some(&u.token),
-            Some(&t),
-            None,
-        )
-        .await;
+    let (s, _) = app.as_(&u).tenant(&t).delete("/api/v1/demo-data").await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (_, v) = app
-        .get("/api/v1/leadtracker/leads", &u.token, Some(&t))
+        .as_(&u)
+        .tenant(&t)
+        .get("/api/v1/leadtracker/leads")
         .await;
     assert_eq!(v["leads"].as_array().unwrap().len(), 1);
     assert_eq!(v["leads"][0]["name"], "My own lead");
     let (_, v) = app
-        .get("/api/v1/bookkeeping/transactions", &u.token, Some(&t))
+        .as_(&u)
+        .tenant(&t)
+        .get("/api/v1/bookkeeping/transactions")
         .await;
     assert_eq!(v["transactions"], json!([]));
-    let (s, _) = app
-        .call(
-            Method::DELETE,
-            "/api/v1/demo-data",
-            Some(&u.token),
-            Some(&t),
-            None,
-        )
-        .await;
+    let (s, _) = app.as_(&u).tenant(&t).delete("/api/v1/demo-data").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // Another tenant was never touched.
     let (b, tb) = owner(&app, "demob@b.example").await;
     let (_, v) = app
-        .get("/api/v1/leadtracker/leads", &b.token, Some(&tb))
+        .as_(&b)
+        .tenant(&tb)
+        .get("/api/v1/leadtracker/leads")
         .await;
     assert_eq!(v["leads"], json!([]));
 }

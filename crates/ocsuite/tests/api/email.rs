@@ -24,10 +24,10 @@ async fn smtp_app(db: Db) -> Option<(TestApp, Inbox)> {
 
 pub async fn lead(app: &TestApp, u: &User, t: &str, name: &str, email: &str, stage: &str) {
     let (s, v) = app
+        .as_(u)
+        .tenant(t)
         .post(
             "/api/v1/leadtracker/leads",
-            &u.token,
-            Some(t),
             json!({"name": name, "email": email, "company": "Acme", "stage": stage}),
         )
         .await;
@@ -36,7 +36,9 @@ pub async fn lead(app: &TestApp, u: &User, t: &str, name: &str, email: &str, sta
 
 pub async fn campaign(app: &TestApp, u: &User, t: &str, body: Value) -> String {
     let (s, v) = app
-        .post("/api/v1/email/campaigns", &u.token, Some(t), body)
+        .as_(u)
+        .tenant(t)
+        .post("/api/v1/email/campaigns", body)
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["status"], "draft");
@@ -45,12 +47,9 @@ pub async fn campaign(app: &TestApp, u: &User, t: &str, body: Value) -> String {
 
 pub async fn send(app: &TestApp, u: &User, t: &str, id: &str) -> String {
     let (s, v) = app
-        .post(
-            &format!("/api/v1/email/campaigns/{id}/send"),
-            &u.token,
-            Some(t),
-            json!({}),
-        )
+        .as_(u)
+        .tenant(t)
+        .post(&format!("/api/v1/email/campaigns/{id}/send"), json!({}))
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     assert_eq!(v["campaign"]["status"], "scheduled");
@@ -61,7 +60,9 @@ pub async fn wait_campaign(app: &TestApp, u: &User, t: &str, id: &str, status: &
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let (s, v) = app
-            .get(&format!("/api/v1/email/campaigns/{id}"), &u.token, Some(t))
+            .as_(u)
+            .tenant(t)
+            .get(&format!("/api/v1/email/campaigns/{id}"))
             .await;
         assert_eq!(s, StatusCode::OK, "{v}");
         if v["status"] == status {
@@ -77,11 +78,9 @@ pub async fn wait_campaign(app: &TestApp, u: &User, t: &str, id: &str, status: &
 
 pub async fn recipient(app: &TestApp, u: &User, t: &str, id: &str, email: &str) -> Value {
     let (_, v) = app
-        .get(
-            &format!("/api/v1/email/campaigns/{id}/recipients"),
-            &u.token,
-            Some(t),
-        )
+        .as_(u)
+        .tenant(t)
+        .get(&format!("/api/v1/email/campaigns/{id}/recipients"))
         .await;
     v["recipients"]
         .as_array()
@@ -123,12 +122,9 @@ async fn campaign_over_smtp(db: Db) {
     lead(&app, &u, &t, "Sue Pressed", "sup@x.test", "qualified").await;
     lead(&app, &u, &t, "Nina New", "nina@x.test", "new").await;
     let (s, _) = app
-        .post(
-            "/api/v1/email/suppressions",
-            &u.token,
-            Some(&t),
-            json!({"email": "SUP@x.test"}),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .post("/api/v1/email/suppressions", json!({"email": "SUP@x.test"}))
         .await;
     assert_eq!(s, StatusCode::CREATED);
 
@@ -141,7 +137,9 @@ async fn campaign_over_smtp(db: Db) {
     )
     .await;
     let (_, v) = app
-        .get(&format!("/api/v1/email/campaigns/{id}"), &u.token, Some(&t))
+        .as_(&u)
+        .tenant(&t)
+        .get(&format!("/api/v1/email/campaigns/{id}"))
         .await;
     assert_eq!(
         v["audience_reach"],
@@ -209,7 +207,9 @@ async fn campaign_over_smtp(db: Db) {
         "{html}"
     );
     let (_, sup) = app
-        .get("/api/v1/email/suppressions", &u.token, Some(&t))
+        .as_(&u)
+        .tenant(&t)
+        .get("/api/v1/email/suppressions")
         .await;
     assert_eq!(
         sup["suppressions"].as_array().unwrap().len(),
@@ -226,7 +226,9 @@ async fn campaign_over_smtp(db: Db) {
     assert_eq!(done.status(), StatusCode::OK);
     assert!(done.text().await.unwrap().contains("unsubscribed"));
     let (_, sup) = app
-        .get("/api/v1/email/suppressions", &u.token, Some(&t))
+        .as_(&u)
+        .tenant(&t)
+        .get("/api/v1/email/suppressions")
         .await;
     let ann = sup["suppressions"]
         .as_array()
@@ -240,7 +242,9 @@ async fn campaign_over_smtp(db: Db) {
         (Some("unsubscribed"), Some(id.as_str()))
     );
     let (_, v) = app
-        .get(&format!("/api/v1/email/campaigns/{id}"), &u.token, Some(&t))
+        .as_(&u)
+        .tenant(&t)
+        .get(&format!("/api/v1/email/campaigns/{id}"))
         .await;
     assert_eq!(v["stats"]["unsubscribed"], 1);
     // A tampered or foreign token is a 404 that says nothing more.
@@ -285,7 +289,7 @@ async fn campaign_over_smtp(db: Db) {
     assert_eq!(busy["attempts"], 5, "temporary failures retry: {busy}");
     assert!(busy["reason"].as_str().unwrap().contains("451"), "{busy}");
     // The dead delivery is in the dead-letter queue; retrying it sends (fails) again.
-    let (_, dead) = app.get("/api/v1/queues/dead", &u.token, Some(&t)).await;
+    let (_, dead) = app.as_(&u).tenant(&t).get("/api/v1/queues/dead").await;
     let job = dead["jobs"]
         .as_array()
         .unwrap()
@@ -295,28 +299,26 @@ async fn campaign_over_smtp(db: Db) {
         .unwrap_or_else(|| panic!("{dead}"));
     assert_eq!(job["queue"], "deliver-email-dlq", "{job}");
     let (s, v) = app
+        .as_(&u)
+        .tenant(&t)
         .post(
             &format!("/api/v1/queues/dead/{}/retry", job["id"].as_str().unwrap()),
-            &u.token,
-            Some(&t),
             json!({}),
         )
         .await;
     assert!(s.is_success(), "{v}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, dead) = app.get("/api/v1/queues/dead", &u.token, Some(&t)).await;
+        let (_, dead) = app.as_(&u).tenant(&t).get("/api/v1/queues/dead").await;
         let again = dead["jobs"]
             .as_array()
             .unwrap()
             .iter()
             .any(|j| j["id"] == job["id"] && j["died_at"] != job["died_at"]);
         let (_, v) = app
-            .get(
-                &format!("/api/v1/email/campaigns/{id2}"),
-                &u.token,
-                Some(&t),
-            )
+            .as_(&u)
+            .tenant(&t)
+            .get(&format!("/api/v1/email/campaigns/{id2}"))
             .await;
         if again && v["status"] == "sent" {
             break;
@@ -351,37 +353,29 @@ async fn campaign_over_smtp(db: Db) {
     send(&app, &u, &t, &id3).await;
     wait_campaign(&app, &u, &t, &id3, "sending").await;
     let (s, v) = app
-        .post(
-            &format!("/api/v1/email/campaigns/{id3}/cancel"),
-            &u.token,
-            Some(&t),
-            json!({}),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .post(&format!("/api/v1/email/campaigns/{id3}/cancel"), json!({}))
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["status"], "cancelled");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, v) = app
-        .get(
-            &format!("/api/v1/email/campaigns/{id3}"),
-            &u.token,
-            Some(&t),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .get(&format!("/api/v1/email/campaigns/{id3}"))
         .await;
     assert!(v["stats"]["cancelled"].as_i64().unwrap() >= 2, "{v}");
     assert!(inbox.lock().unwrap().len() <= 3);
     let (s, _) = app
-        .post(
-            &format!("/api/v1/email/campaigns/{id3}/send"),
-            &u.token,
-            Some(&t),
-            json!({}),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .post(&format!("/api/v1/email/campaigns/{id3}/send"), json!({}))
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
 
     // The email figures reach the snapshot.
-    let (_, m) = app.get("/api/v1/metrics", &u.token, Some(&t)).await;
+    let (_, m) = app.as_(&u).tenant(&t).get("/api/v1/metrics").await;
     let em = m["snapshots"]
         .as_array()
         .unwrap()
@@ -401,15 +395,15 @@ async fn campaign_over_smtp(db: Db) {
     // Another tenant sees none of it, in the API or (PostgreSQL) in raw SQL.
     let (b, tb) = owner(&app, "mailb@b.example").await;
     let (s, _) = app
-        .get(
-            &format!("/api/v1/email/campaigns/{id}/recipients"),
-            &b.token,
-            Some(&tb),
-        )
+        .as_(&b)
+        .tenant(&tb)
+        .get(&format!("/api/v1/email/campaigns/{id}/recipients"))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (_, v) = app
-        .get("/api/v1/email/suppressions", &b.token, Some(&tb))
+        .as_(&b)
+        .tenant(&tb)
+        .get("/api/v1/email/suppressions")
         .await;
     assert_eq!(v["suppressions"], json!([]));
     crate::bookkeeping::rls_hides(
@@ -452,7 +446,9 @@ async fn bad_campaigns_are_refused_and_campaigns_are_isolated() {
             body[k] = v.clone();
         }
         let (s, v) = app
-            .post("/api/v1/email/campaigns", &a.token, Some(&ta), body)
+            .as_(&a)
+            .tenant(&ta)
+            .post("/api/v1/email/campaigns", body)
             .await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{patch}: {v}");
         assert_eq!(v["error"]["field"], field, "{patch}: {v}");
@@ -474,9 +470,7 @@ async fn bad_campaigns_are_refused_and_campaigns_are_isolated() {
             .await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{method} {p}");
     }
-    let (_, v) = app
-        .get("/api/v1/email/campaigns", &b.token, Some(&tb))
-        .await;
+    let (_, v) = app.as_(&b).tenant(&tb).get("/api/v1/email/campaigns").await;
     assert_eq!(v["campaigns"], json!([]));
     let task = start(
         &app,
@@ -491,35 +485,32 @@ async fn bad_campaigns_are_refused_and_campaigns_are_isolated() {
         d["task"]["error"].as_str().unwrap().contains("not found"),
         "{d}"
     );
-    let (_, v) = app.get(&path, &a.token, Some(&ta)).await;
+    let (_, v) = app.as_(&a).tenant(&ta).get(&path).await;
     assert_eq!(v["status"], "draft", "B's task did not touch A's campaign");
     // Members cannot send when the policy asks for admins.
     let member = app.signup("emm@a.example").await;
     app.add_member(&a, &ta, &member, "member").await;
     let (s, v) = app
-        .call(
-            reqwest::Method::PUT,
+        .as_(&a)
+        .tenant(&ta)
+        .put(
             "/api/v1/approval-policy",
-            Some(&a.token),
-            Some(&ta),
-            Some(json!({"min_roles": {"external-send": "admin"}})),
+            json!({"min_roles": {"external-send": "admin"}}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let (s, v) = app
-        .post(&format!("{path}/send"), &member.token, Some(&ta), json!({}))
+        .as_(&member)
+        .tenant(&ta)
+        .post(&format!("{path}/send"), json!({}))
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
     // Sending, then editing, is a conflict.
     send(&app, &a, &ta, &id).await;
     let (s, _) = app
-        .call(
-            reqwest::Method::PATCH,
-            &path,
-            Some(&a.token),
-            Some(&ta),
-            Some(json!({"name": "later"})),
-        )
+        .as_(&a)
+        .tenant(&ta)
+        .patch(&path, json!({"name": "later"}))
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
 }

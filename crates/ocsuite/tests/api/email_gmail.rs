@@ -24,12 +24,9 @@ async fn campaigns_and_single_emails_go_through_gmail() {
     let id = campaign(&app, &u, &t, body).await;
     // Not connected yet: refused with what to do.
     let (s, v) = app
-        .post(
-            &format!("/api/v1/email/campaigns/{id}/send"),
-            &u.token,
-            Some(&t),
-            json!({}),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .post(&format!("/api/v1/email/campaigns/{id}/send"), json!({}))
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert!(
@@ -39,12 +36,9 @@ async fn campaigns_and_single_emails_go_through_gmail() {
     // Nor is there SMTP for the smtp channel.
     let smtp = campaign(&app, &u, &t, json!({"name": "S", "subject": "S", "body": "B", "audience": {"recipients": [{"email": "a@x.test"}]}})).await;
     let (s, v) = app
-        .post(
-            &format!("/api/v1/email/campaigns/{smtp}/send"),
-            &u.token,
-            Some(&t),
-            json!({}),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .post(&format!("/api/v1/email/campaigns/{smtp}/send"), json!({}))
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert!(
@@ -55,7 +49,7 @@ async fn campaigns_and_single_emails_go_through_gmail() {
     crate::connectors::connect(&app, &u, &t, "google").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, v) = app.get("/api/v1/connectors", &u.token, Some(&t)).await;
+        let (_, v) = app.as_(&u).tenant(&t).get("/api/v1/connectors").await;
         if v.to_string().contains(crate::fake_idp::ACCOUNT) {
             break;
         }
@@ -92,13 +86,10 @@ async fn campaigns_and_single_emails_go_through_gmail() {
     );
 
     // A single email through the same account; a suppressed recipient is skipped.
-    app.post(
-        "/api/v1/email/suppressions",
-        &u.token,
-        Some(&t),
-        json!({"email": "no@x.test"}),
-    )
-    .await;
+    app.as_(&u)
+        .tenant(&t)
+        .post("/api/v1/email/suppressions", json!({"email": "no@x.test"}))
+        .await;
     let task = start(&app, &u, &t, "email.send", json!({"to": ["lee@x.test", "no@x.test"], "subject": "Note", "body": "Hello", "channel": "gmail"})).await;
     let d = wait_status(&app, &u, &t, &task, "succeeded").await;
     let out = &d["task"]["result"];
@@ -147,13 +138,10 @@ async fn board_proposal_preview_counts_recipients_and_members_see_figures() {
     ] {
         lead(&app, &u, &t, name, email, "qualified").await;
     }
-    app.post(
-        "/api/v1/email/suppressions",
-        &u.token,
-        Some(&t),
-        json!({"email": "cy@x.test"}),
-    )
-    .await;
+    app.as_(&u)
+        .tenant(&t)
+        .post("/api/v1/email/suppressions", json!({"email": "cy@x.test"}))
+        .await;
     let id = campaign(&app, &u, &t, json!({"name": "Win-back", "subject": "S", "body": "B", "audience": {"stages": ["qualified"]}})).await;
 
     let sse = |text: &str| {
@@ -210,7 +198,7 @@ async fn board_proposal_preview_counts_recipients_and_members_see_figures() {
     {
         assert_eq!(turn["content"], "I can see our figures.", "{turn}");
     }
-    let (_, v) = app.get("/api/v1/approvals", &u.token, Some(&t)).await;
+    let (_, v) = app.as_(&u).tenant(&t).get("/api/v1/approvals").await;
     let preview = v["approvals"]
         .as_array()
         .unwrap()

@@ -231,30 +231,31 @@ impl TestApp {
         (status, value)
     }
 
-    pub async fn get(&self, path: &str, token: &str, tenant: Option<&str>) -> (StatusCode, Value) {
-        self.call(Method::GET, path, Some(token), tenant, None)
-            .await
+    /// Requests as the holder of `who` (a `User`, a session token or an API key):
+    /// `app.as_(&user).tenant(&t).post(path, body)`.
+    pub fn as_(&self, who: impl Bearer) -> As<'_> {
+        As {
+            app: self,
+            token: Some(who.bearer().to_owned()),
+            tenant: None,
+        }
     }
 
-    pub async fn post(
-        &self,
-        path: &str,
-        token: &str,
-        tenant: Option<&str>,
-        body: Value,
-    ) -> (StatusCode, Value) {
-        self.call(Method::POST, path, Some(token), tenant, Some(body))
-            .await
+    /// Requests without credentials.
+    pub fn anon(&self) -> As<'_> {
+        As {
+            app: self,
+            token: None,
+            tenant: None,
+        }
     }
 
     pub async fn signup(&self, email: &str) -> User {
         let (s, v) = self
-            .call(
-                Method::POST,
+            .anon()
+            .post(
                 "/api/v1/auth/signup",
-                None,
-                None,
-                Some(json!({"email": email, "password": PASSWORD, "name": "Test User"})),
+                json!({"email": email, "password": PASSWORD, "name": "Test User"}),
             )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -266,22 +267,19 @@ impl TestApp {
     }
 
     pub async fn login(&self, email: &str, password: &str) -> (StatusCode, Value) {
-        self.call(
-            Method::POST,
-            "/api/v1/auth/login",
-            None,
-            None,
-            Some(json!({"email": email, "password": password})),
-        )
-        .await
+        self.anon()
+            .post(
+                "/api/v1/auth/login",
+                json!({"email": email, "password": password}),
+            )
+            .await
     }
 
     pub async fn create_tenant(&self, user: &User, name: &str) -> String {
         let (s, v) = self
+            .as_(user)
             .post(
                 "/api/v1/tenants",
-                &user.token,
-                None,
                 json!({"name": name, "profile": {"industry": "retail"}}),
             )
             .await;
@@ -292,32 +290,28 @@ impl TestApp {
     /// Invites `email` as `role` into `tenant` and has `invitee` accept.
     pub async fn add_member(&self, owner: &User, tenant: &str, invitee: &User, role: &str) {
         let (s, v) = self
+            .as_(owner)
+            .tenant(tenant)
             .post(
                 "/api/v1/invites",
-                &owner.token,
-                Some(tenant),
                 json!({"email": invitee.email, "role": role}),
             )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         let token = v["token"].as_str().expect("invite token");
         let (s, v) = self
-            .post(
-                &format!("/api/v1/invites/{token}/accept"),
-                &invitee.token,
-                None,
-                json!({}),
-            )
+            .as_(invitee)
+            .post(&format!("/api/v1/invites/{token}/accept"), json!({}))
             .await;
         assert_eq!(s, StatusCode::OK, "{v}");
     }
 
     pub async fn api_key(&self, user: &User, tenant: &str, role: &str) -> (String, String) {
         let (s, v) = self
+            .as_(user)
+            .tenant(tenant)
             .post(
                 "/api/v1/api-keys",
-                &user.token,
-                Some(tenant),
                 json!({"name": "test key", "role": role}),
             )
             .await;
@@ -413,4 +407,80 @@ pub async fn smtp_sink() -> (u16, Inbox) {
         }
     });
     (port, got)
+}
+
+/// Something that authenticates a request.
+pub trait Bearer {
+    fn bearer(&self) -> &str;
+}
+
+impl Bearer for User {
+    fn bearer(&self) -> &str {
+        &self.token
+    }
+}
+
+impl Bearer for str {
+    fn bearer(&self) -> &str {
+        self
+    }
+}
+
+impl Bearer for String {
+    fn bearer(&self) -> &str {
+        self
+    }
+}
+
+impl<T: Bearer + ?Sized> Bearer for &T {
+    fn bearer(&self) -> &str {
+        (**self).bearer()
+    }
+}
+
+/// A request being built: who sends it and in which tenant.
+pub struct As<'a> {
+    app: &'a TestApp,
+    token: Option<String>,
+    tenant: Option<String>,
+}
+
+impl As<'_> {
+    /// Acts in `tenant` (`X-Tenant-Id`).
+    pub fn tenant(mut self, tenant: &str) -> Self {
+        self.tenant = Some(tenant.to_owned());
+        self
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.app
+            .call(
+                method,
+                path,
+                self.token.as_deref(),
+                self.tenant.as_deref(),
+                body,
+            )
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.send(Method::DELETE, path, None).await
+    }
 }

@@ -15,19 +15,16 @@ async fn second_tenant_gets_404_everywhere(app: TestApp) {
     app.add_member(&ann, &a, &amy, "member").await;
     let (a_key_id, a_key) = app.api_key(&ann, &a, "admin").await;
     let (_, inv) = app
-        .post(
-            "/api/v1/invites",
-            &ann.token,
-            Some(&a),
-            json!({"email": "later@a.example"}),
-        )
+        .as_(&ann)
+        .tenant(&a)
+        .post("/api/v1/invites", json!({"email": "later@a.example"}))
         .await;
     let a_invite = inv["id"].as_str().unwrap().to_owned();
 
     let bob = app.signup("bob@b.example").await;
     let b = app.create_tenant(&bob, "B").await;
     let (_, b_key) = app.api_key(&bob, &b, "admin").await;
-    let (_, before) = app.get("/api/v1/audit", &ann.token, Some(&a)).await;
+    let (_, before) = app.as_(&ann).tenant(&a).get("/api/v1/audit").await;
 
     let attempts: Vec<(Method, String, Option<serde_json::Value>)> = vec![
         (Method::GET, "/api/v1/tenant".into(), None),
@@ -104,27 +101,27 @@ async fn second_tenant_gets_404_everywhere(app: TestApp) {
         }
     }
     // A's key is bound to A, whatever header it sends.
-    let (s, _) = app.get("/api/v1/members", &a_key, Some(&b)).await;
+    let (s, _) = app.as_(&a_key).tenant(&b).get("/api/v1/members").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // Bob's tenant list and /me show only B.
-    let (_, list) = app.get("/api/v1/tenants", &bob.token, None).await;
+    let (_, list) = app.as_(&bob).get("/api/v1/tenants").await;
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["id"], b.as_str());
-    let (_, me) = app.get("/api/v1/me", &bob.token, None).await;
+    let (_, me) = app.as_(&bob).get("/api/v1/me").await;
     assert!(!me.to_string().contains(&a));
 
     // Nothing of A changed.
-    let (_, t) = app.get("/api/v1/tenant", &ann.token, Some(&a)).await;
+    let (_, t) = app.as_(&ann).tenant(&a).get("/api/v1/tenant").await;
     assert_eq!(t["name"], "A");
-    let (_, members) = app.get("/api/v1/members", &ann.token, Some(&a)).await;
+    let (_, members) = app.as_(&ann).tenant(&a).get("/api/v1/members").await;
     assert_eq!(members.as_array().unwrap().len(), 2);
     assert!(members.to_string().contains("\"member\""));
     assert_eq!(
-        app.get("/api/v1/members", &a_key, None).await.0,
+        app.as_(&a_key).get("/api/v1/members").await.0,
         StatusCode::OK
     );
-    let (_, invites) = app.get("/api/v1/invites", &ann.token, Some(&a)).await;
+    let (_, invites) = app.as_(&ann).tenant(&a).get("/api/v1/invites").await;
     assert!(invites[0]["revoked_at"].is_null());
-    let (_, after) = app.get("/api/v1/audit", &ann.token, Some(&a)).await;
+    let (_, after) = app.as_(&ann).tenant(&a).get("/api/v1/audit").await;
     assert_eq!(before, after, "no audit rows were written in A");
 }

@@ -2,7 +2,7 @@
 //! hand-computed figures, capabilities as tasks (with undo), bad input, and isolation.
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::dual;
@@ -30,22 +30,20 @@ pub async fn import(
     csv: &str,
     confirm: bool,
 ) -> (StatusCode, Value) {
-    app.post(
-        "/api/v1/leadtracker/import",
-        &u.token,
-        Some(t),
-        json!({"csv": csv, "confirm": confirm}),
-    )
-    .await
+    app.as_(u)
+        .tenant(t)
+        .post(
+            "/api/v1/leadtracker/import",
+            json!({"csv": csv, "confirm": confirm}),
+        )
+        .await
 }
 
 async fn lead_by_email(app: &TestApp, u: &User, t: &str, email: &str) -> String {
     let (s, v) = app
-        .get(
-            &format!("/api/v1/leadtracker/leads?q={email}"),
-            &u.token,
-            Some(t),
-        )
+        .as_(u)
+        .tenant(t)
+        .get(&format!("/api/v1/leadtracker/leads?q={email}"))
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     v["leads"][0]["id"]
@@ -56,10 +54,10 @@ async fn lead_by_email(app: &TestApp, u: &User, t: &str, email: &str) -> String 
 
 async fn move_to(app: &TestApp, u: &User, t: &str, id: &str, stage: &str, at: DateTime<Utc>) {
     let (s, v) = app
+        .as_(u)
+        .tenant(t)
         .post(
             &format!("/api/v1/leadtracker/leads/{id}/stage"),
-            &u.token,
-            Some(t),
             json!({"stage": stage, "changed_at": ts(at)}),
         )
         .await;
@@ -126,9 +124,7 @@ pub async fn fixture(app: &TestApp, u: &User, t: &str) -> DateTime<Utc> {
         "{preview}"
     );
     // A preview stores nothing.
-    let (_, v) = app
-        .get("/api/v1/leadtracker/leads", &u.token, Some(t))
-        .await;
+    let (_, v) = app.as_(u).tenant(t).get("/api/v1/leadtracker/leads").await;
     assert_eq!(v["leads"], json!([]));
 
     let (s, done) = import(app, u, t, &csv, true).await;
@@ -244,11 +240,11 @@ async fn import_and_summary_match_hand_computed_figures(app: TestApp) {
     let b = fixture(&app, &u, &t).await;
     let as_of = ts(b + Duration::days(95));
     let (s, summary) = app
-        .get(
-            &format!("/api/v1/leadtracker/summary?as_of={as_of}&period_days=30&stale_days=14"),
-            &u.token,
-            Some(&t),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .get(&format!(
+            "/api/v1/leadtracker/summary?as_of={as_of}&period_days=30&stale_days=14"
+        ))
         .await;
     assert_eq!(s, StatusCode::OK, "{summary}");
     check_summary(&summary);
@@ -268,11 +264,9 @@ async fn import_and_summary_match_hand_computed_figures(app: TestApp) {
     // History is kept in order, with the actor.
     let a = lead_by_email(&app, &u, &t, "alice@a.test").await;
     let (_, detail) = app
-        .get(
-            &format!("/api/v1/leadtracker/leads/{a}"),
-            &u.token,
-            Some(&t),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .get(&format!("/api/v1/leadtracker/leads/{a}"))
         .await;
     let path: Vec<&str> = detail["history"]
         .as_array()
@@ -284,7 +278,7 @@ async fn import_and_summary_match_hand_computed_figures(app: TestApp) {
     assert_eq!(detail["history"][1]["from_stage"], "new");
 
     // The snapshot the dashboard and board read (computed over the last 30 days now).
-    let (_, m) = app.get("/api/v1/metrics", &u.token, Some(&t)).await;
+    let (_, m) = app.as_(&u).tenant(&t).get("/api/v1/metrics").await;
     let lt = m["snapshots"]
         .as_array()
         .unwrap()
@@ -342,11 +336,9 @@ async fn capabilities_run_as_tasks_and_undo(app: TestApp) {
         json!({"lead_id": lead, "stage": "qualified", "previous_stage": "new", "changed": true})
     );
     let (_, detail) = app
-        .get(
-            &format!("/api/v1/leadtracker/leads/{lead}"),
-            &u.token,
-            Some(&t),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .get(&format!("/api/v1/leadtracker/leads/{lead}"))
         .await;
     assert_eq!(detail["history"][1]["note"], "call went well");
     assert_eq!(detail["history"][1]["changed_by"], format!("task:{mv}"));
@@ -368,32 +360,24 @@ async fn capabilities_run_as_tasks_and_undo(app: TestApp) {
 
     // Undo of add_lead removes it (after approval of the compensation).
     let (s, v) = app
-        .post(
-            &format!("/api/v1/tasks/{id}/undo"),
-            &u.token,
-            Some(&t),
-            json!({}),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .post(&format!("/api/v1/tasks/{id}/undo"), json!({}))
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     let undo = v["task"]["id"].as_str().unwrap().to_owned();
     let (s, v) = app
-        .post(
-            &format!("/api/v1/tasks/{undo}/approve"),
-            &u.token,
-            Some(&t),
-            json!({}),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .post(&format!("/api/v1/tasks/{undo}/approve"), json!({}))
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let d = wait_status(&app, &u, &t, &undo, "succeeded").await;
     assert_eq!(d["task"]["result"]["removed"], true);
     let (s, _) = app
-        .get(
-            &format!("/api/v1/leadtracker/leads/{lead}"),
-            &u.token,
-            Some(&t),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .get(&format!("/api/v1/leadtracker/leads/{lead}"))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
@@ -405,7 +389,9 @@ async fn bad_lead_input_is_refused_with_reasons(app: TestApp) {
         let u = &u;
         let t = &t;
         async move {
-            app.post("/api/v1/leadtracker/leads", &u.token, Some(t), body)
+            app.as_(u)
+                .tenant(t)
+                .post("/api/v1/leadtracker/leads", body)
                 .await
         }
     };
@@ -438,19 +424,19 @@ async fn bad_lead_input_is_refused_with_reasons(app: TestApp) {
     let id = lead["id"].as_str().unwrap();
 
     let (s, v) = app
+        .as_(&u)
+        .tenant(&t)
         .post(
             &format!("/api/v1/leadtracker/leads/{id}/stage"),
-            &u.token,
-            Some(&t),
             json!({"stage": "won", "changed_at": ts(Utc::now() + Duration::days(2))}),
         )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     let (s, v) = app
+        .as_(&u)
+        .tenant(&t)
         .post(
             &format!("/api/v1/leadtracker/leads/{id}/stage"),
-            &u.token,
-            Some(&t),
             json!({"stage": "won", "changed_at": ts(Utc::now() - Duration::days(2))}),
         )
         .await;
@@ -463,29 +449,25 @@ async fn bad_lead_input_is_refused_with_reasons(app: TestApp) {
         "/api/v1/leadtracker/leads/lead_00000000000000000000000000000000",
         "/api/v1/leadtracker/leads/nonsense",
     ] {
-        let (s, _) = app.get(path, &u.token, Some(&t)).await;
+        let (s, _) = app.as_(&u).tenant(&t).get(path).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{path}");
     }
 
     // Stages: a stage holding a lead cannot be removed; bad lists are 422.
     let (s, v) = app
+        .as_(&u)
+        .tenant(&t)
         .post(
             &format!("/api/v1/leadtracker/leads/{id}/stage"),
-            &u.token,
-            Some(&t),
             json!({"stage": "lost"}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let stages = json!({"stages": [{"key": "new", "label": "New", "kind": "open"}, {"key": "won", "label": "Won", "kind": "won"}]});
     let (s, v) = app
-        .call(
-            Method::PUT,
-            "/api/v1/leadtracker/stages",
-            Some(&u.token),
-            Some(&t),
-            Some(stages),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .put("/api/v1/leadtracker/stages", stages)
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert!(
@@ -494,24 +476,16 @@ async fn bad_lead_input_is_refused_with_reasons(app: TestApp) {
     );
     let dup = json!({"stages": [{"key": "new", "label": "New", "kind": "open"}, {"key": "new", "label": "Again", "kind": "won"}]});
     let (s, _) = app
-        .call(
-            Method::PUT,
-            "/api/v1/leadtracker/stages",
-            Some(&u.token),
-            Some(&t),
-            Some(dup),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .put("/api/v1/leadtracker/stages", dup)
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     let custom = json!({"stages": [{"key": "new", "label": "Inbox", "kind": "open"}, {"key": "demo", "label": "Demo booked", "kind": "open"}, {"key": "lost", "label": "Lost", "kind": "lost"}, {"key": "won", "label": "Won", "kind": "won"}]});
     let (s, v) = app
-        .call(
-            Method::PUT,
-            "/api/v1/leadtracker/stages",
-            Some(&u.token),
-            Some(&t),
-            Some(custom),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .put("/api/v1/leadtracker/stages", custom)
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["stages"][1]["label"], "Demo booked");
@@ -525,8 +499,7 @@ async fn bad_lead_input_is_refused_with_reasons(app: TestApp) {
         v["error"]["message"].as_str().unwrap().contains("`name`"),
         "{v}"
     );
-    let (s, v) = app
-        .post("/api/v1/leadtracker/import", &u.token, Some(&t), json!({"csv": "Who,Email\nAnn,ann@a.test\n", "mapping": {"name": "Who"}, "confirm": true}))
+    let (s, v) = app.as_(&u).tenant(&t).post("/api/v1/leadtracker/import", json!({"csv": "Who,Email\nAnn,ann@a.test\n", "mapping": {"name": "Who"}, "confirm": true}))
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["imported"], 1);
@@ -534,16 +507,15 @@ async fn bad_lead_input_is_refused_with_reasons(app: TestApp) {
     let viewer = app.signup("ltview@a.example").await;
     app.add_member(&u, &t, &viewer, "viewer").await;
     let (s, _) = app
-        .post(
-            "/api/v1/leadtracker/leads",
-            &viewer.token,
-            Some(&t),
-            json!({"name": "V"}),
-        )
+        .as_(&viewer)
+        .tenant(&t)
+        .post("/api/v1/leadtracker/leads", json!({"name": "V"}))
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, _) = app
-        .get("/api/v1/leadtracker/leads", &viewer.token, Some(&t))
+        .as_(&viewer)
+        .tenant(&t)
+        .get("/api/v1/leadtracker/leads")
         .await;
     assert_eq!(s, StatusCode::OK);
 }
@@ -552,52 +524,47 @@ async fn leads_are_isolated_between_tenants(app: TestApp) {
     let (a, ta) = owner(&app, "lta@a.example").await;
     let (b, tb) = owner(&app, "ltb@b.example").await;
     let (_, lead) = app
+        .as_(&a)
+        .tenant(&ta)
         .post(
             "/api/v1/leadtracker/leads",
-            &a.token,
-            Some(&ta),
             json!({"name": "Secret Deal", "email": "s@a.test", "value": "9999"}),
         )
         .await;
     let id = lead["id"].as_str().unwrap();
     let path = format!("/api/v1/leadtracker/leads/{id}");
-    let (s, _) = app.get(&path, &b.token, Some(&tb)).await;
+    let (s, _) = app.as_(&b).tenant(&tb).get(&path).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = app
-        .call(
-            Method::PATCH,
-            &path,
-            Some(&b.token),
-            Some(&tb),
-            Some(json!({"name": "mine"})),
-        )
+        .as_(&b)
+        .tenant(&tb)
+        .patch(&path, json!({"name": "mine"}))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = app
-        .post(
-            &format!("{path}/stage"),
-            &b.token,
-            Some(&tb),
-            json!({"stage": "won"}),
-        )
+        .as_(&b)
+        .tenant(&tb)
+        .post(&format!("{path}/stage"), json!({"stage": "won"}))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = app
-        .call(Method::DELETE, &path, Some(&b.token), Some(&tb), None)
-        .await;
+    let (s, _) = app.as_(&b).tenant(&tb).delete(&path).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // B's own tenant header with A's lead: nothing; A's tenant header: refused.
-    let (s, _) = app.get(&path, &b.token, Some(&ta)).await;
+    let (s, _) = app.as_(&b).tenant(&ta).get(&path).await;
     assert!(
         s == StatusCode::FORBIDDEN || s == StatusCode::NOT_FOUND,
         "{s}"
     );
     let (_, v) = app
-        .get("/api/v1/leadtracker/leads", &b.token, Some(&tb))
+        .as_(&b)
+        .tenant(&tb)
+        .get("/api/v1/leadtracker/leads")
         .await;
     assert_eq!(v["leads"], json!([]));
     let (_, v) = app
-        .get("/api/v1/leadtracker/summary", &b.token, Some(&tb))
+        .as_(&b)
+        .tenant(&tb)
+        .get("/api/v1/leadtracker/summary")
         .await;
     assert_eq!(v["total_leads"], 0);
     // A task in B cannot move A's lead.
@@ -610,7 +577,7 @@ async fn leads_are_isolated_between_tenants(app: TestApp) {
     )
     .await;
     wait_status(&app, &b, &tb, &task, "failed").await;
-    let (_, v) = app.get(&path, &a.token, Some(&ta)).await;
+    let (_, v) = app.as_(&a).tenant(&ta).get(&path).await;
     assert_eq!(v["lead"]["stage"], "new");
     crate::bookkeeping::rls_hides(
         &app,

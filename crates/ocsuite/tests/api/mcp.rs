@@ -97,10 +97,10 @@ async fn mcp_tools_run_as_tasks(app: TestApp) {
 
     // Wrong credentials: the server cannot be reached, nothing is stored.
     let (s, v) = app
+        .as_(&u)
+        .tenant(&t)
         .post(
             "/api/v1/mcp-servers",
-            &u.token,
-            Some(&t),
             json!({"name": "calc", "url": url, "bearer_token": "wrong"}),
         )
         .await;
@@ -121,16 +121,18 @@ async fn mcp_tools_run_as_tasks(app: TestApp) {
         ),
     ] {
         let (s, v) = app
-            .post("/api/v1/mcp-servers", &u.token, Some(&t), body)
+            .as_(&u)
+            .tenant(&t)
+            .post("/api/v1/mcp-servers", body)
             .await;
         assert_eq!(s, code, "{v}");
     }
 
     let (s, v) = app
+        .as_(&u)
+        .tenant(&t)
         .post(
             "/api/v1/mcp-servers",
-            &u.token,
-            Some(&t),
             json!({"name": "calc", "url": url, "bearer_token": TOKEN}),
         )
         .await;
@@ -152,16 +154,16 @@ async fn mcp_tools_run_as_tasks(app: TestApp) {
         "{caps:?}"
     );
     let (s, _) = app
+        .as_(&u)
+        .tenant(&t)
         .post(
             "/api/v1/mcp-servers",
-            &u.token,
-            Some(&t),
             json!({"name": "calc", "url": url, "bearer_token": TOKEN}),
         )
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
 
-    let (_, m) = app.get("/api/v1/modules", &u.token, Some(&t)).await;
+    let (_, m) = app.as_(&u).tenant(&t).get("/api/v1/modules").await;
     let calc = m["modules"]
         .as_array()
         .unwrap()
@@ -218,37 +220,29 @@ async fn mcp_tools_run_as_tasks(app: TestApp) {
     )
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (_, l) = app.get("/api/v1/mcp-servers", &o.token, Some(&ot)).await;
+    let (_, l) = app.as_(&o).tenant(&ot).get("/api/v1/mcp-servers").await;
     assert_eq!(l["servers"], json!([]));
     let (s, _) = app
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/api/v1/mcp-servers/{server_id}"),
-            Some(&o.token),
-            Some(&ot),
-            None,
-        )
+        .as_(&o)
+        .tenant(&ot)
+        .delete(&format!("/api/v1/mcp-servers/{server_id}"))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     let (s, v) = app
+        .as_(&u)
+        .tenant(&t)
         .post(
             &format!("/api/v1/mcp-servers/{server_id}/refresh"),
-            &u.token,
-            Some(&t),
             json!({}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["status"], "ready");
     let (s, _) = app
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/api/v1/mcp-servers/{server_id}"),
-            Some(&u.token),
-            Some(&t),
-            None,
-        )
+        .as_(&u)
+        .tenant(&t)
+        .delete(&format!("/api/v1/mcp-servers/{server_id}"))
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, _) = execute(
@@ -276,10 +270,10 @@ async fn internal_addresses_are_refused_when_private_networks_are_off() {
         "http://localhost:1/mcp",
     ] {
         let (s, v) = app
+            .as_(&u)
+            .tenant(&t)
             .post(
                 "/api/v1/mcp-servers",
-                &u.token,
-                Some(&t),
                 json!({"name": "calc", "url": target, "bearer_token": TOKEN}),
             )
             .await;
@@ -293,6 +287,6 @@ async fn internal_addresses_are_refused_when_private_networks_are_off() {
             "{v}"
         );
     }
-    let (_, l) = app.get("/api/v1/mcp-servers", &u.token, Some(&t)).await;
+    let (_, l) = app.as_(&u).tenant(&t).get("/api/v1/mcp-servers").await;
     assert_eq!(l["servers"], json!([]));
 }

@@ -62,15 +62,16 @@ async fn oidc_jwts_are_verified_against_the_issuer_jwks() {
     .unwrap();
 
     let token = sign(&good, "k1", &claims("idp|42", "Idp@Example.com", 300));
-    let (s, me) = app.get("/api/v1/me", &token, None).await;
+    let (s, me) = app.as_(&token).get("/api/v1/me").await;
     assert_eq!(s, StatusCode::OK, "{me}");
     assert_eq!(me["user"]["email"], "idp@example.com");
     let (_, again) = app
-        .get(
-            "/api/v1/me",
-            &sign(&good, "k1", &claims("idp|42", "other@example.com", 300)),
-            None,
-        )
+        .as_(sign(
+            &good,
+            "k1",
+            &claims("idp|42", "other@example.com", 300),
+        ))
+        .get("/api/v1/me")
         .await;
     assert_eq!(
         again["user"]["id"], me["user"]["id"],
@@ -78,7 +79,8 @@ async fn oidc_jwts_are_verified_against_the_issuer_jwks() {
     );
     // It can create a tenant like any user.
     let (s, _) = app
-        .post("/api/v1/tenants", &token, None, json!({"name": "IdP Co"}))
+        .as_(&token)
+        .post("/api/v1/tenants", json!({"name": "IdP Co"}))
         .await;
     assert_eq!(s, StatusCode::CREATED);
 
@@ -112,7 +114,7 @@ async fn oidc_jwts_are_verified_against_the_issuer_jwks() {
         ("garbage", "a.b.c".to_owned()),
     ];
     for (what, token) in cases {
-        let (s, v) = app.get("/api/v1/me", &token, None).await;
+        let (s, v) = app.as_(&token).get("/api/v1/me").await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{what}: {v}");
         assert_eq!(v["error"]["code"], "unauthorized", "{what}");
     }
@@ -121,7 +123,8 @@ async fn oidc_jwts_are_verified_against_the_issuer_jwks() {
     let mut unverified = claims("idp|99", "victim@example.com", 300);
     unverified["email_verified"] = json!(false);
     let (s, _) = app
-        .get("/api/v1/me", &sign(&good, "k1", &unverified), None)
+        .as_(sign(&good, "k1", &unverified))
+        .get("/api/v1/me")
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }

@@ -34,7 +34,7 @@ async fn operational_endpoints(app: TestApp) {
         StatusCode::OK
     );
     let ann = app.signup("ann@example.com").await;
-    app.get("/api/v1/me", &ann.token, None).await;
+    app.as_(&ann).get("/api/v1/me").await;
     let metrics = app
         .http
         .get(app.url("/metrics"))
@@ -72,7 +72,7 @@ async fn operational_endpoints(app: TestApp) {
             "{path} missing from OpenAPI"
         );
     }
-    let (s, v) = app.get("/api/v1/nope", &ann.token, None).await;
+    let (s, v) = app.as_(&ann).get("/api/v1/nope").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(v["error"]["code"], "not_found");
     let res = app.http.delete(app.url("/healthz")).send().await.unwrap();

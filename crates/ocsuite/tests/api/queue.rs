@@ -28,7 +28,7 @@ async fn tasks_and_jobs_of_another_tenant_are_404(app: TestApp) {
     wait_status(&app, &a, &ta, &done, "succeeded").await;
     let dead = start(&app, &a, &ta, "diagnostics.fail", json!({})).await;
     wait_status(&app, &a, &ta, &dead, "dead").await;
-    let (_, d) = app.get("/api/v1/queues/dead", &a.token, Some(&ta)).await;
+    let (_, d) = app.as_(&a).tenant(&ta).get("/api/v1/queues/dead").await;
     let job = d["jobs"][0]["id"].as_str().unwrap().to_owned();
     let (_, key) = app.api_key(&b, &tb, "admin").await;
 
@@ -44,15 +44,15 @@ async fn tasks_and_jobs_of_another_tenant_are_404(app: TestApp) {
                 .await;
             assert_eq!(s, StatusCode::NOT_FOUND, "{path}: {v}");
         }
-        let (s, _) = app.get("/api/v1/tasks", token, Some(&ta)).await;
+        let (s, _) = app.as_(token).tenant(&ta).get("/api/v1/tasks").await;
         assert_eq!(s, StatusCode::NOT_FOUND);
-        let (_, list) = app.get("/api/v1/tasks", token, Some(&tb)).await;
+        let (_, list) = app.as_(token).tenant(&tb).get("/api/v1/tasks").await;
         let listed = list["tasks"].to_string();
         assert!(
             !listed.contains(&done) && !listed.contains(&dead),
             "{listed}"
         );
-        let (_, dj) = app.get("/api/v1/queues/dead", token, Some(&tb)).await;
+        let (_, dj) = app.as_(token).tenant(&tb).get("/api/v1/queues/dead").await;
         assert_eq!(dj["jobs"], json!([]));
         // Same idempotency key in another tenant is another task.
         let (s, v) = execute(
@@ -74,10 +74,12 @@ async fn tasks_and_jobs_of_another_tenant_are_404(app: TestApp) {
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     // Nothing of A's changed.
     let (_, d) = app
-        .get(&format!("/api/v1/tasks/{dead}"), &a.token, Some(&ta))
+        .as_(&a)
+        .tenant(&ta)
+        .get(&format!("/api/v1/tasks/{dead}"))
         .await;
     assert_eq!(d["task"]["status"], "dead");
-    let (_, dj) = app.get("/api/v1/queues/dead", &a.token, Some(&ta)).await;
+    let (_, dj) = app.as_(&a).tenant(&ta).get("/api/v1/queues/dead").await;
     assert_eq!(dj["jobs"].as_array().unwrap().len(), 1);
 }
 
@@ -235,7 +237,9 @@ async fn lease_expiry(db: Db) {
     tx.commit().await.unwrap();
     live.shutdown(Duration::from_secs(5)).await;
     let (_, d) = app
-        .get(&format!("/api/v1/tasks/{id}"), &u.token, Some(&t))
+        .as_(&u)
+        .tenant(&t)
+        .get(&format!("/api/v1/tasks/{id}"))
         .await;
     assert_eq!(d["task"]["status"], "succeeded");
 }
@@ -319,13 +323,10 @@ async fn row_level_security_covers_tasks_jobs_events_and_chat_postgres() {
     let (a, ta) = owner(&app, "a@rls.example").await;
     let (_, tb) = owner(&app, "b@rls.example").await;
     start(&app, &a, &ta, "diagnostics.echo", json!({})).await;
-    app.post(
-        "/api/v1/modules/diagnostics/disable",
-        &a.token,
-        Some(&ta),
-        json!({}),
-    )
-    .await;
+    app.as_(&a)
+        .tenant(&ta)
+        .post("/api/v1/modules/diagnostics/disable", json!({}))
+        .await;
     let chat = app
         .http
         .post(app.url("/api/v1/c-suite/cfo/chat"))
@@ -422,7 +423,9 @@ async fn kill_switch_pauses_a_tenant(app: TestApp) {
     let (u, t) = owner(&app, "kill@x.example").await;
     let (other, ot) = owner(&app, "other@x.example").await;
     let (s, q) = app
-        .post("/api/v1/queues/pause", &u.token, Some(&t), json!({}))
+        .as_(&u)
+        .tenant(&t)
+        .post("/api/v1/queues/pause", json!({}))
         .await;
     assert_eq!(s, StatusCode::OK);
     assert!(q["paused_at"].is_string());
@@ -432,11 +435,15 @@ async fn kill_switch_pauses_a_tenant(app: TestApp) {
     wait_status(&app, &other, &ot, &oid, "succeeded").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_, d) = app
-        .get(&format!("/api/v1/tasks/{id}"), &u.token, Some(&t))
+        .as_(&u)
+        .tenant(&t)
+        .get(&format!("/api/v1/tasks/{id}"))
         .await;
     assert_eq!(d["task"]["status"], "queued");
     let (s, q) = app
-        .post("/api/v1/queues/resume", &u.token, Some(&t), json!({}))
+        .as_(&u)
+        .tenant(&t)
+        .post("/api/v1/queues/resume", json!({}))
         .await;
     assert_eq!(s, StatusCode::OK);
     assert!(q["paused_at"].is_null());
@@ -446,7 +453,9 @@ async fn kill_switch_pauses_a_tenant(app: TestApp) {
     let member = app.signup("kmember@x.example").await;
     app.add_member(&u, &t, &member, "member").await;
     let (s, _) = app
-        .post("/api/v1/queues/pause", &member.token, Some(&t), json!({}))
+        .as_(&member)
+        .tenant(&t)
+        .post("/api/v1/queues/pause", json!({}))
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 }
@@ -455,13 +464,9 @@ async fn one_tenant_cannot_starve_another(app: TestApp) {
     let (a, ta) = owner(&app, "busy@x.example").await;
     let (b, tb) = owner(&app, "quiet@x.example").await;
     let (s, v) = app
-        .call(
-            reqwest::Method::PATCH,
-            "/api/v1/queues",
-            Some(&a.token),
-            Some(&ta),
-            Some(json!({"concurrency": 1})),
-        )
+        .as_(&a)
+        .tenant(&ta)
+        .patch("/api/v1/queues", json!({"concurrency": 1}))
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["concurrency"], 1);
@@ -473,7 +478,9 @@ async fn one_tenant_cannot_starve_another(app: TestApp) {
     wait_status(&app, &b, &tb, &quiet, "succeeded").await;
     // B finished while most of A's backlog still waits: A never ran more than one at once.
     let (_, list) = app
-        .get("/api/v1/tasks?status=queued", &a.token, Some(&ta))
+        .as_(&a)
+        .tenant(&ta)
+        .get("/api/v1/tasks?status=queued")
         .await;
     assert!(list["tasks"].as_array().unwrap().len() >= 4, "{list}");
     for id in &busy {
@@ -483,7 +490,9 @@ async fn one_tenant_cannot_starve_another(app: TestApp) {
     let mut edges = Vec::new();
     for id in &busy {
         let (_, d) = app
-            .get(&format!("/api/v1/tasks/{id}"), &a.token, Some(&ta))
+            .as_(&a)
+            .tenant(&ta)
+            .get(&format!("/api/v1/tasks/{id}"))
             .await;
         let at =
             |k: &str| chrono::DateTime::parse_from_rfc3339(d["task"][k].as_str().unwrap()).unwrap();
@@ -498,13 +507,9 @@ async fn one_tenant_cannot_starve_another(app: TestApp) {
     }
     assert!(peak <= 1, "{peak} ran at once: {edges:?}");
     let (s, _) = app
-        .call(
-            reqwest::Method::PATCH,
-            "/api/v1/queues",
-            Some(&a.token),
-            Some(&ta),
-            Some(json!({"concurrency": 0})),
-        )
+        .as_(&a)
+        .tenant(&ta)
+        .patch("/api/v1/queues", json!({"concurrency": 0}))
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
 }

@@ -309,10 +309,12 @@ async fn sse_streams_and_resumes_with_last_event_id(app: TestApp) {
         "{live:?}"
     );
 
-    let (s, v) = app.get("/api/v1/events?topics=", &u.token, Some(&t)).await;
+    let (s, v) = app.as_(&u).tenant(&t).get("/api/v1/events?topics=").await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     let (s, _) = app
-        .get("/api/v1/events?topics=task:nope", &u.token, Some(&t))
+        .as_(&u)
+        .tenant(&t)
+        .get("/api/v1/events?topics=task:nope")
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
@@ -364,11 +366,9 @@ async fn topics_of_another_tenant_are_never_delivered(app: TestApp) {
     req.headers_mut().insert("x-tenant-id", ta.parse().unwrap());
     assert!(tokio_tungstenite::connect_async(req).await.is_err());
     let (s, _) = app
-        .get(
-            &format!("/api/v1/events?topics=task:{id}"),
-            &b.token,
-            Some(&tb),
-        )
+        .as_(&b)
+        .tenant(&tb)
+        .get(&format!("/api/v1/events?topics=task:{id}"))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }

@@ -18,7 +18,9 @@ pub async fn owner(app: &TestApp, email: &str) -> (User, String) {
 }
 
 pub async fn execute(app: &TestApp, u: &User, t: &str, body: Value) -> (StatusCode, Value) {
-    app.post("/api/v1/tasks/execute", &u.token, Some(t), body)
+    app.as_(u)
+        .tenant(t)
+        .post("/api/v1/tasks/execute", body)
         .await
 }
 
@@ -42,7 +44,9 @@ pub async fn wait_for(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
         let (s, v) = app
-            .get(&format!("/api/v1/tasks/{id}"), &u.token, Some(t))
+            .as_(u)
+            .tenant(t)
+            .get(&format!("/api/v1/tasks/{id}"))
             .await;
         assert_eq!(s, StatusCode::OK, "{v}");
         if done(&v) {
@@ -81,7 +85,7 @@ dual!(
 
 async fn runs_a_capability_and_records_its_timeline(app: TestApp) {
     let (u, t) = owner(&app, "run@x.example").await;
-    let (s, v) = app.get("/api/v1/modules", &u.token, Some(&t)).await;
+    let (s, v) = app.as_(&u).tenant(&t).get("/api/v1/modules").await;
     assert_eq!(s, StatusCode::OK);
     let diag = v["modules"]
         .as_array()
@@ -133,18 +137,22 @@ async fn runs_a_capability_and_records_its_timeline(app: TestApp) {
         .unwrap();
     assert_eq!(last_progress["data"]["percent"], 100);
 
-    let (_, list) = app.get("/api/v1/tasks", &u.token, Some(&t)).await;
+    let (_, list) = app.as_(&u).tenant(&t).get("/api/v1/tasks").await;
     assert_eq!(list["tasks"][0]["id"], id.as_str());
     let (_, list) = app
-        .get("/api/v1/tasks?status=failed", &u.token, Some(&t))
+        .as_(&u)
+        .tenant(&t)
+        .get("/api/v1/tasks?status=failed")
         .await;
     assert_eq!(list["tasks"], json!([]));
     let (s, _) = app
-        .get("/api/v1/tasks?status=bogus", &u.token, Some(&t))
+        .as_(&u)
+        .tenant(&t)
+        .get("/api/v1/tasks?status=bogus")
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
 
-    let (_, audit) = app.get("/api/v1/audit", &u.token, Some(&t)).await;
+    let (_, audit) = app.as_(&u).tenant(&t).get("/api/v1/audit").await;
     let actions: Vec<&str> = audit["entries"]
         .as_array()
         .or(audit.as_array())
@@ -246,7 +254,7 @@ async fn rejects_unknown_capabilities_versions_and_bad_input(app: TestApp) {
         "/api/v1/tasks/' OR 1=1 --",
         "/api/v1/tasks/ten_00",
     ] {
-        let (s, _) = app.get(path, &u.token, Some(&t)).await;
+        let (s, _) = app.as_(&u).tenant(&t).get(path).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{path}");
     }
 
@@ -255,10 +263,10 @@ async fn rejects_unknown_capabilities_versions_and_bad_input(app: TestApp) {
     app.add_member(&u, &t, &viewer, "viewer").await;
     let (s, v) = execute(&app, &viewer, &t, json!({"capability": "diagnostics.echo"})).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
-    let (s, _) = app.get("/api/v1/tasks", &viewer.token, Some(&t)).await;
+    let (s, _) = app.as_(&viewer).tenant(&t).get("/api/v1/tasks").await;
     assert_eq!(s, StatusCode::OK);
     // Nothing was stored by the refused requests: only the one good task exists.
-    let (_, list) = app.get("/api/v1/tasks", &u.token, Some(&t)).await;
+    let (_, list) = app.as_(&u).tenant(&t).get("/api/v1/tasks").await;
     assert_eq!(list["tasks"].as_array().unwrap().len(), 1, "{list}");
 }
 
@@ -298,7 +306,7 @@ async fn idempotency_key_runs_once(app: TestApp) {
         })
         .collect();
     assert_eq!(ids.len(), 1);
-    let (_, list) = app.get("/api/v1/tasks?limit=200", &u.token, Some(&t)).await;
+    let (_, list) = app.as_(&u).tenant(&t).get("/api/v1/tasks?limit=200").await;
     assert_eq!(list["tasks"].as_array().unwrap().len(), 2);
 }
 
@@ -319,7 +327,7 @@ async fn retries_then_dead_letters_and_admin_retries(app: TestApp) {
     assert_eq!(k.iter().filter(|k| *k == "retrying").count(), 2, "{k:?}");
     assert_eq!(k.last().map(String::as_str), Some("dead"));
 
-    let (s, q) = app.get("/api/v1/queues", &u.token, Some(&t)).await;
+    let (s, q) = app.as_(&u).tenant(&t).get("/api/v1/queues").await;
     assert_eq!(s, StatusCode::OK);
     let dlq = q["depths"]
         .as_array()
@@ -328,7 +336,7 @@ async fn retries_then_dead_letters_and_admin_retries(app: TestApp) {
         .find(|d| d["queue"] == "execute-task-dlq")
         .unwrap();
     assert_eq!(dlq["dead"], 1, "{q}");
-    let (_, dead) = app.get("/api/v1/queues/dead", &u.token, Some(&t)).await;
+    let (_, dead) = app.as_(&u).tenant(&t).get("/api/v1/queues/dead").await;
     let job = &dead["jobs"][0];
     assert_eq!(job["payload"]["task_id"], id.as_str());
     assert_eq!(job["last_error"], "upstream down");
@@ -337,12 +345,9 @@ async fn retries_then_dead_letters_and_admin_retries(app: TestApp) {
 
     // Retry from the admin API: the task runs its attempts again.
     let (s, _) = app
-        .post(
-            &format!("/api/v1/queues/dead/{job_id}/retry"),
-            &u.token,
-            Some(&t),
-            json!({}),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .post(&format!("/api/v1/queues/dead/{job_id}/retry"), json!({}))
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let d = wait_for(&app, &u, &t, &id, 20, |v| {
@@ -354,29 +359,21 @@ async fn retries_then_dead_letters_and_admin_retries(app: TestApp) {
     // A member is not an admin; discard is; a second discard is 404.
     let member = app.signup("m@x.example").await;
     app.add_member(&u, &t, &member, "member").await;
-    let (s, _) = app
-        .get("/api/v1/queues/dead", &member.token, Some(&t))
-        .await;
+    let (s, _) = app.as_(&member).tenant(&t).get("/api/v1/queues/dead").await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, _) = app
-        .post(
-            &format!("/api/v1/queues/dead/{job_id}/discard"),
-            &u.token,
-            Some(&t),
-            json!({}),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .post(&format!("/api/v1/queues/dead/{job_id}/discard"), json!({}))
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, _) = app
-        .post(
-            &format!("/api/v1/queues/dead/{job_id}/discard"),
-            &u.token,
-            Some(&t),
-            json!({}),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .post(&format!("/api/v1/queues/dead/{job_id}/discard"), json!({}))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (_, dead) = app.get("/api/v1/queues/dead", &u.token, Some(&t)).await;
+    let (_, dead) = app.as_(&u).tenant(&t).get("/api/v1/queues/dead").await;
     assert_eq!(dead["jobs"], json!([]));
 
     // Fails twice, then succeeds: retried, not dead.
@@ -430,7 +427,7 @@ async fn permanent_failures_panics_and_bad_output(app: TestApp) {
     let err = d["task"]["error"].as_str().unwrap();
     assert!(err.contains("output") && err.contains("/attempt"), "{err}");
     // Nothing is left in any queue.
-    let (_, q) = app.get("/api/v1/queues", &u.token, Some(&t)).await;
+    let (_, q) = app.as_(&u).tenant(&t).get("/api/v1/queues").await;
     for depth in q["depths"].as_array().unwrap() {
         assert_eq!(depth["ready"], 0, "{q}");
         assert_eq!(depth["dead"], 0, "{q}");
@@ -449,12 +446,9 @@ async fn cancels_queued_and_running_tasks(app: TestApp) {
     .await;
     wait_status(&app, &u, &t, &id, "running").await;
     let (s, v) = app
-        .post(
-            &format!("/api/v1/tasks/{id}/cancel"),
-            &u.token,
-            Some(&t),
-            json!({}),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .post(&format!("/api/v1/tasks/{id}/cancel"), json!({}))
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     assert_eq!(v["cancel_requested"], true);
@@ -465,36 +459,36 @@ async fn cancels_queued_and_running_tasks(app: TestApp) {
     .await;
     assert!(kinds(&d).contains(&"cancel_requested".to_string()));
     let (s, _) = app
-        .post(
-            &format!("/api/v1/tasks/{id}/cancel"),
-            &u.token,
-            Some(&t),
-            json!({}),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .post(&format!("/api/v1/tasks/{id}/cancel"), json!({}))
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
 
     // Queued behind the kill switch: cancelled at once and never runs.
     let (s, _) = app
-        .post("/api/v1/queues/pause", &u.token, Some(&t), json!({}))
+        .as_(&u)
+        .tenant(&t)
+        .post("/api/v1/queues/pause", json!({}))
         .await;
     assert_eq!(s, StatusCode::OK);
     let id = start(&app, &u, &t, "diagnostics.echo", json!({})).await;
     let (s, v) = app
-        .post(
-            &format!("/api/v1/tasks/{id}/cancel"),
-            &u.token,
-            Some(&t),
-            json!({}),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .post(&format!("/api/v1/tasks/{id}/cancel"), json!({}))
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["status"], "cancelled");
-    app.post("/api/v1/queues/resume", &u.token, Some(&t), json!({}))
+    app.as_(&u)
+        .tenant(&t)
+        .post("/api/v1/queues/resume", json!({}))
         .await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let (_, d) = app
-        .get(&format!("/api/v1/tasks/{id}"), &u.token, Some(&t))
+        .as_(&u)
+        .tenant(&t)
+        .get(&format!("/api/v1/tasks/{id}"))
         .await;
     assert_eq!(d["task"]["status"], "cancelled");
     assert!(!kinds(&d).contains(&"started".to_string()));
@@ -503,12 +497,9 @@ async fn cancels_queued_and_running_tasks(app: TestApp) {
 async fn modules_can_be_disabled(app: TestApp) {
     let (u, t) = owner(&app, "mods@x.example").await;
     let (s, m) = app
-        .post(
-            "/api/v1/modules/diagnostics/disable",
-            &u.token,
-            Some(&t),
-            json!({}),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .post("/api/v1/modules/diagnostics/disable", json!({}))
         .await;
     assert_eq!(s, StatusCode::OK, "{m}");
     assert_eq!(m["enabled"], false);
@@ -519,23 +510,17 @@ async fn modules_can_be_disabled(app: TestApp) {
     let (s, _) = execute(&app, &o, &ot, json!({"capability": "diagnostics.echo"})).await;
     assert_eq!(s, StatusCode::ACCEPTED);
     let (s, _) = app
-        .post(
-            "/api/v1/modules/diagnostics/enable",
-            &u.token,
-            Some(&t),
-            json!({}),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .post("/api/v1/modules/diagnostics/enable", json!({}))
         .await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = execute(&app, &u, &t, json!({"capability": "diagnostics.echo"})).await;
     assert_eq!(s, StatusCode::ACCEPTED);
     let (s, _) = app
-        .post(
-            "/api/v1/modules/nope/disable",
-            &u.token,
-            Some(&t),
-            json!({}),
-        )
+        .as_(&u)
+        .tenant(&t)
+        .post("/api/v1/modules/nope/disable", json!({}))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }

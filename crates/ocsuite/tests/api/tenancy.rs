@@ -1,6 +1,6 @@
 //! Tenants, profiles, invites, roles, audit, super-admin support access.
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::dual;
@@ -17,8 +17,7 @@ dual!(
 
 async fn tenant_profile(app: TestApp) {
     let ann = app.signup("ann@example.com").await;
-    let (s, v) = app
-        .post("/api/v1/tenants", &ann.token, None, json!({"name": "Acme <b>Ltd</b>", "profile": {"industry": "SaaS", "stage": "early_revenue", "goals": ["grow MRR"], "team_size": 3, "currency": "eur"}}))
+    let (s, v) = app.as_(&ann).post("/api/v1/tenants", json!({"name": "Acme <b>Ltd</b>", "profile": {"industry": "SaaS", "stage": "early_revenue", "goals": ["grow MRR"], "team_size": 3, "currency": "eur"}}))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["name"], "Acme <b>Ltd</b>");
@@ -32,21 +31,18 @@ async fn tenant_profile(app: TestApp) {
         (json!({"colour": "red"}), "colour"),
     ] {
         let (s, v) = app
-            .post(
-                "/api/v1/tenants",
-                &ann.token,
-                None,
-                json!({"name": "X", "profile": profile}),
-            )
+            .as_(&ann)
+            .post("/api/v1/tenants", json!({"name": "X", "profile": profile}))
             .await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
         assert!(v.to_string().contains(field), "{v}");
     }
     let (s, _) = app
-        .post("/api/v1/tenants", &ann.token, None, json!({"name": ""}))
+        .as_(&ann)
+        .post("/api/v1/tenants", json!({"name": ""}))
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
-    let (s, list) = app.get("/api/v1/tenants", &ann.token, None).await;
+    let (s, list) = app.as_(&ann).get("/api/v1/tenants").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
         list.as_array().unwrap().len(),
@@ -54,34 +50,33 @@ async fn tenant_profile(app: TestApp) {
         "failed creates stored nothing"
     );
     let (s, v) = app
-        .call(
-            Method::PATCH,
+        .as_(&ann)
+        .tenant(&t)
+        .patch(
             "/api/v1/tenant",
-            Some(&ann.token),
-            Some(&t),
-            Some(json!({"profile": {"industry": "Retail", "currency": "GBP"}})),
+            json!({"profile": {"industry": "Retail", "currency": "GBP"}}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["profile"]["industry"], "Retail");
     assert_eq!(v["name"], "Acme <b>Ltd</b>");
-    let (s, v) = app.get("/api/v1/tenant", &ann.token, Some(&t)).await;
+    let (s, v) = app.as_(&ann).tenant(&t).get("/api/v1/tenant").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["profile"]["currency"], "GBP");
     // Tenant-scoped routes need the header (bearer callers have no fallback).
-    let (s, v) = app.get("/api/v1/tenant", &ann.token, None).await;
+    let (s, v) = app.as_(&ann).get("/api/v1/tenant").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(v["error"]["code"], "tenant_required");
     let (s, _) = app
-        .get("/api/v1/tenant", &ann.token, Some("ten_' OR 1=1 --"))
+        .as_(&ann)
+        .tenant("ten_' OR 1=1 --")
+        .get("/api/v1/tenant")
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, _) = app
-        .get(
-            "/api/v1/tenant",
-            &ann.token,
-            Some("ten_0123456789abcdef0123456789abcdef"),
-        )
+        .as_(&ann)
+        .tenant("ten_0123456789abcdef0123456789abcdef")
+        .get("/api/v1/tenant")
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // A browser session falls back to its active tenant.
@@ -101,10 +96,10 @@ async fn invites_flow(app: TestApp) {
     let bob = app.signup("bob@example.com").await;
     let eve = app.signup("eve@example.com").await;
     let (s, inv) = app
+        .as_(&ann)
+        .tenant(&t)
         .post(
             "/api/v1/members",
-            &ann.token,
-            Some(&t),
             json!({"email": "BOB@example.com", "role": "admin"}),
         )
         .await;
@@ -112,57 +107,43 @@ async fn invites_flow(app: TestApp) {
     let token = inv["token"].as_str().unwrap().to_owned();
     let accept = format!("/api/v1/invites/{token}/accept");
     // Someone else cannot use Bob's invite.
-    let (s, _) = app.post(&accept, &eve.token, None, json!({})).await;
+    let (s, _) = app.as_(&eve).post(&accept, json!({})).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, v) = app.post(&accept, &bob.token, None, json!({})).await;
+    let (s, v) = app.as_(&bob).post(&accept, json!({})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["role"], "admin");
-    let (s, v) = app.post(&accept, &bob.token, None, json!({})).await;
+    let (s, v) = app.as_(&bob).post(&accept, json!({})).await;
     assert_eq!(s, StatusCode::GONE, "{v}");
-    let (_, members) = app.get("/api/v1/members", &bob.token, Some(&t)).await;
+    let (_, members) = app.as_(&bob).tenant(&t).get("/api/v1/members").await;
     assert_eq!(members.as_array().unwrap().len(), 2);
     // Already a member → 409; unknown/garbled token → 404.
     let (s, _) = app
-        .post(
-            "/api/v1/invites",
-            &ann.token,
-            Some(&t),
-            json!({"email": "bob@example.com"}),
-        )
+        .as_(&ann)
+        .tenant(&t)
+        .post("/api/v1/invites", json!({"email": "bob@example.com"}))
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
     assert_eq!(
-        app.post(
-            "/api/v1/invites/ocs_i_nope/accept",
-            &eve.token,
-            None,
-            json!({})
-        )
-        .await
-        .0,
+        app.as_(&eve)
+            .post("/api/v1/invites/ocs_i_nope/accept", json!({}))
+            .await
+            .0,
         StatusCode::NOT_FOUND
     );
     let last = if token.ends_with('x') { 'y' } else { 'x' };
     let forged = format!("{}{last}", &token[..token.len() - 1]);
     assert_eq!(
-        app.post(
-            &format!("/api/v1/invites/{forged}/accept"),
-            &eve.token,
-            None,
-            json!({})
-        )
-        .await
-        .0,
+        app.as_(&eve)
+            .post(&format!("/api/v1/invites/{forged}/accept"), json!({}))
+            .await
+            .0,
         StatusCode::NOT_FOUND
     );
     // Expired and revoked invites are refused.
     let (_, inv) = app
-        .post(
-            "/api/v1/invites",
-            &ann.token,
-            Some(&t),
-            json!({"email": "eve@example.com"}),
-        )
+        .as_(&ann)
+        .tenant(&t)
+        .post("/api/v1/invites", json!({"email": "eve@example.com"}))
         .await;
     let eve_token = inv["token"].as_str().unwrap().to_owned();
     let tenant = ocsuite::ids::TenantId::parse(&t).unwrap();
@@ -179,20 +160,16 @@ async fn invites_flow(app: TestApp) {
     .unwrap();
     tx.commit().await.unwrap();
     let (s, v) = app
-        .post(
-            &format!("/api/v1/invites/{eve_token}/accept"),
-            &eve.token,
-            None,
-            json!({}),
-        )
+        .as_(&eve)
+        .post(&format!("/api/v1/invites/{eve_token}/accept"), json!({}))
         .await;
     assert_eq!(s, StatusCode::GONE);
     assert!(v["error"]["message"].as_str().unwrap().contains("expired"));
     let (_, inv) = app
+        .as_(&ann)
+        .tenant(&t)
         .post(
             "/api/v1/invites",
-            &ann.token,
-            Some(&t),
             json!({"email": "eve@example.com", "role": "viewer"}),
         )
         .await;
@@ -201,27 +178,19 @@ async fn invites_flow(app: TestApp) {
         inv["token"].as_str().unwrap().to_owned(),
     );
     let (s, _) = app
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/invites/{id}"),
-            Some(&ann.token),
-            Some(&t),
-            None,
-        )
+        .as_(&ann)
+        .tenant(&t)
+        .delete(&format!("/api/v1/invites/{id}"))
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert_eq!(
-        app.post(
-            &format!("/api/v1/invites/{tok}/accept"),
-            &eve.token,
-            None,
-            json!({})
-        )
-        .await
-        .0,
+        app.as_(&eve)
+            .post(&format!("/api/v1/invites/{tok}/accept"), json!({}))
+            .await
+            .0,
         StatusCode::GONE
     );
-    let (s, list) = app.get("/api/v1/invites", &ann.token, Some(&t)).await;
+    let (s, list) = app.as_(&ann).tenant(&t).get("/api/v1/invites").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(list.as_array().unwrap().len(), 3);
     assert!(
@@ -229,12 +198,9 @@ async fn invites_flow(app: TestApp) {
         "invite tokens are never listed"
     );
     let (s, _) = app
-        .post(
-            "/api/v1/invites",
-            &ann.token,
-            Some(&t),
-            json!({"email": "not-an-email"}),
-        )
+        .as_(&ann)
+        .tenant(&t)
+        .post("/api/v1/invites", json!({"email": "not-an-email"}))
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
 }
@@ -248,147 +214,84 @@ async fn roles_and_last_owner(app: TestApp) {
     app.add_member(&ann, &t, &cat, "viewer").await;
     // Viewer reads, cannot write.
     assert_eq!(
-        app.get("/api/v1/members", &cat.token, Some(&t)).await.0,
+        app.as_(&cat).tenant(&t).get("/api/v1/members").await.0,
         StatusCode::OK
     );
     let (s, v) = app
-        .post(
-            "/api/v1/invites",
-            &cat.token,
-            Some(&t),
-            json!({"email": "d@example.com"}),
-        )
+        .as_(&cat)
+        .tenant(&t)
+        .post("/api/v1/invites", json!({"email": "d@example.com"}))
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert!(v["error"]["message"].as_str().unwrap().contains("admin"));
     assert_eq!(
-        app.get("/api/v1/audit", &cat.token, Some(&t)).await.0,
+        app.as_(&cat).tenant(&t).get("/api/v1/audit").await.0,
         StatusCode::FORBIDDEN
     );
     // Admin cannot touch owners or mint owners.
     let patch = |id: &str| format!("/api/v1/members/{id}");
     let (s, _) = app
-        .call(
-            Method::PATCH,
-            &patch(&cat.id),
-            Some(&bob.token),
-            Some(&t),
-            Some(json!({"role": "owner"})),
-        )
+        .as_(&bob)
+        .tenant(&t)
+        .patch(&patch(&cat.id), json!({"role": "owner"}))
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, _) = app
-        .call(
-            Method::DELETE,
-            &patch(&ann.id),
-            Some(&bob.token),
-            Some(&t),
-            None,
-        )
-        .await;
+    let (s, _) = app.as_(&bob).tenant(&t).delete(&patch(&ann.id)).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, v) = app
-        .call(
-            Method::PATCH,
-            &patch(&cat.id),
-            Some(&bob.token),
-            Some(&t),
-            Some(json!({"role": "member"})),
-        )
+        .as_(&bob)
+        .tenant(&t)
+        .patch(&patch(&cat.id), json!({"role": "member"}))
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["role"], "member");
     // The last owner can neither leave nor be demoted.
-    let (s, v) = app
-        .call(
-            Method::DELETE,
-            &patch(&ann.id),
-            Some(&ann.token),
-            Some(&t),
-            None,
-        )
-        .await;
+    let (s, v) = app.as_(&ann).tenant(&t).delete(&patch(&ann.id)).await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     let (s, _) = app
-        .call(
-            Method::PATCH,
-            &patch(&ann.id),
-            Some(&ann.token),
-            Some(&t),
-            Some(json!({"role": "admin"})),
-        )
+        .as_(&ann)
+        .tenant(&t)
+        .patch(&patch(&ann.id), json!({"role": "admin"}))
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
     // With a second owner, the first may step down.
     let (s, _) = app
-        .call(
-            Method::PATCH,
-            &patch(&bob.id),
-            Some(&ann.token),
-            Some(&t),
-            Some(json!({"role": "owner"})),
-        )
+        .as_(&ann)
+        .tenant(&t)
+        .patch(&patch(&bob.id), json!({"role": "owner"}))
         .await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = app
-        .call(
-            Method::PATCH,
-            &patch(&ann.id),
-            Some(&ann.token),
-            Some(&t),
-            Some(json!({"role": "member"})),
-        )
+        .as_(&ann)
+        .tenant(&t)
+        .patch(&patch(&ann.id), json!({"role": "member"}))
         .await;
     assert_eq!(s, StatusCode::OK);
     // Members may leave; unknown or garbage member ids are 404.
-    let (s, _) = app
-        .call(
-            Method::DELETE,
-            &patch(&cat.id),
-            Some(&cat.token),
-            Some(&t),
-            None,
-        )
-        .await;
+    let (s, _) = app.as_(&cat).tenant(&t).delete(&patch(&cat.id)).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert_eq!(
-        app.get("/api/v1/members", &cat.token, Some(&t)).await.0,
+        app.as_(&cat).tenant(&t).get("/api/v1/members").await.0,
         StatusCode::NOT_FOUND
     );
-    let (s, _) = app
-        .call(
-            Method::DELETE,
-            &patch(&cat.id),
-            Some(&bob.token),
-            Some(&t),
-            None,
-        )
-        .await;
+    let (s, _) = app.as_(&bob).tenant(&t).delete(&patch(&cat.id)).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = app
-        .call(
-            Method::PATCH,
-            &patch("usr_garbage"),
-            Some(&bob.token),
-            Some(&t),
-            Some(json!({"role": "member"})),
-        )
+        .as_(&bob)
+        .tenant(&t)
+        .patch(&patch("usr_garbage"), json!({"role": "member"}))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, v) = app
-        .call(
-            Method::PATCH,
-            &patch(&ann.id),
-            Some(&bob.token),
-            Some(&t),
-            Some(json!({"role": 7})),
-        )
+        .as_(&bob)
+        .tenant(&t)
+        .patch(&patch(&ann.id), json!({"role": 7}))
         .await;
     assert!(
         s.is_client_error() && v["error"]["message"].as_str().unwrap().contains("role"),
         "{v}"
     );
-    let (_, me) = app.get("/api/v1/me", &ann.token, None).await;
+    let (_, me) = app.as_(&ann).get("/api/v1/me").await;
     assert_eq!(me["memberships"][0]["role"], "member");
 }
 
@@ -398,15 +301,13 @@ async fn audit_trail(app: TestApp) {
     let bob = app.signup("bob@example.com").await;
     app.add_member(&ann, &t, &bob, "member").await;
     let (key_id, key) = app.api_key(&ann, &t, "admin").await;
-    app.call(
-        Method::PATCH,
-        &format!("/api/v1/members/{}", bob.id),
-        Some(&key),
-        None,
-        Some(json!({"role": "viewer"})),
-    )
-    .await;
-    let (s, log) = app.get("/api/v1/audit", &ann.token, Some(&t)).await;
+    app.as_(&key)
+        .patch(
+            &format!("/api/v1/members/{}", bob.id),
+            json!({"role": "viewer"}),
+        )
+        .await;
+    let (s, log) = app.as_(&ann).tenant(&t).get("/api/v1/audit").await;
     assert_eq!(s, StatusCode::OK);
     let actions: Vec<&str> = log
         .as_array()
@@ -430,25 +331,27 @@ async fn audit_trail(app: TestApp) {
     assert_eq!(change["details"], json!({"from": "member", "to": "viewer"}));
     assert!(change["request_id"].as_str().is_some_and(|r| !r.is_empty()));
     let (_, page) = app
-        .get(
-            &format!(
-                "/api/v1/audit?limit=2&before={}",
-                log[1]["id"].as_str().unwrap()
-            ),
-            &ann.token,
-            Some(&t),
-        )
+        .as_(&ann)
+        .tenant(&t)
+        .get(&format!(
+            "/api/v1/audit?limit=2&before={}",
+            log[1]["id"].as_str().unwrap()
+        ))
         .await;
     assert_eq!(page.as_array().unwrap().len(), 2);
     assert_eq!(page[0]["action"], "invite.accept");
     assert_eq!(
-        app.get("/api/v1/audit?limit=0", &ann.token, Some(&t))
+        app.as_(&ann)
+            .tenant(&t)
+            .get("/api/v1/audit?limit=0")
             .await
             .0,
         StatusCode::UNPROCESSABLE_ENTITY
     );
     assert_eq!(
-        app.get("/api/v1/audit?limit=abc", &ann.token, Some(&t))
+        app.as_(&ann)
+            .tenant(&t)
+            .get("/api/v1/audit?limit=abc")
             .await
             .0,
         StatusCode::BAD_REQUEST
@@ -469,18 +372,15 @@ async fn super_admin_support_access(app: TestApp) {
     assert!(admin.is_super_admin);
     let (_, v) = app.login("root@example.com", PASSWORD).await;
     let root = v["token"].as_str().unwrap().to_owned();
-    let (s, _) = app.get("/api/v1/members", &root, Some(&t)).await;
+    let (s, _) = app.as_(&root).tenant(&t).get("/api/v1/members").await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = app
-        .post(
-            "/api/v1/api-keys",
-            &root,
-            Some(&t),
-            json!({"name": "support"}),
-        )
+        .as_(&root)
+        .tenant(&t)
+        .post("/api/v1/api-keys", json!({"name": "support"}))
         .await;
     assert_eq!(s, StatusCode::CREATED);
-    let (_, log) = app.get("/api/v1/audit", &ann.token, Some(&t)).await;
+    let (_, log) = app.as_(&ann).tenant(&t).get("/api/v1/audit").await;
     assert_eq!(log[0]["actor_type"], "support_admin");
     // Promoting an existing user keeps their password.
     ocsuite::auth::admin::create_super_admin(
@@ -511,10 +411,10 @@ async fn api_keys_follow_their_creator(app: TestApp) {
     let (_, cat_admin) = app.api_key(&cat, &t, "admin").await;
     // A key made by bob's admin key.
     let (s, v) = app
+        .as_(&bob_admin)
+        .tenant(&t)
         .post(
             "/api/v1/api-keys",
-            &bob_admin,
-            Some(&t),
             json!({"name": "made by a key", "role": "admin"}),
         )
         .await;
@@ -523,7 +423,7 @@ async fn api_keys_follow_their_creator(app: TestApp) {
     let status = |key: String, path: &'static str| {
         let app = &app;
         let t = t.clone();
-        async move { app.get(path, &key, Some(&t)).await.0 }
+        async move { app.as_(&key).tenant(&t).get(path).await.0 }
     };
     for k in [&bob_admin, &grandchild, &cat_admin] {
         assert_eq!(status(k.clone(), "/api/v1/api-keys").await, StatusCode::OK);
@@ -531,12 +431,11 @@ async fn api_keys_follow_their_creator(app: TestApp) {
 
     // Bob becomes a member: his admin keys become member keys, the viewer key stays.
     let (s, v) = app
-        .call(
-            Method::PATCH,
+        .as_(&ann)
+        .tenant(&t)
+        .patch(
             &format!("/api/v1/members/{}", bob.id),
-            Some(&ann.token),
-            Some(&t),
-            Some(json!({"role": "member"})),
+            json!({"role": "member"}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -547,7 +446,7 @@ async fn api_keys_follow_their_creator(app: TestApp) {
         );
         assert_eq!(status(k.clone(), "/api/v1/members").await, StatusCode::OK);
     }
-    let (_, keys) = app.get("/api/v1/api-keys", &ann.token, Some(&t)).await;
+    let (_, keys) = app.as_(&ann).tenant(&t).get("/api/v1/api-keys").await;
     let roles: Vec<&str> = keys
         .as_array()
         .unwrap()
@@ -572,13 +471,9 @@ async fn api_keys_follow_their_creator(app: TestApp) {
 
     // Bob is removed: every key his chain made stops working; cat's keeps working.
     let (s, _) = app
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/members/{}", bob.id),
-            Some(&ann.token),
-            Some(&t),
-            None,
-        )
+        .as_(&ann)
+        .tenant(&t)
+        .delete(&format!("/api/v1/members/{}", bob.id))
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     for k in [&bob_admin, &bob_viewer, &grandchild] {
@@ -591,9 +486,9 @@ async fn api_keys_follow_their_creator(app: TestApp) {
         status(cat_admin.clone(), "/api/v1/api-keys").await,
         StatusCode::OK
     );
-    let (_, keys) = app.get("/api/v1/api-keys", &ann.token, Some(&t)).await;
+    let (_, keys) = app.as_(&ann).tenant(&t).get("/api/v1/api-keys").await;
     assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
-    let (_, audit) = app.get("/api/v1/audit", &ann.token, Some(&t)).await;
+    let (_, audit) = app.as_(&ann).tenant(&t).get("/api/v1/audit").await;
     let text = audit.to_string();
     assert_eq!(text.matches("api_key.role_cap").count(), 2, "{text}");
     assert!(text.matches("api_key.revoke").count() >= 3, "{text}");

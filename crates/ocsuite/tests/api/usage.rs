@@ -1,7 +1,7 @@
 //! Metering and budgets: refusal before the model is called, plan changes, usage totals
 //! and cost, and concurrent chats that cannot overshoot the budget.
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::chat::chat;
@@ -47,9 +47,9 @@ async fn budget_refuses_before_calling_the_model_and_plans_raise_it() {
         "{msg}"
     );
     // Nothing of the refused request was stored.
-    let (_, list) = app.get("/api/v1/conversations", &u.token, Some(&t)).await;
+    let (_, list) = app.as_(&u).tenant(&t).get("/api/v1/conversations").await;
     assert_eq!(list["conversations"].as_array().unwrap().len(), i);
-    let (_, usage) = app.get("/api/v1/usage", &u.token, Some(&t)).await;
+    let (_, usage) = app.as_(&u).tenant(&t).get("/api/v1/usage").await;
     assert_eq!(usage["plan"], "free");
     assert_eq!(usage["limits"]["monthly_tokens"], 3000);
     assert_eq!(usage["requests"], i as i64);
@@ -67,12 +67,10 @@ async fn budget_refuses_before_calling_the_model_and_plans_raise_it() {
 
     // A super-admin moves the tenant to pro: chats resume. Tenant admins cannot.
     let (s, _) = app
-        .call(
-            Method::PUT,
+        .as_(&u)
+        .put(
             &format!("/api/v1/admin/tenants/{t}/plan"),
-            Some(&u.token),
-            None,
-            Some(json!({"plan": "pro"})),
+            json!({"plan": "pro"}),
         )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
@@ -89,24 +87,20 @@ async fn budget_refuses_before_calling_the_model_and_plans_raise_it() {
         .await;
     let root = v["token"].as_str().unwrap().to_owned();
     let (s, v) = app
-        .call(
-            Method::PUT,
+        .as_(&root)
+        .put(
             &format!("/api/v1/admin/tenants/{t}/plan"),
-            Some(&root),
-            None,
-            Some(json!({"plan": "pro"})),
+            json!({"plan": "pro"}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let (s, _) = chat(&app, &u, &t, "ceo", json!({"message": "Now?"})).await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = app
-        .call(
-            Method::PUT,
+        .as_(&root)
+        .put(
             "/api/v1/admin/tenants/ten_00000000000000000000000000000000/plan",
-            Some(&root),
-            None,
-            Some(json!({"plan": "pro"})),
+            json!({"plan": "pro"}),
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
@@ -150,7 +144,7 @@ async fn concurrent_chats_cannot_overshoot_the_budget(db: crate::helpers::Db) {
             .iter()
             .all(|s| *s == StatusCode::OK || *s == StatusCode::TOO_MANY_REQUESTS)
     );
-    let (_, usage) = app.get("/api/v1/usage", &u.token, Some(&t)).await;
+    let (_, usage) = app.as_(&u).tenant(&t).get("/api/v1/usage").await;
     let used =
         usage["prompt_tokens"].as_i64().unwrap() + usage["completion_tokens"].as_i64().unwrap();
     assert!(used <= 6_000, "{usage}");

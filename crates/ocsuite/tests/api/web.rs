@@ -108,10 +108,10 @@ async fn pages_escape_tenant_data_and_isolate_tenants(app: TestApp) {
     );
     assert!(!html.contains("<script>alert(1)"));
     let (s, lead) = app
+        .as_(&a)
+        .tenant(&ta)
         .post(
             "/api/v1/leadtracker/leads",
-            &a.token,
-            Some(&ta),
             json!({"name": "<img src=x onerror=alert(1)>", "value": "1200"}),
         )
         .await;
