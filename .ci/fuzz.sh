@@ -46,7 +46,8 @@ curl -fsS -X POST "$base/api/v1/demo-data" -H "Authorization: Bearer $token" -H 
 # Operations that would end the fuzzer's own session are left out; everything else,
 # deletes included, is fair game.
 status=0
-"$VENV/bin/schemathesis" run "$base/api/v1/openapi.json" \
+# From the temporary folder: schemathesis keeps a cache in the working directory.
+(cd "$dir" && "$VENV/bin/schemathesis" run "$base/api/v1/openapi.json" \
   --url "$base" \
   -H "Authorization: Bearer $token" -H "X-Tenant-Id: $tenant" \
   --checks not_a_server_error \
@@ -55,7 +56,7 @@ status=0
   --exclude-path '/api/v1/sessions/{id}' \
   --exclude-path '/api/v1/members/{user_id}' \
   --max-examples "$EXAMPLES" --max-time "$SECONDS_BUDGET" \
-  --workers 2 --seed 17 --no-shrink --warnings off || status=$?
+  --workers 2 --seed 17 --no-shrink --warnings off) || status=$?
 
 if grep -q -e '"level":"ERROR"' -e 'panicked at' "$dir/server.log"; then
   echo "server errors logged during the fuzz run:"

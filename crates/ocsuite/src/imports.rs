@@ -22,9 +22,18 @@ pub const MAX_CSV_BYTES: usize = 8 * 1024 * 1024;
 /// The body limit of a CSV import route: a CSV and its options.
 pub const UPLOAD_MAX_BYTES: usize = MAX_CSV_BYTES + 64 * 1024;
 
-/// Middleware for import routes: a declared `Content-Length` over [`UPLOAD_MAX_BYTES`]
-/// is refused before the body is read (pair it with `DefaultBodyLimit`).
-pub async fn refuse_oversize(
+/// `routes` with the import body limit instead of the server's: a declared
+/// `Content-Length` over [`UPLOAD_MAX_BYTES`] is refused before the body is read, and a
+/// body that grows past it is cut off.
+pub fn with_upload_limit<S: Clone + Send + Sync + 'static>(
+    routes: utoipa_axum::router::OpenApiRouter<S>,
+) -> utoipa_axum::router::OpenApiRouter<S> {
+    routes
+        .layer(axum::extract::DefaultBodyLimit::max(UPLOAD_MAX_BYTES))
+        .layer(axum::middleware::from_fn(refuse_oversize))
+}
+
+async fn refuse_oversize(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {

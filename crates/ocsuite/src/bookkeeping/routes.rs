@@ -39,14 +39,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(delete_rule))
         .routes(routes!(categorize))
         .routes(routes!(summary))
-        .merge(
-            OpenApiRouter::new()
-                .routes(routes!(import))
-                .layer(axum::extract::DefaultBodyLimit::max(
-                    crate::imports::UPLOAD_MAX_BYTES,
-                ))
-                .layer(axum::middleware::from_fn(crate::imports::refuse_oversize)),
-        )
+        .merge(crate::imports::with_upload_limit(
+            OpenApiRouter::new().routes(routes!(import)),
+        ))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

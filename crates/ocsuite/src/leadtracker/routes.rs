@@ -29,14 +29,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(move_stage))
         .routes(routes!(get_stages, put_stages))
         .routes(routes!(summary))
-        .merge(
-            OpenApiRouter::new()
-                .routes(routes!(import))
-                .layer(axum::extract::DefaultBodyLimit::max(
-                    crate::imports::UPLOAD_MAX_BYTES,
-                ))
-                .layer(axum::middleware::from_fn(crate::imports::refuse_oversize)),
-        )
+        .merge(crate::imports::with_upload_limit(
+            OpenApiRouter::new().routes(routes!(import)),
+        ))
 }
 
 fn lead_id(id: &str) -> Result<LeadId> {

@@ -484,3 +484,15 @@ impl As<'_> {
         self.send(Method::DELETE, path, None).await
     }
 }
+
+/// Every `.rs` file under `dir`, for the tests that check rules over the source.
+pub fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("source folder") {
+        let p = entry.expect("entry").path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            out.push(p);
+        }
+    }
+}

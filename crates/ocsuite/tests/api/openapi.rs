@@ -83,36 +83,30 @@ async fn the_router_and_the_spec_list_the_same_operations() {
 fn no_api_route_is_added_outside_the_domain_routers() {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut offenders = Vec::new();
-    let mut stack = vec![src.clone()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let p = entry.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-                continue;
+    let mut files = Vec::new();
+    crate::helpers::rust_files(&src, &mut files);
+    for p in files {
+        let rel = p
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        if rel.starts_with("web/") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).unwrap();
+        let text = match rel.as_str() {
+            // In the assembly, only the API part is held to the rule.
+            "app.rs" => {
+                let start = text.find("pub fn api(").expect("app::api");
+                let end = text[start..].find("\n}\n").expect("end of app::api") + start;
+                text[start..end].to_owned()
             }
-            let rel = p
-                .strip_prefix(&src)
-                .unwrap()
-                .to_string_lossy()
-                .replace('\\', "/");
-            if rel.starts_with("web/") || p.extension().is_none_or(|e| e != "rs") {
-                continue;
-            }
-            let text = std::fs::read_to_string(&p).unwrap();
-            let text = match rel.as_str() {
-                // In the assembly, only the API part is held to the rule.
-                "app.rs" => {
-                    let start = text.find("pub fn api(").expect("app::api");
-                    let end = text[start..].find("\n}\n").expect("end of app::api") + start;
-                    text[start..end].to_owned()
-                }
-                _ => text,
-            };
-            for (i, line) in text.lines().enumerate() {
-                if line.contains(".route(") || line.contains(".route_service(") {
-                    offenders.push(format!("{rel}:{}: {}", i + 1, line.trim()));
-                }
+            _ => text,
+        };
+        for (i, line) in text.lines().enumerate() {
+            if line.contains(".route(") || line.contains(".route_service(") {
+                offenders.push(format!("{rel}:{}: {}", i + 1, line.trim()));
             }
         }
     }

@@ -6,21 +6,12 @@
 //! SECURITY DEFINER functions of the PostgreSQL migrations.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use crate::helpers::rust_files;
 
 /// The only file whose SQL may span tenants.
 const CROSS_TENANT_FILE: &str = "store/cross_tenant.rs";
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let p = entry.unwrap().path();
-        if p.is_dir() {
-            rust_files(&p, out);
-        } else if p.extension().is_some_and(|e| e == "rs") {
-            out.push(p);
-        }
-    }
-}
 
 /// Tables with a `tenant_id` column, from the PostgreSQL migrations, and `tenants`
 /// itself (keyed by `id`).
