@@ -278,6 +278,9 @@ try {
     await page.goto(`${base}${taskUrl}`);
     await page.click("button:has-text('Approve')");
     await page.locator("[data-status].succeeded").waitFor({ timeout: 20000 });
+    // The finished page is the server's: no Cancel button, no "Not finished".
+    await page.locator("text=Not finished").waitFor({ state: "detached", timeout: 10000 });
+    await page.locator("button:has-text('Cancel')").waitFor({ state: "detached", timeout: 10000 });
     await shot(page, "07-task.png", true);
   });
 

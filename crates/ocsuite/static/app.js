@@ -281,9 +281,11 @@ const pages = {
       const st = d.status || (ev.kind === "progress" ? null : ev.kind);
       if (st) { status.textContent = st; status.className = `badge ${st}`; }
       if (["succeeded", "failed", "dead", "cancelled", "rejected"].includes(st)) {
-        if (st === "succeeded") bar.style.width = "100%";
+        // The result, the timeline and the buttons are the server's to render: a
+        // half-updated page (a finished badge beside a running bar and a Cancel
+        // button) would only confuse, so reload at once.
         es.close();
-        setTimeout(() => location.reload(), 600);
+        location.reload();
       }
     });
   },

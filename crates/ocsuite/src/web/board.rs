@@ -48,8 +48,14 @@ pub async fn room(State(state): State<AppState>, v: Viewer) -> Result<Response, 
 struct MeetingPage {
     shell: Shell,
     meeting: Meeting,
-    turns: Vec<Turn>,
+    turns: Vec<SpokenTurn>,
     items: Vec<ActionItem>,
+}
+
+/// A transcript turn with its speaker's display name (`CFO`, or the agent's name).
+struct SpokenTurn {
+    speaker: String,
+    turn: Turn,
 }
 
 pub async fn meeting(
@@ -62,7 +68,18 @@ pub async fn meeting(
     };
     let mut tx = state.store.tenant_read(&v.tenant).await?;
     let meeting = crate::board::get(&mut tx, &id).await?;
-    let turns = crate::board::turns(&mut tx, &id).await?;
+    let mut names: std::collections::HashMap<String, String> = Default::default();
+    let mut turns = Vec::new();
+    for turn in crate::board::turns(&mut tx, &id).await? {
+        if !names.contains_key(&turn.persona) {
+            let name = crate::agents::speaker(&mut tx, &turn.persona)
+                .await?
+                .map_or_else(|| turn.persona.clone(), |s| s.persona.name);
+            names.insert(turn.persona.clone(), name);
+        }
+        let speaker = names[&turn.persona].clone();
+        turns.push(SpokenTurn { speaker, turn });
+    }
     let items = crate::board::action_items(&mut tx, &id).await?;
     tx.commit().await?;
     Ok(render(&MeetingPage {
