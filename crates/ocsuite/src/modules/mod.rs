@@ -9,6 +9,7 @@
 pub mod diagnostics;
 pub mod mcp;
 pub mod routes;
+pub mod ssrf;
 
 use std::sync::Arc;
 

@@ -150,7 +150,7 @@ pub async fn register(
             "the token is longer than 4096 bytes",
         ));
     }
-    let dest = mcp::check_destination(&input.url, state.config.mcp_private_allowed())
+    let dest = super::ssrf::check_destination(&input.url, state.config.mcp_private_allowed())
         .await
         .map_err(|m| AppError::invalid("url", m))?;
     let (info, tools) = mcp::discover(&input.name, &dest, token)
@@ -207,11 +207,12 @@ pub async fn refresh(
     let server = mcp::get(&mut tx, &id).await?;
     let token = mcp::credential(&mut tx, &state.crypto, &id).await?;
     tx.commit().await?;
-    let result = match mcp::check_destination(&server.url, state.config.mcp_private_allowed()).await
-    {
-        Ok(dest) => mcp::discover(&server.name, &dest, token.as_deref()).await,
-        Err(e) => Err(e),
-    };
+    let result =
+        match super::ssrf::check_destination(&server.url, state.config.mcp_private_allowed()).await
+        {
+            Ok(dest) => mcp::discover(&server.name, &dest, token.as_deref()).await,
+            Err(e) => Err(e),
+        };
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     mcp::record_refresh(&mut tx, &id, &result).await?;
     audit::record(
