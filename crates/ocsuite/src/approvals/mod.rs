@@ -332,7 +332,9 @@ pub async fn decide(
             tx,
             NewJob {
                 queue: EXECUTE_TASK,
-                payload: json!({"task_id": task.id}),
+                payload: crate::queue::payload(&crate::tasks::TaskJob {
+                    task_id: task.id.clone(),
+                }),
                 priority: 0,
                 run_at: now,
                 max_attempts,

@@ -53,7 +53,10 @@ pub async fn enqueue(tx: &mut TenantTx, id: &ConnectorId) -> Result<Option<(JobI
         tx,
         NewJob {
             queue: SYNC_CONNECTOR,
-            payload: json!({"connector_id": id, "provider": provider}),
+            payload: queue::payload(&SyncJob {
+                connector_id: id.clone(),
+                provider,
+            }),
             priority: 0,
             run_at: Utc::now(),
             max_attempts: MAX_ATTEMPTS,
@@ -114,10 +117,15 @@ impl SyncConnector {
     }
 }
 
+/// The `sync-connector` job's payload (the provider is for people reading the queue).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SyncJob {
+    connector_id: ConnectorId,
+    provider: Option<String>,
+}
+
 fn connector_of(job: &Claimed) -> Option<ConnectorId> {
-    job.payload["connector_id"]
-        .as_str()
-        .and_then(ConnectorId::parse)
+    job.payload_as::<SyncJob>().map(|j| j.connector_id)
 }
 
 /// What `start` read from the connector row for the attempt.

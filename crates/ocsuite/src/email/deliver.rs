@@ -213,15 +213,16 @@ impl Deliver {
     }
 }
 
+/// The `deliver-email` job's payload: one recipient of one campaign.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct DeliveryJob {
+    pub recipient_id: RecipientId,
+    pub campaign_id: CampaignId,
+}
+
 fn ids(job: &Claimed) -> Option<(RecipientId, CampaignId)> {
-    Some((
-        job.payload["recipient_id"]
-            .as_str()
-            .and_then(RecipientId::parse)?,
-        job.payload["campaign_id"]
-            .as_str()
-            .and_then(CampaignId::parse)?,
-    ))
+    job.payload_as::<DeliveryJob>()
+        .map(|j| (j.recipient_id, j.campaign_id))
 }
 
 async fn set_recipient(

@@ -255,7 +255,10 @@ pub async fn start_campaign(
             &mut tx,
             NewJob {
                 queue: DELIVER_EMAIL,
-                payload: json!({"recipient_id": rid, "campaign_id": id}),
+                payload: queue::payload(&deliver::DeliveryJob {
+                    recipient_id: rid.clone(),
+                    campaign_id: id.clone(),
+                }),
                 priority: 0,
                 run_at: now + chrono::Duration::milliseconds(spacing_ms * queued),
                 max_attempts: deliver::MAX_ATTEMPTS,

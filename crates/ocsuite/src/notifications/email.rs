@@ -112,7 +112,7 @@ impl SendEmail {
 }
 
 fn email_of(job: &Claimed) -> Option<EmailId> {
-    job.payload["email_id"].as_str().and_then(EmailId::parse)
+    job.payload_as::<super::EmailJob>().map(|j| j.email_id)
 }
 
 /// What `start` read from the outbox row for the attempt.

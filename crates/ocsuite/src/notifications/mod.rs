@@ -20,6 +20,12 @@ use crate::queue::{self, NewJob, SEND_EMAIL};
 use crate::realtime::{self, Event, Topic};
 use crate::store::{TenantTx, scoped};
 
+/// The `send-email` job's payload.
+#[derive(Serialize, serde::Deserialize)]
+pub struct EmailJob {
+    pub email_id: EmailId,
+}
+
 #[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Notification {
     pub id: String,
@@ -114,7 +120,9 @@ pub async fn queue_email(
         tx,
         NewJob {
             queue: SEND_EMAIL,
-            payload: json!({"email_id": id}),
+            payload: queue::payload(&EmailJob {
+                email_id: id.clone(),
+            }),
             priority: -1,
             run_at: now,
             max_attempts: email::MAX_ATTEMPTS,

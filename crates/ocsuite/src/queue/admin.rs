@@ -221,9 +221,9 @@ async fn dead_job(tx: &mut TenantTx, id: &JobId) -> Result<(&'static str, Option
         .into_iter()
         .find(|q| dead_letter_queue(q) == queue)
         .ok_or_else(|| AppError::Internal(format!("unknown dead-letter queue {queue}")))?;
-    let task = serde_json::from_str::<Value>(&payload)
+    let task = serde_json::from_str::<crate::tasks::TaskJob>(&payload)
         .ok()
-        .and_then(|p| p["task_id"].as_str().and_then(TaskId::parse));
+        .map(|j| j.task_id);
     Ok((live, task))
 }
 

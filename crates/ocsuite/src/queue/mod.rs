@@ -119,6 +119,19 @@ pub struct Claimed {
     pub token: String,
 }
 
+impl Claimed {
+    /// The payload as its queue's own type; `None` when it does not read as one.
+    pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
+        T::deserialize(&self.payload).ok()
+    }
+}
+
+/// A job's payload as stored, from its queue's own type.
+pub fn payload(p: &impl Serialize) -> Value {
+    // A struct of ids and strings always serializes.
+    serde_json::to_value(p).unwrap_or(Value::Null)
+}
+
 #[derive(sqlx::FromRow)]
 struct ClaimRow {
     tenant_id: String,

@@ -44,7 +44,7 @@ impl ExecuteTask {
 }
 
 fn task_of(job: &Claimed) -> Option<TaskId> {
-    job.payload["task_id"].as_str().and_then(TaskId::parse)
+    job.payload_as::<super::TaskJob>().map(|j| j.task_id)
 }
 
 /// Whether the task asked to be cancelled (or is gone).

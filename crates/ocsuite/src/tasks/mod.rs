@@ -21,6 +21,12 @@ use crate::ids::{JobId, TaskId};
 use crate::realtime::{self, Event, Topic};
 use crate::store::{TenantTx, scoped};
 
+/// The `execute-task` job's payload.
+#[derive(Serialize, serde::Deserialize)]
+pub struct TaskJob {
+    pub task_id: TaskId,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
@@ -248,7 +254,9 @@ pub async fn insert_queued(
         tx,
         crate::queue::NewJob {
             queue: crate::queue::EXECUTE_TASK,
-            payload: serde_json::json!({"task_id": id}),
+            payload: crate::queue::payload(&TaskJob {
+                task_id: id.clone(),
+            }),
             priority,
             run_at,
             max_attempts: spec.max_attempts,
