@@ -255,7 +255,7 @@ impl Background {
         }));
         let handlers: Vec<std::sync::Arc<dyn queue::worker::Handler>> = vec![
             std::sync::Arc::new(tasks::handler::ExecuteTask::new(state.clone())),
-            std::sync::Arc::new(connectors::sync::SyncConnector::new(state)),
+            std::sync::Arc::new(connectors::sync::SyncConnector::new(state.vault.clone())),
             std::sync::Arc::new(email::deliver::Deliver::new(state)),
             std::sync::Arc::new(notifications::email::SendEmail::new(state.mailer.clone())),
         ];

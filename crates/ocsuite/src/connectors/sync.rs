@@ -17,7 +17,6 @@ use super::vault::Vault;
 use crate::audit;
 use crate::error::Result;
 use crate::ids::{ConnectorId, JobId, TenantId};
-use crate::state::AppState;
 use futures_util::future::BoxFuture;
 
 use crate::queue::worker::{Handler, Outcome, Resolution, Start};
@@ -110,10 +109,8 @@ pub struct SyncConnector {
 }
 
 impl SyncConnector {
-    pub fn new(state: &AppState) -> Self {
-        Self {
-            vault: state.vault.clone(),
-        }
+    pub fn new(vault: Arc<Vault>) -> Self {
+        Self { vault }
     }
 }
 
