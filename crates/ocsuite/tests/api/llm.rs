@@ -239,6 +239,23 @@ async fn upstream_without_usage_is_counted_and_breaker_opens() {
     assert_eq!(down.received_requests().await.unwrap().len(), 5);
 }
 
+/// Serves a hand-written upstream on a free loopback port; returns its `/v1` base URL.
+async fn serve_upstream(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    format!("http://{addr}/v1")
+}
+
+fn event_stream(body: axum::body::Body) -> axum::response::Response {
+    axum::response::Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(body)
+        .unwrap()
+}
+
 /// An upstream that streams one chunk every 100 ms for ever, and notes when the
 /// connection it streams on is dropped.
 async fn slow_upstream(dropped: Arc<AtomicBool>) -> String {
@@ -258,19 +275,11 @@ async fn slow_upstream(dropped: Arc<AtomicBool>) -> String {
                     let chunk = format!("data: {}\n\n", delta(&format!("w{i} ")));
                     Some((Ok::<_, std::convert::Infallible>(chunk), (i + 1, g)))
                 });
-                axum::response::Response::builder()
-                    .header("content-type", "text/event-stream")
-                    .body(axum::body::Body::from_stream(stream))
-                    .unwrap()
+                event_stream(axum::body::Body::from_stream(stream))
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    format!("http://{addr}/v1")
+    serve_upstream(router).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -490,19 +499,11 @@ async fn splitting_upstream(body: String) -> String {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     Ok::<_, std::convert::Infallible>(p)
                 });
-                axum::response::Response::builder()
-                    .header("content-type", "text/event-stream")
-                    .body(axum::body::Body::from_stream(stream))
-                    .unwrap()
+                event_stream(axum::body::Body::from_stream(stream))
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    format!("http://{addr}/v1")
+    serve_upstream(router).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
