@@ -253,6 +253,15 @@ function inline(node, text) {
   return node;
 }
 
+// The chosen speaker as the list names it: "CFO" for "Chief Financial Officer (CFO)",
+// an agent by its name.
+function speakerName(form) {
+  const option = $("select[name=persona]", form).selectedOptions[0];
+  const label = option ? option.textContent.trim() : "";
+  const short = label.match(/\(([^()]+)\)$/);
+  return short ? short[1] : label;
+}
+
 // A conversation started on this page joins the list at once, on top and current,
 // titled as the server titles it: the first line of the first message, at most 80
 // characters.
@@ -379,7 +388,7 @@ const pages = {
         if (!res.ok) { const d = await res.json().catch(() => null); answer.textContent = (d && d.error && d.error.message) || "failed"; return; }
         await readSSE(res, (event, d) => {
           if (event === "message_start" && d.conversation_id) {
-            if (!conversation) listConversation(d.conversation_id, text, persona);
+            if (!conversation) listConversation(d.conversation_id, text, speakerName(form));
             conversation = d.conversation_id;
             $("select[name=persona]", form).disabled = true;
             history.replaceState(null, "", `/chat?c=${encodeURIComponent(conversation)}`);

@@ -101,6 +101,23 @@ struct ChatPage {
     messages: Vec<crate::chat::Message>,
 }
 
+impl ChatPage {
+    /// A conversation's speaker as people name it: `CFO`, or the agent's name.
+    fn speaker<'a>(&'a self, slug: &'a str) -> &'a str {
+        self.personas
+            .iter()
+            .find(|p| p.slug == slug)
+            .map(|p| p.name.as_str())
+            .or_else(|| {
+                self.agents
+                    .iter()
+                    .find(|(s, _)| s == slug)
+                    .map(|(_, n)| n.as_str())
+            })
+            .unwrap_or(slug)
+    }
+}
+
 #[derive(serde::Deserialize)]
 pub struct ChatQuery {
     c: Option<String>,

@@ -44,9 +44,10 @@ struct Page {
     pending: Vec<Task>,
     recent: Vec<Task>,
     meetings: Vec<crate::board::Meeting>,
-    connectors: Vec<(String, String)>,
-    tokens_used: i64,
-    tokens_limit: u64,
+    /// Provider, status (the badge's class) and the status as words.
+    connectors: Vec<(String, String, String)>,
+    tokens_used: String,
+    tokens_limit: String,
     used_pct: i64,
     plan: String,
 }
@@ -154,7 +155,8 @@ pub async fn page(State(state): State<AppState>, v: Viewer) -> Result<Response, 
                 || "not_connected".to_owned(),
                 |r| super::label(r.effective_status(Utc::now())),
             );
-        connectors.push((p.display_name.clone(), status));
+        let label = status.replace('_', " ");
+        connectors.push((p.display_name.clone(), status, label));
     }
     let (plan,): (String,) = tx
         .fetch_one(scoped("SELECT plan FROM tenants WHERE id = $1"))
@@ -174,11 +176,35 @@ pub async fn page(State(state): State<AppState>, v: Viewer) -> Result<Response, 
         recent,
         meetings,
         connectors,
-        tokens_used,
-        tokens_limit: limits.monthly_tokens,
+        tokens_used: grouped(tokens_used.max(0).unsigned_abs()),
+        tokens_limit: grouped(limits.monthly_tokens),
         used_pct: (tokens_used * 100
             / i64::try_from(limits.monthly_tokens.max(1)).unwrap_or(i64::MAX))
         .min(100),
         plan,
     }))
+}
+
+/// `300000` as `300,000`.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn numbers_are_grouped_by_thousands() {
+        assert_eq!(super::grouped(0), "0");
+        assert_eq!(super::grouped(999), "999");
+        assert_eq!(super::grouped(300_000), "300,000");
+        assert_eq!(super::grouped(10_000_000), "10,000,000");
+    }
 }
