@@ -17,8 +17,9 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::{
-    agents, approvals, audit, auth, board, bookkeeping, chat, connectors, demo, email, leadtracker,
-    metrics, modules, notifications, openapi, ops, queue, realtime, tasks, tenancy, usage,
+    agents, approvals, audit, auth, board, bookkeeping, chat, connectors, demo, email, knowledge,
+    leadtracker, metrics, modules, notifications, openapi, ops, queue, realtime, tasks, tenancy,
+    usage,
 };
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -47,6 +48,9 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(bookkeeping::routes::router())
         .merge(email::routes::router())
         .merge(metrics::routes::router())
+        .merge(knowledge::routes::router(
+            state.meter.largest_knowledge_file(),
+        ))
         .merge(demo::router())
         .merge(credentials)
         .layer(from_fn_with_state(

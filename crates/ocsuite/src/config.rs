@@ -178,6 +178,16 @@ pub struct Config {
     pub plan_free_chats_per_minute: u32,
     pub plan_pro_chats_per_minute: u32,
     pub plan_enterprise_chats_per_minute: u32,
+    /// Largest knowledge upload, in MB, on each plan.
+    pub plan_free_knowledge_file_mb: u32,
+    pub plan_pro_knowledge_file_mb: u32,
+    pub plan_enterprise_knowledge_file_mb: u32,
+    /// Embedding model for semantic search (an OpenAI-compatible `/embeddings` model).
+    /// Unset: a sensible default where the provider is known (OpenAI, Fireworks), else
+    /// none; `none` turns it off. Without one, knowledge search is keyword-only.
+    pub embedding_model: Option<String>,
+    /// Seconds between scheduled re-syncs of web, Drive and Notion knowledge sources.
+    pub knowledge_sync_interval_secs: u32,
     /// Google OAuth app credentials (shortcut for a `google` connector provider).
     pub google_client_id: Option<String>,
     pub google_client_secret: Option<Secret>,
@@ -264,6 +274,11 @@ impl Default for Config {
             plan_free_chats_per_minute: 10,
             plan_pro_chats_per_minute: 60,
             plan_enterprise_chats_per_minute: 300,
+            plan_free_knowledge_file_mb: 10,
+            plan_pro_knowledge_file_mb: 50,
+            plan_enterprise_knowledge_file_mb: 200,
+            embedding_model: None,
+            knowledge_sync_interval_secs: 24 * 3600,
             google_client_id: None,
             google_client_secret: None,
             connector_providers: Vec::new(),
@@ -427,6 +442,29 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The embedding model to use, if any: the setting, or the provider's usual one.
+    /// None offline (no model server) or when set to `none`.
+    pub fn embedding_model(&self) -> Option<String> {
+        if self
+            .llm_api_key
+            .as_ref()
+            .is_none_or(|k| k.expose().trim().is_empty())
+        {
+            return None;
+        }
+        match self.embedding_model.as_deref().map(str::trim) {
+            Some("") | Some("none") | Some("off") => None,
+            Some(m) => Some(m.to_owned()),
+            None if self.llm_base_url.contains("api.openai.com") => {
+                Some("text-embedding-3-small".into())
+            }
+            None if self.llm_base_url.contains("fireworks.ai") => {
+                Some("nomic-ai/nomic-embed-text-v1.5".into())
+            }
+            None => None,
+        }
     }
 
     pub fn mcp_private_allowed(&self) -> bool {

@@ -225,6 +225,17 @@ typed_id!(
     "rcp"
 );
 
+typed_id!(
+    /// A knowledge source: an upload, a web page, a Drive selection or Notion pages.
+    KnowledgeSourceId,
+    "ksrc"
+);
+typed_id!(
+    /// One passage of a knowledge source, the unit of search and citation.
+    ChunkId,
+    "kchk"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -138,6 +138,11 @@ impl Parsed {
     }
 }
 
+/// The delimiter of a CSV text, judged from its header line (`;`, tab or `,`).
+pub fn detect_delimiter(text: &str) -> u8 {
+    delimiter(text.lines().next().unwrap_or(""))
+}
+
 fn delimiter(header: &str) -> u8 {
     let count = |c: char| header.matches(c).count();
     [(b';', count(';')), (b'\t', count('\t')), (b',', count(','))]

@@ -22,6 +22,7 @@ pub mod error;
 pub mod ids;
 pub mod imports;
 pub mod json;
+pub mod knowledge;
 pub mod leadtracker;
 pub mod llm;
 pub mod metrics;
@@ -241,6 +242,16 @@ impl Background {
                 {
                     tracing::warn!(error = %e, "closing interrupted meetings failed");
                 }
+                if n.is_multiple_of(5)
+                    && let Err(e) = knowledge::ingest::schedule(
+                        &store,
+                        &meter_state.jobs_wake,
+                        meter_state.config.knowledge_sync_interval_secs,
+                    )
+                    .await
+                {
+                    tracing::warn!(error = %e, "scheduling knowledge re-syncs failed");
+                }
                 if let Err(e) = connectors::sync::schedule(
                     &store,
                     &meter_state.jobs_wake,
@@ -258,6 +269,13 @@ impl Background {
             std::sync::Arc::new(connectors::sync::SyncConnector::new(state.vault.clone())),
             std::sync::Arc::new(email::deliver::Deliver::new(state)),
             std::sync::Arc::new(notifications::email::SendEmail::new(state.mailer.clone())),
+            std::sync::Arc::new(knowledge::ingest::Ingest::new(
+                state.store.clone(),
+                state.bus.clone(),
+                state.llm.clone(),
+                state.knowledge.embedding_model.clone(),
+                state.config.mcp_private_allowed(),
+            )),
         ];
         let workers = queue::worker::Workers::start(
             state.store.clone(),

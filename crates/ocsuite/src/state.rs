@@ -36,6 +36,8 @@ pub struct AppInner {
     pub mailer: Arc<crate::notifications::email::Mailer>,
     /// Each tenant's open tasks, for the cap on queued work.
     pub open_tasks: crate::tasks::gauge::OpenTasks,
+    /// Knowledge search: keyword index, embeddings and the in-memory vectors.
+    pub knowledge: Arc<crate::knowledge::search::Knowledge>,
 }
 
 /// Shared state handed to every handler; cheap to clone.
@@ -67,6 +69,12 @@ impl AppState {
             crypto.clone(),
         ));
         let mailer = Arc::new(crate::notifications::email::Mailer::from_config(&config)?);
+        let knowledge = Arc::new(crate::knowledge::search::Knowledge {
+            store: store.clone(),
+            llm: llm.clone(),
+            embedding_model: config.embedding_model(),
+            vectors: Default::default(),
+        });
         Ok(Self(Arc::new(AppInner {
             config,
             store,
@@ -81,6 +89,7 @@ impl AppState {
             vault,
             mailer,
             open_tasks: Default::default(),
+            knowledge,
         })))
     }
 }

@@ -1,7 +1,8 @@
 //! Running one meeting: the members' rounds (concurrent, streamed side by side), the
 //! chair's synthesis, the action items, and the record of it all.
 //!
-//! SSE events: `meeting_start`, then per turn `turn_start`, `delta {persona, text}`,
+//! SSE events: `meeting_start`, `citations {items, mode, note}` (the passages every member
+//! read, cited as `[n]`), then per turn `turn_start`, `delta {persona, text}`,
 //! `turn_end {persona, round, usage, status}` (a failed turn also sends a non-final
 //! `error {persona, round, code, message}` and the meeting goes on without it);
 //! `synthesis_start`, `delta {persona: "chair"}`, `synthesis_end`; `action_items`;
@@ -49,6 +50,10 @@ pub struct Plan {
     pub profile: Profile,
     /// The modules' latest figures, for every member's prompt.
     pub figures: Option<String>,
+    /// The passages retrieved for the agenda (every member reads the same ones).
+    pub grounding: crate::knowledge::grounding::Grounding,
+    /// `grounding`'s prompt block, built once.
+    pub documents: Option<String>,
     /// `user:…` / `api_key:…`: who called the meeting.
     pub by: String,
     pub reservation: String,
@@ -123,6 +128,7 @@ impl Plan {
                         &self.profile,
                         s.additions.as_deref(),
                         self.figures.as_deref(),
+                        self.documents.as_deref(),
                     ),
                 ),
                 ChatMessage::new(Role::User, user),
@@ -304,6 +310,7 @@ pub async fn run(plan: Plan, setup_tx: TenantTx, out: Out) {
             }),
         )
         .await;
+    client.send("citations", plan.grounding.event()).await;
     let mut waited = Duration::ZERO;
     let mut all: Vec<TurnOut> = Vec::new();
 

@@ -53,6 +53,10 @@ pub struct Meeting {
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The passages the members read; `[n]` in turns and synthesis refers to item n.
+    #[sqlx(try_from = "Option<String>")]
+    #[schema(value_type = Vec<crate::knowledge::grounding::Citation>)]
+    pub citations: crate::knowledge::grounding::Citations,
 }
 
 /// A JSON array of strings stored as text.
@@ -126,7 +130,7 @@ struct ItemRow {
 pub async fn get(tx: &mut TenantTx, id: &MeetingId) -> Result<Meeting> {
     tx.fetch_optional(
         scoped("SELECT id, agenda, context, personas, rounds, chair, status, synthesis, error, offline, prompt_tokens, completion_tokens, \
-             duration_ms, overhead_ms, rating, rating_comment, created_by, created_at, finished_at \
+             duration_ms, overhead_ms, rating, rating_comment, created_by, created_at, finished_at, citations \
              FROM meetings WHERE tenant_id = $1 AND id = $2")
             .bind(id),
     )
@@ -138,7 +142,7 @@ pub async fn list(tx: &mut TenantTx, limit: i64) -> Result<Vec<Meeting>> {
     Ok(tx
         .fetch_all(
             scoped("SELECT id, agenda, context, personas, rounds, chair, status, synthesis, error, offline, prompt_tokens, completion_tokens, \
-                 duration_ms, overhead_ms, rating, rating_comment, created_by, created_at, finished_at \
+                 duration_ms, overhead_ms, rating, rating_comment, created_by, created_at, finished_at, citations \
                  FROM meetings WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2")
                 .bind(limit),
         )

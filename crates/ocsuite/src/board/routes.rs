@@ -123,6 +123,14 @@ pub async fn hold(
         ));
     }
 
+    // Retrieval first: it may wait on the embedding model, and holds no transaction.
+    let question = match &context {
+        Some(c) => format!("{agenda}\n{c}"),
+        None => agenda.clone(),
+    };
+    let grounding =
+        crate::knowledge::grounding::Grounding::retrieve(&state.knowledge, &ctx.tenant_id, &question)
+            .await;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let mut members: Vec<Speaker> = Vec::new();
     for slug in &slugs {
@@ -188,6 +196,7 @@ pub async fn hold(
                 &company.profile,
                 chair.additions.as_deref(),
                 figures.as_deref(),
+                grounding.prompt_block().as_deref(),
             ),
         ),
         ChatMessage::new(
@@ -206,7 +215,7 @@ pub async fn hold(
     let offline = state.llm.name() == "offline";
     tx.execute(
         scoped("INSERT INTO meetings (tenant_id, id, agenda, context, personas, rounds, chair, status, offline, prompt_tokens, \
-             completion_tokens, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, 0, 0, $9, $10)")
+             completion_tokens, created_by, created_at, citations) VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, 0, 0, $9, $10, $11)")
             .bind(&id)
             .bind(agenda.as_str())
             .bind(context.clone())
@@ -215,7 +224,8 @@ pub async fn hold(
             .bind(chair.persona.slug.as_str())
             .bind(offline)
             .bind(by.as_str())
-            .bind(chrono::Utc::now()),
+            .bind(chrono::Utc::now())
+            .bind(grounding.stored()),
     )
     .await?;
 
@@ -231,6 +241,8 @@ pub async fn hold(
         company: company.name,
         profile: company.profile,
         figures,
+        documents: grounding.prompt_block(),
+        grounding,
         by,
         reservation,
         offline,

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::error::{AppError, Result};
 use crate::ids::{ConversationId, MessageId};
+use crate::knowledge::grounding::Citations;
 use crate::llm::{self, ChatMessage, Role};
 use crate::store::{TenantTx, scoped};
 
@@ -51,6 +52,9 @@ pub struct Message {
     pub rating: Option<i64>,
     pub rating_comment: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// The passages this answer drew on; `[n]` in `content` refers to item n.
+    #[schema(value_type = Vec<crate::knowledge::grounding::Citation>)]
+    pub citations: Citations,
 }
 
 #[derive(sqlx::FromRow)]
@@ -92,6 +96,8 @@ struct MessageRow {
     rating: Option<i64>,
     rating_comment: Option<String>,
     created_at: DateTime<Utc>,
+    #[sqlx(try_from = "Option<String>")]
+    citations: Citations,
 }
 
 impl MessageRow {
@@ -111,6 +117,7 @@ impl MessageRow {
             rating: self.rating,
             rating_comment: self.rating_comment,
             created_at: self.created_at,
+            citations: self.citations,
         })
     }
 }
@@ -218,7 +225,7 @@ pub async fn delete(tx: &mut TenantTx, id: &ConversationId) -> Result<()> {
 pub async fn messages(tx: &mut TenantTx, id: &ConversationId) -> Result<Vec<Message>> {
     let rows: Vec<MessageRow> = tx
         .fetch_all(
-            scoped("SELECT id, role, persona, content, model, status, finish_reason, error, prompt_tokens, completion_tokens, latency_ms, rating, rating_comment, created_at \
+            scoped("SELECT id, role, persona, content, model, status, finish_reason, error, prompt_tokens, completion_tokens, latency_ms, rating, rating_comment, created_at, citations \
                  FROM messages WHERE tenant_id = $1 AND conversation_id = $2 ORDER BY created_at, id")
                 .bind(id),
         )
@@ -240,6 +247,8 @@ pub struct NewMessage<'a> {
     pub completion_tokens: u32,
     pub latency_ms: Option<i64>,
     pub created_by: &'a str,
+    /// The citations as stored (a JSON array), for an answer that used passages.
+    pub citations: Option<String>,
 }
 
 pub async fn add_message(tx: &mut TenantTx, id: &MessageId, m: &NewMessage<'_>) -> Result<()> {
@@ -250,8 +259,8 @@ pub async fn add_message(tx: &mut TenantTx, id: &MessageId, m: &NewMessage<'_>) 
         Role::System => "system",
     };
     tx.execute(
-        scoped("INSERT INTO messages (tenant_id, id, conversation_id, role, persona, content, model, status, finish_reason, error, prompt_tokens, completion_tokens, latency_ms, created_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)")
+        scoped("INSERT INTO messages (tenant_id, id, conversation_id, role, persona, content, model, status, finish_reason, error, prompt_tokens, completion_tokens, latency_ms, created_by, created_at, citations) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)")
             .bind(id)
             .bind(m.conversation)
             .bind(role)
@@ -265,7 +274,8 @@ pub async fn add_message(tx: &mut TenantTx, id: &MessageId, m: &NewMessage<'_>) 
             .bind(m.completion_tokens)
             .bind(m.latency_ms)
             .bind(m.created_by)
-            .bind(now),
+            .bind(now)
+            .bind(m.citations.clone()),
     )
     .await?;
     tx.execute(

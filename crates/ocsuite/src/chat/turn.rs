@@ -11,6 +11,7 @@ use super::{NewMessage, history};
 use crate::agents;
 use crate::error::{AppError, Result};
 use crate::ids::{ConversationId, MessageId, TenantId};
+use crate::knowledge::grounding::Grounding;
 use crate::llm::{ChatMessage, ChatRequest, Role, StreamEvent, Usage};
 use crate::personas::{self, Persona};
 use crate::state::AppState;
@@ -20,8 +21,8 @@ use crate::usage;
 /// Most tokens an answer may take when the persona sets no limit.
 pub const DEFAULT_MAX_TOKENS: u32 = 1024;
 
-/// One event of the turn's stream: `message_start`, `delta`, `tool_call`, `usage`,
-/// `message_end` or `error`, with its JSON data.
+/// One event of the turn's stream: `message_start`, `citations`, `delta`, `tool_call`,
+/// `usage`, `message_end` or `error`, with its JSON data.
 pub struct TurnEvent {
     pub name: &'static str,
     pub data: serde_json::Value,
@@ -55,6 +56,8 @@ pub async fn start(
         ));
     }
     let by = format!("{}:{}", ctx.actor.kind(), ctx.actor.id());
+    // Retrieval first: it may wait on the embedding model, and holds no transaction.
+    let grounding = Grounding::retrieve(&state.knowledge, &ctx.tenant_id, text).await;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let speaker = agents::speaker(&mut tx, slug)
         .await?
@@ -93,6 +96,7 @@ pub async fn start(
             &company.profile,
             speaker.additions.as_deref(),
             figures.as_deref(),
+            grounding.prompt_block().as_deref(),
         ),
     )];
     messages.extend(history(&earlier));
@@ -143,6 +147,7 @@ pub async fn start(
                     completion_tokens: 0,
                     latency_ms: None,
                     created_by: &by,
+                    citations: None,
                 },
             )
             .await?;
@@ -161,6 +166,7 @@ pub async fn start(
         message: MessageId::new(),
         persona,
         by,
+        grounding,
     };
     tokio::spawn(turn.run(request, upstream, out));
     Ok(rx)
@@ -176,6 +182,8 @@ struct Turn {
     message: MessageId,
     persona: Persona,
     by: String,
+    /// The passages retrieved for the question; sent as `citations` before the answer.
+    grounding: Grounding,
 }
 
 /// The client's end of the stream; `alive` turns false once it is gone.
@@ -212,6 +220,7 @@ impl Turn {
                        "persona": self.persona.slug, "model": request.model}),
             ))
             .await;
+        client.send(event("citations", self.grounding.event())).await;
         let mut text = String::new();
         let mut usage: Option<Usage> = None;
         let mut end: std::result::Result<String, (String, String)> = Err((
@@ -348,6 +357,7 @@ impl Turn {
                 completion_tokens: usage.completion_tokens,
                 latency_ms: Some(latency_ms),
                 created_by: &self.by,
+                citations: self.grounding.stored(),
             },
         )
         .await?;

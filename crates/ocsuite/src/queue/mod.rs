@@ -63,10 +63,18 @@ use crate::store::{Affected, Store, TenantTx, Tx, scoped};
 pub const EXECUTE_TASK: &str = "execute-task";
 pub const SYNC_CONNECTOR: &str = "sync-connector";
 pub const SEND_EMAIL: &str = "send-email";
-/// Every live queue; each has a dead-letter queue named by [`dead_letter_queue`].
 /// One campaign email to one recipient (the Email Orchestrator).
 pub const DELIVER_EMAIL: &str = "deliver-email";
-pub const QUEUES: [&str; 4] = [EXECUTE_TASK, SYNC_CONNECTOR, SEND_EMAIL, DELIVER_EMAIL];
+/// Fetch, extract, split and index one knowledge source.
+pub const INGEST_SOURCE: &str = "ingest-source";
+/// Every live queue; each has a dead-letter queue named by [`dead_letter_queue`].
+pub const QUEUES: [&str; 5] = [
+    EXECUTE_TASK,
+    SYNC_CONNECTOR,
+    SEND_EMAIL,
+    DELIVER_EMAIL,
+    INGEST_SOURCE,
+];
 pub(crate) const JOBS_CHANNEL: &str = "ocsuite_jobs";
 
 pub fn dead_letter_queue(queue: &str) -> String {

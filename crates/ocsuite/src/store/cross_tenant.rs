@@ -342,3 +342,81 @@ pub fn add_meeting_turns(tx: &TenantTx) -> Sql {
         )
     }
 }
+
+// ---- Knowledge -----------------------------------------------------------------------
+
+/// Keyword search over the tenant's chunks, best first: SQLite FTS5 with BM25 (weights:
+/// document and location count double), PostgreSQL full-text with `ts_rank`. `$2` is
+/// the query as [`knowledge_match`] writes it for this database, `$3` the limit, `$4` a
+/// JSON array of source ids to keep (`[]`: all). Rows: (chunk id, score, higher better).
+pub fn knowledge_keyword(tx: &TenantTx) -> Sql {
+    if tx.is_postgres() {
+        scoped(
+            "SELECT c.id, ts_rank(f.tsv, q)::float8 AS score \
+             FROM _knowledge_fts f CROSS JOIN to_tsquery('simple', $2) q \
+             JOIN knowledge_chunks c ON c.fts_key = f.fts_key \
+             WHERE f.tenant_id = $1 AND c.tenant_id = $1 AND f.tsv @@ q \
+               AND ($4 = '[]' OR c.source_id IN (SELECT jsonb_array_elements_text($4::jsonb))) \
+             ORDER BY score DESC, c.id LIMIT $3",
+        )
+    } else {
+        scoped(
+            "SELECT c.id, -bm25(_knowledge_fts, 2.0, 2.0, 1.0) AS score \
+             FROM _knowledge_fts f JOIN knowledge_chunks c ON c.fts_key = f.rowid \
+             WHERE _knowledge_fts MATCH $2 AND c.tenant_id = $1 \
+               AND ($4 = '[]' OR c.source_id IN (SELECT value FROM json_each($4))) \
+             ORDER BY score DESC, c.id LIMIT $3",
+        )
+    }
+}
+
+/// `terms` (letters and digits only) as a match expression for this database: any of
+/// them, ranked by how many and how rare.
+pub fn knowledge_match(tx: &TenantTx, terms: &[String]) -> String {
+    if tx.is_postgres() {
+        terms.join(" | ")
+    } else {
+        terms
+            .iter()
+            .map(|t| format!("\"{t}\""))
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    }
+}
+
+/// The chunks whose ids are in the JSON array `$2`, with their source's title.
+pub fn knowledge_chunks_by_id(tx: &TenantTx) -> Sql {
+    if tx.is_postgres() {
+        scoped(
+            "SELECT c.id, c.source_id, s.title, c.document, c.location, c.text \
+             FROM knowledge_chunks c JOIN knowledge_sources s ON s.tenant_id = c.tenant_id AND s.id = c.source_id \
+             WHERE c.tenant_id = $1 AND c.id IN (SELECT jsonb_array_elements_text($2::jsonb))",
+        )
+    } else {
+        scoped(
+            "SELECT c.id, c.source_id, s.title, c.document, c.location, c.text \
+             FROM knowledge_chunks c JOIN knowledge_sources s ON s.tenant_id = c.tenant_id AND s.id = c.source_id \
+             WHERE c.tenant_id = $1 AND c.id IN (SELECT value FROM json_each($2))",
+        )
+    }
+}
+
+/// Sources of any tenant whose fetched content is due for a re-sync (web pages, Drive,
+/// Notion; uploads never change), oldest first, that have no ingestion pending.
+pub async fn knowledge_due(
+    tx: &mut Tx,
+    cutoff: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<(String, String)>> {
+    let q = if tx.is_postgres() {
+        sql("SELECT tenant_id, id FROM ocsuite_knowledge_due($1, $2)")
+    } else {
+        sql(
+            "SELECT tenant_id, id FROM knowledge_sources \
+             WHERE kind <> 'upload' AND ingest_job_id IS NULL AND (synced_at IS NULL OR synced_at < $1) \
+               AND tenant_id NOT IN (SELECT t.id FROM tenants t WHERE t.jobs_paused_at IS NOT NULL) \
+             ORDER BY synced_at LIMIT $2",
+        )
+    };
+    tx.fetch_all(q.bind(cutoff).bind(limit)).await
+}

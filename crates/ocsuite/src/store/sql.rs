@@ -16,6 +16,7 @@ pub enum Arg {
     OptFloat(Option<f64>),
     Bool(bool),
     Bytes(Vec<u8>),
+    OptBytes(Option<Vec<u8>>),
     Time(DateTime<Utc>),
     OptTime(Option<DateTime<Utc>>),
 }
@@ -118,6 +119,11 @@ impl From<Vec<u8>> for Arg {
         Arg::Bytes(v)
     }
 }
+impl From<Option<Vec<u8>>> for Arg {
+    fn from(v: Option<Vec<u8>>) -> Self {
+        Arg::OptBytes(v)
+    }
+}
 impl From<DateTime<Utc>> for Arg {
     fn from(v: DateTime<Utc>) -> Self {
         Arg::Time(v)
@@ -141,6 +147,7 @@ macro_rules! bind_all {
                 Arg::OptFloat(v) => q.bind(v),
                 Arg::Bool(v) => q.bind(v),
                 Arg::Bytes(v) => q.bind(v),
+                Arg::OptBytes(v) => q.bind(v),
                 Arg::Time(v) => q.bind(v),
                 Arg::OptTime(v) => q.bind(v),
             };

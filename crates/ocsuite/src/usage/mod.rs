@@ -61,6 +61,8 @@ impl Plan {
 pub struct PlanLimits {
     pub monthly_tokens: u64,
     pub chats_per_minute: u32,
+    /// Largest knowledge upload, in bytes.
+    pub knowledge_file_bytes: u64,
 }
 
 /// Plans, prices and the per-plan chat rate limiters of this process.
@@ -78,26 +80,30 @@ impl Meter {
                 Plan::Free,
                 c.plan_free_monthly_tokens,
                 c.plan_free_chats_per_minute,
+                c.plan_free_knowledge_file_mb,
             ),
             (
                 Plan::Pro,
                 c.plan_pro_monthly_tokens,
                 c.plan_pro_chats_per_minute,
+                c.plan_pro_knowledge_file_mb,
             ),
             (
                 Plan::Enterprise,
                 c.plan_enterprise_monthly_tokens,
                 c.plan_enterprise_chats_per_minute,
+                c.plan_enterprise_knowledge_file_mb,
             ),
         ];
         let mut limits = HashMap::new();
         let mut rates = HashMap::new();
-        for (plan, monthly_tokens, per_minute) in plans {
+        for (plan, monthly_tokens, per_minute, file_mb) in plans {
             limits.insert(
                 plan.as_str(),
                 PlanLimits {
                     monthly_tokens,
                     chats_per_minute: per_minute,
+                    knowledge_file_bytes: u64::from(file_mb) * 1024 * 1024,
                 },
             );
             let n = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
@@ -133,7 +139,18 @@ impl Meter {
             .unwrap_or(PlanLimits {
                 monthly_tokens: 0,
                 chats_per_minute: 1,
+                knowledge_file_bytes: 0,
             })
+    }
+
+    /// The largest upload any plan allows: the transport limit on upload routes (each
+    /// tenant's own plan limit is checked while the file streams in).
+    pub fn largest_knowledge_file(&self) -> u64 {
+        self.limits
+            .values()
+            .map(|l| l.knowledge_file_bytes)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Cost of a call in millionths of a dollar (0 for a model without a price).

@@ -16,6 +16,7 @@ mod email;
 mod email_gmail;
 mod fake_idp;
 mod isolation;
+mod knowledge;
 mod leadtracker;
 mod llm;
 mod mcp;

@@ -267,6 +267,11 @@ fn compose(messages: &[ChatMessage]) -> String {
         .rev()
         .find(|m| m.role == Role::User)
         .map_or("", |m| m.content.as_str());
+    // The documents block is read on its own: a passage never reads as playbook.
+    let (system, documents) = match system.split_once("<company_documents>") {
+        Some((head, tail)) => (head.to_owned(), passages(tail)),
+        None => (system, Vec::new()),
+    };
     let book = Playbook::read(&system);
     // A board meeting's prompt is read for what it asks, never quoted.
     match crate::board::prompts::read(question) {
@@ -283,14 +288,38 @@ fn compose(messages: &[ChatMessage]) -> String {
                 .filter(|m| m.role == Role::User)
                 .count()
                 .saturating_sub(1);
-            chat(&book, question, earlier)
+            chat(&book, question, earlier, &documents)
         }
     }
 }
 
+/// The numbered passages of a `<company_documents>` block: (n, text).
+fn passages(block: &str) -> Vec<(String, String)> {
+    let block = block.split("</company_documents>").next().unwrap_or("");
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in block.lines() {
+        let label = line
+            .strip_prefix('[')
+            .and_then(|l| l.split_once(']'))
+            .filter(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+        match (label, out.last_mut()) {
+            (Some((n, _)), _) => out.push((n.to_owned(), String::new())),
+            (None, Some((_, text))) => {
+                if !text.is_empty() {
+                    text.push(' ');
+                }
+                text.push_str(line.trim());
+            }
+            (None, None) => {}
+        }
+    }
+    out.retain(|(_, t)| !t.trim().is_empty());
+    out
+}
+
 /// A chat answer: the question, what is known about the company (first answer only),
 /// and the playbook bullets that share the most words with the question.
-fn chat(book: &Playbook, question: &str, earlier: usize) -> String {
+fn chat(book: &Playbook, question: &str, earlier: usize, documents: &[(String, String)]) -> String {
     let q = clip(question, 120);
     let mut out = format!(
         "{NOTICE}\n\nAs your {}, here is how I would approach \"{q}\"{}",
@@ -305,6 +334,12 @@ fn chat(book: &Playbook, question: &str, earlier: usize) -> String {
         )),
     }
     out.push('\n');
+    if !documents.is_empty() {
+        out.push_str("\nWhat the company's documents say:\n");
+        for (n, text) in documents.iter().take(3) {
+            out.push_str(&format!("- {} [{n}]\n", clip(text, 220)));
+        }
+    }
     if earlier == 0 && !book.profile.is_empty() {
         let head = format!("What I know about {}:", book.company());
         list(&mut out, &head, &book.profile[..book.profile.len().min(4)]);

@@ -1,0 +1,321 @@
+//! Hybrid search: keyword (BM25 / `ts_rank`) and semantic (cosine over the tenant's
+//! vectors), fused by reciprocal rank (RRF, k = 60): a passage ranked high by either
+//! list rises, and neither list's raw scores need calibrating against the other's.
+//!
+//! HQ knowledge is searched in its own tenant scope and fused into the same ranking, so
+//! row-level security needs no exception and a tenant's query never reads another
+//! tenant's rows.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::vectors::{self, VectorCache};
+use super::{HQ_TENANT, hq_tenant};
+use crate::error::Result;
+use crate::ids::{KnowledgeSourceId, TenantId};
+use crate::llm::Provider;
+use crate::store::{Store, TenantTx, cross_tenant};
+
+/// Candidates each list contributes before fusion.
+const CANDIDATES: i64 = 40;
+/// The RRF constant from the original paper; it damps the weight of the very top ranks.
+const RRF_K: f64 = 60.0;
+/// Below this cosine similarity a semantic-only match is noise, not a passage.
+pub const MIN_SIMILARITY: f32 = 0.35;
+/// Most terms a keyword query keeps.
+const MAX_TERMS: usize = 24;
+/// Most passages one search returns.
+pub const MAX_K: usize = 50;
+
+/// The search service: the store, the model gateway for query embeddings and the
+/// in-memory vectors.
+pub struct Knowledge {
+    pub store: Store,
+    pub llm: Arc<dyn Provider>,
+    /// None: keyword-only.
+    pub embedding_model: Option<String>,
+    pub vectors: VectorCache,
+}
+
+/// One passage found.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Hit {
+    pub chunk_id: String,
+    #[schema(value_type = String)]
+    pub source_id: KnowledgeSourceId,
+    /// The source's title.
+    pub title: String,
+    /// The document inside the source (a Drive file's name), when it has several.
+    pub document: String,
+    /// "page 3", "Pricing › Enterprise", "rows 2–21".
+    pub location: String,
+    /// The passage around the first matching word (≤ 300 characters).
+    pub snippet: String,
+    /// The whole passage.
+    pub text: String,
+    /// BM25 (SQLite) or ts_rank (PostgreSQL), higher is better; None: no keyword match.
+    pub keyword_score: Option<f64>,
+    /// Cosine similarity; None: not among the semantic candidates.
+    pub semantic_score: Option<f32>,
+    /// The fused score (reciprocal rank).
+    pub score: f64,
+    /// HQ knowledge (the platform's), not the company's own.
+    pub hq: bool,
+}
+
+/// A search's answer.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct SearchOut {
+    pub items: Vec<Hit>,
+    /// `hybrid` or `keyword`.
+    pub mode: &'static str,
+    /// Why the search was keyword-only, when it was.
+    pub note: Option<String>,
+}
+
+/// Query terms: lower-case runs of letters and digits, common English function words
+/// dropped (they match everything and rank nothing), at most [`MAX_TERMS`].
+pub fn terms(query: &str) -> Vec<String> {
+    const STOP: &[&str] = &[
+        "a", "an", "the", "and", "or", "of", "to", "in", "on", "for", "is", "are", "was",
+        "were", "be", "it", "this", "that", "what", "which", "who", "how", "do", "does",
+        "did", "we", "our", "us", "i", "me", "my", "you", "your", "with", "at", "by", "from",
+        "as", "can", "should", "would", "could", "about", "there", "their", "they", "them",
+        "have", "has", "had", "will", "if", "so", "not", "no", "any", "some",
+    ];
+    let mut out: Vec<String> = Vec::new();
+    for t in query.split(|c: char| !c.is_alphanumeric()) {
+        let t = t.to_lowercase();
+        if t.is_empty() || STOP.contains(&t.as_str()) || out.contains(&t) {
+            continue;
+        }
+        out.push(t);
+        if out.len() == MAX_TERMS {
+            break;
+        }
+    }
+    out
+}
+
+struct Ranked {
+    keyword: Vec<(String, f64)>,
+    semantic: Vec<(String, f32)>,
+}
+
+impl Knowledge {
+    /// Searches the tenant's knowledge and HQ knowledge for `query`; `sources` limits it
+    /// to those of the tenant's sources (HQ is then left out).
+    pub async fn search(
+        &self,
+        tenant: &TenantId,
+        query: &str,
+        k: usize,
+        sources: &[KnowledgeSourceId],
+    ) -> Result<SearchOut> {
+        let k = k.clamp(1, MAX_K);
+        let terms = terms(query);
+        let (query_vector, note) = self.embed_query(query).await;
+        let mut scopes = vec![(tenant.clone(), false)];
+        if sources.is_empty() && tenant.as_str() != HQ_TENANT {
+            scopes.push((hq_tenant(), true));
+        }
+        let filter = serde_json::to_string(sources).unwrap_or_else(|_| "[]".into());
+        // (fused score, tenant index, chunk id, keyword, semantic)
+        let mut fused: Vec<(f64, usize, String, Option<f64>, Option<f32>)> = Vec::new();
+        let mut ranked_all = Vec::new();
+        for (i, (scope, _)) in scopes.iter().enumerate() {
+            let ranked = self
+                .rank(scope, &terms, query_vector.as_deref(), &filter)
+                .await?;
+            ranked_all.push(ranked);
+            let ranked = &ranked_all[i];
+            let mut by_id: HashMap<&str, (f64, Option<f64>, Option<f32>)> = HashMap::new();
+            for (r, (id, s)) in ranked.keyword.iter().enumerate() {
+                let e = by_id.entry(id).or_insert((0.0, None, None));
+                e.0 += 1.0 / (RRF_K + r as f64 + 1.0);
+                e.1 = Some(*s);
+            }
+            for (r, (id, s)) in ranked.semantic.iter().enumerate() {
+                let e = by_id.entry(id).or_insert((0.0, None, None));
+                e.0 += 1.0 / (RRF_K + r as f64 + 1.0);
+                e.2 = Some(*s);
+            }
+            fused.extend(
+                by_id
+                    .into_iter()
+                    .map(|(id, (s, kw, sem))| (s, i, id.to_owned(), kw, sem)),
+            );
+        }
+        fused.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.2.cmp(&b.2)));
+        fused.truncate(k);
+        let mut items = Vec::with_capacity(fused.len());
+        for (i, (scope, hq)) in scopes.iter().enumerate() {
+            let ids: Vec<&str> = fused
+                .iter()
+                .filter(|f| f.1 == i)
+                .map(|f| f.2.as_str())
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let mut tx = self.store.tenant_read(scope).await?;
+            let rows = chunks(&mut tx, &ids).await?;
+            for f in fused.iter().filter(|f| f.1 == i) {
+                if let Some(r) = rows.get(f.2.as_str()) {
+                    items.push(Hit {
+                        chunk_id: r.0.clone(),
+                        source_id: KnowledgeSourceId::parse(&r.1).unwrap_or_default(),
+                        title: r.2.clone(),
+                        document: r.3.clone(),
+                        location: r.4.clone(),
+                        snippet: snippet(&r.5, &terms),
+                        text: r.5.clone(),
+                        keyword_score: f.3,
+                        semantic_score: f.4,
+                        score: f.0,
+                        hq: *hq,
+                    });
+                }
+            }
+        }
+        items.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.chunk_id.cmp(&b.chunk_id)));
+        Ok(SearchOut {
+            items,
+            mode: if query_vector.is_some() { "hybrid" } else { "keyword" },
+            note,
+        })
+    }
+
+    /// The query's unit vector, or why there is none.
+    async fn embed_query(&self, query: &str) -> (Option<Vec<f32>>, Option<String>) {
+        let Some(model) = &self.embedding_model else {
+            return (
+                None,
+                Some("keyword search only: no embedding model is configured (set OCSUITE_EMBEDDING_MODEL)".into()),
+            );
+        };
+        match self.llm.embed(model, &[query.to_owned()]).await {
+            Ok(mut v) if !v.is_empty() => (Some(vectors::normalize(v.swap_remove(0))), None),
+            Ok(_) => (None, Some("keyword search only: the embedding model returned nothing".into())),
+            Err(e) => {
+                tracing::warn!(error = %e, "query embedding failed; searching by keyword only");
+                (None, Some(format!("keyword search only: the embedding model failed ({e})")))
+            }
+        }
+    }
+
+    async fn rank(
+        &self,
+        tenant: &TenantId,
+        terms: &[String],
+        query: Option<&[f32]>,
+        filter: &str,
+    ) -> Result<Ranked> {
+        let mut keyword = Vec::new();
+        if !terms.is_empty() {
+            let mut tx = self.store.tenant_read(tenant).await?;
+            let q = cross_tenant::knowledge_keyword(&tx)
+                .bind(cross_tenant::knowledge_match(&tx, terms))
+                .bind(CANDIDATES)
+                .bind(filter);
+            keyword = tx.fetch_all(q).await?;
+        }
+        let mut semantic = Vec::new();
+        if let (Some(q), Some(model)) = (query, &self.embedding_model) {
+            let vs = self.vectors.get(&self.store, tenant, model).await?;
+            let allowed: Option<std::collections::HashSet<String>> = (filter != "[]")
+                .then(|| serde_json::from_str::<Vec<String>>(filter).unwrap_or_default())
+                .map(|v| v.into_iter().collect());
+            let want = if allowed.is_some() { vs.len() } else { CANDIDATES as usize };
+            let mut top: Vec<(String, f32)> = vs
+                .top_k(q, want)
+                .into_iter()
+                .filter(|(_, s)| *s >= MIN_SIMILARITY)
+                .map(|(id, s)| (id.to_owned(), s))
+                .collect();
+            if let Some(allowed) = allowed {
+                let source_of = self.sources_of(tenant, &top).await?;
+                top.retain(|(id, _)| source_of.get(id).is_some_and(|s| allowed.contains(s)));
+                top.truncate(CANDIDATES as usize);
+            }
+            semantic = top;
+        }
+        Ok(Ranked { keyword, semantic })
+    }
+
+    /// Chunk id → source id for `hits` (only when a search is limited to some sources).
+    async fn sources_of(
+        &self,
+        tenant: &TenantId,
+        hits: &[(String, f32)],
+    ) -> Result<HashMap<String, String>> {
+        let ids: Vec<&str> = hits.iter().map(|(id, _)| id.as_str()).collect();
+        let mut tx = self.store.tenant_read(tenant).await?;
+        Ok(chunks(&mut tx, &ids)
+            .await?
+            .into_iter()
+            .map(|(id, r)| (id, r.1))
+            .collect())
+    }
+}
+
+type ChunkRow = (String, String, String, String, String, String);
+
+async fn chunks(tx: &mut TenantTx, ids: &[&str]) -> Result<HashMap<String, ChunkRow>> {
+    let json = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+    let q = cross_tenant::knowledge_chunks_by_id(tx).bind(json);
+    let rows: Vec<ChunkRow> = tx.fetch_all(q).await?;
+    Ok(rows.into_iter().map(|r| (r.0.clone(), r)).collect())
+}
+
+/// About 300 characters of `text` around the first query term it contains.
+pub fn snippet(text: &str, terms: &[String]) -> String {
+    const WIDTH: usize = 300;
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let chars: Vec<char> = flat.chars().collect();
+    if chars.len() <= WIDTH {
+        return flat;
+    }
+    let lower = flat.to_lowercase();
+    let at = terms
+        .iter()
+        .filter_map(|t| lower.find(t.as_str()))
+        .min()
+        .map(|byte| lower[..byte].chars().count())
+        .unwrap_or(0);
+    let start = at.saturating_sub(WIDTH / 3).min(chars.len() - WIDTH);
+    let mut s: String = chars[start..start + WIDTH].iter().collect();
+    if start > 0 {
+        s.insert(0, '…');
+    }
+    if start + WIDTH < chars.len() {
+        s.push('…');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terms_drop_punctuation_stopwords_and_repeats() {
+        assert_eq!(
+            terms("What is the price of the Gold plan? gold!! \"x\" OR y*"),
+            ["price", "gold", "plan", "x", "y"]
+        );
+        assert_eq!(terms("Preis für Müller-Lüdenscheid"), ["preis", "für", "müller", "lüdenscheid"]);
+        assert!(terms("?? ** ::").is_empty());
+    }
+
+    #[test]
+    fn snippets_centre_on_the_match() {
+        let text = format!("{} zebra {}", "lorem ".repeat(100), "ipsum ".repeat(100));
+        let s = snippet(&text, &["zebra".into()]);
+        assert!(s.contains("zebra") && s.starts_with('…') && s.ends_with('…'), "{s}");
+        assert_eq!(snippet("short text", &[]), "short text");
+    }
+}
