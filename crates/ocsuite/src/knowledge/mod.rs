@@ -33,8 +33,7 @@ use crate::ids::{KnowledgeSourceId, TenantId};
 use crate::realtime::{self, Event};
 use crate::store::{TenantTx, scoped};
 
-/// The reserved tenant that holds HQ (platform-wide) knowledge. Nobody is its member.
-pub const HQ_TENANT: &str = "ten_00000000000000000000000000000000";
+pub use crate::tenancy::HQ_TENANT;
 
 pub fn hq_tenant() -> TenantId {
     TenantId::parse(HQ_TENANT).expect("HQ_TENANT is a well-formed tenant id")

@@ -117,11 +117,22 @@ impl Knowledge {
     ) -> Result<SearchOut> {
         let k = k.clamp(1, MAX_K);
         let terms = terms(query);
-        let (query_vector, note) = self.embed_query(query).await;
         let mut scopes = vec![(tenant.clone(), false)];
         if sources.is_empty() && tenant.as_str() != HQ_TENANT {
             scopes.push((hq_tenant(), true));
         }
+        // No vectors anywhere (no documents yet): no need to ask the model.
+        let mut any_vectors = false;
+        if let Some(model) = &self.embedding_model {
+            for (scope, _) in &scopes {
+                any_vectors |= !self.vectors.get(&self.store, scope, model).await?.is_empty();
+            }
+        }
+        let (query_vector, note) = if any_vectors || self.embedding_model.is_none() {
+            self.embed_query(query).await
+        } else {
+            (None, None)
+        };
         let filter = serde_json::to_string(sources).unwrap_or_else(|_| "[]".into());
         // (fused score, tenant index, chunk id, keyword, semantic)
         let mut fused: Vec<(f64, usize, String, Option<f64>, Option<f32>)> = Vec::new();
@@ -184,7 +195,11 @@ impl Knowledge {
         items.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.chunk_id.cmp(&b.chunk_id)));
         Ok(SearchOut {
             items,
-            mode: if query_vector.is_some() { "hybrid" } else { "keyword" },
+            mode: if query_vector.is_some() || (self.embedding_model.is_some() && note.is_none()) {
+                "hybrid"
+            } else {
+                "keyword"
+            },
             note,
         })
     }

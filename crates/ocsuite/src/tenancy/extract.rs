@@ -59,7 +59,7 @@ impl FromRequestParts<AppState> for TenantCtx {
                 let (role, exists) = members::lookup(&state.store, &tenant, &user.id).await?;
                 let (role, actor) = match role {
                     Some(r) => (r, Actor::User(user.id)),
-                    None if user.is_super_admin && exists => {
+                    None if user.is_super_admin && exists && !super::is_reserved(&tenant) => {
                         (Role::Admin, Actor::SupportAdmin(user.id))
                     }
                     None => return Err(AppError::NotFound("tenant")),

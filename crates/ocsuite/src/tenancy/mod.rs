@@ -72,6 +72,16 @@ impl From<Role> for crate::store::Arg {
     }
 }
 
+/// The reserved tenant that holds HQ (platform-wide) knowledge. Nobody is its member,
+/// no support session enters it and no tenant endpoint acts on it; only the HQ
+/// knowledge routes open its scope.
+pub const HQ_TENANT: &str = "ten_00000000000000000000000000000000";
+
+/// True for the reserved HQ tenant.
+pub fn is_reserved(id: &crate::ids::TenantId) -> bool {
+    id.as_str() == HQ_TENANT
+}
+
 /// Who acts inside a tenant.
 #[derive(Clone, Debug)]
 pub enum Actor {

@@ -90,7 +90,9 @@ pub async fn set_plan(
     Path(id): Path<String>,
     ApiJson(input): ApiJson<PlanIn>,
 ) -> Result<Json<serde_json::Value>> {
-    let tenant = TenantId::parse(&id).ok_or(AppError::NotFound("tenant"))?;
+    let tenant = TenantId::parse(&id)
+        .filter(|t| !crate::tenancy::is_reserved(t))
+        .ok_or(AppError::NotFound("tenant"))?;
     let mut tx = state.store.tenant(&tenant).await?;
     let n = tx
         .execute(scoped("UPDATE tenants SET plan = $2 WHERE id = $1").bind(input.plan.as_str()))

@@ -83,6 +83,7 @@ async fn fake_upstream_streams_in_order_with_its_usage() {
         names(&evs),
         [
             "message_start",
+            "citations",
             "delta",
             "delta",
             "delta",
@@ -93,13 +94,15 @@ async fn fake_upstream_streams_in_order_with_its_usage() {
     );
     assert_eq!(text_of(&evs), "Cut costs first.");
     assert_eq!(evs[0].1["model"], "qwen3-test");
+    // No documents yet: the answer says it used none.
+    assert_eq!(evs[1].1["items"], json!([]));
     assert_eq!(
-        evs[4].1,
+        evs[5].1,
         json!({"id": "call_1", "name": "bookkeeping.summary", "arguments": "{\"month\":1}"})
     );
-    assert_eq!(evs[5].1["prompt_tokens"], 321);
-    assert_eq!(evs[5].1["estimated"], false);
-    assert_eq!(evs[6].1["finish_reason"], "stop");
+    assert_eq!(evs[6].1["prompt_tokens"], 321);
+    assert_eq!(evs[6].1["estimated"], false);
+    assert_eq!(evs[7].1["finish_reason"], "stop");
 
     // What the upstream received: model, streaming, the persona's system prompt with
     // the company in it, then the question.

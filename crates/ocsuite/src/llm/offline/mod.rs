@@ -268,7 +268,7 @@ fn compose(messages: &[ChatMessage]) -> String {
         .find(|m| m.role == Role::User)
         .map_or("", |m| m.content.as_str());
     // The documents block is read on its own: a passage never reads as playbook.
-    let (system, documents) = match system.split_once("<company_documents>") {
+    let (system, documents) = match system.split_once("\n<company_documents>\n") {
         Some((head, tail)) => (head.to_owned(), passages(tail)),
         None => (system, Vec::new()),
     };
