@@ -107,6 +107,13 @@ pub struct ConnectorProvider {
     /// `https://gmail.googleapis.com`); the Email Orchestrator sends through it.
     #[serde(default)]
     pub mail_api_url: Option<String>,
+    /// Base URL of the provider's data API, read by knowledge sources (Google:
+    /// `https://www.googleapis.com` for Drive; Notion: `https://api.notion.com`).
+    #[serde(default)]
+    pub api_url: Option<String>,
+    /// Headers every call to the provider's APIs carries (Notion: `Notion-Version`).
+    #[serde(default)]
+    pub api_headers: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -273,8 +273,13 @@ impl Background {
                 state.store.clone(),
                 state.bus.clone(),
                 state.llm.clone(),
-                state.knowledge.embedding_model.clone(),
-                state.config.mcp_private_allowed(),
+                state.vault.clone(),
+                knowledge::ingest::IngestSettings {
+                    embedding_model: state.knowledge.embedding_model.clone(),
+                    allow_private: state.config.mcp_private_allowed(),
+                    max_file_bytes: usize::try_from(state.meter.largest_knowledge_file())
+                        .unwrap_or(usize::MAX),
+                },
             )),
         ];
         let workers = queue::worker::Workers::start(

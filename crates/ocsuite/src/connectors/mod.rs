@@ -58,6 +58,10 @@ pub struct Provider {
     pub client_auth: ClientAuth,
     /// Gmail-compatible mail API, when the provider has one.
     pub mail_api_url: Option<String>,
+    /// The provider's data API (Drive, Notion), read by knowledge sources.
+    pub api_url: Option<String>,
+    /// Headers every API call (userinfo included) carries.
+    pub api_headers: BTreeMap<String, String>,
 }
 
 /// Every provider tenants can connect, in configuration order.
@@ -115,8 +119,41 @@ fn google_preset(p: &ConnectorProvider) -> ConnectorProvider {
         })),
         client_auth: p.client_auth,
         mail_api_url: or(&p.mail_api_url, "https://gmail.googleapis.com"),
+        api_url: or(&p.api_url, "https://www.googleapis.com"),
+        api_headers: p.api_headers.clone(),
     }
 }
+
+/// Notion's public-integration OAuth endpoints and API. Notion tokens do not expire and
+/// carry no refresh token; every API call names the API version it speaks.
+fn notion_preset(p: &ConnectorProvider) -> ConnectorProvider {
+    let or = |v: &Option<String>, d: &str| Some(v.clone().unwrap_or_else(|| d.into()));
+    ConnectorProvider {
+        name: p.name.clone(),
+        display_name: Some(p.display_name.clone().unwrap_or_else(|| "Notion".into())),
+        client_id: p.client_id.clone(),
+        client_secret: p.client_secret.clone(),
+        authorization_url: or(&p.authorization_url, "https://api.notion.com/v1/oauth/authorize"),
+        token_url: or(&p.token_url, "https://api.notion.com/v1/oauth/token"),
+        revocation_url: p.revocation_url.clone(),
+        userinfo_url: or(&p.userinfo_url, "https://api.notion.com/v1/users/me"),
+        scopes: Some(p.scopes.clone().unwrap_or_default()),
+        authorize_params: Some(p.authorize_params.clone().unwrap_or_else(|| {
+            [("owner".to_owned(), "user".to_owned())].into_iter().collect()
+        })),
+        client_auth: p.client_auth,
+        mail_api_url: p.mail_api_url.clone(),
+        api_url: or(&p.api_url, "https://api.notion.com"),
+        api_headers: Some(p.api_headers.clone().unwrap_or_else(|| {
+            [("Notion-Version".to_owned(), NOTION_VERSION.to_owned())]
+                .into_iter()
+                .collect()
+        })),
+    }
+}
+
+/// The Notion API version we speak.
+pub const NOTION_VERSION: &str = "2022-06-28";
 
 fn check_url(provider: &str, field: &str, u: &str) -> std::result::Result<(), String> {
     match Url::parse(u) {
@@ -148,14 +185,16 @@ impl Providers {
                 authorize_params: None,
                 client_auth: ClientAuth::Basic,
                 mail_api_url: None,
+                api_url: None,
+                api_headers: None,
             });
         }
         let mut out: Vec<Arc<Provider>> = Vec::new();
         for raw in entries {
-            let p = if raw.name == "google" {
-                google_preset(&raw)
-            } else {
-                raw
+            let p = match raw.name.as_str() {
+                "google" => google_preset(&raw),
+                "notion" => notion_preset(&raw),
+                _ => raw,
             };
             let name = p.name.clone();
             if name.is_empty()
@@ -186,9 +225,18 @@ impl Providers {
                 ("revocation_url", &p.revocation_url),
                 ("userinfo_url", &p.userinfo_url),
                 ("mail_api_url", &p.mail_api_url),
+                ("api_url", &p.api_url),
             ] {
                 if let Some(u) = u {
                     check_url(&name, field, u)?;
+                }
+            }
+            let api_headers = p.api_headers.unwrap_or_default();
+            for (k, v) in &api_headers {
+                if http::HeaderName::from_bytes(k.as_bytes()).is_err()
+                    || http::HeaderValue::from_str(v).is_err()
+                {
+                    return Err(format!("provider `{name}`: api_headers has an invalid header `{k}`"));
                 }
             }
             out.push(Arc::new(Provider {
@@ -204,6 +252,8 @@ impl Providers {
                 authorize_params: p.authorize_params.unwrap_or_default(),
                 client_auth: p.client_auth,
                 mail_api_url: p.mail_api_url,
+                api_url: p.api_url,
+                api_headers,
             }));
         }
         Ok(Self(out))
@@ -450,6 +500,8 @@ mod tests {
             authorize_params: None,
             client_auth: ClientAuth::Basic,
             mail_api_url: None,
+            api_url: None,
+            api_headers: None,
         }
     }
 

@@ -363,12 +363,16 @@ impl OAuth {
         let Some(url) = &p.userinfo_url else {
             return Ok(None);
         };
-        let res = self
+        let mut req = self
             .http
             .0
             .get(url)
             .bearer_auth(access_token)
-            .header("accept", "application/json")
+            .header("accept", "application/json");
+        for (k, v) in &p.api_headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let res = req
             .send()
             .await
             .map_err(|e| OAuthError::Unreachable(describe(&e)))?;

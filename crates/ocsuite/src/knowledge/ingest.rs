@@ -28,6 +28,7 @@ use crate::ids::{ChunkId, JobId, KnowledgeSourceId, TenantId};
 use crate::llm::Provider;
 use crate::queue::worker::{Handler, Outcome, Resolution, Start};
 use crate::queue::{self, Claimed, INGEST_SOURCE, NewJob};
+use crate::connectors::vault::Vault;
 use crate::realtime::{Bus, Event};
 use crate::store::{Store, TenantTx, cross_tenant, scoped};
 
@@ -119,8 +120,19 @@ pub struct Ingest {
     store: Store,
     bus: Arc<Bus>,
     llm: Arc<dyn Provider>,
-    embedding_model: Option<String>,
-    allow_private: bool,
+    vault: Arc<Vault>,
+    /// For the connectors' APIs (Drive, Notion); web pages get their own, pinned client.
+    http: reqwest::Client,
+    settings: IngestSettings,
+}
+
+/// What the handler needs from the configuration.
+pub struct IngestSettings {
+    pub embedding_model: Option<String>,
+    /// May web-page sources point at private addresses (development)?
+    pub allow_private: bool,
+    /// Largest file read from Drive.
+    pub max_file_bytes: usize,
 }
 
 impl Ingest {
@@ -128,26 +140,24 @@ impl Ingest {
         store: Store,
         bus: Arc<Bus>,
         llm: Arc<dyn Provider>,
-        embedding_model: Option<String>,
-        allow_private: bool,
+        vault: Arc<Vault>,
+        settings: IngestSettings,
     ) -> Self {
         Self {
             store,
             bus,
             llm,
-            embedding_model,
-            allow_private,
+            vault,
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
+            settings,
         }
     }
 }
 
-/// One document a source yielded.
-struct Document {
-    /// The name shown with its passages when the source has several documents.
-    name: String,
-    bytes: Vec<u8>,
-    content_type: Option<String>,
-}
+type Document = fetch::Fetched;
 
 /// A passage ready to store.
 struct NewChunk {
@@ -176,7 +186,12 @@ fn failed(error: impl Into<String>, retryable: bool) -> Outcome {
 }
 
 impl Ingest {
-    async fn documents(&self, tenant: &TenantId, p: &Prepared) -> std::result::Result<Vec<Document>, Outcome> {
+    /// The source's documents, and what could not be read of a multi-document source.
+    async fn documents(
+        &self,
+        tenant: &TenantId,
+        p: &Prepared,
+    ) -> std::result::Result<(Vec<Document>, Vec<String>), Outcome> {
         match &p.origin {
             Origin::Upload { filename } => {
                 let mut tx = self
@@ -194,38 +209,74 @@ impl Ingest {
                 let Some((bytes,)) = bytes else {
                     return Err(Outcome::Cancelled);
                 };
-                Ok(vec![Document {
-                    name: filename.clone(),
-                    bytes,
-                    content_type: None,
-                }])
+                Ok((
+                    vec![Document {
+                        name: filename.clone(),
+                        bytes,
+                        content_type: None,
+                    }],
+                    vec![],
+                ))
             }
             Origin::Url { url } => {
-                let f = fetch::web_page(url, self.allow_private)
+                let f = fetch::web_page(url, self.settings.allow_private)
                     .await
                     .map_err(|e| failed(e.message, e.retryable))?;
-                Ok(vec![Document {
-                    name: f.name,
-                    bytes: f.bytes,
-                    content_type: f.content_type,
-                }])
+                Ok((vec![f], vec![]))
             }
-            Origin::GoogleDrive { .. } | Origin::Notion { .. } => Err(failed(
-                format!("{} sources cannot be read by this server", p.origin.kind()),
-                false,
-            )),
+            Origin::GoogleDrive { file_ids, folder_id } => {
+                let (provider, token) = self.connection(tenant, "google").await?;
+                let read = super::drive::read(
+                    &self.http,
+                    &provider,
+                    token.secret(),
+                    file_ids,
+                    folder_id.as_deref(),
+                    self.settings.max_file_bytes,
+                )
+                .await
+                .map_err(|e| failed(e.message, e.retryable))?;
+                Ok((read.documents, read.warnings))
+            }
+            Origin::Notion { page_ids } => {
+                let (provider, token) = self.connection(tenant, "notion").await?;
+                let read = super::notion::read(&self.http, &provider, token.secret(), page_ids)
+                    .await
+                    .map_err(|e| failed(e.message, e.retryable))?;
+                Ok((read.documents, read.warnings))
+            }
         }
+    }
+
+    /// The provider and a valid token of the tenant's connection to it.
+    async fn connection(
+        &self,
+        tenant: &TenantId,
+        provider: &str,
+    ) -> std::result::Result<(Arc<crate::connectors::Provider>, crate::connectors::vault::AccessToken), Outcome> {
+        let p = self
+            .vault
+            .providers()
+            .get(provider)
+            .cloned()
+            .ok_or_else(|| failed(format!("this server has no `{provider}` connector configured"), false))?;
+        let token = self
+            .vault
+            .access_token(tenant, provider)
+            .await
+            .map_err(|e| failed(e.to_string(), e.is_retryable()))?;
+        Ok((p, token))
     }
 
     /// Extracts and splits every document; a document that cannot be read fails the
     /// source when it is the only one, and is named in a warning otherwise.
-    async fn read(&self, docs: Vec<Document>) -> std::result::Result<Read, Outcome> {
-        let several = docs.len() > 1;
+    async fn read(&self, docs: Vec<Document>, several: bool, warnings: Vec<String>) -> std::result::Result<Read, Outcome> {
+        let several = several || docs.len() > 1;
         let mut read = Read {
             chunks: Vec::new(),
             media_type: None,
             title: None,
-            warnings: Vec::new(),
+            warnings,
             documents: docs.len() as i64,
             size: docs.iter().map(|d| d.bytes.len() as i64).sum(),
         };
@@ -293,7 +344,7 @@ impl Ingest {
     /// the same, computed for the rest. A model that fails leaves the passages keyword-
     /// only and says so; it does not fail the source.
     async fn embed(&self, tenant: &TenantId, source: &KnowledgeSourceId, read: &mut Read) {
-        let Some(model) = &self.embedding_model else {
+        let Some(model) = &self.settings.embedding_model else {
             return;
         };
         let known: HashMap<String, Vec<u8>> = match self.store.tenant_read(tenant).await {
@@ -358,7 +409,7 @@ impl Ingest {
         )
         .await?;
         let now = Utc::now();
-        let model = self.embedding_model.as_deref();
+        let model = self.settings.embedding_model.as_deref();
         for (position, c) in read.chunks.iter().enumerate() {
             let key = i64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap_or([1; 8]))
                 & i64::MAX;
@@ -463,11 +514,13 @@ impl Handler for Ingest {
                 Ok(p) => p,
                 Err(failed) => return failed,
             };
-            let docs = match self.documents(&job.tenant_id, &p).await {
+            let (docs, warnings) = match self.documents(&job.tenant_id, &p).await {
                 Ok(d) => d,
                 Err(outcome) => return outcome,
             };
-            let mut read = match self.read(docs).await {
+            // Drive and Notion sources hold several documents, even when only one is left.
+            let several = matches!(p.origin, Origin::GoogleDrive { .. } | Origin::Notion { .. });
+            let mut read = match self.read(docs, several, warnings).await {
                 Ok(r) => r,
                 Err(outcome) => return outcome,
             };

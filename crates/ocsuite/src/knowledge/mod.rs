@@ -15,10 +15,12 @@
 //! the tenant's, in its own scope: row-level security never has an exception.
 
 pub mod chunk;
+pub mod drive;
 pub mod extract;
 pub mod fetch;
 pub mod grounding;
 pub mod ingest;
+pub mod notion;
 pub mod routes;
 pub mod search;
 pub mod vectors;

@@ -168,6 +168,7 @@ async fn add(
         });
     };
     let mut tx = state.store.tenant(&tenant).await?;
+    require_connection(state, &mut tx, &origin).await?;
     let (source, events) = super::create(
         &mut tx,
         NewSource {
@@ -322,6 +323,31 @@ async fn fetched_origin(state: &AppState, input: SourceIn) -> Result<(Origin, St
             let title = clean(title).unwrap_or_else(|| format!("Notion ({} pages)", page_ids.len()));
             Ok((Origin::Notion { page_ids }, title))
         }
+    }
+}
+
+/// A Drive or Notion source needs the provider configured and the tenant connected.
+async fn require_connection(
+    state: &AppState,
+    tx: &mut crate::store::TenantTx,
+    origin: &Origin,
+) -> Result<()> {
+    let (provider, label) = match origin {
+        Origin::GoogleDrive { .. } => ("google", "Google"),
+        Origin::Notion { .. } => ("notion", "Notion"),
+        _ => return Ok(()),
+    };
+    if state.vault.providers().get(provider).is_none() {
+        return Err(AppError::invalid(
+            "kind",
+            format!("this server has no {label} connector configured; ask its operator to add the `{provider}` provider"),
+        ));
+    }
+    match crate::connectors::by_provider(tx, provider).await? {
+        Some(_) => Ok(()),
+        None => Err(AppError::Conflict(format!(
+            "connect {label} first (Connectors page), then add the source"
+        ))),
     }
 }
 

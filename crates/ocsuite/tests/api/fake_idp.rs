@@ -50,6 +50,24 @@ pub struct Inner {
     pub token_delay_ms: u64,
     /// Raw RFC 5322 messages sent through the Gmail API.
     pub gmail_sent: Vec<String>,
+    /// Google Drive: every file and folder.
+    pub drive: Vec<DriveFile>,
+    /// Notion pages: id → (title, blocks); a block's children are under its own id.
+    pub notion: HashMap<String, (String, Vec<serde_json::Value>)>,
+    /// Notion block children by parent block id.
+    pub notion_children: HashMap<String, Vec<serde_json::Value>>,
+    /// The `Notion-Version` of every Notion API call.
+    pub notion_versions: Vec<String>,
+}
+
+/// A file (or folder) in the fake Drive.
+#[derive(Clone)]
+pub struct DriveFile {
+    pub id: String,
+    pub name: String,
+    pub mime: String,
+    pub parent: String,
+    pub content: Vec<u8>,
 }
 
 #[derive(Clone)]
@@ -72,6 +90,12 @@ impl FakeIdp {
             .route("/revoke", post(revoke))
             .route("/userinfo", get(userinfo))
             .route("/gmail/v1/users/me/messages/send", post(gmail_send))
+            .route("/drive/v3/files", get(drive_list))
+            .route("/drive/v3/files/{id}", get(drive_file))
+            .route("/drive/v3/files/{id}/export", get(drive_export))
+            .route("/v1/pages/{id}", get(notion_page))
+            .route("/v1/blocks/{id}/children", get(notion_children))
+            .route("/v1/databases/{id}/query", post(notion_query))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -110,6 +134,8 @@ impl FakeIdp {
             authorize_params: None,
             client_auth: ocsuite::config::ClientAuth::Basic,
             mail_api_url: Some(self.base.clone()),
+            api_url: Some(self.base.clone()),
+            api_headers: None,
         }
     }
 }
@@ -294,4 +320,134 @@ async fn userinfo(State(s): S, headers: HeaderMap) -> Response {
             .into_response();
     }
     axum::Json(json!({"sub": "1234567", "email": ACCOUNT, "email_verified": true})).into_response()
+}
+
+fn bearer_ok(s: &Arc<Mutex<Inner>>, headers: &HeaderMap) -> bool {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    s.lock().unwrap().access.contains(token)
+}
+
+fn drive_meta(f: &DriveFile) -> serde_json::Value {
+    json!({"id": f.id, "name": f.name, "mimeType": f.mime, "size": f.content.len().to_string(), "trashed": false})
+}
+
+/// `files.list` with `q = "'<parent>' in parents and trashed = false"`, two per page.
+async fn drive_list(
+    State(s): S,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if !bearer_ok(&s, &headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let parent = q
+        .get("q")
+        .and_then(|q| q.split('\'').nth(1))
+        .unwrap_or_default()
+        .to_owned();
+    let inner = s.lock().unwrap();
+    if !inner.drive.iter().any(|f| f.id == parent) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let all: Vec<&DriveFile> = inner.drive.iter().filter(|f| f.parent == parent).collect();
+    let start: usize = q.get("pageToken").and_then(|t| t.parse().ok()).unwrap_or(0);
+    let page: Vec<_> = all.iter().skip(start).take(2).map(|f| drive_meta(f)).collect();
+    let next = (start + 2 < all.len()).then(|| (start + 2).to_string());
+    axum::Json(json!({"files": page, "nextPageToken": next})).into_response()
+}
+
+async fn drive_file(
+    State(s): S,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if !bearer_ok(&s, &headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let inner = s.lock().unwrap();
+    let Some(f) = inner.drive.iter().find(|f| f.id == id) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if q.get("alt").map(String::as_str) == Some("media") {
+        if f.mime.starts_with("application/vnd.google-apps.") {
+            return StatusCode::FORBIDDEN.into_response();
+        }
+        return f.content.clone().into_response();
+    }
+    axum::Json(drive_meta(f)).into_response()
+}
+
+async fn drive_export(
+    State(s): S,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if !bearer_ok(&s, &headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let inner = s.lock().unwrap();
+    match inner.drive.iter().find(|f| f.id == id) {
+        Some(f) if f.mime == "application/vnd.google-apps.document" && q.get("mimeType").map(String::as_str) == Some("text/html") => {
+            f.content.clone().into_response()
+        }
+        Some(_) => StatusCode::BAD_REQUEST.into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+fn notion_check(s: &Arc<Mutex<Inner>>, headers: &HeaderMap) -> Option<Response> {
+    if !bearer_ok(s, headers) {
+        return Some(StatusCode::UNAUTHORIZED.into_response());
+    }
+    let version = headers.get("notion-version").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let missing = version.is_empty();
+    s.lock().unwrap().notion_versions.push(version);
+    missing.then(|| (StatusCode::BAD_REQUEST, axum::Json(json!({"code": "missing_version"}))).into_response())
+}
+
+async fn notion_page(State(s): S, headers: HeaderMap, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+    if let Some(r) = notion_check(&s, &headers) {
+        return r;
+    }
+    let inner = s.lock().unwrap();
+    match inner.notion.get(&id) {
+        Some((title, _)) => axum::Json(json!({"object": "page", "id": id, "properties": {
+            "Name": {"type": "title", "title": [{"plain_text": title}]}}})).into_response(),
+        None => (StatusCode::NOT_FOUND, axum::Json(json!({"code": "object_not_found"}))).into_response(),
+    }
+}
+
+/// Block children, one per page, so the client has to follow the cursor.
+async fn notion_children(
+    State(s): S,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(r) = notion_check(&s, &headers) {
+        return r;
+    }
+    let inner = s.lock().unwrap();
+    let blocks = match (inner.notion.get(&id), inner.notion_children.get(&id)) {
+        (Some((_, b)), _) | (None, Some(b)) => b.clone(),
+        _ => return (StatusCode::NOT_FOUND, axum::Json(json!({"code": "object_not_found"}))).into_response(),
+    };
+    let start: usize = q.get("start_cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
+    let page: Vec<_> = blocks.iter().skip(start).take(1).cloned().collect();
+    let more = start + 1 < blocks.len();
+    axum::Json(json!({"object": "list", "results": page, "has_more": more,
+                      "next_cursor": more.then(|| (start + 1).to_string())})).into_response()
+}
+
+async fn notion_query(State(s): S, headers: HeaderMap) -> Response {
+    if let Some(r) = notion_check(&s, &headers) {
+        return r;
+    }
+    (StatusCode::NOT_FOUND, axum::Json(json!({"code": "object_not_found"}))).into_response()
 }

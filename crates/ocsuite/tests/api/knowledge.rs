@@ -497,3 +497,106 @@ async fn hybrid_search_fuses_keyword_and_meaning(db: Db) {
     assert_eq!(s2["status"], "ready");
     assert!(s2["warning"].as_str().unwrap().contains("semantic index"), "{s2}");
 }
+
+dual_semantic!(drive_and_notion_through_their_connectors);
+
+fn drive_file(id: &str, name: &str, mime: &str, parent: &str, content: &[u8]) -> crate::fake_idp::DriveFile {
+    crate::fake_idp::DriveFile {
+        id: id.into(),
+        name: name.into(),
+        mime: mime.into(),
+        parent: parent.into(),
+        content: content.to_vec(),
+    }
+}
+
+fn block(id: &str, kind: &str, text: &str, children: bool) -> Value {
+    json!({"object": "block", "id": id, "type": kind, "has_children": children,
+           kind: {"rich_text": [{"plain_text": text}]}})
+}
+
+async fn drive_and_notion_through_their_connectors(db: Db) {
+    let idp = crate::fake_idp::FakeIdp::start().await;
+    let providers = vec![idp.provider("google"), idp.provider("notion")];
+    let Some(app) = TestApp::start_with(db, |c| c.connector_providers = providers).await else {
+        return;
+    };
+    let (u, t) = owner(&app, "drive@x.example").await;
+    let path = "/api/v1/knowledge/sources";
+    // Not connected yet: refused with what to do.
+    let (s, v) = app.as_(&u).tenant(&t).post(path, json!({"kind": "google_drive", "folder_id": "fld1"})).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("connect Google"), "{v}");
+    crate::connectors::connect(&app, &u, &t, "google").await;
+    crate::connectors::connect(&app, &u, &t, "notion").await;
+
+    idp.with(|i| {
+        i.drive = vec![
+            drive_file("fld1", "Company", "application/vnd.google-apps.folder", "root", b""),
+            drive_file("doc1", "Handbook", "application/vnd.google-apps.document", "fld1",
+                b"<html><body><h1>Policy</h1><p>The heronpolicy applies to everyone.</p></body></html>"),
+            drive_file("txt1", "note.txt", "text/plain", "fld1", b"The ibisnote says hello."),
+            drive_file("frm1", "Survey", "application/vnd.google-apps.form", "fld1", b""),
+            drive_file("fld2", "Deep", "application/vnd.google-apps.folder", "fld1", b""),
+            drive_file("md1", "deep.md", "text/markdown", "fld2", b"# Deep\nThe kestreldeep fact."),
+        ];
+    });
+    let (s, v) = app.as_(&u).tenant(&t).post(path, json!({"kind": "google_drive", "folder_id": "fld1"})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let src = settled(&app, &u.token, Some(&t), &format!("{path}/{id}")).await;
+    assert_eq!(src["status"], "ready", "{src}");
+    assert_eq!(src["document_count"], 3, "{src}");
+    assert_eq!(src["media_type"], "mixed");
+    assert!(src["warning"].as_str().unwrap().contains("Survey"), "{src}");
+    let hit = &search(&app, &u, &t, "heronpolicy").await["items"][0];
+    assert_eq!((hit["document"].as_str(), hit["location"].as_str()), (Some("Handbook"), Some("Policy")), "{hit}");
+    assert_eq!(search(&app, &u, &t, "kestreldeep").await["items"].as_array().unwrap().len(), 1);
+
+    // An edit and a deletion in Drive; a resync picks up both.
+    idp.with(|i| {
+        i.drive.retain(|f| f.id != "md1");
+        if let Some(f) = i.drive.iter_mut().find(|f| f.id == "txt1") {
+            f.content = b"The ibisedited note.".to_vec();
+        }
+    });
+    let (s, _) = app.as_(&u).tenant(&t).post(&format!("{path}/{id}/resync"), json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let src = settled(&app, &u.token, Some(&t), &format!("{path}/{id}")).await;
+    assert_eq!(src["document_count"], 2, "{src}");
+    assert_eq!(search(&app, &u, &t, "ibisedited").await["items"].as_array().unwrap().len(), 1);
+    assert_eq!(search(&app, &u, &t, "ibisnote").await["items"], json!([]));
+    assert_eq!(search(&app, &u, &t, "kestreldeep").await["items"], json!([]));
+
+    // Named files: one is gone, which the source says.
+    let (_, v) = app.as_(&u).tenant(&t).post(path, json!({"kind": "google_drive", "file_ids": ["txt1", "gone1"]})).await;
+    let src = settled(&app, &u.token, Some(&t), &format!("{path}/{}", v["id"].as_str().unwrap())).await;
+    assert_eq!(src["status"], "ready", "{src}");
+    assert!(src["warning"].as_str().unwrap().contains("gone1"), "{src}");
+
+    // Notion: a page with a heading, a paragraph and a nested block, read page by page.
+    idp.with(|i| {
+        i.notion.insert("pg1".into(), ("Wiki".into(), vec![
+            block("b1", "heading_2", "Onboarding", false),
+            block("b2", "paragraph", "The puffinwiki rule.", false),
+            block("b3", "bulleted_list_item", "Checklist", true),
+        ]));
+        i.notion_children.insert("b3".into(), vec![block("b4", "paragraph", "The nestedgrebe step.", false)]);
+    });
+    let (s, v) = app.as_(&u).tenant(&t).post(path, json!({"kind": "notion", "page_ids": ["pg1", "missing1"]})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let src = settled(&app, &u.token, Some(&t), &format!("{path}/{}", v["id"].as_str().unwrap())).await;
+    assert_eq!(src["status"], "ready", "{src}");
+    assert!(src["warning"].as_str().unwrap().contains("missing1"), "{src}");
+    let hit = &search(&app, &u, &t, "puffinwiki").await["items"][0];
+    assert_eq!((hit["document"].as_str(), hit["location"].as_str()), (Some("Wiki"), Some("Wiki \u{203a} Onboarding")), "{hit}");
+    assert_eq!(search(&app, &u, &t, "nestedgrebe").await["items"].as_array().unwrap().len(), 1);
+    let versions = idp.with(|i| i.notion_versions.clone());
+    assert!(!versions.is_empty() && versions.iter().all(|v| v == "2022-06-28"), "{versions:?}");
+
+    // Another tenant finds none of it.
+    let (b, tb) = owner(&app, "drive-b@x.example").await;
+    for q in ["heronpolicy", "puffinwiki"] {
+        assert_eq!(search(&app, &b, &tb, q).await["items"], json!([]));
+    }
+}
