@@ -366,6 +366,32 @@ try {
     await shot(page, "12b-campaign.png", true);
   });
 
+  await step("a document is uploaded, indexed live, searched and cited in chat", async () => {
+    const { page } = a;
+    await page.goto(`${base}/knowledge`);
+    await page.setInputFiles("#kfile", { name: "pricing.md", mimeType: "text/markdown",
+      buffer: Buffer.from("# Pricing\n\nThe Gold plan costs 49 USD a month, billed yearly.\n\n## Discounts\n\nNon-profits get 20% off the Gold plan.\n") });
+    await page.click("form[data-upload] button[type=submit]");
+    await page.locator("tr[data-source] [data-source-status]", { hasText: "ready" }).waitFor({ timeout: 20000 });
+    assert.match(await page.locator("tr[data-source]").innerText(), /pricing\.md/);
+    await page.fill("#kq", "Gold plan discount");
+    await page.click("form[data-search] button[type=submit]");
+    await page.locator("[data-results] li", { hasText: "pricing.md" }).first().waitFor();
+    await shot(page, "17-knowledge.png", true);
+    await page.goto(`${base}/chat`);
+    await page.selectOption("#persona", "cfo");
+    await page.fill("#message", "What does the Gold plan cost?");
+    await page.click("button[type=submit]");
+    const cite = page.locator(".msg.assistant a.cite").first();
+    await cite.waitFor();
+    await cite.click();
+    await page.locator("details.sources-box[open] li.highlight", { hasText: "pricing.md" }).waitFor();
+    await shot(page, "18-chat-citations.png", true);
+    // Stored answers keep their sources.
+    await page.reload();
+    await page.locator(".msg.assistant a.cite").first().waitFor();
+  });
+
   await step("other pages render", async () => {
     const { page } = a;
     for (const [path, file] of [["/books", "11-books.png"], ["/campaigns", "12-campaigns.png"], ["/tasks", "13-tasks.png"], ["/settings", "14-settings.png"]]) {

@@ -150,7 +150,14 @@ document.addEventListener("DOMContentLoaded", () => {
   const next = new URLSearchParams(location.search).get("next");
   for (const f of $$("form[data-next]")) if (next && next.startsWith("/") && !next.startsWith("//")) f.dataset.redirect = next;
   for (const w of $$("[data-width]")) w.style.width = `${Number(w.dataset.width) || 0}%`;
-  for (const m of $$("[data-markdown]")) markdown(m, m.textContent);
+  for (const m of $$("[data-markdown]")) {
+    let items = null;
+    try { items = m.dataset.citations ? JSON.parse(m.dataset.citations) : null; } catch {}
+    const anchor = (m.dataset.sourcesAfter && $(m.dataset.sourcesAfter)) || m;
+    // One list per anchor, shared by every text that cites it (a meeting's turns).
+    if (items && items.length && !anchor.citesRef) anchor.citesRef = sources(anchor, items);
+    markdown(m, m.textContent, items && items.length ? anchor.citesRef : null);
+  }
   for (const init of $$("[data-init]")) (pages[init.dataset.init] || (() => {}))(init);
 });
 
@@ -203,8 +210,9 @@ async function readSSE(res, on) {
 // break), "-", "*" and "1." lists, **bold**, `code`, ``` blocks, and "#" headings
 // shown as bold lines. It builds DOM nodes and puts every piece of text in through
 // textContent, so nothing in the text is ever parsed as HTML.
-function markdown(target, text) {
+function markdown(target, text, cites) {
   target.replaceChildren();
+  target.cites = cites || target.cites || null;
   target.classList.add("md");
   let para = null, list = null, item = null, code = null;
   for (const line of String(text).replace(/\r\n?/g, "\n").split("\n")) {
@@ -228,30 +236,71 @@ function markdown(target, text) {
         target.append(list);
       }
       para = null;
-      item = inline(el("li"), li[3]);
+      item = inline(el("li"), li[3], target.cites);
       list.append(item);
       continue;
     }
     if (!line.trim()) { para = list = item = null; continue; }
     // An indented line right after an item continues it.
-    if (item && /^\s+\S/.test(line)) { inline(item, ` ${line.trim()}`); continue; }
+    if (item && /^\s+\S/.test(line)) { inline(item, ` ${line.trim()}`, target.cites); continue; }
     list = item = null;
     const heading = line.match(/^\s*#{1,6}\s+(.*)$/);
     if (heading) { target.append(el("p", {}, el("strong", { text: heading[1] }))); para = null; continue; }
     if (para) para.append(el("br"));
     else { para = el("p"); target.append(para); }
-    inline(para, line);
+    inline(para, line, target.cites);
   }
 }
-function inline(node, text) {
-  for (const p of text.split(/(\*\*[^*\n]+\*\*|`[^`\n]+`)/)) {
+// `cites`: {key, items} of the answer's sources; `[n]` becomes a link to source n.
+function inline(node, text, cites) {
+  for (const p of text.split(/(\*\*[^*\n]+\*\*|`[^`\n]+`|\[\d{1,2}\])/)) {
     if (!p) continue;
+    const ref = p.match(/^\[(\d{1,2})\]$/);
+    const cite = ref && cites && cites.items.find((c) => c.n === Number(ref[1]));
     if (p.length > 4 && p.startsWith("**") && p.endsWith("**")) node.append(el("strong", { text: p.slice(2, -2) }));
     else if (p.length > 2 && p.startsWith("`") && p.endsWith("`")) node.append(el("code", { text: p.slice(1, -1) }));
+    else if (cite) node.append(el("a", { class: "cite", href: `#${cites.key}-${cite.n}`, title: [cite.title, cite.location].filter(Boolean).join(" — "), text: p }));
     else node.append(document.createTextNode(p));
   }
   return node;
 }
+
+let citeKeys = 0;
+// The sources under an answer: each numbered passage with its title, place and
+// snippet; a `[n]` link opens and highlights it. Returns {key, items} for markdown().
+function sources(after, items, note) {
+  const key = `src${++citeKeys}`;
+  const old = after.nextElementSibling;
+  if (old && old.matches("[data-sources-for]")) old.remove();
+  if (!items || items.length === 0) {
+    if (note) after.after(el("p", { class: "small muted", "data-sources-for": key, text: note.charAt(0).toUpperCase() + note.slice(1) + "." }));
+    return null;
+  }
+  const list = el("ol", { class: "sources" });
+  for (const c of items) {
+    const head = el("strong", { text: c.title || "Untitled" });
+    const li = el("li", { id: `${key}-${c.n}`, value: String(c.n) }, head);
+    if (c.location) li.append(" ", el("span", { class: "muted", text: c.location }));
+    if (c.hq) li.append(" ", el("span", { class: "badge", text: "ocsuite HQ" }));
+    if (c.snippet) li.append(el("p", { class: "small", text: c.snippet }));
+    list.append(li);
+  }
+  const box = el("details", { class: "sources-box small", "data-sources-for": key }, el("summary", { text: `Sources (${items.length})` }), list);
+  after.after(box);
+  return { key, items };
+}
+document.addEventListener("click", (ev) => {
+  const a = ev.target.closest("a.cite");
+  if (!a) return;
+  const target = document.getElementById(a.getAttribute("href").slice(1));
+  if (!target) return;
+  ev.preventDefault();
+  const box = target.closest("details");
+  if (box) box.open = true;
+  for (const h of $$(".sources li.highlight")) h.classList.remove("highlight");
+  target.classList.add("highlight");
+  target.scrollIntoView({ block: "nearest", behavior: "smooth" });
+});
 
 // The chosen speaker as the list names it: "CFO" for "Chief Financial Officer (CFO)",
 // an agent by its name.
@@ -327,10 +376,21 @@ const pages = {
       // Per member: their card, the current round's element and its text so far (each
       // delta re-renders that round's Markdown).
       const turn = {}, chair = { out: synth, text: "" };
+      let cites = null;
+      const sourcesCard = $("[data-sources]", root);
+      if (sourcesCard) sourcesCard.replaceChildren();
       await readSSE(res, (event, d) => {
-        if (event === "meeting_start") {
+        if (event === "citations" && sourcesCard) {
+          const anchor = el("h2", { text: "What the board read" });
+          sourcesCard.append(anchor);
+          cites = sources(anchor, d.items, d.note);
+          if (cites) anchor.nextElementSibling.open = true;
+          chair.out.cites = cites;
+          for (const t of Object.values(turn)) t.out.cites = cites;
+        } else if (event === "meeting_start") {
           for (const p of d.personas) {
             const out = el("div", { class: "stream turn", "data-persona": p.slug });
+            out.cites = cites;
             const card = el("section", { class: "card", "aria-live": "polite" }, el("h3", { text: `${p.title} (${p.name})` }), out);
             cols.append(card);
             turn[p.slug] = { card, out, text: "" };
@@ -341,6 +401,7 @@ const pages = {
         } else if (event === "turn_start" && d.round > 1 && turn[d.persona]) {
           const t = turn[d.persona];
           t.out = el("div", { class: "stream turn", "data-persona": d.persona });
+          t.out.cites = cites;
           t.text = "";
           t.card.append(el("h4", { text: `Round ${d.round}` }), t.out);
         } else if (event === "error" && d.persona && turn[d.persona]) {
@@ -393,11 +454,13 @@ const pages = {
             $("select[name=persona]", form).disabled = true;
             history.replaceState(null, "", `/chat?c=${encodeURIComponent(conversation)}`);
           }
+          if (event === "citations") answer.cites = sources(answer, d.items, d.note);
           if (event === "delta") { acc += d.text || d.delta || ""; markdown(answer, acc); }
           if (event === "error") answer.append(el("p", { class: "field-error", text: d.message || "the answer stopped" }));
           if (event === "message_end" && d.message_id) {
             const rate = (r, label) => el("button", { type: "button", class: "secondary", "data-call": `POST /api/v1/messages/${d.message_id}/rating`, "data-body": JSON.stringify({ rating: r }) }, label);
-            log.append(el("div", { class: "row small", "data-rating": "" }, rate("up", "Helpful"), rate("down", "Not helpful")));
+            const tail = answer.nextElementSibling && answer.nextElementSibling.matches("[data-sources-for]") ? answer.nextElementSibling : answer;
+            tail.after(el("div", { class: "row small", "data-rating": "" }, rate("up", "Helpful"), rate("down", "Not helpful")));
           }
         });
       } catch (e) {
@@ -406,6 +469,82 @@ const pages = {
         busy(button, false);
         stop.disabled = true;
       }
+    });
+  },
+
+  // Knowledge: upload with progress, search, and the sources' live status.
+  knowledge(root) {
+    const upload = $("form[data-upload]", root);
+    if (upload) upload.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const err = $("[data-form-error]", upload), bar = $("[data-progress]", upload), file = $("input[type=file]", upload);
+      err.textContent = "";
+      if (!file.files[0]) { err.textContent = "Choose a file to upload."; return; }
+      const data = new FormData();
+      data.append("file", file.files[0]);
+      const title = $("input[name=title]", upload).value.trim();
+      if (title) data.append("title", title);
+      const xhr = new XMLHttpRequest();
+      const button = $("button[type=submit]", upload);
+      busy(button, true);
+      bar.value = 0;
+      bar.classList.remove("hidden");
+      xhr.upload.onprogress = (e) => { if (e.lengthComputable) bar.value = Math.round((e.loaded / e.total) * 100); };
+      xhr.onload = () => {
+        busy(button, false);
+        if (xhr.status >= 200 && xhr.status < 300) { location.reload(); return; }
+        bar.classList.add("hidden");
+        let msg = "The upload failed; try again.";
+        try { msg = JSON.parse(xhr.responseText).error.message || msg; } catch {}
+        err.textContent = msg;
+      };
+      xhr.onerror = () => { busy(button, false); bar.classList.add("hidden"); err.textContent = "The upload was interrupted; try again."; };
+      xhr.open("POST", "/api/v1/knowledge/sources");
+      xhr.send(data);
+    });
+    const search = $("form[data-search]", root), results = $("[data-results]", root), serr = $("[data-search-error]", root);
+    search.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      serr.textContent = "";
+      const query = $("input[name=query]", search).value.trim();
+      if (!query) { serr.textContent = "Say what to look for."; return; }
+      const button = $("button[type=submit]", search);
+      busy(button, true);
+      const res = await api("POST", "/api/v1/knowledge/search", { query, k: 8 });
+      busy(button, false);
+      results.replaceChildren();
+      if (!res.ok) { serr.textContent = (res.data && res.data.error && res.data.error.message) || "Search failed."; return; }
+      if (res.data.note) results.append(el("p", { class: "small muted", text: res.data.note }));
+      if (res.data.items.length === 0) { results.append(el("p", { class: "muted", text: "No passage matches." })); return; }
+      const list = el("ol", { class: "sources" });
+      for (const h of res.data.items) {
+        const li = el("li", {}, el("strong", { text: h.title }));
+        const place = [h.document, h.location].filter(Boolean).join(" · ");
+        if (place) li.append(" ", el("span", { class: "muted", text: place }));
+        if (h.hq) li.append(" ", el("span", { class: "badge", text: "ocsuite HQ" }));
+        li.append(el("p", { text: h.snippet }));
+        const scores = [];
+        if (h.keyword_score != null) scores.push(`words ${h.keyword_score.toFixed(2)}`);
+        if (h.semantic_score != null) scores.push(`meaning ${h.semantic_score.toFixed(2)}`);
+        li.append(el("p", { class: "small muted", text: scores.join(" · ") }));
+        list.append(li);
+      }
+      results.append(list);
+    });
+    // Status changes arrive over the realtime bus; a source the table does not show
+    // yet (added in another tab) reloads the page once it settles.
+    live([["knowledge"]], (ev) => {
+      const d = ev.data || {};
+      const row = d.source_id && root.querySelector(`tr[data-source="${CSS.escape(d.source_id)}"]`);
+      if (!row) { if (d.status === "ready" || d.status === "failed") location.reload(); return; }
+      if (d.status === "deleted") { row.remove(); return; }
+      const badge = $("[data-source-status]", row);
+      badge.textContent = d.status;
+      badge.className = `badge ${d.status}`;
+      if (d.chunk_count !== undefined) $("[data-source-chunks]", row).textContent = String(d.chunk_count);
+      const e = $("[data-source-error]", row);
+      e.textContent = d.error || "";
+      e.hidden = !d.error;
     });
   },
 

@@ -42,7 +42,7 @@ pub fn hq_tenant() -> TenantId {
 }
 
 /// The realtime topic of source status changes.
-pub const TOPIC: &str = "knowledge";
+pub use crate::realtime::KNOWLEDGE_TOPIC as TOPIC;
 
 /// Longest title we keep.
 pub const MAX_TITLE_CHARS: usize = 200;

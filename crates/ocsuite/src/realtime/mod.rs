@@ -78,12 +78,17 @@ impl WireCache {
     }
 }
 
+/// The topic of knowledge source status changes.
+pub const KNOWLEDGE_TOPIC: &str = "knowledge";
+
 /// A topic a client may subscribe to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Topic {
     Task(TaskId),
     Tasks,
     Notifications,
+    /// Knowledge source status changes (`knowledge.source`).
+    Knowledge,
 }
 
 impl Topic {
@@ -91,12 +96,13 @@ impl Topic {
         match s {
             "tasks" => Ok(Self::Tasks),
             "notifications" => Ok(Self::Notifications),
+            "knowledge" => Ok(Self::Knowledge),
             _ => match s.strip_prefix("task:").map(TaskId::parse) {
                 Some(Some(id)) => Ok(Self::Task(id)),
                 _ => Err(AppError::bad_request(
                     "invalid_topic",
                     format!(
-                        "unknown topic `{}`: use task:<task id>, tasks or notifications",
+                        "unknown topic `{}`: use task:<task id>, tasks, notifications or knowledge",
                         s.chars().take(80).collect::<String>()
                     ),
                 )),
@@ -109,6 +115,7 @@ impl Topic {
             Self::Task(id) => format!("task:{id}"),
             Self::Tasks => "tasks".into(),
             Self::Notifications => "notifications".into(),
+            Self::Knowledge => KNOWLEDGE_TOPIC.into(),
         }
     }
 
@@ -118,13 +125,14 @@ impl Topic {
             Self::Task(id) => event_topic.strip_prefix("task:") == Some(id.as_str()),
             Self::Tasks => event_topic.starts_with("task:"),
             Self::Notifications => event_topic == "notifications",
+            Self::Knowledge => event_topic == KNOWLEDGE_TOPIC,
         }
     }
 
     /// The position of `ev` in this subscription's numbering (see the module docs).
     pub fn position(&self, ev: &Event) -> i64 {
         match self {
-            Self::Task(_) | Self::Notifications => ev.seq,
+            Self::Task(_) | Self::Notifications | Self::Knowledge => ev.seq,
             Self::Tasks => ev.id,
         }
     }
@@ -201,7 +209,7 @@ pub const REPLAY_LIMIT: i64 = 1000;
 pub async fn replay(tx: &mut TenantTx, topic: &Topic, after: i64) -> Result<Vec<Event>> {
     let tenant = tx.tenant_id().clone();
     let q = match topic {
-        Topic::Task(_) | Topic::Notifications => scoped(
+        Topic::Task(_) | Topic::Notifications | Topic::Knowledge => scoped(
             "SELECT id, topic, seq, kind, data, created_at FROM events \
              WHERE tenant_id = $1 AND topic = $2 AND seq > $3 ORDER BY seq LIMIT $4",
         )
@@ -239,7 +247,7 @@ pub async fn replay_by_id(tx: &mut TenantTx, topics: &[Topic], after: i64) -> Re
 /// The current last position of `topic` (0 when empty).
 pub async fn head(tx: &mut TenantTx, topic: &Topic) -> Result<i64> {
     let q = match topic {
-        Topic::Task(_) | Topic::Notifications => {
+        Topic::Task(_) | Topic::Notifications | Topic::Knowledge => {
             scoped("SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant_id = $1 AND topic = $2")
                 .bind(topic.name())
         }

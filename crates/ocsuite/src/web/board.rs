@@ -52,6 +52,12 @@ struct MeetingPage {
     items: Vec<ActionItem>,
 }
 
+impl MeetingPage {
+    fn cites(&self) -> String {
+        cites_json(&self.meeting.citations)
+    }
+}
+
 /// A transcript turn with its speaker's display name (`CFO`, or the agent's name).
 struct SpokenTurn {
     speaker: String,
@@ -101,7 +107,16 @@ struct ChatPage {
     messages: Vec<crate::chat::Message>,
 }
 
+/// Citations as the page hands them to its script (`data-citations`).
+fn cites_json(c: &crate::knowledge::grounding::Citations) -> String {
+    serde_json::to_string(c).unwrap_or_else(|_| "[]".into())
+}
+
 impl ChatPage {
+    fn cites(&self, m: &crate::chat::Message) -> String {
+        cites_json(&m.citations)
+    }
+
     /// A conversation's speaker as people name it: `CFO`, or the agent's name.
     fn speaker<'a>(&'a self, slug: &'a str) -> &'a str {
         self.personas

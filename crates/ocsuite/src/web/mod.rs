@@ -11,6 +11,7 @@
 
 pub mod board;
 pub mod dashboard;
+pub mod knowledge;
 pub mod modules;
 pub mod onboarding;
 pub mod pages;
@@ -47,6 +48,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/board/{id}", get(board::meeting))
         .route("/chat", get(board::chat))
         .route("/connectors", get(pages::connectors))
+        .route("/knowledge", get(knowledge::page))
         .route("/leads", get(modules::leads))
         .route("/books", get(modules::books))
         .route("/campaigns", get(modules::campaigns))
