@@ -514,7 +514,8 @@ const pages = {
       busy(button, false);
       results.replaceChildren();
       if (!res.ok) { serr.textContent = (res.data && res.data.error && res.data.error.message) || "Search failed."; return; }
-      if (res.data.note) results.append(el("p", { class: "small muted", text: res.data.note }));
+      // Keyword-only because the model failed just now (the page says when none is set).
+      if (res.data.note && root.dataset.mode === "hybrid") results.append(el("p", { class: "small muted", text: res.data.note }));
       if (res.data.items.length === 0) { results.append(el("p", { class: "muted", text: "No passage matches." })); return; }
       const list = el("ol", { class: "sources" });
       for (const h of res.data.items) {
@@ -523,10 +524,10 @@ const pages = {
         if (place) li.append(" ", el("span", { class: "muted", text: place }));
         if (h.hq) li.append(" ", el("span", { class: "badge", text: "ocsuite HQ" }));
         li.append(el("p", { text: h.snippet }));
-        const scores = [];
-        if (h.keyword_score != null) scores.push(`words ${h.keyword_score.toFixed(2)}`);
-        if (h.semantic_score != null) scores.push(`meaning ${h.semantic_score.toFixed(2)}`);
-        li.append(el("p", { class: "small muted", text: scores.join(" · ") }));
+        const why = [];
+        if (h.keyword_score != null) why.push("its words");
+        if (h.semantic_score != null) why.push(`its meaning (${Math.round(h.semantic_score * 100)}% similar)`);
+        li.append(el("p", { class: "small muted", text: `Matched by ${why.join(" and ")}` }));
         list.append(li);
       }
       results.append(list);

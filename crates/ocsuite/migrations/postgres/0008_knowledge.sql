@@ -66,7 +66,8 @@ CREATE TABLE knowledge_chunks (
 CREATE UNIQUE INDEX knowledge_chunks_fts_key ON knowledge_chunks (fts_key);
 CREATE INDEX knowledge_chunks_source ON knowledge_chunks (tenant_id, source_id, position);
 
--- The keyword index: one tsvector per chunk ('simple': no stemming, any language),
+-- The keyword index: one tsvector per chunk (English stemming, like SQLite's porter;
+-- other languages match word for word),
 -- written by the trigger below and removed with its chunk.
 CREATE TABLE _knowledge_fts (
     tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
@@ -79,8 +80,8 @@ CREATE FUNCTION knowledge_chunks_fts() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO _knowledge_fts (tenant_id, fts_key, tsv)
     VALUES (NEW.tenant_id, NEW.fts_key,
-            setweight(to_tsvector('simple', NEW.document || ' ' || NEW.location), 'B')
-            || to_tsvector('simple', NEW.text));
+            setweight(to_tsvector('english', NEW.document || ' ' || NEW.location), 'B')
+            || to_tsvector('english', NEW.text));
     RETURN NULL;
 END $$;
 CREATE TRIGGER knowledge_chunks_fts_insert AFTER INSERT ON knowledge_chunks

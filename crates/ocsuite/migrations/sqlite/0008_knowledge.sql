@@ -75,17 +75,16 @@ CREATE TABLE knowledge_chunks (
 CREATE UNIQUE INDEX knowledge_chunks_fts_key ON knowledge_chunks (fts_key);
 CREATE INDEX knowledge_chunks_source ON knowledge_chunks (tenant_id, source_id, position);
 
--- BM25 keyword index. Contentless (the text lives in knowledge_chunks), keyed by
--- fts_key, kept in step by the triggers below.
+-- BM25 keyword index (porter: English stemming). Contentless (the text lives in
+-- knowledge_chunks), keyed by fts_key. The application writes each row with every word
+-- prefixed by its tenant's tag (`knowledge::fts_text`), so one tenant's words are other
+-- terms than another's: a search reads only its tenant's postings and ranks by its
+-- tenant's own word frequencies. The source is a column, for searches limited to some.
 CREATE VIRTUAL TABLE _knowledge_fts USING fts5(
-    document, location, text,
+    source, document, location, text,
     content = '', contentless_delete = 1,
-    tokenize = 'unicode61 remove_diacritics 2'
+    tokenize = 'porter unicode61 remove_diacritics 2'
 );
-CREATE TRIGGER knowledge_chunks_fts_insert AFTER INSERT ON knowledge_chunks BEGIN
-    INSERT INTO _knowledge_fts (rowid, document, location, text)
-    VALUES (new.fts_key, new.document, new.location, new.text);
-END;
 CREATE TRIGGER knowledge_chunks_fts_delete AFTER DELETE ON knowledge_chunks BEGIN
     DELETE FROM _knowledge_fts WHERE rowid = old.fts_key;
 END;

@@ -128,9 +128,12 @@ pub async fn hold(
         Some(c) => format!("{agenda}\n{c}"),
         None => agenda.clone(),
     };
-    let grounding =
-        crate::knowledge::grounding::Grounding::retrieve(&state.knowledge, &ctx.tenant_id, &question)
-            .await;
+    let grounding = crate::knowledge::grounding::Grounding::retrieve(
+        &state.knowledge,
+        &ctx.tenant_id,
+        &question,
+    )
+    .await;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let mut members: Vec<Speaker> = Vec::new();
     for slug in &slugs {

@@ -220,7 +220,9 @@ impl Turn {
                        "persona": self.persona.slug, "model": request.model}),
             ))
             .await;
-        client.send(event("citations", self.grounding.event())).await;
+        client
+            .send(event("citations", self.grounding.event()))
+            .await;
         let mut text = String::new();
         let mut usage: Option<Usage> = None;
         let mut end: std::result::Result<String, (String, String)> = Err((

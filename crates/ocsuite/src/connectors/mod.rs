@@ -133,13 +133,18 @@ fn notion_preset(p: &ConnectorProvider) -> ConnectorProvider {
         display_name: Some(p.display_name.clone().unwrap_or_else(|| "Notion".into())),
         client_id: p.client_id.clone(),
         client_secret: p.client_secret.clone(),
-        authorization_url: or(&p.authorization_url, "https://api.notion.com/v1/oauth/authorize"),
+        authorization_url: or(
+            &p.authorization_url,
+            "https://api.notion.com/v1/oauth/authorize",
+        ),
         token_url: or(&p.token_url, "https://api.notion.com/v1/oauth/token"),
         revocation_url: p.revocation_url.clone(),
         userinfo_url: or(&p.userinfo_url, "https://api.notion.com/v1/users/me"),
         scopes: Some(p.scopes.clone().unwrap_or_default()),
         authorize_params: Some(p.authorize_params.clone().unwrap_or_else(|| {
-            [("owner".to_owned(), "user".to_owned())].into_iter().collect()
+            [("owner".to_owned(), "user".to_owned())]
+                .into_iter()
+                .collect()
         })),
         client_auth: p.client_auth,
         mail_api_url: p.mail_api_url.clone(),
@@ -236,7 +241,9 @@ impl Providers {
                 if http::HeaderName::from_bytes(k.as_bytes()).is_err()
                     || http::HeaderValue::from_str(v).is_err()
                 {
-                    return Err(format!("provider `{name}`: api_headers has an invalid header `{k}`"));
+                    return Err(format!(
+                        "provider `{name}`: api_headers has an invalid header `{k}`"
+                    ));
                 }
             }
             out.push(Arc::new(Provider {

@@ -67,14 +67,19 @@ impl Api<'_> {
     }
 
     /// GET as JSON; `Ok(None)` for 404 (gone or not shared with this account).
-    async fn json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<Option<T>, FetchError> {
-        let res = self.get(url).send().await.map_err(|e| FetchError::transient(format!("cannot reach Google Drive: {e}")))?;
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+    ) -> Result<Option<T>, FetchError> {
+        let res = self
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| FetchError::transient(format!("cannot reach Google Drive: {e}")))?;
         match res.status().as_u16() {
-            200 => res
-                .json()
-                .await
-                .map(Some)
-                .map_err(|e| FetchError::transient(format!("Google Drive sent something unreadable: {e}"))),
+            200 => res.json().await.map(Some).map_err(|e| {
+                FetchError::transient(format!("Google Drive sent something unreadable: {e}"))
+            }),
             404 => Ok(None),
             401 => Err(FetchError::permanent(
                 "Google refused the connection's token: reconnect Google on the Connectors page",
@@ -82,13 +87,21 @@ impl Api<'_> {
             403 => Err(FetchError::permanent(
                 "Google Drive refused access (the connection lacks the Drive read-only permission, or the file is not shared with it)",
             )),
-            s if s == 429 || s >= 500 => Err(FetchError::transient(format!("Google Drive answered HTTP {s}"))),
-            s => Err(FetchError::permanent(format!("Google Drive answered HTTP {s}"))),
+            s if s == 429 || s >= 500 => Err(FetchError::transient(format!(
+                "Google Drive answered HTTP {s}"
+            ))),
+            s => Err(FetchError::permanent(format!(
+                "Google Drive answered HTTP {s}"
+            ))),
         }
     }
 
     async fn bytes(&self, url: &str, max: usize) -> Result<Vec<u8>, FetchError> {
-        let res = self.get(url).send().await.map_err(|e| FetchError::transient(format!("cannot reach Google Drive: {e}")))?;
+        let res = self
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| FetchError::transient(format!("cannot reach Google Drive: {e}")))?;
         let status = res.status().as_u16();
         if status != 200 {
             return Err(if status == 429 || status >= 500 {
@@ -100,9 +113,14 @@ impl Api<'_> {
         let mut out = Vec::new();
         let mut body = res.bytes_stream();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| FetchError::transient(format!("reading from Google Drive failed: {e}")))?;
+            let chunk = chunk.map_err(|e| {
+                FetchError::transient(format!("reading from Google Drive failed: {e}"))
+            })?;
             if out.len() + chunk.len() > max {
-                return Err(FetchError::permanent(format!("larger than {} MB", max / (1024 * 1024))));
+                return Err(FetchError::permanent(format!(
+                    "larger than {} MB",
+                    max / (1024 * 1024)
+                )));
             }
             out.extend_from_slice(&chunk);
         }
@@ -133,11 +151,19 @@ pub async fn read(
         .unwrap_or_else(|| "https://www.googleapis.com".into())
         .trim_end_matches('/')
         .to_owned();
-    let api = Api { http, base, provider, token };
+    let api = Api {
+        http,
+        base,
+        provider,
+        token,
+    };
     let mut files: Vec<File> = Vec::new();
     let mut warnings = Vec::new();
     for id in file_ids {
-        let url = format!("{}/drive/v3/files/{id}?fields={FIELDS}&supportsAllDrives=true", api.base);
+        let url = format!(
+            "{}/drive/v3/files/{id}?fields={FIELDS}&supportsAllDrives=true",
+            api.base
+        );
         match api.json::<File>(&url).await? {
             Some(f) if !f.trashed => files.push(f),
             _ => warnings.push(format!("Drive file {id} is gone or no longer shared")),
@@ -190,31 +216,54 @@ pub async fn read(
     for f in files {
         let (url, name, content_type) = match f.mime_type.as_str() {
             "application/vnd.google-apps.document" => (
-                format!("{}/drive/v3/files/{}/export?mimeType=text/html", api.base, f.id),
+                format!(
+                    "{}/drive/v3/files/{}/export?mimeType=text/html",
+                    api.base, f.id
+                ),
                 f.name.clone(),
                 "text/html".to_owned(),
             ),
             "application/vnd.google-apps.spreadsheet" => (
-                format!("{}/drive/v3/files/{}/export?mimeType=text/csv", api.base, f.id),
+                format!(
+                    "{}/drive/v3/files/{}/export?mimeType=text/csv",
+                    api.base, f.id
+                ),
                 f.name.clone(),
                 "text/csv".to_owned(),
             ),
             "application/vnd.google-apps.presentation" => (
-                format!("{}/drive/v3/files/{}/export?mimeType=text/plain", api.base, f.id),
+                format!(
+                    "{}/drive/v3/files/{}/export?mimeType=text/plain",
+                    api.base, f.id
+                ),
                 f.name.clone(),
                 "text/plain".to_owned(),
             ),
             m if m.starts_with("application/vnd.google-apps.") => {
-                warnings.push(format!("{}: this kind of Google file cannot be read as text", f.name));
+                warnings.push(format!(
+                    "{}: this kind of Google file cannot be read as text",
+                    f.name
+                ));
                 continue;
             }
             m => {
-                if f.size.as_deref().and_then(|s| s.parse::<usize>().ok()).is_some_and(|s| s > max_bytes) {
-                    warnings.push(format!("{}: larger than {} MB, skipped", f.name, max_bytes / (1024 * 1024)));
+                if f.size
+                    .as_deref()
+                    .and_then(|s| s.parse::<usize>().ok())
+                    .is_some_and(|s| s > max_bytes)
+                {
+                    warnings.push(format!(
+                        "{}: larger than {} MB, skipped",
+                        f.name,
+                        max_bytes / (1024 * 1024)
+                    ));
                     continue;
                 }
                 (
-                    format!("{}/drive/v3/files/{}?alt=media&supportsAllDrives=true", api.base, f.id),
+                    format!(
+                        "{}/drive/v3/files/{}?alt=media&supportsAllDrives=true",
+                        api.base, f.id
+                    ),
                     f.name.clone(),
                     m.to_owned(),
                 )
@@ -230,5 +279,8 @@ pub async fn read(
             Err(e) => warnings.push(format!("{}: {}", f.name, e.message)),
         }
     }
-    Ok(DriveRead { documents, warnings })
+    Ok(DriveRead {
+        documents,
+        warnings,
+    })
 }

@@ -73,7 +73,13 @@ pub fn detect(filename: &str, declared: Option<&str>, bytes: &[u8]) -> Result<Me
         .map(|(_, e)| e.to_ascii_lowercase())
         .unwrap_or_default();
     let declared = declared
-        .map(|d| d.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|d| {
+            d.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default();
     if bytes.starts_with(b"%PDF-") {
         return Ok(MediaType::Pdf);
@@ -138,7 +144,10 @@ fn known_binary(b: &[u8]) -> Option<&'static str> {
         (b"\x1f\x8b", "a gzip archive"),
         (b"Rar!", "a RAR archive"),
         (b"7z\xbc\xaf", "a 7-Zip archive"),
-        (b"\xd0\xcf\x11\xe0", "an old Office document (.doc/.xls); save it as .docx or PDF"),
+        (
+            b"\xd0\xcf\x11\xe0",
+            "an old Office document (.doc/.xls); save it as .docx or PDF",
+        ),
         (b"ID3", "an MP3 audio file"),
     ];
     MAGIC
@@ -289,7 +298,9 @@ fn markdown(text: &str) -> Vec<Section> {
     let mut heading: Option<(u8, String)> = None;
     for ev in Parser::new(text) {
         match ev {
-            Event::Start(Tag::Heading { level, .. }) => heading = Some((level as u8, String::new())),
+            Event::Start(Tag::Heading { level, .. }) => {
+                heading = Some((level as u8, String::new()))
+            }
             Event::End(TagEnd::Heading(_)) => {
                 if let Some((level, h)) = heading.take() {
                     o.heading(level, &h);
@@ -395,12 +406,24 @@ fn heading_level(style: &str) -> Option<u8> {
 
 /// Elements whose text is page furniture, not content.
 const SKIPPED: &[&str] = &[
-    "script", "style", "noscript", "nav", "header", "footer", "aside", "form", "svg",
-    "template", "iframe", "button", "select",
+    "script", "style", "noscript", "nav", "header", "footer", "aside", "form", "svg", "template",
+    "iframe", "button", "select",
 ];
 const BLOCKS: &[&str] = &[
-    "p", "div", "li", "tr", "pre", "blockquote", "section", "article", "dd", "dt", "table",
-    "ul", "ol", "figcaption",
+    "p",
+    "div",
+    "li",
+    "tr",
+    "pre",
+    "blockquote",
+    "section",
+    "article",
+    "dd",
+    "dt",
+    "table",
+    "ul",
+    "ol",
+    "figcaption",
 ];
 
 fn html(text: &str) -> (Option<String>, Vec<Section>) {
@@ -409,7 +432,13 @@ fn html(text: &str) -> (Option<String>, Vec<Section>) {
     let title = Selector::parse("title")
         .ok()
         .and_then(|s| doc.select(&s).next())
-        .map(|t| t.text().collect::<String>().split_whitespace().collect::<Vec<_>>().join(" "))
+        .map(|t| {
+            t.text()
+                .collect::<String>()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .filter(|t| !t.is_empty());
     // The readable part: <main> or <article> when the page marks it, else <body>.
     let root = ["main", "article", "body"]
@@ -544,7 +573,10 @@ mod tests {
         let e = detect("report.pdf", None, b"just words").unwrap_err();
         assert!(e.contains("plain text"), "{e}");
         assert_eq!(detect("x.md", None, b"# Hi"), Ok(MediaType::Markdown));
-        assert_eq!(detect("x", None, b"<!DOCTYPE html><p>x"), Ok(MediaType::Html));
+        assert_eq!(
+            detect("x", None, b"<!DOCTYPE html><p>x"),
+            Ok(MediaType::Html)
+        );
         assert_eq!(detect("x.csv", None, b"a,b\n1,2"), Ok(MediaType::Csv));
         assert_eq!(detect("x.bin", None, b"plain"), Ok(MediaType::Text));
     }
@@ -567,7 +599,11 @@ mod tests {
         assert_eq!(title.as_deref(), Some("Acme plans"));
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].location, "Plans");
-        assert!(s[0].text.contains("Gold costs 9 a month."), "{:?}", s[0].text);
+        assert!(
+            s[0].text.contains("Gold costs 9 a month."),
+            "{:?}",
+            s[0].text
+        );
         assert_eq!(s[1].location, "Plans › Support");
         let all: String = s.iter().map(|s| s.text.clone()).collect();
         assert!(!all.contains("secret") && !all.contains("Home"));
@@ -576,7 +612,9 @@ mod tests {
     #[test]
     fn csv_rows_are_labelled_by_header() {
         let text = "name,price\n".to_owned()
-            + &(1..=25).map(|i| format!("item{i},{i}\n")).collect::<String>();
+            + &(1..=25)
+                .map(|i| format!("item{i},{i}\n"))
+                .collect::<String>();
         let s = csv_rows(&text).unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].location, "rows 2–21");

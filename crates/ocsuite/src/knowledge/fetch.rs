@@ -47,7 +47,10 @@ pub struct Fetched {
 pub async fn check_url(url: &str, allow_private: bool) -> Result<ssrf::Destination, String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(format!("only http and https URLs can be fetched, not {}:", parsed.scheme()));
+        return Err(format!(
+            "only http and https URLs can be fetched, not {}:",
+            parsed.scheme()
+        ));
     }
     ssrf::check_destination(url, allow_private).await
 }
@@ -60,8 +63,14 @@ pub async fn web_page(url: &str, allow_private: bool) -> Result<Fetched, FetchEr
     let client = ssrf::http_client(&dest).map_err(FetchError::transient)?;
     let send = client
         .get(dest.url())
-        .header("accept", "text/html, text/plain, text/markdown, application/pdf;q=0.9, */*;q=0.5")
-        .header("user-agent", "ocsuite-knowledge/1 (+https://github.com/ocsuite)")
+        .header(
+            "accept",
+            "text/html, text/plain, text/markdown, application/pdf;q=0.9, */*;q=0.5",
+        )
+        .header(
+            "user-agent",
+            "ocsuite-knowledge/1 (+https://github.com/ocsuite)",
+        )
         .send();
     let res = tokio::time::timeout(Duration::from_secs(30), send)
         .await

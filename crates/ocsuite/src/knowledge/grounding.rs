@@ -85,7 +85,11 @@ impl Grounding {
                 source_id: h.source_id.to_string(),
                 chunk_id: h.chunk_id,
                 title: h.title,
-                location: if place.is_empty() { String::new() } else { place },
+                location: if place.is_empty() {
+                    String::new()
+                } else {
+                    place
+                },
                 snippet: h.snippet,
                 hq: h.hq,
             });

@@ -23,12 +23,12 @@ use sha2::Digest;
 
 use super::extract;
 use super::{Origin, chunk, fetch, vectors};
+use crate::connectors::vault::Vault;
 use crate::error::Result;
-use crate::ids::{ChunkId, JobId, KnowledgeSourceId, TenantId};
+use crate::ids::{JobId, KnowledgeSourceId, TenantId};
 use crate::llm::Provider;
 use crate::queue::worker::{Handler, Outcome, Resolution, Start};
 use crate::queue::{self, Claimed, INGEST_SOURCE, NewJob};
-use crate::connectors::vault::Vault;
 use crate::realtime::{Bus, Event};
 use crate::store::{Store, TenantTx, cross_tenant, scoped};
 
@@ -224,7 +224,10 @@ impl Ingest {
                     .map_err(|e| failed(e.message, e.retryable))?;
                 Ok((vec![f], vec![]))
             }
-            Origin::GoogleDrive { file_ids, folder_id } => {
+            Origin::GoogleDrive {
+                file_ids,
+                folder_id,
+            } => {
                 let (provider, token) = self.connection(tenant, "google").await?;
                 let read = super::drive::read(
                     &self.http,
@@ -253,13 +256,24 @@ impl Ingest {
         &self,
         tenant: &TenantId,
         provider: &str,
-    ) -> std::result::Result<(Arc<crate::connectors::Provider>, crate::connectors::vault::AccessToken), Outcome> {
+    ) -> std::result::Result<
+        (
+            Arc<crate::connectors::Provider>,
+            crate::connectors::vault::AccessToken,
+        ),
+        Outcome,
+    > {
         let p = self
             .vault
             .providers()
             .get(provider)
             .cloned()
-            .ok_or_else(|| failed(format!("this server has no `{provider}` connector configured"), false))?;
+            .ok_or_else(|| {
+                failed(
+                    format!("this server has no `{provider}` connector configured"),
+                    false,
+                )
+            })?;
         let token = self
             .vault
             .access_token(tenant, provider)
@@ -270,7 +284,12 @@ impl Ingest {
 
     /// Extracts and splits every document; a document that cannot be read fails the
     /// source when it is the only one, and is named in a warning otherwise.
-    async fn read(&self, docs: Vec<Document>, several: bool, warnings: Vec<String>) -> std::result::Result<Read, Outcome> {
+    async fn read(
+        &self,
+        docs: Vec<Document>,
+        several: bool,
+        warnings: Vec<String>,
+    ) -> std::result::Result<Read, Outcome> {
         let several = several || docs.len() > 1;
         let mut read = Read {
             chunks: Vec::new(),
@@ -295,20 +314,25 @@ impl Ingest {
                 Ok(Err(reason)) if !several => return Err(failed(reason, false)),
                 // The PDF parser panics on some damaged files.
                 Err(_) if !several => {
-                    return Err(failed("the file is damaged and its text cannot be read", false));
+                    return Err(failed(
+                        "the file is damaged and its text cannot be read",
+                        false,
+                    ));
                 }
                 Ok(Err(reason)) => {
                     read.warnings.push(format!("{name}: {reason}"));
                     continue;
                 }
                 Err(_) => {
-                    read.warnings.push(format!("{name}: damaged, its text cannot be read"));
+                    read.warnings
+                        .push(format!("{name}: damaged, its text cannot be read"));
                     continue;
                 }
             };
             types.push(media);
             if let Some(w) = extracted.warning {
-                read.warnings.push(if several { format!("{name}: {w}") } else { w });
+                read.warnings
+                    .push(if several { format!("{name}: {w}") } else { w });
             }
             if read.title.is_none() {
                 read.title = extracted.title;
@@ -333,7 +357,9 @@ impl Ingest {
         };
         if read.chunks.len() > MAX_CHUNKS {
             return Err(failed(
-                format!("the source has more than {MAX_CHUNKS} passages; split it into smaller sources"),
+                format!(
+                    "the source has more than {MAX_CHUNKS} passages; split it into smaller sources"
+                ),
                 false,
             ));
         }
@@ -378,7 +404,11 @@ impl Ingest {
                         .collect::<Vec<_>>()
                         .join(" — ");
                     let text: String = c.text.chars().take(EMBED_CHARS).collect();
-                    if head.is_empty() { text } else { format!("{head}\n\n{text}") }
+                    if head.is_empty() {
+                        text
+                    } else {
+                        format!("{head}\n\n{text}")
+                    }
                 })
                 .collect();
             match self.llm.embed(model, &inputs).await {
@@ -411,24 +441,17 @@ impl Ingest {
         let now = Utc::now();
         let model = self.settings.embedding_model.as_deref();
         for (position, c) in read.chunks.iter().enumerate() {
-            let key = i64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap_or([1; 8]))
-                & i64::MAX;
-            tx.defer(
-                scoped(
-                    "INSERT INTO knowledge_chunks (tenant_id, id, source_id, fts_key, position, document, location, text, text_hash, embedding, embedding_model, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                )
-                .bind(ChunkId::new())
-                .bind(&p.source_id)
-                .bind(key)
-                .bind(position as i64)
-                .bind(c.document.as_str())
-                .bind(c.location.as_str())
-                .bind(c.text.as_str())
-                .bind(c.hash.as_str())
-                .bind(c.embedding.as_deref().map(vectors::to_bytes))
-                .bind(c.embedding.as_ref().and(model))
-                .bind(now),
+            super::insert_chunk(
+                &mut tx,
+                &super::NewChunk {
+                    source: &p.source_id,
+                    position: position as i64,
+                    document: &c.document,
+                    location: &c.location,
+                    text: &c.text,
+                    text_hash: &c.hash,
+                    embedding: c.embedding.as_deref().zip(model),
+                },
             )
             .await?;
         }
@@ -442,7 +465,9 @@ impl Ingest {
         let warning = (!warnings.is_empty()).then(|| warnings.join("; "));
         // A web page names itself better than its URL does.
         let title = match (&p.origin, &read.title) {
-            (Origin::Url { url }, Some(t)) if row.title == *url => t.chars().take(super::MAX_TITLE_CHARS).collect(),
+            (Origin::Url { url }, Some(t)) if row.title == *url => {
+                t.chars().take(super::MAX_TITLE_CHARS).collect()
+            }
             _ => row.title.clone(),
         };
         tx.execute(
@@ -585,7 +610,11 @@ impl Handler for Ingest {
         })
     }
 
-    fn cancel_requested<'a>(&'a self, store: &'a Store, job: &'a Claimed) -> BoxFuture<'a, Result<bool>> {
+    fn cancel_requested<'a>(
+        &'a self,
+        store: &'a Store,
+        job: &'a Claimed,
+    ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let Some(id) = source_of(job) else {
                 return Ok(true);

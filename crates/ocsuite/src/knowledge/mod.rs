@@ -247,8 +247,10 @@ pub async fn list(tx: &mut TenantTx) -> Result<Vec<SourceOut>> {
 /// Deletes a source with its file and every chunk (and so its vectors), in `tx`.
 pub async fn delete(tx: &mut TenantTx, id: &KnowledgeSourceId) -> Result<(SourceOut, Vec<Event>)> {
     let source = get(tx, id).await?;
-    tx.execute(scoped("DELETE FROM knowledge_chunks WHERE tenant_id = $1 AND source_id = $2").bind(id))
-        .await?;
+    tx.execute(
+        scoped("DELETE FROM knowledge_chunks WHERE tenant_id = $1 AND source_id = $2").bind(id),
+    )
+    .await?;
     tx.execute(scoped("DELETE FROM knowledge_sources WHERE tenant_id = $1 AND id = $2").bind(id))
         .await?;
     bump_generation(tx).await?;
@@ -256,6 +258,56 @@ pub async fn delete(tx: &mut TenantTx, id: &KnowledgeSourceId) -> Result<(Source
     gone.status = "deleted".into();
     let ev = status_event(tx, &gone).await?;
     Ok((source, vec![ev]))
+}
+
+/// A passage to store.
+pub struct NewChunk<'a> {
+    pub source: &'a KnowledgeSourceId,
+    pub position: i64,
+    pub document: &'a str,
+    pub location: &'a str,
+    pub text: &'a str,
+    /// SHA-256 of `text`, hex: the key for reusing its embedding.
+    pub text_hash: &'a str,
+    /// Unit-length vector and the model that made it.
+    pub embedding: Option<(&'a [f32], &'a str)>,
+}
+
+/// Stores a passage and its keyword index row. Call [`bump_generation`] once the
+/// transaction's passages are written.
+pub async fn insert_chunk(tx: &mut TenantTx, c: &NewChunk<'_>) -> Result<()> {
+    // A random key for the keyword index (63 bits; a clash fails the unique index).
+    let key = (uuid::Uuid::new_v4().as_u64_pair().0 >> 1) as i64;
+    tx.defer(
+        scoped(
+            "INSERT INTO knowledge_chunks (tenant_id, id, source_id, fts_key, position, document, location, text, text_hash, embedding, embedding_model, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(crate::ids::ChunkId::new())
+        .bind(c.source)
+        .bind(key)
+        .bind(c.position)
+        .bind(c.document)
+        .bind(c.location)
+        .bind(c.text)
+        .bind(c.text_hash)
+        .bind(c.embedding.map(|(v, _)| vectors::to_bytes(v)))
+        .bind(c.embedding.map(|(_, m)| m))
+        .bind(Utc::now()),
+    )
+    .await?;
+    let row = crate::store::cross_tenant::knowledge_fts_row(
+        tx,
+        key,
+        c.source.as_str(),
+        c.document,
+        c.location,
+        c.text,
+    );
+    if let Some(q) = row {
+        tx.defer(q).await?;
+    }
+    Ok(())
 }
 
 /// Marks that the tenant's chunks changed, so every process reloads its vectors.

@@ -31,7 +31,12 @@ struct Api<'a> {
 
 impl Api<'_> {
     /// A call; `Ok(None)` for 404 (gone, or not shared with the integration).
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Option<Value>, FetchError> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Option<Value>, FetchError> {
         let mut r = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -48,23 +53,26 @@ impl Api<'_> {
             .await
             .map_err(|e| FetchError::transient(format!("cannot reach Notion: {e}")))?;
         match res.status().as_u16() {
-            200 => res
-                .json()
-                .await
-                .map(Some)
-                .map_err(|e| FetchError::transient(format!("Notion sent something unreadable: {e}"))),
+            200 => res.json().await.map(Some).map_err(|e| {
+                FetchError::transient(format!("Notion sent something unreadable: {e}"))
+            }),
             404 | 400 => Ok(None),
             401 => Err(FetchError::permanent(
                 "Notion refused the connection's token: reconnect Notion on the Connectors page",
             )),
             403 => Err(FetchError::permanent("Notion refused access to this page")),
-            s if s == 429 || s >= 500 => Err(FetchError::transient(format!("Notion answered HTTP {s}"))),
+            s if s == 429 || s >= 500 => {
+                Err(FetchError::transient(format!("Notion answered HTTP {s}")))
+            }
             s => Err(FetchError::permanent(format!("Notion answered HTTP {s}"))),
         }
     }
 
     async fn page_title(&self, id: &str) -> Result<Option<String>, FetchError> {
-        let Some(page) = self.call(reqwest::Method::GET, &format!("/v1/pages/{id}"), None).await? else {
+        let Some(page) = self
+            .call(reqwest::Method::GET, &format!("/v1/pages/{id}"), None)
+            .await?
+        else {
             return Ok(None);
         };
         let title = page["properties"]
@@ -97,7 +105,11 @@ impl Api<'_> {
                 for b in v["results"].as_array().into_iter().flatten() {
                     blocks += 1;
                     render(b, depth, &mut out);
-                    if b["has_children"] == true && depth < 3 && b["type"] != "child_page" && b["type"] != "child_database" {
+                    if b["has_children"] == true
+                        && depth < 3
+                        && b["type"] != "child_page"
+                        && b["type"] != "child_database"
+                    {
                         if let Some(cid) = b["id"].as_str() {
                             children.push((cid.to_owned(), depth + 1));
                         }
@@ -178,7 +190,12 @@ pub async fn read(
         .unwrap_or_else(|| "https://api.notion.com".into())
         .trim_end_matches('/')
         .to_owned();
-    let api = Api { http, base, provider, token };
+    let api = Api {
+        http,
+        base,
+        provider,
+        token,
+    };
     let mut pages: Vec<(String, String)> = Vec::new();
     let mut warnings = Vec::new();
     for id in ids {
@@ -195,14 +212,20 @@ pub async fn read(
                 body["start_cursor"] = json!(c);
             }
             let Some(v) = api
-                .call(reqwest::Method::POST, &format!("/v1/databases/{id}/query"), Some(body))
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/v1/databases/{id}/query"),
+                    Some(body),
+                )
                 .await?
             else {
                 break;
             };
             found = true;
             for row in v["results"].as_array().into_iter().flatten() {
-                let Some(rid) = row["id"].as_str() else { continue };
+                let Some(rid) = row["id"].as_str() else {
+                    continue;
+                };
                 let title = row["properties"]
                     .as_object()
                     .and_then(|p| p.values().find(|p| p["type"] == "title"))
@@ -217,7 +240,9 @@ pub async fn read(
             }
         }
         if !found {
-            warnings.push(format!("Notion page {id} is gone or not shared with the integration"));
+            warnings.push(format!(
+                "Notion page {id} is gone or not shared with the integration"
+            ));
         }
     }
     if pages.len() > MAX_PAGES {
@@ -233,5 +258,8 @@ pub async fn read(
             name: title,
         });
     }
-    Ok(NotionRead { documents, warnings })
+    Ok(NotionRead {
+        documents,
+        warnings,
+    })
 }

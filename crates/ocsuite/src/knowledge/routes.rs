@@ -138,13 +138,20 @@ async fn add(
         .to_ascii_lowercase();
     let by = by(&ctx.actor);
     let (origin, title, file, media) = if content_type.starts_with("multipart/form-data") {
-        let form = Multipart::from_request(req, state)
-            .await
-            .map_err(|e| AppError::bad_request("invalid_multipart", format!("the form cannot be read: {e}")))?;
+        let form = Multipart::from_request(req, state).await.map_err(|e| {
+            AppError::bad_request("invalid_multipart", format!("the form cannot be read: {e}"))
+        })?;
         let upload = read_upload(form, limit).await?;
-        let media = extract::detect(&upload.filename, upload.content_type.as_deref(), &upload.bytes)
-            .map_err(|what| unsupported(&upload.filename, &what))?;
-        let title = upload.title.clone().unwrap_or_else(|| upload.filename.clone());
+        let media = extract::detect(
+            &upload.filename,
+            upload.content_type.as_deref(),
+            &upload.bytes,
+        )
+        .map_err(|what| unsupported(&upload.filename, &what))?;
+        let title = upload
+            .title
+            .clone()
+            .unwrap_or_else(|| upload.filename.clone());
         (
             Origin::Upload {
                 filename: upload.filename,
@@ -258,7 +265,10 @@ async fn read_upload(mut form: Multipart, limit: u64) -> Result<Upload> {
         }
     }
     let mut upload = upload.ok_or_else(|| {
-        AppError::invalid("file", "the form has no `file` field: attach the document as `file`")
+        AppError::invalid(
+            "file",
+            "the form has no `file` field: attach the document as `file`",
+        )
     })?;
     if upload.bytes.is_empty() {
         return Err(AppError::invalid("file", "the file is empty"));
@@ -285,7 +295,10 @@ async fn fetched_origin(state: &AppState, input: SourceIn) -> Result<(Origin, St
         SourceIn::Url { url, title } => {
             let url = url.trim().to_owned();
             if url.len() > 2048 {
-                return Err(AppError::invalid("url", "the URL is longer than 2048 characters"));
+                return Err(AppError::invalid(
+                    "url",
+                    "the URL is longer than 2048 characters",
+                ));
             }
             super::fetch::check_url(&url, state.config.mcp_private_allowed())
                 .await
@@ -299,7 +312,9 @@ async fn fetched_origin(state: &AppState, input: SourceIn) -> Result<(Origin, St
             title,
         } => {
             let file_ids = external_ids("file_ids", file_ids)?;
-            let folder_id = folder_id.map(|f| f.trim().to_owned()).filter(|f| !f.is_empty());
+            let folder_id = folder_id
+                .map(|f| f.trim().to_owned())
+                .filter(|f| !f.is_empty());
             if let Some(f) = &folder_id {
                 external_ids("folder_id", vec![f.clone()])?;
             }
@@ -313,14 +328,24 @@ async fn fetched_origin(state: &AppState, input: SourceIn) -> Result<(Origin, St
                 Some(_) => "Google Drive folder".into(),
                 None => format!("Google Drive ({} files)", file_ids.len()),
             });
-            Ok((Origin::GoogleDrive { file_ids, folder_id }, title))
+            Ok((
+                Origin::GoogleDrive {
+                    file_ids,
+                    folder_id,
+                },
+                title,
+            ))
         }
         SourceIn::Notion { page_ids, title } => {
             let page_ids = external_ids("page_ids", page_ids)?;
             if page_ids.is_empty() {
-                return Err(AppError::invalid("page_ids", "name at least one Notion page"));
+                return Err(AppError::invalid(
+                    "page_ids",
+                    "name at least one Notion page",
+                ));
             }
-            let title = clean(title).unwrap_or_else(|| format!("Notion ({} pages)", page_ids.len()));
+            let title =
+                clean(title).unwrap_or_else(|| format!("Notion ({} pages)", page_ids.len()));
             Ok((Origin::Notion { page_ids }, title))
         }
     }
@@ -340,7 +365,9 @@ async fn require_connection(
     if state.vault.providers().get(provider).is_none() {
         return Err(AppError::invalid(
             "kind",
-            format!("this server has no {label} connector configured; ask its operator to add the `{provider}` provider"),
+            format!(
+                "this server has no {label} connector configured; ask its operator to add the `{provider}` provider"
+            ),
         ));
     }
     match crate::connectors::by_provider(tx, provider).await? {
@@ -361,11 +388,16 @@ fn external_ids(field: &'static str, ids: Vec<String>) -> Result<Vec<String>> {
         let id = id.trim().to_owned();
         if id.is_empty()
             || id.len() > 128
-            || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
             return Err(AppError::invalid(
                 field,
-                format!("{:?} is not a valid id (letters, digits, - and _)", id.chars().take(40).collect::<String>()),
+                format!(
+                    "{:?} is not a valid id (letters, digits, - and _)",
+                    id.chars().take(40).collect::<String>()
+                ),
             ));
         }
         if !out.contains(&id) {
@@ -389,7 +421,11 @@ pub async fn list(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<
 
 #[utoipa::path(get, path = "/knowledge/sources/{id}", tag = "knowledge",
     responses((status = 200, body = SourceOut), (status = 404, body = ErrorBody)))]
-pub async fn get(State(state): State<AppState>, ctx: TenantCtx, Path(id): Path<String>) -> Result<Json<SourceOut>> {
+pub async fn get(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    Path(id): Path<String>,
+) -> Result<Json<SourceOut>> {
     let id = source_id(&id)?;
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
     let s = super::get(&mut tx, &id).await?;
@@ -401,7 +437,11 @@ pub async fn get(State(state): State<AppState>, ctx: TenantCtx, Path(id): Path<S
 /// added it.
 #[utoipa::path(delete, path = "/knowledge/sources/{id}", tag = "knowledge",
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn delete(State(state): State<AppState>, ctx: Member, Path(id): Path<String>) -> Result<StatusCode> {
+pub async fn delete(
+    State(state): State<AppState>,
+    ctx: Member,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
     let id = source_id(&id)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let current = super::get(&mut tx, &id).await?;
@@ -446,7 +486,11 @@ pub async fn resync(
     requeue(&state, &ctx, &id).await
 }
 
-async fn requeue(state: &AppState, ctx: &TenantCtx, id: &KnowledgeSourceId) -> Result<(StatusCode, Json<SourceOut>)> {
+async fn requeue(
+    state: &AppState,
+    ctx: &TenantCtx,
+    id: &KnowledgeSourceId,
+) -> Result<(StatusCode, Json<SourceOut>)> {
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     super::get(&mut tx, id).await?;
     let mut events = Vec::new();
@@ -485,10 +529,16 @@ pub async fn search(
 ) -> Result<Json<SearchOut>> {
     let query = input.query.trim();
     if query.is_empty() {
-        return Err(AppError::invalid("query", "the query is empty: say what to look for"));
+        return Err(AppError::invalid(
+            "query",
+            "the query is empty: say what to look for",
+        ));
     }
     if query.chars().count() > 2000 {
-        return Err(AppError::invalid("query", "the query is longer than 2000 characters"));
+        return Err(AppError::invalid(
+            "query",
+            "the query is longer than 2000 characters",
+        ));
     }
     let k = input.k.unwrap_or(8);
     if !(1..=super::search::MAX_K).contains(&k) {
@@ -497,10 +547,19 @@ pub async fn search(
     let mut sources = Vec::new();
     for s in &input.source_ids {
         sources.push(KnowledgeSourceId::parse(s).ok_or_else(|| {
-            AppError::invalid("source_ids", format!("{:?} is not a knowledge source id", s.chars().take(60).collect::<String>()))
+            AppError::invalid(
+                "source_ids",
+                format!(
+                    "{:?} is not a knowledge source id",
+                    s.chars().take(60).collect::<String>()
+                ),
+            )
         })?);
     }
-    let out = state.knowledge.search(&ctx.tenant_id, query, k, &sources).await?;
+    let out = state
+        .knowledge
+        .search(&ctx.tenant_id, query, k, &sources)
+        .await?;
     Ok(Json(out))
 }
 
@@ -534,7 +593,10 @@ pub async fn admin_create(
 
 #[utoipa::path(get, path = "/admin/knowledge/sources", tag = "knowledge",
     responses((status = 200, body = SourceList), (status = 403, body = ErrorBody)))]
-pub async fn admin_list(State(state): State<AppState>, SuperAdmin(_me): SuperAdmin) -> Result<Json<SourceList>> {
+pub async fn admin_list(
+    State(state): State<AppState>,
+    SuperAdmin(_me): SuperAdmin,
+) -> Result<Json<SourceList>> {
     let mut tx = state.store.tenant_read(&hq_tenant()).await?;
     let sources = super::list(&mut tx).await?;
     tx.commit().await?;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::vectors::{self, VectorCache};
+use super::vectors::{self, TenantVectors, VectorCache};
 use super::{HQ_TENANT, hq_tenant};
 use crate::error::Result;
 use crate::ids::{KnowledgeSourceId, TenantId};
@@ -80,11 +80,11 @@ pub struct SearchOut {
 /// dropped (they match everything and rank nothing), at most [`MAX_TERMS`].
 pub fn terms(query: &str) -> Vec<String> {
     const STOP: &[&str] = &[
-        "a", "an", "the", "and", "or", "of", "to", "in", "on", "for", "is", "are", "was",
-        "were", "be", "it", "this", "that", "what", "which", "who", "how", "do", "does",
-        "did", "we", "our", "us", "i", "me", "my", "you", "your", "with", "at", "by", "from",
-        "as", "can", "should", "would", "could", "about", "there", "their", "they", "them",
-        "have", "has", "had", "will", "if", "so", "not", "no", "any", "some",
+        "a", "an", "the", "and", "or", "of", "to", "in", "on", "for", "is", "are", "was", "were",
+        "be", "it", "this", "that", "what", "which", "who", "how", "do", "does", "did", "we",
+        "our", "us", "i", "me", "my", "you", "your", "with", "at", "by", "from", "as", "can",
+        "should", "would", "could", "about", "there", "their", "they", "them", "have", "has",
+        "had", "will", "if", "so", "not", "no", "any", "some",
     ];
     let mut out: Vec<String> = Vec::new();
     for t in query.split(|c: char| !c.is_alphanumeric()) {
@@ -100,14 +100,13 @@ pub fn terms(query: &str) -> Vec<String> {
     out
 }
 
-struct Ranked {
-    keyword: Vec<(String, f64)>,
-    semantic: Vec<(String, f32)>,
-}
-
 impl Knowledge {
     /// Searches the tenant's knowledge and HQ knowledge for `query`; `sources` limits it
     /// to those of the tenant's sources (HQ is then left out).
+    ///
+    /// The keyword searches of both scopes and the query's embedding run at once; the
+    /// vector scans follow the embedding. A scope with no chunks is skipped, and the
+    /// model is not asked when there are no vectors to compare with.
     pub async fn search(
         &self,
         tenant: &TenantId,
@@ -117,85 +116,100 @@ impl Knowledge {
     ) -> Result<SearchOut> {
         let k = k.clamp(1, MAX_K);
         let terms = terms(query);
+        let model = self.embedding_model.as_deref();
         let mut scopes = vec![(tenant.clone(), false)];
         if sources.is_empty() && tenant.as_str() != HQ_TENANT {
             scopes.push((hq_tenant(), true));
         }
-        // No vectors anywhere (no documents yet): no need to ask the model.
-        let mut any_vectors = false;
-        if let Some(model) = &self.embedding_model {
-            for (scope, _) in &scopes {
-                any_vectors |= !self.vectors.get(&self.store, scope, model).await?.is_empty();
+        let mut held = Vec::new();
+        for (scope, hq) in scopes {
+            let vs = self.vectors.get(&self.store, &scope, model).await?;
+            if vs.chunks > 0 {
+                held.push((scope, hq, vs));
             }
         }
-        let (query_vector, note) = if any_vectors || self.embedding_model.is_none() {
-            self.embed_query(query).await
-        } else {
-            (None, None)
-        };
-        let filter = serde_json::to_string(sources).unwrap_or_else(|_| "[]".into());
-        // (fused score, tenant index, chunk id, keyword, semantic)
-        let mut fused: Vec<(f64, usize, String, Option<f64>, Option<f32>)> = Vec::new();
-        let mut ranked_all = Vec::new();
-        for (i, (scope, _)) in scopes.iter().enumerate() {
-            let ranked = self
-                .rank(scope, &terms, query_vector.as_deref(), &filter)
-                .await?;
-            ranked_all.push(ranked);
-            let ranked = &ranked_all[i];
-            let mut by_id: HashMap<&str, (f64, Option<f64>, Option<f32>)> = HashMap::new();
-            for (r, (id, s)) in ranked.keyword.iter().enumerate() {
-                let e = by_id.entry(id).or_insert((0.0, None, None));
-                e.0 += 1.0 / (RRF_K + r as f64 + 1.0);
-                e.1 = Some(*s);
+        let any_vectors = held.iter().any(|(_, _, v)| !v.is_empty());
+        let sources: Vec<String> = sources.iter().map(ToString::to_string).collect();
+        let filter = serde_json::to_string(&sources).unwrap_or_else(|_| "[]".into());
+        let keyword = futures_util::future::try_join_all(
+            held.iter()
+                .map(|(scope, _, _)| self.keyword(scope, &terms, &sources, &filter)),
+        );
+        let embed = async {
+            if any_vectors || model.is_none() {
+                self.embed_query(query).await
+            } else {
+                (None, None)
             }
-            for (r, (id, s)) in ranked.semantic.iter().enumerate() {
+        };
+        let (keyword, (query_vector, note)) = tokio::join!(keyword, embed);
+        let keyword = keyword?;
+
+        // (fused score, scope index, chunk id, keyword, semantic)
+        let mut fused: Vec<(f64, usize, String, Option<f64>, Option<f32>)> = Vec::new();
+        for (i, ((_, _, vs), keyword)) in held.iter().zip(keyword).enumerate() {
+            let semantic = match &query_vector {
+                Some(q) => semantic(vs.clone(), q.clone(), sources.clone()).await,
+                None => Vec::new(),
+            };
+            let mut by_id: HashMap<String, (f64, Option<f64>, Option<f32>)> = HashMap::new();
+            for (r, (id, s)) in keyword.into_iter().enumerate() {
                 let e = by_id.entry(id).or_insert((0.0, None, None));
                 e.0 += 1.0 / (RRF_K + r as f64 + 1.0);
-                e.2 = Some(*s);
+                e.1 = Some(s);
+            }
+            for (r, (id, s)) in semantic.into_iter().enumerate() {
+                let e = by_id.entry(id).or_insert((0.0, None, None));
+                e.0 += 1.0 / (RRF_K + r as f64 + 1.0);
+                e.2 = Some(s);
             }
             fused.extend(
                 by_id
                     .into_iter()
-                    .map(|(id, (s, kw, sem))| (s, i, id.to_owned(), kw, sem)),
+                    .map(|(id, (s, kw, sem))| (s, i, id, kw, sem)),
             );
         }
         fused.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.2.cmp(&b.2)));
         fused.truncate(k);
-        let mut items = Vec::with_capacity(fused.len());
-        for (i, (scope, hq)) in scopes.iter().enumerate() {
-            let ids: Vec<&str> = fused
-                .iter()
-                .filter(|f| f.1 == i)
-                .map(|f| f.2.as_str())
-                .collect();
-            if ids.is_empty() {
-                continue;
-            }
-            let mut tx = self.store.tenant_read(scope).await?;
-            let rows = chunks(&mut tx, &ids).await?;
-            for f in fused.iter().filter(|f| f.1 == i) {
-                if let Some(r) = rows.get(f.2.as_str()) {
-                    items.push(Hit {
-                        chunk_id: r.0.clone(),
-                        source_id: KnowledgeSourceId::parse(&r.1).unwrap_or_default(),
-                        title: r.2.clone(),
-                        document: r.3.clone(),
-                        location: r.4.clone(),
-                        snippet: snippet(&r.5, &terms),
-                        text: r.5.clone(),
-                        keyword_score: f.3,
-                        semantic_score: f.4,
-                        score: f.0,
-                        hq: *hq,
-                    });
+        let rows = futures_util::future::try_join_all(held.iter().enumerate().map(
+            |(i, (scope, _, _))| {
+                let ids: Vec<&str> = fused
+                    .iter()
+                    .filter(|f| f.1 == i)
+                    .map(|f| f.2.as_str())
+                    .collect();
+                async move {
+                    if ids.is_empty() {
+                        return Ok(HashMap::new());
+                    }
+                    let mut tx = self.store.tenant_read(scope).await?;
+                    chunks(&mut tx, &ids).await
                 }
-            }
-        }
-        items.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.chunk_id.cmp(&b.chunk_id)));
+            },
+        ))
+        .await?;
+        let items = fused
+            .iter()
+            .filter_map(|f| {
+                let r = rows[f.1].get(f.2.as_str())?;
+                Some(Hit {
+                    chunk_id: r.0.clone(),
+                    source_id: KnowledgeSourceId::parse(&r.1).unwrap_or_default(),
+                    title: r.2.clone(),
+                    document: r.3.clone(),
+                    location: r.4.clone(),
+                    snippet: snippet(&r.5, &terms),
+                    text: r.5.clone(),
+                    keyword_score: f.3,
+                    semantic_score: f.4,
+                    score: f.0,
+                    hq: held[f.1].1,
+                })
+            })
+            .collect();
         Ok(SearchOut {
             items,
-            mode: if query_vector.is_some() || (self.embedding_model.is_some() && note.is_none()) {
+            mode: if query_vector.is_some() || (model.is_some() && note.is_none()) {
                 "hybrid"
             } else {
                 "keyword"
@@ -214,67 +228,63 @@ impl Knowledge {
         };
         match self.llm.embed(model, &[query.to_owned()]).await {
             Ok(mut v) if !v.is_empty() => (Some(vectors::normalize(v.swap_remove(0))), None),
-            Ok(_) => (None, Some("keyword search only: the embedding model returned nothing".into())),
+            Ok(_) => (
+                None,
+                Some("keyword search only: the embedding model returned nothing".into()),
+            ),
             Err(e) => {
                 tracing::warn!(error = %e, "query embedding failed; searching by keyword only");
-                (None, Some(format!("keyword search only: the embedding model failed ({e})")))
+                (
+                    None,
+                    Some(format!(
+                        "keyword search only: the embedding model failed ({e})"
+                    )),
+                )
             }
         }
     }
 
-    async fn rank(
+    /// The scope's keyword candidates, best first.
+    async fn keyword(
         &self,
-        tenant: &TenantId,
+        scope: &TenantId,
         terms: &[String],
-        query: Option<&[f32]>,
+        sources: &[String],
         filter: &str,
-    ) -> Result<Ranked> {
-        let mut keyword = Vec::new();
-        if !terms.is_empty() {
-            let mut tx = self.store.tenant_read(tenant).await?;
-            let q = cross_tenant::knowledge_keyword(&tx)
-                .bind(cross_tenant::knowledge_match(&tx, terms))
-                .bind(CANDIDATES)
-                .bind(filter);
-            keyword = tx.fetch_all(q).await?;
+    ) -> Result<Vec<(String, f64)>> {
+        if terms.is_empty() {
+            return Ok(Vec::new());
         }
-        let mut semantic = Vec::new();
-        if let (Some(q), Some(model)) = (query, &self.embedding_model) {
-            let vs = self.vectors.get(&self.store, tenant, model).await?;
-            let allowed: Option<std::collections::HashSet<String>> = (filter != "[]")
-                .then(|| serde_json::from_str::<Vec<String>>(filter).unwrap_or_default())
-                .map(|v| v.into_iter().collect());
-            let want = if allowed.is_some() { vs.len() } else { CANDIDATES as usize };
-            let mut top: Vec<(String, f32)> = vs
-                .top_k(q, want)
-                .into_iter()
-                .filter(|(_, s)| *s >= MIN_SIMILARITY)
-                .map(|(id, s)| (id.to_owned(), s))
-                .collect();
-            if let Some(allowed) = allowed {
-                let source_of = self.sources_of(tenant, &top).await?;
-                top.retain(|(id, _)| source_of.get(id).is_some_and(|s| allowed.contains(s)));
-                top.truncate(CANDIDATES as usize);
-            }
-            semantic = top;
-        }
-        Ok(Ranked { keyword, semantic })
+        let mut tx = self.store.tenant_read(scope).await?;
+        let q = cross_tenant::knowledge_keyword(&tx)
+            .bind(cross_tenant::knowledge_match(&tx, terms, sources))
+            .bind(CANDIDATES)
+            .bind(filter);
+        Ok(tx.fetch_all(q).await?)
     }
+}
 
-    /// Chunk id → source id for `hits` (only when a search is limited to some sources).
-    async fn sources_of(
-        &self,
-        tenant: &TenantId,
-        hits: &[(String, f32)],
-    ) -> Result<HashMap<String, String>> {
-        let ids: Vec<&str> = hits.iter().map(|(id, _)| id.as_str()).collect();
-        let mut tx = self.store.tenant_read(tenant).await?;
-        Ok(chunks(&mut tx, &ids)
-            .await?
+/// Vectors scanned per search before the scan moves off the async workers.
+const INLINE_SCAN: usize = 20_000;
+
+/// The scope's semantic candidates above [`MIN_SIMILARITY`], best first.
+async fn semantic(
+    vs: Arc<TenantVectors>,
+    query: Vec<f32>,
+    sources: Vec<String>,
+) -> Vec<(String, f32)> {
+    let small = vs.len() <= INLINE_SCAN;
+    let scan = move || {
+        vs.top_k(&query, CANDIDATES as usize, &sources)
             .into_iter()
-            .map(|(id, r)| (id, r.1))
-            .collect())
+            .filter(|(_, s)| *s >= MIN_SIMILARITY)
+            .map(|(id, s)| (id.to_owned(), s))
+            .collect::<Vec<_>>()
+    };
+    if small {
+        return scan();
     }
+    tokio::task::spawn_blocking(scan).await.unwrap_or_default()
 }
 
 type ChunkRow = (String, String, String, String, String, String);
@@ -322,7 +332,10 @@ mod tests {
             terms("What is the price of the Gold plan? gold!! \"x\" OR y*"),
             ["price", "gold", "plan", "x", "y"]
         );
-        assert_eq!(terms("Preis für Müller-Lüdenscheid"), ["preis", "für", "müller", "lüdenscheid"]);
+        assert_eq!(
+            terms("Preis für Müller-Lüdenscheid"),
+            ["preis", "für", "müller", "lüdenscheid"]
+        );
         assert!(terms("?? ** ::").is_empty());
     }
 
@@ -330,7 +343,10 @@ mod tests {
     fn snippets_centre_on_the_match() {
         let text = format!("{} zebra {}", "lorem ".repeat(100), "ipsum ".repeat(100));
         let s = snippet(&text, &["zebra".into()]);
-        assert!(s.contains("zebra") && s.starts_with('…') && s.ends_with('…'), "{s}");
+        assert!(
+            s.contains("zebra") && s.starts_with('…') && s.ends_with('…'),
+            "{s}"
+        );
         assert_eq!(snippet("short text", &[]), "short text");
     }
 }

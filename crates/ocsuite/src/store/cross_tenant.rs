@@ -347,13 +347,17 @@ pub fn add_meeting_turns(tx: &TenantTx) -> Sql {
 
 /// Keyword search over the tenant's chunks, best first: SQLite FTS5 with BM25 (weights:
 /// document and location count double), PostgreSQL full-text with `ts_rank`. `$2` is
-/// the query as [`knowledge_match`] writes it for this database, `$3` the limit, `$4` a
-/// JSON array of source ids to keep (`[]`: all). Rows: (chunk id, score, higher better).
+/// the match expression [`knowledge_match`] writes for this database, `$3` the limit,
+/// `$4` a JSON array of source ids to keep (`[]`: all). Rows: (chunk id, score, higher
+/// better).
+///
+/// On SQLite the expression's terms carry the tenant's tag, so FTS5 reads and ranks
+/// only this tenant's postings; the join re-checks the tenant on the chunk row.
 pub fn knowledge_keyword(tx: &TenantTx) -> Sql {
     if tx.is_postgres() {
         scoped(
             "SELECT c.id, ts_rank(f.tsv, q)::float8 AS score \
-             FROM _knowledge_fts f CROSS JOIN to_tsquery('simple', $2) q \
+             FROM _knowledge_fts f CROSS JOIN to_tsquery('english', $2) q \
              JOIN knowledge_chunks c ON c.fts_key = f.fts_key \
              WHERE f.tenant_id = $1 AND c.tenant_id = $1 AND f.tsv @@ q \
                AND ($4 = '[]' OR c.source_id IN (SELECT jsonb_array_elements_text($4::jsonb))) \
@@ -361,27 +365,96 @@ pub fn knowledge_keyword(tx: &TenantTx) -> Sql {
         )
     } else {
         scoped(
-            "SELECT c.id, -bm25(_knowledge_fts, 2.0, 2.0, 1.0) AS score \
-             FROM _knowledge_fts f JOIN knowledge_chunks c ON c.fts_key = f.rowid \
-             WHERE _knowledge_fts MATCH $2 AND c.tenant_id = $1 \
-               AND ($4 = '[]' OR c.source_id IN (SELECT value FROM json_each($4))) \
-             ORDER BY score DESC, c.id LIMIT $3",
+            "SELECT c.id, f.score FROM ( \
+                 SELECT rowid AS k, -bm25(_knowledge_fts, 0.0, 2.0, 2.0, 1.0) AS score \
+                 FROM _knowledge_fts WHERE _knowledge_fts MATCH $2 ORDER BY score DESC LIMIT $3 \
+             ) f JOIN knowledge_chunks c ON c.fts_key = f.k \
+             WHERE c.tenant_id = $1 AND ($4 = '[]' OR c.source_id IN (SELECT value FROM json_each($4))) \
+             ORDER BY f.score DESC, c.id",
         )
     }
 }
 
 /// `terms` (letters and digits only) as a match expression for this database: any of
-/// them, ranked by how many and how rare.
-pub fn knowledge_match(tx: &TenantTx, terms: &[String]) -> String {
+/// them, ranked by how many and how rare. On SQLite each term carries the tenant's tag
+/// (as the index does, see [`knowledge_fts_row`]), and `sources`, when given, limit it.
+pub fn knowledge_match(tx: &TenantTx, terms: &[String], sources: &[String]) -> String {
     if tx.is_postgres() {
-        terms.join(" | ")
-    } else {
-        terms
-            .iter()
-            .map(|t| format!("\"{t}\""))
-            .collect::<Vec<_>>()
-            .join(" OR ")
+        return terms.join(" | ");
     }
+    let tag = knowledge_tag(tx.tenant_id());
+    let any = terms
+        .iter()
+        .map(|t| format!("\"{tag}{t}\""))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    if sources.is_empty() {
+        return any;
+    }
+    // The index holds each source id's hex digits as one token.
+    let s = sources
+        .iter()
+        .map(|s| {
+            let hex: String = s
+                .split_once('_')
+                .map_or(s.as_str(), |(_, h)| h)
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .collect();
+            format!("\"{hex}\"")
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    format!("({any}) AND source : ({s})")
+}
+
+/// The prefix of a tenant's words in the SQLite keyword index: `k` and the last twelve
+/// hex digits of its id (the random part). Two tenants sharing a tag would only share
+/// word statistics; the search re-checks the tenant on every chunk it returns.
+pub fn knowledge_tag(tenant: &TenantId) -> String {
+    let hex = tenant.hex();
+    format!("k{}", &hex[hex.len().saturating_sub(12)..])
+}
+
+/// `text` with every word (run of letters and digits) prefixed by `tag`.
+pub fn knowledge_tagged(text: &str, tag: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 3);
+    let mut in_word = false;
+    for c in text.chars() {
+        let alnum = c.is_alphanumeric();
+        if alnum && !in_word {
+            out.push_str(tag);
+        }
+        in_word = alnum;
+        out.push(c);
+    }
+    out
+}
+
+/// The keyword index row of a chunk, written beside it: on SQLite the tagged FTS5 row
+/// (binds: fts key, source id, document, location, text); on PostgreSQL `None`, where
+/// a trigger derives the row.
+pub fn knowledge_fts_row(
+    tx: &TenantTx,
+    key: i64,
+    source: &str,
+    document: &str,
+    location: &str,
+    text: &str,
+) -> Option<Sql> {
+    if tx.is_postgres() {
+        return None;
+    }
+    let tag = knowledge_tag(tx.tenant_id());
+    let source = source.split_once('_').map_or(source, |(_, h)| h);
+    Some(
+        sql("INSERT INTO _knowledge_fts (rowid, source, document, location, text) VALUES ($1, $2, $3, $4, $5)")
+            .bind(key)
+            .bind(source)
+            .bind(knowledge_tagged(document, &tag))
+            .bind(knowledge_tagged(location, &tag))
+            .bind(knowledge_tagged(text, &tag)),
+    )
 }
 
 /// The chunks whose ids are in the JSON array `$2`, with their source's title.
@@ -411,12 +484,10 @@ pub async fn knowledge_due(
     let q = if tx.is_postgres() {
         sql("SELECT tenant_id, id FROM ocsuite_knowledge_due($1, $2)")
     } else {
-        sql(
-            "SELECT tenant_id, id FROM knowledge_sources \
+        sql("SELECT tenant_id, id FROM knowledge_sources \
              WHERE kind <> 'upload' AND ingest_job_id IS NULL AND (synced_at IS NULL OR synced_at < $1) \
                AND tenant_id NOT IN (SELECT t.id FROM tenants t WHERE t.jobs_paused_at IS NOT NULL) \
-             ORDER BY synced_at LIMIT $2",
-        )
+             ORDER BY synced_at LIMIT $2")
     };
     tx.fetch_all(q.bind(cutoff).bind(limit)).await
 }

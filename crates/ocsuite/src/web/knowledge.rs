@@ -18,6 +18,7 @@ struct KnowledgePage {
     limit_mb: u64,
     /// Whether semantic search is on, in words.
     mode: String,
+    hybrid: bool,
     google: Option<bool>,
     notion: Option<bool>,
 }
@@ -60,7 +61,9 @@ pub async fn page(State(state): State<AppState>, v: Viewer) -> Result<Response, 
     let mut tx = state.store.tenant_read(&v.tenant).await?;
     let sources = crate::knowledge::list(&mut tx).await?;
     let (plan,): (String,) = tx
-        .fetch_one(crate::store::scoped("SELECT plan FROM tenants WHERE id = $1"))
+        .fetch_one(crate::store::scoped(
+            "SELECT plan FROM tenants WHERE id = $1",
+        ))
         .await?;
     // Per provider the server has: whether this company is connected to it.
     let mut connected = [None, None];
@@ -94,7 +97,9 @@ pub async fn page(State(state): State<AppState>, v: Viewer) -> Result<Response, 
     let plan = crate::usage::Plan::parse(&plan).unwrap_or(crate::usage::Plan::Free);
     let mode = match &state.knowledge.embedding_model {
         Some(m) => format!("Search matches words and meaning (embedding model {m})."),
-        None => "Search matches words only: set OCSUITE_EMBEDDING_MODEL to match meaning too.".into(),
+        None => {
+            "Search matches words only: set OCSUITE_EMBEDDING_MODEL to match meaning too.".into()
+        }
     };
     Ok(render(&KnowledgePage {
         shell: Shell::new(&v, "Knowledge", "knowledge"),
@@ -102,6 +107,7 @@ pub async fn page(State(state): State<AppState>, v: Viewer) -> Result<Response, 
         can_add: v.role.at_least(Role::Member),
         limit_mb: state.meter.limits(plan).knowledge_file_bytes / (1024 * 1024),
         mode,
+        hybrid: state.knowledge.embedding_model.is_some(),
         google,
         notion,
     }))

@@ -355,7 +355,12 @@ async fn drive_list(
     }
     let all: Vec<&DriveFile> = inner.drive.iter().filter(|f| f.parent == parent).collect();
     let start: usize = q.get("pageToken").and_then(|t| t.parse().ok()).unwrap_or(0);
-    let page: Vec<_> = all.iter().skip(start).take(2).map(|f| drive_meta(f)).collect();
+    let page: Vec<_> = all
+        .iter()
+        .skip(start)
+        .take(2)
+        .map(|f| drive_meta(f))
+        .collect();
     let next = (start + 2 < all.len()).then(|| (start + 2).to_string());
     axum::Json(json!({"files": page, "nextPageToken": next})).into_response()
 }
@@ -393,7 +398,10 @@ async fn drive_export(
     }
     let inner = s.lock().unwrap();
     match inner.drive.iter().find(|f| f.id == id) {
-        Some(f) if f.mime == "application/vnd.google-apps.document" && q.get("mimeType").map(String::as_str) == Some("text/html") => {
+        Some(f)
+            if f.mime == "application/vnd.google-apps.document"
+                && q.get("mimeType").map(String::as_str) == Some("text/html") =>
+        {
             f.content.clone().into_response()
         }
         Some(_) => StatusCode::BAD_REQUEST.into_response(),
@@ -405,21 +413,40 @@ fn notion_check(s: &Arc<Mutex<Inner>>, headers: &HeaderMap) -> Option<Response> 
     if !bearer_ok(s, headers) {
         return Some(StatusCode::UNAUTHORIZED.into_response());
     }
-    let version = headers.get("notion-version").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let version = headers
+        .get("notion-version")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let missing = version.is_empty();
     s.lock().unwrap().notion_versions.push(version);
-    missing.then(|| (StatusCode::BAD_REQUEST, axum::Json(json!({"code": "missing_version"}))).into_response())
+    missing.then(|| {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"code": "missing_version"})),
+        )
+            .into_response()
+    })
 }
 
-async fn notion_page(State(s): S, headers: HeaderMap, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+async fn notion_page(
+    State(s): S,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
     if let Some(r) = notion_check(&s, &headers) {
         return r;
     }
     let inner = s.lock().unwrap();
     match inner.notion.get(&id) {
         Some((title, _)) => axum::Json(json!({"object": "page", "id": id, "properties": {
-            "Name": {"type": "title", "title": [{"plain_text": title}]}}})).into_response(),
-        None => (StatusCode::NOT_FOUND, axum::Json(json!({"code": "object_not_found"}))).into_response(),
+            "Name": {"type": "title", "title": [{"plain_text": title}]}}}))
+        .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"code": "object_not_found"})),
+        )
+            .into_response(),
     }
 }
 
@@ -436,18 +463,32 @@ async fn notion_children(
     let inner = s.lock().unwrap();
     let blocks = match (inner.notion.get(&id), inner.notion_children.get(&id)) {
         (Some((_, b)), _) | (None, Some(b)) => b.clone(),
-        _ => return (StatusCode::NOT_FOUND, axum::Json(json!({"code": "object_not_found"}))).into_response(),
+        _ => {
+            return (
+                StatusCode::NOT_FOUND,
+                axum::Json(json!({"code": "object_not_found"})),
+            )
+                .into_response();
+        }
     };
-    let start: usize = q.get("start_cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
+    let start: usize = q
+        .get("start_cursor")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     let page: Vec<_> = blocks.iter().skip(start).take(1).cloned().collect();
     let more = start + 1 < blocks.len();
     axum::Json(json!({"object": "list", "results": page, "has_more": more,
-                      "next_cursor": more.then(|| (start + 1).to_string())})).into_response()
+                      "next_cursor": more.then(|| (start + 1).to_string())}))
+    .into_response()
 }
 
 async fn notion_query(State(s): S, headers: HeaderMap) -> Response {
     if let Some(r) = notion_check(&s, &headers) {
         return r;
     }
-    (StatusCode::NOT_FOUND, axum::Json(json!({"code": "object_not_found"}))).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({"code": "object_not_found"})),
+    )
+        .into_response()
 }
