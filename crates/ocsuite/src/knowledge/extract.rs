@@ -455,7 +455,7 @@ fn walk(node: ego_tree::NodeRef<'_, scraper::Node>, o: &mut Outline) {
     for child in node.children() {
         match child.value() {
             scraper::Node::Text(t) => {
-                let t: &str = &t;
+                let t: &str = t.text.as_ref();
                 let collapsed = t.split_whitespace().collect::<Vec<_>>().join(" ");
                 if !collapsed.is_empty() {
                     if !o.current.is_empty()

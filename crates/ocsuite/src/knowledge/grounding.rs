@@ -142,12 +142,11 @@ impl Grounding {
 #[serde(transparent)]
 pub struct Citations(pub Vec<Citation>);
 
-impl TryFrom<Option<String>> for Citations {
-    type Error = std::convert::Infallible;
-    fn try_from(s: Option<String>) -> std::result::Result<Self, Self::Error> {
-        Ok(Self(
+impl From<Option<String>> for Citations {
+    fn from(s: Option<String>) -> Self {
+        Self(
             s.and_then(|s| serde_json::from_str(&s).ok())
                 .unwrap_or_default(),
-        ))
+        )
     }
 }

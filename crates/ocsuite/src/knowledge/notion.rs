@@ -109,10 +109,9 @@ impl Api<'_> {
                         && depth < 3
                         && b["type"] != "child_page"
                         && b["type"] != "child_database"
+                        && let Some(cid) = b["id"].as_str()
                     {
-                        if let Some(cid) = b["id"].as_str() {
-                            children.push((cid.to_owned(), depth + 1));
-                        }
+                        children.push((cid.to_owned(), depth + 1));
                     }
                 }
                 cursor = v["next_cursor"].as_str().map(str::to_owned);

@@ -146,7 +146,7 @@ impl Knowledge {
         let keyword = keyword?;
 
         // (fused score, scope index, chunk id, keyword, semantic)
-        let mut fused: Vec<(f64, usize, String, Option<f64>, Option<f32>)> = Vec::new();
+        let mut fused: Vec<Fused> = Vec::new();
         for (i, ((_, _, vs), keyword)) in held.iter().zip(keyword).enumerate() {
             let semantic = match &query_vector {
                 Some(q) => semantic(vs.clone(), q.clone(), sources.clone()).await,
@@ -286,6 +286,9 @@ async fn semantic(
     }
     tokio::task::spawn_blocking(scan).await.unwrap_or_default()
 }
+
+/// (fused score, scope index, chunk id, keyword score, semantic score)
+type Fused = (f64, usize, String, Option<f64>, Option<f32>);
 
 type ChunkRow = (String, String, String, String, String, String);
 

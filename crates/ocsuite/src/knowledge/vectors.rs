@@ -184,14 +184,14 @@ impl VectorCache {
         let loaded = Arc::new(load(&mut tx, generation, model).await?);
         drop(tx);
         let mut map = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MAX_TENANTS && !map.contains_key(tenant) {
-            if let Some(oldest) = map
+        if map.len() >= MAX_TENANTS
+            && !map.contains_key(tenant)
+            && let Some(oldest) = map
                 .iter()
                 .min_by_key(|(_, (_, used))| *used)
                 .map(|(t, _)| t.clone())
-            {
-                map.remove(&oldest);
-            }
+        {
+            map.remove(&oldest);
         }
         map.insert(tenant.clone(), (loaded.clone(), Instant::now()));
         Ok(loaded)
