@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# A short schema-driven fuzz run of the whole API: schemathesis generates requests from
+# A short schema-driven fuzz run of the whole API (the knowledge source uploads, whose
+# body is multipart or JSON, are left out: their bad input is tested in
+# tests/api/knowledge.rs): schemathesis generates requests from
 # /api/v1/openapi.json, authenticated as a tenant owner, and fails on any 5xx.
 # Usage: bash .ci/fuzz.sh BINARY   (FUZZ_EXAMPLES, FUZZ_SECONDS tune the run)
 set -euo pipefail
@@ -55,6 +57,8 @@ status=0
   --exclude-path /api/v1/sessions/revoke-others \
   --exclude-path '/api/v1/sessions/{id}' \
   --exclude-path '/api/v1/members/{user_id}' \
+  --exclude-path /api/v1/knowledge/sources \
+  --exclude-path /api/v1/admin/knowledge/sources \
   --max-examples "$EXAMPLES" --max-time "$SECONDS_BUDGET" \
   --workers 2 --seed 17 --no-shrink --warnings off) || status=$?
 
