@@ -78,6 +78,23 @@ pub fn currency(code: &str) -> Result<String, String> {
     }
 }
 
+/// The largest amount any stored figure may hold, in minor units (10^13: a hundred
+/// billion dollars in cents). Real books and pipelines never come near it, and it keeps
+/// every sum a tenant can build far inside `i64`, so totals stay exact instead of
+/// overflowing on a typo like `amount_minor: 9223372036854775807`.
+pub const MAX_MINOR: i64 = 10_000_000_000_000;
+
+/// Refuses an amount beyond [`MAX_MINOR`] either way, naming the field.
+pub fn check_limit(field: &'static str, minor: i64) -> crate::error::Result<i64> {
+    if minor.unsigned_abs() > MAX_MINOR.unsigned_abs() {
+        return Err(crate::error::AppError::invalid(
+            field,
+            format!("{field} is too large: at most {MAX_MINOR} minor units either way"),
+        ));
+    }
+    Ok(minor)
+}
+
 /// Parses decimal text into minor units of `currency`. Accepts a sign (or parentheses
 /// for a negative, as accountants write it), a currency symbol prefix, and `,` or space
 /// as thousands separators; refuses more decimals than the currency has.

@@ -276,6 +276,7 @@ pub async fn create_account(
             "kind is bank, card, cash or other",
         ));
     }
+    crate::money::check_limit("opening_balance", opening_balance_minor)?;
     let id = AccountId::new();
     tx.execute(
         scoped("INSERT INTO accounts (tenant_id, id, name, kind, currency, opening_balance_minor, origin, created_at) \
@@ -333,7 +334,7 @@ impl NewTransaction {
         }
         Ok(Self {
             booked_on,
-            amount_minor,
+            amount_minor: crate::money::check_limit("amount", amount_minor)?,
             counterparty: clean(counterparty, "counterparty")?,
             memo: clean(memo, "memo")?,
             category: None,

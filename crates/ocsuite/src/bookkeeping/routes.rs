@@ -73,7 +73,7 @@ pub async fn list_accounts(
             )
             .await?;
         accounts.push(AccountOut {
-            balance_minor: a.opening_balance_minor + sum,
+            balance_minor: a.opening_balance_minor.saturating_add(sum),
             account: a,
         });
     }

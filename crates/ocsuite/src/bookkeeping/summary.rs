@@ -83,7 +83,8 @@ fn month_key(d: NaiveDate) -> String {
 }
 
 fn pct(now: i64, before: i64) -> Option<f64> {
-    (before != 0).then(|| ((now - before) as f64 / before.abs() as f64 * 1000.0).round() / 10.0)
+    (before != 0)
+        .then(|| (now.saturating_sub(before) as f64 / before.abs() as f64 * 1000.0).round() / 10.0)
 }
 
 /// Revenue and expense effect of one line: `(revenue, expense, category label)`.
@@ -125,33 +126,35 @@ pub fn compute(
     let mut cash = opening_balance_minor;
     let mut monthly: BTreeMap<NaiveDate, (i64, i64)> = BTreeMap::new();
     for l in lines.iter().filter(|l| l.booked_on <= as_of) {
-        cash += l.amount_minor;
+        cash = cash.saturating_add(l.amount_minor);
         let Some((rev, exp, label)) = classify(l, cats) else {
             continue;
         };
         let ms = month_start(l.booked_on);
         let e = monthly.entry(ms).or_default();
-        e.0 += rev;
-        e.1 += exp;
+        e.0 = e.0.saturating_add(rev);
+        e.1 = e.1.saturating_add(exp);
         if ms >= burn_start && ms < this_month {
-            burn_rev += rev;
-            burn_exp += exp;
+            burn_rev = burn_rev.saturating_add(rev);
+            burn_exp = burn_exp.saturating_add(exp);
         }
         if l.booked_on >= period_start {
-            revenue += rev;
-            expenses += exp;
+            revenue = revenue.saturating_add(rev);
+            expenses = expenses.saturating_add(exp);
             if l.category.is_none() {
                 uncategorized += 1;
             }
             if let Some(b) = by_month.get_mut(&month_key(l.booked_on)) {
-                b.0 += rev;
-                b.1 += exp;
+                b.0 = b.0.saturating_add(rev);
+                b.1 = b.1.saturating_add(exp);
             }
             if exp != 0 {
-                *expenses_by.entry(label.clone()).or_default() += exp;
+                let v = expenses_by.entry(label.clone()).or_default();
+                *v = v.saturating_add(exp);
             }
             if rev != 0 {
-                *revenue_by.entry(label).or_default() += rev;
+                let v = revenue_by.entry(label).or_default();
+                *v = v.saturating_add(rev);
             }
         }
     }
@@ -171,9 +174,9 @@ pub fn compute(
         v
     };
     // Rounded half away from zero, in integers.
-    let net_out = burn_exp - burn_rev;
+    let net_out = burn_exp.saturating_sub(burn_rev);
     let burn = if net_out > 0 {
-        (net_out + BURN_MONTHS / 2) / BURN_MONTHS
+        net_out.saturating_add(BURN_MONTHS / 2) / BURN_MONTHS
     } else {
         0
     };
@@ -192,7 +195,7 @@ pub fn compute(
         period_start,
         revenue_minor: revenue,
         expenses_minor: expenses,
-        net_minor: revenue - expenses,
+        net_minor: revenue.saturating_sub(expenses),
         expenses_by_category: ranked(expenses_by),
         revenue_by_category: ranked(revenue_by),
         months: by_month
@@ -201,7 +204,7 @@ pub fn compute(
                 month,
                 revenue_minor: r,
                 expenses_minor: e,
-                net_minor: r - e,
+                net_minor: r.saturating_sub(e),
             })
             .collect(),
         cash_balance_minor: cash,

@@ -135,6 +135,7 @@ impl LeadInput {
             (None, None, Some(b)) => b.value_minor,
             (None, None, None) => 0,
         };
+        let value_minor = crate::money::check_limit("value", value_minor)?;
         if value_minor < 0 {
             return Err(AppError::invalid(
                 "value",

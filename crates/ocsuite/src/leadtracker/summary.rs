@@ -180,7 +180,10 @@ pub fn compute(
             label: s.label.clone(),
             kind: s.kind,
             count: here.len() as i64,
-            value_minor: here.iter().map(|l| in_currency(l)).sum(),
+            value_minor: here
+                .iter()
+                .map(|l| in_currency(l))
+                .fold(0, i64::saturating_add),
             reached: funnel_pos.get(s.key.as_str()).map(|i| reached[*i]),
             avg_days_in_stage: stays
                 .get(s.key.as_str())
@@ -222,11 +225,14 @@ pub fn compute(
         period_start,
         total_leads: leads.len() as i64,
         open_count: open.len() as i64,
-        open_value_minor: open.iter().map(|l| in_currency(l)).sum(),
+        open_value_minor: open
+            .iter()
+            .map(|l| in_currency(l))
+            .fold(0, i64::saturating_add),
         stages: figures,
         conversions,
         won_count,
-        won_value_minor: won.values().sum(),
+        won_value_minor: won.values().copied().fold(0, i64::saturating_add),
         lost_count: lost,
         win_rate: (won_count + lost > 0)
             .then(|| (won_count as f64 / (won_count + lost) as f64 * 1000.0).round() / 1000.0),

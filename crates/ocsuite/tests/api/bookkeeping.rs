@@ -472,6 +472,19 @@ async fn money_and_bad_input_are_checked(app: TestApp) {
             json!({"date": "2026-01-05", "amount": "1", "memo": "x".repeat(501)}),
             "memo",
         ),
+        // Amounts that would overflow every total they join are refused, not summed.
+        (
+            json!({"date": "2026-01-05", "amount_minor": i64::MAX}),
+            "amount",
+        ),
+        (
+            json!({"date": "2026-01-05", "amount_minor": i64::MIN}),
+            "amount",
+        ),
+        (
+            json!({"date": "2026-01-05", "amount": "-100000000000.01"}),
+            "amount",
+        ),
     ] {
         let (s, v) = post(body.clone()).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {v}");
@@ -485,6 +498,33 @@ async fn money_and_bad_input_are_checked(app: TestApp) {
         let (s, v) = post(body.clone()).await;
         assert!(s.is_client_error(), "{body}: {s} {v}");
     }
+    let (s, v) = app
+        .as_(&u)
+        .tenant(&t)
+        .post(
+            "/api/v1/bookkeeping/accounts",
+            json!({"name": "Vault", "opening_balance": "99999999999999999"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["error"]["field"], "opening_balance", "{v}");
+    // The largest amount allowed, twice, still sums exactly in the summary.
+    for _ in 0..2 {
+        let (s, v) = post(json!({"date": "2026-01-06", "amount": "100000000000.00"})).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let (s, v) = app
+        .as_(&u)
+        .tenant(&t)
+        .get("/api/v1/bookkeeping/summary?as_of=2026-01-31&months=1")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["revenue_minor"], 20_000_000_000_000i64, "{v}");
+    assert_eq!(
+        v["cash_balance_minor"],
+        20_000_000_000_000i64 - 2_500,
+        "{v}"
+    );
     // A yen account has no cents.
     let (s, acc) = app
         .as_(&u)

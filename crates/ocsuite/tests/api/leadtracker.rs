@@ -399,6 +399,7 @@ async fn bad_lead_input_is_refused_with_reasons(app: TestApp) {
         (json!({"name": ""}), "name"),
         (json!({"name": "A", "value": "12.345"}), "value"),
         (json!({"name": "A", "value": "-5"}), "value"),
+        (json!({"name": "A", "value_minor": i64::MAX}), "value"),
         (json!({"name": "A", "currency": "XYZ"}), "currency"),
         (json!({"name": "A", "email": "a@@b"}), "email"),
         (json!({"name": "A", "stage": "later"}), "stage"),
