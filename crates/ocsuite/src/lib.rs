@@ -174,6 +174,7 @@ pub fn builtin_modules() -> Result<modules::Registry, String> {
         Arc::new(leadtracker::module::LeadTracker::new()),
         Arc::new(bookkeeping::module::Bookkeeping::new()),
         Arc::new(email::module::EmailModule::new()),
+        Arc::new(knowledge::module::KnowledgeModule::new()),
     ])
 }
 

@@ -9,6 +9,7 @@
 //! default, which is never stored.
 
 pub mod routes;
+pub mod tools;
 
 use chrono::{DateTime, Utc};
 use ocsuite_module_sdk::is_capability_name;
@@ -222,10 +223,15 @@ pub struct Customization {
     pub prompt_additions: Option<String>,
     #[serde(flatten)]
     pub settings: ModelSettings,
+    /// The capabilities this officer may call beyond the basics (document search and
+    /// module summaries); absent: its role's defaults.
+    #[serde(default)]
+    pub capabilities: Option<Vec<String>>,
 }
 
 #[derive(sqlx::FromRow)]
 struct CustomizationRow {
+    capabilities: Option<String>,
     prompt_additions: Option<String>,
     model: Option<String>,
     temperature: Option<f64>,
@@ -235,11 +241,12 @@ struct CustomizationRow {
 pub async fn customization(tx: &mut TenantTx, slug: &str) -> Result<Option<Customization>> {
     let row: Option<CustomizationRow> = tx
         .fetch_optional(
-            scoped("SELECT prompt_additions, model, temperature, max_tokens FROM persona_overrides WHERE tenant_id = $1 AND slug = $2")
+            scoped("SELECT capabilities, prompt_additions, model, temperature, max_tokens FROM persona_overrides WHERE tenant_id = $1 AND slug = $2")
                 .bind(slug),
         )
         .await?;
     Ok(row.map(|r| Customization {
+        capabilities: r.capabilities.and_then(|c| serde_json::from_str(&c).ok()),
         prompt_additions: r.prompt_additions,
         settings: ModelSettings {
             model: r.model,
@@ -251,16 +258,24 @@ pub async fn customization(tx: &mut TenantTx, slug: &str) -> Result<Option<Custo
 
 pub async fn set_customization(tx: &mut TenantTx, slug: &str, c: &Customization) -> Result<()> {
     tx.execute(
-        scoped("INSERT INTO persona_overrides (tenant_id, slug, prompt_additions, model, temperature, max_tokens, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+        scoped("INSERT INTO persona_overrides (tenant_id, slug, prompt_additions, model, temperature, max_tokens, updated_at, capabilities) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (tenant_id, slug) DO UPDATE SET prompt_additions = excluded.prompt_additions, model = excluded.model, \
-               temperature = excluded.temperature, max_tokens = excluded.max_tokens, updated_at = excluded.updated_at")
+               temperature = excluded.temperature, max_tokens = excluded.max_tokens, updated_at = excluded.updated_at, \
+               capabilities = excluded.capabilities")
             .bind(slug)
             .bind(c.prompt_additions.clone())
             .bind(c.settings.model.clone())
             .bind(c.settings.temperature)
             .bind(c.settings.max_tokens)
-            .bind(Utc::now()),
+            .bind(Utc::now())
+            .bind(
+                c.capabilities
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()
+                    .map_err(AppError::internal)?,
+            ),
     )
     .await?;
     Ok(())
@@ -281,6 +296,8 @@ pub struct Speaker {
     pub persona: Persona,
     /// Tenant text for the prompt's instructions block (customisation or agent brief).
     pub additions: Option<String>,
+    /// The capabilities it may call ([`tools::allowed`] adds the basics).
+    pub capabilities: Vec<String>,
 }
 
 /// Resolves `slug` in the tenant: a built-in persona with its customisation, or an
@@ -289,12 +306,20 @@ pub async fn speaker(tx: &mut TenantTx, slug: &str) -> Result<Option<Speaker>> {
     if let Some(mut p) = personas::builtin(slug) {
         let c = customization(tx, slug).await?;
         let additions = c.as_ref().and_then(|c| c.prompt_additions.clone());
+        let extra = match c.as_ref().and_then(|c| c.capabilities.clone()) {
+            Some(own) => own,
+            None => tools::role_defaults(slug)
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+        };
         if let Some(c) = c {
             apply(&mut p, &c.settings);
         }
         return Ok(Some(Speaker {
             persona: p,
             additions,
+            capabilities: tools::allowed(&extra),
         }));
     }
     let Some(a) = get(tx, slug).await?.filter(|a| a.enabled) else {
@@ -318,6 +343,7 @@ pub async fn speaker(tx: &mut TenantTx, slug: &str) -> Result<Option<Speaker>> {
             "Your brief as {} ({}):\n{}",
             a.name, a.title, a.instructions
         )),
+        capabilities: tools::allowed(&a.capabilities),
     }))
 }
 

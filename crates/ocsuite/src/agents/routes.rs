@@ -73,6 +73,10 @@ pub struct CustomizationIn {
     /// 1-32000.
     #[serde(default)]
     pub max_tokens: Option<i64>,
+    /// Capabilities this officer may call beyond document search and the module
+    /// summaries (`module.capability`); absent: its role's defaults.
+    #[serde(default)]
+    pub capabilities: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -234,7 +238,11 @@ pub async fn customize(
     Path(slug): Path<String>,
     ApiJson(input): ApiJson<CustomizationIn>,
 ) -> Result<Json<Customization>> {
+    if let Some(caps) = &input.capabilities {
+        super::check_capabilities(caps)?;
+    }
     let mut c = Customization {
+        capabilities: input.capabilities,
         prompt_additions: input.prompt_additions,
         settings: ModelSettings {
             model: input.model,

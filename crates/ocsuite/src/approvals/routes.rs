@@ -236,6 +236,7 @@ pub async fn undo(
             created_by: &by,
             status: Status::Proposed,
             meeting_id: task.meeting_id.as_deref(),
+            conversation_id: task.conversation_id.as_deref(),
             undo_of: Some(&id),
         },
         &comp.spec,

@@ -213,6 +213,7 @@ pub async fn store(
                                     created_by,
                                     status: Status::Proposed,
                                     meeting_id: Some(&meeting_id),
+                                    conversation_id: None,
                                     undo_of: None,
                                 },
                                 &resolved.spec,

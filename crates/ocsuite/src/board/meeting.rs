@@ -136,6 +136,7 @@ impl Plan {
             temperature: s.persona.temperature,
             max_tokens: Some(s.persona.max_tokens.unwrap_or(max_tokens).min(max_tokens)),
             json_schema: None,
+            tools: Vec::new(),
         }
     }
 
@@ -263,6 +264,7 @@ impl Plan {
                     name: "action_items",
                     schema: schema_value.clone(),
                 }),
+                tools: Vec::new(),
             };
             let (text, usage, error) =
                 crate::llm::collect(self.state.llm.stream(req.clone())).await;

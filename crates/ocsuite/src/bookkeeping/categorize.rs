@@ -174,6 +174,7 @@ pub async fn run(
             name: "categories",
             schema: model_schema(&cats),
         }),
+        tools: Vec::new(),
     };
     let (text, usage, error) = crate::llm::collect(state.llm.stream(req.clone())).await;
     let mut suggestions: Vec<(TransactionId, String)> = Vec::new();

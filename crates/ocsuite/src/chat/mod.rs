@@ -55,6 +55,9 @@ pub struct Message {
     /// The passages this answer drew on; `[n]` in `content` refers to item n.
     #[schema(value_type = Vec<crate::knowledge::grounding::Citation>)]
     pub citations: Citations,
+    /// The tools this answer called, in order, with how each ended.
+    #[schema(value_type = Vec<crate::agents::tools::CallOutcome>)]
+    pub tool_calls: Vec<serde_json::Value>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -98,6 +101,7 @@ struct MessageRow {
     created_at: DateTime<Utc>,
     #[sqlx(try_from = "Option<String>")]
     citations: Citations,
+    tool_calls: Option<String>,
 }
 
 impl MessageRow {
@@ -118,6 +122,10 @@ impl MessageRow {
             rating_comment: self.rating_comment,
             created_at: self.created_at,
             citations: self.citations,
+            tool_calls: self
+                .tool_calls
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default(),
         })
     }
 }
@@ -225,7 +233,7 @@ pub async fn delete(tx: &mut TenantTx, id: &ConversationId) -> Result<()> {
 pub async fn messages(tx: &mut TenantTx, id: &ConversationId) -> Result<Vec<Message>> {
     let rows: Vec<MessageRow> = tx
         .fetch_all(
-            scoped("SELECT id, role, persona, content, model, status, finish_reason, error, prompt_tokens, completion_tokens, latency_ms, rating, rating_comment, created_at, citations \
+            scoped("SELECT id, role, persona, content, model, status, finish_reason, error, prompt_tokens, completion_tokens, latency_ms, rating, rating_comment, created_at, citations, tool_calls \
                  FROM messages WHERE tenant_id = $1 AND conversation_id = $2 ORDER BY created_at, id")
                 .bind(id),
         )
@@ -249,6 +257,8 @@ pub struct NewMessage<'a> {
     pub created_by: &'a str,
     /// The citations as stored (a JSON array), for an answer that used passages.
     pub citations: Option<String>,
+    /// The tool calls as stored (a JSON array of outcomes), for an answer that made some.
+    pub tool_calls: Option<String>,
 }
 
 pub async fn add_message(tx: &mut TenantTx, id: &MessageId, m: &NewMessage<'_>) -> Result<()> {
@@ -257,10 +267,11 @@ pub async fn add_message(tx: &mut TenantTx, id: &MessageId, m: &NewMessage<'_>) 
         Role::User => "user",
         Role::Assistant => "assistant",
         Role::System => "system",
+        Role::Tool => "tool",
     };
     tx.execute(
-        scoped("INSERT INTO messages (tenant_id, id, conversation_id, role, persona, content, model, status, finish_reason, error, prompt_tokens, completion_tokens, latency_ms, created_by, created_at, citations) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)")
+        scoped("INSERT INTO messages (tenant_id, id, conversation_id, role, persona, content, model, status, finish_reason, error, prompt_tokens, completion_tokens, latency_ms, created_by, created_at, citations, tool_calls) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)")
             .bind(id)
             .bind(m.conversation)
             .bind(role)
@@ -275,7 +286,8 @@ pub async fn add_message(tx: &mut TenantTx, id: &MessageId, m: &NewMessage<'_>) 
             .bind(m.latency_ms)
             .bind(m.created_by)
             .bind(now)
-            .bind(m.citations.clone()),
+            .bind(m.citations.clone())
+            .bind(m.tool_calls.clone()),
     )
     .await?;
     tx.execute(
@@ -309,14 +321,24 @@ pub async fn rate(
 
 /// The conversation as prompt messages, newest kept, within [`HISTORY_TOKEN_BUDGET`].
 /// Failed assistant turns are left out; partial ones are kept (the person saw them).
-pub fn history(messages: &[Message]) -> Vec<ChatMessage> {
+/// An answer that called tools carries a note of what they did and, for a proposed
+/// task, what has become of it since (`now`: task id → status and error), so an
+/// approval or a failure reaches the next turn.
+pub fn history(
+    messages: &[Message],
+    now: &std::collections::HashMap<String, (String, Option<String>)>,
+) -> Vec<ChatMessage> {
     let mut out = Vec::new();
     let mut used = 0u32;
     for m in messages.iter().rev() {
-        if m.status == "failed" || m.content.is_empty() {
+        if m.tool_calls.is_empty() && (m.status == "failed" || m.content.is_empty()) {
             continue;
         }
-        let cost = llm::estimate_tokens(&m.content) + 4;
+        let mut content = m.content.clone();
+        if !m.tool_calls.is_empty() {
+            content.push_str(&tool_note(&m.tool_calls, now));
+        }
+        let cost = llm::estimate_tokens(&content) + 4;
         if used + cost > HISTORY_TOKEN_BUDGET && !out.is_empty() {
             break;
         }
@@ -326,8 +348,48 @@ pub fn history(messages: &[Message]) -> Vec<ChatMessage> {
         } else {
             Role::User
         };
-        out.push(ChatMessage::new(role, m.content.clone()));
+        out.push(ChatMessage::new(role, content));
     }
     out.reverse();
     out
+}
+
+/// "[Tools used: …]" for an earlier answer.
+fn tool_note(
+    calls: &[serde_json::Value],
+    now: &std::collections::HashMap<String, (String, Option<String>)>,
+) -> String {
+    let mut note = String::from("\n\n[Tools used in this answer:");
+    for c in calls {
+        let cap = c["capability"].as_str().unwrap_or("an unknown tool");
+        let status = c["status"].as_str().unwrap_or("failed");
+        let task = c["task_id"].as_str();
+        note.push_str(&format!("\n- {cap}: {status}"));
+        if let Some(t) = task {
+            note.push_str(&format!(" (task {t})"));
+            // "proposed" is what "awaiting_approval" looks like on the task.
+            if let Some((s, e)) = now.get(t).filter(|(s, _)| s != status && s != "proposed") {
+                note.push_str(&format!("; since then: {s}"));
+                if let Some(e) = e {
+                    note.push_str(&format!(" ({})", e.chars().take(200).collect::<String>()));
+                }
+            }
+        }
+    }
+    note.push(']');
+    crate::personas::defang(&note)
+}
+
+/// The current status (and error) of the tasks earlier answers proposed.
+pub async fn proposed_now(
+    tx: &mut TenantTx,
+    conversation: &ConversationId,
+) -> Result<std::collections::HashMap<String, (String, Option<String>)>> {
+    let rows: Vec<(String, String, Option<String>)> = tx
+        .fetch_all(
+            scoped("SELECT id, status, error FROM tasks WHERE tenant_id = $1 AND conversation_id = $2 ORDER BY id DESC LIMIT 200")
+                .bind(conversation),
+        )
+        .await?;
+    Ok(rows.into_iter().map(|(id, s, e)| (id, (s, e))).collect())
 }

@@ -20,6 +20,7 @@ pub mod extract;
 pub mod fetch;
 pub mod grounding;
 pub mod ingest;
+pub mod module;
 pub mod notion;
 pub mod routes;
 pub mod search;

@@ -9,7 +9,12 @@
 //! Ollama, vLLM, llama.cpp, LiteLLM), with timeouts, retries before the first token and
 //! a circuit breaker; and [`offline::Offline`], used when no API key is configured, which
 //! answers deterministically and says how to configure a model.
+//!
+//! Servers differ in what they accept (`response_format` kinds, `tools`,
+//! `stream_options`); [`compat`] learns per model what works and asks accordingly, so
+//! callers always get text deltas and tool calls the same way.
 
+pub mod compat;
 pub mod offline;
 pub mod openai;
 mod sse;
@@ -21,18 +26,27 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     System,
+    #[default]
     User,
     Assistant,
+    /// A tool's result, answering the assistant's call `tool_call_id`.
+    Tool,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: Role,
     pub content: String,
+    /// The calls an assistant message made (it may have text too).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// The call a `Tool` message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl ChatMessage {
@@ -40,12 +54,43 @@ impl ChatMessage {
         Self {
             role,
             content: content.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The assistant's turn that asked for `calls` (with any text it wrote first).
+    pub fn calls(content: impl Into<String>, calls: Vec<ToolCall>) -> Self {
+        Self {
+            role: Role::Assistant,
+            content: content.into(),
+            tool_calls: calls,
+            tool_call_id: None,
+        }
+    }
+
+    /// The result of the call `id`, as data for the model.
+    pub fn tool_result(id: &str, content: impl Into<String>) -> Self {
+        Self {
+            role: Role::Tool,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: Some(id.to_owned()),
         }
     }
 }
 
+/// A function the model may call: OpenAI's `tools[].function`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ToolSpec {
+    /// `^[a-zA-Z0-9_-]{1,64}$`, as every server requires.
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the arguments object.
+    pub parameters: serde_json::Value,
+}
+
 /// One completion to stream.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<ChatMessage>,
@@ -55,6 +100,10 @@ pub struct ChatRequest {
     /// that support it constrain decoding, so the answer parses. The caller validates
     /// anyway.
     pub json_schema: Option<JsonSchema>,
+    /// Functions the model may call; empty: none. The provider offers them natively or,
+    /// where the server refuses `tools`, through a JSON protocol; either way calls arrive
+    /// as [`StreamEvent::ToolCall`].
+    pub tools: Vec<ToolSpec>,
 }
 
 /// A named JSON Schema for structured output.
@@ -65,7 +114,7 @@ pub struct JsonSchema {
 }
 
 /// A function call the model asked for.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ToolCall {
     pub id: String,
     pub name: String,
@@ -117,6 +166,11 @@ pub trait Provider: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Starts streaming `req`. The channel ends after `Done` or `Error`.
     fn stream(&self, req: ChatRequest) -> mpsc::Receiver<StreamEvent>;
+    /// How this provider asks `model` for structured output and tools, as learned so
+    /// far; None where the question does not apply (offline).
+    fn support(&self, _model: &str) -> Option<compat::ModelSupport> {
+        None
+    }
     /// One embedding vector per input text, in order.
     fn embed<'a>(
         &'a self,
@@ -175,6 +229,13 @@ pub fn estimate_tokens(text: &str) -> u32 {
 pub fn estimate_prompt_tokens(messages: &[ChatMessage]) -> u32 {
     messages
         .iter()
-        .map(|m| estimate_tokens(&m.content) + 4)
+        .map(|m| {
+            estimate_tokens(&m.content)
+                + m.tool_calls
+                    .iter()
+                    .map(|c| estimate_tokens(&c.name) + estimate_tokens(&c.arguments))
+                    .sum::<u32>()
+                + 4
+        })
         .sum()
 }

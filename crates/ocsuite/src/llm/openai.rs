@@ -11,7 +11,10 @@
 //!   `upstream_malformed`;
 //! - other 4xx: `upstream_refused` with the upstream's message (bad model name, bad key);
 //! - five consecutive failures open a circuit breaker for 30 s: calls fail at once with
-//!   `circuit_open` instead of piling onto a dead upstream.
+//!   `circuit_open` instead of piling onto a dead upstream;
+//! - a refusal (4xx or 5xx) whose message names a feature the request used
+//!   (`response_format`, `tools`, `stream_options`) is not a failure: the model steps
+//!   down one level in [`super::compat`] and the call is made again at once.
 //!
 //! The SSE parsing is written here (about forty lines): the format is fixed and small, and
 //! it keeps the gateway's per-chunk overhead to one JSON parse.
@@ -25,6 +28,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 
+use super::compat::{self, Feature, ModelSupport, Sent};
 use super::{
     ChatRequest, LlmError, Provider, StreamEvent, ToolCall, Usage, estimate_prompt_tokens,
     estimate_tokens,
@@ -56,6 +60,8 @@ struct Inner {
     settings: Settings,
     http: reqwest::Client,
     breaker: Mutex<Breaker>,
+    /// What each model's server accepts, learned from its refusals.
+    support: compat::Memory,
 }
 
 impl OpenAi {
@@ -70,6 +76,7 @@ impl OpenAi {
                 settings,
                 http,
                 breaker: Mutex::new(Breaker::default()),
+                support: compat::Memory::default(),
             }),
         }
     }
@@ -86,6 +93,10 @@ impl Provider for OpenAi {
         texts: &'a [String],
     ) -> futures_util::future::BoxFuture<'a, Result<Vec<Vec<f32>>, LlmError>> {
         Box::pin(self.inner.embed(model, texts))
+    }
+
+    fn support(&self, model: &str) -> Option<ModelSupport> {
+        Some(self.inner.support.get(model))
     }
 
     fn stream(&self, req: ChatRequest) -> mpsc::Receiver<StreamEvent> {
@@ -105,6 +116,8 @@ enum Attempt {
     Final(StreamEvent),
     /// Failed before any output: may be retried after the delay.
     Retry(LlmError, Option<Duration>),
+    /// The server refused a feature the request used: ask again without it.
+    Refused(Feature, String),
 }
 
 #[derive(Deserialize)]
@@ -225,6 +238,15 @@ impl Inner {
                     self.breaker_record(ok);
                     return ev;
                 }
+                Attempt::Refused(feature, why) => {
+                    if !self.support.downgrade(&req.model, feature, &why) {
+                        self.breaker_record(false);
+                        return StreamEvent::Error(LlmError::new(
+                            "upstream_refused",
+                            format!("the model server refused the request: {why}"),
+                        ));
+                    }
+                }
                 Attempt::Retry(e, wait) => {
                     self.breaker_record(false);
                     if attempt >= self.settings.max_retries {
@@ -239,24 +261,7 @@ impl Inner {
     }
 
     async fn attempt(&self, req: &ChatRequest, tx: &mpsc::Sender<StreamEvent>) -> Attempt {
-        let mut body = json!({
-            "model": req.model,
-            "messages": req.messages,
-            "stream": true,
-            "stream_options": {"include_usage": true},
-        });
-        if let Some(t) = req.temperature {
-            body["temperature"] = json!(t);
-        }
-        if let Some(s) = &req.json_schema {
-            body["response_format"] = json!({
-                "type": "json_schema",
-                "json_schema": {"name": s.name, "schema": s.schema, "strict": true},
-            });
-        }
-        if let Some(m) = req.max_tokens {
-            body["max_tokens"] = json!(m);
-        }
+        let (body, sent) = compat::body(req, self.support.get(&req.model));
         let url = format!("{}/chat/completions", self.settings.base_url);
         let send = self
             .http
@@ -299,11 +304,18 @@ impl Inner {
             let text = res.text().await.unwrap_or_default();
             let detail: String = serde_json::from_str::<Value>(&text)
                 .ok()
-                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+                .and_then(|v| match &v["error"] {
+                    Value::String(s) => Some(s.clone()),
+                    e => e["message"].as_str().map(str::to_owned),
+                })
                 .unwrap_or(text)
                 .chars()
                 .take(300)
                 .collect();
+            let about_auth = matches!(status.as_u16(), 401 | 403 | 404 | 408 | 429);
+            if !about_auth && let Some(feature) = compat::refused_feature(&detail, &sent) {
+                return Attempt::Refused(feature, format!("{status}: {detail}"));
+            }
             return if status.as_u16() == 429 {
                 Attempt::Retry(
                     LlmError::new(
@@ -327,13 +339,14 @@ impl Inner {
                 )))
             };
         }
-        self.read_stream(res, req, tx).await
+        self.read_stream(res, req, sent, tx).await
     }
 
     async fn read_stream(
         &self,
         res: reqwest::Response,
         req: &ChatRequest,
+        sent: Sent,
         tx: &mpsc::Sender<StreamEvent>,
     ) -> Attempt {
         let mut bytes = res.bytes_stream();
@@ -395,7 +408,7 @@ impl Inner {
                             &output,
                             usage,
                             finish.or(Some("stop".into())),
-                            tools,
+                            (tools, sent),
                             tx,
                         )
                         .await;
@@ -425,6 +438,10 @@ impl Inner {
                     if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
                         started = true;
                         output.push_str(&text);
+                        // A JSON tool-protocol answer is decoded whole at the end.
+                        if sent.json_tools {
+                            continue;
+                        }
                         if tx.send(StreamEvent::Delta(text)).await.is_err() {
                             return Attempt::Final(StreamEvent::Error(LlmError::new(
                                 "client_gone",
@@ -434,11 +451,17 @@ impl Inner {
                     }
                     for tc in choice.delta.tool_calls.unwrap_or_default() {
                         started = true;
-                        let entry = tools.entry(tc.index).or_insert_with(|| ToolCall {
-                            id: String::new(),
-                            name: String::new(),
-                            arguments: String::new(),
-                        });
+                        // Servers that send every call whole at index 0 tell them apart
+                        // by id; the new call takes the next free slot.
+                        let mut index = tc.index;
+                        if let Some(id) = &tc.id
+                            && tools
+                                .get(&index)
+                                .is_some_and(|t| !t.id.is_empty() && &t.id != id)
+                        {
+                            index = tools.keys().max().map_or(0, |k| k + 1);
+                        }
+                        let entry = tools.entry(index).or_default();
                         if let Some(id) = tc.id {
                             entry.id = id;
                         }
@@ -459,7 +482,9 @@ impl Inner {
         }
         // The body ended without `[DONE]`: complete only if a finish reason arrived.
         if finish.is_some() {
-            return self.finish(req, &output, usage, finish, tools, tx).await;
+            return self
+                .finish(req, &output, usage, finish, (tools, sent), tx)
+                .await;
         }
         fail(
             started,
@@ -476,10 +501,21 @@ impl Inner {
         output: &str,
         usage: Option<Usage>,
         finish: Option<String>,
-        tools: BTreeMap<u64, ToolCall>,
+        (tools, sent): (BTreeMap<u64, ToolCall>, Sent),
         tx: &mpsc::Sender<StreamEvent>,
     ) -> Attempt {
-        for (_, t) in tools {
+        let mut calls: Vec<ToolCall> = tools.into_values().collect();
+        if sent.json_tools {
+            let (answer, decoded) = compat::decode_protocol(output);
+            if !answer.is_empty() {
+                let _ = tx.send(StreamEvent::Delta(answer)).await;
+            }
+            calls.extend(decoded);
+        }
+        for (i, mut t) in calls.into_iter().enumerate() {
+            if t.id.is_empty() {
+                t.id = format!("call_{}", i + 1);
+            }
             let _ = tx.send(StreamEvent::ToolCall(t)).await;
         }
         let usage = usage.unwrap_or_else(|| Usage {

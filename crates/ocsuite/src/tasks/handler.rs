@@ -3,14 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ocsuite_module_sdk::{TaskExecutionRequest, Version};
+use ocsuite_module_sdk::{TaskError, TaskExecutionRequest, Version};
 use serde_json::{Value, json};
 
 use super::{Change, Status, job_id, update};
 use crate::audit;
 use crate::connectors::vault::TokenSource;
 use crate::error::{AppError, Result};
-use crate::ids::TaskId;
+use crate::ids::{TaskId, TenantId};
 use crate::modules::{self, ExecContext, ProgressSink, Source, mcp};
 use crate::state::AppState;
 use futures_util::future::BoxFuture;
@@ -276,70 +276,98 @@ impl ExecuteTask {
             (r, credential)
         };
 
-        let result = match &resolved.source {
-            Source::Builtin => {
-                let Some(module) = self.state.registry.get(resolved.spec.module()) else {
-                    return Ok(Outcome::Failed {
-                        error: format!("module {} is not in this build", resolved.spec.module()),
-                        retryable: false,
-                    });
-                };
-                let (sink, rx) = ProgressSink::new();
-                let writer = tokio::spawn(write_progress(
-                    self.state.clone(),
-                    job.clone(),
-                    id.clone(),
-                    rx,
-                ));
-                let req = TaskExecutionRequest {
-                    task_id: id.to_string(),
-                    tenant_id: job.tenant_id.to_string(),
-                    capability: resolved.spec.name.clone(),
-                    version: resolved.spec.version.clone(),
-                    input,
-                    attempt: job.attempts,
-                    idempotency_key: job_id(&id).to_string(),
-                };
-                let ctx = ExecContext {
-                    progress: sink,
-                    connectors: TokenSource::new(self.state.vault.clone(), job.tenant_id.clone()),
-                    tenant: job.tenant_id.clone(),
-                    app: self.state.clone(),
-                };
-                let r = module.execute(ctx, req).await;
-                // The sink is gone with the module's future; let the writer flush.
-                let _ = writer.await;
-                r.map(|r| (r.output, r.summary))
-            }
-            Source::Mcp { url, .. } => {
-                let tool = resolved.tool.as_deref().unwrap_or_default();
-                mcp::call(
-                    url,
-                    credential.as_deref(),
-                    tool,
-                    input,
-                    self.state.config.mcp_private_allowed(),
-                )
-                .await
-                .map(|v| (v, None))
-            }
-        };
+        let (sink, rx) = ProgressSink::new();
+        let writer = tokio::spawn(write_progress(
+            self.state.clone(),
+            job.clone(),
+            id.clone(),
+            rx,
+        ));
+        let result = run_capability(
+            &self.state,
+            &Attempt {
+                tenant: &job.tenant_id,
+                task: &id,
+                number: job.attempts,
+            },
+            &resolved,
+            credential.as_deref(),
+            input,
+            sink,
+        )
+        .await;
+        // The sink is gone with the module's future; let the writer flush.
+        let _ = writer.await;
         Ok(match result {
-            Ok((output, summary)) => {
-                match modules::validate(&resolved.output, &output, "the module's output") {
-                    Ok(()) => Outcome::Succeeded { output, summary },
-                    Err(e) => Outcome::Failed {
-                        error: e.to_string(),
-                        retryable: false,
-                    },
-                }
-            }
+            Ok((output, summary)) => Outcome::Succeeded { output, summary },
             Err(e) => Outcome::Failed {
                 retryable: e.is_retryable(),
                 error: e.to_string(),
             },
         })
     }
+}
+
+/// Which task and attempt a capability runs for.
+pub struct Attempt<'a> {
+    pub tenant: &'a TenantId,
+    pub task: &'a TaskId,
+    pub number: u32,
+}
+
+/// Runs one attempt of a resolved capability, in this process (built-in) or on its MCP
+/// server, and checks the output against the capability's schema. Shared by the queue
+/// handler and by agents' read-only tool calls, so both run a capability the same way.
+pub async fn run_capability(
+    state: &AppState,
+    attempt: &Attempt<'_>,
+    resolved: &modules::Resolved,
+    credential: Option<&str>,
+    input: Value,
+    progress: ProgressSink,
+) -> std::result::Result<(Value, Option<String>), TaskError> {
+    let (output, summary) = match &resolved.source {
+        Source::Builtin => {
+            let Some(module) = state.registry.get(resolved.spec.module()) else {
+                return Err(TaskError::Permanent(format!(
+                    "module {} is not in this build",
+                    resolved.spec.module()
+                )));
+            };
+            let req = TaskExecutionRequest {
+                task_id: attempt.task.to_string(),
+                tenant_id: attempt.tenant.to_string(),
+                capability: resolved.spec.name.clone(),
+                version: resolved.spec.version.clone(),
+                input,
+                attempt: attempt.number,
+                idempotency_key: job_id(attempt.task).to_string(),
+            };
+            let ctx = ExecContext {
+                progress,
+                connectors: TokenSource::new(state.vault.clone(), attempt.tenant.clone()),
+                tenant: attempt.tenant.clone(),
+                app: state.clone(),
+            };
+            let r = module.execute(ctx, req).await?;
+            (r.output, r.summary)
+        }
+        Source::Mcp { url, .. } => {
+            let tool = resolved.tool.as_deref().unwrap_or_default();
+            let v = mcp::call(
+                url,
+                credential,
+                tool,
+                input,
+                state.config.mcp_private_allowed(),
+            )
+            .await?;
+            (v, None)
+        }
+    };
+    modules::validate(&resolved.output, &output, "the module's output")
+        .map_err(|e| TaskError::Permanent(e.to_string()))?;
+    Ok((output, summary))
 }
 
 /// Writes a module's progress reports as `progress` events, coalescing bursts.

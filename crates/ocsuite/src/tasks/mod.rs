@@ -10,6 +10,7 @@
 
 pub mod gauge;
 pub mod handler;
+pub mod inline;
 pub mod routes;
 
 use chrono::{DateTime, Utc};
@@ -101,6 +102,8 @@ pub struct Task {
     pub finished_at: Option<DateTime<Utc>>,
     /// The board meeting that proposed it.
     pub meeting_id: Option<String>,
+    /// The conversation whose agent called it as a tool.
+    pub conversation_id: Option<String>,
     /// Who approved or rejected it (`user:…`, `policy:auto`), when, and why.
     pub decided_by: Option<String>,
     pub decided_at: Option<DateTime<Utc>>,
@@ -128,6 +131,7 @@ struct Row {
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
     meeting_id: Option<String>,
+    conversation_id: Option<String>,
     decided_by: Option<String>,
     decided_at: Option<DateTime<Utc>>,
     decision_rationale: Option<String>,
@@ -140,7 +144,7 @@ macro_rules! select_tasks {
         concat!(
             "SELECT id, capability, version, input, status, attempts, max_attempts, result, error, \
              idempotency_key, created_by, cancel_requested, created_at, updated_at, started_at, \
-             finished_at, meeting_id, decided_by, decided_at, decision_rationale, undo_of FROM tasks ",
+             finished_at, meeting_id, conversation_id, decided_by, decided_at, decision_rationale, undo_of FROM tasks ",
             $tail
         )
     };
@@ -167,6 +171,7 @@ impl Row {
             started_at: self.started_at,
             finished_at: self.finished_at,
             meeting_id: self.meeting_id,
+            conversation_id: self.conversation_id,
             decided_by: self.decided_by,
             decided_at: self.decided_at,
             decision_rationale: self.decision_rationale,
@@ -186,6 +191,7 @@ pub struct NewTask<'a> {
     /// `Queued` (the caller enqueues its job) or `Proposed` (waits for approval).
     pub status: Status,
     pub meeting_id: Option<&'a str>,
+    pub conversation_id: Option<&'a str>,
     pub undo_of: Option<&'a TaskId>,
 }
 
@@ -195,8 +201,8 @@ pub async fn insert(tx: &mut TenantTx, id: &TaskId, t: &NewTask<'_>) -> Result<E
     let status = t.status.as_str();
     // Sent with the event below in one trip on SQLite.
     tx.defer(
-        scoped("INSERT INTO tasks (tenant_id, id, capability, version, input, status, attempts, max_attempts, idempotency_key, created_by, cancel_requested, event_seq, created_at, updated_at, meeting_id, undo_of) \
-             VALUES ($1, $2, $3, $4, $5, $11, 0, $6, $7, $8, $9, 1, $10, $10, $12, $13)")
+        scoped("INSERT INTO tasks (tenant_id, id, capability, version, input, status, attempts, max_attempts, idempotency_key, created_by, cancel_requested, event_seq, created_at, updated_at, meeting_id, undo_of, conversation_id) \
+             VALUES ($1, $2, $3, $4, $5, $11, 0, $6, $7, $8, $9, 1, $10, $10, $12, $13, $14)")
             .bind(id)
             .bind(t.capability)
             .bind(t.version)
@@ -208,7 +214,8 @@ pub async fn insert(tx: &mut TenantTx, id: &TaskId, t: &NewTask<'_>) -> Result<E
             .bind(now)
             .bind(status)
             .bind(t.meeting_id)
-            .bind(t.undo_of.map(|u| u.to_string())),
+            .bind(t.undo_of.map(|u| u.to_string()))
+            .bind(t.conversation_id),
     )
     .await?;
     realtime::record(
@@ -246,6 +253,7 @@ pub async fn insert_queued(
             created_by,
             status: Status::Queued,
             meeting_id: None,
+            conversation_id: None,
             undo_of: None,
         },
     )

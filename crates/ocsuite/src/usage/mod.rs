@@ -249,6 +249,19 @@ pub async fn check(tx: &mut TenantTx, meter: &Meter, tokens: u32) -> Result<()> 
     Ok(())
 }
 
+/// Tokens left in the tenant's monthly budget after what is used and held (may be
+/// negative). A read, without the lock [`check`] takes: for a step inside an answer
+/// already admitted, not for admitting one.
+pub async fn headroom(tx: &mut TenantTx, meter: &Meter) -> Result<i64> {
+    let (plan,): (String,) = tx
+        .fetch_one(scoped("SELECT plan FROM tenants WHERE id = $1"))
+        .await?;
+    let plan = Plan::parse(&plan).unwrap_or(Plan::Free);
+    let (used, held) = consumed(tx, Utc::now()).await?;
+    let limit = i64::try_from(meter.limits(plan).monthly_tokens).unwrap_or(i64::MAX);
+    Ok(limit - used - held)
+}
+
 /// Holds `tokens` for a call in flight; returns the reservation id.
 pub async fn hold(tx: &mut TenantTx, tokens: u32) -> Result<String> {
     let id = uuid::Uuid::new_v4().simple().to_string();
