@@ -227,6 +227,18 @@ pub struct PersonaOut {
     pub persona: personas::Persona,
     /// The tenant's customisation, if any.
     pub customization: Option<Customization>,
+    /// The model this officer uses and how its server is asked for structured output
+    /// and tools (learned from the server's refusals); absent offline.
+    pub model_support: Option<ModelSupportOut>,
+    /// The capabilities this officer may call now (basics plus role or tenant choice).
+    pub tools: Vec<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ModelSupportOut {
+    pub model: String,
+    #[serde(flatten)]
+    pub support: crate::llm::compat::ModelSupport,
 }
 
 /// Customises a built-in persona for this tenant (admins); the default stays intact.

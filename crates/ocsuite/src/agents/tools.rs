@@ -96,12 +96,17 @@ impl Toolbox {
         tx: &mut TenantTx,
         allowed: Vec<String>,
     ) -> Result<Self> {
+        Ok(Self::from_catalog(
+            &modules::catalog(registry, tx).await?,
+            allowed,
+        ))
+    }
+
+    /// [`Toolbox::load`] from a catalog already read.
+    pub fn from_catalog(catalog: &[modules::CatalogModule], allowed: Vec<String>) -> Self {
         let mut tools: Vec<Tool> = Vec::new();
-        for m in modules::catalog(registry, tx).await? {
-            if !m.enabled {
-                continue;
-            }
-            for c in m.capabilities {
+        for m in catalog.iter().filter(|m| m.enabled) {
+            for c in &m.capabilities {
                 if !allowed.contains(&c.name) {
                     continue;
                 }
@@ -110,16 +115,16 @@ impl Toolbox {
                     continue;
                 }
                 match tools.iter_mut().find(|t| t.name == name) {
-                    Some(t) if t.spec.version < c.version => t.spec = Arc::new(c),
+                    Some(t) if t.spec.version < c.version => t.spec = Arc::new(c.clone()),
                     Some(_) => {}
                     None => tools.push(Tool {
                         name,
-                        spec: Arc::new(c),
+                        spec: Arc::new(c.clone()),
                     }),
                 }
             }
         }
-        Ok(Self { tools, allowed })
+        Self { tools, allowed }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -232,6 +237,8 @@ pub struct Caller<'a> {
     /// The speaker's slug: the actor is `agent:<slug>`.
     pub agent: &'a str,
     pub conversation: Option<&'a str>,
+    /// The board meeting whose turn made the call.
+    pub meeting: Option<&'a str>,
 }
 
 /// Handles one tool call (see the module doc). Never fails as a whole: what went wrong
@@ -334,6 +341,7 @@ async fn try_call(
             &tasks::inline::Caller {
                 actor: ("agent", caller.agent),
                 conversation: caller.conversation,
+                meeting: caller.meeting,
             },
             &resolved,
             input.clone(),
@@ -376,7 +384,7 @@ async fn try_call(
             idempotency_key: None,
             created_by: &by,
             status: Status::Proposed,
-            meeting_id: None,
+            meeting_id: caller.meeting,
             conversation_id: caller.conversation,
             undo_of: None,
         },

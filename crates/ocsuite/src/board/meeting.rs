@@ -22,8 +22,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::items::{self, RawItem};
 use super::prompts::{self, CapabilityLine, Seat};
 use crate::agents::Speaker;
+use crate::agents::tools::{self, Toolbox};
 use crate::ids::{MeetingId, TenantId};
-use crate::llm::{ChatMessage, ChatRequest, JsonSchema, Role, StreamEvent, Usage};
+use crate::llm::{ChatMessage, ChatRequest, JsonSchema, Role, StreamEvent, ToolCall, Usage};
 use crate::personas;
 use crate::state::AppState;
 use crate::store::TenantTx;
@@ -33,6 +34,8 @@ use crate::tenancy::tenants::Profile;
 const TURN_MAX_TOKENS: u32 = 700;
 const SYNTHESIS_MAX_TOKENS: u32 = 900;
 const EXTRACTION_MAX_TOKENS: u32 = 2500;
+/// Most tool steps a member may take in one turn.
+const TURN_TOOL_STEPS: u32 = 3;
 
 pub type Out = mpsc::Sender<std::result::Result<sse::Event, Infallible>>;
 
@@ -60,6 +63,8 @@ pub struct Plan {
     pub offline: bool,
     /// Capabilities the items may propose.
     pub capabilities: Vec<CapabilityLine>,
+    /// Each member's read-only tools, in `members` order.
+    pub toolboxes: Vec<Toolbox>,
     /// Whether `diagnostics.echo` is available (the offline meeting's runnable item).
     pub can_echo: bool,
     /// When the request arrived: overhead counts from here.
@@ -116,6 +121,72 @@ impl Plan {
         }
     }
 
+    /// A member's turn: the request with its read-only tools (none offline).
+    fn member_request(&self, s: &Speaker, user: String) -> ChatRequest {
+        let mut req = self.request(s, user, TURN_MAX_TOKENS);
+        if !self.offline
+            && let Some(t) = self.toolbox(&s.persona.slug)
+        {
+            req.tools = t.specs();
+        }
+        req
+    }
+
+    fn toolbox(&self, slug: &str) -> Option<&Toolbox> {
+        self.members
+            .iter()
+            .position(|m| m.persona.slug == slug)
+            .and_then(|i| self.toolboxes.get(i))
+    }
+
+    /// Runs a member's tool calls and adds them and their results to `req`; after
+    /// [`TURN_TOOL_STEPS`] steps the tools are withdrawn so the member answers.
+    async fn use_tools(
+        &self,
+        client: &mut Client,
+        slug: &str,
+        req: &mut ChatRequest,
+        text: String,
+        calls: Vec<ToolCall>,
+        step: u32,
+    ) {
+        let Some(toolbox) = self.toolbox(slug) else {
+            return;
+        };
+        let meeting = self.id.to_string();
+        let caller = tools::Caller {
+            tenant: &self.tenant,
+            agent: slug,
+            conversation: None,
+            meeting: Some(&meeting),
+        };
+        let mut results = Vec::new();
+        for call in calls.iter().take(8) {
+            client
+                .send(
+                    "tool_call",
+                    json!({"persona": slug, "id": call.id, "name": call.name,
+                           "capability": toolbox.capability_of(&call.name),
+                           "input": serde_json::from_str::<Value>(&call.arguments).unwrap_or(Value::Null)}),
+                )
+                .await;
+            let outcome = tools::call(&self.state, &caller, toolbox, call).await;
+            let mut ev = json!(outcome);
+            ev["persona"] = json!(slug);
+            client.send("tool_result", ev).await;
+            results.push(ChatMessage::tool_result(&call.id, outcome.for_model()));
+        }
+        req.messages.push(ChatMessage::calls(text, calls));
+        req.messages.extend(results);
+        if step >= TURN_TOOL_STEPS {
+            req.tools.clear();
+            req.messages.push(ChatMessage::new(
+                Role::System,
+                "No more tool calls in this turn. Give your position now with what you have.",
+            ));
+        }
+    }
+
     fn request(&self, s: &Speaker, user: String, max_tokens: u32) -> ChatRequest {
         ChatRequest {
             model: self.model_for(s),
@@ -151,6 +222,8 @@ impl Plan {
         let started = Instant::now();
         let mut streams = tokio_stream::StreamMap::new();
         let mut outs = Vec::with_capacity(turns.len());
+        // Per turn: its request (grows with tool steps), the step's calls and text start.
+        let mut live: Vec<(ChatRequest, Vec<ToolCall>, usize, u32)> = Vec::new();
         for (i, (seat, round, req)) in turns.into_iter().enumerate() {
             if label.is_none() {
                 client
@@ -159,6 +232,7 @@ impl Plan {
             }
             let prompt_estimate = crate::llm::estimate_prompt_tokens(&req.messages);
             streams.insert(i, ReceiverStream::new(self.state.llm.stream(req.clone())));
+            live.push((req.clone(), Vec::new(), 0, 0));
             outs.push((
                 TurnOut {
                     seat,
@@ -190,10 +264,33 @@ impl Plan {
                         .await;
                 }
                 StreamEvent::Usage(u) => {
-                    t.usage = u;
+                    if *reported {
+                        t.usage.prompt_tokens += u.prompt_tokens;
+                        t.usage.completion_tokens += u.completion_tokens;
+                        t.usage.estimated |= u.estimated;
+                    } else {
+                        t.usage = u;
+                    }
                     *reported = true;
                 }
-                StreamEvent::ToolCall(_) => {}
+                StreamEvent::ToolCall(c) => live[i].1.push(c),
+                StreamEvent::Done { .. }
+                    if !live[i].1.is_empty() && !live[i].0.tools.is_empty() =>
+                {
+                    // A member looked something up: run it and continue the turn.
+                    let (req, calls, from, step) = &mut live[i];
+                    let calls = std::mem::take(calls);
+                    let said = t.text.get(*from..).unwrap_or_default().to_owned();
+                    *from = t.text.len();
+                    *step += 1;
+                    let slug = t.seat.slug.clone();
+                    let step = *step;
+                    let mut next = std::mem::take(req);
+                    self.use_tools(client, &slug, &mut next, said, calls, step)
+                        .await;
+                    streams.insert(i, ReceiverStream::new(self.state.llm.stream(next.clone())));
+                    live[i].0 = next;
+                }
                 StreamEvent::Done { .. } => {
                     t.error = None;
                     t.latency_ms = started.elapsed().as_millis() as i64;
@@ -323,7 +420,7 @@ pub async fn run(plan: Plan, setup_tx: TenantTx, out: Out) {
         .zip(&seats)
         .map(|(m, s)| {
             let user = prompts::position(&plan.agenda, plan.context.as_deref(), &seats, s);
-            (s.clone(), 1, plan.request(m, user, TURN_MAX_TOKENS))
+            (s.clone(), 1, plan.member_request(m, user))
         })
         .collect();
     let (round1, w) = plan.phase(&mut client, turns, None).await;
@@ -341,7 +438,7 @@ pub async fn run(plan: Plan, setup_tx: TenantTx, out: Out) {
                     .map(|t| (t.seat.clone(), t.text.clone()))
                     .collect();
                 let user = prompts::response(&plan.agenda, s, &others);
-                (s.clone(), 2, plan.request(m, user, TURN_MAX_TOKENS))
+                (s.clone(), 2, plan.member_request(m, user))
             })
             .collect();
         let (round2, w) = plan.phase(&mut client, turns, None).await;

@@ -175,6 +175,12 @@ pub async fn hold(
     let can_echo = catalog
         .iter()
         .any(|m| m.enabled && m.capabilities.iter().any(|c| c.name == "diagnostics.echo"));
+    // Members may look things up in their turns (read-only tools); they propose work
+    // through the meeting's action items, not mid-turn.
+    let toolboxes: Vec<agents::tools::Toolbox> = members
+        .iter()
+        .map(|m| agents::tools::Toolbox::from_catalog(&catalog, m.capabilities.clone()).read_only())
+        .collect();
     let capabilities: Vec<CapabilityLine> = catalog
         .iter()
         .filter(|m| m.enabled && m.name != "diagnostics")
@@ -250,6 +256,7 @@ pub async fn hold(
         reservation,
         offline,
         capabilities,
+        toolboxes,
         can_echo,
         received,
     };

@@ -227,12 +227,31 @@ pub async fn personas(
     ctx: TenantCtx,
 ) -> Result<Json<Vec<PersonaOut>>> {
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
+    let catalog = crate::modules::catalog(&state.registry, &mut tx).await?;
     let mut out = Vec::new();
     for persona in personas::builtins() {
         let customization = agents::customization(&mut tx, &persona.slug).await?;
+        let speaker = agents::speaker(&mut tx, &persona.slug)
+            .await?
+            .ok_or(AppError::NotFound("persona"))?;
+        let model = speaker
+            .persona
+            .model
+            .clone()
+            .unwrap_or_else(|| state.config.llm_model.clone());
+        let tools = agents::tools::Toolbox::from_catalog(&catalog, speaker.capabilities)
+            .tools
+            .iter()
+            .map(|t| t.spec.name.clone())
+            .collect();
         out.push(PersonaOut {
             persona,
             customization,
+            model_support: state
+                .llm
+                .support(&model)
+                .map(|support| agents::routes::ModelSupportOut { model, support }),
+            tools,
         });
     }
     tx.commit().await?;

@@ -347,6 +347,7 @@ impl Turn {
             tenant: &self.tenant,
             agent: &self.persona.slug,
             conversation: Some(self.conversation.as_str()),
+            meeting: None,
         };
         let mut results = Vec::new();
         for (i, call) in calls.iter().enumerate() {

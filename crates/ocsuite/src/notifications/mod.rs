@@ -184,6 +184,59 @@ pub async fn task_outcome(
     .await
 }
 
+/// Tells the person whose conversation proposed a task (an agent's tool call they
+/// approved) how it ended. Nothing for tasks that came from elsewhere, or that an agent
+/// ran at once (reads).
+pub async fn chat_task_outcome(
+    tx: &mut TenantTx,
+    task_id: &crate::ids::TaskId,
+    status: &str,
+    error: Option<&str>,
+) -> Result<Vec<Event>> {
+    let row: Option<(String, String, String, String)> = tx
+        .fetch_optional(
+            scoped(
+                "SELECT c.created_by, c.persona, t.capability, c.id FROM tasks t \
+                 JOIN conversations c ON c.tenant_id = t.tenant_id AND c.id = t.conversation_id \
+                 WHERE t.tenant_id = $1 AND t.id = $2 AND t.decided_by IS NOT NULL",
+            )
+            .bind(task_id),
+        )
+        .await?;
+    let Some((by, persona, capability, conversation)) = row else {
+        return Ok(vec![]);
+    };
+    let Some(user) = by.strip_prefix("user:").and_then(UserId::parse) else {
+        return Ok(vec![]);
+    };
+    let who = persona.to_uppercase();
+    let (headline, detail) = match status {
+        "succeeded" => ("done".to_owned(), "It ran successfully.".to_owned()),
+        other => (
+            other.to_owned(),
+            format!(
+                "It did not complete: {}.",
+                error.unwrap_or("no reason given")
+            ),
+        ),
+    };
+    notify(
+        tx,
+        New {
+            user: &user,
+            kind: &format!("task.{status}"),
+            title: format!("{capability} proposed by the {who}: {headline}"),
+            body: format!(
+                "In your conversation with the {who}, it proposed {capability}. {detail} The {who} sees this the next time you write.\nTask {task_id}, conversation {conversation}."
+            ),
+            meeting_id: None,
+            task_id: Some(task_id.as_str()),
+            email: status != "succeeded",
+        },
+    )
+    .await
+}
+
 pub async fn list(
     tx: &mut TenantTx,
     user: &UserId,

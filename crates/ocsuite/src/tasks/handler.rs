@@ -183,6 +183,18 @@ impl Handler for ExecuteTask {
                 // The outcome of a task the board proposed goes back to whoever called
                 // the meeting.
                 let meeting = ev.data["meeting_id"].as_str().map(str::to_owned);
+                // A task an agent proposed in a chat reports back to that conversation.
+                if meeting.is_none() && matches!(kind, "succeeded" | "failed" | "dead") {
+                    events.extend(
+                        crate::notifications::chat_task_outcome(
+                            tx,
+                            &id,
+                            kind,
+                            ev.data["error"].as_str(),
+                        )
+                        .await?,
+                    );
+                }
                 let error = ev.data["error"].as_str().map(str::to_owned);
                 events.push(ev);
                 if let Some(meeting) = meeting

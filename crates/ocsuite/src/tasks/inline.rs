@@ -22,6 +22,7 @@ pub struct Caller<'a> {
     /// `agent:cfo`.
     pub actor: (&'a str, &'a str),
     pub conversation: Option<&'a str>,
+    pub meeting: Option<&'a str>,
 }
 
 /// What the run produced: the task and its output or error.
@@ -87,7 +88,7 @@ pub async fn run_read(
                 idempotency_key: None,
                 created_by: &by,
                 status: Status::Queued,
-                meeting_id: None,
+                meeting_id: caller.meeting,
                 conversation_id: caller.conversation,
                 undo_of: None,
             },
