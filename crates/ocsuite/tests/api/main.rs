@@ -30,5 +30,6 @@ mod sql_scope;
 mod store;
 mod tasks;
 mod tenancy;
+mod tools;
 mod usage;
 mod web;
