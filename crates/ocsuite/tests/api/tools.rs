@@ -645,3 +645,38 @@ async fn board_members_quote_the_books() {
     assert!(tasks[0]["meeting_id"].is_string());
     assert_eq!(find(&evs, "meeting_end").len(), 1);
 }
+
+/// Without a model, officers still look things up (by the question's words) and
+/// propose work; the answer reports what the tools returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_officers_look_things_up_and_propose() {
+    let app = TestApp::start(Db::Sqlite).await.unwrap();
+    let (u, t) = owner(&app, "offline-tools@acme.test").await;
+    let (s, evs) = chat(
+        &app,
+        &u,
+        &t,
+        "cfo",
+        json!({"message": "How long is our runway?"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let results = find_all(&evs, "tool_result");
+    assert_eq!(results.len(), 1, "{evs:?}");
+    assert_eq!(results[0]["capability"], "bookkeeping.financial_summary");
+    assert_eq!(results[0]["status"], "succeeded");
+    let text = text_of(&evs);
+    assert!(text.contains("What I looked up:\n- "), "{text}");
+    assert!(text.contains("currency: USD"), "{text}");
+    let (_, evs) = chat(
+        &app,
+        &u,
+        &t,
+        "cmo",
+        json!({"message": "Add a lead named Zed Corp, they emailed today."}),
+    )
+    .await;
+    let results = find_all(&evs, "tool_result");
+    assert_eq!(results[0]["status"], "awaiting_approval", "{evs:?}");
+    assert!(text_of(&evs).contains("awaits your approval"));
+}

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use crate::board::prompts::Ask;
 
 mod meeting;
+mod tools;
 pub use meeting::{MEETING_NOTICE, TURN_NOTICE};
 
 use super::{
@@ -77,6 +78,35 @@ impl Provider for Offline {
 
     fn stream(&self, req: ChatRequest) -> mpsc::Receiver<StreamEvent> {
         let (tx, rx) = mpsc::channel(64);
+        // A fresh question with tools on offer: look things up first.
+        let fresh = req.messages.last().is_some_and(|m| m.role == Role::User);
+        let calls = if fresh && !req.tools.is_empty() {
+            let q = req.messages.last().map_or("", |m| m.content.as_str());
+            tools::choose(q, &req.tools)
+        } else {
+            Vec::new()
+        };
+        if !calls.is_empty() {
+            let usage = Usage {
+                prompt_tokens: estimate_prompt_tokens(&req.messages),
+                completion_tokens: calls.iter().map(|c| estimate_tokens(&c.arguments)).sum(),
+                estimated: true,
+            };
+            tokio::spawn(async move {
+                for c in calls {
+                    if tx.send(StreamEvent::ToolCall(c)).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = tx.send(StreamEvent::Usage(usage)).await;
+                let _ = tx
+                    .send(StreamEvent::Done {
+                        finish_reason: "tool_calls".into(),
+                    })
+                    .await;
+            });
+            return rx;
+        }
         let text = compose(&req.messages);
         let usage = Usage {
             prompt_tokens: estimate_prompt_tokens(&req.messages),
@@ -288,7 +318,15 @@ fn compose(messages: &[ChatMessage]) -> String {
                 .filter(|m| m.role == Role::User)
                 .count()
                 .saturating_sub(1);
-            chat(&book, question, earlier, &documents)
+            let mut out = chat(&book, question, earlier, &documents);
+            if let Some(r) = tools::report(messages) {
+                // After the opening paragraph, before the playbook.
+                let at = out.find("\n\n").map_or(out.len(), |i| {
+                    out[i + 2..].find('\n').map_or(out.len(), |j| i + 2 + j + 1)
+                });
+                out.insert_str(at, &format!("\n{r}"));
+            }
+            out
         }
     }
 }
