@@ -407,26 +407,65 @@ try {
     assert.deepEqual(a.problems, [], "console errors (CSP violations or script errors)");
   });
 
-  await step("an agent is built, edited, disabled and sits on the board", async () => {
+  await step("an agent is built with its tools, edited, disabled and sits on the board", async () => {
     const { page } = a;
-    await page.goto(`${base}/settings`);
+    await page.goto(`${base}/agents`);
     await page.fill("#ag-name", "Growth Coach");
     await page.fill("#ag-slug", "growth-coach");
     await page.fill("#ag-title", "Head of Growth");
     await page.fill("#ag-ins", "Find the cheapest experiment that could double sign-ups.");
+    await page.check("[data-new-agent] input[value='leadtracker.add_lead']");
+    await page.fill("#ag-temp", "0.4");
     await page.click("button:has-text('Create agent')");
-    await page.locator("[data-agent=growth-coach]").waitFor();
+    await page.locator("[data-agent=growth-coach]", { hasText: "5 tools" }).waitFor();
     await page.click("[data-agent=growth-coach] summary");
+    assert.ok(await page.isChecked("[data-agent=growth-coach] input[value='leadtracker.add_lead']"));
+    assert.equal(await page.inputValue("#ag-growth-coach-temp"), "0.4");
     await page.fill("#ag-growth-coach-title", "Growth Lead");
     await page.click("[data-agent=growth-coach] button:has-text('Save')");
     await page.locator("[data-agent=growth-coach]", { hasText: "Growth Lead" }).waitFor();
     await page.goto(`${base}/board`);
     await page.locator("input[name=personas][value=growth-coach]").waitFor();
-    await page.goto(`${base}/settings`);
+    await page.goto(`${base}/agents`);
+    await page.click("[data-agent=growth-coach] summary");
     await page.click("[data-agent=growth-coach] button:has-text('Disable')");
     await page.locator("[data-agent=growth-coach] .badge", { hasText: "disabled" }).waitFor();
     await page.goto(`${base}/board`);
     assert.equal(await page.locator("input[name=personas][value=growth-coach]").count(), 0);
+  });
+
+  await step("an officer's Test shows its tool call; a proposal in chat is approved inline", async () => {
+    const { page } = a;
+    await page.setViewportSize({ width: 1280, height: 900 });
+    await page.emulateMedia({ colorScheme: "light" });
+    await page.goto(`${base}/agents`);
+    await page.click("[data-officer=cfo] summary");
+    await page.fill("#test-cfo", "How long is our runway?");
+    await page.click("[data-officer=cfo] .test-box button[type=submit]");
+    await page.locator("[data-officer=cfo] details.tool.succeeded", { hasText: "bookkeeping.financial_summary" }).waitFor();
+    await page.locator("[data-officer=cfo] .msg.assistant", { hasText: "What I looked up" }).waitFor();
+    await shot(page, "19-agent-test.png", true);
+    await page.goto(`${base}/chat`);
+    await page.selectOption("#persona", "cmo");
+    await page.fill("#message", "Add a lead named Zed Corp, they emailed today.");
+    await page.click("button:has-text('Send')");
+    const card = page.locator("details.tool.awaiting_approval", { hasText: "leadtracker.add_lead" });
+    await card.waitFor();
+    await page.locator(".msg.assistant", { hasText: "awaits your approval" }).waitFor();
+    await shot(page, "20-chat-tool-proposal.png", true);
+    await card.locator("button:has-text('Approve')").click();
+    // The page reloads with the task's status now; the worker runs it.
+    for (let i = 0; ; i++) {
+      await page.waitForLoadState("load");
+      if (await page.locator("details.tool .badge", { hasText: "approved · succeeded" }).count()) break;
+      assert.ok(i < 40, "the approved task never succeeded");
+      await new Promise((r) => setTimeout(r, 250));
+      await page.reload();
+    }
+    await shot(page, "21-chat-tool-approved.png", true);
+    await page.goto(`${base}/leads`);
+    await page.locator(".lead", { hasText: "Zed Corp" }).first().waitFor();
+    assert.deepEqual(a.problems, [], "console errors (CSP violations or script errors)");
   });
 
   await step("an invited member signs up through the link and joins", async () => {

@@ -158,6 +158,11 @@ document.addEventListener("DOMContentLoaded", () => {
     if (items && items.length && !anchor.citesRef) anchor.citesRef = sources(anchor, items);
     markdown(m, m.textContent, items && items.length ? anchor.citesRef : null);
   }
+  for (const t of $$("[data-tool-calls]")) {
+    let calls = [];
+    try { calls = JSON.parse(t.dataset.toolCalls); } catch {}
+    for (const c of calls) t.append(toolCard(c));
+  }
   for (const init of $$("[data-init]")) (pages[init.dataset.init] || (() => {}))(init);
 });
 
@@ -302,6 +307,37 @@ document.addEventListener("click", (ev) => {
   target.scrollIntoView({ block: "nearest", behavior: "smooth" });
 });
 
+// One tool call of an answer: what was looked up or proposed, its task, the output
+// (collapsed), and, for a proposal still waiting, Approve or a link to review it.
+const TOOL_VERBS = { succeeded: "Looked up", failed: "Could not use", refused: "Not allowed", awaiting_approval: "Proposed", queued: "Queued" };
+const TOOL_BADGES = { succeeded: "done", failed: "failed", refused: "refused", awaiting_approval: "awaits approval", queued: "queued" };
+function toolCard(c, card) {
+  const d = card || el("details", { class: "tool" });
+  d.replaceChildren();
+  const status = c.status || "running";
+  d.className = `tool ${status}`;
+  const name = c.capability || c.name || "a tool";
+  // A proposal decided since: its task's status now, not the stale "awaits approval".
+  const decided = status === "awaiting_approval" && c.now && c.now !== "proposed";
+  const badge = decided
+    ? el("span", { class: `badge ${c.now}`, text: c.now === "rejected" ? "rejected" : `approved · ${c.now}` })
+    : el("span", { class: `badge ${status}`, text: TOOL_BADGES[status] || "working…" });
+  const summary = el("summary", {}, badge, " ", `${TOOL_VERBS[status] || "Using"} `, el("code", { text: name }));
+  if (c.task_id) summary.append(" · ", el("a", { href: `/tasks/${c.task_id}`, text: "task" }));
+  d.append(summary);
+  if (c.input && Object.keys(c.input).length) d.append(el("p", { class: "small muted", text: `Input: ${JSON.stringify(c.input)}` }));
+  if (c.error) d.append(el("p", { class: "field-error", text: c.error }));
+  if (c.output !== undefined && c.output !== null) d.append(el("pre", { class: "small", text: JSON.stringify(c.output, null, 2).slice(0, 4000) }));
+  if (status === "awaiting_approval" && c.task_id && (!c.now || c.now === "proposed")) {
+    d.open = true;
+    d.append(el("div", { class: "row" },
+      el("button", { type: "button", "data-call": `POST /api/v1/tasks/${c.task_id}/approve` }, "Approve"),
+      el("a", { class: "button secondary", href: `/tasks/${c.task_id}`, text: "Review or reject" }),
+      el("span", { class: "field-error", "data-call-error": "" })));
+  }
+  return d;
+}
+
 // The chosen speaker as the list names it: "CFO" for "Chief Financial Officer (CFO)",
 // an agent by its name.
 function speakerName(form) {
@@ -434,8 +470,10 @@ const pages = {
       if (!text) return;
       const persona = $("select[name=persona]", form).value;
       log.append(el("div", { class: "msg user", text }));
+      const tools = el("div", { class: "tools" });
       const answer = el("div", { class: "msg assistant", "aria-live": "polite" });
-      log.append(answer);
+      log.append(tools, answer);
+      const cards = {};
       $("textarea", form).value = "";
       controller = new AbortController();
       stop.disabled = false;
@@ -456,6 +494,8 @@ const pages = {
           }
           if (event === "citations") answer.cites = sources(answer, d.items, d.note);
           if (event === "delta") { acc += d.text || d.delta || ""; markdown(answer, acc); }
+          if (event === "tool_call") { cards[d.id] = toolCard(d); tools.append(cards[d.id]); }
+          if (event === "tool_result") { const c = cards[d.id]; if (c) toolCard(d, c); else tools.append(toolCard(d)); }
           if (event === "error") answer.append(el("p", { class: "field-error", text: d.message || "the answer stopped" }));
           if (event === "message_end" && d.message_id) {
             const rate = (r, label) => el("button", { type: "button", class: "secondary", "data-call": `POST /api/v1/messages/${d.message_id}/rating`, "data-body": JSON.stringify({ rating: r }) }, label);
@@ -469,6 +509,32 @@ const pages = {
         busy(button, false);
         stop.disabled = true;
       }
+    });
+  },
+
+  // The agent builder's "Test" boxes: one turn, its tool calls shown as they happen.
+  agents(root) {
+    for (const form of $$("form[data-test]", root)) form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const input = $("input[name=message]", form), out = $("[data-test-out]", form);
+      const message = input.value.trim() || input.placeholder;
+      out.replaceChildren();
+      const button = $("button[type=submit]", form);
+      busy(button, true);
+      const answer = el("div", { class: "msg assistant" }), cards = {};
+      let acc = "";
+      try {
+        const res = await fetch(`/api/v1/c-suite/${encodeURIComponent(form.dataset.test)}/chat`, { method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ message }) });
+        if (!res.ok) { const d = await res.json().catch(() => null); out.append(el("p", { class: "field-error", text: (d && d.error && d.error.message) || "failed" })); return; }
+        out.append(answer);
+        await readSSE(res, (event, d) => {
+          if (event === "tool_call") { cards[d.id] = toolCard(d); answer.before(cards[d.id]); }
+          if (event === "tool_result") { const c = cards[d.id]; if (c) toolCard(d, c); else answer.before(toolCard(d)); }
+          if (event === "delta") { acc += d.text || ""; markdown(answer, acc); }
+          if (event === "error") answer.append(el("p", { class: "field-error", text: d.message || "the answer stopped" }));
+          if (event === "message_start" && d.conversation_id) out.append(el("p", { class: "small muted" }, "Kept in ", el("a", { href: `/chat?c=${encodeURIComponent(d.conversation_id)}`, text: "Chat" }), "."));
+        });
+      } finally { busy(button, false); }
     });
   },
 

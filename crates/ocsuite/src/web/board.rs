@@ -105,6 +105,8 @@ struct ChatPage {
     conversations: Vec<crate::chat::Conversation>,
     current: Option<crate::chat::Conversation>,
     messages: Vec<crate::chat::Message>,
+    /// The current status of tasks the conversation's agent proposed.
+    now: std::collections::HashMap<String, (String, Option<String>)>,
 }
 
 /// Citations as the page hands them to its script (`data-citations`).
@@ -115,6 +117,23 @@ fn cites_json(c: &crate::knowledge::grounding::Citations) -> String {
 impl ChatPage {
     fn cites(&self, m: &crate::chat::Message) -> String {
         cites_json(&m.citations)
+    }
+
+    /// An answer's tool calls for its script (`data-tool-calls`), each with its task's
+    /// status now (`now`), so a proposal approved since shows as such.
+    fn tool_calls(&self, m: &crate::chat::Message) -> String {
+        let calls: Vec<serde_json::Value> = m
+            .tool_calls
+            .iter()
+            .cloned()
+            .map(|mut c| {
+                if let Some((status, _)) = c["task_id"].as_str().and_then(|t| self.now.get(t)) {
+                    c["now"] = serde_json::json!(status);
+                }
+                c
+            })
+            .collect();
+        serde_json::to_string(&calls).unwrap_or_else(|_| "[]".into())
     }
 
     /// A conversation's speaker as people name it: `CFO`, or the agent's name.
@@ -147,13 +166,14 @@ pub async fn chat(
     let agents = agents(&state, &v).await?;
     let mut tx = state.store.tenant_read(&v.tenant).await?;
     let conversations = crate::chat::list(&mut tx, None, 30).await?;
-    let (current, messages) = match q.c.as_deref().map(crate::ids::ConversationId::parse) {
+    let (current, messages, now) = match q.c.as_deref().map(crate::ids::ConversationId::parse) {
         Some(Some(id)) => (
             Some(crate::chat::get(&mut tx, &id).await?),
             crate::chat::messages(&mut tx, &id).await?,
+            crate::chat::proposed_now(&mut tx, &id).await?,
         ),
         Some(None) => return Err(crate::error::AppError::NotFound("conversation").into()),
-        None => (None, Vec::new()),
+        None => (None, Vec::new(), Default::default()),
     };
     tx.commit().await?;
     Ok(render(&ChatPage {
@@ -163,5 +183,6 @@ pub async fn chat(
         conversations,
         current,
         messages,
+        now,
     }))
 }

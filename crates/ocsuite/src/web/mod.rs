@@ -9,6 +9,7 @@
 //! Templates escape every value (askama's HTML escaping), and the script only ever sets
 //! `textContent`, so neither tenant data nor model output can inject markup.
 
+pub mod agents;
 pub mod board;
 pub mod dashboard;
 pub mod knowledge;
@@ -49,6 +50,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/chat", get(board::chat))
         .route("/connectors", get(pages::connectors))
         .route("/knowledge", get(knowledge::page))
+        .route("/agents", get(agents::page))
         .route("/leads", get(modules::leads))
         .route("/books", get(modules::books))
         .route("/campaigns", get(modules::campaigns))

@@ -225,7 +225,6 @@ struct SettingsPage {
     members: Vec<crate::tenancy::members::MemberOut>,
     invites: Vec<crate::tenancy::invites::InviteOut>,
     keys: Vec<crate::tenancy::api_keys::ApiKeyOut>,
-    agents: Vec<crate::agents::Agent>,
     notifications: Vec<crate::notifications::Notification>,
     audit: Vec<crate::audit::AuditOut>,
     plan: String,
@@ -251,7 +250,6 @@ pub async fn settings(State(state): State<AppState>, v: Viewer) -> Result<Respon
     } else {
         (Vec::new(), Vec::new(), Vec::new())
     };
-    let agents = crate::agents::list(&mut tx).await?;
     let notifications = crate::notifications::list(&mut tx, &v.user.id, false, 20).await?;
     let (plan,): (String,) = tx
         .fetch_one(scoped("SELECT plan FROM tenants WHERE id = $1"))
@@ -267,7 +265,6 @@ pub async fn settings(State(state): State<AppState>, v: Viewer) -> Result<Respon
         members,
         invites,
         keys,
-        agents,
         notifications,
         audit,
         plan,

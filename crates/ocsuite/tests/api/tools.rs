@@ -667,7 +667,8 @@ async fn offline_officers_look_things_up_and_propose() {
     assert_eq!(results[0]["status"], "succeeded");
     let text = text_of(&evs);
     assert!(text.contains("What I looked up:\n- "), "{text}");
-    assert!(text.contains("currency: USD"), "{text}");
+    assert!(text.contains(" USD"), "{text}");
+    assert!(!text.contains("_minor"), "{text}");
     let (_, evs) = chat(
         &app,
         &u,

@@ -109,10 +109,9 @@ pub fn report(messages: &[ChatMessage]) -> Option<String> {
             Some("succeeded") => {
                 out.push_str(&format!("- {}\n", figures(&v["output"])));
             }
-            Some("awaiting_approval") => out.push_str(&format!(
-                "- I proposed it as a task ({}); it awaits your approval in Approvals and has not run.\n",
-                v["task_id"].as_str().unwrap_or("see Approvals")
-            )),
+            Some("awaiting_approval") => out.push_str(
+                "- I proposed it as a task: it awaits your approval (Approve below, or in Approvals) and has not run.\n",
+            ),
             _ => out.push_str(&format!(
                 "- A lookup failed: {}\n",
                 v["error"].as_str().unwrap_or("no reason given")
@@ -145,17 +144,28 @@ fn figures(output: &Value) -> String {
     let Some(obj) = output.as_object() else {
         return output.to_string().chars().take(200).collect();
     };
+    let currency = obj.get("currency").and_then(Value::as_str);
     let parts: Vec<String> = obj
         .iter()
-        .filter(|(_, v)| v.is_number() || v.is_string() || v.is_boolean())
-        .take(8)
-        .map(|(k, v)| {
-            format!(
-                "{}: {}",
-                k.replace('_', " "),
-                v.as_str().map_or_else(|| v.to_string(), str::to_owned)
-            )
+        .filter(|(k, v)| {
+            (v.is_number() || v.is_string() || v.is_boolean()) && k.as_str() != "currency"
         })
+        .take(8)
+        .map(
+            |(k, v)| match (k.strip_suffix("_minor"), v.as_i64(), currency) {
+                // Amounts in minor units read as money: "cash balance: 30144.56 USD".
+                (Some(name), Some(minor), Some(c)) => format!(
+                    "{}: {} {c}",
+                    name.replace('_', " "),
+                    crate::money::format(minor, c)
+                ),
+                _ => format!(
+                    "{}: {}",
+                    k.replace('_', " "),
+                    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+                ),
+            },
+        )
         .collect();
     if parts.is_empty() {
         "It answered with no figures.".into()
@@ -219,20 +229,16 @@ mod tests {
             ChatMessage::new(Role::User, "new"),
             ChatMessage::tool_result(
                 "b",
-                r#"{"status":"succeeded","output":{"runway_months":5.5,"currency":"USD","months":[]}}"#,
+                r#"{"status":"succeeded","output":{"runway_months":5.5,"currency":"USD","cash_balance_minor":3014456,"months":[]}}"#,
             ),
             ChatMessage::tool_result("c", r#"{"status":"awaiting_approval","task_id":"tsk_1"}"#),
         ];
         let r = report(&msgs).unwrap();
         assert!(
-            r.contains("runway months: 5.5, currency: USD")
-                || r.contains("currency: USD, runway months: 5.5"),
+            r.contains("cash balance: 30144.56 USD, runway months: 5.5"),
             "{r}"
         );
-        assert!(
-            r.contains("tsk_1") && r.contains("awaits your approval"),
-            "{r}"
-        );
-        assert!(!r.contains("x: 1"), "{r}");
+        assert!(r.contains("awaits your approval"), "{r}");
+        assert!(!r.contains("x: 1") && !r.contains("_minor"), "{r}");
     }
 }
