@@ -19,6 +19,7 @@ pub mod crypto;
 pub mod demo;
 pub mod email;
 pub mod error;
+pub mod eval;
 pub mod ids;
 pub mod imports;
 pub mod json;

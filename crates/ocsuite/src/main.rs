@@ -37,6 +37,13 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Measure the configured model on twenty fixed scenarios (tools, grounding,
+    /// action items, refusals) on a throwaway database, and print the table.
+    Eval {
+        /// Print the report as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -59,8 +66,8 @@ enum KeysCommand {
     Rotate,
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+fn init_logging(format: LogFormat, default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -84,7 +91,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(config.log_format);
+    // The evaluation prints a table; the server it starts only speaks up about problems.
+    let quiet = matches!(cli.command, Some(Command::Eval { .. }));
+    init_logging(config.log_format, if quiet { "warn" } else { "info" });
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
         Command::Worker => {
@@ -102,6 +111,7 @@ async fn main() -> ExitCode {
         Command::Keys {
             command: KeysCommand::Rotate,
         } => rotate(config).await,
+        Command::Eval { json } => eval(config, json).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -171,5 +181,19 @@ async fn rotate(config: Config) -> Result<(), String> {
         "key version {} is current; re-encrypted {} tenant secrets and {} user secrets",
         report.new_version, report.tenant_secrets, report.user_secrets
     );
+    Ok(())
+}
+
+/// `ocsuite eval`: runs the scenarios and prints the report.
+async fn eval(config: Config, json: bool) -> Result<(), String> {
+    let report = ocsuite::eval::run(config).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        println!("{}", report.table());
+    }
     Ok(())
 }

@@ -68,10 +68,14 @@ impl EmailModule {
                 capability(
                     "email.campaign_stats",
                     "Campaign figures",
-                    "A campaign's status and per-recipient counts: sent, failed, skipped, pending, unsubscribed.",
+                    "A campaign's status and per-recipient counts: sent, failed, skipped, pending, unsubscribed. Without campaign_id: the most recent campaign.",
                     SideEffect::Read,
                     Undo::None,
-                    campaign_in,
+                    json!({
+                        "type": "object",
+                        "properties": {"campaign_id": {"type": "string", "description": "absent: the most recent campaign"}},
+                        "additionalProperties": false
+                    }),
                     json!({"type": "object", "required": ["campaign_id", "status", "stats"]}),
                 ),
             ],
@@ -299,8 +303,16 @@ async fn run(
         "email.send" => send_one(&ctx, i).await,
         "email.campaign_send" => start_campaign(&ctx, &campaign_id(i)?).await,
         "email.campaign_stats" => {
-            let id = campaign_id(i)?;
             let mut tx = ctx.tx().await?;
+            let id = match i.get("campaign_id") {
+                Some(_) => campaign_id(i)?,
+                None => super::list(&mut tx, 1)
+                    .await?
+                    .into_iter()
+                    .next()
+                    .map(|c| c.id)
+                    .ok_or_else(|| permanent("this company has no campaign yet"))?,
+            };
             let c = super::get(&mut tx, &id).await?;
             let s = super::stats(&mut tx, &id).await?;
             tx.commit().await.map_err(AppError::from)?;

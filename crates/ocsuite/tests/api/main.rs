@@ -14,6 +14,7 @@ mod crypto;
 mod demo;
 mod email;
 mod email_gmail;
+mod eval;
 mod fake_idp;
 mod isolation;
 mod knowledge;
