@@ -138,6 +138,31 @@ impl Topic {
     }
 }
 
+impl Event {
+    /// An event already inserted (its id known), for statements that insert several.
+    pub fn stored(
+        tenant_id: TenantId,
+        id: i64,
+        topic: &str,
+        seq: i64,
+        kind: &str,
+        data: Value,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            tenant_id,
+            id,
+            topic: topic.to_owned(),
+            seq,
+            kind: kind.to_owned(),
+            data,
+            at,
+            wire: WireCache::default(),
+            inserted: None,
+        }
+    }
+}
+
 pub(crate) const EVENTS_CHANNEL: &str = "ocsuite_events";
 
 /// Appends an event to `topic` at position `seq` inside `tx` and returns it; hand the

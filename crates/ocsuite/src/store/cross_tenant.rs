@@ -321,6 +321,26 @@ pub fn add_usage(tx: &TenantTx) -> Sql {
     }
 }
 
+/// A task that already ran, its audit entry and its timeline, in one statement
+/// (PostgreSQL; data-modifying CTEs always run). Binds: id, capability, version, input,
+/// status, created_by, started_at, finished_at, result, error, meeting_id,
+/// conversation_id, audit id, actor type, actor id, action, audit details, topic, then a
+/// JSON array of `{seq, kind, data}`; returns the events' ids in array order.
+pub fn add_finished_task(tx: &TenantTx) -> Sql {
+    debug_assert!(tx.is_postgres());
+    scoped(
+        "WITH t AS (INSERT INTO tasks (tenant_id, id, capability, version, input, status, attempts, max_attempts, \
+           idempotency_key, created_by, cancel_requested, event_seq, created_at, updated_at, started_at, finished_at, \
+           result, error, meeting_id, conversation_id) \
+           VALUES ($1, $2, $3, $4, $5, $6, 1, 1, NULL, $7, FALSE, 3, $8, $9, $8, $9, $10, $11, $12, $13)), \
+         a AS (INSERT INTO audit_log (tenant_id, id, actor_type, actor_id, action, target_type, target_id, details, request_id, created_at) \
+           VALUES ($1, $14, $15, $16, $17, 'task', $2, $18, NULL, $9)) \
+         INSERT INTO events (tenant_id, topic, seq, kind, data, created_at) \
+         SELECT $1, $19, CAST(e.value->>'seq' AS BIGINT), e.value->>'kind', e.value->>'data', $9 \
+         FROM json_array_elements(CAST($20 AS json)) WITH ORDINALITY AS e(value, n) ORDER BY e.n RETURNING id",
+    )
+}
+
 /// Inserts a meeting's turns in one statement. Binds: meeting id, created_at, then a
 /// JSON array of `{seq, persona, round, content, status, error, model, pt, ct, ms}`.
 pub fn add_meeting_turns(tx: &TenantTx) -> Sql {

@@ -11,7 +11,7 @@
 use serde_json::{Value, json};
 
 use super::handler::{Attempt, run_capability};
-use super::{Change, NewTask, Status, insert, mark_running, update};
+use super::{AuditEntry, NewTask, Status, insert_finished};
 use crate::error::Result;
 use crate::ids::{TaskId, TenantId};
 use crate::modules::{ProgressSink, Resolved, Source, mcp};
@@ -49,6 +49,7 @@ pub async fn run_read(
         }
         Source::Builtin => None,
     };
+    let started = chrono::Utc::now();
     let (sink, _progress) = ProgressSink::new();
     let timeout = std::time::Duration::from_secs(resolved.spec.timeout_secs.into());
     let attempt = Attempt {
@@ -76,65 +77,38 @@ pub async fn run_read(
     let version = resolved.spec.version.to_string();
     let by = format!("{}:{}", caller.actor.0, caller.actor.1);
     let mut tx = state.store.tenant(tenant).await?;
-    let mut events = vec![
-        insert(
-            &mut tx,
-            &id,
-            &NewTask {
-                capability: &resolved.spec.name,
-                version: &version,
-                input: &input,
-                max_attempts: 1,
-                idempotency_key: None,
-                created_by: &by,
-                status: Status::Queued,
-                meeting_id: caller.meeting,
-                conversation_id: caller.conversation,
-                undo_of: None,
-            },
-        )
-        .await?,
-    ];
-    if let Some((ev, _)) = mark_running(&mut tx, &id, 1, 1).await? {
-        events.push(ev);
-    }
-    let (change, kind, data) = match &outcome {
-        Ok(output) => (
-            Change {
-                status: Some(Status::Succeeded),
-                result: Some(output),
-                finished: true,
-                ..Change::default()
-            },
-            "succeeded",
-            json!({"attempt": 1}),
-        ),
-        Err(e) => (
-            Change {
-                status: Some(Status::Failed),
-                error: Some(Some(e)),
-                finished: true,
-                ..Change::default()
-            },
-            "failed",
-            json!({"error": e, "attempt": 1}),
-        ),
-    };
-    events.extend(update(&mut tx, &id, change, kind, data.clone()).await?);
-    crate::audit::insert(
+    let events = insert_finished(
         &mut tx,
-        caller.actor,
-        "task.queued",
-        "task",
-        id.as_str(),
-        json!({"capability": resolved.spec.name, "version": version,
-               "side_effect": resolved.spec.side_effect, "via": "tool_call",
-               "conversation_id": caller.conversation}),
-        None,
+        &id,
+        &NewTask {
+            capability: &resolved.spec.name,
+            version: &version,
+            input: &input,
+            max_attempts: 1,
+            idempotency_key: None,
+            created_by: &by,
+            status: Status::Queued,
+            meeting_id: caller.meeting,
+            conversation_id: caller.conversation,
+            undo_of: None,
+        },
+        started,
+        outcome.as_ref().map_err(String::as_str),
+        // One entry, by the agent, with the outcome: who read what, and how it went.
+        AuditEntry {
+            actor: caller.actor,
+            action: if outcome.is_ok() {
+                "task.succeeded"
+            } else {
+                "task.failed"
+            },
+            details: json!({"capability": resolved.spec.name, "version": version,
+                   "side_effect": resolved.spec.side_effect, "via": "tool_call",
+                   "conversation_id": caller.conversation, "meeting_id": caller.meeting,
+                   "error": outcome.as_ref().err()}),
+        },
     )
     .await?;
-    crate::audit::record_system(&mut tx, &format!("task.{kind}"), "task", id.as_str(), data)
-        .await?;
     tx.commit().await?;
     state.bus.after_commit(events);
     Ok(Ran { task: id, outcome })

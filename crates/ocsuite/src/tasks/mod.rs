@@ -228,6 +228,125 @@ pub async fn insert(tx: &mut TenantTx, id: &TaskId, t: &NewTask<'_>) -> Result<E
     .await
 }
 
+/// An audit entry to write with a task.
+pub struct AuditEntry<'a> {
+    /// `("agent", "cfo")`.
+    pub actor: (&'a str, &'a str),
+    pub action: &'a str,
+    pub details: Value,
+}
+
+/// Stores a task that already ran (an agent's read, run at once) in its final state,
+/// with its audit entry and its whole timeline (`queued`, `started`, then `succeeded`
+/// or `failed`): one statement on PostgreSQL, one trip on SQLite.
+pub async fn insert_finished(
+    tx: &mut TenantTx,
+    id: &TaskId,
+    t: &NewTask<'_>,
+    started: DateTime<Utc>,
+    outcome: std::result::Result<&Value, &str>,
+    audit: AuditEntry<'_>,
+) -> Result<Vec<Event>> {
+    let now = Utc::now();
+    let (status, result, error) = match outcome {
+        Ok(v) => (Status::Succeeded, Some(v.to_string()), None),
+        Err(e) => (Status::Failed, None, Some(e)),
+    };
+    let end = match outcome {
+        Ok(_) => json!({"task_id": id, "status": "succeeded", "attempt": 1}),
+        Err(e) => json!({"task_id": id, "status": "failed", "error": e, "attempt": 1}),
+    };
+    let topic = Topic::Task(id.clone()).name();
+    let timeline = vec![
+        (
+            1,
+            "queued",
+            json!({"task_id": id, "status": "queued", "capability": t.capability, "version": t.version}),
+        ),
+        (
+            2,
+            "started",
+            json!({"task_id": id, "status": "running", "attempt": 1, "max_attempts": 1}),
+        ),
+        (3, status.as_str(), end),
+    ];
+    if tx.is_postgres() {
+        let rows: Vec<Value> = timeline
+            .iter()
+            .map(|(seq, kind, data)| json!({"seq": seq, "kind": kind, "data": data.to_string()}))
+            .collect();
+        let q = crate::store::cross_tenant::add_finished_task(tx)
+            .bind(id)
+            .bind(t.capability)
+            .bind(t.version)
+            .bind(t.input.to_string())
+            .bind(status.as_str())
+            .bind(t.created_by)
+            .bind(started)
+            .bind(now)
+            .bind(result)
+            .bind(error)
+            .bind(t.meeting_id)
+            .bind(t.conversation_id)
+            .bind(crate::ids::AuditId::new())
+            .bind(audit.actor.0)
+            .bind(audit.actor.1)
+            .bind(audit.action)
+            .bind(audit.details.to_string())
+            .bind(topic.as_str())
+            .bind(Value::Array(rows).to_string());
+        let ids: Vec<(i64,)> = tx.fetch_all(q).await?;
+        return Ok(timeline
+            .into_iter()
+            .zip(ids)
+            .map(|((seq, kind, data), (event_id,))| {
+                realtime::Event::stored(
+                    tx.tenant_id().clone(),
+                    event_id,
+                    &topic,
+                    seq,
+                    kind,
+                    data,
+                    now,
+                )
+            })
+            .collect());
+    }
+    tx.defer(
+        scoped("INSERT INTO tasks (tenant_id, id, capability, version, input, status, attempts, max_attempts, idempotency_key, created_by, cancel_requested, event_seq, created_at, updated_at, started_at, finished_at, result, error, meeting_id, conversation_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, 1, 1, NULL, $7, $8, 3, $9, $10, $9, $10, $11, $12, $13, $14)")
+            .bind(id)
+            .bind(t.capability)
+            .bind(t.version)
+            .bind(t.input.to_string())
+            .bind(status.as_str())
+            .bind(t.created_by)
+            .bind(false)
+            .bind(started)
+            .bind(now)
+            .bind(result)
+            .bind(error)
+            .bind(t.meeting_id)
+            .bind(t.conversation_id),
+    )
+    .await?;
+    crate::audit::insert(
+        tx,
+        audit.actor,
+        audit.action,
+        "task",
+        id.as_str(),
+        audit.details,
+        None,
+    )
+    .await?;
+    let mut events = Vec::with_capacity(timeline.len());
+    for (seq, kind, data) in timeline {
+        events.push(realtime::record(tx, &topic, seq, kind, data).await?);
+    }
+    Ok(events)
+}
+
 /// Stores a task ready to run and its `execute-task` job, in the caller's transaction.
 #[allow(clippy::too_many_arguments)]
 pub async fn insert_queued(
