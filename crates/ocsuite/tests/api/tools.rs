@@ -221,6 +221,23 @@ async fn a_read_runs_a_write_is_proposed_and_its_outcome_reaches_the_next_turn(d
             .contains("awaiting_approval")
     );
 
+    // Another company sees neither the tasks nor the conversation.
+    let (u2, t2) = owner(&app, "other@beta.test").await;
+    for path in [
+        format!("/api/v1/tasks/{read_task}"),
+        format!("/api/v1/tasks/{write_task}"),
+        format!("/api/v1/conversations/{conversation}"),
+    ] {
+        let (s, _) = app.as_(&u2).tenant(&t2).get(&path).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{path}");
+    }
+    let (s, _) = app
+        .as_(&u2)
+        .tenant(&t2)
+        .post(&format!("/api/v1/tasks/{write_task}/approve"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
     // Stored with the message.
     let d = detail(&app, &u, &t, &conversation).await;
     let calls = d["messages"][1]["tool_calls"].as_array().unwrap();
@@ -680,4 +697,89 @@ async fn offline_officers_look_things_up_and_propose() {
     let results = find_all(&evs, "tool_result");
     assert_eq!(results[0]["status"], "awaiting_approval", "{evs:?}");
     assert!(text_of(&evs).contains("awaits your approval"));
+}
+
+/// An officer's tools are the basics plus its role's defaults until the company picks
+/// its own; bad names are refused with the field named; reset restores the defaults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn officers_tools_are_editable_and_checked() {
+    let app = TestApp::start(Db::Sqlite).await.unwrap();
+    let (u, t) = owner(&app, "officer-tools@acme.test").await;
+    let tools_of = |v: &Value, slug: &str| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["slug"] == slug)
+            .unwrap()["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, v) = app.as_(&u).tenant(&t).get("/api/v1/c-suite").await;
+    let cfo = tools_of(&v, "cfo");
+    assert!(
+        cfo.contains(&"knowledge.search".to_owned())
+            && cfo.contains(&"bookkeeping.add_transaction".to_owned()),
+        "{cfo:?}"
+    );
+    assert!(!cfo.contains(&"email.send".to_owned()));
+    for bad in [
+        json!(["nope"]),
+        json!(["email.send", "x.y.z"]),
+        json!("email.send"),
+    ] {
+        let (s, v) = app
+            .as_(&u)
+            .tenant(&t)
+            .put(
+                "/api/v1/c-suite/cfo/customization",
+                json!({"capabilities": bad}),
+            )
+            .await;
+        assert_eq!(s.as_u16() / 100, 4, "{v}");
+        assert!(v["error"]["message"].is_string(), "{v}");
+    }
+    let (s, v) = app
+        .as_(&u)
+        .tenant(&t)
+        .put(
+            "/api/v1/c-suite/cfo/customization",
+            json!({"capabilities": ["email.send"], "temperature": 0.2}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, v) = app.as_(&u).tenant(&t).get("/api/v1/c-suite").await;
+    let cfo = tools_of(&v, "cfo");
+    assert!(
+        cfo.contains(&"email.send".to_owned())
+            && !cfo.contains(&"bookkeeping.add_transaction".to_owned()),
+        "{cfo:?}"
+    );
+    assert!(
+        cfo.contains(&"bookkeeping.financial_summary".to_owned()),
+        "the basics stay"
+    );
+    let (s, _) = app
+        .as_(&u)
+        .tenant(&t)
+        .delete("/api/v1/c-suite/cfo/customization")
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, v) = app.as_(&u).tenant(&t).get("/api/v1/c-suite").await;
+    assert!(tools_of(&v, "cfo").contains(&"bookkeeping.add_transaction".to_owned()));
+    // A disabled module's tools are not offered.
+    let (s, v) = app
+        .as_(&u)
+        .tenant(&t)
+        .post("/api/v1/modules/bookkeeping/disable", json!({}))
+        .await;
+    assert!(s.is_success(), "{v}");
+    let (_, v) = app.as_(&u).tenant(&t).get("/api/v1/c-suite").await;
+    assert!(
+        !tools_of(&v, "cfo")
+            .iter()
+            .any(|c| c.starts_with("bookkeeping."))
+    );
 }
