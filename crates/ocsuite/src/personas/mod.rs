@@ -132,7 +132,7 @@ pub(crate) fn defang(s: &str) -> String {
 /// text for this persona (lower priority than the rules); `figures` the modules' latest
 /// metrics ([`crate::metrics::prompt_block`]), so advice uses the company's real numbers;
 /// `documents` the passages retrieved for the question
-/// ([`crate::knowledge::grounding::Grounding::prompt_block`]), already defanged.
+/// (the knowledge domain's `Grounding::prompt_block`), already defanged.
 pub fn system_prompt(
     persona: &Persona,
     company: &str,
