@@ -783,3 +783,47 @@ async fn officers_tools_are_editable_and_checked() {
             .any(|c| c.starts_with("bookkeeping."))
     );
 }
+
+/// A module disabled after the toolbox was built (mid-answer) is refused, not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_disabled_mid_answer_is_refused() {
+    use ocsuite::agents::tools::{Caller, Toolbox, call};
+    let app = TestApp::start(Db::Sqlite).await.unwrap();
+    let (u, t) = owner(&app, "midloop@acme.test").await;
+    let tenant = ocsuite::ids::TenantId::parse(&t).unwrap();
+    let mut tx = app.state.store.tenant_read(&tenant).await.unwrap();
+    let toolbox = Toolbox::load(
+        &app.state.registry,
+        &mut tx,
+        vec!["bookkeeping.financial_summary".into()],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(toolbox.tools.len(), 1);
+    let (s, v) = app
+        .as_(&u)
+        .tenant(&t)
+        .post("/api/v1/modules/bookkeeping/disable", json!({}))
+        .await;
+    assert!(s.is_success(), "{v}");
+    let caller = Caller {
+        tenant: &tenant,
+        agent: "cfo",
+        conversation: None,
+        meeting: None,
+    };
+    let c = ocsuite::llm::ToolCall {
+        id: "c1".into(),
+        name: "bookkeeping__financial_summary".into(),
+        arguments: "{}".into(),
+    };
+    let o = call(&app.state, &caller, &toolbox, &c).await;
+    assert_eq!(o.status, "refused", "{o:?}");
+    assert!(
+        o.error.as_deref().unwrap_or_default().contains("disabled"),
+        "{o:?}"
+    );
+    let (_, tasks) = app.as_(&u).tenant(&t).get("/api/v1/tasks").await;
+    assert_eq!(tasks["tasks"].as_array().map(Vec::len), Some(0));
+}
