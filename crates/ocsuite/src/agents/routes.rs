@@ -85,6 +85,7 @@ pub struct AgentPatch {
     pub name: Option<String>,
     pub title: Option<String>,
     pub instructions: Option<String>,
+    /// Model id; `""` goes back to the server's `OCSUITE_LLM_MODEL`.
     pub model: Option<String>,
     pub temperature: Option<f64>,
     pub max_tokens: Option<i64>,

@@ -22,7 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::items::{self, RawItem};
 use super::prompts::{self, CapabilityLine, Seat};
 use crate::agents::Speaker;
-use crate::agents::tools::{self, Toolbox};
+use crate::agents::tools::Toolbox;
 use crate::ids::{MeetingId, TenantId};
 use crate::llm::{ChatMessage, ChatRequest, JsonSchema, Role, StreamEvent, ToolCall, Usage};
 use crate::personas;
@@ -31,11 +31,9 @@ use crate::store::TenantTx;
 use crate::tenancy::tenants::Profile;
 
 /// A member's answer is capped at this unless their settings say otherwise.
-const TURN_MAX_TOKENS: u32 = 700;
+pub(super) const TURN_MAX_TOKENS: u32 = 700;
 const SYNTHESIS_MAX_TOKENS: u32 = 900;
 const EXTRACTION_MAX_TOKENS: u32 = 2500;
-/// Most tool steps a member may take in one turn.
-const TURN_TOOL_STEPS: u32 = 3;
 
 pub type Out = mpsc::Sender<std::result::Result<sse::Event, Infallible>>;
 
@@ -90,14 +88,14 @@ pub(super) struct TurnOut {
     pub(super) latency_ms: i64,
 }
 
-struct Client {
+pub(super) struct Client {
     out: Out,
     alive: bool,
 }
 
 impl Client {
     /// Sends while the client listens; a meeting outlives its client (it is stored).
-    async fn send(&mut self, name: &str, data: Value) {
+    pub(super) async fn send(&mut self, name: &str, data: Value) {
         if self.alive {
             let ev = sse::Event::default().event(name).data(data.to_string());
             self.alive = self.out.send(Ok(ev)).await.is_ok();
@@ -121,73 +119,7 @@ impl Plan {
         }
     }
 
-    /// A member's turn: the request with its read-only tools (none offline).
-    fn member_request(&self, s: &Speaker, user: String) -> ChatRequest {
-        let mut req = self.request(s, user, TURN_MAX_TOKENS);
-        if !self.offline
-            && let Some(t) = self.toolbox(&s.persona.slug)
-        {
-            req.tools = t.specs();
-        }
-        req
-    }
-
-    fn toolbox(&self, slug: &str) -> Option<&Toolbox> {
-        self.members
-            .iter()
-            .position(|m| m.persona.slug == slug)
-            .and_then(|i| self.toolboxes.get(i))
-    }
-
-    /// Runs a member's tool calls and adds them and their results to `req`; after
-    /// [`TURN_TOOL_STEPS`] steps the tools are withdrawn so the member answers.
-    async fn use_tools(
-        &self,
-        client: &mut Client,
-        slug: &str,
-        req: &mut ChatRequest,
-        text: String,
-        calls: Vec<ToolCall>,
-        step: u32,
-    ) {
-        let Some(toolbox) = self.toolbox(slug) else {
-            return;
-        };
-        let meeting = self.id.to_string();
-        let caller = tools::Caller {
-            tenant: &self.tenant,
-            agent: slug,
-            conversation: None,
-            meeting: Some(&meeting),
-        };
-        let mut results = Vec::new();
-        for call in calls.iter().take(8) {
-            client
-                .send(
-                    "tool_call",
-                    json!({"persona": slug, "id": call.id, "name": call.name,
-                           "capability": toolbox.capability_of(&call.name),
-                           "input": serde_json::from_str::<Value>(&call.arguments).unwrap_or(Value::Null)}),
-                )
-                .await;
-            let outcome = tools::call(&self.state, &caller, toolbox, call).await;
-            let mut ev = json!(outcome);
-            ev["persona"] = json!(slug);
-            client.send("tool_result", ev).await;
-            results.push(ChatMessage::tool_result(&call.id, outcome.for_model()));
-        }
-        req.messages.push(ChatMessage::calls(text, calls));
-        req.messages.extend(results);
-        if step >= TURN_TOOL_STEPS {
-            req.tools.clear();
-            req.messages.push(ChatMessage::new(
-                Role::System,
-                "No more tool calls in this turn. Give your position now with what you have.",
-            ));
-        }
-    }
-
-    fn request(&self, s: &Speaker, user: String, max_tokens: u32) -> ChatRequest {
+    pub(super) fn request(&self, s: &Speaker, user: String, max_tokens: u32) -> ChatRequest {
         ChatRequest {
             model: self.model_for(s),
             messages: vec![

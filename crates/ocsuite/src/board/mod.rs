@@ -13,6 +13,7 @@ pub mod meeting;
 pub mod prompts;
 mod record;
 pub mod routes;
+mod tools;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

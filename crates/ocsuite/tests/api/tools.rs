@@ -769,6 +769,23 @@ async fn officers_tools_are_editable_and_checked() {
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (_, v) = app.as_(&u).tenant(&t).get("/api/v1/c-suite").await;
     assert!(tools_of(&v, "cfo").contains(&"bookkeeping.add_transaction".to_owned()));
+    // An agent's model can be set and cleared back to the server's default.
+    let (s, v) = app
+        .as_(&u)
+        .tenant(&t)
+        .post(
+            "/api/v1/agents",
+            json!({"slug": "m-agent", "name": "M", "title": "T", "instructions": "I.", "model": "m1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["model"], "m1");
+    let (_, v) = app
+        .as_(&u)
+        .tenant(&t)
+        .patch("/api/v1/agents/m-agent", json!({"model": ""}))
+        .await;
+    assert!(v["model"].is_null(), "{v}");
     // A disabled module's tools are not offered.
     let (s, v) = app
         .as_(&u)
