@@ -74,6 +74,8 @@ impl AppState {
             llm: llm.clone(),
             embedding_model: config.embedding_model(),
             vectors: Default::default(),
+            term_docs: Default::default(),
+            rank_whole: crate::knowledge::search::RANK_WHOLE,
         });
         Ok(Self(Arc::new(AppInner {
             config,

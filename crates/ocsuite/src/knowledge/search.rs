@@ -38,7 +38,23 @@ pub struct Knowledge {
     /// None: keyword-only.
     pub embedding_model: Option<String>,
     pub vectors: VectorCache,
+    /// How many passages contain a (tenant-tagged) term, at a knowledge generation: the
+    /// keyword search drops the commonest terms of a query when they would make it read
+    /// more than [`POSTINGS_BUDGET`] postings.
+    pub term_docs: std::sync::Mutex<HashMap<String, (i64, i64)>>,
+    /// Tenants with at most this many passages rank every term ([`RANK_WHOLE`]).
+    pub rank_whole: i64,
 }
+
+/// About how many postings one keyword search may rank on SQLite. BM25 costs a lookup
+/// per matching passage; the rarest terms are kept until their passages add up to this
+/// (two terms always stay), and the commonest, which rank little and cost most, go.
+/// The semantic half of the search still sees the whole question.
+pub const POSTINGS_BUDGET: i64 = 2_000;
+
+/// A tenant with at most this many passages has every query term ranked: there the
+/// whole ranking is cheaper than counting terms first.
+pub const RANK_WHOLE: i64 = 25_000;
 
 /// One passage found.
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -131,10 +147,9 @@ impl Knowledge {
         let any_vectors = held.iter().any(|(_, _, v)| !v.is_empty());
         let sources: Vec<String> = sources.iter().map(ToString::to_string).collect();
         let filter = serde_json::to_string(&sources).unwrap_or_else(|_| "[]".into());
-        let keyword = futures_util::future::try_join_all(
-            held.iter()
-                .map(|(scope, _, _)| self.keyword(scope, &terms, &sources, &filter)),
-        );
+        let keyword = futures_util::future::try_join_all(held.iter().map(|(scope, _, vs)| {
+            self.keyword(scope, (vs.generation, vs.chunks), &terms, &sources, &filter)
+        }));
         let embed = async {
             if any_vectors || model.is_none() {
                 self.embed_query(query).await
@@ -248,6 +263,7 @@ impl Knowledge {
     async fn keyword(
         &self,
         scope: &TenantId,
+        (generation, chunks): (i64, i64),
         terms: &[String],
         sources: &[String],
         filter: &str,
@@ -256,12 +272,87 @@ impl Knowledge {
             return Ok(Vec::new());
         }
         let mut tx = self.store.tenant_read(scope).await?;
+        let terms = if tx.is_postgres() || terms.len() <= 2 || chunks <= self.rank_whole {
+            terms.to_vec()
+        } else {
+            self.prune(&mut tx, generation, terms).await?
+        };
         let q = cross_tenant::knowledge_keyword(&tx)
-            .bind(cross_tenant::knowledge_match(&tx, terms, sources))
+            .bind(cross_tenant::knowledge_match(&tx, &terms, sources))
             .bind(CANDIDATES)
             .bind(filter);
         Ok(tx.fetch_all(q).await?)
     }
+}
+
+impl Knowledge {
+    /// `terms` without the commonest ones beyond [`POSTINGS_BUDGET`] (see there); the
+    /// counts are cached per term until the tenant's knowledge changes.
+    async fn prune(
+        &self,
+        tx: &mut TenantTx,
+        generation: i64,
+        terms: &[String],
+    ) -> Result<Vec<String>> {
+        let keys: Vec<String> = terms
+            .iter()
+            .map(|t| cross_tenant::knowledge_match(tx, std::slice::from_ref(t), &[]))
+            .collect();
+        let mut known: HashMap<String, i64> = {
+            let m = self.term_docs.lock().unwrap_or_else(|e| e.into_inner());
+            keys.iter()
+                .filter_map(|k| {
+                    m.get(k)
+                        .filter(|(g, _)| *g == generation)
+                        .map(|(_, n)| (k.clone(), *n))
+                })
+                .collect()
+        };
+        let missing: Vec<&String> = keys.iter().filter(|k| !known.contains_key(*k)).collect();
+        if !missing.is_empty() {
+            // Past the budget the exact count does not matter.
+            let q = cross_tenant::knowledge_term_docs(tx)
+                .bind(serde_json::to_string(&missing).unwrap_or_else(|_| "[]".into()))
+                .bind(POSTINGS_BUDGET + 1);
+            let rows: Vec<(String, i64)> = tx.fetch_all(q).await?;
+            let mut m = self.term_docs.lock().unwrap_or_else(|e| e.into_inner());
+            if m.len() > 100_000 {
+                m.clear();
+            }
+            for (k, n) in rows {
+                m.insert(k.clone(), (generation, n));
+                known.insert(k, n);
+            }
+        }
+        let counted: Vec<(i64, String)> = terms
+            .iter()
+            .zip(&keys)
+            .map(|(t, k)| (known.get(k).copied().unwrap_or(0), t.clone()))
+            .collect();
+        Ok(keep_rarest(counted, POSTINGS_BUDGET, &terms[0]))
+    }
+}
+
+/// The rarest terms (by passage count) until their passages add up to `budget`; two
+/// always stay, terms in no passage go, and `fallback` when nothing is left.
+pub fn keep_rarest(mut counted: Vec<(i64, String)>, budget: i64, fallback: &str) -> Vec<String> {
+    counted.sort();
+    let mut kept = Vec::new();
+    let mut postings = 0;
+    for (n, t) in counted {
+        if n == 0 {
+            continue;
+        }
+        if kept.len() >= 2 && postings + n > budget {
+            break;
+        }
+        postings += n;
+        kept.push(t);
+    }
+    if kept.is_empty() {
+        kept.push(fallback.to_owned());
+    }
+    kept
 }
 
 /// Vectors scanned per search before the scan moves off the async workers.
@@ -327,6 +418,35 @@ pub fn snippet(text: &str, terms: &[String]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_commonest_terms_go_past_the_budget() {
+        let c = |v: &[(i64, &str)]| {
+            v.iter()
+                .map(|(n, t)| (*n, (*t).to_owned()))
+                .collect::<Vec<_>>()
+        };
+        // Rarest first until the budget; two always stay.
+        assert_eq!(
+            keep_rarest(
+                c(&[(5000, "the"), (10, "zebra"), (300, "plan"), (1800, "price")]),
+                2000,
+                "x"
+            ),
+            ["zebra", "plan"]
+        );
+        assert_eq!(
+            keep_rarest(c(&[(10, "a"), (300, "b"), (1500, "c")]), 2000, "x"),
+            ["a", "b", "c"]
+        );
+        assert_eq!(
+            keep_rarest(c(&[(9000, "a"), (8000, "b"), (7000, "c")]), 2000, "x"),
+            ["c", "b"]
+        );
+        // Terms in no passage go; with nothing left the first term stays.
+        assert_eq!(keep_rarest(c(&[(0, "a"), (40, "b")]), 2000, "x"), ["b"]);
+        assert_eq!(keep_rarest(c(&[(0, "a")]), 2000, "a"), ["a"]);
+    }
+
     use super::*;
 
     #[test]

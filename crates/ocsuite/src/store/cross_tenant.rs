@@ -395,6 +395,18 @@ pub fn knowledge_keyword(tx: &TenantTx) -> Sql {
     }
 }
 
+/// How many of the tenant's passages contain each term, counting no further than `$2`
+/// (SQLite; `$1` is a JSON array of the match expressions [`knowledge_match`] writes
+/// for one term each). Rows: (expression, count). Counting reads postings without
+/// ranking them, and stops at the cap.
+pub fn knowledge_term_docs(tx: &TenantTx) -> Sql {
+    debug_assert!(!tx.is_postgres());
+    sql(
+        "SELECT j.value, (SELECT count(*) FROM (SELECT 1 FROM _knowledge_fts WHERE _knowledge_fts MATCH j.value LIMIT $2)) \
+         FROM json_each($1) j",
+    )
+}
+
 /// `terms` (letters and digits only) as a match expression for this database: any of
 /// them, ranked by how many and how rare. On SQLite each term carries the tenant's tag
 /// (as the index does, see [`knowledge_fts_row`]), and `sources`, when given, limit it.

@@ -1046,3 +1046,51 @@ async fn drive_and_notion_through_their_connectors(db: Db) {
         assert_eq!(search(&app, &b, &tb, q).await["items"], json!([]));
     }
 }
+
+/// On a large collection (here: any, with `rank_whole` at 0) the keyword search counts
+/// each term's passages first (cached per term and knowledge generation) and ranks the
+/// rarest; the answer still finds the passage with the rare words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_collections_rank_the_rarest_terms() {
+    let app = TestApp::start(Db::Sqlite).await.unwrap();
+    let (u, t) = owner(&app, "rare@acme.test").await;
+    let mut doc = String::new();
+    for i in 0..30 {
+        doc.push_str(&format!(
+            "## Part {i}\n\nThe common plan covers the common case number {i}.\n\n"
+        ));
+    }
+    doc.push_str("## Zoo\n\nThe zebra and the giraffe share the common enclosure.\n");
+    let v = add_file(&app, &u, &t, "big.md", doc.into_bytes()).await;
+    assert_eq!(v["status"], "ready", "{v}");
+    let knowledge = ocsuite::knowledge::search::Knowledge {
+        store: app.state.store.clone(),
+        llm: app.state.llm.clone(),
+        embedding_model: None,
+        vectors: Default::default(),
+        term_docs: Default::default(),
+        rank_whole: 0,
+    };
+    let tenant = ocsuite::ids::TenantId::parse(&t).unwrap();
+    let out = knowledge
+        .search(&tenant, "common zebra giraffe unicorn", 5, &[])
+        .await
+        .unwrap();
+    assert!(out.items[0].text.contains("zebra"), "{:?}", out.items);
+    let counts: Vec<i64> = {
+        let m = knowledge.term_docs.lock().unwrap();
+        let mut v: Vec<i64> = m.values().map(|(_, n)| *n).collect();
+        v.sort();
+        v
+    };
+    // unicorn 0, zebra and giraffe in one passage, common in many.
+    assert_eq!(counts.len(), 4, "{counts:?}");
+    assert_eq!(&counts[..3], [0, 1, 1], "{counts:?}");
+    assert!(counts[3] > 1, "{counts:?}");
+    // Two terms are always ranked together, without counting.
+    let again = knowledge
+        .search(&tenant, "zebra common", 5, &[])
+        .await
+        .unwrap();
+    assert!(again.items[0].text.contains("zebra"));
+}
