@@ -157,16 +157,10 @@ pub async fn task_outcome(
     };
     let item = title.unwrap_or_else(|| "An action item".into());
     let agenda: String = agenda.chars().take(120).collect();
-    let (headline, detail) = match status {
-        "succeeded" => ("done".to_owned(), "It ran successfully.".to_owned()),
-        other => (
-            other.to_owned(),
-            format!(
-                "It did not complete: {}. Open the task to see what to do next.",
-                error.unwrap_or("no reason given")
-            ),
-        ),
-    };
+    let (headline, mut detail) = outcome_words(status, error);
+    if status != "succeeded" {
+        detail.push_str(" Open the task to see what to do next.");
+    }
     notify(
         tx,
         New {
@@ -210,16 +204,7 @@ pub async fn chat_task_outcome(
         return Ok(vec![]);
     };
     let who = persona.to_uppercase();
-    let (headline, detail) = match status {
-        "succeeded" => ("done".to_owned(), "It ran successfully.".to_owned()),
-        other => (
-            other.to_owned(),
-            format!(
-                "It did not complete: {}.",
-                error.unwrap_or("no reason given")
-            ),
-        ),
-    };
+    let (headline, detail) = outcome_words(status, error);
     notify(
         tx,
         New {
@@ -235,6 +220,20 @@ pub async fn chat_task_outcome(
         },
     )
     .await
+}
+
+/// A finished task's outcome in words: the title's headline and the body's sentence.
+fn outcome_words(status: &str, error: Option<&str>) -> (String, String) {
+    match status {
+        "succeeded" => ("done".to_owned(), "It ran successfully.".to_owned()),
+        other => (
+            other.to_owned(),
+            format!(
+                "It did not complete: {}.",
+                error.unwrap_or("no reason given")
+            ),
+        ),
+    }
 }
 
 pub async fn list(
