@@ -468,6 +468,50 @@ try {
     assert.deepEqual(a.problems, [], "console errors (CSP violations or script errors)");
   });
 
+  await step("an automation raises an alert, which is acknowledged in the inbox", async () => {
+    const { page } = a;
+    await page.goto(`${base}/automations`);
+    await page.fill("#tr-name", "Runway under six months");
+    await page.selectOption("#tr-when", "metric");
+    await page.fill("#tr-rule", "runway_months < 6");
+    await page.selectOption("#tr-then", "alert");
+    await page.selectOption("#tr-sev", "warning");
+    await page.fill("#tr-title", "Runway under six months");
+    await page.click("button:has-text('Create automation')");
+    const trigger = page.locator("[data-trigger]", { hasText: "Runway under six months" });
+    await trigger.waitFor();
+    // Described in words, not as the rule that was typed.
+    assert.match(await trigger.innerText(), /When: runway falls below 6/);
+    assert.match(await trigger.innerText(), /Then: raise a warning alert/);
+    const id = await trigger.getAttribute("data-trigger");
+    const status = await page.evaluate(async (id) => {
+      const r = await fetch(`/api/v1/triggers/${id}/run`, { method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" }, body: "{}" });
+      await r.text();
+      return r.status;
+    }, id);
+    assert.equal(status, 202);
+    // The queue worker runs it: reload the inbox until the alert is there.
+    const card = page.locator("[data-alert]", { hasText: "Runway under six months" }).first();
+    for (let i = 0; ; i++) {
+      await page.goto(`${base}/alerts`);
+      await page.locator("[data-alerts][data-loaded]").waitFor();
+      if (await card.count()) break;
+      assert.ok(i < 40, "the trigger's alert never appeared");
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    await page.locator("[data-alert-count]:not(.hidden)").waitFor();
+    assert.match(await card.locator(".badge").first().innerText(), /Warning/);
+    await card.locator("button:has-text('Acknowledge')").click();
+    await page.locator("[data-alert] [data-alert-state]", { hasText: "Acknowledged" }).first().waitFor();
+    await shot(page, "22-alerts.png", true);
+    // The run is in the trigger's history, linked to its alert.
+    await page.goto(`${base}/automations`);
+    await page.click(`[data-trigger="${id}"] details.history summary`);
+    await page.locator(`[data-trigger="${id}"] [data-runs] a`, { hasText: "Alert raised" }).first().waitFor();
+    await shot(page, "23-automations.png", true);
+    assert.deepEqual(a.problems, [], "console errors (CSP violations or script errors)");
+  });
+
   await step("an invited member signs up through the link and joins", async () => {
     const { page } = a;
     await page.goto(`${base}/settings`);

@@ -17,9 +17,9 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::{
-    agents, approvals, audit, auth, board, bookkeeping, chat, connectors, demo, email, knowledge,
-    leadtracker, metrics, modules, notifications, openapi, ops, queue, realtime, tasks, tenancy,
-    usage,
+    agents, alerts, approvals, audit, auth, board, bookkeeping, chat, connectors, demo, digests,
+    email, knowledge, leadtracker, metrics, modules, notifications, openapi, ops, queue, realtime,
+    tasks, tenancy, triggers, usage, webhooks,
 };
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -48,6 +48,10 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(bookkeeping::routes::router())
         .merge(email::routes::router())
         .merge(metrics::routes::router())
+        .merge(triggers::routes::router())
+        .merge(alerts::routes::router())
+        .merge(webhooks::routes::router())
+        .merge(digests::routes::router())
         .merge(knowledge::routes::router(
             state.meter.largest_knowledge_file(),
         ))

@@ -80,6 +80,21 @@ impl AppError {
         }
     }
 
+    /// A 422 with its own code that names the offending field (`condition.cron`), for
+    /// values that parse but cannot be used.
+    pub fn unprocessable(
+        code: &'static str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::Detailed {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code,
+            message: message.into(),
+            details: serde_json::json!({ "field": field.into() }),
+        }
+    }
+
     pub fn internal(e: impl std::fmt::Display) -> Self {
         Self::Internal(e.to_string())
     }
@@ -162,6 +177,7 @@ impl IntoResponse for AppError {
         };
         let field = match &self {
             Self::Invalid { field, .. } => Some((*field).to_owned()),
+            Self::Detailed { details, .. } => details["field"].as_str().map(str::to_owned),
             _ => None,
         };
         let details = match &self {

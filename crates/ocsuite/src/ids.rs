@@ -106,6 +106,41 @@ macro_rules! typed_id {
                 crate::store::Arg::Text(id.0)
             }
         }
+        impl From<Option<&$name>> for crate::store::Arg {
+            fn from(id: Option<&$name>) -> Self {
+                crate::store::Arg::OptText(id.map(|i| i.0.clone()))
+            }
+        }
+        // Read straight out of a row: a stored id that does not parse is a decode error,
+        // not a silently different value.
+        impl sqlx::Type<sqlx::Sqlite> for $name {
+            fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
+                <String as sqlx::Type<sqlx::Sqlite>>::type_info()
+            }
+            fn compatible(ty: &sqlx::sqlite::SqliteTypeInfo) -> bool {
+                <String as sqlx::Type<sqlx::Sqlite>>::compatible(ty)
+            }
+        }
+        impl<'r> sqlx::Decode<'r, sqlx::Sqlite> for $name {
+            fn decode(v: sqlx::sqlite::SqliteValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+                let s = <String as sqlx::Decode<sqlx::Sqlite>>::decode(v)?;
+                Self::try_from(s).map_err(Into::into)
+            }
+        }
+        impl sqlx::Type<sqlx::Postgres> for $name {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <String as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <String as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+            }
+        }
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $name {
+            fn decode(v: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+                let s = <String as sqlx::Decode<sqlx::Postgres>>::decode(v)?;
+                Self::try_from(s).map_err(Into::into)
+            }
+        }
     };
 }
 
@@ -234,6 +269,37 @@ typed_id!(
     /// One passage of a knowledge source, the unit of search and citation.
     ChunkId,
     "kchk"
+);
+
+typed_id!(
+    /// A trigger: a condition (schedule, metric rule, platform event) and an action.
+    TriggerId,
+    "trg"
+);
+typed_id!(
+    /// One firing of a trigger.
+    TriggerRunId,
+    "trn"
+);
+typed_id!(
+    /// An alert in the tenant's inbox.
+    AlertId,
+    "alr"
+);
+typed_id!(
+    /// A tenant's outgoing webhook endpoint.
+    WebhookId,
+    "whk"
+);
+typed_id!(
+    /// One message to one webhook endpoint (also its `webhook-id` header).
+    DeliveryId,
+    "msg"
+);
+typed_id!(
+    /// A digest: the week's figures, alerts and decisions, in the CEO's words.
+    DigestId,
+    "dig"
 );
 
 #[cfg(test)]

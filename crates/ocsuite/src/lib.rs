@@ -6,6 +6,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod agents;
+pub mod alerts;
 pub mod app;
 pub mod approvals;
 pub mod audit;
@@ -13,10 +14,12 @@ pub mod auth;
 pub mod board;
 pub mod bookkeeping;
 pub mod chat;
+pub mod clock;
 pub mod config;
 pub mod connectors;
 pub mod crypto;
 pub mod demo;
+pub mod digests;
 pub mod email;
 pub mod error;
 pub mod eval;
@@ -39,8 +42,10 @@ pub mod state;
 pub mod store;
 pub mod tasks;
 pub mod tenancy;
+pub mod triggers;
 pub mod usage;
 pub mod web;
+pub mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -266,11 +271,28 @@ impl Background {
                 n += 1;
             }
         }));
+        // The trigger scheduler: cheap when nothing is due (one indexed read).
+        let sched = state.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = triggers::schedule::tick(&sched).await {
+                    tracing::warn!(error = %e, "the trigger scheduler failed");
+                }
+            }
+        }));
         let handlers: Vec<std::sync::Arc<dyn queue::worker::Handler>> = vec![
             std::sync::Arc::new(tasks::handler::ExecuteTask::new(state.clone())),
             std::sync::Arc::new(connectors::sync::SyncConnector::new(state.vault.clone())),
             std::sync::Arc::new(email::deliver::Deliver::new(state)),
             std::sync::Arc::new(notifications::email::SendEmail::new(state.mailer.clone())),
+            std::sync::Arc::new(triggers::run::RunTrigger::new(state)),
+            std::sync::Arc::new(webhooks::deliver::DeliverWebhook::new(
+                state.crypto.clone(),
+                state.config.mcp_private_allowed(),
+            )),
             std::sync::Arc::new(knowledge::ingest::Ingest::new(
                 state.store.clone(),
                 state.bus.clone(),

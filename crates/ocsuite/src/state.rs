@@ -38,6 +38,8 @@ pub struct AppInner {
     pub open_tasks: crate::tasks::gauge::OpenTasks,
     /// Knowledge search: keyword index, embeddings and the in-memory vectors.
     pub knowledge: Arc<crate::knowledge::search::Knowledge>,
+    /// The time triggers, alerts and digests read (tests drive it).
+    pub clock: crate::clock::Clock,
 }
 
 /// Shared state handed to every handler; cheap to clone.
@@ -92,6 +94,7 @@ impl AppState {
             mailer,
             open_tasks: Default::default(),
             knowledge,
+            clock: Default::default(),
         })))
     }
 }

@@ -164,6 +164,8 @@ document.addEventListener("DOMContentLoaded", () => {
     for (const c of calls) t.append(toolCard(c));
   }
   for (const init of $$("[data-init]")) (pages[init.dataset.init] || (() => {}))(init);
+  // The nav's count of new alerts, unless this page loads the alerts itself.
+  if ($("[data-alert-count]") && !alertCountOwned) refreshAlertCount();
 });
 
 // Follows realtime topics: `[[topic, since?], …]`. WebSocket first (the API's
@@ -637,3 +639,758 @@ const pages = {
     confirmB.addEventListener("click", () => send(true));
   },
 };
+
+// ---------------------------------------------------------------------------------
+// The proactive C-suite: alerts (inbox, dashboard box, nav count), digests, automations
+// (triggers and webhooks) and notification settings. Everything here is loaded from
+// the JSON API and put on the page through textContent.
+
+const SEVERITY = {
+  critical: { rank: 0, label: "Critical", cls: "bad" },
+  warning: { rank: 1, label: "Warning", cls: "warn" },
+  info: { rank: 2, label: "Info", cls: "info" },
+};
+const ALERT_STATE = { open: "New", acknowledged: "Acknowledged", snoozed: "Snoozed", resolved: "Resolved" };
+const NO_ALERTS = {
+  active: "No unresolved alerts: nothing needs your attention. Alerts appear here when one of your automations notices something.",
+  open: "No new alerts.",
+  acknowledged: "No acknowledged alerts.",
+  snoozed: "No snoozed alerts.",
+  resolved: "No resolved alerts yet.",
+};
+const CATEGORY_NAMES = {
+  "alerts.critical": "Critical alerts",
+  "alerts.warning": "Warnings",
+  "alerts.info": "Information alerts",
+  approvals: "Waiting for your approval",
+  task_outcomes: "Finished tasks",
+  digests: "Digests",
+};
+
+// A date and time as the reader's browser writes them.
+function when(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? "" : d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+}
+function day(iso) {
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? "" : d.toLocaleDateString(undefined, { dateStyle: "medium" });
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const errText = (res, fallback) => (res.data && res.data.error && res.data.error.message) || fallback;
+// "a, b and c"
+function listWords(items) {
+  return items.length <= 1 ? items.join("") : `${items.slice(0, -1).join(", ")} and ${items[items.length - 1]}`;
+}
+// A name from the API as words, where the page has no better one: "task_outcomes" → "Task outcomes".
+function humanize(key) {
+  const s = String(key || "").replace(/[._]+/g, " ").trim();
+  return s.charAt(0).toUpperCase() + s.slice(1);
+}
+// Links from the server go into this app or to a web page, never `javascript:` or `data:`.
+function safeHref(href) {
+  const h = String(href || "");
+  // "//host" and "/\\host" would leave the site.
+  if (h.startsWith("/") && !h.startsWith("//") && !h.startsWith("/\\")) return h;
+  try {
+    const u = new URL(h);
+    if (u.protocol === "https:" || u.protocol === "http:") return u.href;
+  } catch {}
+  return null;
+}
+// Most severe first, then newest.
+function bySeverity(alerts) {
+  const rank = (a) => (SEVERITY[a.severity] || SEVERITY.info).rank;
+  return alerts.slice().sort((a, b) => rank(a) - rank(b) || String(b.created_at).localeCompare(String(a.created_at)));
+}
+
+// The nav's badge: how many alerts nobody has looked at yet.
+let alertCountOwned = false;
+function setAlertCount(n) {
+  const badge = $("[data-alert-count]");
+  if (!badge) return;
+  const count = Number(n) || 0;
+  badge.textContent = count > 99 ? "99+" : String(count);
+  badge.title = `${count} new alert${count === 1 ? "" : "s"}`;
+  badge.classList.toggle("hidden", count === 0);
+}
+function countFrom(data) {
+  if (typeof data.open === "number") return data.open;
+  return (data.alerts || []).filter((a) => a.status === "open").length;
+}
+async function refreshAlertCount() {
+  const res = await api("GET", "/api/v1/alerts?status=open&limit=1");
+  if (res.ok && res.data) setAlertCount(countFrom(res.data));
+}
+
+// One alert: severity, title, state, text, the figures and links behind it, and what
+// can be done about it. `done(note)` runs after an action succeeded.
+function alertCard(a, canAct, done) {
+  const sev = SEVERITY[a.severity] || SEVERITY.info;
+  const card = el("article", { class: `card alert ${a.severity in SEVERITY ? a.severity : "info"}`, id: a.id, "data-alert": a.id });
+  card.append(el("div", { class: "row alert-head" },
+    el("span", { class: `badge ${sev.cls}`, text: sev.label }),
+    el("h3", { text: a.title || "Alert" }),
+    el("span", { class: `badge state-${a.status}`, "data-alert-state": "", text: ALERT_STATE[a.status] || humanize(a.status) })));
+  card.append(el("p", { class: "small muted", text: `Raised ${when(a.created_at)}` }));
+  const ev = a.evidence || {};
+  if (ev.summary && ev.summary.trim() !== String(a.body || "").trim()) card.append(el("p", { text: ev.summary }));
+  if (a.body) {
+    const body = el("div", { class: "alert-body" });
+    markdown(body, a.body);
+    card.append(body);
+  }
+  const figures = (ev.figures || []).filter((f) => f && (f.label || f.key));
+  if (figures.length) {
+    const dl = el("dl", { class: "figures" });
+    for (const f of figures) {
+      const shown = f.display != null ? f.display : f.value != null ? String(f.value) : "";
+      dl.append(el("div", {}, el("dt", { text: f.label || humanize(f.key) }), el("dd", { text: shown })));
+    }
+    card.append(dl);
+  }
+  const links = (ev.links || []).map((l) => ({ label: l && l.label, href: safeHref(l && l.href) })).filter((l) => l.href);
+  if (ev.event && typeof ev.event.task_id === "string") links.push({ label: "The task", href: `/tasks/${encodeURIComponent(ev.event.task_id)}` });
+  if (a.meeting_id) links.push({ label: "The board meeting on this alert", href: `/board/${encodeURIComponent(a.meeting_id)}` });
+  if (links.length) {
+    const ul = el("ul", { class: "links small" }), seen = new Set();
+    for (const l of links) {
+      if (seen.has(l.href)) continue;
+      seen.add(l.href);
+      ul.append(el("li", {}, el("a", { href: l.href, text: l.label || "Open" })));
+    }
+    card.append(ul);
+  }
+  if (a.status === "snoozed" && a.snoozed_until) card.append(el("p", { class: "small muted", text: `Snoozed until ${when(a.snoozed_until)}.` }));
+  if (a.status === "resolved") {
+    card.append(el("p", { class: "small" }, el("strong", { text: "Resolved" }), a.resolved_note ? `: ${a.resolved_note}` : ` ${when(a.updated_at)}.`));
+  }
+  if (canAct && a.status !== "resolved") card.append(alertActions(a, done));
+  return card;
+}
+
+function alertActions(a, done) {
+  const err = el("p", { class: "field-error", role: "alert" });
+  const path = (action) => `/api/v1/alerts/${encodeURIComponent(a.id)}/${action}`;
+  async function act(button, action, body, note) {
+    err.textContent = "";
+    busy(button, true);
+    const res = await api("POST", path(action), body);
+    busy(button, false);
+    if (!res.ok) { err.textContent = errText(res, "That did not work; try again."); return; }
+    done(note ? note(res.data || {}) : null);
+  }
+  const button = (text, cls, onClick) => {
+    const b = el("button", cls ? { type: "button", class: cls } : { type: "button" }, text);
+    b.addEventListener("click", () => onClick(b));
+    return b;
+  };
+  const row = el("div", { class: "row actions" });
+  if (a.status === "open") row.append(button("Acknowledge", "", (b) => act(b, "ack", {})));
+  row.append(button("Snooze 1 day", "secondary", (b) => act(b, "snooze", { hours: 24 })));
+  row.append(button("Snooze 1 week", "secondary", (b) => act(b, "snooze", { hours: 168 })));
+  if (!a.meeting_id) {
+    row.append(button("Escalate to the board", "secondary", (b) => {
+      if (!confirm("Call a board meeting on this alert? The board discusses it with the figures behind it.")) return;
+      act(b, "escalate", {}, (d) => {
+        const id = d.meeting_id || (d.alert && d.alert.meeting_id);
+        const p = el("p", { class: "small", role: "status" }, "The board is meeting on it now. ");
+        if (id) p.append(el("a", { href: `/board/${encodeURIComponent(id)}`, text: "Follow the meeting" }));
+        return p;
+      });
+    }));
+  }
+  // Resolve, with a note saying what was done.
+  const note = el("input", { type: "text", maxlength: "1000", "aria-label": "Resolution note", placeholder: "What was done about it? (optional)" });
+  const resolve = button("Resolve", "secondary", (b) => {
+    const text = note.value.trim();
+    act(b, "resolve", text ? { note: text } : {});
+  });
+  note.addEventListener("keydown", (ev) => { if (ev.key === "Enter") { ev.preventDefault(); resolve.click(); } });
+  return el("div", { class: "alert-actions" }, row, el("div", { class: "row resolve" }, note, resolve), err);
+}
+
+// Trigger conditions and actions in words.
+const EVENT_WORDS = {
+  "task.dead_lettered": "a task fails for good",
+  "connector.expired": "a connection expires or is revoked",
+  "campaign.bounced": "campaign emails bounce",
+  "approval.waiting": "an approval waits too long",
+  "usage.threshold": "usage reaches part of the plan",
+  "knowledge.source_failed": "a document cannot be read",
+};
+const OP_WORDS = { "<": "falls below", "<=": "is at or below", ">": "rises above", ">=": "is at or above" };
+const RUN_REASON = { schedule: "On schedule", metric: "A figure crossed the line", event: "Something happened", manual: "Run by hand" };
+const RUN_STATE = { queued: "waiting", running: "running", succeeded: "done", failed: "failed" };
+const DELIVERY_EVENT = { "webhook.test": "Test event", "alert.raised": "Alert", "approval.requested": "Approval needed", "task.proposed": "Proposal", "digest.sent": "Digest" };
+const DELIVERY_STATE = { pending: "waiting", delivered: "delivered", retrying: "retrying", failed: "failed" };
+const DAY_NAMES = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+const DAY_KEYS = { SUN: 0, MON: 1, TUE: 2, WED: 3, THU: 4, FRI: 5, SAT: 6 };
+
+const num = (v) => Number(v).toLocaleString(undefined, { maximumFractionDigits: 2 });
+function ordinal(n) {
+  const s = ["th", "st", "nd", "rd"], v = n % 100;
+  return `${n}${s[(v - 20) % 10] || s[v] || s[0]}`;
+}
+function cronDay(t) {
+  const u = t.toUpperCase();
+  if (u in DAY_KEYS) return DAY_KEYS[u];
+  return /^[0-7]$/.test(t) ? Number(t) % 7 : null;
+}
+// The common cron shapes in words ("Every Monday at 09:00"); null for the rest.
+function describeCron(cron) {
+  const f = String(cron || "").trim().split(/\s+/);
+  if (f.length !== 5) return null;
+  const [mi, ho, dom, mon, dow] = f;
+  if (!/^\d{1,2}$/.test(mi) || Number(mi) > 59 || mon !== "*") return null;
+  const m = Number(mi);
+  let time;
+  if (/^\d{1,2}$/.test(ho) && Number(ho) < 24) time = `at ${ho.padStart(2, "0")}:${String(m).padStart(2, "0")}`;
+  else if (ho === "*") time = m === 0 ? "every hour, on the hour" : `every hour at ${m} past`;
+  else if (/^\*\/\d{1,2}$/.test(ho)) time = `every ${ho.slice(2)} hours${m ? ` at ${m} past` : ""}`;
+  else return null;
+  let days;
+  if (dom === "*" && dow === "*") days = null;
+  else if (dom === "*") {
+    const names = [];
+    for (const part of dow.split(",")) {
+      const r = part.split("-");
+      if (r.length === 2) {
+        const a = cronDay(r[0]), b = cronDay(r[1]);
+        if (a === null || b === null) return null;
+        names.push(a === 1 && b === 5 ? "weekday" : `${DAY_NAMES[a]} to ${DAY_NAMES[b]}`);
+      } else {
+        const d = cronDay(part);
+        if (d === null) return null;
+        names.push(DAY_NAMES[d]);
+      }
+    }
+    days = `Every ${listWords(names)}`;
+  } else if (dow === "*" && /^\d{1,2}$/.test(dom) && Number(dom) >= 1 && Number(dom) <= 31) days = `On the ${ordinal(Number(dom))} of every month`;
+  else return null;
+  if (!days) return time.startsWith("at") ? `Every day ${time}` : time.charAt(0).toUpperCase() + time.slice(1);
+  return `${days} ${time}`;
+}
+function minutesWords(m) {
+  const n = Number(m) || 0;
+  if (n && n % 1440 === 0) return n === 1440 ? "a day" : `${n / 1440} days`;
+  if (n && n % 60 === 0) return n === 60 ? "an hour" : `${n / 60} hours`;
+  return `${n} minute${n === 1 ? "" : "s"}`;
+}
+// "Runway" → "runway" mid-sentence; "CAC" and "MRR" stay as they are.
+const midSentence = (label) => (/^[A-Z][a-z]/.test(label) ? label.charAt(0).toLowerCase() + label.slice(1) : label);
+
+function conditionWords(c, names) {
+  c = c || {};
+  if (c.kind === "schedule") {
+    if (c.every_hours) return Number(c.every_hours) === 1 ? "Every hour" : `Every ${c.every_hours} hours`;
+    const words = describeCron(c.cron) || `On the schedule “${c.cron}”`;
+    return `${words} (${c.timezone || "UTC"} time)`;
+  }
+  if (c.kind === "metric") {
+    const label = midSentence(names.figures[c.metric] || (c.metric ? humanize(c.metric).toLowerCase() : "a figure"));
+    if (c.op === "deviates") return `When ${label} moves unusually far from its ${c.window || 14}-day average (more than ${num(c.value)} standard deviations)`;
+    const unit = (names.units || {})[c.metric];
+    const amount = unit === "%" ? `${num(c.value)}%` : unit ? `${num(c.value)} ${unit}` : num(c.value);
+    if (OP_WORDS[c.op] && c.value != null) return `When ${label} ${OP_WORDS[c.op]} ${amount}`;
+    return c.rule ? `When ${c.rule}` : "When a figure crosses a line";
+  }
+  if (c.kind === "event") {
+    if (c.event === "approval.waiting") return `When an approval has waited more than ${minutesWords(c.minutes)}`;
+    if (c.event === "usage.threshold") return `When usage reaches ${c.percent}% of the plan's monthly allowance`;
+    return `When ${EVENT_WORDS[c.event] || humanize(c.event).toLowerCase() + " happens"}`;
+  }
+  return "";
+}
+function actionWords(a, names) {
+  a = a || {};
+  const speaker = (s) => names.speakers[s] || humanize(s);
+  switch (a.kind) {
+    case "alert": {
+      const sev = { info: "an information", warning: "a warning", critical: "a critical" }[a.severity] || "an";
+      return `Raise ${sev} alert${a.title ? ` titled “${a.title}”` : ""}`;
+    }
+    case "board_meeting": {
+      const who = (a.personas || []).map(speaker);
+      return `Call a board meeting${who.length ? ` with the ${listWords(who)}` : ""}${a.agenda ? ` on “${a.agenda}”` : ""}`;
+    }
+    case "brief": return `Ask the ${speaker(a.persona)} for a brief${a.prompt ? `: “${a.prompt}”` : ""}`;
+    case "propose": return `Propose “${names.capabilities[a.capability] || a.capability}” for approval`;
+    case "digest": return "Send the digest to the team";
+  }
+  return "";
+}
+
+// What a run did, as a link to it.
+function runOutcome(r) {
+  const o = r.output || {};
+  const out = el("span", { class: "small" });
+  if (r.error) out.append(el("span", { class: "error-text", text: r.error }));
+  else if (o.alert_id) out.append(el("a", { href: `/alerts#${encodeURIComponent(o.alert_id)}`, text: "Alert raised" }));
+  else if (o.meeting_id) out.append(el("a", { href: `/board/${encodeURIComponent(o.meeting_id)}`, text: "Board meeting" }));
+  else if (o.conversation_id) out.append(el("a", { href: `/chat?c=${encodeURIComponent(o.conversation_id)}`, text: "The brief" }));
+  else if (o.task_id) out.append(el("a", { href: `/tasks/${encodeURIComponent(o.task_id)}`, text: "Proposal to approve" }));
+  else if (o.digest_id) out.append(typeof o.recipients === "number" ? `Digest sent to ${o.recipients} ${o.recipients === 1 ? "person" : "people"}` : "Digest written");
+  return out;
+}
+
+function table(headings, rows) {
+  const head = el("tr");
+  for (const h of headings) head.append(el("th", { scope: "col", text: h }));
+  const body = el("tbody");
+  for (const r of rows) body.append(r);
+  return el("div", { class: "table-wrap" }, el("table", {}, el("thead", {}, head), body));
+}
+
+async function loadRuns(id, box) {
+  const res = await api("GET", `/api/v1/triggers/${encodeURIComponent(id)}/runs`);
+  box.replaceChildren();
+  if (!res.ok) { box.append(el("p", { class: "form-error", text: errText(res, "The history could not be loaded.") })); return []; }
+  const runs = (res.data && res.data.runs) || [];
+  if (!runs.length) { box.append(el("p", { class: "small muted", text: "It has not run yet." })); return runs; }
+  box.append(table(["When", "Why", "Status", "Result"], runs.map((r) => el("tr", {},
+    el("td", { class: "small nowrap", text: when(r.created_at) }),
+    el("td", { class: "small" }, RUN_REASON[r.reason] || humanize(r.reason),
+      r.evidence && r.evidence.summary && r.reason !== "manual" ? el("span", { class: "muted block", text: r.evidence.summary }) : ""),
+    el("td", {}, el("span", { class: `badge ${r.status}`, text: RUN_STATE[r.status] || humanize(r.status) })),
+    el("td", {}, runOutcome(r))))));
+  return runs;
+}
+
+async function loadDeliveries(id, box) {
+  const res = await api("GET", `/api/v1/webhooks/${encodeURIComponent(id)}/deliveries`);
+  box.replaceChildren();
+  if (!res.ok) { box.append(el("p", { class: "form-error", text: errText(res, "The delivery log could not be loaded.") })); return; }
+  const list = (res.data && res.data.deliveries) || [];
+  if (!list.length) { box.append(el("p", { class: "small muted", text: "Nothing sent yet." })); return; }
+  box.append(table(["When", "What", "Status", "Tries", "Answer"], list.map((d) => {
+    const answer = [];
+    if (d.response_status != null) answer.push(`HTTP ${d.response_status}`);
+    if (d.duration_ms != null) answer.push(`${d.duration_ms} ms`);
+    const cell = el("td", { class: "small" }, answer.join(" · "));
+    if (d.error) cell.append(el("span", { class: "error-text", text: `${answer.length ? " · " : ""}${d.error}` }));
+    return el("tr", {},
+      el("td", { class: "small nowrap", text: when(d.created_at) }),
+      el("td", { class: "small", text: DELIVERY_EVENT[d.event_type] || humanize(d.event_type) }),
+      el("td", {}, el("span", { class: `badge ${d.status}`, text: DELIVERY_STATE[d.status] || humanize(d.status) })),
+      el("td", { class: "small", text: String(d.attempts ?? "") }),
+      cell);
+  })));
+}
+
+Object.assign(pages, {
+  // The alert inbox: filtered by state, each alert with its actions.
+  alerts(root) {
+    alertCountOwned = true;
+    const list = $("[data-alerts]", root), error = $("[data-list-error]", root);
+    const canAct = root.dataset.canAct === "true";
+    let filter = "active", scrolled = false;
+    const notes = {};
+    async function load() {
+      const res = await api("GET", `/api/v1/alerts?status=${encodeURIComponent(filter)}`);
+      error.textContent = "";
+      list.replaceChildren();
+      list.dataset.loaded = filter;
+      if (!res.ok) { error.textContent = errText(res, "The alerts could not be loaded; reload the page to try again."); return; }
+      const data = res.data || {};
+      if (typeof data.open === "number" || filter === "open" || filter === "active") setAlertCount(countFrom(data));
+      const alerts = filter === "resolved" ? data.alerts || [] : bySeverity(data.alerts || []);
+      if (!alerts.length) { list.append(el("p", { class: "muted", text: NO_ALERTS[filter] || NO_ALERTS.active })); return; }
+      for (const a of alerts) {
+        const card = alertCard(a, canAct, (note) => { if (note) notes[a.id] = note; load(); });
+        if (notes[a.id]) { card.append(notes[a.id]); delete notes[a.id]; }
+        list.append(card);
+      }
+      // Arrived from a link to one alert (the dashboard, a run's result): show it.
+      if (!scrolled && location.hash.length > 1) {
+        scrolled = true;
+        let target = null;
+        try { target = document.getElementById(decodeURIComponent(location.hash.slice(1))); } catch {}
+        if (target && target.matches("[data-alert]")) { target.classList.add("highlight"); target.scrollIntoView({ block: "start" }); }
+      }
+    }
+    for (const b of $$("[data-filter]", root)) b.addEventListener("click", () => {
+      filter = b.dataset.filter;
+      for (const x of $$("[data-filter]", root)) x.setAttribute("aria-pressed", String(x === b));
+      load();
+    });
+    load();
+  },
+
+  // The digests the CEO wrote, newest first, each opened on demand.
+  async digests(root) {
+    const box = $("[data-digests]", root), error = $("[data-list-error]", root);
+    const res = await api("GET", "/api/v1/digests");
+    box.replaceChildren();
+    if (!res.ok) { error.textContent = errText(res, "The digests could not be loaded."); return; }
+    const list = (res.data && res.data.digests) || [];
+    if (!list.length) { box.append(el("p", { class: "muted", text: "No digests yet. An automation that sends the digest puts a copy here each time it runs." })); return; }
+    for (const d of list) {
+      const period = d.period_start && d.period_end ? `${day(d.period_start)} – ${day(d.period_end)}` : day(d.created_at);
+      const body = el("div", { class: "digest-body" });
+      markdown(body, d.body || "");
+      box.append(el("details", { class: "digest", "data-digest": d.id },
+        el("summary", {}, el("strong", { text: period }), " ", el("span", { class: "small muted", text: `written ${when(d.created_at)}` })),
+        body));
+    }
+  },
+
+  // The dashboard's "Top alerts": up to three, most severe first.
+  async topalerts(root) {
+    alertCountOwned = true;
+    const list = $("[data-top-alerts]", root), none = $("[data-none]", root);
+    const res = await api("GET", "/api/v1/alerts");
+    if (!res.ok) { root.classList.add("hidden"); return; }
+    const data = res.data || {};
+    setAlertCount(countFrom(data));
+    // A snooze that ran out reads "open"; one still running stays out of the way.
+    const top = bySeverity((data.alerts || []).filter((a) => a.status !== "snoozed" && a.status !== "resolved")).slice(0, 3);
+    list.replaceChildren();
+    none.hidden = top.length > 0;
+    for (const a of top) {
+      const sev = SEVERITY[a.severity] || SEVERITY.info;
+      list.append(el("li", {},
+        el("span", { class: `badge ${sev.cls}`, text: sev.label }), " ",
+        el("a", { href: `/alerts#${encodeURIComponent(a.id)}`, text: a.title || "Alert" }), " ",
+        el("span", { class: "small muted", text: when(a.created_at) })));
+    }
+  },
+
+  // Settings: which news reaches this person in the app and by email.
+  async notifprefs(root) {
+    const form = $("form", root), rows = $("[data-prefs-rows]", root), err = $("[data-form-error]", form), saved = $("[data-saved]", root);
+    const button = $("button[type=submit]", form);
+    const res = await api("GET", "/api/v1/me/notification-preferences");
+    rows.replaceChildren();
+    if (!res.ok) { err.textContent = errText(res, "Your notification settings could not be loaded."); button.disabled = true; return; }
+    const cats = (res.data && res.data.categories) || {};
+    const keys = Object.keys(CATEGORY_NAMES).filter((k) => k in cats).concat(Object.keys(cats).filter((k) => !(k in CATEGORY_NAMES)));
+    for (const k of keys) {
+      const name = CATEGORY_NAMES[k] || humanize(k);
+      const box = (channel, words) => {
+        const i = el("input", { type: "checkbox", "data-category": k, "data-channel": channel, "aria-label": `${name}: ${words}` });
+        i.checked = Boolean(cats[k] && cats[k][channel]);
+        return el("td", { class: "center" }, i);
+      };
+      rows.append(el("tr", {}, el("th", { scope: "row", text: name }), box("in_app", "in the app"), box("email", "by email")));
+    }
+    form.addEventListener("change", () => { saved.textContent = ""; });
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      err.textContent = "";
+      saved.textContent = "";
+      const categories = {};
+      for (const i of $$("input[data-category]", form)) (categories[i.dataset.category] = categories[i.dataset.category] || {})[i.dataset.channel] = i.checked;
+      busy(button, true);
+      const r = await api("PUT", "/api/v1/me/notification-preferences", { categories });
+      busy(button, false);
+      if (!r.ok) { err.textContent = errText(r, "Your settings could not be saved; try again."); return; }
+      saved.textContent = "Saved.";
+    });
+  },
+
+  // Automations: the triggers (in words, with their history), the form that creates
+  // one, and the webhook endpoints.
+  automations(root) {
+    const admin = root.dataset.admin === "true";
+    const names = { speakers: {}, capabilities: {}, figures: {}, units: {} };
+    try { Object.assign(names, JSON.parse(root.dataset.names || "{}")); } catch {}
+    const box = $("[data-triggers]", root), listError = $("[data-list-error]", box.closest("section"));
+
+    function summary(t) {
+      const s = el("div", { "data-summary": "" });
+      const head = el("div", { class: "row" }, el("h3", { text: t.name }));
+      if (t.paused) head.append(el("span", { class: "badge", text: "paused" }));
+      if (t.firing) head.append(el("span", { class: "badge warn", text: "condition met" }));
+      s.append(head);
+      // "When: runway falls below 6", "Then: raise a warning alert titled …".
+      const phrase = (words) => midSentence(words.replace(/^When /, ""));
+      s.append(el("p", {}, el("strong", { text: "When: " }), phrase(conditionWords(t.condition, names))));
+      s.append(el("p", {}, el("strong", { text: "Then: " }), phrase(actionWords(t.action, names))));
+      if (t.action && t.action.kind === "propose") {
+        s.append(el("details", { class: "small" }, el("summary", { text: "Its input" }), el("pre", { class: "code-block", text: JSON.stringify(t.action.input ?? {}, null, 2) })));
+      }
+      const facts = [], kind = t.condition && t.condition.kind;
+      if (t.paused) facts.push("Paused: it will not run until you turn it back on");
+      else if (kind === "schedule" && t.next_run_at) facts.push(`Next run ${when(t.next_run_at)}`);
+      else if (kind === "metric") facts.push(t.next_run_at ? `Next check of the figures ${when(t.next_run_at)}` : "Checks the figures when they change");
+      else if (kind === "event") facts.push("Runs when it happens");
+      facts.push(t.last_run_at ? `last ran ${when(t.last_run_at)}` : "has not run yet");
+      const meta = el("p", { class: "small muted" }, facts.join(" · ").replace(/^./, (c) => c.toUpperCase()));
+      if (t.last_status) meta.append(" ", el("span", { class: `badge ${t.last_status}`, text: RUN_STATE[t.last_status] || humanize(t.last_status) }));
+      s.append(meta);
+      return s;
+    }
+
+    function triggerCard(t) {
+      const card = el("article", { class: "trigger", "data-trigger": t.id, id: t.id });
+      let current = summary(t);
+      const show = (next) => { t = next; const s = summary(t); current.replaceWith(s); current = s; };
+      card.append(current);
+      const err = el("p", { class: "field-error", role: "alert" });
+      const history = el("details", { class: "history" }, el("summary", { text: "History" }));
+      const runs = el("div", { "data-runs": "" });
+      history.append(runs);
+      history.addEventListener("toggle", () => { if (history.open) loadRuns(t.id, runs); });
+      if (admin) {
+        const path = `/api/v1/triggers/${encodeURIComponent(t.id)}`;
+        const paused = el("input", { type: "checkbox", role: "switch" });
+        paused.checked = Boolean(t.paused);
+        paused.addEventListener("change", async () => {
+          err.textContent = "";
+          paused.disabled = true;
+          const res = await api("PATCH", path, { paused: paused.checked });
+          paused.disabled = false;
+          if (!res.ok) { paused.checked = !paused.checked; err.textContent = errText(res, "That did not work; try again."); return; }
+          const next = res.data && (res.data.trigger || (res.data.id ? res.data : null));
+          show(next || { ...t, paused: paused.checked });
+        });
+        const run = el("button", { type: "button", class: "secondary" }, "Run now");
+        run.addEventListener("click", async () => {
+          err.textContent = "";
+          busy(run, true);
+          const res = await api("POST", `${path}/run`, {});
+          if (!res.ok) { busy(run, false); err.textContent = errText(res, "It could not be started; try again."); return; }
+          // Follow the run in the history until it has finished, then refresh the summary.
+          history.open = true;
+          for (let i = 0; i < 20; i++) {
+            await sleep(i < 6 ? 500 : 1500);
+            const list = await loadRuns(t.id, runs);
+            if (list.length && !["queued", "running"].includes(list[0].status)) break;
+          }
+          busy(run, false);
+          const again = await api("GET", path);
+          if (again.ok && again.data) show(again.data.trigger || again.data);
+        });
+        const del = el("button", { type: "button", class: "danger" }, "Delete");
+        del.addEventListener("click", async () => {
+          if (!confirm(`Delete “${t.name}”? Its history goes with it.`)) return;
+          busy(del, true);
+          const res = await api("DELETE", path);
+          busy(del, false);
+          if (!res.ok) { err.textContent = errText(res, "It could not be deleted; try again."); return; }
+          card.remove();
+          if (!$("[data-trigger]", box)) box.append(el("p", { class: "muted", text: "No automations yet." }));
+        });
+        card.append(el("div", { class: "row" }, el("label", { class: "switch" }, paused, " Paused"), run, del));
+      }
+      card.append(err, history);
+      return card;
+    }
+
+    async function loadTriggers() {
+      const res = await api("GET", "/api/v1/triggers");
+      listError.textContent = "";
+      box.replaceChildren();
+      if (!res.ok) { listError.textContent = errText(res, "The automations could not be loaded; reload the page to try again."); return; }
+      const list = (res.data && res.data.triggers) || [];
+      if (!list.length) box.append(el("p", { class: "muted", text: admin ? "No automations yet. Create the first one below." : "No automations yet." }));
+      for (const t of list) box.append(triggerCard(t));
+    }
+    loadTriggers();
+
+    const form = $("form[data-new-trigger]", root);
+    if (form) newTriggerForm(form, async (t) => {
+      await loadTriggers();
+      const card = t && t.id && document.getElementById(t.id);
+      if (card) { card.classList.add("highlight"); card.scrollIntoView({ block: "center" }); }
+    });
+    webhooks($("[data-webhooks]", root), admin);
+  },
+});
+
+// The "New automation" form: shows the fields the chosen condition and action need
+// and sends only those.
+function newTriggerForm(form, created) {
+  const field = (name) => form.elements.namedItem(name);
+  const value = (name) => { const f = field(name); return f ? String(f.value).trim() : ""; };
+  const when_ = field("when"), then = field("then"), event = field("condition.event");
+  const cron = field("condition.cron"), preset = $("[data-cron-preset]", form), cronWords = $("[data-cron-words]", form);
+  const tz = field("condition.timezone");
+  function sync() {
+    for (const d of $$("[data-when]", form)) d.hidden = d.dataset.when !== when_.value;
+    for (const d of $$("[data-then]", form)) d.hidden = d.dataset.then !== then.value;
+    for (const d of $$("[data-event-extra]", form)) d.hidden = d.dataset.eventExtra !== event.value;
+  }
+  function words() {
+    const w = describeCron(cron.value);
+    cronWords.textContent = w ? `${w}.` : "";
+    const match = $$("option", preset).find((o) => o.value && o.value === cron.value.trim());
+    preset.value = match ? match.value : "";
+  }
+  function defaults() {
+    try { const zone = Intl.DateTimeFormat().resolvedOptions().timeZone; if (zone) tz.value = zone; } catch {}
+    sync();
+    words();
+  }
+  const zones = $("[data-timezones]", form);
+  try { if (zones && Intl.supportedValuesOf) for (const z of Intl.supportedValuesOf("timeZone")) zones.append(el("option", { value: z })); } catch {}
+  for (const s of [when_, then, event]) s.addEventListener("change", sync);
+  preset.addEventListener("change", () => { if (preset.value) { cron.value = preset.value; words(); } else cron.focus(); });
+  cron.addEventListener("input", words);
+  defaults();
+
+  const fail = (name, message) => {
+    const target = $(`[data-error-for="${CSS.escape(name)}"]`, form);
+    if (target) target.textContent = message;
+    const f = field(name);
+    if (f && f.focus) { f.setAttribute("aria-invalid", "true"); f.focus(); }
+  };
+
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    for (const e of $$("[data-error-for], [data-form-error]", form)) e.textContent = "";
+    for (const i of $$("[aria-invalid]", form)) i.removeAttribute("aria-invalid");
+    const name = value("name");
+    if (!name) return fail("name", "Give the automation a name.");
+    let condition;
+    switch (when_.value) {
+      case "cron": condition = { kind: "schedule", cron: value("condition.cron"), timezone: value("condition.timezone") || "UTC" }; break;
+      case "every": condition = { kind: "schedule", every_hours: Number(value("condition.every_hours")) }; break;
+      case "metric":
+        if (!value("condition.rule")) return fail("condition.rule", "Write the rule, for example runway_months < 6.");
+        condition = { kind: "metric", rule: value("condition.rule") };
+        break;
+      default:
+        condition = { kind: "event", event: event.value };
+        if (event.value === "approval.waiting") condition.minutes = Number(value("condition.minutes"));
+        if (event.value === "usage.threshold") condition.percent = Number(value("condition.percent"));
+    }
+    let action;
+    switch (then.value) {
+      case "alert":
+        action = { kind: "alert", severity: value("action.severity") };
+        if (value("action.title")) action.title = value("action.title");
+        if (value("action.body")) action.body = value("action.body");
+        break;
+      case "board_meeting": {
+        if (!value("action.agenda")) return fail("action.agenda", "Say what the board should discuss.");
+        action = { kind: "board_meeting", agenda: value("action.agenda") };
+        const who = $$("input[name='action.personas']:checked", form).map((i) => i.value);
+        if (who.length) action.personas = who;
+        break;
+      }
+      case "brief":
+        action = { kind: "brief", persona: value("action.persona") };
+        if (value("action.prompt")) action.prompt = value("action.prompt");
+        break;
+      case "propose": {
+        if (!field("action.capability")) return fail("action", "No enabled module offers an action to propose.");
+        let input;
+        try { input = JSON.parse(value("action.input") || "{}"); } catch (e) {
+          return fail("action.input", `This is not valid JSON (${e.message}).`);
+        }
+        if (!input || typeof input !== "object" || Array.isArray(input)) return fail("action.input", "The input must be a JSON object, like {\"name\": \"Zed Corp\"}.");
+        action = { kind: "propose", capability: value("action.capability"), input };
+        break;
+      }
+      default: action = { kind: "digest" };
+    }
+    const body = { name, condition, action, paused: field("paused").checked };
+    const button = $("button[type=submit]", form);
+    busy(button, true);
+    const res = await api("POST", "/api/v1/triggers", body);
+    busy(button, false);
+    if (!res.ok) return showError(form, res.data);
+    form.reset();
+    defaults();
+    created(res.data && (res.data.trigger || res.data));
+  });
+}
+
+// Webhook endpoints: the list with each one's delivery log, a test event, and (for
+// admins) the form that adds one and shows its signing secret once.
+function webhooks(section, admin) {
+  if (!section) return;
+  const box = $("[data-webhook-list]", section), listError = $("[data-list-error]", section);
+  const card = (w) => {
+    const path = `/api/v1/webhooks/${encodeURIComponent(w.id)}`;
+    const c = el("article", { class: "webhook", "data-webhook": w.id });
+    // A Slack or Teams address is itself a key to the channel: only admins see all of it.
+    let shown = w.url;
+    if (!admin) { try { shown = `${new URL(w.url).host}/…`; } catch { shown = "…"; } }
+    const head = el("div", { class: "row" }, el("h3", { class: "url", text: shown }),
+      el("span", { class: "badge", text: w.format === "text" ? "Slack / Teams text" : "signed JSON" }));
+    if (w.enabled === false) head.append(el("span", { class: "badge", text: "off" }));
+    c.append(head);
+    if (w.description) c.append(el("p", { text: w.description }));
+    const cats = (w.categories || []).map((k) => midSentence(CATEGORY_NAMES[k] || humanize(k)));
+    c.append(el("p", { class: "small muted", text: cats.length ? `Sends: ${listWords(cats)}.` : "Sends nothing yet." }));
+    const err = el("p", { class: "field-error", role: "alert" }), note = el("span", { class: "small muted", role: "status" });
+    const log = el("details", { class: "history" }, el("summary", { text: "Delivery log" }));
+    const rows = el("div");
+    log.append(rows);
+    log.addEventListener("toggle", () => { if (log.open) loadDeliveries(w.id, rows); });
+    if (admin) {
+      const test = el("button", { type: "button", class: "secondary" }, "Send test event");
+      test.addEventListener("click", async () => {
+        err.textContent = ""; note.textContent = "";
+        busy(test, true);
+        const res = await api("POST", `${path}/test`, {});
+        busy(test, false);
+        if (!res.ok) { err.textContent = errText(res, "The test could not be sent; try again."); return; }
+        note.textContent = "Test event on its way: see the delivery log.";
+        if (log.open) { await sleep(1000); loadDeliveries(w.id, rows); } else log.open = true;
+      });
+      const del = el("button", { type: "button", class: "danger" }, "Delete");
+      del.addEventListener("click", async () => {
+        if (!confirm(`Stop sending to ${w.url} and delete this endpoint?`)) return;
+        busy(del, true);
+        const res = await api("DELETE", path);
+        busy(del, false);
+        if (!res.ok) { err.textContent = errText(res, "It could not be deleted; try again."); return; }
+        c.remove();
+        if (!$("[data-webhook]", box)) box.append(el("p", { class: "muted", text: "No endpoints yet." }));
+      });
+      c.append(el("div", { class: "row" }, test, del, note));
+    }
+    c.append(err, log);
+    return c;
+  };
+  async function load() {
+    const res = await api("GET", "/api/v1/webhooks");
+    listError.textContent = "";
+    box.replaceChildren();
+    if (!res.ok) { listError.textContent = errText(res, "The endpoints could not be loaded; reload the page to try again."); return; }
+    const list = (res.data && res.data.webhooks) || [];
+    if (!list.length) box.append(el("p", { class: "muted", text: "No endpoints yet." }));
+    for (const w of list) box.append(card(w));
+  }
+  load();
+
+  const form = $("form[data-new-webhook]", section);
+  if (!form) return;
+  const secretBox = $("[data-secret-box]", section), secret = $("[data-secret]", section), copied = $("[data-copied]", section);
+  $("[data-copy-secret]", section).addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(secret.textContent);
+      copied.textContent = "Copied.";
+    } catch {
+      const range = document.createRange();
+      range.selectNodeContents(secret);
+      const sel = getSelection();
+      sel.removeAllRanges();
+      sel.addRange(range);
+      copied.textContent = "Selected: copy it with your keyboard.";
+    }
+  });
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    for (const e of $$("[data-error-for], [data-form-error]", form)) e.textContent = "";
+    for (const i of $$("[aria-invalid]", form)) i.removeAttribute("aria-invalid");
+    const body = formValue(form);
+    if (!body.url) { $("[data-error-for=url]", form).textContent = "Paste the address the other service gave you."; return; }
+    const button = $("button[type=submit]", form);
+    busy(button, true);
+    const res = await api("POST", "/api/v1/webhooks", body);
+    busy(button, false);
+    if (!res.ok) return showError(form, res.data);
+    form.reset();
+    copied.textContent = "";
+    secret.textContent = (res.data && res.data.secret) || "";
+    secretBox.classList.toggle("hidden", !secret.textContent);
+    await load();
+    if (secret.textContent) { secretBox.scrollIntoView({ block: "center" }); $("[data-copy-secret]", section).focus(); }
+  });
+}

@@ -10,6 +10,7 @@
 
 pub mod items;
 pub mod meeting;
+pub mod plan;
 pub mod prompts;
 mod record;
 pub mod routes;

@@ -8,27 +8,18 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::response::sse::{self, KeepAlive, Sse};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::meeting::{self, Plan};
-use super::prompts::CapabilityLine;
-use super::{
-    ActionItem, MAX_AGENDA_CHARS, MAX_CONTEXT_CHARS, MAX_MEMBERS, Meeting, Turn, action_items,
-    turns,
-};
-use crate::agents::{self, Speaker};
+use super::meeting;
+use super::plan::{self, MeetingIn};
+use super::{ActionItem, Meeting, Turn, action_items, turns};
 use crate::error::{AppError, ErrorBody, Result};
 use crate::ids::MeetingId;
 use crate::json::{ApiJson, ApiQuery};
-use crate::llm::{ChatMessage, Role as LlmRole};
-use crate::modules;
 use crate::state::AppState;
-use crate::store::scoped;
+use crate::tenancy::TenantCtx;
 use crate::tenancy::extract::Member;
-use crate::tenancy::{TenantCtx, tenants};
-use crate::usage;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -42,32 +33,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(rate))
 }
 
-/// Capabilities offered to the model for action items (the prompt stays bounded).
-const MAX_PROMPT_CAPABILITIES: usize = 40;
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct MeetingIn {
-    /// What the board should decide.
-    pub agenda: String,
-    /// Members by slug (built-in personas or custom agents); default CEO, CFO, CMO.
-    #[serde(default)]
-    pub personas: Option<Vec<String>>,
-    /// 1 (positions) or 2 (positions, then answers to each other); default 1.
-    #[serde(default)]
-    pub rounds: Option<u32>,
-    /// Background for this meeting (figures, constraints).
-    #[serde(default)]
-    pub context: Option<String>,
-    /// Who closes the meeting; default the CEO.
-    #[serde(default)]
-    pub chair: Option<String>,
-}
-
-fn bad(code: &'static str, message: impl Into<String>) -> AppError {
-    AppError::bad_request(code, message)
-}
-
 /// Holds a board meeting; streams it as Server-Sent Events (see `board::meeting`).
 #[utoipa::path(post, path = "/c-suite/board-meeting", request_body = MeetingIn, tag = "board",
     responses((status = 200, description = "text/event-stream"), (status = 400, body = ErrorBody),
@@ -78,188 +43,8 @@ pub async fn hold(
     ApiJson(input): ApiJson<MeetingIn>,
 ) -> Result<impl IntoResponse> {
     let received = std::time::Instant::now();
-    let agenda = input.agenda.trim().to_owned();
-    if agenda.is_empty() {
-        return Err(bad(
-            "empty_agenda",
-            "agenda is empty: say what the board should decide",
-        ));
-    }
-    if agenda.chars().count() > MAX_AGENDA_CHARS {
-        return Err(bad(
-            "agenda_too_long",
-            format!("agenda is longer than {MAX_AGENDA_CHARS} characters"),
-        ));
-    }
-    let context = input
-        .context
-        .as_deref()
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .map(str::to_owned);
-    if context
-        .as_ref()
-        .is_some_and(|c| c.chars().count() > MAX_CONTEXT_CHARS)
-    {
-        return Err(bad(
-            "context_too_long",
-            format!("context is longer than {MAX_CONTEXT_CHARS} characters"),
-        ));
-    }
-    let rounds = input.rounds.unwrap_or(1);
-    if !(1..=2).contains(&rounds) {
-        return Err(bad("invalid_rounds", "rounds must be 1 or 2"));
-    }
-    let slugs = input
-        .personas
-        .unwrap_or_else(|| vec!["ceo".into(), "cfo".into(), "cmo".into()]);
-    if slugs.is_empty() {
-        return Err(bad("no_members", "name at least one persona to sit"));
-    }
-    if slugs.len() > MAX_MEMBERS {
-        return Err(bad(
-            "too_many_members",
-            format!("at most {MAX_MEMBERS} members can sit at one meeting"),
-        ));
-    }
-
-    // Retrieval first: it may wait on the embedding model, and holds no transaction.
-    let question = match &context {
-        Some(c) => format!("{agenda}\n{c}"),
-        None => agenda.clone(),
-    };
-    let grounding = crate::knowledge::grounding::Grounding::retrieve(
-        &state.knowledge,
-        &ctx.tenant_id,
-        &question,
-    )
-    .await;
-    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
-    let mut members: Vec<Speaker> = Vec::new();
-    for slug in &slugs {
-        if members.iter().any(|m| &m.persona.slug == slug) {
-            return Err(bad("duplicate_member", format!("{slug} is listed twice")));
-        }
-        let s = agents::speaker(&mut tx, slug).await?.ok_or_else(|| {
-            bad(
-                "unknown_persona",
-                format!(
-                    "no persona or enabled agent `{}` in this company (see GET /api/v1/c-suite and /api/v1/agents)",
-                    slug.chars().take(64).collect::<String>()
-                ),
-            )
-        })?;
-        members.push(s);
-    }
-    let chair_slug = input.chair.unwrap_or_else(|| "ceo".into());
-    let seated = members
-        .iter()
-        .find(|m| m.persona.slug == chair_slug)
-        .cloned();
-    let chair = match seated {
-        Some(s) => Some(s),
-        None => agents::speaker(&mut tx, &chair_slug).await?,
-    };
-    let chair = chair.ok_or_else(|| {
-        bad(
-            "unknown_persona",
-            format!(
-                "no persona `{}` to chair",
-                chair_slug.chars().take(64).collect::<String>()
-            ),
-        )
-    })?;
-    let company = tenants::get(&mut tx, ctx.role).await?;
-    let figures = crate::metrics::prompt_figures(&mut tx).await?;
-    let catalog = modules::catalog(&state.registry, &mut tx).await?;
-    let can_echo = catalog
-        .iter()
-        .any(|m| m.enabled && m.capabilities.iter().any(|c| c.name == "diagnostics.echo"));
-    // Members may look things up in their turns (read-only tools); they propose work
-    // through the meeting's action items, not mid-turn.
-    let toolboxes: Vec<agents::tools::Toolbox> = members
-        .iter()
-        .map(|m| agents::tools::Toolbox::from_catalog(&catalog, m.capabilities.clone()).read_only())
-        .collect();
-    let capabilities: Vec<CapabilityLine> = catalog
-        .iter()
-        .filter(|m| m.enabled && m.name != "diagnostics")
-        .flat_map(|m| m.capabilities.iter())
-        .take(MAX_PROMPT_CAPABILITIES)
-        .map(|c| CapabilityLine {
-            name: c.name.clone(),
-            side_effect: c.side_effect.as_str().to_owned(),
-            description: c.description.clone(),
-            input_schema: c.input_schema.to_string(),
-        })
-        .collect();
-
-    // Reserve what the whole meeting may use: every turn, the synthesis and two
-    // extraction calls, each at its prompt estimate plus its answer limit.
-    let probe = vec![
-        ChatMessage::new(
-            LlmRole::System,
-            crate::personas::system_prompt(
-                &chair.persona,
-                &company.name,
-                &company.profile,
-                chair.additions.as_deref(),
-                figures.as_deref(),
-                grounding.prompt_block().as_deref(),
-            ),
-        ),
-        ChatMessage::new(
-            LlmRole::User,
-            format!("{agenda}{}", context.clone().unwrap_or_default()),
-        ),
-    ];
-    let per_call = crate::llm::estimate_prompt_tokens(&probe) + 1500;
-    let calls = members.len() as u32 * rounds + 3;
-    let reserve = per_call.saturating_mul(calls);
-    usage::check(&mut tx, &state.meter, reserve).await?;
-    let reservation = usage::hold(&mut tx, reserve).await?;
-
-    let id = MeetingId::new();
     let by = format!("{}:{}", ctx.actor.kind(), ctx.actor.id());
-    let offline = state.llm.name() == "offline";
-    tx.execute(
-        scoped("INSERT INTO meetings (tenant_id, id, agenda, context, personas, rounds, chair, status, offline, prompt_tokens, \
-             completion_tokens, created_by, created_at, citations) VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, 0, 0, $9, $10, $11)")
-            .bind(&id)
-            .bind(agenda.as_str())
-            .bind(context.clone())
-            .bind(json!(slugs).to_string())
-            .bind(i64::from(rounds))
-            .bind(chair.persona.slug.as_str())
-            .bind(offline)
-            .bind(by.as_str())
-            .bind(chrono::Utc::now())
-            .bind(grounding.stored()),
-    )
-    .await?;
-
-    let plan = Plan {
-        state: state.clone(),
-        tenant: ctx.tenant_id.clone(),
-        id,
-        agenda,
-        context,
-        members,
-        chair,
-        rounds,
-        company: company.name,
-        profile: company.profile,
-        figures,
-        documents: grounding.prompt_block(),
-        grounding,
-        by,
-        reservation,
-        offline,
-        capabilities,
-        toolboxes,
-        can_echo,
-        received,
-    };
+    let (plan, tx) = plan::prepare(&state, &ctx.tenant_id, ctx.role, by, input, received).await?;
     let (out, rx) = mpsc::channel::<std::result::Result<sse::Event, Infallible>>(256);
     // The meeting row and the token hold commit beside the first model calls (see
     // `meeting::run`); everything that could refuse the meeting has run.

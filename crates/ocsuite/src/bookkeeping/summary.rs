@@ -310,6 +310,19 @@ pub fn metrics(s: &FinancialSummary) -> Vec<Metric> {
             "%",
         ));
     }
+    // Net burn last month against the month before, where the month before burned.
+    let burn = |m: &MonthFigures| m.expenses_minor.saturating_sub(m.revenue_minor);
+    if let (Some(l), Some(p)) = (last, s.months.iter().rev().nth(2))
+        && burn(p) > 0
+    {
+        let change = (burn(l) - burn(p)) as f64 / burn(p) as f64 * 100.0;
+        m.push(metrics::ratio(
+            "burn_mom_change",
+            "Burn month over month",
+            (change * 10.0).round() / 10.0,
+            "%",
+        ));
+    }
     if let Some(top) = s.expenses_by_category.first() {
         m.push(metrics::text(
             "top_expense",

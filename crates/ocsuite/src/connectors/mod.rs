@@ -398,6 +398,33 @@ pub async fn mark_dead(
     error: &str,
 ) -> Result<()> {
     let now = Utc::now();
+    let before: Option<(String, String)> = tx
+        .fetch_optional(
+            scoped("SELECT status, provider FROM connectors WHERE tenant_id = $1 AND id = $2").bind(id),
+        )
+        .await?;
+    if let Some((was, provider)) = before
+        && was != "expired"
+        && was != "revoked"
+    {
+        crate::triggers::events::emit(
+            tx,
+            crate::triggers::events::PlatformEvent {
+                event: "connector.expired",
+                key: format!("{id}:{}", now.timestamp_millis()),
+                percent: None,
+                summary: format!("The {provider} connection is {status}: {}. Reconnect it on the Connections page.", truncate(error, 200)),
+                figures: vec![],
+                links: vec![crate::alerts::Link {
+                    label: "Connections".into(),
+                    href: "/connectors".into(),
+                }],
+                data: serde_json::json!({"connector_id": id, "provider": provider, "status": status}),
+            },
+            now,
+        )
+        .await?;
+    }
     tx.execute(
         scoped("UPDATE connectors SET status = $2, last_error = $3, last_error_at = $4, updated_at = $4 \
              WHERE tenant_id = $1 AND id = $5")

@@ -259,9 +259,47 @@ async fn finish_if_done(tx: &mut TenantTx, campaign: &CampaignId) -> Result<()> 
         let c = super::get(tx, campaign).await?;
         if c.status == "sending" {
             super::set_status(tx, campaign, "sent").await?;
+            let stats = super::stats(tx, campaign).await?;
+            if stats.failed > 0 {
+                bounced(tx, &c, &stats).await?;
+            }
         }
     }
     super::refresh_metrics(tx).await
+}
+
+/// Tells the company's `campaign.bounced` triggers that a campaign ended with failures.
+async fn bounced(tx: &mut TenantTx, c: &super::Campaign, stats: &super::Stats) -> Result<()> {
+    let figure = |key: &str, label: &str, n: i64| crate::alerts::Figure {
+        key: key.into(),
+        label: label.into(),
+        value: Some(n as f64),
+        display: n.to_string(),
+    };
+    crate::triggers::events::emit(
+        tx,
+        crate::triggers::events::PlatformEvent {
+            event: "campaign.bounced",
+            key: c.id.to_string(),
+            percent: None,
+            summary: format!(
+                "The campaign \"{}\" finished: {} of {} messages bounced or failed.",
+                c.name, stats.failed, stats.recipients
+            ),
+            figures: vec![
+                figure("failed", "Bounced or failed", stats.failed),
+                figure("sent", "Sent", stats.sent),
+            ],
+            links: vec![crate::alerts::Link {
+                label: "The campaign".into(),
+                href: format!("/campaigns/{}", c.id),
+            }],
+            data: json!({"campaign_id": c.id, "failed": stats.failed, "sent": stats.sent}),
+        },
+        chrono::Utc::now(),
+    )
+    .await?;
+    Ok(())
 }
 
 /// The rendered message and its channel, from `start` to the attempt.

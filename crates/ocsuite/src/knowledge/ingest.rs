@@ -606,6 +606,25 @@ impl Handler for Ingest {
                 return Ok(vec![]);
             }
             let source = super::get(tx, &id).await?;
+            if let Resolution::Failed { error } | Resolution::Dead { error } = resolution {
+                crate::triggers::events::emit(
+                    tx,
+                    crate::triggers::events::PlatformEvent {
+                        event: "knowledge.source_failed",
+                        key: format!("{id}:{}", job.id),
+                        percent: None,
+                        summary: format!("The knowledge source \"{}\" could not be read: {error}.", source.title),
+                        figures: vec![],
+                        links: vec![crate::alerts::Link {
+                            label: "Knowledge".into(),
+                            href: "/knowledge".into(),
+                        }],
+                        data: json!({"source_id": id, "title": source.title, "error": error}),
+                    },
+                    now,
+                )
+                .await?;
+            }
             Ok(vec![super::status_event(tx, &source).await?])
         })
     }

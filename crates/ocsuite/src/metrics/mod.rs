@@ -61,16 +61,37 @@ pub async fn store(tx: &mut TenantTx, module: &str, metrics: &[Metric]) -> Resul
     let tenant = tx.tenant_id().clone();
     forget(&tenant);
     let json = serde_json::to_string(metrics).map_err(AppError::internal)?;
+    let now = Utc::now();
     tx.execute(
         scoped("INSERT INTO metric_snapshots (tenant_id, module, metrics, taken_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (tenant_id, module) DO UPDATE SET metrics = excluded.metrics, taken_at = excluded.taken_at")
             .bind(module)
-            .bind(json)
-            .bind(Utc::now()),
+            .bind(json.as_str())
+            .bind(now),
+    )
+    .await?;
+    // The day's last figures, for deviation rules and the digest's "what moved".
+    tx.execute(
+        scoped("INSERT INTO metric_history (tenant_id, module, day, metrics) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant_id, module, day) DO UPDATE SET metrics = excluded.metrics")
+            .bind(module)
+            .bind(now.format("%Y-%m-%d").to_string())
+            .bind(json.as_str()),
+    )
+    .await?;
+    // Metric triggers look at the new figures at the scheduler's next tick.
+    tx.execute(
+        scoped("UPDATE triggers SET next_run_at = $2 WHERE tenant_id = $1 AND kind = 'metric' AND paused = FALSE \
+             AND (next_run_at IS NULL OR next_run_at > $2)")
+            .bind(DUE_NOW),
     )
     .await?;
     Ok(())
 }
+
+/// A due time before any clock's now: "look at this at the next tick", whatever time a
+/// test's clock reads.
+pub const DUE_NOW: DateTime<Utc> = DateTime::<Utc>::UNIX_EPOCH;
 
 /// Every module's latest snapshot, by module name.
 pub async fn latest(tx: &mut TenantTx) -> Result<Vec<MetricSnapshot>> {

@@ -80,7 +80,7 @@ pub async fn check_destination(
     }
     if let Some(a) = addrs.iter().find(|a| is_internal(a.ip())) {
         return Err(format!(
-            "{host} resolves to an internal address ({}); MCP servers must be on the public internet here (an operator can set OCSUITE_MCP_ALLOW_PRIVATE_NETWORKS=true)",
+            "{host} resolves to an internal address ({}); addresses a company gives (MCP servers, webhooks) must be on the public internet here (an operator can set OCSUITE_MCP_ALLOW_PRIVATE_NETWORKS=true)",
             a.ip()
         ));
     }

@@ -8,6 +8,7 @@
 //! otherwise keeps the message as `held` in the development mailbox admins can read.
 
 pub mod email;
+pub mod preferences;
 pub mod routes;
 
 use chrono::{DateTime, Utc};
@@ -47,7 +48,8 @@ pub struct New<'a> {
     pub body: String,
     pub meeting_id: Option<&'a str>,
     pub task_id: Option<&'a str>,
-    /// Also send it by email.
+    /// Also send it by email, unless the person's preferences for this kind's category
+    /// say otherwise ([`preferences`]).
     pub email: bool,
 }
 
@@ -63,6 +65,13 @@ pub async fn notify(tx: &mut TenantTx, n: New<'_>) -> Result<Vec<Event>> {
     let Some((to,)) = to else {
         return Ok(vec![]);
     };
+    let channels = preferences::channels(tx, n.user, n.kind, n.email).await?;
+    if channels.email {
+        queue_email(tx, &to, &n.title, &n.body).await?;
+    }
+    if !channels.in_app {
+        return Ok(vec![]);
+    }
     let id = NotificationId::new();
     let now = Utc::now();
     tx.execute(
@@ -91,10 +100,41 @@ pub async fn notify(tx: &mut TenantTx, n: New<'_>) -> Result<Vec<Event>> {
         json!({"notification_id": id, "user_id": n.user, "title": n.title, "meeting_id": n.meeting_id, "task_id": n.task_id}),
     )
     .await?;
-    if n.email {
-        queue_email(tx, &to, &n.title, &n.body).await?;
-    }
     Ok(vec![ev])
+}
+
+/// The tenant's members, optionally only its owners and admins.
+pub async fn members(tx: &mut TenantTx, admins_only: bool) -> Result<Vec<UserId>> {
+    let rows: Vec<(UserId,)> = tx
+        .fetch_all(
+            scoped("SELECT user_id FROM memberships WHERE tenant_id = $1 AND ($2 = FALSE OR role IN ('owner', 'admin')) ORDER BY user_id")
+                .bind(admins_only),
+        )
+        .await?;
+    Ok(rows.into_iter().map(|(u,)| u).collect())
+}
+
+/// Sends `n` (its `user` ignored) to each of `users`, each by their own preferences.
+pub async fn notify_all(tx: &mut TenantTx, users: &[UserId], n: New<'_>) -> Result<Vec<Event>> {
+    let mut events = Vec::new();
+    for user in users {
+        events.extend(
+            notify(
+                tx,
+                New {
+                    user,
+                    kind: n.kind,
+                    title: n.title.clone(),
+                    body: n.body.clone(),
+                    meeting_id: n.meeting_id,
+                    task_id: n.task_id,
+                    email: n.email,
+                },
+            )
+            .await?,
+        );
+    }
+    Ok(events)
 }
 
 /// Writes an outbox row and queues its delivery.
@@ -158,6 +198,15 @@ pub async fn task_outcome(
     let item = title.unwrap_or_else(|| "An action item".into());
     let agenda: String = agenda.chars().take(120).collect();
     let (headline, mut detail) = outcome_words(status, error);
+    crate::webhooks::publish(
+        tx,
+        "task_outcomes",
+        &format!("task.{status}"),
+        json!({"task_id": task_id, "meeting_id": meeting_id, "title": item, "status": status, "error": error}),
+        &format!("{item}: {headline}. {detail}"),
+        Utc::now(),
+    )
+    .await?;
     if status != "succeeded" {
         detail.push_str(" Open the task to see what to do next.");
     }
@@ -205,6 +254,15 @@ pub async fn chat_task_outcome(
     };
     let who = persona.to_uppercase();
     let (headline, detail) = outcome_words(status, error);
+    crate::webhooks::publish(
+        tx,
+        "task_outcomes",
+        &format!("task.{status}"),
+        json!({"task_id": task_id, "conversation_id": conversation, "capability": capability, "status": status, "error": error}),
+        &format!("{capability} proposed by the {who}: {headline}. {detail}"),
+        Utc::now(),
+    )
+    .await?;
     notify(
         tx,
         New {

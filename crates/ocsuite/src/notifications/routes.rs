@@ -22,6 +22,38 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list))
         .routes(routes!(mark_read))
         .routes(routes!(mailbox))
+        .routes(routes!(get_preferences, put_preferences))
+}
+
+/// The caller's channels per category in this company (defaults filled in).
+#[utoipa::path(get, path = "/me/notification-preferences", tag = "notifications",
+    responses((status = 200, body = super::preferences::Preferences), (status = 403, body = ErrorBody)))]
+pub async fn get_preferences(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+) -> Result<Json<super::preferences::Preferences>> {
+    let user = user_of(&ctx)?;
+    let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
+    let p = super::preferences::get(&mut tx, user).await?;
+    tx.commit().await?;
+    Ok(Json(p))
+}
+
+/// Sets the caller's channels for the categories given; the others keep theirs.
+#[utoipa::path(put, path = "/me/notification-preferences", request_body = super::preferences::Preferences,
+    tag = "notifications",
+    responses((status = 200, body = super::preferences::Preferences), (status = 403, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+pub async fn put_preferences(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    ApiJson(input): ApiJson<super::preferences::Preferences>,
+) -> Result<Json<super::preferences::Preferences>> {
+    let user = user_of(&ctx)?;
+    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    let p = super::preferences::put(&mut tx, user, &input).await?;
+    tx.commit().await?;
+    Ok(Json(p))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

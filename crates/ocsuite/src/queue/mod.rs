@@ -67,13 +67,19 @@ pub const SEND_EMAIL: &str = "send-email";
 pub const DELIVER_EMAIL: &str = "deliver-email";
 /// Fetch, extract, split and index one knowledge source.
 pub const INGEST_SOURCE: &str = "ingest-source";
+/// One run of a trigger's action.
+pub const RUN_TRIGGER: &str = "run-trigger";
+/// One message to one webhook endpoint.
+pub const DELIVER_WEBHOOK: &str = "deliver-webhook";
 /// Every live queue; each has a dead-letter queue named by [`dead_letter_queue`].
-pub const QUEUES: [&str; 5] = [
+pub const QUEUES: [&str; 7] = [
     EXECUTE_TASK,
     SYNC_CONNECTOR,
     SEND_EMAIL,
     DELIVER_EMAIL,
     INGEST_SOURCE,
+    RUN_TRIGGER,
+    DELIVER_WEBHOOK,
 ];
 pub(crate) const JOBS_CHANNEL: &str = "ocsuite_jobs";
 

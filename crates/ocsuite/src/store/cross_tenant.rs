@@ -523,3 +523,33 @@ pub async fn knowledge_due(
     };
     tx.fetch_all(q.bind(cutoff).bind(limit)).await
 }
+
+/// Schedule and metric triggers of any tenant due by `now` (or never scheduled), for
+/// the scheduler; paused companies' are left.
+pub async fn triggers_due(
+    tx: &mut Tx,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<(String, String)>> {
+    let q = if tx.is_postgres() {
+        sql("SELECT tenant_id, id FROM ocsuite_triggers_due($1, $2)")
+    } else {
+        sql("SELECT tenant_id, id FROM triggers \
+             WHERE paused = FALSE AND kind <> 'event' AND (next_run_at IS NULL OR next_run_at <= $1) \
+               AND tenant_id NOT IN (SELECT t.id FROM tenants t WHERE t.jobs_paused_at IS NOT NULL) \
+             ORDER BY next_run_at LIMIT $2")
+    };
+    tx.fetch_all(q.bind(now).bind(limit)).await
+}
+
+/// Tenants with an unpaused `approval.waiting` trigger (the scheduler sweeps their
+/// proposals).
+pub async fn approval_watchers(tx: &mut Tx) -> Result<Vec<String>> {
+    let q = if tx.is_postgres() {
+        sql("SELECT tenant_id FROM ocsuite_approval_watchers()")
+    } else {
+        sql("SELECT DISTINCT tenant_id FROM triggers WHERE paused = FALSE AND kind = 'event' AND event_type = 'approval.waiting'")
+    };
+    let rows: Vec<(String,)> = tx.fetch_all(q).await?;
+    Ok(rows.into_iter().map(|(t,)| t).collect())
+}

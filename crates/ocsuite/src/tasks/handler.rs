@@ -197,6 +197,9 @@ impl Handler for ExecuteTask {
                 }
                 let error = ev.data["error"].as_str().map(str::to_owned);
                 events.push(ev);
+                if kind == "dead" {
+                    dead_lettered(tx, &id, error.as_deref()).await?;
+                }
                 if let Some(meeting) = meeting
                     && matches!(kind, "succeeded" | "failed" | "dead")
                 {
@@ -416,4 +419,30 @@ async fn write_progress(
             tracing::warn!(error = %e, task = %id, "recording progress failed");
         }
     }
+}
+
+/// Tells the company's `task.dead_lettered` triggers that a task failed every attempt.
+async fn dead_lettered(tx: &mut TenantTx, id: &TaskId, error: Option<&str>) -> Result<()> {
+    let (capability,): (String,) = tx
+        .fetch_one(scoped("SELECT capability FROM tasks WHERE tenant_id = $1 AND id = $2").bind(id))
+        .await?;
+    let error = error.unwrap_or("no reason given");
+    crate::triggers::events::emit(
+        tx,
+        crate::triggers::events::PlatformEvent {
+            event: "task.dead_lettered",
+            key: id.to_string(),
+            percent: None,
+            summary: format!("{capability} failed every attempt and waits in the dead-letter queue: {error}."),
+            figures: vec![],
+            links: vec![crate::alerts::Link {
+                label: "The task".into(),
+                href: format!("/tasks/{id}"),
+            }],
+            data: json!({"task_id": id, "capability": capability, "error": error}),
+        },
+        chrono::Utc::now(),
+    )
+    .await?;
+    Ok(())
 }

@@ -136,6 +136,16 @@ pub async fn create(
             .bind(now),
     )
     .await?;
+    // Every company starts with the weekly digest (Mondays 08:00 UTC; the scheduler
+    // gives it its first due time). The same row the 0010 migration gave older ones.
+    tx.execute(
+        scoped("INSERT INTO triggers (tenant_id, id, name, kind, condition, action, created_by, created_at, updated_at) \
+             VALUES ($1, $2, 'Weekly digest', 'schedule', '{\"kind\":\"schedule\",\"cron\":\"0 8 * * MON\",\"timezone\":\"UTC\"}', \
+             '{\"kind\":\"digest\"}', 'system', $3, $3)")
+            .bind(crate::ids::TriggerId::new())
+            .bind(now),
+    )
+    .await?;
     let ctx = TenantCtx {
         tenant_id: id.clone(),
         role: Role::Owner,

@@ -321,6 +321,52 @@ pub async fn record(
             .bind(meter.cost_micros(model, usage)),
     )
     .await?;
+    crossed(tx, meter, i64::from(usage.prompt_tokens) + i64::from(usage.completion_tokens)).await
+}
+
+/// Tells the company's `usage.threshold` triggers when the `added` tokens just took
+/// this month's use to 80 % or 100 % of the plan (once per month and threshold).
+async fn crossed(tx: &mut TenantTx, meter: &Meter, added: i64) -> Result<()> {
+    if added <= 0 {
+        return Ok(());
+    }
+    let (plan,): (String,) = tx
+        .fetch_one(scoped("SELECT plan FROM tenants WHERE id = $1"))
+        .await?;
+    let plan = Plan::parse(&plan).unwrap_or(Plan::Free);
+    let limit = i64::try_from(meter.limits(plan).monthly_tokens).unwrap_or(i64::MAX);
+    let now = Utc::now();
+    let (used, _) = consumed(tx, now).await?;
+    for percent in [80u32, 100] {
+        let at = limit.saturating_mul(i64::from(percent)) / 100;
+        if used >= at && used - added < at {
+            crate::triggers::events::emit(
+                tx,
+                crate::triggers::events::PlatformEvent {
+                    event: "usage.threshold",
+                    key: format!("{}:{percent}", now.format("%Y-%m")),
+                    percent: Some(percent),
+                    summary: format!(
+                        "This month's model use reached {percent} % of the {} plan: {used} of {limit} tokens.",
+                        plan.as_str()
+                    ),
+                    figures: vec![crate::alerts::Figure {
+                        key: "tokens_used".into(),
+                        label: "Tokens used this month".into(),
+                        value: Some(used as f64),
+                        display: format!("{used} of {limit}"),
+                    }],
+                    links: vec![crate::alerts::Link {
+                        label: "Usage".into(),
+                        href: "/settings".into(),
+                    }],
+                    data: json!({"plan": plan.as_str(), "used": used, "limit": limit, "percent": percent}),
+                },
+                now,
+            )
+            .await?;
+        }
+    }
     Ok(())
 }
 
@@ -345,7 +391,11 @@ pub async fn record_many(
     let rows = serde_json::Value::Array(rows).to_string();
     let q = cross_tenant::add_usage(tx);
     tx.execute(q.bind(day).bind(rows)).await?;
-    Ok(())
+    let added: i64 = lines
+        .iter()
+        .map(|(_, _, u, _)| i64::from(u.prompt_tokens) + i64::from(u.completion_tokens))
+        .sum();
+    crossed(tx, meter, added).await
 }
 
 /// One ledger row.

@@ -10,6 +10,7 @@
 //! `textContent`, so neither tenant data nor model output can inject markup.
 
 pub mod agents;
+pub mod alerts;
 pub mod board;
 pub mod dashboard;
 pub mod knowledge;
@@ -51,6 +52,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/connectors", get(pages::connectors))
         .route("/knowledge", get(knowledge::page))
         .route("/agents", get(agents::page))
+        .route("/alerts", get(alerts::inbox))
+        .route("/automations", get(alerts::automations))
         .route("/leads", get(modules::leads))
         .route("/books", get(modules::books))
         .route("/campaigns", get(modules::campaigns))

@@ -4,6 +4,7 @@
 mod helpers;
 mod house;
 
+mod alerts;
 mod approvals;
 mod auth;
 mod board;
@@ -32,5 +33,10 @@ mod store;
 mod tasks;
 mod tenancy;
 mod tools;
+mod trigger_events;
+mod trigger_metrics;
+mod trigger_schedules;
+mod triggers;
 mod usage;
 mod web;
+mod webhooks;

@@ -136,6 +136,8 @@ async fn pages_escape_tenant_data_and_isolate_tenants(app: TestApp) {
         "/chat",
         "/connectors",
         "/settings",
+        "/alerts",
+        "/automations",
         &format!("/tasks/{task}"),
     ] {
         let (s, _, html) = page(&app, Some(&a), path).await;
