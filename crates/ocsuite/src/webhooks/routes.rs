@@ -41,11 +41,21 @@ pub struct Webhooks {
     pub webhooks: Vec<Webhook>,
 }
 
+/// The company's endpoints. Only admins see whole URLs: a chat's incoming-webhook URL
+/// is itself the key to post into that channel, so members see its host.
 #[utoipa::path(get, path = "/webhooks", tag = "webhooks", responses((status = 200, body = Webhooks)))]
 pub async fn list(State(state): State<AppState>, ctx: TenantCtx) -> Result<Json<Webhooks>> {
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
-    let webhooks = super::list(&mut tx).await?;
+    let mut webhooks = super::list(&mut tx).await?;
     tx.commit().await?;
+    if !ctx.role.at_least(crate::tenancy::Role::Admin) {
+        for w in &mut webhooks {
+            w.url = reqwest::Url::parse(&w.url)
+                .ok()
+                .and_then(|u| u.host_str().map(|h| format!("{}://{h}/…", u.scheme())))
+                .unwrap_or_else(|| "…".into());
+        }
+    }
     Ok(Json(Webhooks { webhooks }))
 }
 
