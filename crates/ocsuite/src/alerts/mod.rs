@@ -231,7 +231,11 @@ pub async fn raise(
 pub async fn get(tx: &mut TenantTx, id: &AlertId, now: DateTime<Utc>) -> Result<Alert> {
     let row: Option<Row> = tx
         .fetch_optional(
-            scoped(concat!("SELECT ", columns!(), " FROM alerts WHERE tenant_id = $1 AND id = $2"))
+            scoped(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM alerts WHERE tenant_id = $1 AND id = $2"
+            ))
             .bind(id),
         )
         .await?;
@@ -314,13 +318,17 @@ pub async fn change(
             "this alert is resolved; it cannot change any more".into(),
         ));
     }
-    let (status, until, note, meeting): (&str, Option<DateTime<Utc>>, Option<&str>, Option<&MeetingId>) =
-        match change {
-            Change::Acknowledge => ("acknowledged", None, None, None),
-            Change::Snooze(until) => ("snoozed", Some(until), None, None),
-            Change::Resolve(note) => ("resolved", None, note, None),
-            Change::Escalated(m) => ("acknowledged", None, None, Some(m)),
-        };
+    let (status, until, note, meeting): (
+        &str,
+        Option<DateTime<Utc>>,
+        Option<&str>,
+        Option<&MeetingId>,
+    ) = match change {
+        Change::Acknowledge => ("acknowledged", None, None, None),
+        Change::Snooze(until) => ("snoozed", Some(until), None, None),
+        Change::Resolve(note) => ("resolved", None, note, None),
+        Change::Escalated(m) => ("acknowledged", None, None, Some(m)),
+    };
     tx.execute(
         scoped("UPDATE alerts SET status = $3, snoozed_until = $4, resolved_note = COALESCE($5, resolved_note), \
              meeting_id = COALESCE($6, meeting_id), acted_by = $7, updated_at = $8 WHERE tenant_id = $1 AND id = $2")

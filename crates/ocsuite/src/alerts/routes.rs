@@ -74,7 +74,11 @@ pub async fn list(
 
 #[utoipa::path(get, path = "/alerts/{id}", tag = "alerts",
     responses((status = 200, body = Alert), (status = 404, body = ErrorBody)))]
-pub async fn get(State(state): State<AppState>, ctx: TenantCtx, Path(id): Path<String>) -> Result<Json<Alert>> {
+pub async fn get(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    Path(id): Path<String>,
+) -> Result<Json<Alert>> {
     let id = alert_id(&id)?;
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
     let a = super::get(&mut tx, &id, state.clock.now()).await?;
@@ -82,7 +86,13 @@ pub async fn get(State(state): State<AppState>, ctx: TenantCtx, Path(id): Path<S
     Ok(Json(a))
 }
 
-async fn apply(state: &AppState, ctx: &TenantCtx, id: &str, change: Change<'_>, action: &str) -> Result<Json<Alert>> {
+async fn apply(
+    state: &AppState,
+    ctx: &TenantCtx,
+    id: &str,
+    change: Change<'_>,
+    action: &str,
+) -> Result<Json<Alert>> {
     let id = alert_id(id)?;
     let now = state.clock.now();
     let by = format!("{}:{}", ctx.actor.kind(), ctx.actor.id());
@@ -101,7 +111,11 @@ async fn apply(state: &AppState, ctx: &TenantCtx, id: &str, change: Change<'_>, 
 /// Someone is on it.
 #[utoipa::path(post, path = "/alerts/{id}/ack", tag = "alerts",
     responses((status = 200, body = Alert), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn ack(State(state): State<AppState>, ctx: Member, Path(id): Path<String>) -> Result<Json<Alert>> {
+pub async fn ack(
+    State(state): State<AppState>,
+    ctx: Member,
+    Path(id): Path<String>,
+) -> Result<Json<Alert>> {
     apply(&state, &ctx, &id, Change::Acknowledge, "alert.acknowledge").await
 }
 
@@ -127,13 +141,24 @@ pub async fn snooze(
     let until = match (input.until, input.hours) {
         (Some(u), None) => u,
         (None, Some(h)) => now + Duration::hours(i64::from(h)),
-        _ => return Err(AppError::invalid("until", "give either `until` (a time) or `hours`")),
+        _ => {
+            return Err(AppError::invalid(
+                "until",
+                "give either `until` (a time) or `hours`",
+            ));
+        }
     };
     if until <= now {
-        return Err(AppError::invalid("until", "the snooze must end in the future"));
+        return Err(AppError::invalid(
+            "until",
+            "the snooze must end in the future",
+        ));
     }
     if until > now + Duration::days(MAX_SNOOZE_DAYS) {
-        return Err(AppError::invalid("until", format!("a snooze lasts at most {MAX_SNOOZE_DAYS} days")));
+        return Err(AppError::invalid(
+            "until",
+            format!("a snooze lasts at most {MAX_SNOOZE_DAYS} days"),
+        ));
     }
     apply(&state, &ctx, &id, Change::Snooze(until), "alert.snooze").await
 }
@@ -155,9 +180,16 @@ pub async fn resolve(
     Path(id): Path<String>,
     ApiJson(input): ApiJson<ResolveIn>,
 ) -> Result<Json<Alert>> {
-    let note = input.note.as_deref().map(str::trim).filter(|n| !n.is_empty());
+    let note = input
+        .note
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty());
     if note.is_some_and(|n| n.chars().count() > 2000) {
-        return Err(AppError::invalid("note", "the note is longer than 2000 characters"));
+        return Err(AppError::invalid(
+            "note",
+            "the note is longer than 2000 characters",
+        ));
     }
     apply(&state, &ctx, &id, Change::Resolve(note), "alert.resolve").await
 }
@@ -187,7 +219,9 @@ pub async fn escalate(
         a
     };
     if alert.status == "resolved" {
-        return Err(AppError::Conflict("this alert is resolved; it cannot be escalated".into()));
+        return Err(AppError::Conflict(
+            "this alert is resolved; it cannot be escalated".into(),
+        ));
     }
     let context = format!("{}\n\n{}", alert.body, alert.evidence.as_text());
     let input = crate::board::plan::MeetingIn {
@@ -197,18 +231,37 @@ pub async fn escalate(
             .collect(),
         personas: None,
         rounds: None,
-        context: Some(context.chars().take(crate::board::MAX_CONTEXT_CHARS).collect()),
+        context: Some(
+            context
+                .chars()
+                .take(crate::board::MAX_CONTEXT_CHARS)
+                .collect(),
+        ),
         chair: None,
     };
     let by = format!("{}:{}", ctx.actor.kind(), ctx.actor.id());
-    let (plan, tx) =
-        crate::board::plan::prepare(&state, &ctx.tenant_id, ctx.role, by.clone(), input, std::time::Instant::now())
-            .await?;
+    let (plan, tx) = crate::board::plan::prepare(
+        &state,
+        &ctx.tenant_id,
+        ctx.role,
+        by.clone(),
+        input,
+        std::time::Instant::now(),
+    )
+    .await?;
     let meeting_id = plan.id.clone();
     tokio::spawn(crate::board::plan::run_unwatched(plan, tx));
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let alert = super::change(&mut tx, &alert_id, Change::Escalated(&meeting_id), &by, now).await?;
-    audit::record(&mut tx, &ctx, "alert.escalate", "alert", alert_id.as_str(), json!({"meeting_id": meeting_id})).await?;
+    audit::record(
+        &mut tx,
+        &ctx,
+        "alert.escalate",
+        "alert",
+        alert_id.as_str(),
+        json!({"meeting_id": meeting_id}),
+    )
+    .await?;
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(Escalated { alert, meeting_id })))
 }

@@ -106,12 +106,8 @@ pub async fn prepare(
         Some(c) => format!("{agenda}\n{c}"),
         None => agenda.clone(),
     };
-    let grounding = crate::knowledge::grounding::Grounding::retrieve(
-        &state.knowledge,
-        tenant,
-        &question,
-    )
-    .await;
+    let grounding =
+        crate::knowledge::grounding::Grounding::retrieve(&state.knowledge, tenant, &question).await;
     let mut tx = state.store.tenant(tenant).await?;
     let mut members: Vec<Speaker> = Vec::new();
     for slug in &slugs {

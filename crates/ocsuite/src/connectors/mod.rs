@@ -400,7 +400,8 @@ pub async fn mark_dead(
     let now = Utc::now();
     let before: Option<(String, String)> = tx
         .fetch_optional(
-            scoped("SELECT status, provider FROM connectors WHERE tenant_id = $1 AND id = $2").bind(id),
+            scoped("SELECT status, provider FROM connectors WHERE tenant_id = $1 AND id = $2")
+                .bind(id),
         )
         .await?;
     if let Some((was, provider)) = before

@@ -72,7 +72,9 @@ pub async fn compose(state: &AppState, tenant: &TenantId, now: DateTime<Utc>) ->
     let plain = plain_text(&company, start, now, &facts);
     let body = match ceo {
         Some(ceo) if state.llm.name() != "offline" => {
-            write_up(state, tenant, &ceo, &company, &plain).await.unwrap_or(plain)
+            write_up(state, tenant, &ceo, &company, &plain)
+                .await
+                .unwrap_or(plain)
         }
         _ => plain,
     };
@@ -95,13 +97,17 @@ async fn gather(tx: &mut TenantTx, start: DateTime<Utc>, now: DateTime<Utc>) -> 
                     .bind(start.format("%Y-%m-%d").to_string()),
             )
             .await?;
-        let before: Vec<ocsuite_module_sdk::Metric> =
-            then.and_then(|(j,)| serde_json::from_str(&j).ok()).unwrap_or_default();
+        let before: Vec<ocsuite_module_sdk::Metric> = then
+            .and_then(|(j,)| serde_json::from_str(&j).ok())
+            .unwrap_or_default();
         for m in &s.metrics {
             let Some(old) = before.iter().find(|b| b.key == m.key) else {
                 continue;
             };
-            let (Some(a), Some(b)) = (crate::triggers::rules::number(old), crate::triggers::rules::number(m)) else {
+            let (Some(a), Some(b)) = (
+                crate::triggers::rules::number(old),
+                crate::triggers::rules::number(m),
+            ) else {
                 continue;
             };
             if (a - b).abs() > f64::EPSILON {
@@ -128,7 +134,11 @@ async fn gather(tx: &mut TenantTx, start: DateTime<Utc>, now: DateTime<Utc>) -> 
     facts.decisions = decided
         .into_iter()
         .map(|(cap, status, by)| {
-            let how = if status == "rejected" { "rejected" } else { "approved" };
+            let how = if status == "rejected" {
+                "rejected"
+            } else {
+                "approved"
+            };
             let by = by
                 .filter(|b| b.starts_with("policy:"))
                 .map(|_| " automatically")
@@ -166,10 +176,25 @@ pub fn plain_text(company: &str, start: DateTime<Utc>, end: DateTime<Utc>, f: &F
             out.push_str(&format!("- {i}\n"));
         }
     };
-    section(&mut out, "Figures that moved", &f.moved, "No figure changed.");
+    section(
+        &mut out,
+        "Figures that moved",
+        &f.moved,
+        "No figure changed.",
+    );
     let alerts_title = format!("Open alerts ({})", f.open_alert_count);
-    section(&mut out, &alerts_title, &f.open_alerts, "None: nothing needs you.");
-    section(&mut out, "Decisions and their outcomes", &f.decisions, "No decisions this week.");
+    section(
+        &mut out,
+        &alerts_title,
+        &f.open_alerts,
+        "None: nothing needs you.",
+    );
+    section(
+        &mut out,
+        "Decisions and their outcomes",
+        &f.decisions,
+        "No decisions this week.",
+    );
     out.push_str("\n— Your CEO");
     out
 }
@@ -182,7 +207,11 @@ async fn write_up(
     company: &str,
     plain: &str,
 ) -> Option<String> {
-    let model = ceo.persona.model.clone().unwrap_or_else(|| state.config.llm_model.clone());
+    let model = ceo
+        .persona
+        .model
+        .clone()
+        .unwrap_or_else(|| state.config.llm_model.clone());
     let messages = vec![
         ChatMessage::new(
             Role::System,
@@ -196,7 +225,9 @@ async fn write_up(
     ];
     let reserve = crate::llm::estimate_prompt_tokens(&messages) + MAX_TOKENS;
     let mut tx = state.store.tenant(tenant).await.ok()?;
-    crate::usage::check(&mut tx, &state.meter, reserve).await.ok()?;
+    crate::usage::check(&mut tx, &state.meter, reserve)
+        .await
+        .ok()?;
     let hold = crate::usage::hold(&mut tx, reserve).await.ok()?;
     tx.commit().await.ok()?;
     let rx = state.llm.stream(ChatRequest {
@@ -207,14 +238,20 @@ async fn write_up(
     });
     let (text, usage, error) = crate::llm::collect(rx).await;
     let mut tx = state.store.tenant(tenant).await.ok()?;
-    crate::usage::settle(&mut tx, &state.meter, &hold, "ceo", &model, usage).await.ok()?;
+    crate::usage::settle(&mut tx, &state.meter, &hold, "ceo", &model, usage)
+        .await
+        .ok()?;
     tx.commit().await.ok()?;
     (error.is_none() && !text.trim().is_empty()).then(|| text.trim().to_owned())
 }
 
 /// Stores the composed digest (a run's `output`) and sends it: each member by their
 /// preferences, the webhooks that take `digests` once.
-pub async fn deliver(tx: &mut TenantTx, output: &Value, now: DateTime<Utc>) -> Result<(Value, Vec<Event>)> {
+pub async fn deliver(
+    tx: &mut TenantTx,
+    output: &Value,
+    now: DateTime<Utc>,
+) -> Result<(Value, Vec<Event>)> {
     let c: Composed = serde_json::from_value(output.clone()).map_err(AppError::internal)?;
     let id = DigestId::new();
     tx.execute(
@@ -252,11 +289,23 @@ pub async fn deliver(tx: &mut TenantTx, output: &Value, now: DateTime<Utc>) -> R
         now,
     )
     .await?;
-    Ok((json!({"digest_id": id, "recipients": members.len()}), events))
+    Ok((
+        json!({"digest_id": id, "recipients": members.len()}),
+        events,
+    ))
 }
 
+type DigestRow = (
+    DigestId,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    String,
+    String,
+    DateTime<Utc>,
+);
+
 pub async fn list(tx: &mut TenantTx, limit: i64) -> Result<Vec<Digest>> {
-    let rows: Vec<(DigestId, DateTime<Utc>, DateTime<Utc>, String, String, DateTime<Utc>)> = tx
+    let rows: Vec<DigestRow> = tx
         .fetch_all(
             scoped("SELECT id, period_start, period_end, body, facts, created_at FROM digests WHERE tenant_id = $1 \
                  ORDER BY created_at DESC, id DESC LIMIT $2")

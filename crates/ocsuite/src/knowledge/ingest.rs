@@ -613,7 +613,10 @@ impl Handler for Ingest {
                         event: "knowledge.source_failed",
                         key: format!("{id}:{}", job.id),
                         percent: None,
-                        summary: format!("The knowledge source \"{}\" could not be read: {error}.", source.title),
+                        summary: format!(
+                            "The knowledge source \"{}\" could not be read: {error}.",
+                            source.title
+                        ),
                         figures: vec![],
                         links: vec![crate::alerts::Link {
                             label: "Knowledge".into(),

@@ -72,11 +72,13 @@ pub async fn store(tx: &mut TenantTx, module: &str, metrics: &[Metric]) -> Resul
     .await?;
     // The day's last figures, for deviation rules and the digest's "what moved".
     tx.execute(
-        scoped("INSERT INTO metric_history (tenant_id, module, day, metrics) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (tenant_id, module, day) DO UPDATE SET metrics = excluded.metrics")
-            .bind(module)
-            .bind(now.format("%Y-%m-%d").to_string())
-            .bind(json.as_str()),
+        scoped(
+            "INSERT INTO metric_history (tenant_id, module, day, metrics) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant_id, module, day) DO UPDATE SET metrics = excluded.metrics",
+        )
+        .bind(module)
+        .bind(now.format("%Y-%m-%d").to_string())
+        .bind(json.as_str()),
     )
     .await?;
     // Metric triggers look at the new figures at the scheduler's next tick.

@@ -548,7 +548,9 @@ pub async fn approval_watchers(tx: &mut Tx) -> Result<Vec<String>> {
     let q = if tx.is_postgres() {
         sql("SELECT tenant_id FROM ocsuite_approval_watchers()")
     } else {
-        sql("SELECT DISTINCT tenant_id FROM triggers WHERE paused = FALSE AND kind = 'event' AND event_type = 'approval.waiting'")
+        sql(
+            "SELECT DISTINCT tenant_id FROM triggers WHERE paused = FALSE AND kind = 'event' AND event_type = 'approval.waiting'",
+        )
     };
     let rows: Vec<(String,)> = tx.fetch_all(q).await?;
     Ok(rows.into_iter().map(|(t,)| t).collect())

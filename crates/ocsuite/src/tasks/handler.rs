@@ -433,7 +433,9 @@ async fn dead_lettered(tx: &mut TenantTx, id: &TaskId, error: Option<&str>) -> R
             event: "task.dead_lettered",
             key: id.to_string(),
             percent: None,
-            summary: format!("{capability} failed every attempt and waits in the dead-letter queue: {error}."),
+            summary: format!(
+                "{capability} failed every attempt and waits in the dead-letter queue: {error}."
+            ),
             figures: vec![],
             links: vec![crate::alerts::Link {
                 label: "The task".into(),

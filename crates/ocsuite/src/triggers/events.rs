@@ -19,12 +19,30 @@ use crate::store::{TenantTx, scoped};
 
 /// Every event a trigger can wait for, with what it means.
 pub const EVENTS: [(&str, &str); 6] = [
-    ("task.dead_lettered", "a task failed every attempt and waits in the dead-letter queue"),
-    ("connector.expired", "a connected account expired or was revoked"),
-    ("campaign.bounced", "an email campaign finished with messages that bounced or failed"),
-    ("approval.waiting", "a proposal has waited for approval longer than `minutes`"),
-    ("usage.threshold", "the month's model usage reached `percent` (80 or 100) of the plan"),
-    ("knowledge.source_failed", "a knowledge source could not be fetched or read"),
+    (
+        "task.dead_lettered",
+        "a task failed every attempt and waits in the dead-letter queue",
+    ),
+    (
+        "connector.expired",
+        "a connected account expired or was revoked",
+    ),
+    (
+        "campaign.bounced",
+        "an email campaign finished with messages that bounced or failed",
+    ),
+    (
+        "approval.waiting",
+        "a proposal has waited for approval longer than `minutes`",
+    ),
+    (
+        "usage.threshold",
+        "the month's model usage reached `percent` (80 or 100) of the plan",
+    ),
+    (
+        "knowledge.source_failed",
+        "a knowledge source could not be fetched or read",
+    ),
 ];
 
 /// Checks an event condition's fields.
@@ -171,7 +189,9 @@ pub async fn sweep_approvals(tx: &mut TenantTx, now: DateTime<Utc>) -> Result<us
                         label: "The proposal".into(),
                         href: format!("/tasks/{task}"),
                     }],
-                    event: Some(json!({"type": "approval.waiting", "key": task, "task_id": task, "capability": capability})),
+                    event: Some(
+                        json!({"type": "approval.waiting", "key": task, "task_id": task, "capability": capability}),
+                    ),
                 },
                 scheduled_for: now,
             };

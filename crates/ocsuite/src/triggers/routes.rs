@@ -90,7 +90,10 @@ async fn check_for_tenant(state: &AppState, tx: &mut TenantTx, action: &Action) 
                 AppError::unprocessable(
                     "unknown_capability",
                     "action.capability",
-                    format!("cannot propose `{}`: {e}", capability.chars().take(80).collect::<String>()),
+                    format!(
+                        "cannot propose `{}`: {e}",
+                        capability.chars().take(80).collect::<String>()
+                    ),
                 )
             })?;
         crate::modules::validate(&resolved.input, input, "action.input")?;
@@ -128,8 +131,15 @@ pub async fn create(
         state.clock.now(),
     )
     .await?;
-    audit::record(&mut tx, &ctx, "trigger.create", "trigger", trigger.id.as_str(),
-        json!({"name": trigger.name, "condition": trigger.condition, "action": trigger.action})).await?;
+    audit::record(
+        &mut tx,
+        &ctx,
+        "trigger.create",
+        "trigger",
+        trigger.id.as_str(),
+        json!({"name": trigger.name, "condition": trigger.condition, "action": trigger.action}),
+    )
+    .await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(trigger)))
 }
@@ -187,8 +197,15 @@ pub async fn update(
         t.paused = p;
     }
     let t = super::save(&mut tx, &t, reschedule, state.clock.now()).await?;
-    audit::record(&mut tx, &ctx, "trigger.update", "trigger", id.as_str(),
-        json!({"name": t.name, "paused": t.paused, "condition": t.condition, "action": t.action})).await?;
+    audit::record(
+        &mut tx,
+        &ctx,
+        "trigger.update",
+        "trigger",
+        id.as_str(),
+        json!({"name": t.name, "paused": t.paused, "condition": t.condition, "action": t.action}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Json(t))
 }
@@ -203,7 +220,15 @@ pub async fn delete(
     let id = trigger_id(&id)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     super::delete(&mut tx, &id).await?;
-    audit::record(&mut tx, &ctx, "trigger.delete", "trigger", id.as_str(), json!({})).await?;
+    audit::record(
+        &mut tx,
+        &ctx,
+        "trigger.delete",
+        "trigger",
+        id.as_str(),
+        json!({}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -242,7 +267,15 @@ pub async fn run_now(
     let run = super::get_run(&mut tx, &run)
         .await?
         .ok_or(AppError::NotFound("run"))?;
-    audit::record(&mut tx, &ctx, "trigger.run", "trigger", id.as_str(), json!({"run_id": run.id})).await?;
+    audit::record(
+        &mut tx,
+        &ctx,
+        "trigger.run",
+        "trigger",
+        id.as_str(),
+        json!({"run_id": run.id}),
+    )
+    .await?;
     tx.commit().await?;
     state.jobs_wake.notify_one();
     Ok((StatusCode::ACCEPTED, Json(RunOut { run })))

@@ -16,13 +16,29 @@ use crate::store::{TenantTx, scoped};
 
 /// The figures a rule can name: key, module, what it is.
 pub const KNOWN: [(&str, &str, &str); 20] = [
-    ("cash_balance", "bookkeeping", "cash balance (currency units)"),
-    ("monthly_burn", "bookkeeping", "monthly burn, 3-month average"),
+    (
+        "cash_balance",
+        "bookkeeping",
+        "cash balance (currency units)",
+    ),
+    (
+        "monthly_burn",
+        "bookkeeping",
+        "monthly burn, 3-month average",
+    ),
     ("runway_months", "bookkeeping", "runway in months"),
-    ("burn_mom_change", "bookkeeping", "burn change month over month, %"),
+    (
+        "burn_mom_change",
+        "bookkeeping",
+        "burn change month over month, %",
+    ),
     ("revenue_last_month", "bookkeeping", "revenue last month"),
     ("expenses_last_month", "bookkeeping", "expenses last month"),
-    ("revenue_change_pct", "bookkeeping", "revenue change month over month, %"),
+    (
+        "revenue_change_pct",
+        "bookkeeping",
+        "revenue change month over month, %",
+    ),
     ("uncategorized", "bookkeeping", "uncategorised transactions"),
     ("open_leads", "leadtracker", "open leads"),
     ("pipeline_value", "leadtracker", "open pipeline value"),
@@ -166,7 +182,8 @@ impl Rule {
             _ => Err(field_error(
                 "invalid_rule",
                 "rule",
-                "give either `rule` (e.g. `runway_months < 6`) or `metric`, `op` and `value`".into(),
+                "give either `rule` (e.g. `runway_months < 6`) or `metric`, `op` and `value`"
+                    .into(),
             )),
         }
     }
@@ -268,7 +285,14 @@ pub async fn evaluate(
         Op::Gt => v > rule.value,
         Op::Ge => v >= rule.value,
         Op::Deviates => {
-            let past = history(tx, module, &rule.metric, rule.window.unwrap_or(DEFAULT_WINDOW), now).await?;
+            let past = history(
+                tx,
+                module,
+                &rule.metric,
+                rule.window.unwrap_or(DEFAULT_WINDOW),
+                now,
+            )
+            .await?;
             if past.len() < MIN_HISTORY {
                 return Ok((false, Some(figure(display))));
             }
@@ -276,7 +300,10 @@ pub async fn evaluate(
             let mean = past.iter().sum::<f64>() / n;
             let sd = (past.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
             let moved = (v - mean).abs();
-            let shown = format!("{display} (mean of the previous {} days {mean:.2}, standard deviation {sd:.2})", past.len());
+            let shown = format!(
+                "{display} (mean of the previous {} days {mean:.2}, standard deviation {sd:.2})",
+                past.len()
+            );
             let holds = if sd > 0.0 {
                 moved > rule.value * sd
             } else {
@@ -319,7 +346,10 @@ mod tests {
     #[test]
     fn rules_parse_from_text() {
         let r = Rule::parse("runway_months < 6", None).unwrap();
-        assert_eq!((r.metric.as_str(), r.op, r.value), ("runway_months", Op::Lt, 6.0));
+        assert_eq!(
+            (r.metric.as_str(), r.op, r.value),
+            ("runway_months", Op::Lt, 6.0)
+        );
         let r = Rule::parse("burn_mom_change > 20%", None).unwrap();
         assert_eq!((r.op, r.value), (Op::Gt, 20.0));
         let r = Rule::parse("monthly_burn deviates 2 sd over 30 days", None).unwrap();

@@ -90,7 +90,8 @@ impl Handler for RunTrigger {
             }
             let (problem, resolved) = match &trigger.action {
                 Action::Propose { capability, input } => {
-                    match crate::modules::resolve(&self.state.registry, tx, capability, None).await {
+                    match crate::modules::resolve(&self.state.registry, tx, capability, None).await
+                    {
                         Ok(r) => (
                             crate::modules::validate(&r.input, input, "action.input")
                                 .err()
@@ -103,7 +104,10 @@ impl Handler for RunTrigger {
                 _ => (None, None),
             };
             tx.execute(
-                scoped("UPDATE trigger_runs SET status = 'running' WHERE tenant_id = $1 AND id = $2").bind(&id),
+                scoped(
+                    "UPDATE trigger_runs SET status = 'running' WHERE tenant_id = $1 AND id = $2",
+                )
+                .bind(&id),
             )
             .await?;
             Start::run(
@@ -139,12 +143,18 @@ impl Handler for RunTrigger {
                 Action::BoardMeeting { agenda, personas } => {
                     meeting(&self.state, &job, &p, agenda, personas.clone()).await
                 }
-                Action::Brief { persona, prompt } => brief(&self.state, &job, &p, persona, prompt.as_deref()).await,
-                Action::Digest {} => crate::digests::compose(&self.state, &job.tenant_id, Utc::now())
-                    .await
-                    .and_then(|d| serde_json::to_value(d).map_err(AppError::internal)),
+                Action::Brief { persona, prompt } => {
+                    brief(&self.state, &job, &p, persona, prompt.as_deref()).await
+                }
+                Action::Digest {} => {
+                    crate::digests::compose(&self.state, &job.tenant_id, Utc::now())
+                        .await
+                        .and_then(|d| serde_json::to_value(d).map_err(AppError::internal))
+                }
                 Action::Propose { .. } => Ok(match &p.resolved {
-                    Some((version, attempts)) => json!({"version": version, "max_attempts": attempts}),
+                    Some((version, attempts)) => {
+                        json!({"version": version, "max_attempts": attempts})
+                    }
                     None => json!({}),
                 }),
                 Action::Alert { .. } => Ok(json!({})),
@@ -155,7 +165,12 @@ impl Handler for RunTrigger {
                     summary: None,
                 },
                 Err(e) => Outcome::Failed {
-                    retryable: matches!(e, AppError::TooManyRequests { .. } | AppError::Unavailable(_) | AppError::Database(_)),
+                    retryable: matches!(
+                        e,
+                        AppError::TooManyRequests { .. }
+                            | AppError::Unavailable(_)
+                            | AppError::Database(_)
+                    ),
                     error: e.to_string(),
                 },
             }
@@ -219,9 +234,17 @@ async fn meeting(
     agenda: &str,
     personas: Option<Vec<String>>,
 ) -> Result<Value> {
-    let context: String = p.evidence.as_text().chars().take(crate::board::MAX_CONTEXT_CHARS).collect();
+    let context: String = p
+        .evidence
+        .as_text()
+        .chars()
+        .take(crate::board::MAX_CONTEXT_CHARS)
+        .collect();
     let input = crate::board::plan::MeetingIn {
-        agenda: fill(agenda, &p.name, &p.evidence).chars().take(crate::board::MAX_AGENDA_CHARS).collect(),
+        agenda: fill(agenda, &p.name, &p.evidence)
+            .chars()
+            .take(crate::board::MAX_AGENDA_CHARS)
+            .collect(),
         personas,
         rounds: None,
         context: (!context.trim().is_empty()).then_some(context),
@@ -257,7 +280,10 @@ async fn brief(
         tx.commit().await?;
         match author {
             Some(u) if admins.contains(&u) => u,
-            _ => admins.into_iter().next().ok_or(AppError::NotFound("company owner"))?,
+            _ => admins
+                .into_iter()
+                .next()
+                .ok_or(AppError::NotFound("company owner"))?,
         }
     };
     let ctx = TenantCtx {
@@ -274,7 +300,10 @@ async fn brief(
         p.name,
         p.evidence.as_text()
     );
-    let message: String = message.chars().take(crate::chat::MAX_MESSAGE_CHARS).collect();
+    let message: String = message
+        .chars()
+        .take(crate::chat::MAX_MESSAGE_CHARS)
+        .collect();
     let mut rx = crate::chat::turn::start(state, &ctx, persona, &message, None).await?;
     let mut conversation = None;
     let mut error = None;
@@ -286,7 +315,9 @@ async fn brief(
         }
     }
     match (conversation, error) {
-        (_, Some(e)) => Err(AppError::Unavailable(format!("the brief was not written: {e}"))),
+        (_, Some(e)) => Err(AppError::Unavailable(format!(
+            "the brief was not written: {e}"
+        ))),
         (Some(c), None) => Ok(json!({"conversation_id": c, "persona": persona})),
         (None, None) => Err(AppError::Unavailable("the brief was not written".into())),
     }
@@ -336,8 +367,19 @@ async fn finish(
         }
         Action::Propose { capability, input } => {
             let version = output["version"].as_str().unwrap_or("1.0.0");
-            let attempts = output["max_attempts"].as_u64().and_then(|a| u32::try_from(a).ok()).unwrap_or(3);
-            propose(tx, trigger, run, (capability, version, attempts), input, now).await
+            let attempts = output["max_attempts"]
+                .as_u64()
+                .and_then(|a| u32::try_from(a).ok())
+                .unwrap_or(3);
+            propose(
+                tx,
+                trigger,
+                run,
+                (capability, version, attempts),
+                input,
+                now,
+            )
+            .await
         }
         Action::Digest {} => crate::digests::deliver(tx, &output, now).await,
         Action::BoardMeeting { .. } => {
@@ -452,7 +494,10 @@ async fn propose(
         "approvals",
         "approval.requested",
         json!({"task_id": id, "capability": capability, "input": input, "proposed_by": by}),
-        &format!("{capability} awaits approval (proposed by the automation \"{}\")", trigger.name),
+        &format!(
+            "{capability} awaits approval (proposed by the automation \"{}\")",
+            trigger.name
+        ),
         now,
     )
     .await?;

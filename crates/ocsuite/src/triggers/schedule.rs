@@ -109,7 +109,10 @@ async fn evaluate_tenant(
                     reason: "schedule",
                     key: format!("schedule:{}", due.to_rfc3339()),
                     evidence: Evidence {
-                        summary: format!("\"{name}\" came due ({}).", schedule_words(&condition, due)),
+                        summary: format!(
+                            "\"{name}\" came due ({}).",
+                            schedule_words(&condition, due)
+                        ),
                         ..Evidence::default()
                     },
                     scheduled_for: due,
@@ -119,21 +122,29 @@ async fn evaluate_tenant(
                 }
             }
             Condition::Metric { .. } => {
-                let Some(rule) = condition.rule() else { continue };
+                let Some(rule) = condition.rule() else {
+                    continue;
+                };
                 if figures.is_none() {
                     let snaps = crate::metrics::latest(&mut tx).await?;
                     let open = crate::alerts::open_count(&mut tx, now).await?;
                     figures = Some((snaps, open));
                 }
-                let Some((snaps, open)) = figures.as_ref() else { continue };
-                let (holds, figure) = super::rules::evaluate(&mut tx, &rule, snaps, *open, now).await?;
+                let Some((snaps, open)) = figures.as_ref() else {
+                    continue;
+                };
+                let (holds, figure) =
+                    super::rules::evaluate(&mut tx, &rule, snaps, *open, now).await?;
                 let rises = holds && !firing;
                 let episode = episode + i64::from(rises);
                 let next = condition.next_after(now).ok().flatten();
                 if !claim(&mut tx, id, revision, next, holds, episode).await? || !rises {
                     continue;
                 }
-                let shown = figure.as_ref().map(|f| format!("{}: {}", f.label, f.display)).unwrap_or_default();
+                let shown = figure
+                    .as_ref()
+                    .map(|f| format!("{}: {}", f.label, f.display))
+                    .unwrap_or_default();
                 let firing = Firing {
                     reason: "metric",
                     key: format!("metric:{episode}"),

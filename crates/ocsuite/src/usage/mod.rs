@@ -321,7 +321,12 @@ pub async fn record(
             .bind(meter.cost_micros(model, usage)),
     )
     .await?;
-    crossed(tx, meter, i64::from(usage.prompt_tokens) + i64::from(usage.completion_tokens)).await
+    crossed(
+        tx,
+        meter,
+        i64::from(usage.prompt_tokens) + i64::from(usage.completion_tokens),
+    )
+    .await
 }
 
 /// Tells the company's `usage.threshold` triggers when the `added` tokens just took

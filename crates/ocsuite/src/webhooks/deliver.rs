@@ -94,10 +94,12 @@ impl Handler for DeliverWebhook {
             };
             let row: Option<(WebhookId, String, String, String)> = tx
                 .fetch_optional(
-                    scoped("SELECT d.webhook_id, w.url, d.payload, d.status FROM webhook_deliveries d \
+                    scoped(
+                        "SELECT d.webhook_id, w.url, d.payload, d.status FROM webhook_deliveries d \
                          JOIN webhooks w ON w.tenant_id = d.tenant_id AND w.id = d.webhook_id \
-                         WHERE d.tenant_id = $1 AND d.id = $2")
-                        .bind(&id),
+                         WHERE d.tenant_id = $1 AND d.id = $2",
+                    )
+                    .bind(&id),
                 )
                 .await?;
             let Some((webhook, url, body, status)) = row else {
@@ -160,7 +162,9 @@ impl Handler for DeliverWebhook {
                     output["duration_ms"].as_i64(),
                     None,
                 ),
-                Resolution::Retrying { error, .. } => ("retrying", status_in(error), None, Some(error.as_str())),
+                Resolution::Retrying { error, .. } => {
+                    ("retrying", status_in(error), None, Some(error.as_str()))
+                }
                 Resolution::Dead { error } | Resolution::Failed { error } => {
                     ("failed", status_in(error), None, Some(error.as_str()))
                 }

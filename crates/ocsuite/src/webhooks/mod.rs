@@ -46,7 +46,15 @@ pub struct Webhook {
     pub created_at: DateTime<Utc>,
 }
 
-type Row = (WebhookId, String, String, String, String, bool, DateTime<Utc>);
+type Row = (
+    WebhookId,
+    String,
+    String,
+    String,
+    String,
+    bool,
+    DateTime<Utc>,
+);
 macro_rules! columns {
     () => {
         "id, url, format, categories, description, enabled, created_at"
@@ -117,7 +125,11 @@ pub async fn create(
 pub async fn get(tx: &mut TenantTx, id: &WebhookId) -> Result<Webhook> {
     let row: Option<Row> = tx
         .fetch_optional(
-            scoped(concat!("SELECT ", columns!(), " FROM webhooks WHERE tenant_id = $1 AND id = $2"))
+            scoped(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM webhooks WHERE tenant_id = $1 AND id = $2"
+            ))
             .bind(id),
         )
         .await?;
@@ -126,7 +138,11 @@ pub async fn get(tx: &mut TenantTx, id: &WebhookId) -> Result<Webhook> {
 
 pub async fn list(tx: &mut TenantTx) -> Result<Vec<Webhook>> {
     let rows: Vec<Row> = tx
-        .fetch_all(scoped(concat!("SELECT ", columns!(), " FROM webhooks WHERE tenant_id = $1 ORDER BY created_at, id")))
+        .fetch_all(scoped(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM webhooks WHERE tenant_id = $1 ORDER BY created_at, id"
+        )))
         .await?;
     Ok(rows.into_iter().map(from_row).collect())
 }
@@ -289,11 +305,19 @@ macro_rules! delivery_columns {
     };
 }
 
-pub async fn deliveries(tx: &mut TenantTx, webhook: &WebhookId, limit: i64) -> Result<Vec<Delivery>> {
+pub async fn deliveries(
+    tx: &mut TenantTx,
+    webhook: &WebhookId,
+    limit: i64,
+) -> Result<Vec<Delivery>> {
     let rows: Vec<DeliveryRow> = tx
         .fetch_all(
-            scoped(concat!("SELECT ", delivery_columns!(), " FROM webhook_deliveries WHERE tenant_id = $1 AND webhook_id = $2 \
-                 ORDER BY created_at DESC, id DESC LIMIT $3"))
+            scoped(concat!(
+                "SELECT ",
+                delivery_columns!(),
+                " FROM webhook_deliveries WHERE tenant_id = $1 AND webhook_id = $2 \
+                 ORDER BY created_at DESC, id DESC LIMIT $3"
+            ))
             .bind(webhook)
             .bind(limit),
         )
@@ -304,7 +328,11 @@ pub async fn deliveries(tx: &mut TenantTx, webhook: &WebhookId, limit: i64) -> R
 pub async fn delivery(tx: &mut TenantTx, id: &DeliveryId) -> Result<Delivery> {
     let row: Option<DeliveryRow> = tx
         .fetch_optional(
-            scoped(concat!("SELECT ", delivery_columns!(), " FROM webhook_deliveries WHERE tenant_id = $1 AND id = $2"))
+            scoped(concat!(
+                "SELECT ",
+                delivery_columns!(),
+                " FROM webhook_deliveries WHERE tenant_id = $1 AND id = $2"
+            ))
             .bind(id),
         )
         .await?;

@@ -91,8 +91,9 @@ pub async fn create(
     ApiJson(input): ApiJson<WebhookIn>,
 ) -> Result<(StatusCode, Json<Created>)> {
     let url = input.url.trim().to_owned();
-    let parsed = reqwest::Url::parse(&url)
-        .map_err(|e| AppError::unprocessable("invalid_url", "url", format!("url is not a URL: {e}")))?;
+    let parsed = reqwest::Url::parse(&url).map_err(|e| {
+        AppError::unprocessable("invalid_url", "url", format!("url is not a URL: {e}"))
+    })?;
     if !matches!(parsed.scheme(), "https" | "http") || url.len() > 2000 {
         return Err(AppError::unprocessable(
             "invalid_url",
@@ -102,7 +103,13 @@ pub async fn create(
     }
     crate::modules::ssrf::check_destination(&url, state.config.mcp_private_allowed())
         .await
-        .map_err(|m| AppError::unprocessable("url_not_allowed", "url", format!("this URL cannot receive webhooks: {m}")))?;
+        .map_err(|m| {
+            AppError::unprocessable(
+                "url_not_allowed",
+                "url",
+                format!("this URL cannot receive webhooks: {m}"),
+            )
+        })?;
     let format = input.format.unwrap_or_else(|| "standard".into());
     if format != "standard" && format != "text" {
         return Err(AppError::unprocessable(
@@ -118,7 +125,11 @@ pub async fn create(
             format!("choose at least one category: {}", CATEGORIES.join(", ")),
         ));
     }
-    if let Some(bad) = input.categories.iter().find(|c| !CATEGORIES.contains(&c.as_str())) {
+    if let Some(bad) = input
+        .categories
+        .iter()
+        .find(|c| !CATEGORIES.contains(&c.as_str()))
+    {
         return Err(AppError::unprocessable(
             "unknown_category",
             "categories",
@@ -129,7 +140,13 @@ pub async fn create(
             ),
         ));
     }
-    let description = input.description.unwrap_or_default().trim().chars().take(200).collect();
+    let description = input
+        .description
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .take(200)
+        .collect();
     let mut categories = input.categories;
     categories.sort();
     categories.dedup();
@@ -151,19 +168,38 @@ pub async fn create(
         },
     )
     .await?;
-    audit::record(&mut tx, &ctx, "webhook.create", "webhook", webhook.id.as_str(),
-        json!({"url": webhook.url, "format": webhook.format, "categories": webhook.categories})).await?;
+    audit::record(
+        &mut tx,
+        &ctx,
+        "webhook.create",
+        "webhook",
+        webhook.id.as_str(),
+        json!({"url": webhook.url, "format": webhook.format, "categories": webhook.categories}),
+    )
+    .await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(Created { webhook, secret })))
 }
 
 #[utoipa::path(delete, path = "/webhooks/{id}", tag = "webhooks",
     responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn delete(State(state): State<AppState>, ctx: Admin, Path(id): Path<String>) -> Result<StatusCode> {
+pub async fn delete(
+    State(state): State<AppState>,
+    ctx: Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
     let id = webhook_id(&id)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     super::delete(&mut tx, &id).await?;
-    audit::record(&mut tx, &ctx, "webhook.delete", "webhook", id.as_str(), json!({})).await?;
+    audit::record(
+        &mut tx,
+        &ctx,
+        "webhook.delete",
+        "webhook",
+        id.as_str(),
+        json!({}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
