@@ -213,3 +213,12 @@ fn schedule_words(c: &Condition, due: DateTime<Utc>) -> String {
         _ => "on schedule".into(),
     }
 }
+
+/// Whether any schedule or metric trigger is due at the state's clock (benchmarks wait
+/// for none).
+pub async fn due_count(state: &AppState) -> Result<usize> {
+    let mut tx = state.store.platform_read().await?;
+    Ok(cross_tenant::triggers_due(&mut tx, state.clock.now(), 1)
+        .await?
+        .len())
+}
