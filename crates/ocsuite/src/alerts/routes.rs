@@ -41,6 +41,7 @@ fn alert_id(id: &str) -> Result<AlertId> {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// active (default: not resolved), open, acknowledged, snoozed, resolved, all.
+    #[param(inline)]
     pub status: Option<Filter>,
     /// 1-200, default 50.
     pub limit: Option<i64>,
