@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::error::{AppError, Result};
 use crate::ids::{AlertId, MeetingId, TriggerId, TriggerRunId};
-use crate::notifications::{self, New};
+use crate::notifications::{self, Broadcast};
 use crate::realtime::Event;
 use crate::store::{TenantTx, scoped};
 
@@ -205,8 +205,7 @@ pub async fn raise(
     let events = notifications::notify_all(
         tx,
         &members,
-        New {
-            user: &crate::ids::UserId::default(),
+        Broadcast {
             kind: &kind,
             title: format!("Alert: {title}"),
             body: format!("{text}\nOpen the alert inbox to acknowledge, snooze, resolve or escalate it. Alert {id}."),

@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::{AppError, Result};
-use crate::ids::{DigestId, TenantId, UserId};
+use crate::ids::{DigestId, TenantId};
 use crate::llm::{ChatMessage, ChatRequest, Role};
-use crate::notifications::{self, New};
+use crate::notifications::{self, Broadcast};
 use crate::realtime::Event;
 use crate::state::AppState;
 use crate::store::{TenantTx, scoped};
@@ -269,8 +269,7 @@ pub async fn deliver(
     let events = notifications::notify_all(
         tx,
         &members,
-        New {
-            user: &UserId::default(),
+        Broadcast {
             kind: "digest",
             title: title.clone(),
             body: c.body.clone(),

@@ -114,8 +114,22 @@ pub async fn members(tx: &mut TenantTx, admins_only: bool) -> Result<Vec<UserId>
     Ok(rows.into_iter().map(|(u,)| u).collect())
 }
 
-/// Sends `n` (its `user` ignored) to each of `users`, each by their own preferences.
-pub async fn notify_all(tx: &mut TenantTx, users: &[UserId], n: New<'_>) -> Result<Vec<Event>> {
+/// A notification for several people: [`New`] without its one recipient.
+pub struct Broadcast<'a> {
+    pub kind: &'a str,
+    pub title: String,
+    pub body: String,
+    pub meeting_id: Option<&'a str>,
+    pub task_id: Option<&'a str>,
+    pub email: bool,
+}
+
+/// Sends `b` to each of `users`, each by their own preferences.
+pub async fn notify_all(
+    tx: &mut TenantTx,
+    users: &[UserId],
+    b: Broadcast<'_>,
+) -> Result<Vec<Event>> {
     let mut events = Vec::new();
     for user in users {
         events.extend(
@@ -123,12 +137,12 @@ pub async fn notify_all(tx: &mut TenantTx, users: &[UserId], n: New<'_>) -> Resu
                 tx,
                 New {
                     user,
-                    kind: n.kind,
-                    title: n.title.clone(),
-                    body: n.body.clone(),
-                    meeting_id: n.meeting_id,
-                    task_id: n.task_id,
-                    email: n.email,
+                    kind: b.kind,
+                    title: b.title.clone(),
+                    body: b.body.clone(),
+                    meeting_id: b.meeting_id,
+                    task_id: b.task_id,
+                    email: b.email,
                 },
             )
             .await?,

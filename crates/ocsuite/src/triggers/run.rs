@@ -18,7 +18,7 @@ use super::{Action, RunJob, Trigger, fill};
 use crate::alerts::{self, Evidence, NewAlert, Severity};
 use crate::error::{AppError, Result};
 use crate::ids::{TaskId, TriggerId, TriggerRunId, UserId};
-use crate::notifications::{self, New};
+use crate::notifications::{self, Broadcast};
 use crate::queue::worker::{Handler, Outcome, Resolution, Start};
 use crate::queue::{Claimed, RUN_TRIGGER};
 use crate::realtime::Event;
@@ -85,7 +85,8 @@ impl Handler for RunTrigger {
             let Some((run, trigger)) = load(tx, &id).await? else {
                 return Ok(Start::Skip { events: vec![] });
             };
-            if run.status == "succeeded" || run.status == "failed" {
+            // A `failed` run runs again when an admin retries its dead letter.
+            if run.status == "succeeded" {
                 return Ok(Start::Skip { events: vec![] });
             }
             let (problem, resolved) = match &trigger.action {
@@ -261,6 +262,15 @@ async fn meeting(
     .await?;
     let id = plan.id.clone();
     crate::board::plan::run_unwatched(plan, tx).await;
+    let mut tx = state.store.tenant_read(&job.tenant_id).await?;
+    let held = crate::board::get(&mut tx, &id).await?;
+    tx.commit().await?;
+    if held.status == "failed" {
+        return Err(AppError::Unavailable(format!(
+            "the board meeting {id} could not finish: {}",
+            held.error.unwrap_or_else(|| "no reason given".into())
+        )));
+    }
     Ok(json!({"meeting_id": id}))
 }
 
@@ -388,8 +398,7 @@ async fn finish(
             let events = notifications::notify_all(
                 tx,
                 &admins,
-                New {
-                    user: &UserId::default(),
+                Broadcast {
                     kind: "trigger.meeting",
                     title: format!("The board met: {}", trigger.name),
                     body: format!("Your automation \"{}\" called a board meeting. {}\nOpen it to read the minutes and decide on its action items.", trigger.name, ev.summary),
@@ -407,8 +416,7 @@ async fn finish(
             let events = notifications::notify_all(
                 tx,
                 &admins,
-                New {
-                    user: &UserId::default(),
+                Broadcast {
                     kind: "trigger.brief",
                     title: format!("A brief from the {who}: {}", trigger.name),
                     body: format!(
@@ -474,8 +482,7 @@ async fn propose(
         notifications::notify_all(
             tx,
             &admins,
-            New {
-                user: &UserId::default(),
+            Broadcast {
                 kind: "approval.requested",
                 title: format!("{capability} awaits your approval"),
                 body: format!(

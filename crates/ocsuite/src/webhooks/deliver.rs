@@ -105,7 +105,8 @@ impl Handler for DeliverWebhook {
             let Some((webhook, url, body, status)) = row else {
                 return Ok(Start::Skip { events: vec![] });
             };
-            if status == "delivered" || status == "failed" {
+            // A `failed` delivery runs again when an admin retries its dead letter.
+            if status == "delivered" {
                 return Ok(Start::Skip { events: vec![] });
             }
             let secret = super::secret(tx, &self.crypto, &webhook).await?;
