@@ -164,8 +164,12 @@ document.addEventListener("DOMContentLoaded", () => {
     for (const c of calls) t.append(toolCard(c));
   }
   for (const init of $$("[data-init]")) (pages[init.dataset.init] || (() => {}))(init);
-  // The nav's count of new alerts, unless this page loads the alerts itself.
-  if ($("[data-alert-count]") && !alertCountOwned) refreshAlertCount();
+  // The nav's count of new alerts, unless this page loads the alerts itself; it follows
+  // the notifications topic, where every raised alert is announced.
+  if ($("[data-alert-count]") && !alertCountOwned) {
+    refreshAlertCount();
+    live([["notifications"]], (ev) => { if (String(ev.kind || "").startsWith("alert.")) refreshAlertCount(); });
+  }
 });
 
 // Follows realtime topics: `[[topic, since?], …]`. WebSocket first (the API's
