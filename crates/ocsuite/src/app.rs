@@ -18,8 +18,8 @@ use crate::error::AppError;
 use crate::state::AppState;
 use crate::{
     agents, alerts, approvals, audit, auth, board, bookkeeping, chat, connectors, demo, digests,
-    email, knowledge, leadtracker, metrics, modules, notifications, openapi, ops, queue, realtime,
-    tasks, tenancy, triggers, usage, webhooks,
+    email, flags, knowledge, leadtracker, metrics, modules, notifications, openapi, ops, queue,
+    realtime, tasks, tenancy, triggers, usage, webhooks,
 };
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -52,6 +52,7 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(alerts::routes::router())
         .merge(webhooks::routes::router())
         .merge(digests::routes::router())
+        .merge(flags::routes::router())
         .merge(knowledge::routes::router(
             state.meter.largest_knowledge_file(),
         ))

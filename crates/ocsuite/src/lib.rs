@@ -23,6 +23,7 @@ pub mod digests;
 pub mod email;
 pub mod error;
 pub mod eval;
+pub mod flags;
 pub mod ids;
 pub mod imports;
 pub mod json;
@@ -167,7 +168,14 @@ pub async fn prepare(config: Config) -> Result<AppState, StartError> {
         tracing::warn!(%advice, "PostgreSQL autovacuum settings slow the job queue");
     }
     let registry = builtin_modules().map_err(StartError::Other)?;
-    AppState::new(config, store, Crypto::new(key), registry).map_err(StartError::Other)
+    let state =
+        AppState::new(config, store, Crypto::new(key), registry).map_err(StartError::Other)?;
+    state
+        .flags
+        .reload(&state.store)
+        .await
+        .map_err(|e| StartError::Other(format!("loading feature flags: {e}")))?;
+    Ok(state)
 }
 
 /// The modules compiled into the server. Registered here, at start, so the registry
@@ -269,6 +277,17 @@ impl Background {
                     tracing::warn!(error = %e, "scheduling connector syncs failed");
                 }
                 n += 1;
+            }
+        }));
+        // Feature flags changed on another node reach this one within seconds.
+        let flagged = state.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(flags::REFRESH);
+            loop {
+                tick.tick().await;
+                if let Err(e) = flagged.flags.reload(&flagged.store).await {
+                    tracing::warn!(error = %e, "reloading feature flags failed");
+                }
             }
         }));
         // The trigger scheduler: cheap when nothing is due (one indexed read).

@@ -40,6 +40,8 @@ pub struct AppInner {
     pub knowledge: Arc<crate::knowledge::search::Knowledge>,
     /// The time triggers, alerts and digests read (tests drive it).
     pub clock: crate::clock::Clock,
+    /// Feature flags, evaluated locally from this process's copy.
+    pub flags: crate::flags::Flags,
 }
 
 /// Shared state handed to every handler; cheap to clone.
@@ -95,6 +97,7 @@ impl AppState {
             open_tasks: Default::default(),
             knowledge,
             clock: Default::default(),
+            flags: Default::default(),
         })))
     }
 }

@@ -85,6 +85,28 @@ pub(crate) async fn insert(
     Ok(())
 }
 
+/// Writes one row of the platform's own audit log: an operator's action that belongs
+/// to no tenant (a feature flag changed).
+pub async fn record_platform(
+    tx: &mut Tx,
+    actor_id: &str,
+    action: &str,
+    target: &str,
+    details: Value,
+) -> Result<()> {
+    tx.execute(
+        sql("INSERT INTO platform_audit (id, actor_id, action, target, details, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(AuditId::new())
+            .bind(actor_id)
+            .bind(action)
+            .bind(target)
+            .bind(details.to_string())
+            .bind(Utc::now()),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Records a sign-in related event for a user (or for an email with no account).
 pub async fn security_event(
     tx: &mut Tx,

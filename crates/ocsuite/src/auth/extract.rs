@@ -263,10 +263,9 @@ impl<S: Send + Sync> FromRequestParts<S> for SuperAdmin {
     type Rejection = AppError;
     async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self> {
         let me = CurrentUser::from_request_parts(parts, s).await?;
+        // Operator routes do not exist for anyone else: the same 404 as an unknown path.
         if !me.user.is_super_admin {
-            return Err(AppError::Forbidden(
-                "this endpoint is for platform super-admins".into(),
-            ));
+            return Err(AppError::NotFound("route"));
         }
         Ok(Self(me))
     }

@@ -17,6 +17,7 @@ mod email;
 mod email_gmail;
 mod eval;
 mod fake_idp;
+mod flags;
 mod isolation;
 mod knowledge;
 mod leadtracker;
