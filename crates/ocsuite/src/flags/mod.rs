@@ -301,11 +301,10 @@ mod tests {
             plan: Some(p),
         };
         let nobody = s("usr_z", "ten_z", "free");
-        assert_eq!(
-            flag(Stage::Off, 100)
+        assert!(
+            !flag(Stage::Off, 100)
                 .evaluate(&s("usr_a", "ten_a", "enterprise"))
-                .0,
-            false
+                .0
         );
         assert_eq!(flag(Stage::Ga, 0).evaluate(&nobody), (true, Reason::Ga));
         assert_eq!(
@@ -317,11 +316,10 @@ mod tests {
             (true, Reason::TargetedTenant)
         );
         // Alpha ignores plans and percentages.
-        assert_eq!(
-            flag(Stage::Alpha, 100)
+        assert!(
+            !flag(Stage::Alpha, 100)
                 .evaluate(&s("usr_z", "ten_z", "enterprise"))
-                .0,
-            false
+                .0
         );
         assert_eq!(
             flag(Stage::Beta, 0).evaluate(&s("usr_z", "ten_z", "enterprise")),
