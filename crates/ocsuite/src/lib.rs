@@ -11,6 +11,7 @@ pub mod app;
 pub mod approvals;
 pub mod audit;
 pub mod auth;
+pub mod banner;
 pub mod board;
 pub mod bookkeeping;
 pub mod chat;
@@ -175,6 +176,11 @@ pub async fn prepare(config: Config) -> Result<AppState, StartError> {
         .reload(&state.store)
         .await
         .map_err(|e| StartError::Other(format!("loading feature flags: {e}")))?;
+    state
+        .banner
+        .reload(&state.store)
+        .await
+        .map_err(|e| StartError::Other(format!("loading the system banner: {e}")))?;
     Ok(state)
 }
 
@@ -279,7 +285,8 @@ impl Background {
                 n += 1;
             }
         }));
-        // Feature flags changed on another node reach this one within seconds.
+        // Feature flags and the banner changed on another node reach this one within
+        // seconds.
         let flagged = state.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(flags::REFRESH);
@@ -287,6 +294,9 @@ impl Background {
                 tick.tick().await;
                 if let Err(e) = flagged.flags.reload(&flagged.store).await {
                     tracing::warn!(error = %e, "reloading feature flags failed");
+                }
+                if let Err(e) = flagged.banner.reload(&flagged.store).await {
+                    tracing::warn!(error = %e, "reloading the system banner failed");
                 }
             }
         }));

@@ -42,6 +42,8 @@ pub struct AppInner {
     pub clock: crate::clock::Clock,
     /// Feature flags, evaluated locally from this process's copy.
     pub flags: crate::flags::Flags,
+    /// The system banner, from this process's copy.
+    pub banner: crate::banner::Banners,
 }
 
 /// Shared state handed to every handler; cheap to clone.
@@ -98,6 +100,7 @@ impl AppState {
             knowledge,
             clock: Default::default(),
             flags: Default::default(),
+            banner: Default::default(),
         })))
     }
 }

@@ -1,5 +1,6 @@
--- Feature flags (platform-wide, evaluated in each process from a cached copy) and the
--- platform's own audit log (operator actions that belong to no tenant).
+-- Feature flags (platform-wide, evaluated in each process from a cached copy), the
+-- platform's own audit log (operator actions that belong to no tenant) and the system
+-- banner.
 -- Keep in step with ../postgres/0011_flags.sql: a test compares the two.
 
 CREATE TABLE feature_flags (
@@ -29,3 +30,14 @@ CREATE TABLE platform_audit (
     created_at TEXT NOT NULL
 );
 CREATE INDEX platform_audit_created ON platform_audit (created_at);
+
+-- The system banner every page shows (at most one; absent: none).
+CREATE TABLE system_banner (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    -- info | warning
+    level TEXT NOT NULL,
+    text TEXT NOT NULL,
+    ends_at TEXT,
+    updated_by TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);

@@ -237,6 +237,8 @@ pub struct Viewer {
     pub tenant: TenantId,
     pub role: Role,
     pub company: String,
+    /// The operators' system banner, when one shows now.
+    pub banner: Option<crate::banner::Banner>,
 }
 
 impl FromRequestParts<AppState> for Viewer {
@@ -257,6 +259,7 @@ impl FromRequestParts<AppState> for Viewer {
             tenant,
             role: t.role,
             company: t.name,
+            banner: state.banner.current(chrono::Utc::now()),
         })
     }
 }
@@ -267,6 +270,8 @@ pub struct Shell {
     pub nav: &'static str,
     pub email: String,
     pub company: String,
+    /// The system banner's level (`info`, `warning`) and text, when one shows.
+    pub banner: Option<(&'static str, String)>,
 }
 
 impl Shell {
@@ -276,6 +281,10 @@ impl Shell {
             nav,
             email: v.user.email.clone(),
             company: v.company.clone(),
+            banner: v
+                .banner
+                .as_ref()
+                .map(|b| (b.level.as_str(), b.text.clone())),
         }
     }
 }

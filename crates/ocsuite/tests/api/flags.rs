@@ -41,7 +41,8 @@ async fn platform_audit(app: &TestApp, target: &str) -> Vec<String> {
 
 dual!(
     operators_set_flags_and_callers_get_their_answer,
-    bad_flags_are_refused
+    bad_flags_are_refused,
+    the_system_banner_shows_on_every_page_until_it_ends,
 );
 
 async fn operators_set_flags_and_callers_get_their_answer(app: TestApp) {
@@ -254,4 +255,71 @@ async fn a_change_reaches_the_other_node_within_seconds_postgres() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+async fn the_system_banner_shows_on_every_page_until_it_ends(app: TestApp) {
+    let root = root(&app, "root@banner.example").await;
+    let (u, t) = owner(&app, "u@banner.example").await;
+    let (s, v) = app.as_(&u).get("/api/v1/banner").await;
+    assert_eq!((s, &v["banner"]), (StatusCode::OK, &Value::Null));
+    // Only operators set it.
+    let (s, _) = app
+        .as_(&u)
+        .tenant(&t)
+        .put(
+            "/api/v1/admin/banner",
+            json!({"level": "info", "text": "hi"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    for bad in [
+        json!({"level": "info", "text": "   "}),
+        json!({"level": "info", "text": "x".repeat(301)}),
+        json!({"level": "info", "text": "past", "ends_at": "2020-01-01T00:00:00Z"}),
+    ] {
+        let (s, v) = app.as_(&root).put("/api/v1/admin/banner", bad).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    }
+    let (s, _) = app
+        .as_(&root)
+        .put(
+            "/api/v1/admin/banner",
+            json!({"level": "loud", "text": "x"}),
+        )
+        .await;
+    assert!(s.is_client_error());
+
+    let text = "Maintenance on Sunday 02:00–03:00 UTC <b>bold</b>";
+    let (s, v) = app
+        .as_(&root)
+        .put(
+            "/api/v1/admin/banner",
+            json!({"level": "warning", "text": text, "ends_at": "2099-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, v) = app.as_(&u).get("/api/v1/banner").await;
+    assert_eq!(
+        (v["banner"]["level"].as_str(), v["banner"]["text"].as_str()),
+        (Some("warning"), Some(text))
+    );
+    for path in ["/dashboard", "/alerts", "/settings"] {
+        let (s, _, html) = crate::web::page(&app, Some(&u), path).await;
+        assert_eq!(s, StatusCode::OK, "{path}");
+        assert!(html.contains("system-banner warning"), "{path}");
+        assert!(
+            html.contains("Maintenance on Sunday 02:00–03:00 UTC") && !html.contains("<b>bold</b>"),
+            "{path}: escaped text"
+        );
+    }
+    let (s, _) = app.as_(&root).delete("/api/v1/admin/banner").await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, _, html) = crate::web::page(&app, Some(&u), "/dashboard").await;
+    assert!(!html.contains("system-banner"));
+    let (s, _) = app.as_(&root).delete("/api/v1/admin/banner").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(
+        platform_audit(&app, "banner").await,
+        ["banner.set", "banner.clear"]
+    );
 }

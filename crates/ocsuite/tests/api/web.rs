@@ -10,7 +10,7 @@ use crate::helpers::{TestApp, User};
 use crate::tasks::{owner, start, wait_status};
 
 /// GETs a page as `u` (session cookie), returning status, Location and body.
-async fn page(app: &TestApp, u: Option<&User>, path: &str) -> (StatusCode, String, String) {
+pub async fn page(app: &TestApp, u: Option<&User>, path: &str) -> (StatusCode, String, String) {
     let mut rb = app.http.get(app.url(path));
     if let Some(u) = u {
         rb = rb.header("cookie", format!("ocsuite_session={}", u.token));
