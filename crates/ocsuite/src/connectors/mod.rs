@@ -408,23 +408,7 @@ pub async fn mark_dead(
         && was != "expired"
         && was != "revoked"
     {
-        crate::triggers::events::emit(
-            tx,
-            crate::triggers::events::PlatformEvent {
-                event: "connector.expired",
-                key: format!("{id}:{}", now.timestamp_millis()),
-                percent: None,
-                summary: format!("The {provider} connection is {status}: {}. Reconnect it on the Connections page.", truncate(error, 200)),
-                figures: vec![],
-                links: vec![crate::alerts::Link {
-                    label: "Connections".into(),
-                    href: "/connectors".into(),
-                }],
-                data: serde_json::json!({"connector_id": id, "provider": provider, "status": status}),
-            },
-            now,
-        )
-        .await?;
+        sync::connection_lost(tx, id, &provider, status, error, now).await?;
     }
     tx.execute(
         scoped("UPDATE connectors SET status = $2, last_error = $3, last_error_at = $4, updated_at = $4 \

@@ -218,3 +218,36 @@ impl Handler for SyncConnector {
         })
     }
 }
+
+/// Tells the company's `connector.expired` triggers that a working connection just
+/// expired or was revoked.
+pub(crate) async fn connection_lost(
+    tx: &mut TenantTx,
+    id: &ConnectorId,
+    provider: &str,
+    status: &str,
+    error: &str,
+    now: chrono::DateTime<Utc>,
+) -> Result<()> {
+    crate::triggers::events::emit(
+        tx,
+        crate::triggers::events::PlatformEvent {
+            event: "connector.expired",
+            key: format!("{id}:{}", now.timestamp_millis()),
+            percent: None,
+            summary: format!(
+                "The {provider} connection is {status}: {}. Reconnect it on the Connections page.",
+                super::truncate(error, 200)
+            ),
+            figures: vec![],
+            links: vec![crate::alerts::Link {
+                label: "Connections".into(),
+                href: "/connectors".into(),
+            }],
+            data: serde_json::json!({"connector_id": id, "provider": provider, "status": status}),
+        },
+        now,
+    )
+    .await?;
+    Ok(())
+}
