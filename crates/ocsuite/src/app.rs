@@ -17,9 +17,9 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::{
-    agents, alerts, approvals, audit, auth, banner, board, bookkeeping, chat, connectors, demo,
-    digests, email, flags, knowledge, leadtracker, metrics, modules, notifications, openapi, ops,
-    queue, realtime, tasks, tenancy, triggers, usage, webhooks,
+    agents, alerts, approvals, audit, auth, banner, board, bookkeeping, chat, connectors, console,
+    demo, digests, email, flags, impersonation, knowledge, leadtracker, metrics, modules,
+    notifications, openapi, ops, queue, realtime, tasks, tenancy, triggers, usage, webhooks,
 };
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -54,6 +54,8 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(digests::routes::router())
         .merge(flags::routes::router())
         .merge(banner::routes::router())
+        .merge(console::routes::router())
+        .merge(impersonation::routes::router())
         .merge(knowledge::routes::router(
             state.meter.largest_knowledge_file(),
         ))

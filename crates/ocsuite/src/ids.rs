@@ -302,6 +302,11 @@ typed_id!(
     "dig"
 );
 
+typed_id!(
+    /// A super-admin's "view as" session in one company.
+    ImpersonationId,
+    "imp"
+);
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,7 @@ pub mod chat;
 pub mod clock;
 pub mod config;
 pub mod connectors;
+pub mod console;
 pub mod crypto;
 pub mod demo;
 pub mod digests;
@@ -26,6 +27,7 @@ pub mod error;
 pub mod eval;
 pub mod flags;
 pub mod ids;
+pub mod impersonation;
 pub mod imports;
 pub mod json;
 pub mod knowledge;
@@ -181,6 +183,11 @@ pub async fn prepare(config: Config) -> Result<AppState, StartError> {
         .reload(&state.store)
         .await
         .map_err(|e| StartError::Other(format!("loading the system banner: {e}")))?;
+    state
+        .suspensions
+        .reload(&state.store)
+        .await
+        .map_err(|e| StartError::Other(format!("loading suspended companies: {e}")))?;
     Ok(state)
 }
 
@@ -297,6 +304,9 @@ impl Background {
                 }
                 if let Err(e) = flagged.banner.reload(&flagged.store).await {
                     tracing::warn!(error = %e, "reloading the system banner failed");
+                }
+                if let Err(e) = flagged.suspensions.reload(&flagged.store).await {
+                    tracing::warn!(error = %e, "reloading suspended companies failed");
                 }
             }
         }));

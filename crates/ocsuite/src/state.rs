@@ -44,6 +44,10 @@ pub struct AppInner {
     pub flags: crate::flags::Flags,
     /// The system banner, from this process's copy.
     pub banner: crate::banner::Banners,
+    /// Suspended companies, from this process's copy.
+    pub suspensions: crate::console::Suspensions,
+    /// Model calls as this process saw them (the health page).
+    pub llm_stats: Arc<crate::llm::measured::LlmStats>,
 }
 
 /// Shared state handed to every handler; cheap to clone.
@@ -65,7 +69,11 @@ impl AppState {
         let relay = (store.backend() == Backend::Postgres)
             .then(|| Arc::new(crate::realtime::relay::Relay::new()));
         let bus = Arc::new(Bus::new(relay.clone()));
-        let llm = crate::llm::from_config(&config);
+        let llm_stats = Arc::new(crate::llm::measured::LlmStats::default());
+        let llm: Arc<dyn crate::llm::Provider> = Arc::new(crate::llm::measured::Measured::new(
+            crate::llm::from_config(&config),
+            llm_stats.clone(),
+        ));
         let meter = crate::usage::Meter::new(&config);
         let providers = crate::connectors::Providers::from_config(&config)
             .map_err(|m| format!("OCSUITE_CONNECTOR_PROVIDERS: {m}"))?;
@@ -101,6 +109,8 @@ impl AppState {
             clock: Default::default(),
             flags: Default::default(),
             banner: Default::default(),
+            suspensions: Default::default(),
+            llm_stats,
         })))
     }
 }

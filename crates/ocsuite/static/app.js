@@ -178,7 +178,8 @@ function live(topics, onEvent) {
   let es = null, ws = null, opened = false;
   const sse = () => {
     const names = topics.map((t) => t[0]).join(",");
-    const from = topics.some((t) => t[1] !== undefined) ? "&last_event_id=0" : "";
+    // Event ids are not topic seqs: only "from the start" (since 0) carries over to SSE.
+    const from = topics.some((t) => t[1] === 0) ? "&last_event_id=0" : "";
     es = new EventSource(`/api/v1/events?topics=${encodeURIComponent(names)}${from}`);
     es.onmessage = (m) => { try { onEvent(JSON.parse(m.data)); } catch {} };
   };
@@ -606,7 +607,7 @@ const pages = {
     });
     // Status changes arrive over the realtime bus; a source the table does not show
     // yet (added in another tab) reloads the page once it settles.
-    live([["knowledge"]], (ev) => {
+    live([["knowledge", Number(root.dataset.since || 0)]], (ev) => {
       const d = ev.data || {};
       const row = d.source_id && root.querySelector(`tr[data-source="${CSS.escape(d.source_id)}"]`);
       if (!row) { if (d.status === "ready" || d.status === "failed") location.reload(); return; }

@@ -51,6 +51,7 @@ async fn resolve_bearer(state: &AppState, token: &str) -> Result<Principal> {
             session: Some(s.session_id),
             active_tenant: s.active_tenant,
             via_cookie: false,
+            impersonating: s.impersonating,
         })
     } else if token.starts_with(tokens::API_KEY_PREFIX) {
         let key = api_keys::authenticate(&state.store, token)
@@ -65,6 +66,7 @@ async fn resolve_bearer(state: &AppState, token: &str) -> Result<Principal> {
             session: None,
             active_tenant: None,
             via_cookie: false,
+            impersonating: None,
         })
     } else {
         Err(AppError::Unauthorized(
@@ -164,6 +166,7 @@ async fn authenticate_inner(state: &AppState, req: &mut Request) -> Result<()> {
                         session: Some(s.session_id),
                         active_tenant: s.active_tenant,
                         via_cookie: true,
+                        impersonating: s.impersonating,
                     })
             }
             _ => None,
@@ -245,11 +248,13 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
                 user,
                 session,
                 via_cookie,
+                impersonating,
                 ..
             } => Ok(Self {
                 user,
                 session,
                 via_cookie,
+                impersonating,
             }),
             Principal::ApiKey(_) => Err(AppError::Forbidden(
                 "this endpoint is for signed-in users; API keys act only inside their tenant"

@@ -22,8 +22,10 @@ use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 
+use chrono::{DateTime, Utc};
+
 use crate::ids::ApiKeyId;
-use crate::ids::{SessionId, TenantId};
+use crate::ids::{ImpersonationId, SessionId, TenantId};
 use crate::tenancy::Role;
 pub use sessions::AuthUser;
 
@@ -46,8 +48,19 @@ pub enum Principal {
         session: Option<SessionId>,
         active_tenant: Option<TenantId>,
         via_cookie: bool,
+        /// The super-admin's open "view as" session, while it lasts.
+        impersonating: Option<Impersonating>,
     },
     ApiKey(ApiKeyAuth),
+}
+
+/// A super-admin's live impersonation, carried by their session: within it (and only
+/// within it) they act in `tenant` as its admin, as actor type `support_admin`.
+#[derive(Clone, Debug)]
+pub struct Impersonating {
+    pub id: ImpersonationId,
+    pub tenant: TenantId,
+    pub until: DateTime<Utc>,
 }
 
 /// Request facts recorded with security events and audit rows.
@@ -100,4 +113,5 @@ pub struct CurrentUser {
     pub user: AuthUser,
     pub session: Option<SessionId>,
     pub via_cookie: bool,
+    pub impersonating: Option<Impersonating>,
 }

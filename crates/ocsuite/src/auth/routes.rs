@@ -236,6 +236,11 @@ pub async fn logout(
     meta: ClientMeta,
 ) -> Result<Response> {
     if let Some(s) = &me.session {
+        // Logging out ends a support session too.
+        if let Some(imp) = &me.impersonating {
+            crate::impersonation::finish(&state.store, imp, &me.user.id, s, "logout", &meta)
+                .await?;
+        }
         let mut tx = state.store.platform().await?;
         sessions::revoke(&mut tx, &me.user.id, s).await?;
         security_event(&mut tx, Some(&me.user.id), None, "logout", &meta).await?;

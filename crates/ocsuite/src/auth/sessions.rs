@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::ClientMeta;
 use super::tokens;
 use crate::error::Result;
-use crate::ids::{SessionId, TenantId, UserId};
+use crate::ids::{ImpersonationId, SessionId, TenantId, UserId};
 use crate::store::{Store, Tx, sql};
 
 /// Who a valid session token belongs to.
@@ -26,6 +26,7 @@ pub struct SessionAuth {
     pub session_id: SessionId,
     pub user: AuthUser,
     pub active_tenant: Option<TenantId>,
+    pub impersonating: Option<super::Impersonating>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -38,6 +39,9 @@ struct SessionLookup {
     email: String,
     name: String,
     is_super_admin: bool,
+    impersonation_id: Option<String>,
+    impersonated_tenant: Option<String>,
+    impersonation_until: Option<DateTime<Utc>>,
 }
 
 /// A session as its owner sees it in the session list.
@@ -86,7 +90,8 @@ pub async fn authenticate(store: &Store, token: &str) -> Result<Option<SessionAu
     let mut tx = store.platform_read().await?;
     let row: Option<SessionLookup> = tx
         .fetch_optional(
-            sql("SELECT s.id, s.user_id, s.active_tenant_id, s.expires_at, s.last_seen_at, u.email, u.name, u.is_super_admin \
+            sql("SELECT s.id, s.user_id, s.active_tenant_id, s.expires_at, s.last_seen_at, u.email, u.name, u.is_super_admin, \
+                        s.impersonation_id, s.impersonated_tenant, s.impersonation_until \
                  FROM sessions s JOIN users u ON u.id = s.user_id \
                  WHERE s.token_hash = $1 AND s.revoked_at IS NULL")
                 .bind(tokens::digest(token)),
@@ -112,7 +117,22 @@ pub async fn authenticate(store: &Store, token: &str) -> Result<Option<SessionAu
         .await?;
         tx.commit().await?;
     }
+    // Only a super-admin's session can carry one, and only until it runs out.
+    let impersonating = match (
+        r.impersonation_id,
+        r.impersonated_tenant,
+        r.impersonation_until,
+    ) {
+        (Some(id), Some(t), Some(until)) if until > now && r.is_super_admin => {
+            match (ImpersonationId::parse(&id), TenantId::parse(&t)) {
+                (Some(id), Some(tenant)) => Some(super::Impersonating { id, tenant, until }),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
     Ok(Some(SessionAuth {
+        impersonating,
         session_id,
         user: AuthUser {
             id: user_id,

@@ -15,6 +15,7 @@
 //! callers always get text deltas and tool calls the same way.
 
 pub mod compat;
+pub mod measured;
 pub mod offline;
 pub mod openai;
 mod sse;

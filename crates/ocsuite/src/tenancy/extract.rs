@@ -3,6 +3,7 @@
 //! caller is not in.
 
 use axum::extract::FromRequestParts;
+use axum::http::Method;
 use axum::http::request::Parts;
 
 use super::{Actor, Role, TenantCtx, members};
@@ -49,6 +50,7 @@ impl FromRequestParts<AppState> for TenantCtx {
                 user,
                 active_tenant,
                 via_cookie,
+                impersonating,
                 ..
             } => {
                 let tenant = match (header, via_cookie) {
@@ -59,7 +61,13 @@ impl FromRequestParts<AppState> for TenantCtx {
                 let (role, exists) = members::lookup(&state.store, &tenant, &user.id).await?;
                 let (role, actor) = match role {
                     Some(r) => (r, Actor::User(user.id)),
-                    None if user.is_super_admin && exists && !super::is_reserved(&tenant) => {
+                    // A super-admin enters only the company of their open support
+                    // session; anywhere else they are a stranger.
+                    None if user.is_super_admin
+                        && exists
+                        && !super::is_reserved(&tenant)
+                        && impersonating.as_ref().is_some_and(|i| i.tenant == tenant) =>
+                    {
                         (Role::Admin, Actor::SupportAdmin(user.id))
                     }
                     None => return Err(AppError::NotFound("tenant")),
@@ -73,6 +81,25 @@ impl FromRequestParts<AppState> for TenantCtx {
             }
         };
         tracing::Span::current().record("tenant_id", ctx.tenant_id.as_str());
+        let read = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if !read && let Some(reason) = state.suspensions.reason(&ctx.tenant_id) {
+            return Err(crate::console::suspended_error(&reason));
+        }
+        if let Actor::SupportAdmin(admin) = &ctx.actor {
+            // Every request of a support session goes in the company's own log.
+            let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+            crate::audit::insert(
+                &mut tx,
+                ("support_admin", admin.as_str()),
+                "support.request",
+                "request",
+                parts.uri.path(),
+                serde_json::json!({ "method": parts.method.as_str(), "path": parts.uri.path() }),
+                ctx.meta.request_id.clone(),
+            )
+            .await?;
+            tx.commit().await?;
+        }
         Ok(ctx)
     }
 }

@@ -87,7 +87,8 @@ pub fn is_reserved(id: &crate::ids::TenantId) -> bool {
 pub enum Actor {
     User(UserId),
     ApiKey(ApiKeyId),
-    /// A platform super-admin working in a tenant they are not a member of.
+    /// A platform super-admin in a support session ("view as") in a tenant they are
+    /// not a member of.
     SupportAdmin(UserId),
 }
 
@@ -122,7 +123,26 @@ pub struct TenantCtx {
     pub meta: ClientMeta,
 }
 
+/// The refusal of something a support session may not do.
+pub fn support_denied(what: &str) -> AppError {
+    AppError::Detailed {
+        status: axum::http::StatusCode::FORBIDDEN,
+        code: "impersonation_forbidden",
+        message: format!("a support session cannot do this: {what}"),
+        details: serde_json::json!({}),
+    }
+}
+
 impl TenantCtx {
+    /// 403 `impersonation_forbidden` in a support session: for what only the company's
+    /// own people may do (see secrets, touch ownership, create API keys).
+    pub fn deny_support(&self, what: &str) -> Result<()> {
+        match self.actor {
+            Actor::SupportAdmin(_) => Err(support_denied(what)),
+            _ => Ok(()),
+        }
+    }
+
     /// 403 unless the caller's role is at least `min`.
     pub fn require(&self, min: Role) -> Result<()> {
         if self.role.at_least(min) {

@@ -165,6 +165,9 @@ pub async fn change_role(
     Path(user_id): Path<String>,
     ApiJson(input): ApiJson<RoleIn>,
 ) -> Result<Json<MemberOut>> {
+    if input.role == Role::Owner {
+        ctx.deny_support("making someone an owner")?;
+    }
     let target = member_id(&user_id)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let out = members::change_role(&mut tx, &ctx, &target, input.role).await?;
@@ -266,6 +269,7 @@ pub async fn create_api_key(
     ctx: Admin,
     ApiJson(input): ApiJson<ApiKeyIn>,
 ) -> Result<(StatusCode, Json<ApiKeyCreated>)> {
+    ctx.deny_support("creating API keys")?;
     let name = clean_name("name", &input.name, 100)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let out = api_keys::create(&mut tx, &ctx, &name, input.role.unwrap_or(Role::Member)).await?;

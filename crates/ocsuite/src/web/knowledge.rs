@@ -14,6 +14,8 @@ use crate::tenancy::Role;
 struct KnowledgePage {
     shell: Shell,
     rows: Vec<Row>,
+    /// The knowledge topic's last seq when the page was read (see `page`).
+    since: i64,
     can_add: bool,
     limit_mb: u64,
     /// Whether semantic search is on, in words.
@@ -59,6 +61,9 @@ fn kind(k: &str) -> &'static str {
 
 pub async fn page(State(state): State<AppState>, v: Viewer) -> Result<Response, Redirected> {
     let mut tx = state.store.tenant_read(&v.tenant).await?;
+    // The topic's head before the list: the page subscribes from it, so a status that
+    // changes between this read and the socket's subscription is replayed, not missed.
+    let since = crate::realtime::head(&mut tx, &crate::realtime::Topic::Knowledge).await?;
     let sources = crate::knowledge::list(&mut tx).await?;
     let (plan,): (String,) = tx
         .fetch_one(crate::store::scoped(
@@ -104,6 +109,7 @@ pub async fn page(State(state): State<AppState>, v: Viewer) -> Result<Response, 
     Ok(render(&KnowledgePage {
         shell: Shell::new(&v, "Knowledge", "knowledge"),
         rows,
+        since,
         can_add: v.role.at_least(Role::Member),
         limit_mb: state.meter.limits(plan).knowledge_file_bytes / (1024 * 1024),
         mode,

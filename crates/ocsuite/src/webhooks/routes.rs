@@ -90,6 +90,7 @@ pub async fn create(
     ctx: Admin,
     ApiJson(input): ApiJson<WebhookIn>,
 ) -> Result<(StatusCode, Json<Created>)> {
+    ctx.deny_support("creating a webhook, whose signing secret it would see")?;
     let url = input.url.trim().to_owned();
     let parsed = reqwest::Url::parse(&url).map_err(|e| {
         AppError::unprocessable("invalid_url", "url", format!("url is not a URL: {e}"))

@@ -1,0 +1,36 @@
+-- Running the platform: suspending a company, support's "view as" sessions
+-- (impersonation), and the console's tenant list and health figures.
+-- Keep in step with ../postgres/0012_console.sql: a test compares the two.
+
+-- A suspended company's API refuses writes with 403 `tenant_suspended` (reads go on,
+-- so its people can still take their data out) and its jobs and triggers wait. The suspension turns the job kill switch on; it turns it off
+-- again on unsuspend only if it was the one that turned it on.
+ALTER TABLE tenants ADD COLUMN suspended_at TEXT;
+ALTER TABLE tenants ADD COLUMN suspended_reason TEXT;
+ALTER TABLE tenants ADD COLUMN suspension_paused_jobs BOOLEAN NOT NULL DEFAULT FALSE;
+
+-- A super-admin's time-limited, reasoned "view as" session in one company. The
+-- company sees these rows (its own audit of who looked).
+CREATE TABLE impersonations (
+    tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    id TEXT NOT NULL,
+    admin_id TEXT NOT NULL,
+    admin_email TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    ended_at TEXT,
+    -- exit | expired | logout | ended by another start
+    end_reason TEXT,
+    PRIMARY KEY (tenant_id, id)
+);
+CREATE INDEX impersonations_recent ON impersonations (tenant_id, started_at);
+
+-- The session carries its open impersonation, so every request resolves it with the
+-- session itself (no extra read).
+ALTER TABLE sessions ADD COLUMN impersonation_id TEXT;
+ALTER TABLE sessions ADD COLUMN impersonated_tenant TEXT;
+ALTER TABLE sessions ADD COLUMN impersonation_until TEXT;
+
+CREATE INDEX tenants_created ON tenants (created_at DESC, id);
