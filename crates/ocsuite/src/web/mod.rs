@@ -12,6 +12,7 @@
 pub mod agents;
 pub mod alerts;
 pub mod board;
+pub mod console;
 pub mod dashboard;
 pub mod knowledge;
 pub mod modules;
@@ -60,6 +61,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/campaigns/{id}", get(modules::campaign))
         .route("/settings", get(pages::settings))
         .route("/invite/{token}", get(pages::invite))
+        .route("/admin", get(console::tenants))
+        .route("/admin/tenants/{id}", get(console::tenant))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::extract::authenticate,
@@ -171,6 +174,8 @@ impl From<sqlx::Error> for Redirected {
 pub struct Person {
     pub user: AuthUser,
     pub active_tenant: Option<TenantId>,
+    /// A super-admin's open support session.
+    pub impersonating: Option<crate::auth::Impersonating>,
 }
 
 /// A fresh session has no active company: pick the person's first one and remember it
@@ -202,19 +207,23 @@ impl FromRequestParts<AppState> for Person {
             Some(Principal::User {
                 user,
                 active_tenant: Some(t),
+                impersonating,
                 ..
             }) => Ok(Self {
                 user,
                 active_tenant: Some(t),
+                impersonating,
             }),
             Some(Principal::User {
                 user,
                 active_tenant: None,
                 session,
+                impersonating,
                 ..
             }) => Ok(Self {
                 active_tenant: first_company(state, &user, session.as_ref()).await?,
                 user,
+                impersonating,
             }),
             _ => {
                 let next = parts.uri.path();
@@ -239,6 +248,10 @@ pub struct Viewer {
     pub company: String,
     /// The operators' system banner, when one shows now.
     pub banner: Option<crate::banner::Banner>,
+    /// Why the company is suspended, while it is.
+    pub suspended: Option<String>,
+    /// When the super-admin's support session in this company ends, while in one.
+    pub support_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl FromRequestParts<AppState> for Viewer {
@@ -246,20 +259,45 @@ impl FromRequestParts<AppState> for Viewer {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Redirected> {
         let person = Person::from_request_parts(parts, state).await?;
         let Some(tenant) = person.active_tenant.clone() else {
-            return Err(Redirected(Redirect::to("/onboarding").into_response()));
+            // An operator with no company of their own starts at the console.
+            let to = if person.user.is_super_admin {
+                "/admin"
+            } else {
+                "/onboarding"
+            };
+            return Err(Redirected(Redirect::to(to).into_response()));
         };
         let mut tx = state.store.user(&person.user.id).await?;
         let rows = crate::tenancy::tenants::list_for_user(&mut tx).await?;
         tx.commit().await?;
-        let Some(t) = rows.into_iter().find(|t| t.id == tenant) else {
-            return Err(Redirected(Redirect::to("/onboarding").into_response()));
+        let now = chrono::Utc::now();
+        let (role, company, support_until) = match rows.into_iter().find(|t| t.id == tenant) {
+            Some(t) => (t.role, t.name, None),
+            // A super-admin in a support session sees the company as its admin.
+            None => match person.impersonating.as_ref().filter(|i| i.tenant == tenant) {
+                Some(imp) => {
+                    let mut tx = state.store.tenant_read(&tenant).await?;
+                    let facts = crate::console::facts(&mut tx).await?;
+                    tx.commit().await?;
+                    let Some(f) = facts else {
+                        return Err(Redirected(Redirect::to("/admin").into_response()));
+                    };
+                    (Role::Admin, f.name, Some(imp.until))
+                }
+                None if person.user.is_super_admin => {
+                    return Err(Redirected(Redirect::to("/admin").into_response()));
+                }
+                None => return Err(Redirected(Redirect::to("/onboarding").into_response())),
+            },
         };
         Ok(Self {
+            suspended: state.suspensions.reason(&tenant),
             user: person.user,
             tenant,
-            role: t.role,
-            company: t.name,
-            banner: state.banner.current(chrono::Utc::now()),
+            role,
+            company,
+            banner: state.banner.current(now),
+            support_until,
         })
     }
 }
@@ -272,6 +310,12 @@ pub struct Shell {
     pub company: String,
     /// The system banner's level (`info`, `warning`) and text, when one shows.
     pub banner: Option<(&'static str, String)>,
+    /// Why the company is suspended, while it is.
+    pub suspended: Option<String>,
+    /// "Until HH:MM UTC", while a super-admin views the company in a support session.
+    pub support: Option<String>,
+    /// The person is a super-admin (the nav links the console).
+    pub operator: bool,
 }
 
 impl Shell {
@@ -285,6 +329,25 @@ impl Shell {
                 .banner
                 .as_ref()
                 .map(|b| (b.level.as_str(), b.text.clone())),
+            suspended: v.suspended.clone(),
+            support: v
+                .support_until
+                .map(|u| format!("until {} UTC", u.format("%H:%M"))),
+            operator: v.user.is_super_admin,
+        }
+    }
+
+    /// The layout of an operator's console page (no company).
+    pub fn console(user: &AuthUser, title: &str, banner: Option<crate::banner::Banner>) -> Self {
+        Self {
+            title: title.to_owned(),
+            nav: "admin",
+            email: user.email.clone(),
+            company: "ocsuite console".into(),
+            banner: banner.map(|b| (b.level.as_str(), b.text)),
+            suspended: None,
+            support: None,
+            operator: true,
         }
     }
 }
