@@ -307,6 +307,12 @@ typed_id!(
     ImpersonationId,
     "imp"
 );
+typed_id!(
+    /// A request to delete a company, approved by a second super-admin.
+    DeletionId,
+    "del"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -328,6 +328,7 @@ impl Background {
             std::sync::Arc::new(email::deliver::Deliver::new(state)),
             std::sync::Arc::new(notifications::email::SendEmail::new(state.mailer.clone())),
             std::sync::Arc::new(triggers::run::RunTrigger::new(state)),
+            std::sync::Arc::new(console::deletion::PurgeTenant::new(state)),
             std::sync::Arc::new(webhooks::deliver::DeliverWebhook::new(
                 state.crypto.clone(),
                 state.config.mcp_private_allowed(),

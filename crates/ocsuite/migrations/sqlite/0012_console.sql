@@ -1,5 +1,6 @@
 -- Running the platform: suspending a company, support's "view as" sessions
--- (impersonation), and the console's tenant list and health figures.
+-- (impersonation), deletion under dual control, and the console's tenant list and
+-- health figures.
 -- Keep in step with ../postgres/0012_console.sql: a test compares the two.
 
 -- A suspended company's API refuses writes with 403 `tenant_suspended` (reads go on,
@@ -32,5 +33,27 @@ CREATE INDEX impersonations_recent ON impersonations (tenant_id, started_at);
 ALTER TABLE sessions ADD COLUMN impersonation_id TEXT;
 ALTER TABLE sessions ADD COLUMN impersonated_tenant TEXT;
 ALTER TABLE sessions ADD COLUMN impersonation_until TEXT;
+
+-- Deleting a company under dual control: one super-admin asks, a different one
+-- approves within 24 hours, then a job purges it. The record outlives the company
+-- (hence no foreign key, and a column that is not `tenant_id`).
+CREATE TABLE tenant_deletions (
+    id TEXT PRIMARY KEY,
+    target_tenant TEXT NOT NULL,
+    tenant_name TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    requested_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    -- requested | approved | purged | cancelled | expired
+    status TEXT NOT NULL,
+    approved_by TEXT,
+    approved_at TEXT,
+    purged_at TEXT,
+    -- Tables and row counts removed (JSON), once purged.
+    manifest TEXT
+);
+CREATE UNIQUE INDEX tenant_deletions_open ON tenant_deletions (target_tenant)
+    WHERE status IN ('requested', 'approved');
 
 CREATE INDEX tenants_created ON tenants (created_at DESC, id);

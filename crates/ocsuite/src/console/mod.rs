@@ -1,12 +1,13 @@
 //! The operator console: what super-admins see of every company (the searchable
 //! tenant list, one company's page, platform health) and what they do to one
-//! (suspend, unsuspend).
+//! (suspend, unsuspend, delete under dual control in [`deletion`]).
 //!
 //! A suspended company's API refuses writes with 403 `tenant_suspended` while reads
 //! (so its people can still see and export their data) keep working; its jobs and
 //! triggers wait behind the job kill switch. Each process keeps a copy of the
 //! suspended set, reloaded every few seconds, so the check costs no database read.
 
+pub mod deletion;
 pub mod health;
 pub mod routes;
 

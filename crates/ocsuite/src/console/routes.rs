@@ -2,16 +2,18 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use chrono::{Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::deletion::{self, Deletion};
 use super::health::{self, Health, SecurityEvent};
 use super::{TenantFacts, TenantSummary};
 use crate::audit::AuditOut;
 use crate::auth::SuperAdmin;
 use crate::error::{AppError, ErrorBody, Result};
-use crate::ids::TenantId;
+use crate::ids::{DeletionId, TenantId};
 use crate::json::{ApiJson, ApiQuery};
 use crate::queue::Depth;
 use crate::state::AppState;
@@ -31,6 +33,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(health_check))
         .routes(routes!(security_events))
         .routes(routes!(platform_audit))
+        .routes(routes!(request_deletion))
+        .routes(routes!(list_deletions))
+        .routes(routes!(show_deletion, cancel_deletion))
+        .routes(routes!(approve_deletion))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -310,4 +316,135 @@ pub async fn platform_audit(
         .await?;
     tx.commit().await?;
     Ok(Json(PlatformAudit { items }))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeletionIn {
+    /// Why (10-500 characters), for the approver and the platform audit log.
+    pub reason: String,
+}
+
+/// Asks for a company to be deleted; a different super-admin must approve within 24 h.
+#[utoipa::path(post, path = "/admin/tenants/{id}/deletion", request_body = DeletionIn, tag = "console",
+    responses((status = 201, body = Deletion), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn request_deletion(
+    State(state): State<AppState>,
+    SuperAdmin(me): SuperAdmin,
+    Path(id): Path<String>,
+    ApiJson(input): ApiJson<DeletionIn>,
+) -> Result<(StatusCode, Json<Deletion>)> {
+    let tenant = tenant_in_path(&id)?;
+    let reason = input.reason.trim();
+    if !(10..=500).contains(&reason.chars().count()) {
+        return Err(AppError::invalid(
+            "reason",
+            "say why in 10 to 500 characters; the approver reads it",
+        ));
+    }
+    let mut tx = state.store.tenant(&tenant).await?;
+    let did = deletion::request(&mut tx, &me.user.id, reason, Utc::now()).await?;
+    crate::audit::record_platform(
+        &mut tx,
+        me.user.id.as_str(),
+        "tenant.delete_request",
+        &format!("tenant:{tenant}"),
+        json!({ "reason": reason, "deletion_id": did }),
+    )
+    .await?;
+    let d = deletion::get(&mut tx, &did).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(d)))
+}
+
+fn deletion_in_path(id: &str) -> Result<DeletionId> {
+    DeletionId::parse(id).ok_or(AppError::NotFound("deletion request"))
+}
+
+/// Approves another super-admin's request: the purge runs as a job and leaves its
+/// manifest on the request and in the platform audit log.
+#[utoipa::path(post, path = "/admin/deletions/{id}/approve", tag = "console",
+    responses((status = 200, body = Deletion), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 410, body = ErrorBody)))]
+pub async fn approve_deletion(
+    State(state): State<AppState>,
+    SuperAdmin(me): SuperAdmin,
+    Path(id): Path<String>,
+) -> Result<Json<Deletion>> {
+    let did = deletion_in_path(&id)?;
+    let hq = crate::knowledge::hq_tenant();
+    let mut tx = state.store.tenant(&hq).await?;
+    let d = deletion::get(&mut tx, &did).await?;
+    deletion::approve(&mut tx, &d, &me.user.id, Utc::now()).await?;
+    crate::audit::record_platform(
+        &mut tx,
+        me.user.id.as_str(),
+        "tenant.delete_approve",
+        &format!("tenant:{}", d.target_tenant),
+        json!({ "deletion_id": did, "requested_by": d.requested_by }),
+    )
+    .await?;
+    let d = deletion::get(&mut tx, &did).await?;
+    tx.commit().await?;
+    state.jobs_wake.notify_one();
+    Ok(Json(d))
+}
+
+/// Withdraws a request that still waits.
+#[utoipa::path(delete, path = "/admin/deletions/{id}", tag = "console",
+    responses((status = 200, body = Deletion), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn cancel_deletion(
+    State(state): State<AppState>,
+    SuperAdmin(me): SuperAdmin,
+    Path(id): Path<String>,
+) -> Result<Json<Deletion>> {
+    let did = deletion_in_path(&id)?;
+    let mut tx = state.store.platform().await?;
+    let d = deletion::get(&mut tx, &did).await?;
+    deletion::cancel(&mut tx, &d).await?;
+    crate::audit::record_platform(
+        &mut tx,
+        me.user.id.as_str(),
+        "tenant.delete_cancel",
+        &format!("tenant:{}", d.target_tenant),
+        json!({ "deletion_id": did }),
+    )
+    .await?;
+    let d = deletion::get(&mut tx, &did).await?;
+    tx.commit().await?;
+    Ok(Json(d))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Deletions {
+    pub items: Vec<Deletion>,
+}
+
+/// Deletion requests, newest first.
+#[utoipa::path(get, path = "/admin/deletions", tag = "console",
+    responses((status = 200, body = Deletions), (status = 404, body = ErrorBody)))]
+pub async fn list_deletions(
+    State(state): State<AppState>,
+    _me: SuperAdmin,
+) -> Result<Json<Deletions>> {
+    let mut tx = state.store.platform_read().await?;
+    let items = deletion::list(&mut tx, 100).await?;
+    tx.commit().await?;
+    Ok(Json(Deletions { items }))
+}
+
+/// A deletion request.
+#[utoipa::path(get, path = "/admin/deletions/{id}", tag = "console",
+    responses((status = 200, body = Deletion), (status = 404, body = ErrorBody)))]
+pub async fn show_deletion(
+    State(state): State<AppState>,
+    _me: SuperAdmin,
+    Path(id): Path<String>,
+) -> Result<Json<Deletion>> {
+    let did = deletion_in_path(&id)?;
+    let mut tx = state.store.platform_read().await?;
+    let d = deletion::get(&mut tx, &did).await?;
+    tx.commit().await?;
+    Ok(Json(d))
 }

@@ -71,8 +71,10 @@ pub const INGEST_SOURCE: &str = "ingest-source";
 pub const RUN_TRIGGER: &str = "run-trigger";
 /// One message to one webhook endpoint.
 pub const DELIVER_WEBHOOK: &str = "deliver-webhook";
+/// Removes a company whose deletion two super-admins agreed on.
+pub const PURGE_TENANT: &str = "purge-tenant";
 /// Every live queue; each has a dead-letter queue named by [`dead_letter_queue`].
-pub const QUEUES: [&str; 7] = [
+pub const QUEUES: [&str; 8] = [
     EXECUTE_TASK,
     SYNC_CONNECTOR,
     SEND_EMAIL,
@@ -80,6 +82,7 @@ pub const QUEUES: [&str; 7] = [
     INGEST_SOURCE,
     RUN_TRIGGER,
     DELIVER_WEBHOOK,
+    PURGE_TENANT,
 ];
 pub(crate) const JOBS_CHANNEL: &str = "ocsuite_jobs";
 

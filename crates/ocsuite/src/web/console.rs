@@ -51,6 +51,9 @@ struct ConsolePage {
     page: i64,
     pages: i64,
     health: Health,
+    /// Deletion requests still open (waiting or approved) and the latest decided ones.
+    deletions: Vec<crate::console::deletion::Deletion>,
+    me: String,
     /// Set when the person is in a support session (the page offers to go back to it).
     viewing: Option<String>,
 }
@@ -65,6 +68,7 @@ pub async fn tenants(
     let mut tx = state.store.platform_read().await?;
     let (rows, total) =
         crate::console::search(&mut tx, &query, PAGE, page * PAGE, Utc::now()).await?;
+    let deletions = crate::console::deletion::list(&mut tx, 10).await?;
     tx.commit().await?;
     let health = crate::console::health::check(&state).await?;
     Ok(render(&ConsolePage {
@@ -75,6 +79,8 @@ pub async fn tenants(
         page,
         pages: (total + PAGE - 1) / PAGE,
         health,
+        deletions,
+        me: p.user.id.to_string(),
         viewing: p.impersonating.map(|i| i.tenant.to_string()),
     }))
 }
@@ -97,6 +103,8 @@ struct TenantPage {
     impersonations: Vec<crate::impersonation::ImpersonationOut>,
     /// The operator is in a support session (in this company or another).
     in_support: bool,
+    /// The company's open deletion request, if any.
+    deletion: Option<crate::console::deletion::Deletion>,
 }
 
 pub async fn tenant(
@@ -126,6 +134,10 @@ pub async fn tenant(
         .filter(|d| d.ready + d.running + d.dead > 0)
         .collect();
     let impersonations = crate::impersonation::list(&mut tx, 10).await?;
+    let deletion = crate::console::deletion::list(&mut tx, 100)
+        .await?
+        .into_iter()
+        .find(|d| d.target_tenant == t.id && matches!(d.status.as_str(), "requested" | "approved"));
     tx.commit().await?;
     Ok(render(&TenantPage {
         shell: Shell::console(&p.user, &t.name, state.banner.current(Utc::now())),
@@ -136,5 +148,6 @@ pub async fn tenant(
         queues,
         impersonations,
         in_support: p.impersonating.is_some(),
+        deletion,
     }))
 }
