@@ -18,7 +18,7 @@ use crate::error::AppError;
 use crate::state::AppState;
 use crate::{
     agents, alerts, approvals, audit, auth, banner, board, bookkeeping, chat, connectors, console,
-    demo, digests, email, flags, impersonation, knowledge, leadtracker, metrics, modules,
+    demo, digests, email, flags, impersonation, knowledge, owner_invites, leadtracker, metrics, modules,
     notifications, openapi, ops, queue, realtime, tasks, tenancy, triggers, usage, webhooks,
 };
 
@@ -56,6 +56,7 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(banner::routes::router())
         .merge(console::routes::router())
         .merge(impersonation::routes::router())
+        .merge(owner_invites::routes::router())
         .merge(knowledge::routes::router(
             state.meter.largest_knowledge_file(),
         ))

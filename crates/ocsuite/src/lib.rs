@@ -38,6 +38,7 @@ pub mod modules;
 pub mod money;
 pub mod notifications;
 pub mod openapi;
+pub mod owner_invites;
 pub mod ops;
 pub mod personas;
 pub mod queue;

@@ -1,6 +1,6 @@
 -- Running the platform: suspending a company, support's "view as" sessions
--- (impersonation), deletion under dual control, and the console's tenant list and
--- health figures.
+-- (impersonation), deletion under dual control, owner invites, and the console's
+-- tenant list and health figures.
 -- Keep in step with ../sqlite/0012_console.sql: a test compares the two.
 
 -- A suspended company's API refuses writes with 403 `tenant_suspended` (reads go on,
@@ -22,7 +22,7 @@ CREATE TABLE impersonations (
     started_at TIMESTAMPTZ NOT NULL,
     expires_at TIMESTAMPTZ NOT NULL,
     ended_at TIMESTAMPTZ,
-    -- exit | expired | logout | ended by another start
+    -- exit | logout (expiry needs no write: expires_at says it)
     end_reason TEXT,
     PRIMARY KEY (tenant_id, id)
 );
@@ -62,6 +62,25 @@ CREATE TABLE tenant_deletions (
 CREATE UNIQUE INDEX tenant_deletions_open ON tenant_deletions (target_tenant)
     WHERE status IN ('requested', 'approved');
 
+-- An operator's invitation to start a company: accepting it (signed in as the email)
+-- creates the company with the invitee as owner on the plan. Single use, expires,
+-- revocable; only the token's digest is kept.
+CREATE TABLE owner_invites (
+    id TEXT PRIMARY KEY,
+    email TEXT NOT NULL,
+    company_name TEXT NOT NULL,
+    plan TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_by TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL,
+    accepted_at TIMESTAMPTZ,
+    -- The company the acceptance created (no foreign key: the record outlives it).
+    created_tenant TEXT,
+    revoked_at TIMESTAMPTZ
+);
+CREATE INDEX owner_invites_recent ON owner_invites (created_at);
+
 -- Companies that are suspended now, for every process's cached copy.
 CREATE FUNCTION ocsuite_suspended_tenants()
 RETURNS TABLE (id TEXT, reason TEXT)
@@ -82,9 +101,10 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
     WITH page AS (
         SELECT t.id, t.name, t.plan, t.created_at, t.suspended_at, count(*) OVER () AS total
           FROM tenants t
-         WHERE p_pattern IS NULL OR t.id = p_exact OR lower(t.name) LIKE p_pattern ESCAPE '\'
+         WHERE t.id <> 'ten_00000000000000000000000000000000'
+           AND (p_pattern IS NULL OR t.id = p_exact OR lower(t.name) LIKE p_pattern ESCAPE '\'
             OR EXISTS (SELECT 1 FROM memberships m JOIN users u ON u.id = m.user_id
-                        WHERE m.tenant_id = t.id AND m.role = 'owner' AND u.email LIKE p_pattern ESCAPE '\')
+                        WHERE m.tenant_id = t.id AND m.role = 'owner' AND u.email LIKE p_pattern ESCAPE '\'))
          ORDER BY t.created_at DESC, t.id
          LIMIT p_limit OFFSET p_offset)
     SELECT p.id, p.name, p.plan, p.created_at, p.suspended_at,

@@ -1,6 +1,6 @@
 -- Running the platform: suspending a company, support's "view as" sessions
--- (impersonation), deletion under dual control, and the console's tenant list and
--- health figures.
+-- (impersonation), deletion under dual control, owner invites, and the console's
+-- tenant list and health figures.
 -- Keep in step with ../postgres/0012_console.sql: a test compares the two.
 
 -- A suspended company's API refuses writes with 403 `tenant_suspended` (reads go on,
@@ -22,7 +22,7 @@ CREATE TABLE impersonations (
     started_at TEXT NOT NULL,
     expires_at TEXT NOT NULL,
     ended_at TEXT,
-    -- exit | expired | logout | ended by another start
+    -- exit | logout (expiry needs no write: expires_at says it)
     end_reason TEXT,
     PRIMARY KEY (tenant_id, id)
 );
@@ -55,5 +55,24 @@ CREATE TABLE tenant_deletions (
 );
 CREATE UNIQUE INDEX tenant_deletions_open ON tenant_deletions (target_tenant)
     WHERE status IN ('requested', 'approved');
+
+-- An operator's invitation to start a company: accepting it (signed in as the email)
+-- creates the company with the invitee as owner on the plan. Single use, expires,
+-- revocable; only the token's digest is kept.
+CREATE TABLE owner_invites (
+    id TEXT PRIMARY KEY,
+    email TEXT NOT NULL,
+    company_name TEXT NOT NULL,
+    plan TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_by TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    accepted_at TEXT,
+    -- The company the acceptance created (no foreign key: the record outlives it).
+    created_tenant TEXT,
+    revoked_at TEXT
+);
+CREATE INDEX owner_invites_recent ON owner_invites (created_at);
 
 CREATE INDEX tenants_created ON tenants (created_at DESC, id);

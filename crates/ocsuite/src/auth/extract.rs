@@ -267,11 +267,13 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
 impl<S: Send + Sync> FromRequestParts<S> for SuperAdmin {
     type Rejection = AppError;
     async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self> {
-        let me = CurrentUser::from_request_parts(parts, s).await?;
-        // Operator routes do not exist for anyone else: the same 404 as an unknown path.
-        if !me.user.is_super_admin {
-            return Err(AppError::NotFound("route"));
-        }
+        // Operator routes do not exist for anyone else (API keys included): the same 404
+        // as an unknown path.
+        let me = match CurrentUser::from_request_parts(parts, s).await {
+            Ok(me) if me.user.is_super_admin => me,
+            Ok(_) | Err(AppError::Forbidden(_)) => return Err(AppError::NotFound("route")),
+            Err(e) => return Err(e),
+        };
         Ok(Self(me))
     }
 }

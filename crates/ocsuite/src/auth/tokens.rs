@@ -16,6 +16,8 @@ use crate::ids::TenantId;
 pub const SESSION_PREFIX: &str = "ocs_s_";
 pub const API_KEY_PREFIX: &str = "ocs_k_";
 pub const INVITE_PREFIX: &str = "ocs_i_";
+/// An operator's invitation to start a company (no tenant yet).
+pub const OWNER_INVITE_PREFIX: &str = "ocs_o_";
 
 fn random_secret() -> String {
     let mut b = [0u8; 32];
@@ -30,6 +32,10 @@ pub fn digest(token: &str) -> String {
 
 pub fn new_session_token() -> String {
     format!("{SESSION_PREFIX}{}", random_secret())
+}
+
+pub fn new_owner_invite_token() -> String {
+    format!("{OWNER_INVITE_PREFIX}{}", random_secret())
 }
 
 pub fn new_tenant_token(prefix: &str, tenant: &TenantId) -> String {

@@ -38,14 +38,23 @@ pub struct ImpersonationOut {
     pub started_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
-    /// `exit` or `logout` once ended by hand.
+    /// `exit`, `logout` or `session ended` (the session was revoked).
     pub end_reason: Option<String>,
+    #[serde(skip)]
+    pub session_revoked_at: Option<DateTime<Utc>>,
     /// `active`, `ended` or `expired`.
     #[sqlx(skip)]
     pub status: String,
 }
 
 fn with_status(mut r: ImpersonationOut, now: DateTime<Utc>) -> ImpersonationOut {
+    if r.ended_at.is_none()
+        && let Some(at) = r.session_revoked_at.filter(|at| *at < r.expires_at)
+    {
+        // Its session was revoked (signed out elsewhere): access ended then.
+        r.ended_at = Some(at);
+        r.end_reason = Some("session ended".into());
+    }
     r.status = if r.ended_at.is_some() {
         "ended"
     } else if r.expires_at <= now {
@@ -62,8 +71,10 @@ pub async fn list(tx: &mut TenantTx, limit: i64) -> Result<Vec<ImpersonationOut>
     let rows: Vec<ImpersonationOut> = tx
         .fetch_all(
             scoped(
-                "SELECT id, admin_id, admin_email, reason, started_at, expires_at, ended_at, end_reason \
-                   FROM impersonations WHERE tenant_id = $1 ORDER BY started_at DESC, id DESC LIMIT $2",
+                "SELECT i.id, i.admin_id, i.admin_email, i.reason, i.started_at, i.expires_at, i.ended_at, \
+                        i.end_reason, s.revoked_at AS session_revoked_at \
+                   FROM impersonations i LEFT JOIN sessions s ON s.id = i.session_id \
+                  WHERE i.tenant_id = $1 ORDER BY i.started_at DESC, i.id DESC LIMIT $2",
             )
             .bind(limit),
         )

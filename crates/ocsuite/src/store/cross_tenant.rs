@@ -593,9 +593,10 @@ pub async fn console_tenants<T: Row>(
         sql("WITH page AS ( \
                SELECT t.id, t.name, t.plan, t.created_at, t.suspended_at, count(*) OVER () AS total \
                  FROM tenants t \
-                WHERE $1 IS NULL OR t.id = $2 OR lower(t.name) LIKE $1 ESCAPE '\\' \
+                WHERE t.id <> 'ten_00000000000000000000000000000000' \
+                  AND ($1 IS NULL OR t.id = $2 OR lower(t.name) LIKE $1 ESCAPE '\\' \
                    OR EXISTS (SELECT 1 FROM memberships m JOIN users u ON u.id = m.user_id \
-                               WHERE m.tenant_id = t.id AND m.role = 'owner' AND u.email LIKE $1 ESCAPE '\\') \
+                               WHERE m.tenant_id = t.id AND m.role = 'owner' AND u.email LIKE $1 ESCAPE '\\')) \
                 ORDER BY t.created_at DESC, t.id LIMIT $5 OFFSET $6) \
              SELECT p.id, p.name, p.plan, p.created_at, p.suspended_at, \
                     (SELECT min(u.email) FROM memberships m JOIN users u ON u.id = m.user_id \

@@ -81,10 +81,6 @@ impl FromRequestParts<AppState> for TenantCtx {
             }
         };
         tracing::Span::current().record("tenant_id", ctx.tenant_id.as_str());
-        let read = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-        if !read && let Some(reason) = state.suspensions.reason(&ctx.tenant_id) {
-            return Err(crate::console::suspended_error(&reason));
-        }
         if let Actor::SupportAdmin(admin) = &ctx.actor {
             // Every request of a support session goes in the company's own log.
             let mut tx = state.store.tenant(&ctx.tenant_id).await?;
@@ -99,6 +95,10 @@ impl FromRequestParts<AppState> for TenantCtx {
             )
             .await?;
             tx.commit().await?;
+        }
+        let read = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if !read && let Some(reason) = state.suspensions.reason(&ctx.tenant_id) {
+            return Err(crate::console::suspended_error(&reason));
         }
         Ok(ctx)
     }

@@ -198,6 +198,7 @@ pub async fn create_invite(
     ctx: Admin,
     ApiJson(input): ApiJson<InviteIn>,
 ) -> Result<(StatusCode, Json<InviteCreated>)> {
+    ctx.deny_support("inviting people (the invite would outlast the session)")?;
     let email = normalize_email(&input.email)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let out = invites::create(&mut tx, &ctx, &email, input.role.unwrap_or(Role::Member)).await?;

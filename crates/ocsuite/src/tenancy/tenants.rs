@@ -119,9 +119,24 @@ pub async fn create(
     profile: Profile,
 ) -> Result<TenantOut> {
     let id = TenantId::new();
-    let now = Utc::now();
-    let profile_json = serde_json::to_string(&profile).map_err(AppError::internal)?;
     let mut tx = store.tenant(&id).await?;
+    let out = create_in(&mut tx, owner, meta, name, profile, Utc::now()).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// [`create`] inside the caller's transaction on the new tenant (its id is the
+/// transaction's), for callers that do more in the same commit (an owner invite).
+pub async fn create_in(
+    tx: &mut TenantTx,
+    owner: &UserId,
+    meta: &crate::auth::ClientMeta,
+    name: &str,
+    profile: Profile,
+    now: chrono::DateTime<Utc>,
+) -> Result<TenantOut> {
+    let id = tx.tenant_id().clone();
+    let profile_json = serde_json::to_string(&profile).map_err(AppError::internal)?;
     tx.execute(
         scoped("INSERT INTO tenants (id, name, profile, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)")
             .bind(name)
@@ -153,7 +168,7 @@ pub async fn create(
         meta: meta.clone(),
     };
     audit::record(
-        &mut tx,
+        tx,
         &ctx,
         "tenant.create",
         "tenant",
@@ -161,9 +176,7 @@ pub async fn create(
         serde_json::json!({ "name": name }),
     )
     .await?;
-    let out = get(&mut tx, Role::Owner).await?;
-    tx.commit().await?;
-    Ok(out)
+    get(tx, Role::Owner).await
 }
 
 /// The tenant of `tx`, shown with the caller's `role`.

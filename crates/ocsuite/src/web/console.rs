@@ -53,6 +53,7 @@ struct ConsolePage {
     health: Health,
     /// Deletion requests still open (waiting or approved) and the latest decided ones.
     deletions: Vec<crate::console::deletion::Deletion>,
+    owner_invites: Vec<crate::owner_invites::OwnerInvite>,
     me: String,
     /// Set when the person is in a support session (the page offers to go back to it).
     viewing: Option<String>,
@@ -69,6 +70,7 @@ pub async fn tenants(
     let (rows, total) =
         crate::console::search(&mut tx, &query, PAGE, page * PAGE, Utc::now()).await?;
     let deletions = crate::console::deletion::list(&mut tx, 10).await?;
+    let owner_invites = crate::owner_invites::list(&mut tx, 20).await?;
     tx.commit().await?;
     let health = crate::console::health::check(&state).await?;
     Ok(render(&ConsolePage {
@@ -80,6 +82,7 @@ pub async fn tenants(
         pages: (total + PAGE - 1) / PAGE,
         health,
         deletions,
+        owner_invites,
         me: p.user.id.to_string(),
         viewing: p.impersonating.map(|i| i.tenant.to_string()),
     }))
@@ -149,5 +152,40 @@ pub async fn tenant(
         impersonations,
         in_support: p.impersonating.is_some(),
         deletion,
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "owner_invite.html")]
+struct OwnerInvitePage {
+    token: String,
+    company: String,
+    plan: String,
+    /// The invited address (fixed in the sign-up form).
+    email: String,
+    /// `pending`, `accepted`, `expired` or `revoked`.
+    status: String,
+    /// Who is signed in, if anyone.
+    signed_in_as: Option<String>,
+}
+
+/// The link of an owner invite: sign up (the email fixed) or log in, then accept.
+pub async fn owner_invite(
+    State(state): State<AppState>,
+    principal: Option<axum::Extension<crate::auth::Principal>>,
+    Path(token): Path<String>,
+) -> Result<Response, Redirected> {
+    let invite = crate::owner_invites::check(&state.store, &token).await?;
+    let signed_in_as = match principal.as_deref() {
+        Some(crate::auth::Principal::User { user, .. }) => Some(user.email.clone()),
+        _ => None,
+    };
+    Ok(render(&OwnerInvitePage {
+        token,
+        company: invite.company_name,
+        plan: invite.plan,
+        email: invite.email,
+        status: invite.status,
+        signed_in_as,
     }))
 }

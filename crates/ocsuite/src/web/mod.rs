@@ -61,6 +61,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/campaigns/{id}", get(modules::campaign))
         .route("/settings", get(pages::settings))
         .route("/invite/{token}", get(pages::invite))
+        .route("/owner-invite/{token}", get(console::owner_invite))
         .route("/admin", get(console::tenants))
         .route("/admin/tenants/{id}", get(console::tenant))
         .route_layer(axum::middleware::from_fn_with_state(

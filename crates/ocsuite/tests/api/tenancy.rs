@@ -372,16 +372,31 @@ async fn super_admin_support_access(app: TestApp) {
     assert!(admin.is_super_admin);
     let (_, v) = app.login("root@example.com", PASSWORD).await;
     let root = v["token"].as_str().unwrap().to_owned();
+    // Without a support session a super-admin is a stranger in the company.
+    let (s, _) = app.as_(&root).tenant(&t).get("/api/v1/members").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = app
+        .as_(&root)
+        .post(
+            "/api/v1/admin/impersonations",
+            json!({"tenant_id": t, "reason": "Customer asked for help", "minutes": 15}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
     let (s, _) = app.as_(&root).tenant(&t).get("/api/v1/members").await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _) = app
+    let (s, v) = app
         .as_(&root)
         .tenant(&t)
         .post("/api/v1/api-keys", json!({"name": "support"}))
         .await;
-    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["error"]["code"], "impersonation_forbidden");
     let (_, log) = app.as_(&ann).tenant(&t).get("/api/v1/audit").await;
-    assert_eq!(log[0]["actor_type"], "support_admin");
+    assert_eq!(log[0]["actor_type"], "support_admin", "{log}");
+    assert_eq!(log[0]["action"], "support.request", "{log}");
+    assert_eq!(log[0]["details"]["path"], "/api/v1/api-keys", "{log}");
+    assert_eq!(log[1]["actor_type"], "support_admin", "{log}");
     // Promoting an existing user keeps their password.
     ocsuite::auth::admin::create_super_admin(
         app.config.clone(),
