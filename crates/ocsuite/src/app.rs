@@ -18,8 +18,9 @@ use crate::error::AppError;
 use crate::state::AppState;
 use crate::{
     agents, alerts, approvals, audit, auth, banner, board, bookkeeping, chat, connectors, console,
-    demo, digests, email, flags, impersonation, knowledge, owner_invites, leadtracker, metrics, modules,
-    notifications, openapi, ops, queue, realtime, tasks, tenancy, triggers, usage, webhooks,
+    demo, digests, email, flags, impersonation, knowledge, leadtracker, metrics, modules,
+    notifications, openapi, ops, owner_invites, queue, realtime, tasks, tenancy, triggers, usage,
+    webhooks,
 };
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -38,18 +38,56 @@ macro_rules! manifest_tables {
 const MANIFEST: &str = concat!(
     "SELECT 'tenants', count(*) FROM tenants WHERE id = $1",
     manifest_tables!(
-        memberships, invites, api_keys, audit_log, tenant_secrets, tenant_modules,
-        mcp_servers, tasks, jobs, events, token_reservations, conversations, messages,
-        usage_ledger, agents, persona_overrides, connectors, oauth_states, meetings,
-        meeting_turns, action_items, approval_roles, approval_modes, notifications, outbox,
-        lead_stages, leads, lead_stage_history, accounts, transactions, categories,
-        category_rules, email_campaigns, email_recipients, email_suppressions,
-        metric_snapshots, knowledge_sources, knowledge_files, knowledge_chunks, triggers,
-        trigger_runs, alerts, notification_preferences, webhooks, webhook_deliveries,
-        digests, metric_history, impersonations
+        memberships,
+        invites,
+        api_keys,
+        audit_log,
+        tenant_secrets,
+        tenant_modules,
+        mcp_servers,
+        tasks,
+        jobs,
+        events,
+        token_reservations,
+        conversations,
+        messages,
+        usage_ledger,
+        agents,
+        persona_overrides,
+        connectors,
+        oauth_states,
+        meetings,
+        meeting_turns,
+        action_items,
+        approval_roles,
+        approval_modes,
+        notifications,
+        outbox,
+        lead_stages,
+        leads,
+        lead_stage_history,
+        accounts,
+        transactions,
+        categories,
+        category_rules,
+        email_campaigns,
+        email_recipients,
+        email_suppressions,
+        metric_snapshots,
+        knowledge_sources,
+        knowledge_files,
+        knowledge_chunks,
+        triggers,
+        trigger_runs,
+        alerts,
+        notification_preferences,
+        webhooks,
+        webhook_deliveries,
+        digests,
+        metric_history,
+        impersonations
     )
 );
-
 
 /// The tables the manifest counts, in its order (for the test that compares them with
 /// the migrations).
@@ -220,7 +258,9 @@ pub async fn approve(
         )
         .await?;
     if n == 0 {
-        return Err(AppError::Conflict("this request was decided meanwhile".into()));
+        return Err(AppError::Conflict(
+            "this request was decided meanwhile".into(),
+        ));
     }
     crate::queue::enqueue(
         tx,
@@ -256,7 +296,8 @@ pub async fn cancel(tx: &mut Tx, d: &Deletion) -> Result<()> {
 /// Removes the company of `tx` and every row it has; returns the manifest.
 async fn purge(tx: &mut TenantTx) -> Result<Map<String, Value>> {
     let counts: Vec<(String, i64)> = tx.fetch_all(scoped(MANIFEST)).await?;
-    tx.execute(scoped("DELETE FROM tenants WHERE id = $1")).await?;
+    tx.execute(scoped("DELETE FROM tenants WHERE id = $1"))
+        .await?;
     Ok(counts
         .into_iter()
         .filter(|(_, n)| *n > 0)
@@ -324,7 +365,11 @@ impl Handler for PurgeTenant {
         PURGE_TENANT
     }
 
-    fn start<'a>(&'a self, _tx: &'a mut TenantTx, job: &'a Claimed) -> BoxFuture<'a, Result<Start>> {
+    fn start<'a>(
+        &'a self,
+        _tx: &'a mut TenantTx,
+        job: &'a Claimed,
+    ) -> BoxFuture<'a, Result<Start>> {
         Box::pin(async move {
             match job.payload_as::<PurgeJob>() {
                 Some(p) => Start::run(Duration::from_secs(600), vec![], &p),

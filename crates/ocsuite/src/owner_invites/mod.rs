@@ -102,7 +102,11 @@ pub struct NewInvite<'a> {
 
 /// Records the invite and queues its email (in the HQ company's outbox); returns it and
 /// the one-time link.
-pub async fn create(store: &Store, base_url: &str, n: NewInvite<'_>) -> Result<(OwnerInvite, String)> {
+pub async fn create(
+    store: &Store,
+    base_url: &str,
+    n: NewInvite<'_>,
+) -> Result<(OwnerInvite, String)> {
     let id = InviteId::new();
     let token = tokens::new_owner_invite_token();
     let now = Utc::now();
@@ -196,8 +200,10 @@ pub async fn accept(
     let mut tx = store.tenant(&tenant).await?;
     let spent = tx
         .execute(
-            sql("UPDATE owner_invites SET accepted_at = $2, created_tenant = $3 \
-                  WHERE id = $1 AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $2")
+            sql(
+                "UPDATE owner_invites SET accepted_at = $2, created_tenant = $3 \
+                  WHERE id = $1 AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $2",
+            )
             .bind(invite.id.as_str())
             .bind(now)
             .bind(&tenant),
@@ -254,7 +260,13 @@ pub async fn revoke(tx: &mut Tx, id: &str, by: &AuthUser) -> Result<OwnerInvite>
             .bind(Utc::now()),
     )
     .await?;
-    crate::audit::record_platform(tx, by.id.as_str(), "owner_invite.revoke", &format!("owner_invite:{id}"), json!({}))
-        .await?;
+    crate::audit::record_platform(
+        tx,
+        by.id.as_str(),
+        "owner_invite.revoke",
+        &format!("owner_invite:{id}"),
+        json!({}),
+    )
+    .await?;
     get(tx, id).await
 }

@@ -70,7 +70,10 @@ pub async fn create(
     )
     .await?;
     state.jobs_wake.notify_one();
-    Ok((StatusCode::CREATED, Json(OwnerInviteCreated { invite, link })))
+    Ok((
+        StatusCode::CREATED,
+        Json(OwnerInviteCreated { invite, link }),
+    ))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

@@ -83,14 +83,19 @@ impl FromRequestParts<AppState> for TenantCtx {
         tracing::Span::current().record("tenant_id", ctx.tenant_id.as_str());
         if let Actor::SupportAdmin(admin) = &ctx.actor {
             // Every request of a support session goes in the company's own log.
+            // The full path (nested routers see theirs without the `/api/v1` prefix).
+            let path = parts
+                .extensions
+                .get::<axum::extract::OriginalUri>()
+                .map_or_else(|| parts.uri.path().to_owned(), |u| u.path().to_owned());
             let mut tx = state.store.tenant(&ctx.tenant_id).await?;
             crate::audit::insert(
                 &mut tx,
                 ("support_admin", admin.as_str()),
                 "support.request",
                 "request",
-                parts.uri.path(),
-                serde_json::json!({ "method": parts.method.as_str(), "path": parts.uri.path() }),
+                &path,
+                serde_json::json!({ "method": parts.method.as_str(), "path": path }),
                 ctx.meta.request_id.clone(),
             )
             .await?;

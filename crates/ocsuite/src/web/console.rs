@@ -121,15 +121,16 @@ pub async fn tenant(
         .await?
         .ok_or(AppError::NotFound("company"))?;
     let members = crate::tenancy::members::list(&mut tx).await?;
-    let usage = crate::console::usage_by_day(&mut tx, (Utc::now() - Duration::days(30)).date_naive())
-        .await?
-        .into_iter()
-        .map(|(day, tokens, cost, _)| UsageRow {
-            day,
-            tokens,
-            cost: format!("{:.2} USD", cost as f64 / 1_000_000.0),
-        })
-        .collect();
+    let usage =
+        crate::console::usage_by_day(&mut tx, (Utc::now() - Duration::days(30)).date_naive())
+            .await?
+            .into_iter()
+            .map(|(day, tokens, cost, _)| UsageRow {
+                day,
+                tokens,
+                cost: format!("{:.2} USD", cost as f64 / 1_000_000.0),
+            })
+            .collect();
     let audit = crate::audit::list(&mut tx, 20, None).await?;
     let queues = crate::queue::tenant_depths(&mut tx)
         .await?

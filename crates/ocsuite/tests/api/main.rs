@@ -28,6 +28,7 @@ mod mcp;
 mod oidc;
 mod openapi;
 mod ops;
+mod owner_invites;
 mod postgres;
 mod queue;
 mod realtime;
