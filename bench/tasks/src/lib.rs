@@ -63,6 +63,17 @@ impl Server {
             db_max_connections: 32,
             ..Config::default()
         };
+        // The benches measure the queue, search and triggers, not the plans: the free
+        // plan is unlimited here.
+        c.plans.free = ocsuite::config::EntitlementsConfig {
+            seats: Some(-1),
+            api_keys: Some(-1),
+            triggers: Some(-1),
+            mcp_servers: Some(-1),
+            tasks_per_day: Some(-1),
+            knowledge_mb: Some(-1),
+            modules: None,
+        };
         match std::env::var("BENCH_DATABASE_URL") {
             Ok(url) => {
                 c.database_url = url;

@@ -189,6 +189,10 @@ pub struct Config {
     pub plan_free_knowledge_file_mb: u32,
     pub plan_pro_knowledge_file_mb: u32,
     pub plan_enterprise_knowledge_file_mb: u32,
+    /// Each plan's entitlements beyond tokens (file: `[plans.free]` …; see
+    /// `plans::Entitlements::default_for`).
+    #[serde(default)]
+    pub plans: PlansConfig,
     /// Embedding model for semantic search (an OpenAI-compatible `/embeddings` model).
     /// Unset: a sensible default where the provider is known (OpenAI, Fireworks), else
     /// none; `none` turns it off. Without one, knowledge search is keyword-only.
@@ -238,6 +242,31 @@ pub fn parse_usd_micros(s: &str) -> Option<i64> {
     w.checked_mul(1_000_000)?.checked_add(f)
 }
 
+/// A plan's overrides in the config file; a negative number is unlimited.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntitlementsConfig {
+    pub seats: Option<i64>,
+    pub api_keys: Option<i64>,
+    pub triggers: Option<i64>,
+    pub mcp_servers: Option<i64>,
+    pub tasks_per_day: Option<i64>,
+    pub knowledge_mb: Option<i64>,
+    pub modules: Option<Vec<String>>,
+}
+
+/// `[plans.free]`, `[plans.pro]`, `[plans.enterprise]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlansConfig {
+    #[serde(default)]
+    pub free: EntitlementsConfig,
+    #[serde(default)]
+    pub pro: EntitlementsConfig,
+    #[serde(default)]
+    pub enterprise: EntitlementsConfig,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -284,6 +313,7 @@ impl Default for Config {
             plan_free_knowledge_file_mb: 10,
             plan_pro_knowledge_file_mb: 50,
             plan_enterprise_knowledge_file_mb: 200,
+            plans: PlansConfig::default(),
             embedding_model: None,
             knowledge_sync_interval_secs: 24 * 3600,
             google_client_id: None,

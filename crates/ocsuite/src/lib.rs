@@ -41,6 +41,7 @@ pub mod openapi;
 pub mod ops;
 pub mod owner_invites;
 pub mod personas;
+pub mod plans;
 pub mod queue;
 pub mod realtime;
 pub mod state;

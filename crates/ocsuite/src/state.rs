@@ -46,6 +46,8 @@ pub struct AppInner {
     pub banner: crate::banner::Banners,
     /// Suspended companies, from this process's copy.
     pub suspensions: crate::console::Suspensions,
+    /// What each plan allows beyond tokens.
+    pub plans: crate::plans::Plans,
     /// Model calls as this process saw them (the health page).
     pub llm_stats: Arc<crate::llm::measured::LlmStats>,
 }
@@ -62,8 +64,10 @@ impl AppState {
         config: Config,
         store: Store,
         crypto: Crypto,
-        registry: Registry,
+        mut registry: Registry,
     ) -> Result<Self, String> {
+        let plans = crate::plans::Plans::new(&config.plans);
+        registry.set_plan_modules(plans.module_lists());
         let oidc = OidcVerifier::new(config.oidc());
         let limits = Limits::new(&config);
         let relay = (store.backend() == Backend::Postgres)
@@ -110,6 +114,7 @@ impl AppState {
             flags: Default::default(),
             banner: Default::default(),
             suspensions: Default::default(),
+            plans,
             llm_stats,
         })))
     }

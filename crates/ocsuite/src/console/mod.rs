@@ -197,8 +197,8 @@ pub async fn usage_by_day(
     Ok(tx
         .fetch_all(
             scoped(
-                "SELECT day, COALESCE(sum(prompt_tokens + completion_tokens), 0), \
-                        COALESCE(sum(cost_micros), 0), COALESCE(sum(requests), 0) \
+                "SELECT day, CAST(COALESCE(sum(prompt_tokens + completion_tokens), 0) AS BIGINT), \
+                        CAST(COALESCE(sum(cost_micros), 0) AS BIGINT), CAST(COALESCE(sum(requests), 0) AS BIGINT) \
                    FROM usage_ledger WHERE tenant_id = $1 AND day >= $2 GROUP BY day ORDER BY day",
             )
             .bind(from.format("%Y-%m-%d").to_string()),

@@ -175,6 +175,14 @@ async fn add(
         });
     };
     let mut tx = state.store.tenant(&tenant).await?;
+    // HQ knowledge is the platform's own, on no plan.
+    if !crate::tenancy::is_reserved(&tenant) {
+        let size = file.as_ref().map_or(0, |f| f.len() as u64);
+        state
+            .plans
+            .require(&mut tx, crate::plans::Limit::KnowledgeBytes, size)
+            .await?;
+    }
     require_connection(state, &mut tx, &origin).await?;
     let (source, events) = super::create(
         &mut tx,

@@ -151,9 +151,61 @@ pub struct BuiltinCapability {
 pub struct Registry {
     modules: Vec<Arc<dyn Module>>,
     capabilities: Vec<BuiltinCapability>,
+    /// Plans limited to some built-in modules: plan → the modules it has. Empty when
+    /// every plan has every module (no plan is read then).
+    plan_modules: std::collections::HashMap<&'static str, Vec<String>>,
 }
 
 impl Registry {
+    /// Which built-in modules each plan has (`None`: all); from the plans' config.
+    pub fn set_plan_modules(
+        &mut self,
+        lists: std::collections::HashMap<&'static str, Option<Vec<String>>>,
+    ) {
+        self.plan_modules = lists
+            .into_iter()
+            .filter_map(|(plan, m)| m.map(|m| (plan, m)))
+            .collect();
+    }
+
+    /// 403 `feature_unavailable` when the plan of `tx`'s company lacks built-in
+    /// `module`.
+    async fn check_plan(&self, tx: &mut TenantTx, module: &str) -> Result<()> {
+        if self.plan_modules.is_empty() || self.get(module).is_none() {
+            return Ok(());
+        }
+        let (plan,): (String,) = tx
+            .fetch_one(scoped("SELECT plan FROM tenants WHERE id = $1"))
+            .await?;
+        let Some(allowed) = self.plan_modules.get(plan.as_str()) else {
+            return Ok(());
+        };
+        if allowed.iter().any(|m| m == module) {
+            return Ok(());
+        }
+        let lift = ["free", "pro", "enterprise"]
+            .into_iter()
+            .skip_while(|p| *p != plan)
+            .skip(1)
+            .find(|p| {
+                self.plan_modules
+                    .get(p)
+                    .is_none_or(|m| m.iter().any(|x| x == module))
+            });
+        Err(AppError::Detailed {
+            status: StatusCode::FORBIDDEN,
+            code: "feature_unavailable",
+            message: format!(
+                "the {plan} plan does not include the {module} module; {}",
+                lift.map_or_else(
+                    || "no plan includes it".to_owned(),
+                    |p| format!("the {p} plan does")
+                )
+            ),
+            details: json!({"feature": format!("module:{module}"), "plan": plan, "upgrade_to": lift}),
+        })
+    }
+
     /// Every built-in module; a manifest that breaks the contract stops the server.
     pub fn new(modules: Vec<Arc<dyn Module>>) -> std::result::Result<Self, String> {
         let mut capabilities = Vec::new();
@@ -172,6 +224,7 @@ impl Registry {
         Ok(Self {
             modules,
             capabilities,
+            plan_modules: Default::default(),
         })
     }
 
@@ -366,6 +419,7 @@ pub async fn resolve(
     let Some(found) = candidates.into_iter().find(|c| c.spec.version == v) else {
         return Err(AppError::Internal("resolved version vanished".into()));
     };
+    registry.check_plan(tx, module).await?;
     if !module_enabled(tx, module).await? {
         return Err(AppError::Conflict(format!(
             "module `{module}` is disabled for this tenant; enable it with POST /api/v1/modules/{module}/enable"

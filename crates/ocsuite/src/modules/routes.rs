@@ -136,6 +136,13 @@ pub async fn register(
     ctx: Admin,
     ApiJson(input): ApiJson<McpServerIn>,
 ) -> Result<(StatusCode, Json<McpServer>)> {
+    // The plan first: no point reaching the server if the company may not add one.
+    let mut read = state.store.tenant_read(&ctx.tenant_id).await?;
+    state
+        .plans
+        .require(&mut read, crate::plans::Limit::McpServers, 1)
+        .await?;
+    read.commit().await?;
     let builtin: Vec<&str> = state
         .registry
         .all()

@@ -127,6 +127,10 @@ pub async fn execute(
     {
         return replay(existing, &input);
     }
+    state
+        .plans
+        .require(&mut read, crate::plans::Limit::TasksPerDay, 1)
+        .await?;
     let resolved = modules::resolve(
         &state.registry,
         &mut read,

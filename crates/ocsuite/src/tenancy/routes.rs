@@ -201,6 +201,10 @@ pub async fn create_invite(
     ctx.deny_support("inviting people (the invite would outlast the session)")?;
     let email = normalize_email(&input.email)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    state
+        .plans
+        .require(&mut tx, crate::plans::Limit::Seats, 1)
+        .await?;
     let out = invites::create(&mut tx, &ctx, &email, input.role.unwrap_or(Role::Member)).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(out)))
@@ -273,6 +277,10 @@ pub async fn create_api_key(
     ctx.deny_support("creating API keys")?;
     let name = clean_name("name", &input.name, 100)?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    state
+        .plans
+        .require(&mut tx, crate::plans::Limit::ApiKeys, 1)
+        .await?;
     let out = api_keys::create(&mut tx, &ctx, &name, input.role.unwrap_or(Role::Member)).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(out)))

@@ -114,6 +114,10 @@ pub async fn create(
     condition.normalise()?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     check_for_tenant(&state, &mut tx, &input.action).await?;
+    state
+        .plans
+        .require(&mut tx, crate::plans::Limit::Triggers, 1)
+        .await?;
     if super::list(&mut tx).await?.len() >= MAX_TRIGGERS {
         return Err(AppError::Conflict(format!(
             "a company can keep at most {MAX_TRIGGERS} triggers; delete one first"

@@ -110,6 +110,43 @@ pub async fn set_plan(
         None,
     )
     .await?;
+    // Allowed even when the company has more than the new plan allows: it keeps what it
+    // has, its admins are told what is over, and new ones are refused.
+    let report = crate::plans::report(&state.plans, &mut tx).await?;
+    let over: Vec<&crate::plans::LimitUse> = report.limits.iter().filter(|l| l.over).collect();
+    let mut events = Vec::new();
+    if !over.is_empty() {
+        let list = over
+            .iter()
+            .map(|l| {
+                format!(
+                    "{} {} of {}",
+                    l.used,
+                    l.limit.key().replace('_', " "),
+                    l.allowed.unwrap_or(0)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let admins = crate::notifications::members(&mut tx, true).await?;
+        events = crate::notifications::notify_all(
+            &mut tx,
+            &admins,
+            crate::notifications::Broadcast {
+                kind: "plan.over",
+                title: format!("Your company is over the {} plan", input.plan.as_str()),
+                body: format!(
+                    "It keeps what it has ({list}), but cannot add more of these until it is under the limit or on a larger plan."
+                ),
+                meeting_id: None,
+                task_id: None,
+                email: true,
+            },
+        )
+        .await?;
+    }
+    let over: Vec<&str> = over.iter().map(|l| l.limit.key()).collect();
     tx.commit().await?;
-    Ok(Json(json!({"plan": input.plan.as_str()})))
+    state.bus.after_commit(events);
+    Ok(Json(json!({"plan": input.plan.as_str(), "over": over})))
 }

@@ -230,7 +230,46 @@ struct SettingsPage {
     plan: String,
     tokens_used: i64,
     tokens_limit: u64,
+    /// Each entitlement of the plan: what it is, how much is used, of how much.
+    entitlements: Vec<Entitlement>,
+    /// Some entitlement is over its limit (after a move to a smaller plan).
+    over_plan: bool,
     is_admin: bool,
+}
+
+/// One row of the plan card.
+struct Entitlement {
+    what: &'static str,
+    used: String,
+    allowed: String,
+    over: bool,
+    upgrade_to: Option<String>,
+}
+
+fn entitlement_rows(e: crate::plans::EntitlementsOut) -> Vec<Entitlement> {
+    use crate::plans::Limit;
+    let mb = |n: u64| format!("{:.1} MB", n as f64 / 1_048_576.0);
+    e.limits
+        .into_iter()
+        .map(|l| {
+            let bytes = l.limit == Limit::KnowledgeBytes;
+            let show = |n: u64| if bytes { mb(n) } else { n.to_string() };
+            Entitlement {
+                what: match l.limit {
+                    Limit::Seats => "Member seats (with pending invitations)",
+                    Limit::ApiKeys => "API keys",
+                    Limit::Triggers => "Automations",
+                    Limit::McpServers => "MCP servers",
+                    Limit::TasksPerDay => "Tasks today",
+                    Limit::KnowledgeBytes => "Knowledge storage",
+                },
+                used: show(l.used),
+                allowed: l.allowed.map_or_else(|| "unlimited".into(), show),
+                over: l.over,
+                upgrade_to: l.upgrade_to,
+            }
+        })
+        .collect()
 }
 
 pub async fn settings(State(state): State<AppState>, v: Viewer) -> Result<Response, Redirected> {
@@ -255,6 +294,7 @@ pub async fn settings(State(state): State<AppState>, v: Viewer) -> Result<Respon
         .fetch_one(scoped("SELECT plan FROM tenants WHERE id = $1"))
         .await?;
     let (used, held) = crate::usage::consumed(&mut tx, Utc::now()).await?;
+    let entitlements = entitlement_rows(crate::plans::report(&state.plans, &mut tx).await?);
     tx.commit().await?;
     let limits = state
         .meter
@@ -270,6 +310,8 @@ pub async fn settings(State(state): State<AppState>, v: Viewer) -> Result<Respon
         plan,
         tokens_used: used + held,
         tokens_limit: limits.monthly_tokens,
+        over_plan: entitlements.iter().any(|e| e.over),
+        entitlements,
         is_admin,
     }))
 }

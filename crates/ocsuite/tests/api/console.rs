@@ -241,8 +241,32 @@ async fn operator_routes_are_hidden_and_a_company_page_shows_it(app: TestApp) {
         assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     }
 
+    // A day of model use, as the usage ledger records it.
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let tid = ocsuite::ids::TenantId::parse(&a).unwrap();
+    let mut tx = app.state.store.tenant(&tid).await.unwrap();
+    tx.execute(
+        ocsuite::store::scoped(
+            "INSERT INTO usage_ledger (tenant_id, day, persona, model, requests, prompt_tokens, completion_tokens, cost_micros) \
+             VALUES ($1, $2, 'cfo', 'm', 3, 1000, 500, 2500000)",
+        )
+        .bind(today.as_str()),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
     let (s, v) = app.as_(&root).get(&page).await;
     assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["usage"][0]["day"], today.as_str(), "{v}");
+    assert_eq!(v["usage"][0]["tokens"], 1500, "{v}");
+    assert_eq!(v["usage"][0]["cost_micros"], 2_500_000, "{v}");
+    let (_, list) = app
+        .as_(&root)
+        .get(&format!("/api/v1/admin/tenants?q={a}"))
+        .await;
+    assert_eq!(list["items"][0]["tokens"], 1500, "{list}");
+    assert_eq!(list["items"][0]["cost_micros"], 2_500_000, "{list}");
     assert_eq!(v["tenant"]["id"], a.as_str());
     assert_eq!(v["tenant"]["name"], "Co");
     assert!(v["tenant"]["plan"].is_string(), "{v}");

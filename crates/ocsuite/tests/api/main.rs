@@ -29,6 +29,7 @@ mod oidc;
 mod openapi;
 mod ops;
 mod owner_invites;
+mod plans;
 mod postgres;
 mod queue;
 mod realtime;
