@@ -5,7 +5,7 @@
 //
 // Usage: node e2e/run.mjs   (OCSUITE_BIN: the server binary; CHROMIUM: the browser)
 import { chromium } from "playwright-core";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, mkdirSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { homedir, tmpdir } from "node:os";
@@ -66,21 +66,19 @@ token_url = "${idp}/token"
 userinfo_url = "${idp}/userinfo"
 scopes = ["openid", "email"]
 `);
-  const child = spawn(BIN, ["serve"], {
-    env: {
-      ...process.env,
-      OCSUITE_CONFIG: config,
-      OCSUITE_ADDR: `127.0.0.1:${port}`,
-      OCSUITE_DATA_DIR: dir,
-      OCSUITE_DATABASE_URL: `sqlite://${dir}/ocsuite.db`,
-      OCSUITE_LLM_API_KEY: "",
-      RUST_LOG: "warn",
-    },
-    stdio: ["ignore", "ignore", "inherit"],
-  });
+  const env = {
+    ...process.env,
+    OCSUITE_CONFIG: config,
+    OCSUITE_ADDR: `127.0.0.1:${port}`,
+    OCSUITE_DATA_DIR: dir,
+    OCSUITE_DATABASE_URL: `sqlite://${dir}/ocsuite.db`,
+    OCSUITE_LLM_API_KEY: "",
+    RUST_LOG: "warn",
+  };
+  const child = spawn(BIN, ["serve"], { env, stdio: ["ignore", "ignore", "inherit"] });
   const base = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 100; i++) {
-    try { if ((await fetch(`${base}/healthz`)).ok) return { base, child }; } catch {}
+    try { if ((await fetch(`${base}/healthz`)).ok) return { base, child, env }; } catch {}
     await new Promise((r) => setTimeout(r, 100));
   }
   child.kill();
@@ -146,7 +144,7 @@ async function newUser(browser, base, email, company) {
 }
 
 const idp = await fakeProvider();
-const { base, child } = await startServer(idp.base);
+const { base, child, env } = await startServer(idp.base);
 const browser = await chromium.launch({
   executablePath: CHROMIUM,
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
@@ -570,6 +568,92 @@ try {
     await page.goto(`${base}/board`);
     assert.doesNotMatch(await page.locator("main").innerText(), /raise prices/);
     await b.context.close();
+  });
+
+  await step("an operator finds a company in the console, views it as support and exits", async () => {
+    // The CLI makes the first super-admin, as an operator would.
+    const made = spawnSync(BIN, ["admin", "create-super-admin", "--email", "root@ops.example", "--name", "Rowan Ops", "--password-stdin"],
+      { env, input: "correct horse battery staple\n" });
+    assert.equal(made.status, 0, String(made.stderr));
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    await page.goto(`${base}/login`);
+    await page.fill("#email", "root@ops.example");
+    await page.fill("#password", "correct horse battery staple");
+    await page.click("button[type=submit]");
+    // An operator with no company of their own lands on the console.
+    await page.waitForURL(/\/admin$/);
+    await page.fill("#console-q", "acme studio");
+    await page.click("form[role=search] button[type=submit]");
+    await page.locator("[data-companies] tr[data-company]", { hasText: "Acme Studio" }).waitFor();
+    assert.match(await page.locator("[data-total]").innerText(), /1 company/);
+    await shot(page, "24-console.png", true);
+    await page.click("[data-companies] a:has-text('Acme Studio')");
+    await page.waitForURL(/\/admin\/tenants\/ten_/);
+    await page.locator("h1", { hasText: "Acme Studio" }).waitFor();
+    await shot(page, "25-console-company.png", true);
+    // Too short a reason is explained next to the field.
+    await page.fill("#view-reason", "help");
+    await page.click("form[data-view-as] button[type=submit]");
+    await page.locator("form[data-view-as] [data-error-for=reason]:not(:empty)").waitFor();
+    await page.fill("#view-reason", "Customer asked for help with their CSV import");
+    await page.fill("#view-minutes", "20");
+    await page.click("form[data-view-as] button[type=submit]");
+    await page.waitForURL(/\/dashboard/);
+    const banner = page.locator("[data-support-banner]");
+    await banner.waitFor();
+    assert.match(await banner.innerText(), /viewing Acme Studio as ocsuite support/);
+    await page.goto(`${base}/leads`);
+    await page.locator("[data-support-banner]").waitFor();
+    await page.locator(".lane .lead", { hasText: "Zara Quinn" }).first().waitFor();
+    await shot(page, "26-support-banner.png");
+    await page.click("[data-support-banner] button:has-text('Exit')");
+    await page.waitForURL(/\/admin$/);
+    assert.equal(await page.locator("[data-support-banner]").count(), 0);
+    // Exited: the company's pages are closed to the operator again.
+    await page.goto(`${base}/dashboard`);
+    await page.waitForURL(/\/admin$/);
+    // The company's owner was told.
+    await a.page.goto(`${base}/settings`);
+    assert.match(await a.page.locator("main").innerText(), /ocsuite support is viewing Acme Studio/);
+    await context.close();
+  });
+
+  await step("an operator invites an owner, who signs up through the link and gets the company", async () => {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    await page.goto(`${base}/login`);
+    await page.fill("#email", "root@ops.example");
+    await page.fill("#password", "correct horse battery staple");
+    await page.click("button[type=submit]");
+    await page.waitForURL(/\/admin$/);
+    const created = await page.evaluate(async () => {
+      const r = await fetch("/api/v1/admin/owner-invites", { method: "POST", headers: { "content-type": "application/json" },
+        body: JSON.stringify({ email: "dana@bakery.example", company_name: "Dana's Bakery", plan: "pro" }) });
+      return { status: r.status, body: await r.json() };
+    });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    await page.reload();
+    await page.locator("[data-owner-invites] tr", { hasText: "dana@bakery.example" }).waitFor();
+    await context.close();
+    const invitee = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const p2 = await invitee.newPage();
+    await p2.goto(created.body.link.replace(/^https?:\/\/[^/]+/, base));
+    assert.equal(await p2.locator("#email").inputValue(), "dana@bakery.example");
+    assert.equal(await p2.locator("#email").getAttribute("readonly"), "");
+    await shot(p2, "27-owner-invite.png");
+    await p2.fill("#name", "Dana Baker");
+    await p2.fill("#password", "correct horse battery staple");
+    await p2.click("button[type=submit]");
+    await p2.locator("button:has-text(\"Create Dana's Bakery\")").waitFor();
+    await p2.click("button:has-text(\"Create Dana's Bakery\")");
+    await p2.waitForURL(/\/dashboard/);
+    assert.match(await p2.locator("[data-company]").innerText(), /Dana's Bakery/);
+    await p2.goto(`${base}/settings`);
+    assert.match(await p2.locator("main").innerText(), /Plan: pro/);
+    await p2.locator("[data-entitlements]").waitFor();
+    await shot(p2, "28-plan-usage.png", true);
+    await invitee.close();
   });
 } catch (e) {
   failed = true;

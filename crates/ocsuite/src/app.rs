@@ -19,8 +19,8 @@ use crate::state::AppState;
 use crate::{
     agents, alerts, approvals, audit, auth, banner, board, bookkeeping, chat, connectors, console,
     demo, digests, email, flags, impersonation, knowledge, leadtracker, metrics, modules,
-    notifications, openapi, ops, owner_invites, plans, queue, realtime, tasks, tenancy, triggers,
-    usage, webhooks,
+    notifications, openapi, ops, owner_invites, plans, queue, realtime, security, tasks, tenancy,
+    triggers, usage, webhooks,
 };
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -59,6 +59,7 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(impersonation::routes::router())
         .merge(owner_invites::routes::router())
         .merge(plans::routes::router())
+        .merge(security::routes::router())
         .merge(knowledge::routes::router(
             state.meter.largest_knowledge_file(),
         ))

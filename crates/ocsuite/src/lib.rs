@@ -44,6 +44,7 @@ pub mod personas;
 pub mod plans;
 pub mod queue;
 pub mod realtime;
+pub mod security;
 pub mod state;
 pub mod store;
 pub mod tasks;

@@ -81,6 +81,17 @@ CREATE TABLE owner_invites (
 );
 CREATE INDEX owner_invites_recent ON owner_invites (created_at);
 
+-- Security events name the company they concern, where one does (an API key used from
+-- a new address, a denied attempt on a company, a support session): its admins see
+-- those and their members' sign-in events. Not `tenant_id`: the platform owns the
+-- table, and the rows outlive the company.
+ALTER TABLE security_events ADD COLUMN about_tenant TEXT;
+CREATE INDEX security_events_tenant ON security_events (about_tenant, created_at);
+CREATE INDEX security_events_recent ON security_events (created_at);
+
+-- The addresses each API key was used from (JSON list, the latest 20), to tell a new one.
+ALTER TABLE api_keys ADD COLUMN seen_ips TEXT;
+
 -- Companies that are suspended now, for every process's cached copy.
 CREATE FUNCTION ocsuite_suspended_tenants()
 RETURNS TABLE (id TEXT, reason TEXT)

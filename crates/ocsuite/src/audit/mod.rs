@@ -115,15 +115,28 @@ pub async fn security_event(
     action: &str,
     meta: &ClientMeta,
 ) -> Result<()> {
+    security_event_about(tx, user, email, action, meta, None).await
+}
+
+/// [`security_event`] about one company (its admins see it).
+pub async fn security_event_about(
+    tx: &mut Tx,
+    user: Option<&UserId>,
+    email: Option<&str>,
+    action: &str,
+    meta: &ClientMeta,
+    tenant: Option<&crate::ids::TenantId>,
+) -> Result<()> {
     tx.execute(
-        sql("INSERT INTO security_events (id, user_id, email, action, ip, request_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        sql("INSERT INTO security_events (id, user_id, email, action, ip, request_id, created_at, about_tenant) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
             .bind(AuditId::new())
             .bind(user.map(|u| u.as_str().to_owned()))
             .bind(email)
             .bind(action)
             .bind(meta.ip.clone())
             .bind(meta.request_id.clone())
-            .bind(Utc::now()),
+            .bind(Utc::now())
+            .bind(tenant.map(|t| t.as_str().to_owned())),
     )
     .await?;
     Ok(())

@@ -39,7 +39,7 @@ fn cookie_token(h: &HeaderMap) -> Option<String> {
 }
 
 /// Resolves a bearer token into a principal; `Err` for a token that is not valid.
-async fn resolve_bearer(state: &AppState, token: &str) -> Result<Principal> {
+async fn resolve_bearer(state: &AppState, token: &str, meta: &ClientMeta) -> Result<Principal> {
     if token.starts_with(tokens::SESSION_PREFIX) {
         let s = sessions::authenticate(&state.store, token)
             .await?
@@ -54,7 +54,7 @@ async fn resolve_bearer(state: &AppState, token: &str) -> Result<Principal> {
             impersonating: s.impersonating,
         })
     } else if token.starts_with(tokens::API_KEY_PREFIX) {
-        let key = api_keys::authenticate(&state.store, token)
+        let key = api_keys::authenticate(&state.store, token, meta)
             .await?
             .ok_or_else(|| AppError::Unauthorized("API key is invalid or was revoked".into()))?;
         Ok(Principal::ApiKey(key))
@@ -155,7 +155,9 @@ async fn authenticate_inner(state: &AppState, req: &mut Request) -> Result<()> {
                 .ok_or_else(|| {
                     AppError::Unauthorized("Authorization header must be `Bearer <token>`".into())
                 })?;
-            Some(resolve_bearer(state, token).await?)
+            let meta =
+                ClientMeta::from_http(req.headers(), req.extensions(), state.config.trust_proxy);
+            Some(resolve_bearer(state, token, &meta).await?)
         }
         None => match cookie_token(headers) {
             Some(t) if t.starts_with(tokens::SESSION_PREFIX) => {

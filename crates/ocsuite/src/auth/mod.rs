@@ -73,7 +73,15 @@ pub struct ClientMeta {
 
 impl ClientMeta {
     pub fn from_parts(parts: &Parts, trust_proxy: bool) -> Self {
-        let h = &parts.headers;
+        Self::from_http(&parts.headers, &parts.extensions, trust_proxy)
+    }
+
+    /// The same from a request's headers and extensions (before it is split).
+    pub fn from_http(
+        h: &HeaderMap,
+        extensions: &axum::http::Extensions,
+        trust_proxy: bool,
+    ) -> Self {
         let forwarded = trust_proxy
             .then(|| {
                 h.get("x-forwarded-for")?
@@ -84,8 +92,7 @@ impl ClientMeta {
                     .map(|s| s.trim().to_owned())
             })
             .flatten();
-        let peer = parts
-            .extensions
+        let peer = extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip().to_string());
         Self {

@@ -102,9 +102,21 @@ async fn issue_session(
     event: &str,
 ) -> Result<Response> {
     let mut tx = state.store.platform().await?;
+    // A sign-in from a browser or client this person never signed in with before.
+    let new_device = event == "login" && !sessions::seen_device(&mut tx, &user.id, meta).await?;
     let (_, token, expires_at) =
         sessions::create(&mut tx, &user.id, meta, state.config.session_ttl_hours).await?;
     security_event(&mut tx, Some(&user.id), Some(&user.email), event, meta).await?;
+    if new_device {
+        security_event(
+            &mut tx,
+            Some(&user.id),
+            Some(&user.email),
+            "login.new_device",
+            meta,
+        )
+        .await?;
+    }
     tx.commit().await?;
     let mut headers = HeaderMap::new();
     if let Some(c) = session_cookie(
@@ -185,7 +197,14 @@ pub async fn login(
     if !ok {
         let locked = users::record_failure(&mut tx, &user, state.config.login_max_failures).await?;
         security_event(&mut tx, Some(&user.id), Some(&email), "login.failed", &meta).await?;
+        if locked.is_some() {
+            security_event(&mut tx, Some(&user.id), Some(&email), "login.locked", &meta).await?;
+        }
         tx.commit().await?;
+        // A burst of these raises an alert in the person's companies.
+        if let Err(e) = crate::security::after_failed_login(&state, &user.id).await {
+            tracing::warn!(error = %e, "checking for a burst of failed sign-ins failed");
+        }
         return Err(match locked {
             Some(until) => AppError::TooManyRequests {
                 retry_after: (until - chrono::Utc::now()).to_std().unwrap_or_default(),

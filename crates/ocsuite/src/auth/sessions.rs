@@ -144,6 +144,18 @@ pub async fn authenticate(store: &Store, token: &str) -> Result<Option<SessionAu
     }))
 }
 
+/// Whether `user` has had a session from this client (its user agent) before.
+pub async fn seen_device(tx: &mut Tx, user: &UserId, meta: &ClientMeta) -> Result<bool> {
+    let row: Option<(String,)> = tx
+        .fetch_optional(
+            sql("SELECT id FROM sessions WHERE user_id = $1 AND COALESCE(user_agent, '') = $2 LIMIT 1")
+                .bind(user)
+                .bind(meta.user_agent.clone().unwrap_or_default()),
+        )
+        .await?;
+    Ok(row.is_some())
+}
+
 /// Revokes one of `user`'s sessions; false when there is no such live session.
 pub async fn revoke(tx: &mut Tx, user: &UserId, id: &SessionId) -> Result<bool> {
     let n = tx

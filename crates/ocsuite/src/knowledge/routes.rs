@@ -180,7 +180,7 @@ async fn add(
         let size = file.as_ref().map_or(0, |f| f.len() as u64);
         state
             .plans
-            .require(&mut tx, crate::plans::Limit::KnowledgeBytes, size)
+            .ensure_room(&mut tx, crate::plans::Limit::KnowledgeBytes, size)
             .await?;
     }
     require_connection(state, &mut tx, &origin).await?;

@@ -140,7 +140,7 @@ pub async fn register(
     let mut read = state.store.tenant_read(&ctx.tenant_id).await?;
     state
         .plans
-        .require(&mut read, crate::plans::Limit::McpServers, 1)
+        .ensure_room(&mut read, crate::plans::Limit::McpServers, 1)
         .await?;
     read.commit().await?;
     let builtin: Vec<&str> = state

@@ -93,7 +93,7 @@ impl Entitlements {
         match plan {
             Plan::Free => Self {
                 seats: Some(5),
-                api_keys: Some(3),
+                api_keys: Some(10),
                 triggers: Some(10),
                 mcp_servers: Some(2),
                 tasks_per_day: Some(500),
@@ -102,7 +102,7 @@ impl Entitlements {
             },
             Plan::Pro => Self {
                 seats: Some(25),
-                api_keys: Some(25),
+                api_keys: Some(50),
                 triggers: Some(100),
                 mcp_servers: Some(20),
                 tasks_per_day: Some(10_000),
@@ -217,7 +217,7 @@ impl Plans {
 
     /// 402 `plan_limit` (403 `feature_unavailable` where the plan allows none) unless
     /// the company of `tx` may have `adding` more of `limit`.
-    pub async fn require(&self, tx: &mut TenantTx, limit: Limit, adding: u64) -> Result<()> {
+    pub async fn ensure_room(&self, tx: &mut TenantTx, limit: Limit, adding: u64) -> Result<()> {
         let plan = plan_of(tx).await?;
         let Some(allowed) = self.of(plan).get(limit) else {
             return Ok(());
@@ -384,7 +384,7 @@ mod tests {
         let free = p.of(Plan::Free);
         assert_eq!(free.seats, Some(2));
         assert_eq!(free.knowledge_bytes, Some(MB));
-        assert_eq!(free.api_keys, Some(3));
+        assert_eq!(free.api_keys, Some(10));
         assert!(free.module_allowed("leadtracker") && !free.module_allowed("email"));
         assert_eq!(p.of(Plan::Pro).seats, None);
         assert_eq!(p.lifted_by(Plan::Free, Limit::Seats, 3), Some(Plan::Pro));

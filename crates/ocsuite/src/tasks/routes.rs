@@ -127,10 +127,6 @@ pub async fn execute(
     {
         return replay(existing, &input);
     }
-    state
-        .plans
-        .require(&mut read, crate::plans::Limit::TasksPerDay, 1)
-        .await?;
     let resolved = modules::resolve(
         &state.registry,
         &mut read,
@@ -157,6 +153,10 @@ pub async fn execute(
             details: json!({"limit": MAX_OPEN_TASKS, "retry_after_seconds": 5}),
         });
     }
+    state
+        .plans
+        .ensure_room(&mut read, crate::plans::Limit::TasksPerDay, 1)
+        .await?;
     let mut tx = state.store.writable(read).await?;
     let id = TaskId::new();
     let version = resolved.spec.version.to_string();

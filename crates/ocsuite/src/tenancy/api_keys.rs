@@ -130,17 +130,22 @@ struct KeyLookup {
     id: String,
     role: String,
     last_used_at: Option<DateTime<Utc>>,
+    seen_ips: Option<String>,
 }
 
 /// Resolves a presented API key; `None` when unknown or revoked.
-pub async fn authenticate(store: &Store, key: &str) -> Result<Option<ApiKeyAuth>> {
+pub async fn authenticate(
+    store: &Store,
+    key: &str,
+    meta: &crate::auth::ClientMeta,
+) -> Result<Option<ApiKeyAuth>> {
     let Some(tenant) = tokens::tenant_of(tokens::API_KEY_PREFIX, key) else {
         return Ok(None);
     };
     let mut tx = store.tenant_read(&tenant).await?;
     let row: Option<KeyLookup> = tx
         .fetch_optional(
-            scoped("SELECT id, role, last_used_at FROM api_keys WHERE tenant_id = $1 AND key_hash = $2 AND revoked_at IS NULL")
+            scoped("SELECT id, role, last_used_at, seen_ips FROM api_keys WHERE tenant_id = $1 AND key_hash = $2 AND revoked_at IS NULL")
                 .bind(tokens::digest(key)),
         )
         .await?;
@@ -148,10 +153,40 @@ pub async fn authenticate(store: &Store, key: &str) -> Result<Option<ApiKeyAuth>
     let Some(r) = row else { return Ok(None) };
     let key_id = ApiKeyId::try_from(r.id).map_err(AppError::internal)?;
     let now = Utc::now();
-    if r.last_used_at
-        .is_none_or(|t| now - t > Duration::seconds(60))
+    // A key used from an address it was never used from is a security event (its
+    // company's admins see it); the key remembers its latest 20 addresses.
+    let mut seen: Vec<String> = r
+        .seen_ips
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    let new_address = meta.ip.as_ref().filter(|ip| !seen.contains(ip)).cloned();
+    if new_address.is_some()
+        || r.last_used_at
+            .is_none_or(|t| now - t > Duration::seconds(60))
     {
         let mut tx = store.tenant(&tenant).await?;
+        if let Some(ip) = new_address {
+            seen.push(ip);
+            if seen.len() > 20 {
+                seen.remove(0);
+            }
+            tx.execute(
+                scoped("UPDATE api_keys SET seen_ips = $2 WHERE tenant_id = $1 AND id = $3")
+                    .bind(serde_json::to_string(&seen).unwrap_or_default())
+                    .bind(&key_id),
+            )
+            .await?;
+            crate::audit::security_event_about(
+                &mut tx,
+                None,
+                None,
+                "api_key.new_address",
+                meta,
+                Some(&tenant),
+            )
+            .await?;
+        }
         tx.execute(
             scoped("UPDATE api_keys SET last_used_at = $2 WHERE tenant_id = $1 AND id = $3")
                 .bind(now)

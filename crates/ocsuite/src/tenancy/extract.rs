@@ -70,7 +70,23 @@ impl FromRequestParts<AppState> for TenantCtx {
                     {
                         (Role::Admin, Actor::SupportAdmin(user.id))
                     }
-                    None => return Err(AppError::NotFound("tenant")),
+                    None => {
+                        // Someone signed in reaching for a company that is not theirs.
+                        if exists
+                            && !super::is_reserved(&tenant)
+                            && let Err(e) = crate::security::record_about(
+                                state,
+                                &tenant,
+                                Some(&user.id),
+                                "tenant.denied",
+                                &meta,
+                            )
+                            .await
+                        {
+                            tracing::warn!(error = %e, "recording a denied company failed");
+                        }
+                        return Err(AppError::NotFound("tenant"));
+                    }
                 };
                 TenantCtx {
                     tenant_id: tenant,

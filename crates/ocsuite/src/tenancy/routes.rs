@@ -203,7 +203,7 @@ pub async fn create_invite(
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     state
         .plans
-        .require(&mut tx, crate::plans::Limit::Seats, 1)
+        .ensure_room(&mut tx, crate::plans::Limit::Seats, 1)
         .await?;
     let out = invites::create(&mut tx, &ctx, &email, input.role.unwrap_or(Role::Member)).await?;
     tx.commit().await?;
@@ -279,7 +279,7 @@ pub async fn create_api_key(
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     state
         .plans
-        .require(&mut tx, crate::plans::Limit::ApiKeys, 1)
+        .ensure_room(&mut tx, crate::plans::Limit::ApiKeys, 1)
         .await?;
     let out = api_keys::create(&mut tx, &ctx, &name, input.role.unwrap_or(Role::Member)).await?;
     tx.commit().await?;

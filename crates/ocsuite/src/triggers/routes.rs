@@ -116,7 +116,7 @@ pub async fn create(
     check_for_tenant(&state, &mut tx, &input.action).await?;
     state
         .plans
-        .require(&mut tx, crate::plans::Limit::Triggers, 1)
+        .ensure_room(&mut tx, crate::plans::Limit::Triggers, 1)
         .await?;
     if super::list(&mut tx).await?.len() >= MAX_TRIGGERS {
         return Err(AppError::Conflict(format!(

@@ -232,6 +232,8 @@ struct SettingsPage {
     tokens_limit: u64,
     /// Each entitlement of the plan: what it is, how much is used, of how much.
     entitlements: Vec<Entitlement>,
+    /// The latest security events about the company and its members (admins).
+    security: Vec<crate::security::SecurityEventOut>,
     /// Some entitlement is over its limit (after a move to a smaller plan).
     over_plan: bool,
     is_admin: bool,
@@ -295,6 +297,11 @@ pub async fn settings(State(state): State<AppState>, v: Viewer) -> Result<Respon
         .await?;
     let (used, held) = crate::usage::consumed(&mut tx, Utc::now()).await?;
     let entitlements = entitlement_rows(crate::plans::report(&state.plans, &mut tx).await?);
+    let security = if is_admin {
+        crate::security::list(&mut tx, None, 20).await?
+    } else {
+        Vec::new()
+    };
     tx.commit().await?;
     let limits = state
         .meter
@@ -311,6 +318,7 @@ pub async fn settings(State(state): State<AppState>, v: Viewer) -> Result<Respon
         tokens_used: used + held,
         tokens_limit: limits.monthly_tokens,
         over_plan: entitlements.iter().any(|e| e.over),
+        security,
         entitlements,
         is_admin,
     }))

@@ -33,6 +33,7 @@ mod plans;
 mod postgres;
 mod queue;
 mod realtime;
+mod security;
 mod sql_scope;
 mod store;
 mod support;
