@@ -250,7 +250,13 @@ struct Entitlement {
 
 fn entitlement_rows(e: crate::plans::EntitlementsOut) -> Vec<Entitlement> {
     use crate::plans::Limit;
-    let mb = |n: u64| format!("{:.1} MB", n as f64 / 1_048_576.0);
+    let mb = |n: u64| {
+        if n >= 1 << 30 {
+            format!("{:.1} GB", n as f64 / f64::from(1u32 << 30))
+        } else {
+            format!("{:.1} MB", n as f64 / 1_048_576.0)
+        }
+    };
     e.limits
         .into_iter()
         .map(|l| {
