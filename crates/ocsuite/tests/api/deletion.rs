@@ -11,16 +11,8 @@ use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 
 use crate::dual;
-use crate::helpers::{PASSWORD, TestApp};
+use crate::helpers::TestApp;
 use crate::tasks::owner;
-
-async fn root(app: &TestApp, email: &str) -> String {
-    ocsuite::auth::admin::create_super_admin(app.config.clone(), email, None, PASSWORD.into())
-        .await
-        .unwrap();
-    let (_, v) = app.login(email, PASSWORD).await;
-    v["token"].as_str().unwrap().to_owned()
-}
 
 /// Tables with a `tenant_id` column, from the PostgreSQL migrations.
 fn tenant_tables() -> BTreeSet<String> {
@@ -147,8 +139,8 @@ async fn the_manifest_counts_every_tenant_table(_app: TestApp) {
 }
 
 async fn a_deletion_needs_a_second_super_admin_and_removes_every_row(app: TestApp) {
-    let ann = root(&app, "ann@ops.example").await;
-    let bob = root(&app, "bob@ops.example").await;
+    let ann = app.super_admin("ann@ops.example").await;
+    let bob = app.super_admin("bob@ops.example").await;
     let (alice, a) = owner(&app, "alice@gone.example").await;
     let (carol, c) = owner(&app, "carol@stays.example").await;
     // Give both companies rows in many tables: demo data and a document.
@@ -298,8 +290,8 @@ async fn a_deletion_needs_a_second_super_admin_and_removes_every_row(app: TestAp
 }
 
 async fn bad_deletion_requests_are_refused(app: TestApp) {
-    let ann = root(&app, "ann@bad.example").await;
-    let bob = root(&app, "bob@bad.example").await;
+    let ann = app.super_admin("ann@bad.example").await;
+    let bob = app.super_admin("bob@bad.example").await;
     let (alice, a) = owner(&app, "alice@bad.example").await;
     let path = format!("/api/v1/admin/tenants/{a}/deletion");
     // Only super-admins find the routes.

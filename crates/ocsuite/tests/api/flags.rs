@@ -8,16 +8,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::dual;
-use crate::helpers::{Db, PASSWORD, TestApp, User};
+use crate::helpers::{Db, TestApp, User};
 use crate::tasks::owner;
-
-async fn root(app: &TestApp, email: &str) -> String {
-    ocsuite::auth::admin::create_super_admin(app.config.clone(), email, None, PASSWORD.into())
-        .await
-        .unwrap();
-    let (_, v) = app.login(email, PASSWORD).await;
-    v["token"].as_str().unwrap().to_owned()
-}
 
 async fn features(app: &TestApp, u: &User, t: &str) -> Value {
     let (s, v) = app.as_(u).tenant(t).get("/api/v1/features").await;
@@ -46,7 +38,7 @@ dual!(
 );
 
 async fn operators_set_flags_and_callers_get_their_answer(app: TestApp) {
-    let root = root(&app, "root@flags.example").await;
+    let root = app.super_admin("root@flags.example").await;
     let (alice, a) = owner(&app, "alice@flags.example").await;
     let (bob, b) = owner(&app, "bob@flags.example").await;
 
@@ -167,7 +159,7 @@ async fn operators_set_flags_and_callers_get_their_answer(app: TestApp) {
 }
 
 async fn bad_flags_are_refused(app: TestApp) {
-    let root = root(&app, "root@badflags.example").await;
+    let root = app.super_admin("root@badflags.example").await;
     let cases = [
         (
             "/api/v1/admin/flags/Bad Key",
@@ -258,7 +250,7 @@ async fn a_change_reaches_the_other_node_within_seconds_postgres() {
 }
 
 async fn the_system_banner_shows_on_every_page_until_it_ends(app: TestApp) {
-    let root = root(&app, "root@banner.example").await;
+    let root = app.super_admin("root@banner.example").await;
     let (u, t) = owner(&app, "u@banner.example").await;
     let (s, v) = app.as_(&u).get("/api/v1/banner").await;
     assert_eq!((s, &v["banner"]), (StatusCode::OK, &Value::Null));

@@ -266,6 +266,30 @@ impl TestApp {
         }
     }
 
+    /// Makes `email` a platform super-admin (as `ocsuite admin create-super-admin` does)
+    /// and returns their session token.
+    pub async fn super_admin(&self, email: &str) -> String {
+        ocsuite::auth::admin::create_super_admin(self.config.clone(), email, None, PASSWORD.into())
+            .await
+            .expect("create super-admin");
+        let (s, v) = self.login(email, PASSWORD).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["token"].as_str().expect("token").to_owned()
+    }
+
+    /// A web page as the holder of `token` (its session cookie) sees it.
+    pub async fn page(&self, token: &str, path: &str) -> (StatusCode, String) {
+        let res = self
+            .http
+            .get(self.url(path))
+            .header("cookie", format!("ocsuite_session={token}"))
+            .send()
+            .await
+            .expect("page");
+        let status = res.status();
+        (status, res.text().await.expect("page body"))
+    }
+
     pub async fn login(&self, email: &str, password: &str) -> (StatusCode, Value) {
         self.anon()
             .post(

@@ -37,6 +37,7 @@ mod security;
 mod sql_scope;
 mod store;
 mod support;
+mod suspension;
 mod tasks;
 mod tenancy;
 mod tools;

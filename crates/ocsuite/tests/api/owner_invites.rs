@@ -7,15 +7,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Db, PASSWORD, TestApp};
-
-async fn root(app: &TestApp, email: &str) -> String {
-    ocsuite::auth::admin::create_super_admin(app.config.clone(), email, None, PASSWORD.into())
-        .await
-        .unwrap();
-    let (_, v) = app.login(email, PASSWORD).await;
-    v["token"].as_str().unwrap().to_owned()
-}
+use crate::helpers::{Db, TestApp};
 
 fn token_of(link: &str) -> String {
     link.rsplit('/').next().unwrap().to_owned()
@@ -50,7 +42,7 @@ async fn an_invite_creates_the_company_with_its_owner_on_the_plan(db: Db) {
     let Some((app, inbox)) = with_smtp(db).await else {
         return;
     };
-    let root = root(&app, "root@ops.example").await;
+    let root = app.super_admin("root@ops.example").await;
     let v = invite(&app, &root, " Dana@Example.COM ", "Dana's Bakery", "pro").await;
     assert_eq!(v["email"], "dana@example.com");
     assert_eq!(v["status"], "pending");
@@ -146,7 +138,7 @@ async fn withdrawn_expired_and_bad_invites_are_refused(db: Db) {
     let Some(app) = TestApp::start(db).await else {
         return;
     };
-    let root = root(&app, "root@ops2.example").await;
+    let root = app.super_admin("root@ops2.example").await;
     let (s, _) = app
         .as_(&root)
         .post(

@@ -6,7 +6,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Db, PASSWORD, TestApp};
+use crate::helpers::{Db, TestApp};
 use crate::tasks::owner;
 
 fn small(c: &mut ocsuite::config::Config) {
@@ -165,16 +165,7 @@ async fn each_limit_refuses_at_its_edge(db: Db) {
     assert_eq!(by["mcp_servers"]["allowed"], 0);
     assert_eq!(by["seats"]["over"], false);
     assert_eq!(by["seats"]["upgrade_to"], "pro");
-    let html = app
-        .http
-        .get(app.url("/settings"))
-        .header("cookie", format!("ocsuite_session={}", u.token))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, html) = app.page(&u.token, "/settings").await;
     assert!(
         html.contains("data-entitlements"),
         "the settings page shows the plan"

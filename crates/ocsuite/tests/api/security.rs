@@ -125,18 +125,7 @@ async fn events_are_recorded_and_shown_to_their_company(db: Db) {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
 
     // Operators see everything, filtered.
-    ocsuite::auth::admin::create_super_admin(
-        app.config.clone(),
-        "root@sec.example",
-        None,
-        PASSWORD.into(),
-    )
-    .await
-    .unwrap();
-    let root = app.login("root@sec.example", PASSWORD).await.1["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let root = app.super_admin("root@sec.example").await;
     let (s, v) = app
         .as_(&root)
         .get("/api/v1/admin/security-events?action=tenant.denied")
