@@ -228,7 +228,7 @@ async fn a_change_reaches_the_other_node_within_seconds_postgres() {
         return;
     };
     let b = TestApp::start_config(a.config.clone()).await;
-    let root = root(&a, "root@nodes-flags.example").await;
+    let root = a.super_admin("root@nodes-flags.example").await;
     let (u, t) = owner(&a, "u@nodes-flags.example").await;
     assert_eq!(features(&b, &u, &t).await.get("fast"), None);
     let (s, _) = a

@@ -173,18 +173,7 @@ async fn each_limit_refuses_at_its_edge(db: Db) {
     assert!(html.contains("Member seats"), "{html}");
 
     // Pro lifts the limits.
-    ocsuite::auth::admin::create_super_admin(
-        app.config.clone(),
-        "root@plans.example",
-        None,
-        PASSWORD.into(),
-    )
-    .await
-    .unwrap();
-    let root = app.login("root@plans.example", PASSWORD).await.1["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let root = app.super_admin("root@plans.example").await;
     let (s, v) = app
         .as_(&root)
         .put(
