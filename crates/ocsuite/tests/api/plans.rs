@@ -113,10 +113,9 @@ async fn each_limit_refuses_at_its_edge(db: Db) {
             json!({"capability": "email.send", "input": {"to": ["x@y.example"], "subject": "s", "body": "b"}}),
         )
         .await;
-    assert!(
-        s == StatusCode::FORBIDDEN || s == StatusCode::PAYMENT_REQUIRED,
-        "{s} {v}"
-    );
+    refused(s, &v, "feature_unavailable", "");
+    assert_eq!(v["error"]["details"]["feature"], "module:email", "{v}");
+    assert_eq!(v["error"]["details"]["upgrade_to"], "pro", "{v}");
 
     // Knowledge storage: 1 MB in all.
     let big = vec![b'a'; 700 * 1024];
