@@ -274,7 +274,7 @@ impl Background {
                     tracing::warn!(error = %e, "closing interrupted meetings failed");
                 }
                 if n.is_multiple_of(5)
-                    && let Err(e) = knowledge::ingest::schedule(
+                    && let Err(e) = knowledge::jobs::schedule(
                         &store,
                         &meter_state.jobs_wake,
                         meter_state.config.knowledge_sync_interval_secs,

@@ -22,86 +22,23 @@ use serde_json::{Value, json};
 use sha2::Digest;
 
 use super::extract;
+use super::jobs::IngestJob;
 use super::{Origin, chunk, fetch, vectors};
 use crate::connectors::vault::Vault;
 use crate::error::Result;
-use crate::ids::{JobId, KnowledgeSourceId, TenantId};
+use crate::ids::{KnowledgeSourceId, TenantId};
 use crate::llm::Provider;
 use crate::queue::worker::{Handler, Outcome, Resolution, Start};
-use crate::queue::{self, Claimed, INGEST_SOURCE, NewJob};
+use crate::queue::{Claimed, INGEST_SOURCE};
 use crate::realtime::{Bus, Event};
-use crate::store::{Store, TenantTx, cross_tenant, scoped};
+use crate::store::{Store, TenantTx, scoped};
 
-/// Attempts before a failing ingestion lands in `ingest-source-dlq`.
-const MAX_ATTEMPTS: u32 = 4;
 /// Passages per embeddings request.
 const EMBED_BATCH: usize = 32;
 /// Characters of a passage sent to the embedding model (the heading rides along).
 const EMBED_CHARS: usize = 4000;
 /// Most passages one source may hold.
 const MAX_CHUNKS: usize = 50_000;
-
-/// Queues an ingestion of source `id` unless one is pending; marks it `queued`.
-/// Returns whether this call queued it.
-pub async fn enqueue(tx: &mut TenantTx, id: &KnowledgeSourceId) -> Result<bool> {
-    let job = JobId::new();
-    let claimed = tx
-        .execute(
-            scoped("UPDATE knowledge_sources SET ingest_job_id = $2, status = 'queued', updated_at = $3 WHERE tenant_id = $1 AND id = $4 AND ingest_job_id IS NULL")
-                .bind(&job)
-                .bind(Utc::now())
-                .bind(id),
-        )
-        .await?
-        == 1;
-    if !claimed {
-        return Ok(false);
-    }
-    queue::enqueue(
-        tx,
-        NewJob {
-            queue: INGEST_SOURCE,
-            payload: queue::payload(&IngestJob {
-                source_id: id.clone(),
-            }),
-            priority: 0,
-            run_at: Utc::now(),
-            max_attempts: MAX_ATTEMPTS,
-            id: Some(&job),
-        },
-    )
-    .await?;
-    Ok(true)
-}
-
-/// Queues a re-sync of every fetched source older than the interval, across tenants.
-pub async fn schedule(store: &Store, wake: &queue::Wake, interval_secs: u32) -> Result<usize> {
-    let cutoff = Utc::now() - chrono::Duration::seconds(interval_secs.into());
-    let mut tx = store.platform_read().await?;
-    let due = cross_tenant::knowledge_due(&mut tx, cutoff, 200).await?;
-    drop(tx);
-    let mut queued = 0;
-    for (tenant, id) in due {
-        let (Some(tenant), Some(id)) = (TenantId::parse(&tenant), KnowledgeSourceId::parse(&id))
-        else {
-            continue;
-        };
-        let mut tx = store.tenant(&tenant).await?;
-        if enqueue(&mut tx, &id).await? {
-            queued += 1;
-        }
-        tx.commit().await?;
-    }
-    if queued > 0 {
-        wake.notify_waiters();
-    }
-    Ok(queued)
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct IngestJob {
-    source_id: KnowledgeSourceId,
-}
 
 fn source_of(job: &Claimed) -> Option<KnowledgeSourceId> {
     job.payload_as::<IngestJob>().map(|j| j.source_id)

@@ -20,6 +20,8 @@ pub mod extract;
 pub mod fetch;
 pub mod grounding;
 pub mod ingest;
+mod intake;
+pub mod jobs;
 pub mod module;
 pub mod notion;
 pub mod routes;
@@ -204,7 +206,7 @@ pub async fn create(tx: &mut TenantTx, new: NewSource<'_>) -> Result<(SourceOut,
         )
         .await?;
     }
-    ingest::enqueue(tx, &id).await?;
+    jobs::enqueue(tx, &id).await?;
     let source = get(tx, &id).await?;
     let ev = status_event(tx, &source).await?;
     Ok((source, vec![ev]))
