@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::llm::measured::ModelHealth;
 use crate::queue::{self, Depth};
+use crate::security::SecurityEventOut;
 use crate::state::AppState;
 use crate::store::{Tx, cross_tenant, sql};
 
@@ -26,16 +27,6 @@ pub struct ConnectorHealth {
     pub connections: i64,
 }
 
-#[derive(Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct SecurityEvent {
-    pub id: String,
-    pub user_id: Option<String>,
-    pub email: Option<String>,
-    pub action: String,
-    pub ip: Option<String>,
-    pub created_at: DateTime<Utc>,
-}
-
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Health {
     pub queues: Vec<QueueHealth>,
@@ -46,7 +37,7 @@ pub struct Health {
     pub connectors: Vec<ConnectorHealth>,
     /// Connections that need their company's attention (expired, revoked, failing).
     pub connector_failures: i64,
-    pub security_events: Vec<SecurityEvent>,
+    pub security_events: Vec<SecurityEventOut>,
     pub checked_at: DateTime<Utc>,
 }
 
@@ -57,7 +48,7 @@ pub async fn security_events(
     action: Option<&str>,
     email: Option<&str>,
     limit: i64,
-) -> Result<Vec<SecurityEvent>> {
+) -> Result<Vec<SecurityEventOut>> {
     Ok(tx
         .fetch_all(
             sql(

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::deletion::{self, Deletion};
-use super::health::{self, Health, SecurityEvent};
+use super::health::{self, Health};
 use super::{TenantFacts, TenantSummary};
 use crate::audit::AuditOut;
 use crate::auth::SuperAdmin;
@@ -16,6 +16,7 @@ use crate::error::{AppError, ErrorBody, Result};
 use crate::ids::{DeletionId, TenantId};
 use crate::json::{ApiJson, ApiQuery};
 use crate::queue::Depth;
+use crate::security::SecurityEventOut;
 use crate::state::AppState;
 use crate::store::sql;
 use crate::tenancy::members::MemberOut;
@@ -260,7 +261,7 @@ pub struct SecurityQuery {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct SecurityEvents {
-    pub items: Vec<SecurityEvent>,
+    pub items: Vec<SecurityEventOut>,
 }
 
 /// Security events across the platform, newest first, with filters.

@@ -14,32 +14,12 @@ use crate::dual;
 use crate::helpers::TestApp;
 use crate::tasks::owner;
 
-/// Tables with a `tenant_id` column, from the PostgreSQL migrations.
+/// Tables with a `tenant_id` column, from the PostgreSQL migrations (and `tenants`,
+/// which the callers count by its `id`).
 fn tenant_tables() -> BTreeSet<String> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
-    let mut files: Vec<_> = std::fs::read_dir(root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    let mut out = BTreeSet::new();
-    for f in files {
-        let text = std::fs::read_to_string(f).unwrap();
-        for part in text.split("CREATE TABLE ").skip(1) {
-            let name: String = part
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            let body = part.split("\n);").next().unwrap_or_default();
-            if body
-                .lines()
-                .any(|l| l.trim_start().starts_with("tenant_id "))
-            {
-                out.insert(name);
-            }
-        }
-    }
-    out
+    let mut t = crate::sql_scope::tenant_tables(std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
+    t.remove("tenants");
+    t
 }
 
 /// Rows of `tenant` per table, read as the database owner on PostgreSQL and directly on

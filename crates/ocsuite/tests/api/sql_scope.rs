@@ -16,7 +16,7 @@ const CROSS_TENANT_FILE: &str = "store/cross_tenant";
 
 /// Tables with a `tenant_id` column, from the PostgreSQL migrations, and `tenants`
 /// itself (keyed by `id`).
-fn tenant_tables(root: &Path) -> BTreeSet<String> {
+pub fn tenant_tables(root: &Path) -> BTreeSet<String> {
     let mut tables = BTreeSet::from(["tenants".to_owned()]);
     let mut files: Vec<_> = std::fs::read_dir(root.join("migrations/postgres"))
         .unwrap()
