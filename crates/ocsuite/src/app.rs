@@ -18,8 +18,8 @@ use crate::error::AppError;
 use crate::state::AppState;
 use crate::{
     agents, alerts, approvals, audit, auth, banner, board, bookkeeping, chat, connectors, console,
-    demo, digests, email, flags, impersonation, knowledge, leadtracker, metrics, modules,
-    notifications, openapi, ops, owner_invites, plans, queue, realtime, security, tasks, tenancy,
+    demo, digests, email, exports, flags, impersonation, knowledge, leadtracker, metrics, modules,
+    notifications, openapi, ops, owner_invites, plans, queue, realtime, receipts, security, tasks, tenancy,
     triggers, usage, webhooks,
 };
 
@@ -60,6 +60,8 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(owner_invites::routes::router())
         .merge(plans::routes::router())
         .merge(security::routes::router())
+        .merge(receipts::routes::router())
+        .merge(exports::routes::router())
         .merge(knowledge::routes::router(
             state.meter.largest_knowledge_file(),
         ))
@@ -85,6 +87,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/unsubscribe/{token}",
             get(email::unsubscribe::show).post(email::unsubscribe::confirm),
+        )
+        .route(
+            "/.well-known/ocsuite-log-keys",
+            get(receipts::routes::well_known_keys),
         )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

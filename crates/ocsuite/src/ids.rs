@@ -312,6 +312,21 @@ typed_id!(
     DeletionId,
     "del"
 );
+typed_id!(
+    /// A signed receipt: one entry of a company's transparency log.
+    ReceiptId,
+    "rcp"
+);
+typed_id!(
+    /// A signing key of the receipt logs.
+    LogKeyId,
+    "lgk"
+);
+typed_id!(
+    /// An export of a company's data and evidence.
+    ExportId,
+    "exp"
+);
 
 #[cfg(test)]
 mod tests {

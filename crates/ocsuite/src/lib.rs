@@ -23,6 +23,7 @@ pub mod crypto;
 pub mod demo;
 pub mod digests;
 pub mod email;
+pub mod exports;
 pub mod error;
 pub mod eval;
 pub mod flags;
@@ -44,6 +45,7 @@ pub mod personas;
 pub mod plans;
 pub mod queue;
 pub mod realtime;
+pub mod receipts;
 pub mod security;
 pub mod state;
 pub mod store;
@@ -218,6 +220,14 @@ pub fn check_services(config: &Config) -> Result<(), config::ConfigError> {
     Ok(())
 }
 
+/// Drops the archives of exports whose download window has passed.
+async fn expire_exports(store: &Store) -> error::Result<u64> {
+    let mut tx = store.platform().await?;
+    let n = exports::expire(&mut tx).await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
 /// The background work every process runs besides HTTP: the PostgreSQL listener, the
 /// job workers (when `workers > 0`) and periodic housekeeping.
 pub struct Background {
@@ -269,6 +279,11 @@ impl Background {
                     tracing::warn!(error = %e, "pruning expired OAuth states failed");
                 }
                 if n.is_multiple_of(10)
+                    && let Err(e) = expire_exports(&store).await
+                {
+                    tracing::warn!(error = %e, "dropping expired exports failed");
+                }
+                if n.is_multiple_of(10)
                     && let Err(e) = board::fail_stale(&store).await
                 {
                     tracing::warn!(error = %e, "closing interrupted meetings failed");
@@ -313,6 +328,21 @@ impl Background {
                 }
             }
         }));
+        // Receipts get their positions and a signed checkpoint within seconds.
+        let logs = state.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(receipts::log::INTEGRATE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) =
+                    receipts::log::integrate_pending(&logs.store, &logs.crypto, &logs.log_signer)
+                        .await
+                {
+                    tracing::warn!(error = %e, "integrating receipts failed");
+                }
+            }
+        }));
         // The trigger scheduler: cheap when nothing is due (one indexed read).
         let sched = state.clone();
         tasks.push(tokio::spawn(async move {
@@ -332,6 +362,7 @@ impl Background {
             std::sync::Arc::new(notifications::email::SendEmail::new(state.mailer.clone())),
             std::sync::Arc::new(triggers::run::RunTrigger::new(state)),
             std::sync::Arc::new(console::deletion::PurgeTenant::new(state)),
+            std::sync::Arc::new(exports::BuildExport::new(state)),
             std::sync::Arc::new(webhooks::deliver::DeliverWebhook::new(
                 state.crypto.clone(),
                 state.config.mcp_private_allowed(),

@@ -37,6 +37,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Receipt logs: check an export offline, rotate the signing key.
+    Receipts {
+        #[command(subcommand)]
+        command: ReceiptsCommand,
+    },
     /// Measure the configured model on twenty fixed scenarios (tools, grounding,
     /// action items, refusals) on a throwaway database, and print the table.
     Eval {
@@ -58,6 +63,22 @@ enum AdminCommand {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum ReceiptsCommand {
+    /// Check an export archive (.zip) or a receipt bundle (receipts.json) offline: the
+    /// signatures, every receipt's inclusion, consistency between checkpoints, the
+    /// archive's signed manifest and its audit log. Exits 0 when it verifies, 1 when not.
+    Verify {
+        file: std::path::PathBuf,
+        /// A verifier key to trust (from /.well-known/ocsuite-log-keys); repeatable.
+        /// Without one, the keys inside the file are used and the report says so.
+        #[arg(long = "key")]
+        keys: Vec<String>,
+    },
+    /// Retire the key that signs checkpoints and make a new one (both stay published).
+    RotateKey,
 }
 
 #[derive(Subcommand)]
@@ -84,6 +105,21 @@ fn init_logging(format: LogFormat, default: &str) {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Checking a file needs no configuration, database or network.
+    if let Some(Command::Receipts {
+        command: ReceiptsCommand::Verify { file, keys },
+    }) = &cli.command
+    {
+        let out = ocsuite::receipts::verify::verify_file(file, keys);
+        for l in &out.lines {
+            println!("{l}");
+        }
+        return if out.ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        };
+    }
     let config = match Config::load().and_then(|c| ocsuite::check_services(&c).map(|()| c)) {
         Ok(c) => c,
         Err(e) => {
@@ -112,6 +148,15 @@ async fn main() -> ExitCode {
             command: KeysCommand::Rotate,
         } => rotate(config).await,
         Command::Eval { json } => eval(config, json).await,
+        Command::Receipts {
+            command: ReceiptsCommand::RotateKey,
+        } => ocsuite::receipts::keys::admin_rotate(config)
+            .await
+            .map(|id| println!("log key {id} now signs checkpoints"))
+            .map_err(|e| e.to_string()),
+        Command::Receipts {
+            command: ReceiptsCommand::Verify { .. },
+        } => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

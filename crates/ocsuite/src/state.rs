@@ -50,6 +50,8 @@ pub struct AppInner {
     pub plans: crate::plans::Plans,
     /// Model calls as this process saw them (the health page).
     pub llm_stats: Arc<crate::llm::measured::LlmStats>,
+    /// The key that signs the receipt logs' checkpoints.
+    pub log_signer: Arc<crate::receipts::keys::LogSigner>,
 }
 
 /// Shared state handed to every handler; cheap to clone.
@@ -95,6 +97,9 @@ impl AppState {
             term_docs: Default::default(),
             rank_whole: crate::knowledge::search::RANK_WHOLE,
         });
+        let log_signer = Arc::new(crate::receipts::keys::LogSigner::new(
+            config.public_url.as_deref(),
+        ));
         Ok(Self(Arc::new(AppInner {
             config,
             store,
@@ -116,6 +121,7 @@ impl AppState {
             suspensions: Default::default(),
             plans,
             llm_stats,
+            log_signer,
         })))
     }
 }

@@ -1,7 +1,8 @@
 //! The audit trail.
 //!
 //! Tenant state changes write an `audit_log` row in the same transaction as the change,
-//! so a change without its audit row cannot commit. Sign-in events that belong to no
+//! so a change without its audit row cannot commit. Each row is sealed into a signed
+//! receipt in the same transaction (`crate::receipts`). Sign-in events that belong to no
 //! tenant (login, logout, MFA changes) go to `security_events`.
 
 pub mod routes;
@@ -67,19 +68,34 @@ pub(crate) async fn insert(
     details: Value,
     request_id: Option<String>,
 ) -> Result<()> {
+    let (id, at, details) = (AuditId::new(), Utc::now(), details.to_string());
     // Nothing reads it back in this transaction: it travels with the next statement.
     tx.defer(
         scoped("INSERT INTO audit_log (tenant_id, id, actor_type, actor_id, action, target_type, target_id, details, request_id, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
-            .bind(AuditId::new())
+            .bind(&id)
             .bind(actor_type)
             .bind(actor_id)
             .bind(action)
             .bind(target_type)
             .bind(target_id)
-            .bind(details.to_string())
-            .bind(request_id)
-            .bind(Utc::now()),
+            .bind(details.clone())
+            .bind(request_id.clone())
+            .bind(at),
+    )
+    .await?;
+    // Its signed receipt, in the same transaction.
+    crate::receipts::append(
+        tx,
+        &crate::receipts::Entry {
+            audit_id: id.as_str(),
+            actor: (actor_type, actor_id),
+            action,
+            target: (target_type, target_id),
+            details: &details,
+            request_id: request_id.as_deref(),
+            at,
+        },
     )
     .await?;
     Ok(())

@@ -85,7 +85,12 @@ const MANIFEST: &str = concat!(
         webhook_deliveries,
         digests,
         metric_history,
-        impersonations
+        impersonations,
+        receipts,
+        log_nodes,
+        log_heads,
+        log_checkpoints,
+        exports
     )
 );
 

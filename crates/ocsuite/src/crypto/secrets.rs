@@ -13,6 +13,9 @@ use crate::ids::{SecretId, TenantId, UserId};
 use crate::store::cross_tenant;
 use crate::store::{Store, TenantTx, Tx, scoped, sql};
 
+/// What a receipt log's signing key is bound to (`receipts::keys`).
+pub const LOG_KEY_PURPOSE: &str = "log-key";
+
 /// The version new ciphertexts are made with (the newest row of `key_versions`).
 pub async fn current_version(tx: &mut Tx) -> Result<u32> {
     let (v,): (Option<i64>,) = tx
@@ -117,6 +120,8 @@ pub struct RotationReport {
     pub new_version: u32,
     pub tenant_secrets: u64,
     pub user_secrets: u64,
+    /// Receipt-log signing keys.
+    pub log_keys: u64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -203,10 +208,36 @@ pub async fn rotate(owner: &Store, crypto: &Crypto) -> Result<RotationReport> {
             )
             .await?;
     }
+    let keys: Vec<(String, Vec<u8>)> = tx
+        .fetch_all(sql("SELECT id, private_key FROM log_keys"))
+        .await?;
+    let mut log_keys = 0u64;
+    for (id, ct) in keys {
+        if Crypto::version_of(&ct).map_err(AppError::internal)? >= new_version {
+            continue;
+        }
+        let binding = Binding {
+            purpose: LOG_KEY_PURPOSE,
+            row_id: &id,
+        };
+        let plain = crypto
+            .decrypt(KeyScope::Platform, binding, &ct)
+            .map_err(AppError::internal)?;
+        let new_ct = crypto.encrypt(KeyScope::Platform, new_version, binding, &plain.0);
+        log_keys += tx
+            .execute(
+                sql("UPDATE log_keys SET private_key = $1 WHERE id = $2 AND private_key = $3")
+                    .bind(new_ct)
+                    .bind(&id)
+                    .bind(ct),
+            )
+            .await?;
+    }
     tx.commit().await?;
     Ok(RotationReport {
         new_version,
         tenant_secrets,
         user_secrets,
+        log_keys,
     })
 }

@@ -16,6 +16,7 @@
 //! timeout instead of failing on a lock upgrade, and reads run without a transaction.
 
 pub mod cross_tenant;
+mod json_row;
 mod migrate;
 mod sql;
 mod sqlite_write;
@@ -35,6 +36,7 @@ use sqlx::{FromRow, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 pub use migrate::{
     RoleCheck, VacuumCheck, check_runtime_role, check_vacuum, migrate, rls_violations,
 };
+pub use json_row::JsonRow;
 pub use sql::{Arg, Sql, scoped, sql};
 
 use crate::ids::{TenantId, UserId};

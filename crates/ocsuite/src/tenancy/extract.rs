@@ -117,13 +117,17 @@ impl FromRequestParts<AppState> for TenantCtx {
             .await?;
             tx.commit().await?;
         }
-        let read = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let read = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS)
+            || WHILE_SUSPENDED.iter().any(|p| parts.uri.path().ends_with(p));
         if !read && let Some(reason) = state.suspensions.reason(&ctx.tenant_id) {
             return Err(crate::console::suspended_error(&reason));
         }
         Ok(ctx)
     }
 }
+
+/// Writes a suspended company may still make: taking its data out.
+const WHILE_SUSPENDED: &[&str] = &["/exports"];
 
 fn no_tenant() -> AppError {
     AppError::bad_request(

@@ -18,7 +18,9 @@ use super::{Row, Sql, TenantTx, Tx, UserTx, scoped, sql};
 use crate::ids::{TenantId, UserId};
 
 mod console;
+mod receipts;
 pub use console::*;
+pub use receipts::*;
 
 type Result<T> = std::result::Result<T, sqlx::Error>;
 

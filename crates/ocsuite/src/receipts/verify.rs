@@ -1,0 +1,239 @@
+//! `ocsuite receipts verify FILE`: checks a receipt bundle or a whole export archive
+//! offline, and says exactly what failed.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use super::bundle::{self, Bundle};
+use super::note::{self, VerifierKey};
+
+/// The format line of an export's `manifest.json` and of the note that signs it.
+pub const MANIFEST_FORMAT: &str = "ocsuite-export/v1";
+
+/// The body the platform key signs for an export: the format, the company and the
+/// manifest's SHA-256.
+pub fn manifest_note_body(tenant: &str, manifest_sha256: &str) -> String {
+    format!("{MANIFEST_FORMAT}\n{tenant}\n{manifest_sha256}\n")
+}
+
+/// What a check found: lines for a person, and whether it passed.
+pub struct Outcome {
+    pub ok: bool,
+    pub lines: Vec<String>,
+}
+
+/// Checks `path`: a `.zip` export (manifest signature, every file's hash, the receipts
+/// and the audit log against them) or a receipt bundle (`receipts.json`). `keys` are
+/// verifier keys the caller trusts; with none, the file's own keys are used and the
+/// report says so.
+pub fn verify_file(path: &Path, keys: &[String]) -> Outcome {
+    let mut lines = Vec::new();
+    let trusted: Vec<VerifierKey> = match keys.iter().map(|k| VerifierKey::parse(k)).collect() {
+        Ok(k) => k,
+        Err(e) => return fail(vec![format!("--key: {e}")]),
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return fail(vec![format!("cannot read {}: {e}", path.display())]),
+    };
+    let is_zip = bytes.starts_with(b"PK");
+    let (bundle_bytes, audit) = if is_zip {
+        match check_archive(&bytes, &trusted, &mut lines) {
+            Ok(x) => x,
+            Err(errors) => return fail(errors),
+        }
+    } else {
+        (bytes, None)
+    };
+    let b: Bundle = match serde_json::from_slice(&bundle_bytes) {
+        Ok(b) => b,
+        Err(e) => return fail(vec![format!("the receipts are not a receipt bundle: {e}")]),
+    };
+    match bundle::verify(&b, &trusted) {
+        Ok(r) => {
+            lines.extend(r.warnings.iter().map(|w| format!("warning: {w}")));
+            lines.push(format!(
+                "log {}: {} entries, {} checkpoints, signed by {}",
+                r.origin,
+                r.size,
+                r.checkpoints,
+                r.signed_by.join(", ")
+            ));
+            lines.push(format!(
+                "{} receipts verified ({} fields shown, {} hidden)",
+                r.entries, r.fields_shown, r.fields_hidden
+            ));
+        }
+        Err(errors) => return fail(errors),
+    }
+    if let Some(audit) = audit {
+        match check_audit(&b, &audit) {
+            Ok(n) => lines.push(format!("{n} audit entries match their receipts")),
+            Err(errors) => return fail(errors),
+        }
+    }
+    lines.push("OK".into());
+    Outcome { ok: true, lines }
+}
+
+fn fail(errors: Vec<String>) -> Outcome {
+    let mut lines: Vec<String> = errors.into_iter().map(|e| format!("FAILED: {e}")).collect();
+    lines.push("the file does not verify".into());
+    Outcome { ok: false, lines }
+}
+
+type Files = HashMap<String, Vec<u8>>;
+
+fn read_zip(bytes: &[u8]) -> Result<Files, String> {
+    let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| format!("the archive cannot be opened: {e}"))?;
+    let mut out = HashMap::new();
+    for i in 0..z.len() {
+        let mut f = z
+            .by_index(i)
+            .map_err(|e| format!("archive entry {i}: {e}"))?;
+        let name = f
+            .name()
+            .map_err(|e| format!("archive entry {i} has no readable name: {e}"))?
+            .into_owned();
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)
+            .map_err(|e| format!("archive entry {name}: {e}"))?;
+        out.insert(name, buf);
+    }
+    Ok(out)
+}
+
+/// The manifest's signature and every file's hash; returns the receipts and the audit
+/// log's text.
+fn check_archive(
+    bytes: &[u8],
+    trusted: &[VerifierKey],
+    lines: &mut Vec<String>,
+) -> Result<(Vec<u8>, Option<String>), Vec<String>> {
+    let files = read_zip(bytes).map_err(|e| vec![e])?;
+    let get = |name: &str| {
+        files
+            .get(name)
+            .ok_or_else(|| vec![format!("the archive has no {name}")])
+    };
+    let manifest_bytes = get("manifest.json")?;
+    let sig = String::from_utf8_lossy(get("manifest.sig")?).into_owned();
+    let receipts = get("receipts.json")?;
+    let keys: Vec<VerifierKey> = if trusted.is_empty() {
+        let b: Bundle = serde_json::from_slice(receipts)
+            .map_err(|e| vec![format!("receipts.json is not a receipt bundle: {e}")])?;
+        b.keys
+            .iter()
+            .filter_map(|k| VerifierKey::parse(k).ok())
+            .collect()
+    } else {
+        trusted.to_vec()
+    };
+    let (body, by) = note::open(&sig, &keys).map_err(|e| vec![format!("manifest.sig: {e}")])?;
+    let manifest: serde_json::Value = serde_json::from_slice(manifest_bytes)
+        .map_err(|e| vec![format!("manifest.json is not JSON: {e}")])?;
+    let tenant = manifest["tenant"].as_str().unwrap_or_default();
+    let want = manifest_note_body(
+        tenant,
+        &hex::encode(Sha256::digest(manifest_bytes)),
+    );
+    if body != want {
+        return Err(vec![
+            "manifest.json was changed after it was signed (its hash is not the signed one)".into(),
+        ]);
+    }
+    let mut errors = Vec::new();
+    let listed = manifest["files"].as_array().cloned().unwrap_or_default();
+    for f in &listed {
+        let path = f["path"].as_str().unwrap_or_default();
+        match files.get(path) {
+            None => errors.push(format!("{path} is listed in the manifest but missing")),
+            Some(b) if hex::encode(Sha256::digest(b)) != f["sha256"].as_str().unwrap_or_default() => {
+                errors.push(format!("{path} was changed: its SHA-256 is not the manifest's"));
+            }
+            Some(_) => {}
+        }
+    }
+    for name in files.keys() {
+        let known = name == "manifest.json"
+            || name == "manifest.sig"
+            || listed.iter().any(|f| f["path"].as_str() == Some(name));
+        if !known {
+            errors.push(format!("{name} is in the archive but not in the signed manifest"));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    lines.push(format!(
+        "manifest of {tenant} signed by {by}; {} files match their hashes",
+        listed.len()
+    ));
+    let audit = files
+        .get("data/audit_log.jsonl")
+        .map(|b| String::from_utf8_lossy(b).into_owned());
+    Ok((receipts.clone(), audit))
+}
+
+/// Each audit row against the receipt that sealed it (by `audit_id`): same action,
+/// actor, target and details.
+fn check_audit(b: &Bundle, audit: &str) -> Result<usize, Vec<String>> {
+    let mut by_audit = HashMap::new();
+    for e in &b.entries {
+        if let Some(r) = e.fields.get("audit_id")
+            && let Ok(serde_json::Value::String(id)) = serde_json::from_str(&r.value)
+        {
+            by_audit.insert(id, e);
+        }
+    }
+    let mut errors = Vec::new();
+    let mut n = 0;
+    for line in audit.lines().filter(|l| !l.trim().is_empty()) {
+        let Ok(row) = serde_json::from_str::<serde_json::Value>(line) else {
+            errors.push("data/audit_log.jsonl has a line that is not JSON".into());
+            continue;
+        };
+        let id = row["id"].as_str().unwrap_or_default();
+        let Some(e) = by_audit.get(id) else {
+            // Written after the newest checkpoint: not yet in the signed log.
+            continue;
+        };
+        for (field, column) in [
+            ("action", "action"),
+            ("actor_type", "actor_type"),
+            ("actor_id", "actor_id"),
+            ("target_type", "target_type"),
+            ("target_id", "target_id"),
+        ] {
+            let sealed = e
+                .fields
+                .get(field)
+                .and_then(|r| serde_json::from_str::<serde_json::Value>(&r.value).ok());
+            if sealed.as_ref() != Some(&row[column]) {
+                errors.push(format!(
+                    "audit entry {id}: its {column} differs from receipt {} (entry {})",
+                    e.id, e.index
+                ));
+            }
+        }
+        let details: Option<serde_json::Value> = row["details"]
+            .as_str()
+            .and_then(|d| serde_json::from_str(d).ok());
+        let sealed: Option<serde_json::Value> = e
+            .fields
+            .get("details")
+            .and_then(|r| serde_json::from_str(&r.value).ok());
+        if details != sealed {
+            errors.push(format!(
+                "audit entry {id}: its details differ from receipt {} (entry {})",
+                e.id, e.index
+            ));
+        }
+        n += 1;
+    }
+    if errors.is_empty() { Ok(n) } else { Err(errors) }
+}

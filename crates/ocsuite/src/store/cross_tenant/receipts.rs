@@ -1,0 +1,90 @@
+//! SQL of the receipt logs that differs by database or spans companies (part of
+//! `store::cross_tenant`): the integrator's lock, batched node and position writes,
+//! and the companies with receipts waiting for a position.
+
+use super::Result;
+use crate::store::{Sql, TenantTx, Tx, scoped, sql};
+
+/// The log's integrated size, locking the company's head row until the transaction
+/// ends on PostgreSQL (one integrator at a time: the log never forks). SQLite
+/// serialises writers already.
+pub fn log_head_for_update(tx: &TenantTx) -> Sql {
+    if tx.is_postgres() {
+        scoped("SELECT size FROM log_heads WHERE tenant_id = $1 FOR UPDATE")
+    } else {
+        scoped("SELECT size FROM log_heads WHERE tenant_id = $1")
+    }
+}
+
+/// Stored tree nodes whose `[level, idx]` pairs are in the JSON array `$2`. Rows:
+/// (level, idx, hex hash).
+pub fn log_nodes_get(tx: &TenantTx) -> Sql {
+    if tx.is_postgres() {
+        scoped(
+            "SELECT n.level, n.idx, n.hash FROM json_array_elements(CAST($2 AS json)) e \
+             JOIN log_nodes n ON n.tenant_id = $1 AND n.level = CAST(e.value->>0 AS BIGINT) AND n.idx = CAST(e.value->>1 AS BIGINT)",
+        )
+    } else {
+        scoped(
+            "SELECT n.level, n.idx, n.hash FROM json_each($2) e \
+             JOIN log_nodes n ON n.tenant_id = $1 AND n.level = json_extract(e.value, '$[0]') AND n.idx = json_extract(e.value, '$[1]')",
+        )
+    }
+}
+
+/// Stores nodes from the JSON array `$2` of `[level, idx, hex hash]`.
+pub fn log_nodes_put(tx: &TenantTx) -> Sql {
+    if tx.is_postgres() {
+        scoped(
+            "INSERT INTO log_nodes (tenant_id, level, idx, hash) \
+             SELECT $1, CAST(value->>0 AS BIGINT), CAST(value->>1 AS BIGINT), value->>2 FROM json_array_elements(CAST($2 AS json))",
+        )
+    } else {
+        scoped(
+            "INSERT INTO log_nodes (tenant_id, level, idx, hash) \
+             SELECT $1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]') FROM json_each($2)",
+        )
+    }
+}
+
+/// Gives receipts their positions from the JSON array `$2` of `[id, seq]`.
+pub fn receipts_set_seq(tx: &TenantTx) -> Sql {
+    if tx.is_postgres() {
+        scoped(
+            "UPDATE receipts r SET seq = CAST(e.value->>1 AS BIGINT) FROM json_array_elements(CAST($2 AS json)) e \
+             WHERE r.tenant_id = $1 AND r.id = e.value->>0 AND r.seq IS NULL",
+        )
+    } else {
+        scoped(
+            "UPDATE receipts SET seq = json_extract(e.value, '$[1]') FROM json_each($2) e \
+             WHERE receipts.tenant_id = $1 AND receipts.id = json_extract(e.value, '$[0]') AND receipts.seq IS NULL",
+        )
+    }
+}
+
+/// Companies with receipts that have no position yet.
+pub async fn log_pending_tenants(tx: &mut Tx, limit: i64) -> Result<Vec<String>> {
+    let q = if tx.is_postgres() {
+        sql("SELECT tenant_id FROM ocsuite_log_pending($1)")
+    } else {
+        sql("SELECT DISTINCT tenant_id FROM receipts WHERE seq IS NULL LIMIT $1")
+    };
+    let rows: Vec<(String,)> = tx.fetch_all(q.bind(limit)).await?;
+    Ok(rows.into_iter().map(|(t,)| t).collect())
+}
+
+/// Drops the bytes of exports past their download window, in every company.
+pub async fn expire_exports(tx: &mut Tx, now: chrono::DateTime<chrono::Utc>) -> Result<u64> {
+    if tx.is_postgres() {
+        let (n,): (i64,) = tx
+            .fetch_one(sql("SELECT ocsuite_expire_exports($1)").bind(now))
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    } else {
+        tx.execute(
+            sql("UPDATE exports SET archive = NULL, status = 'expired' WHERE archive IS NOT NULL AND expires_at < $1")
+                .bind(now),
+        )
+        .await
+    }
+}
