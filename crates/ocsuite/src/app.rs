@@ -19,8 +19,8 @@ use crate::state::AppState;
 use crate::{
     agents, alerts, approvals, audit, auth, banner, board, bookkeeping, chat, connectors, console,
     demo, digests, email, exports, flags, impersonation, knowledge, leadtracker, metrics, modules,
-    notifications, openapi, ops, owner_invites, plans, queue, realtime, receipts, security, tasks, tenancy,
-    triggers, usage, webhooks,
+    notifications, openapi, ops, owner_invites, plans, queue, realtime, receipts, security, tasks,
+    tenancy, triggers, usage, webhooks,
 };
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

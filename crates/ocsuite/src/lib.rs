@@ -23,9 +23,9 @@ pub mod crypto;
 pub mod demo;
 pub mod digests;
 pub mod email;
-pub mod exports;
 pub mod error;
 pub mod eval;
+pub mod exports;
 pub mod flags;
 pub mod ids;
 pub mod impersonation;
@@ -325,6 +325,13 @@ impl Background {
                 }
                 if let Err(e) = flagged.suspensions.reload(&flagged.store).await {
                     tracing::warn!(error = %e, "reloading suspended companies failed");
+                }
+                if let Err(e) = flagged
+                    .log_signer
+                    .refresh(&flagged.store, &flagged.crypto)
+                    .await
+                {
+                    tracing::warn!(error = %e, "checking the receipt-log key failed");
                 }
             }
         }));

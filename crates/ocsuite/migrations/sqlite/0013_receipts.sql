@@ -47,10 +47,12 @@ CREATE TABLE log_nodes (
     PRIMARY KEY (tenant_id, level, idx)
 );
 
--- A company's integrated size; its row is the integrator's lock.
+-- A company's integrated size and its log's origin (fixed at the first integration);
+-- its row is the integrator's lock.
 CREATE TABLE log_heads (
     tenant_id TEXT PRIMARY KEY REFERENCES tenants(id) ON DELETE CASCADE,
     size BIGINT NOT NULL,
+    origin TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
 

@@ -68,7 +68,12 @@ pub(crate) async fn insert(
     details: Value,
     request_id: Option<String>,
 ) -> Result<()> {
-    let (id, at, details) = (AuditId::new(), Utc::now(), details.to_string());
+    // Microseconds: what PostgreSQL keeps, so the receipt's time equals the row's.
+    let (id, at, details) = (
+        AuditId::new(),
+        chrono::SubsecRound::trunc_subsecs(Utc::now(), 6),
+        details.to_string(),
+    );
     // Nothing reads it back in this transaction: it travels with the next statement.
     tx.defer(
         scoped("INSERT INTO audit_log (tenant_id, id, actor_type, actor_id, action, target_type, target_id, details, request_id, created_at) \

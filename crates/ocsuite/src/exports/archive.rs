@@ -95,6 +95,8 @@ pub struct Manifest {
     pub files: Vec<ManifestFile>,
     /// Tables left out, and why.
     pub left_out: Vec<(String, String)>,
+    /// Audit entries written while the export read, not yet in the signed log.
+    pub unsealed_audit_ids: Vec<String>,
 }
 
 fn jsonl(rows: Vec<JsonRow>) -> Result<(Vec<u8>, u64)> {
@@ -110,24 +112,68 @@ fn jsonl(rows: Vec<JsonRow>) -> Result<(Vec<u8>, u64)> {
     Ok((out, n))
 }
 
-/// Reads everything the company owns and writes the archive; returns (zip, sha256 hex).
-pub async fn build(state: &AppState, tenant: &TenantId) -> Result<(Vec<u8>, String)> {
-    crate::receipts::routes::integrate(state, tenant).await?;
-    let keys = crate::receipts::routes::published_keys(state).await?;
-    let mut files: Vec<(String, Vec<u8>, Option<u64>)> = Vec::new();
+/// The audit ids a bundle's receipts seal.
+fn sealed_audit_ids(b: &bundle::Bundle) -> std::collections::HashSet<String> {
+    b.entries
+        .iter()
+        .filter_map(|e| e.fields.get("audit_id"))
+        .filter_map(|r| serde_json::from_str::<String>(&r.value).ok())
+        .collect()
+}
+
+/// Reads the company's tables and its receipt bundle in one snapshot.
+async fn snapshot(
+    state: &AppState,
+    tenant: &TenantId,
+    keys: Vec<String>,
+) -> Result<(Files, bundle::Bundle, Vec<String>)> {
+    let mut files: Files = Vec::new();
     let mut tx: TenantTx = state.store.tenant_read(tenant).await?;
     let own: Vec<JsonRow> = tx
         .fetch_all(scoped("SELECT * FROM tenants WHERE id = $1"))
         .await?;
     let (bytes, rows) = jsonl(own)?;
     files.push(("data/tenants.jsonl".into(), bytes, Some(rows)));
+    let mut audit_ids = Vec::new();
     for (table, q) in EXPORTED {
         let rows: Vec<JsonRow> = tx.fetch_all(scoped(q)).await?;
+        if *table == "audit_log" {
+            audit_ids = rows
+                .iter()
+                .filter_map(|r| r.0.get("id").and_then(Value::as_str).map(str::to_owned))
+                .collect();
+        }
         let (bytes, n) = jsonl(rows)?;
         files.push((format!("data/{table}.jsonl"), bytes, Some(n)));
     }
     let b = bundle::build(&mut tx, keys, Reveal::All).await?;
     tx.commit().await?;
+    Ok((files, b, audit_ids))
+}
+
+type Files = Vec<(String, Vec<u8>, Option<u64>)>;
+
+/// Reads everything the company owns and writes the archive; returns (zip, sha256 hex).
+///
+/// Every audit entry in the archive should be sealed by a receipt in it. Entries
+/// written while the export reads are not in the log yet, so the read is repeated after
+/// integrating (a few times); what is still unsealed then is listed in the manifest.
+pub async fn build(state: &AppState, tenant: &TenantId) -> Result<(Vec<u8>, String)> {
+    let keys = crate::receipts::routes::published_keys(state).await?;
+    let mut attempt = 0;
+    let (mut files, b, unsealed) = loop {
+        crate::receipts::routes::integrate(state, tenant).await?;
+        let (files, b, audit_ids) = snapshot(state, tenant, keys.clone()).await?;
+        let sealed = sealed_audit_ids(&b);
+        let unsealed: Vec<String> = audit_ids
+            .into_iter()
+            .filter(|id| !sealed.contains(id))
+            .collect();
+        attempt += 1;
+        if unsealed.is_empty() || attempt == 5 {
+            break (files, b, unsealed);
+        }
+    };
     files.push((
         "receipts.json".into(),
         serde_json::to_vec_pretty(&b).map_err(AppError::internal)?,
@@ -151,11 +197,15 @@ pub async fn build(state: &AppState, tenant: &TenantId) -> Result<(Vec<u8>, Stri
             .iter()
             .map(|(t, why)| ((*t).to_owned(), (*why).to_owned()))
             .collect(),
+        unsealed_audit_ids: unsealed,
     };
     let manifest_bytes = serde_json::to_vec_pretty(&manifest).map_err(AppError::internal)?;
     let key = state.log_signer.active(&state.store, &state.crypto).await?;
     let signed = note::sign(
-        &manifest_note_body(tenant.as_str(), &hex::encode(Sha256::digest(&manifest_bytes))),
+        &manifest_note_body(
+            tenant.as_str(),
+            &hex::encode(Sha256::digest(&manifest_bytes)),
+        ),
         &key.name,
         &key.signing,
     );

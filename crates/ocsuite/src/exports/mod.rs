@@ -37,7 +37,10 @@ pub const DOWNLOAD_HOURS: i64 = 24;
 
 /// Tables left out of an export, and why.
 pub const LEFT_OUT: &[(&str, &str)] = &[
-    ("tenant_secrets", "encrypted credentials; useless outside this server"),
+    (
+        "tenant_secrets",
+        "encrypted credentials; useless outside this server",
+    ),
     ("oauth_states", "sign-in attempts in flight"),
     ("jobs", "the queue's own bookkeeping (tasks are exported)"),
     ("token_reservations", "budget holds of requests in flight"),
@@ -100,8 +103,15 @@ pub async fn request(state: &AppState, ctx: &TenantCtx) -> Result<ExportOut> {
             .bind(now),
     )
     .await?;
-    crate::audit::record(&mut tx, ctx, "export.request", "export", id.as_str(), json!({}))
-        .await?;
+    crate::audit::record(
+        &mut tx,
+        ctx,
+        "export.request",
+        "export",
+        id.as_str(),
+        json!({}),
+    )
+    .await?;
     tx.commit().await?;
     // The job goes to the HQ queue after the row exists, so it always finds it.
     let queued = async {

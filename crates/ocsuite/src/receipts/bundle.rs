@@ -115,7 +115,8 @@ pub async fn build(tx: &mut TenantTx, keys: Vec<String>, reveal: Reveal<'_>) -> 
             Some(f) => serde_json::from_str(f).map_err(AppError::internal)?,
             None => BTreeMap::new(),
         };
-        let commitments: BTreeMap<String, String> = serde_json::from_str(&r.commitments).map_err(AppError::internal)?;
+        let commitments: BTreeMap<String, String> =
+            serde_json::from_str(&r.commitments).map_err(AppError::internal)?;
         if let Reveal::Only(names) = reveal {
             fields.retain(|k, _| names.iter().any(|n| n == k));
         }
@@ -176,6 +177,14 @@ pub fn verify(b: &Bundle, trusted: &[VerifierKey]) -> std::result::Result<Report
     if b.format != FORMAT {
         return Err(vec![format!("format {:?} is not {FORMAT}", b.format)]);
     }
+    let plain = |s: &str| !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !plain(&b.tenant) || (!b.origin.is_empty() && !b.origin.ends_with(&format!("/{}", b.tenant)))
+    {
+        return Err(vec![format!(
+            "the log's origin {:?} does not name its company {:?}",
+            b.origin, b.tenant
+        )]);
+    }
     let keys: Vec<VerifierKey> = if trusted.is_empty() {
         warnings.push(
             "no trusted key given: the keys inside the file were used; pass --key with the keys from /.well-known/ocsuite-log-keys"
@@ -231,7 +240,10 @@ pub fn verify(b: &Bundle, trusted: &[VerifierKey]) -> std::result::Result<Report
         let (old, new) = (&pair[0], &pair[1]);
         if old.size == new.size {
             if old.root != new.root {
-                errors.push(format!("two checkpoints of size {} have different roots: the log forked", old.size));
+                errors.push(format!(
+                    "two checkpoints of size {} have different roots: the log forked",
+                    old.size
+                ));
             }
             continue;
         }
@@ -239,9 +251,9 @@ pub fn verify(b: &Bundle, trusted: &[VerifierKey]) -> std::result::Result<Report
             .consistency
             .iter()
             .find(|s| s.from == old.size && s.to == new.size);
-        let ok = step
-            .and_then(|s| proof(&s.proof))
-            .is_some_and(|p| merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &p));
+        let ok = step.and_then(|s| proof(&s.proof)).is_some_and(|p| {
+            merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &p)
+        });
         if !ok {
             errors.push(format!(
                 "the checkpoint of size {} is not consistent with the one of size {}: the log was rewritten between them",
@@ -283,18 +295,40 @@ pub fn verify(b: &Bundle, trusted: &[VerifierKey]) -> std::result::Result<Report
         expected = e.index + 1;
         let mut commitments: BTreeMap<String, Hash> = BTreeMap::new();
         let mut bad = false;
+        let field_name =
+            |k: &str| !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+        if !plain(&e.id) {
+            errors.push(format!("{name}: the receipt id is malformed"));
+            continue;
+        }
+        if let Some(k) = e
+            .fields
+            .keys()
+            .chain(e.hidden.keys())
+            .find(|k| !field_name(k))
+        {
+            errors.push(format!("{name}: field name {k:?} is malformed"));
+            continue;
+        }
         for (k, r) in &e.fields {
-            let Ok(salt) = B64.decode(&r.salt) else {
-                errors.push(format!("{name}: field {k} has a salt that is not base64"));
-                bad = true;
-                continue;
+            let salt = match B64.decode(&r.salt) {
+                Ok(s) if s.len() == super::SALT_BYTES => s,
+                _ => {
+                    errors.push(format!(
+                        "{name}: field {k} has a salt that is not 16 bytes of base64"
+                    ));
+                    bad = true;
+                    continue;
+                }
             };
             commitments.insert(k.clone(), commitment(k, &salt, &r.value));
             shown += 1;
         }
         for (k, c) in &e.hidden {
             let Some(c) = b64_hash(c) else {
-                errors.push(format!("{name}: the commitment of {k} is not a base64 SHA-256 hash"));
+                errors.push(format!(
+                    "{name}: the commitment of {k} is not a base64 SHA-256 hash"
+                ));
                 bad = true;
                 continue;
             };

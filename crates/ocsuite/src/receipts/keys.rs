@@ -79,6 +79,23 @@ impl LogSigner {
         Ok(key)
     }
 
+    /// Picks up a key rotated elsewhere (another node, `ocsuite receipts rotate-key`):
+    /// a read, and a reload only when the active key changed.
+    pub async fn refresh(&self, store: &Store, crypto: &Crypto) -> Result<()> {
+        let Some(cached) = self.cached.read().await.as_ref().map(|k| k.id.clone()) else {
+            return Ok(());
+        };
+        let mut tx = store.platform_read().await?;
+        let active: Option<(LogKeyId,)> = tx
+            .fetch_optional(sql("SELECT id FROM log_keys WHERE active = TRUE"))
+            .await?;
+        tx.commit().await?;
+        if active.is_some_and(|(id,)| id != cached) {
+            self.reload(store, crypto).await?;
+        }
+        Ok(())
+    }
+
     /// Retires the active key and makes a new one; returns the new key's id.
     pub async fn rotate(&self, store: &Store, crypto: &Crypto) -> Result<LogKeyId> {
         let mut tx = store.platform().await?;
@@ -162,7 +179,13 @@ pub struct PublishedKey {
 /// Every key that ever signed, newest first.
 pub async fn published(store: &Store) -> Result<Vec<PublishedKey>> {
     let mut tx = store.platform_read().await?;
-    type Published = (String, String, Vec<u8>, DateTime<Utc>, Option<DateTime<Utc>>);
+    type Published = (
+        String,
+        String,
+        Vec<u8>,
+        DateTime<Utc>,
+        Option<DateTime<Utc>>,
+    );
     let rows: Vec<Published> = tx
         .fetch_all(sql(
             "SELECT id, name, public_key, created_at, retired_at FROM log_keys ORDER BY created_at DESC",

@@ -36,7 +36,8 @@ pub struct CheckpointOut {
     pub created_at: DateTime<Utc>,
 }
 
-/// The origin line of a company's log.
+/// The origin line of a company's log, fixed when its first receipt is integrated (a
+/// later change of host or key keeps the log's name).
 pub fn origin(key_name: &str, tenant: &TenantId) -> String {
     format!("{key_name}/{tenant}")
 }
@@ -78,15 +79,19 @@ pub async fn integrate(
     signer: &LogSigner,
     tenant: &TenantId,
 ) -> Result<u64> {
+    // The key first: loading it may write, and on SQLite the transaction below holds
+    // the one writer.
+    let key = signer.active(store, crypto).await?;
     loop {
         let mut tx = store.tenant(tenant).await?;
         tx.execute(
-            scoped("INSERT INTO log_heads (tenant_id, size, updated_at) VALUES ($1, 0, $2) ON CONFLICT (tenant_id) DO NOTHING")
+            scoped("INSERT INTO log_heads (tenant_id, size, origin, updated_at) VALUES ($1, 0, $2, $3) ON CONFLICT (tenant_id) DO NOTHING")
+                .bind(origin(&key.name, tenant))
                 .bind(Utc::now()),
         )
         .await?;
         let q = cross_tenant::log_head_for_update(&tx);
-        let (size,): (i64,) = tx.fetch_one(q).await?;
+        let (size, log_origin): (i64, String) = tx.fetch_one(q).await?;
         let size = u64::try_from(size).map_err(AppError::internal)?;
         let pending: Vec<(String, String)> = tx
             .fetch_all(
@@ -125,9 +130,11 @@ pub async fn integrate(
         }
         let new_size = size + pending.len() as u64;
         let root = merkle::root(&mut nodes, new_size);
-        let put = cross_tenant::log_nodes_put(&tx).bind(serde_json::to_string(&new_nodes).map_err(AppError::internal)?);
+        let put = cross_tenant::log_nodes_put(&tx)
+            .bind(serde_json::to_string(&new_nodes).map_err(AppError::internal)?);
         tx.execute(put).await?;
-        let set = cross_tenant::receipts_set_seq(&tx).bind(serde_json::to_string(&seqs).map_err(AppError::internal)?);
+        let set = cross_tenant::receipts_set_seq(&tx)
+            .bind(serde_json::to_string(&seqs).map_err(AppError::internal)?);
         tx.execute(set).await?;
         let new_size_i = i64::try_from(new_size).map_err(AppError::internal)?;
         tx.execute(
@@ -136,9 +143,7 @@ pub async fn integrate(
                 .bind(Utc::now()),
         )
         .await?;
-        let key = signer.active(store, crypto).await?;
-        let origin = origin(&key.name, tenant);
-        let body = note::checkpoint_body(&origin, new_size, &root);
+        let body = note::checkpoint_body(&log_origin, new_size, &root);
         let signed = note::sign(&body, &key.name, &key.signing);
         tx.execute(
             scoped("INSERT INTO log_checkpoints (tenant_id, size, root, note, key_id, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
@@ -164,7 +169,10 @@ pub async fn integrate_pending(store: &Store, crypto: &Crypto, signer: &LogSigne
     drop(tx);
     for t in tenants {
         let tenant = TenantId::try_from(t).map_err(AppError::internal)?;
-        integrate(store, crypto, signer, &tenant).await?;
+        // One company's failure does not hold the others' logs back.
+        if let Err(e) = integrate(store, crypto, signer, &tenant).await {
+            tracing::warn!(tenant = %tenant, error = %e, "integrating a company's receipts failed");
+        }
     }
     Ok(())
 }
@@ -212,7 +220,10 @@ pub async fn recent_checkpoints(tx: &mut TenantTx, limit: i64) -> Result<Vec<Che
             .bind(limit),
         )
         .await?;
-    let mut out = rows.into_iter().map(CheckpointRow::out).collect::<Result<Vec<_>>>()?;
+    let mut out = rows
+        .into_iter()
+        .map(CheckpointRow::out)
+        .collect::<Result<Vec<_>>>()?;
     out.reverse();
     Ok(out)
 }

@@ -281,7 +281,10 @@ mod tests {
             assert_eq!(r, mth(&leaves[..n as usize]), "root of {n}");
             for m in 0..n {
                 let p = inclusion_proof(&mut nodes, m, n);
-                assert!(verify_inclusion(m, n, &leaves[m as usize], &p, &r), "{m} in {n}");
+                assert!(
+                    verify_inclusion(m, n, &leaves[m as usize], &p, &r),
+                    "{m} in {n}"
+                );
                 assert!(!verify_inclusion(m, n, &leaves[(m as usize + 1) % 70], &p, &r) || n == 1);
             }
             for old in 1..=n {

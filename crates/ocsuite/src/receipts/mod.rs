@@ -40,6 +40,9 @@ use crate::store::{TenantTx, scoped};
 /// The first line of every leaf: the format's name and version.
 pub const LEAF_FORMAT: &str = "ocsuite-receipt/v1";
 
+/// Bytes of random salt per field.
+pub const SALT_BYTES: usize = 16;
+
 /// One field as the receipt holds it: the value (JSON text, hashed byte for byte) and
 /// its salt.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -62,11 +65,7 @@ pub fn commitment(name: &str, salt: &[u8], value: &str) -> merkle::Hash {
 
 /// The leaf's bytes: the format line, the company, the receipt id, then one line per
 /// field in name order: `field <name> <base64 commitment>`.
-pub fn leaf_data(
-    tenant: &str,
-    id: &str,
-    commitments: &BTreeMap<String, merkle::Hash>,
-) -> Vec<u8> {
+pub fn leaf_data(tenant: &str, id: &str, commitments: &BTreeMap<String, merkle::Hash>) -> Vec<u8> {
     let mut out = format!("{LEAF_FORMAT}\ntenant {tenant}\nid {id}\n");
     for (name, c) in commitments {
         out.push_str("field ");
@@ -91,7 +90,7 @@ pub fn seal(tenant: &TenantId, id: &ReceiptId, fields: &[(&str, String)]) -> Sea
     let mut revealed = BTreeMap::new();
     let mut commitments = BTreeMap::new();
     for (name, value) in fields {
-        let mut salt = [0u8; 16];
+        let mut salt = [0u8; SALT_BYTES];
         rng.fill_bytes(&mut salt);
         commitments.insert((*name).to_owned(), commitment(name, &salt, value));
         revealed.insert(
@@ -137,9 +136,7 @@ pub async fn append(tx: &mut TenantTx, entry: &Entry<'_>) -> Result<ReceiptId> {
         ("details", entry.details.to_owned()),
         (
             "request_id",
-            entry
-                .request_id
-                .map_or_else(|| "null".to_owned(), text),
+            entry.request_id.map_or_else(|| "null".to_owned(), text),
         ),
         ("time", text(&entry.at.to_rfc3339())),
     ];
@@ -186,6 +183,9 @@ mod tests {
             merkle::leaf_hash(&leaf_data(t.as_str(), id.as_str(), &s.commitments)),
             s.leaf_hash
         );
-        assert_ne!(commitment("action", &salt, "\"task.reject\""), s.commitments["action"]);
+        assert_ne!(
+            commitment("action", &salt, "\"task.reject\""),
+            s.commitments["action"]
+        );
     }
 }

@@ -50,8 +50,7 @@ pub struct VerifierKey {
 impl VerifierKey {
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut parts = s.trim().splitn(3, '+');
-        let (Some(name), Some(hash), Some(key)) = (parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(name), Some(hash), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(format!("verifier key {s:?} is not name+hash+key"));
         };
         let raw = B64
@@ -97,7 +96,9 @@ pub fn open<'a>(note: &'a str, keys: &[VerifierKey]) -> Result<(&'a str, String)
     let mut unknown = Vec::new();
     for line in sigs.lines().filter(|l| !l.is_empty()) {
         let Some(rest) = line.strip_prefix(DASH) else {
-            return Err(format!("signature line {line:?} does not start with an em dash"));
+            return Err(format!(
+                "signature line {line:?} does not start with an em dash"
+            ));
         };
         let Some((name, b64)) = rest.rsplit_once(' ') else {
             return Err(format!("signature line {line:?} has no signature"));

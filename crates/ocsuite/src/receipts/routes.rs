@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::Revealed;
 use super::bundle::{self, Bundle, Reveal};
 use super::keys::{self, PublishedKey};
 use super::log::{self, CheckpointOut};
-use super::Revealed;
 use crate::error::{AppError, Result};
 use crate::ids::{ReceiptId, TenantId};
 use crate::json::ApiQuery;
@@ -71,7 +71,10 @@ pub async fn list(
 ) -> Result<Json<Vec<ReceiptSummary>>> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
-        return Err(AppError::invalid("limit", "limit must be between 1 and 500"));
+        return Err(AppError::invalid(
+            "limit",
+            "limit must be between 1 and 500",
+        ));
     }
     let before = match q.before.as_deref() {
         Some(b) => ReceiptId::parse(b)
@@ -141,7 +144,10 @@ pub async fn consistency(
 ) -> Result<Json<ConsistencyOut>> {
     let size = integrate(&state, &ctx.tenant_id).await?;
     if q.from == 0 || q.from > q.to {
-        return Err(AppError::invalid("from", "from must be at least 1 and at most to"));
+        return Err(AppError::invalid(
+            "from",
+            "from must be at least 1 and at most to",
+        ));
     }
     if q.to > size {
         return Err(AppError::invalid(
@@ -149,7 +155,9 @@ pub async fn consistency(
             format!("to must be at most {size}, the log's size"),
         ));
     }
-    let b64 = |h: super::merkle::Hash| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, h);
+    let b64 = |h: super::merkle::Hash| {
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, h)
+    };
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
     let out = ConsistencyOut {
         from: q.from,
@@ -277,28 +285,43 @@ pub async fn get_one(
 ) -> Result<Json<ReceiptOut>> {
     let not_found = || AppError::NotFound("receipt");
     let id = ReceiptId::parse(&id).ok_or_else(not_found)?;
-    integrate(&state, &ctx.tenant_id).await?;
-    let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
-    let row: ReceiptRow = tx
-        .fetch_optional(
-            scoped(
-                "SELECT id, seq, action, actor_type, actor_id, created_at, fields, commitments, leaf_hash \
-                 FROM receipts WHERE tenant_id = $1 AND id = $2",
+    // A receipt committed just after an integration waits for the next one: integrate
+    // again once.
+    let mut tries = 0;
+    let (row, index, inclusion, cp) = loop {
+        tries += 1;
+        integrate(&state, &ctx.tenant_id).await?;
+        let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
+        let row: ReceiptRow = tx
+            .fetch_optional(
+                scoped(
+                    "SELECT id, seq, action, actor_type, actor_id, created_at, fields, commitments, leaf_hash \
+                     FROM receipts WHERE tenant_id = $1 AND id = $2",
+                )
+                .bind(&id),
             )
-            .bind(&id),
-        )
-        .await?
-        .ok_or_else(not_found)?;
-    let cp = log::latest_checkpoint(&mut tx)
-        .await?
-        .ok_or_else(|| AppError::internal("an integrated log has no checkpoint"))?;
-    let index = row
-        .seq
-        .and_then(|s| u64::try_from(s).ok())
-        .filter(|s| *s < cp.size)
-        .ok_or_else(|| AppError::internal("the receipt was not integrated"))?;
-    let inclusion = log::inclusion(&mut tx, index, cp.size).await?;
-    tx.commit().await?;
+            .await?
+            .ok_or_else(not_found)?;
+        let cp = log::latest_checkpoint(&mut tx).await?;
+        let placed = cp.as_ref().and_then(|cp| {
+            row.seq
+                .and_then(|s| u64::try_from(s).ok())
+                .filter(|s| *s < cp.size)
+        });
+        match (placed, cp) {
+            (Some(index), Some(cp)) => {
+                let inclusion = log::inclusion(&mut tx, index, cp.size).await?;
+                tx.commit().await?;
+                break (row, index, inclusion, cp);
+            }
+            _ if tries < 3 => continue,
+            _ => {
+                return Err(AppError::Unavailable(
+                    "the receipt is not in the signed log yet; try again in a few seconds".into(),
+                ));
+            }
+        }
+    };
     let leaf = hex::decode(&row.leaf_hash).map_err(AppError::internal)?;
     Ok(Json(ReceiptOut {
         id: row.id,

@@ -113,7 +113,7 @@ fn check_archive(
     bytes: &[u8],
     trusted: &[VerifierKey],
     lines: &mut Vec<String>,
-) -> Result<(Vec<u8>, Option<String>), Vec<String>> {
+) -> Result<(Vec<u8>, Option<Audit>), Vec<String>> {
     let files = read_zip(bytes).map_err(|e| vec![e])?;
     let get = |name: &str| {
         files
@@ -137,10 +137,7 @@ fn check_archive(
     let manifest: serde_json::Value = serde_json::from_slice(manifest_bytes)
         .map_err(|e| vec![format!("manifest.json is not JSON: {e}")])?;
     let tenant = manifest["tenant"].as_str().unwrap_or_default();
-    let want = manifest_note_body(
-        tenant,
-        &hex::encode(Sha256::digest(manifest_bytes)),
-    );
+    let want = manifest_note_body(tenant, &hex::encode(Sha256::digest(manifest_bytes)));
     if body != want {
         return Err(vec![
             "manifest.json was changed after it was signed (its hash is not the signed one)".into(),
@@ -152,8 +149,12 @@ fn check_archive(
         let path = f["path"].as_str().unwrap_or_default();
         match files.get(path) {
             None => errors.push(format!("{path} is listed in the manifest but missing")),
-            Some(b) if hex::encode(Sha256::digest(b)) != f["sha256"].as_str().unwrap_or_default() => {
-                errors.push(format!("{path} was changed: its SHA-256 is not the manifest's"));
+            Some(b)
+                if hex::encode(Sha256::digest(b)) != f["sha256"].as_str().unwrap_or_default() =>
+            {
+                errors.push(format!(
+                    "{path} was changed: its SHA-256 is not the manifest's"
+                ));
             }
             Some(_) => {}
         }
@@ -163,7 +164,9 @@ fn check_archive(
             || name == "manifest.sig"
             || listed.iter().any(|f| f["path"].as_str() == Some(name));
         if !known {
-            errors.push(format!("{name} is in the archive but not in the signed manifest"));
+            errors.push(format!(
+                "{name} is in the archive but not in the signed manifest"
+            ));
         }
     }
     if !errors.is_empty() {
@@ -173,49 +176,82 @@ fn check_archive(
         "manifest of {tenant} signed by {by}; {} files match their hashes",
         listed.len()
     ));
-    let audit = files
-        .get("data/audit_log.jsonl")
-        .map(|b| String::from_utf8_lossy(b).into_owned());
+    let audit = files.get("data/audit_log.jsonl").map(|b| Audit {
+        text: String::from_utf8_lossy(b).into_owned(),
+        tenant: tenant.to_owned(),
+        unsealed: manifest["unsealed_audit_ids"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    });
     Ok((receipts.clone(), audit))
 }
 
+/// An archive's audit log, with what its signed manifest says about it.
+struct Audit {
+    text: String,
+    tenant: String,
+    /// Entries written while the export read (not yet in the log).
+    unsealed: Vec<String>,
+}
+
 /// Each audit row against the receipt that sealed it (by `audit_id`): same action,
-/// actor, target and details.
-fn check_audit(b: &Bundle, audit: &str) -> Result<usize, Vec<String>> {
+/// actor, target, details, request and time; no row without its receipt (except those
+/// the signed manifest lists as written during the export) and no receipt without its
+/// row.
+fn check_audit(b: &Bundle, audit: &Audit) -> Result<usize, Vec<String>> {
+    let mut errors = Vec::new();
+    if audit.tenant != b.tenant {
+        errors.push(format!(
+            "the manifest is for {} but the receipts are of {}",
+            audit.tenant, b.tenant
+        ));
+    }
     let mut by_audit = HashMap::new();
     for e in &b.entries {
         if let Some(r) = e.fields.get("audit_id")
-            && let Ok(serde_json::Value::String(id)) = serde_json::from_str(&r.value)
+            && let Ok(id) = serde_json::from_str::<String>(&r.value)
         {
             by_audit.insert(id, e);
         }
     }
-    let mut errors = Vec::new();
+    let value = |e: &bundle::BundleEntry, field: &str| {
+        e.fields
+            .get(field)
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(&r.value).ok())
+    };
+    let mut seen = std::collections::HashSet::new();
     let mut n = 0;
-    for line in audit.lines().filter(|l| !l.trim().is_empty()) {
+    for line in audit.text.lines().filter(|l| !l.trim().is_empty()) {
         let Ok(row) = serde_json::from_str::<serde_json::Value>(line) else {
             errors.push("data/audit_log.jsonl has a line that is not JSON".into());
             continue;
         };
-        let id = row["id"].as_str().unwrap_or_default();
-        let Some(e) = by_audit.get(id) else {
-            // Written after the newest checkpoint: not yet in the signed log.
+        let id = row["id"].as_str().unwrap_or_default().to_owned();
+        let Some(e) = by_audit.get(&id) else {
+            if !audit.unsealed.contains(&id) {
+                errors.push(format!(
+                    "audit entry {id} has no receipt: it was added outside the application"
+                ));
+            }
             continue;
         };
-        for (field, column) in [
-            ("action", "action"),
-            ("actor_type", "actor_type"),
-            ("actor_id", "actor_id"),
-            ("target_type", "target_type"),
-            ("target_id", "target_id"),
+        seen.insert(id.clone());
+        for field in [
+            "action",
+            "actor_type",
+            "actor_id",
+            "target_type",
+            "target_id",
+            "request_id",
         ] {
-            let sealed = e
-                .fields
-                .get(field)
-                .and_then(|r| serde_json::from_str::<serde_json::Value>(&r.value).ok());
-            if sealed.as_ref() != Some(&row[column]) {
+            if value(e, field).as_ref() != Some(&row[field]) {
                 errors.push(format!(
-                    "audit entry {id}: its {column} differs from receipt {} (entry {})",
+                    "audit entry {id}: its {field} differs from receipt {} (entry {})",
                     e.id, e.index
                 ));
             }
@@ -223,17 +259,41 @@ fn check_audit(b: &Bundle, audit: &str) -> Result<usize, Vec<String>> {
         let details: Option<serde_json::Value> = row["details"]
             .as_str()
             .and_then(|d| serde_json::from_str(d).ok());
-        let sealed: Option<serde_json::Value> = e
-            .fields
-            .get("details")
-            .and_then(|r| serde_json::from_str(&r.value).ok());
-        if details != sealed {
+        if details != value(e, "details") {
             errors.push(format!(
                 "audit entry {id}: its details differ from receipt {} (entry {})",
                 e.id, e.index
             ));
         }
+        let time = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).and_then(parse_time);
+        if time(Some(&row["created_at"])).is_none()
+            || time(Some(&row["created_at"])) != time(value(e, "time").as_ref())
+        {
+            errors.push(format!(
+                "audit entry {id}: its time differs from receipt {} (entry {})",
+                e.id, e.index
+            ));
+        }
         n += 1;
     }
-    if errors.is_empty() { Ok(n) } else { Err(errors) }
+    for (id, e) in &by_audit {
+        if !seen.contains(id) {
+            errors.push(format!(
+                "receipt {} (entry {}) seals audit entry {id}, which is missing from data/audit_log.jsonl",
+                e.id, e.index
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(n)
+    } else {
+        Err(errors)
+    }
+}
+
+/// A time as either database writes it (RFC 3339, or SQLite's `YYYY-MM-DD HH:MM:SS.f+00:00`).
+fn parse_time(t: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .or_else(|_| chrono::DateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f%:z"))
+        .ok()
 }

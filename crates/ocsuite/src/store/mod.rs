@@ -33,10 +33,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{FromRow, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 
+pub use json_row::JsonRow;
 pub use migrate::{
     RoleCheck, VacuumCheck, check_runtime_role, check_vacuum, migrate, rls_violations,
 };
-pub use json_row::JsonRow;
 pub use sql::{Arg, Sql, scoped, sql};
 
 use crate::ids::{TenantId, UserId};

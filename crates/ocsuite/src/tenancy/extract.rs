@@ -118,7 +118,9 @@ impl FromRequestParts<AppState> for TenantCtx {
             tx.commit().await?;
         }
         let read = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS)
-            || WHILE_SUSPENDED.iter().any(|p| parts.uri.path().ends_with(p));
+            || WHILE_SUSPENDED
+                .iter()
+                .any(|p| parts.uri.path().ends_with(p));
         if !read && let Some(reason) = state.suspensions.reason(&ctx.tenant_id) {
             return Err(crate::console::suspended_error(&reason));
         }

@@ -5,14 +5,14 @@
 use super::Result;
 use crate::store::{Sql, TenantTx, Tx, scoped, sql};
 
-/// The log's integrated size, locking the company's head row until the transaction
+/// The log's integrated size and origin, locking the company's head row until the transaction
 /// ends on PostgreSQL (one integrator at a time: the log never forks). SQLite
 /// serialises writers already.
 pub fn log_head_for_update(tx: &TenantTx) -> Sql {
     if tx.is_postgres() {
-        scoped("SELECT size FROM log_heads WHERE tenant_id = $1 FOR UPDATE")
+        scoped("SELECT size, origin FROM log_heads WHERE tenant_id = $1 FOR UPDATE")
     } else {
-        scoped("SELECT size FROM log_heads WHERE tenant_id = $1")
+        scoped("SELECT size, origin FROM log_heads WHERE tenant_id = $1")
     }
 }
 
