@@ -19,8 +19,8 @@ use crate::state::AppState;
 use crate::{
     agents, alerts, approvals, audit, auth, banner, board, bookkeeping, chat, connectors, console,
     demo, digests, email, exports, flags, impersonation, knowledge, leadtracker, metrics, modules,
-    notifications, openapi, ops, owner_invites, plans, queue, realtime, receipts, security, tasks,
-    tenancy, triggers, usage, webhooks,
+    notifications, openapi, ops, owner_invites, plans, policy, queue, realtime, receipts, security,
+    tasks, tenancy, triggers, usage, webhooks,
 };
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -61,6 +61,7 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(plans::routes::router())
         .merge(security::routes::router())
         .merge(receipts::routes::router())
+        .merge(policy::routes::router())
         .merge(exports::routes::router())
         .merge(knowledge::routes::router(
             state.meter.largest_knowledge_file(),

@@ -43,6 +43,7 @@ pub mod ops;
 pub mod owner_invites;
 pub mod personas;
 pub mod plans;
+pub mod policy;
 pub mod queue;
 pub mod realtime;
 pub mod receipts;

@@ -52,6 +52,8 @@ pub struct AppInner {
     pub llm_stats: Arc<crate::llm::measured::LlmStats>,
     /// The key that signs the receipt logs' checkpoints.
     pub log_signer: Arc<crate::receipts::keys::LogSigner>,
+    /// Cedar: the floors, the schema and each company's policy.
+    pub policies: Arc<crate::policy::Policies>,
 }
 
 /// Shared state handed to every handler; cheap to clone.
@@ -122,6 +124,7 @@ impl AppState {
             plans,
             llm_stats,
             log_signer,
+            policies: Arc::new(crate::policy::Policies::new()?),
         })))
     }
 }

@@ -135,6 +135,21 @@ async fn decide_route(
             ctx.role.as_str()
         )));
     }
+    let resource = crate::policy::Resource {
+        kind: "task".into(),
+        id: id.to_string(),
+        capability: task.capability.clone(),
+        side_effect: spec.side_effect.as_str().into(),
+        amount: crate::policy::input_amount(&task.input),
+        recipients: crate::policy::input_recipients(&task.input),
+        ..Default::default()
+    };
+    let action = if approve {
+        "task.approve"
+    } else {
+        "task.reject"
+    };
+    let mut tx = crate::policy::authorize(&state.policies, tx, &ctx, action, resource).await?;
     let by = format!("{}:{}", ctx.actor.kind(), ctx.actor.id());
     let decision = if approve {
         Decision::Approve {

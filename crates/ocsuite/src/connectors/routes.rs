@@ -173,7 +173,16 @@ pub async fn authorize(
     };
     let p = provider_or_404(&state, &provider)?;
     let now = Utc::now();
-    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    let tx = state.store.tenant(&ctx.tenant_id).await?;
+    let resource = crate::policy::Resource {
+        kind: "connector".into(),
+        id: p.name.clone(),
+        operation: "create".into(),
+        provider: p.name.clone(),
+        ..Default::default()
+    };
+    let mut tx =
+        crate::policy::authorize(&state.policies, tx, &ctx, "connector.connect", resource).await?;
     tx.execute(
         scoped("DELETE FROM oauth_states WHERE tenant_id = $1 AND expires_at < $2").bind(now),
     )
@@ -502,6 +511,16 @@ pub async fn disconnect(
 ) -> Result<Json<DisconnectOut>> {
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let row = require(&mut tx, &provider).await?;
+    let resource = crate::policy::Resource {
+        kind: "connector".into(),
+        id: row.id.to_string(),
+        operation: "delete".into(),
+        provider: provider.clone(),
+        ..Default::default()
+    };
+    let mut tx =
+        crate::policy::authorize(&state.policies, tx, &ctx, "connector.disconnect", resource)
+            .await?;
     let tokens = state
         .vault
         .tokens_for_revocation(&mut tx, &row.id, &provider)

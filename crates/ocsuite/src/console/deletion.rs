@@ -90,7 +90,8 @@ const MANIFEST: &str = concat!(
         log_nodes,
         log_heads,
         log_checkpoints,
-        exports
+        exports,
+        policy_versions
     )
 );
 

@@ -75,6 +75,7 @@ pub const EXPORTED: &[(&str, &str)] = export_tables!(
     digests,
     metric_history,
     impersonations,
+    policy_versions,
 );
 
 /// One file of the archive, as the manifest lists it.

@@ -85,7 +85,15 @@ fn hq() -> Result<TenantId> {
 pub async fn request(state: &AppState, ctx: &TenantCtx) -> Result<ExportOut> {
     let id = ExportId::new();
     let now = Utc::now();
-    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    let tx = state.store.tenant(&ctx.tenant_id).await?;
+    let resource = crate::policy::Resource {
+        kind: "export".into(),
+        id: id.to_string(),
+        operation: "create".into(),
+        ..Default::default()
+    };
+    let mut tx =
+        crate::policy::authorize(&state.policies, tx, ctx, "export.create", resource).await?;
     let busy: Option<(String,)> = tx
         .fetch_optional(scoped(
             "SELECT id FROM exports WHERE tenant_id = $1 AND status = 'queued' LIMIT 1",

@@ -157,6 +157,18 @@ pub async fn register(
             "the token is longer than 4096 bytes",
         ));
     }
+    // The decision is taken (and logged) before the server is contacted.
+    let decided = state.store.tenant(&ctx.tenant_id).await?;
+    let resource = crate::policy::Resource {
+        kind: "mcp_server".into(),
+        id: input.name.clone(),
+        operation: "create".into(),
+        ..Default::default()
+    };
+    crate::policy::authorize(&state.policies, decided, &ctx, "mcp.register", resource)
+        .await?
+        .commit()
+        .await?;
     let dest = super::ssrf::check_destination(&input.url, state.config.mcp_private_allowed())
         .await
         .map_err(|m| AppError::invalid("url", m))?;

@@ -19,6 +19,7 @@ use crate::realtime::{self, Event, Topic};
 use crate::state::AppState;
 use crate::tenancy::TenantCtx;
 use crate::tenancy::extract::Member;
+use ocsuite_module_sdk::SideEffect;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -159,6 +160,21 @@ pub async fn execute(
         .await?;
     let mut tx = state.store.writable(read).await?;
     let id = TaskId::new();
+    // Capabilities that change something are privileged; reads are not.
+    let side_effect = resolved.spec.side_effect;
+    if !matches!(side_effect, SideEffect::None | SideEffect::Read) {
+        let resource = crate::policy::Resource {
+            kind: "capability".into(),
+            id: id.to_string(),
+            capability: resolved.spec.name.clone(),
+            side_effect: side_effect.as_str().into(),
+            amount: crate::policy::input_amount(&input.input),
+            recipients: crate::policy::input_recipients(&input.input),
+            ..Default::default()
+        };
+        tx =
+            crate::policy::authorize(&state.policies, tx, &ctx, "capability.run", resource).await?;
+    }
     let version = resolved.spec.version.to_string();
     let created = async {
         let ev = super::insert_queued(

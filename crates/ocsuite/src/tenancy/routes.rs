@@ -169,7 +169,16 @@ pub async fn change_role(
         ctx.deny_support("making someone an owner")?;
     }
     let target = member_id(&user_id)?;
-    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    let tx = state.store.tenant(&ctx.tenant_id).await?;
+    let resource = crate::policy::Resource {
+        kind: "member".into(),
+        id: target.to_string(),
+        operation: "update".into(),
+        target_role: input.role.as_str().into(),
+        ..Default::default()
+    };
+    let mut tx =
+        crate::policy::authorize(&state.policies, tx, &ctx, "member.role_change", resource).await?;
     let out = members::change_role(&mut tx, &ctx, &target, input.role).await?;
     tx.commit().await?;
     Ok(Json(out))
@@ -276,12 +285,21 @@ pub async fn create_api_key(
 ) -> Result<(StatusCode, Json<ApiKeyCreated>)> {
     ctx.deny_support("creating API keys")?;
     let name = clean_name("name", &input.name, 100)?;
-    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    let role = input.role.unwrap_or(Role::Member);
+    let tx = state.store.tenant(&ctx.tenant_id).await?;
+    let resource = crate::policy::Resource {
+        kind: "api_key".into(),
+        operation: "create".into(),
+        target_role: role.as_str().into(),
+        ..Default::default()
+    };
+    let mut tx =
+        crate::policy::authorize(&state.policies, tx, &ctx, "api_key.create", resource).await?;
     state
         .plans
         .ensure_room(&mut tx, crate::plans::Limit::ApiKeys, 1)
         .await?;
-    let out = api_keys::create(&mut tx, &ctx, &name, input.role.unwrap_or(Role::Member)).await?;
+    let out = api_keys::create(&mut tx, &ctx, &name, role).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(out)))
 }

@@ -112,7 +112,15 @@ pub async fn create(
     let name = super::check_name(&input.name)?;
     let mut condition = input.condition;
     condition.normalise()?;
-    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    let tx = state.store.tenant(&ctx.tenant_id).await?;
+    let resource = crate::policy::Resource {
+        kind: "trigger".into(),
+        id: name.clone(),
+        operation: "create".into(),
+        ..Default::default()
+    };
+    let mut tx =
+        crate::policy::authorize(&state.policies, tx, &ctx, "trigger.edit", resource).await?;
     check_for_tenant(&state, &mut tx, &input.action).await?;
     state
         .plans
@@ -181,7 +189,15 @@ pub async fn update(
     ApiJson(patch): ApiJson<TriggerPatch>,
 ) -> Result<Json<Trigger>> {
     let id = trigger_id(&id)?;
-    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    let tx = state.store.tenant(&ctx.tenant_id).await?;
+    let resource = crate::policy::Resource {
+        kind: "trigger".into(),
+        id: id.to_string(),
+        operation: "update".into(),
+        ..Default::default()
+    };
+    let mut tx =
+        crate::policy::authorize(&state.policies, tx, &ctx, "trigger.edit", resource).await?;
     let mut t = super::get(&mut tx, &id).await?;
     let mut reschedule = false;
     if let Some(name) = patch.name {
@@ -222,7 +238,15 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
     let id = trigger_id(&id)?;
-    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    let tx = state.store.tenant(&ctx.tenant_id).await?;
+    let resource = crate::policy::Resource {
+        kind: "trigger".into(),
+        id: id.to_string(),
+        operation: "delete".into(),
+        ..Default::default()
+    };
+    let mut tx =
+        crate::policy::authorize(&state.policies, tx, &ctx, "trigger.edit", resource).await?;
     super::delete(&mut tx, &id).await?;
     audit::record(
         &mut tx,

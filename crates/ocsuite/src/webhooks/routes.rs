@@ -151,7 +151,15 @@ pub async fn create(
     let mut categories = input.categories;
     categories.sort();
     categories.dedup();
-    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    let tx = state.store.tenant(&ctx.tenant_id).await?;
+    let resource = crate::policy::Resource {
+        kind: "webhook".into(),
+        id: String::new(),
+        operation: "create".into(),
+        ..Default::default()
+    };
+    let mut tx =
+        crate::policy::authorize(&state.policies, tx, &ctx, "webhook.edit", resource).await?;
     if super::list(&mut tx).await?.len() >= MAX_WEBHOOKS {
         return Err(AppError::Conflict(format!(
             "a company can keep at most {MAX_WEBHOOKS} webhook endpoints; delete one first"
@@ -190,7 +198,15 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
     let id = webhook_id(&id)?;
-    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    let tx = state.store.tenant(&ctx.tenant_id).await?;
+    let resource = crate::policy::Resource {
+        kind: "webhook".into(),
+        id: id.to_string(),
+        operation: "delete".into(),
+        ..Default::default()
+    };
+    let mut tx =
+        crate::policy::authorize(&state.policies, tx, &ctx, "webhook.edit", resource).await?;
     super::delete(&mut tx, &id).await?;
     audit::record(
         &mut tx,

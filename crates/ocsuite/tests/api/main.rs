@@ -31,6 +31,7 @@ mod openapi;
 mod ops;
 mod owner_invites;
 mod plans;
+mod policy;
 mod postgres;
 mod queue;
 mod realtime;

@@ -252,7 +252,8 @@ async fn receipts_prove_actions(app: TestApp) {
         .get("/api/v1/receipts/checkpoint")
         .await;
     let (new_size, new_root) = open_checkpoint(after["note"].as_str().unwrap(), &keys.1);
-    assert_eq!(new_size, old_size + 5, "{after}");
+    // Each action: the policy's decision, then the action itself.
+    assert_eq!(new_size, old_size + 10, "{after}");
     for from in 1..=old_size {
         let (s, c) = app
             .as_(&u)

@@ -1,0 +1,192 @@
+//! Policy as code: privileged actions are authorised by Cedar.
+//!
+//! The platform's floors (forbids nobody can loosen) and the company's own policy
+//! (versioned, edited by its admins, validated against the published schema before it
+//! is saved) are evaluated together on every privileged action, after the handler's
+//! role check by type. The default policy mirrors the role rules, so a company that
+//! never edits its policy sees no change. Every decision is an audit entry
+//! (`policy.allow` / `policy.deny`: the question, the answer, the determining policies
+//! and the version), and so a signed receipt, in the action's own transaction; a
+//! denial commits its entry and answers 403 `policy_denied`.
+
+pub mod engine;
+pub mod routes;
+pub mod texts;
+pub mod versions;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cedar_policy::PolicySet;
+use chrono::{Datelike, Timelike, Utc};
+use serde_json::json;
+use tokio::sync::RwLock;
+
+use engine::Engine;
+pub use engine::{Answer, Circumstances, Principal, Question, Resource};
+
+use crate::error::{AppError, Result};
+use crate::ids::TenantId;
+use crate::store::{TenantTx, scoped, sql};
+use crate::tenancy::{Actor, TenantCtx};
+
+/// The engine and each company's compiled policy, by version.
+pub struct Policies {
+    pub engine: Engine,
+    cache: RwLock<HashMap<TenantId, (i64, Arc<PolicySet>)>>,
+}
+
+impl Policies {
+    pub fn new() -> std::result::Result<Self, String> {
+        Ok(Self {
+            engine: Engine::new()?,
+            cache: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// The company's policy in force (floors included) and its version (0: the
+    /// default). One indexed read when the cached version is current.
+    pub async fn current(&self, tx: &mut TenantTx) -> Result<(i64, Arc<PolicySet>)> {
+        let (version,): (Option<i64>,) = tx
+            .fetch_one(scoped(
+                "SELECT MAX(version) FROM policy_versions WHERE tenant_id = $1",
+            ))
+            .await?;
+        let Some(version) = version else {
+            return Ok((0, self.engine.default_combined()));
+        };
+        let tenant = tx.tenant_id().clone();
+        if let Some((v, set)) = self.cache.read().await.get(&tenant)
+            && *v == version
+        {
+            return Ok((version, set.clone()));
+        }
+        let (text,): (String,) = tx
+            .fetch_one(
+                scoped("SELECT text FROM policy_versions WHERE tenant_id = $1 AND version = $2")
+                    .bind(version),
+            )
+            .await?;
+        // A stored version passed the check when saved; a failure now is a schema
+        // change the text no longer meets, and denying everything is the safe answer.
+        let set = self
+            .engine
+            .check_company(&text)
+            .map_err(|_| AppError::internal("the company's saved policy no longer validates"))?;
+        let set = Arc::new(set);
+        self.cache
+            .write()
+            .await
+            .insert(tenant, (version, set.clone()));
+        Ok((version, set))
+    }
+}
+
+/// Whether the signed-in person used a second factor (users with TOTP enabled must).
+async fn mfa(tx: &mut TenantTx, actor: &Actor) -> Result<bool> {
+    let Actor::User(user) = actor else {
+        return Ok(false);
+    };
+    let row: Option<(bool,)> = tx
+        .fetch_optional(sql("SELECT totp_enabled FROM users WHERE id = $1").bind(user))
+        .await?;
+    Ok(row.is_some_and(|(m,)| m))
+}
+
+/// The question a request asks.
+pub async fn question(
+    tx: &mut TenantTx,
+    ctx: &TenantCtx,
+    action: &str,
+    resource: Resource,
+) -> Result<Question> {
+    let now = Utc::now();
+    Ok(Question {
+        action: action.to_owned(),
+        principal: Principal {
+            kind: ctx.actor.kind().to_owned(),
+            id: ctx.actor.id().to_owned(),
+            role: ctx.role.as_str().to_owned(),
+            email: String::new(),
+            company: None,
+        },
+        resource,
+        context: Circumstances {
+            mfa: mfa(tx, &ctx.actor).await?,
+            impersonated: matches!(ctx.actor, Actor::SupportAdmin(_)),
+            ip: ctx.meta.ip.clone().unwrap_or_default(),
+            hour: i64::from(now.hour()),
+            weekday: i64::from(now.weekday().number_from_monday()),
+        },
+    })
+}
+
+/// Authorises a privileged action inside the transaction that will do it (before any
+/// write). Allowed: the decision is written into `tx`, which comes back. Denied: the
+/// decision is committed on its own and the answer is 403 `policy_denied`.
+pub async fn authorize(
+    policies: &Policies,
+    mut tx: TenantTx,
+    ctx: &TenantCtx,
+    action: &str,
+    resource: Resource,
+) -> Result<TenantTx> {
+    let q = question(&mut tx, ctx, action, resource).await?;
+    let (version, set) = policies.current(&mut tx).await?;
+    let answer = policies.engine.evaluate(&set, tx.tenant_id().as_str(), &q);
+    crate::audit::insert(
+        &mut tx,
+        (ctx.actor.kind(), ctx.actor.id()),
+        if answer.allowed {
+            "policy.allow"
+        } else {
+            "policy.deny"
+        },
+        "policy",
+        action,
+        json!({ "question": q, "answer": answer, "version": version }),
+        ctx.meta.request_id.clone(),
+    )
+    .await?;
+    if answer.allowed {
+        return Ok(tx);
+    }
+    tx.commit().await?;
+    Err(denied(action, &answer))
+}
+
+fn denied(action: &str, answer: &Answer) -> AppError {
+    let why = if answer.policies.is_empty() {
+        "no policy permits it".to_owned()
+    } else {
+        format!("forbidden by {}", answer.policies.join(", "))
+    };
+    AppError::Detailed {
+        status: axum::http::StatusCode::FORBIDDEN,
+        code: "policy_denied",
+        message: format!("the company's policy does not allow {action}: {why}"),
+        details: json!({ "policies": answer.policies, "errors": answer.errors }),
+    }
+}
+
+/// The money a capability's input names, in minor units (`amount_minor`, or `amount`
+/// as a number of minor units); 0 when it names none. Policies compare it.
+pub fn input_amount(input: &serde_json::Value) -> i64 {
+    ["amount_minor", "amount", "total_minor"]
+        .iter()
+        .find_map(|k| input.get(*k).and_then(serde_json::Value::as_i64))
+        .unwrap_or(0)
+}
+
+/// How many outside recipients a capability's input names (`to`, `recipients`,
+/// `emails`: a list or one address); 0 when none.
+pub fn input_recipients(input: &serde_json::Value) -> i64 {
+    ["recipients", "to", "emails", "contacts"]
+        .iter()
+        .find_map(|k| match input.get(*k) {
+            Some(serde_json::Value::Array(a)) => Some(a.len() as i64),
+            Some(serde_json::Value::String(s)) if !s.is_empty() => Some(1),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
