@@ -323,6 +323,11 @@ typed_id!(
     "lgk"
 );
 typed_id!(
+    /// A policy decision on a privileged action.
+    DecisionId,
+    "pdc"
+);
+typed_id!(
     /// An export of a company's data and evidence.
     ExportId,
     "exp"

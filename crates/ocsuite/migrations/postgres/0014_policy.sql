@@ -17,5 +17,30 @@ CREATE POLICY tenant_isolation ON policy_versions
     USING (tenant_id = current_setting('app.tenant_id', true))
     WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
 
--- The decision log reads audit entries by action.
-CREATE INDEX audit_log_action ON audit_log (tenant_id, action, id);
+-- Every decision on a privileged action: the question (principal, action, resource,
+-- context), the answer, the determining policies and the version in force. Each is
+-- sealed into a receipt in the transaction that decided it.
+CREATE TABLE policy_decisions (
+    tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    principal_type TEXT NOT NULL,
+    principal_id TEXT NOT NULL,
+    allowed BOOLEAN NOT NULL,
+    -- JSON arrays of policy ids and of evaluation errors.
+    policies TEXT NOT NULL,
+    errors TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    -- The question, JSON.
+    question TEXT NOT NULL,
+    request_id TEXT,
+    created_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+CREATE INDEX policy_decisions_action ON policy_decisions (tenant_id, action, id);
+
+ALTER TABLE policy_decisions ENABLE ROW LEVEL SECURITY;
+ALTER TABLE policy_decisions FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON policy_decisions
+    USING (tenant_id = current_setting('app.tenant_id', true))
+    WITH CHECK (tenant_id = current_setting('app.tenant_id', true));

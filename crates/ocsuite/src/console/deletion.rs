@@ -91,7 +91,8 @@ const MANIFEST: &str = concat!(
         log_heads,
         log_checkpoints,
         exports,
-        policy_versions
+        policy_versions,
+        policy_decisions
     )
 );
 

@@ -76,6 +76,7 @@ pub const EXPORTED: &[(&str, &str)] = export_tables!(
     metric_history,
     impersonations,
     policy_versions,
+    policy_decisions,
 );
 
 /// One file of the archive, as the manifest lists it.

@@ -6,8 +6,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use cedar_policy::{
-    Authorizer, Context, Decision, Entities, Entity, EntityUid, PolicyId, PolicySet, Request,
-    RestrictedExpression, Schema, ValidationMode, Validator,
+    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId,
+    PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use miette::Diagnostic;
 use serde::{Deserialize, Serialize};
@@ -294,7 +294,8 @@ impl Engine {
         }
         let schema = self.validator.schema();
         let uid = |ty: &str, id: &str| {
-            EntityUid::from_str(&format!("Ocsuite::{ty}::{}", serde_json::Value::from(id)))
+            EntityTypeName::from_str(&format!("Ocsuite::{ty}"))
+                .map(|t| EntityUid::from_type_name_and_id(t, EntityId::new(id)))
                 .map_err(|e| e.to_string())
         };
         let s = |v: &str| RestrictedExpression::new_string(v.to_owned());

@@ -4,10 +4,10 @@
 //! (versioned, edited by its admins, validated against the published schema before it
 //! is saved) are evaluated together on every privileged action, after the handler's
 //! role check by type. The default policy mirrors the role rules, so a company that
-//! never edits its policy sees no change. Every decision is an audit entry
-//! (`policy.allow` / `policy.deny`: the question, the answer, the determining policies
-//! and the version), and so a signed receipt, in the action's own transaction; a
-//! denial commits its entry and answers 403 `policy_denied`.
+//! never edits its policy sees no change. Every decision is a `policy_decisions` row
+//! (the question, the answer, the determining policies and the version) sealed into a
+//! signed receipt (`policy.allow` / `policy.deny`), in the action's own transaction; a
+//! denial commits its row and answers 403 `policy_denied`.
 
 pub mod engine;
 pub mod routes;
@@ -26,7 +26,7 @@ use engine::Engine;
 pub use engine::{Answer, Circumstances, Principal, Question, Resource};
 
 use crate::error::{AppError, Result};
-use crate::ids::TenantId;
+use crate::ids::{DecisionId, TenantId};
 use crate::store::{TenantTx, scoped, sql};
 use crate::tenancy::{Actor, TenantCtx};
 
@@ -134,25 +134,63 @@ pub async fn authorize(
     let q = question(&mut tx, ctx, action, resource).await?;
     let (version, set) = policies.current(&mut tx).await?;
     let answer = policies.engine.evaluate(&set, tx.tenant_id().as_str(), &q);
-    crate::audit::insert(
-        &mut tx,
-        (ctx.actor.kind(), ctx.actor.id()),
-        if answer.allowed {
-            "policy.allow"
-        } else {
-            "policy.deny"
-        },
-        "policy",
-        action,
-        json!({ "question": q, "answer": answer, "version": version }),
-        ctx.meta.request_id.clone(),
-    )
-    .await?;
+    record(&mut tx, ctx, &q, &answer, version).await?;
     if answer.allowed {
         return Ok(tx);
     }
     tx.commit().await?;
     Err(denied(action, &answer))
+}
+
+/// Writes the decision and seals it into a receipt, in `tx`.
+async fn record(
+    tx: &mut TenantTx,
+    ctx: &TenantCtx,
+    q: &Question,
+    answer: &Answer,
+    version: i64,
+) -> Result<()> {
+    let id = DecisionId::new();
+    let at = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
+    let question = serde_json::to_string(q).map_err(AppError::internal)?;
+    let policies = serde_json::to_string(&answer.policies).map_err(AppError::internal)?;
+    tx.defer(
+        scoped(
+            "INSERT INTO policy_decisions (tenant_id, id, action, principal_type, principal_id, allowed, policies, errors, \
+             version, question, request_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&id)
+        .bind(q.action.as_str())
+        .bind(ctx.actor.kind())
+        .bind(ctx.actor.id())
+        .bind(answer.allowed)
+        .bind(policies.as_str())
+        .bind(serde_json::to_string(&answer.errors).map_err(AppError::internal)?)
+        .bind(version)
+        .bind(question.as_str())
+        .bind(ctx.meta.request_id.clone())
+        .bind(at),
+    )
+    .await?;
+    let details = json!({ "question": q, "answer": answer, "version": version }).to_string();
+    crate::receipts::append(
+        tx,
+        &crate::receipts::Entry {
+            audit_id: id.as_str(),
+            actor: (ctx.actor.kind(), ctx.actor.id()),
+            action: if answer.allowed {
+                "policy.allow"
+            } else {
+                "policy.deny"
+            },
+            target: ("policy", &q.action),
+            details: &details,
+            request_id: ctx.meta.request_id.as_deref(),
+            at,
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 fn denied(action: &str, answer: &Answer) -> AppError {

@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use super::versions::{self, Version};
 use super::{Answer, Question};
 use crate::error::{AppError, Result};
-use crate::ids::AuditId;
+use crate::ids::DecisionId;
 use crate::json::{ApiJson, ApiQuery};
 use crate::state::AppState;
 use crate::store::scoped;
@@ -256,30 +256,26 @@ pub async fn simulate(
         }
         let rows: Vec<DecisionRow> = tx
             .fetch_all(
-                scoped(
-                    "SELECT id, actor_type, actor_id, action, target_id, details, created_at FROM audit_log \
-                     WHERE tenant_id = $1 AND action IN ('policy.allow', 'policy.deny') ORDER BY id DESC LIMIT $2",
-                )
+                scoped(concat!(
+                    "SELECT id, action, allowed, principal_type, principal_id, policies, version, question, created_at ",
+                    "FROM policy_decisions WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2"
+                ))
                 .bind(i64::from(n)),
             )
             .await?;
         for r in rows {
-            let Ok(details) = serde_json::from_str::<Value>(&r.details) else {
-                continue;
-            };
-            let Ok(q) = serde_json::from_value::<Question>(details["question"].clone()) else {
+            let Ok(q) = serde_json::from_str::<Question>(&r.question) else {
                 continue;
             };
             replayed += 1;
-            let before = r.action == "policy.allow";
             let after = engine.evaluate(d, &company, &q);
-            if after.allowed != before {
+            if after.allowed != r.allowed {
                 changed.push(Changed {
                     decision_id: r.id,
-                    action: r.target_id,
-                    principal: format!("{}:{}", r.actor_type, r.actor_id),
+                    action: r.action,
+                    principal: format!("{}:{}", r.principal_type, r.principal_id),
                     at: r.created_at,
-                    before,
+                    before: r.allowed,
                     after,
                 });
             }
@@ -298,11 +294,13 @@ pub async fn simulate(
 #[derive(sqlx::FromRow)]
 struct DecisionRow {
     id: String,
-    actor_type: String,
-    actor_id: String,
     action: String,
-    target_id: String,
-    details: String,
+    allowed: bool,
+    principal_type: String,
+    principal_id: String,
+    policies: String,
+    version: i64,
+    question: String,
     created_at: DateTime<Utc>,
 }
 
@@ -318,7 +316,7 @@ pub struct DecisionsQuery {
     pub principal: Option<String>,
     /// Page size, 1–500 (default 100).
     pub limit: Option<u32>,
-    /// Decisions older than this one (its id).
+    /// Decisions older than this one (its id, `pdc_…`).
     pub before: Option<String>,
 }
 
@@ -353,14 +351,14 @@ pub async fn decisions(
         ));
     }
     let decision = match q.decision.as_deref() {
-        None => "",
-        Some("allow") => "policy.allow",
-        Some("deny") => "policy.deny",
+        None => ("any", false),
+        Some("allow") => ("one", true),
+        Some("deny") => ("one", false),
         Some(_) => return Err(AppError::invalid("decision", "decision is allow or deny")),
     };
     let before = match q.before.as_deref() {
-        Some(b) => AuditId::parse(b)
-            .ok_or_else(|| AppError::invalid("before", "before must be a decision id (aud_…)"))?
+        Some(b) => DecisionId::parse(b)
+            .ok_or_else(|| AppError::invalid("before", "before must be a decision id (pdc_…)"))?
             .to_string(),
         None => String::new(),
     };
@@ -377,39 +375,55 @@ pub async fn decisions(
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
     let rows: Vec<DecisionRow> = tx
         .fetch_all(
-            scoped(
-                "SELECT id, actor_type, actor_id, action, target_id, details, created_at FROM audit_log \
-                 WHERE tenant_id = $1 AND action IN ('policy.allow', 'policy.deny') \
-                   AND ($2 = '' OR action = $2) AND ($3 = '' OR target_id = $3) AND ($4 = '' OR actor_id = $4) \
-                   AND ($5 = '' OR id < $5) AND ($6 = '' OR details LIKE $6) \
-                 ORDER BY id DESC LIMIT $7",
-            )
-            .bind(decision)
+            scoped(concat!(
+                "SELECT id, action, allowed, principal_type, principal_id, policies, version, question, created_at ",
+                "FROM policy_decisions WHERE tenant_id = $1 AND ($2 = 'any' OR allowed = $3) ",
+                "AND ($4 = '' OR action = $4) AND ($5 = '' OR principal_id = $5) AND ($6 = '' OR id < $6) ",
+                "AND ($7 = '' OR policies LIKE $7) ORDER BY id DESC LIMIT $8"
+            ))
+            .bind(decision.0)
+            .bind(decision.1)
             .bind(q.action.unwrap_or_default())
             .bind(q.principal.unwrap_or_default())
             .bind(before)
-            .bind(if policy.is_empty() { String::new() } else { format!("%\"{policy}\"%") })
+            .bind(if policy.is_empty() {
+                String::new()
+            } else {
+                format!("%\"{policy}\"%")
+            })
             .bind(i64::from(limit)),
         )
         .await?;
     tx.commit().await?;
-    let out = rows
-        .into_iter()
-        .map(|r| {
-            let d: Value = serde_json::from_str(&r.details).unwrap_or(Value::Null);
-            DecisionOut {
-                allowed: r.action == "policy.allow",
-                action: r.target_id,
-                principal_type: r.actor_type,
-                principal_id: r.actor_id,
-                policies: serde_json::from_value(d["answer"]["policies"].clone())
-                    .unwrap_or_default(),
-                version: d["version"].as_i64().unwrap_or(0),
-                question: d["question"].clone(),
-                at: r.created_at,
-                id: r.id,
-            }
-        })
-        .collect();
-    Ok(Json(out))
+    Ok(Json(rows.into_iter().map(DecisionOut::from).collect()))
+}
+
+impl From<DecisionRow> for DecisionOut {
+    fn from(r: DecisionRow) -> Self {
+        DecisionOut {
+            allowed: r.allowed,
+            action: r.action,
+            principal_type: r.principal_type,
+            principal_id: r.principal_id,
+            policies: serde_json::from_str(&r.policies).unwrap_or_default(),
+            version: r.version,
+            question: serde_json::from_str(&r.question).unwrap_or(Value::Null),
+            at: r.created_at,
+            id: r.id,
+        }
+    }
+}
+
+/// The latest decisions, newest first (the Trust page).
+pub async fn recent(tx: &mut crate::store::TenantTx, limit: i64) -> Result<Vec<DecisionOut>> {
+    let rows: Vec<DecisionRow> = tx
+        .fetch_all(
+            scoped(concat!(
+                "SELECT id, action, allowed, principal_type, principal_id, policies, version, question, created_at ",
+                "FROM policy_decisions WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2"
+            ))
+            .bind(limit),
+        )
+        .await?;
+    Ok(rows.into_iter().map(DecisionOut::from).collect())
 }

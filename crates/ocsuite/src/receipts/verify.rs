@@ -213,8 +213,10 @@ fn check_audit(b: &Bundle, audit: &Audit) -> Result<usize, Vec<String>> {
     }
     let mut by_audit = HashMap::new();
     for e in &b.entries {
+        // Policy decisions (`pdc_…`) are sealed too; they are not audit entries.
         if let Some(r) = e.fields.get("audit_id")
             && let Ok(id) = serde_json::from_str::<String>(&r.value)
+            && id.starts_with("aud_")
         {
             by_audit.insert(id, e);
         }

@@ -18,6 +18,7 @@ pub mod knowledge;
 pub mod modules;
 pub mod onboarding;
 pub mod pages;
+pub mod trust;
 
 use askama::Template;
 use axum::Router;
@@ -60,6 +61,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/campaigns", get(modules::campaigns))
         .route("/campaigns/{id}", get(modules::campaign))
         .route("/settings", get(pages::settings))
+        .route("/trust", get(trust::page))
         .route("/invite/{token}", get(pages::invite))
         .route("/owner-invite/{token}", get(console::owner_invite))
         .route("/admin", get(console::tenants))

@@ -70,6 +70,12 @@ async fn the_default_policy_decides_and_logs(app: TestApp) {
         .get("/api/v1/receipts?action=policy.allow")
         .await;
     assert!(!r.as_array().unwrap().is_empty(), "{r}");
+    // The Trust page shows the policy, the decision and the signed log.
+    let (s, html) = app.page(&u.token, "/trust").await;
+    assert_eq!(s, StatusCode::OK);
+    for want in ["data-policy", "default.admins-manage", "api_key.create", "data-receipts", "Start an export"] {
+        assert!(html.contains(want), "{want} missing from the Trust page");
+    }
     // A member is stopped by the role check before the policy, as before.
     let m = app.signup("pol-member@a.example").await;
     app.add_member(&u, &t, &m, "member").await;
@@ -77,6 +83,8 @@ async fn the_default_policy_decides_and_logs(app: TestApp) {
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, _) = app.as_(&m).tenant(&t).get("/api/v1/policy").await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+    let (_, html) = app.page(&m.token, "/trust").await;
+    assert!(html.contains("for owners and admins") && !html.contains("default.admins-manage"));
 }
 
 async fn a_company_policy_takes_effect_and_rolls_back(app: TestApp) {

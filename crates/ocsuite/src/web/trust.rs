@@ -1,0 +1,122 @@
+//! `/trust`: what a company can check about what was done in its name. The policy in
+//! force with its versions (edit, diff, roll back), the latest policy decisions, the
+//! signed log's newest checkpoint and receipts, and exports of everything it owns.
+//! Admins only; the JSON API does every check again.
+
+use askama::Template;
+use axum::extract::State;
+use axum::response::Response;
+
+use super::{Redirected, Shell, Viewer, render};
+use crate::state::AppState;
+use crate::tenancy::Role;
+
+/// A policy version with the diff from the one before.
+struct VersionRow {
+    version: crate::policy::versions::Version,
+    diff: String,
+}
+
+/// A decision in words.
+struct DecisionRow {
+    at: String,
+    action: String,
+    allowed: bool,
+    who: String,
+    policies: String,
+}
+
+#[derive(Template)]
+#[template(path = "trust.html")]
+struct TrustPage {
+    shell: Shell,
+    is_admin: bool,
+    current: Option<crate::policy::versions::Version>,
+    versions: Vec<VersionRow>,
+    decisions: Vec<DecisionRow>,
+    checkpoint: Option<crate::receipts::log::CheckpointOut>,
+    receipts: Vec<(String, String, String, String)>,
+    exports: Vec<crate::exports::ExportOut>,
+}
+
+pub async fn page(State(state): State<AppState>, v: Viewer) -> Result<Response, Redirected> {
+    let shell = Shell::new(&v, "Trust", "trust");
+    if !v.role.at_least(Role::Admin) {
+        return Ok(render(&TrustPage {
+            shell,
+            is_admin: false,
+            current: None,
+            versions: Vec::new(),
+            decisions: Vec::new(),
+            checkpoint: None,
+            receipts: Vec::new(),
+            exports: Vec::new(),
+        }));
+    }
+    crate::receipts::routes::integrate(&state, &v.tenant).await?;
+    let mut tx = state.store.tenant_read(&v.tenant).await?;
+    let current = crate::policy::versions::current(&mut tx).await?;
+    let all = crate::policy::versions::list(&mut tx).await?;
+    let versions = all
+        .iter()
+        .enumerate()
+        .map(|(i, ver)| VersionRow {
+            diff: all
+                .get(i + 1)
+                .map(|prev| crate::policy::versions::diff(prev, ver))
+                .unwrap_or_default(),
+            version: crate::policy::versions::Version {
+                version: ver.version,
+                text: String::new(),
+                note: ver.note.clone(),
+                created_by: ver.created_by.clone(),
+                created_at: ver.created_at,
+            },
+        })
+        .collect();
+    let decisions = crate::policy::routes::recent(&mut tx, 20)
+        .await?
+        .into_iter()
+        .map(|d| DecisionRow {
+            at: d.at.format("%m-%d %H:%M").to_string(),
+            allowed: d.allowed,
+            who: format!("{} {}", d.principal_type.replace('_', " "), d.principal_id),
+            policies: if d.policies.is_empty() {
+                "no policy permits it".into()
+            } else {
+                d.policies.join(", ")
+            },
+            action: d.action,
+        })
+        .collect();
+    let checkpoint = crate::receipts::log::latest_checkpoint(&mut tx).await?;
+    let rows: Vec<crate::receipts::routes::ReceiptSummary> = tx
+        .fetch_all(crate::store::scoped(
+            "SELECT id, seq AS \"index\", action, actor_type, actor_id, created_at, purged_at IS NOT NULL AS purged \
+             FROM receipts WHERE tenant_id = $1 ORDER BY id DESC LIMIT 15",
+        ))
+        .await?;
+    let receipts = rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.index.map_or_else(|| "…".into(), |s| s.to_string()),
+                r.action,
+                r.actor_type.replace('_', " "),
+                format!("{} {}", r.created_at.format("%m-%d %H:%M"), r.id),
+            )
+        })
+        .collect();
+    let exports = crate::exports::list(&mut tx).await?;
+    tx.commit().await?;
+    Ok(render(&TrustPage {
+        shell,
+        is_admin: true,
+        current: Some(current),
+        versions,
+        decisions,
+        checkpoint,
+        receipts,
+        exports,
+    }))
+}
