@@ -510,6 +510,42 @@ try {
     assert.deepEqual(a.problems, [], "console errors (CSP violations or script errors)");
   });
 
+  await step("a policy change takes effect, shows in the decisions, and is rolled back; the company exports everything", async () => {
+    const { page } = a;
+    await page.goto(`${base}/trust`);
+    const text = await page.inputValue("#policy-text");
+    assert.match(text, /default\.admins-manage/);
+    await page.fill("#policy-text", `${text}\n@id("keys-need-mfa")\nforbid(principal, action == Ocsuite::Action::"api_key.create", resource) unless { context.mfa };\n`);
+    await page.fill("#policy-note", "API keys need a second factor");
+    await page.click("button:has-text('Save as a new version')");
+    await page.locator("[data-policy-versions] td", { hasText: "API keys need a second factor" }).waitFor();
+    const status = await page.evaluate(async () => {
+      const r = await fetch("/api/v1/api-keys", { method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ name: "ci", role: "viewer" }) });
+      await r.text();
+      return r.status;
+    });
+    assert.equal(status, 403);
+    await page.goto(`${base}/trust`);
+    await page.locator("[data-decisions] td", { hasText: "keys-need-mfa" }).first().waitFor();
+    // A bad policy is refused with where the problem is.
+    await page.fill("#policy-text", "@id(\"x\")\npermit(principal, action, resource) when { resource.colour == 1 };");
+    await page.click("button:has-text('Save as a new version')");
+    await page.locator("[data-policy] [data-form-error], [data-policy] [data-error-for='text']", { hasText: "line 2" }).first().waitFor();
+    await page.goto(`${base}/trust`);
+    await page.click("button:has-text('Start an export')");
+    for (let i = 0; ; i++) {
+      await page.goto(`${base}/trust`);
+      if (await page.locator("[data-exports] a", { hasText: "Download" }).count()) break;
+      assert.ok(i < 40, "the export never became ready");
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    await shot(page, "29-trust.png", true);
+    page.once("dialog", (d) => d.accept());
+    await page.locator("[data-policy-versions] tr", { hasText: "built-in default" }).locator("button:has-text('Roll back')").click();
+    await page.locator("[data-policy-versions] td", { hasText: "rollback to version 0" }).waitFor();
+    assert.deepEqual(a.problems, [], "console errors (CSP violations or script errors)");
+  });
+
   await step("an invited member signs up through the link and joins", async () => {
     const { page } = a;
     await page.goto(`${base}/settings`);

@@ -315,7 +315,7 @@ typed_id!(
 typed_id!(
     /// A signed receipt: one entry of a company's transparency log.
     ReceiptId,
-    "rcp"
+    "rct"
 );
 typed_id!(
     /// A signing key of the receipt logs.

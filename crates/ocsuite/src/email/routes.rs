@@ -223,6 +223,16 @@ pub async fn send(
     let resolved =
         crate::modules::resolve(&state.registry, &mut tx, "email.campaign_send", None).await?;
     let task = TaskId::new();
+    let resource = crate::policy::Resource {
+        kind: "capability".into(),
+        id: task.to_string(),
+        capability: resolved.spec.name.clone(),
+        side_effect: resolved.spec.side_effect.as_str().into(),
+        recipients: i64::try_from(reach).unwrap_or(i64::MAX),
+        ..Default::default()
+    };
+    let mut tx =
+        crate::policy::authorize(&state.policies, tx, &ctx, "capability.run", resource).await?;
     let input = json!({"campaign_id": id});
     let ev = crate::tasks::insert_queued(
         &mut tx,

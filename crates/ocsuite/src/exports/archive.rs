@@ -123,7 +123,7 @@ fn sealed_audit_ids(b: &bundle::Bundle) -> std::collections::HashSet<String> {
         .collect()
 }
 
-/// Reads the company's tables and its receipt bundle in one snapshot.
+/// Reads the company's receipt bundle, then its tables.
 async fn snapshot(
     state: &AppState,
     tenant: &TenantId,
@@ -131,6 +131,10 @@ async fn snapshot(
 ) -> Result<(Files, bundle::Bundle, Vec<String>)> {
     let mut files: Files = Vec::new();
     let mut tx: TenantTx = state.store.tenant_read(tenant).await?;
+    // The receipts first: every receipt read is committed with its audit entry, so the
+    // tables read after hold each one's entry (reads are not one snapshot on every
+    // database). Entries written meanwhile are the unsealed ones the caller retries.
+    let b = bundle::build(&mut tx, keys, Reveal::All).await?;
     let own: Vec<JsonRow> = tx
         .fetch_all(scoped("SELECT * FROM tenants WHERE id = $1"))
         .await?;
@@ -148,7 +152,6 @@ async fn snapshot(
         let (bytes, n) = jsonl(rows)?;
         files.push((format!("data/{table}.jsonl"), bytes, Some(n)));
     }
-    let b = bundle::build(&mut tx, keys, Reveal::All).await?;
     tx.commit().await?;
     Ok((files, b, audit_ids))
 }
@@ -282,7 +285,13 @@ impl Handler for BuildExport {
                 Err(e) => {
                     let last = job.attempts >= job.max_attempts;
                     if last {
-                        let _ = super::mark_failed(&self.state, &p, &e.to_string()).await;
+                        tracing::error!(error = %e, export = %p.export_id, "an export failed for good");
+                        let _ = super::mark_failed(
+                            &self.state,
+                            &p,
+                            "the export could not be built; start a new one, and if it fails again tell the operator",
+                        )
+                        .await;
                     }
                     Outcome::Failed {
                         error: e.to_string(),

@@ -67,13 +67,7 @@ impl Policies {
                     .bind(version),
             )
             .await?;
-        // A stored version passed the check when saved; a failure now is a schema
-        // change the text no longer meets, and denying everything is the safe answer.
-        let set = self
-            .engine
-            .check_company(&text)
-            .map_err(|_| AppError::internal("the company's saved policy no longer validates"))?;
-        let set = Arc::new(set);
+        let set = Arc::new(self.engine.compile_saved(&text));
         self.cache
             .write()
             .await
@@ -114,7 +108,11 @@ pub async fn question(
         context: Circumstances {
             mfa: mfa(tx, &ctx.actor).await?,
             impersonated: matches!(ctx.actor, Actor::SupportAdmin(_)),
-            ip: ctx.meta.ip.clone().unwrap_or_default(),
+            // A support session's address is the operator's, not the company's to keep.
+            ip: match ctx.actor {
+                Actor::SupportAdmin(_) => String::new(),
+                _ => ctx.meta.ip.clone().unwrap_or_default(),
+            },
             hour: i64::from(now.hour()),
             weekday: i64::from(now.weekday().number_from_monday()),
         },
@@ -207,24 +205,53 @@ fn denied(action: &str, answer: &Answer) -> AppError {
     }
 }
 
-/// The money a capability's input names, in minor units (`amount_minor`, or `amount`
-/// as a number of minor units); 0 when it names none. Policies compare it.
+/// A whole number from JSON: an integer, a float (rounded up) or a numeric string;
+/// values beyond `i64` read as `i64::MAX`, so a limit is never dodged by the form.
+fn whole(v: &serde_json::Value) -> Option<i64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64().map(|f| {
+                if f >= i64::MAX as f64 {
+                    i64::MAX
+                } else {
+                    f.ceil() as i64
+                }
+            })
+        }),
+        serde_json::Value::String(s) => s.trim().parse::<f64>().ok().map(|f| {
+            if f >= i64::MAX as f64 {
+                i64::MAX
+            } else {
+                f.ceil() as i64
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// The money a capability's input names, in minor units: the largest of `amount_minor`,
+/// `amount`, `total_minor`, `amount_cents` (integers, floats or numeric strings); 0
+/// when it names none. Policies compare it.
 pub fn input_amount(input: &serde_json::Value) -> i64 {
-    ["amount_minor", "amount", "total_minor"]
+    ["amount_minor", "amount", "total_minor", "amount_cents"]
         .iter()
-        .find_map(|k| input.get(*k).and_then(serde_json::Value::as_i64))
+        .filter_map(|k| input.get(*k).and_then(whole))
+        .max()
         .unwrap_or(0)
 }
 
-/// How many outside recipients a capability's input names (`to`, `recipients`,
-/// `emails`: a list or one address); 0 when none.
+/// How many outside recipients a capability's input names, over `to`, `cc`, `bcc`,
+/// `recipients`, `emails` and `contacts` (lists, or comma-separated addresses); 0 when
+/// none.
 pub fn input_recipients(input: &serde_json::Value) -> i64 {
-    ["recipients", "to", "emails", "contacts"]
+    ["to", "cc", "bcc", "recipients", "emails", "contacts"]
         .iter()
-        .find_map(|k| match input.get(*k) {
-            Some(serde_json::Value::Array(a)) => Some(a.len() as i64),
-            Some(serde_json::Value::String(s)) if !s.is_empty() => Some(1),
-            _ => None,
+        .map(|k| match input.get(*k) {
+            Some(serde_json::Value::Array(a)) => a.len() as i64,
+            Some(serde_json::Value::String(s)) => {
+                s.split([',', ';']).filter(|p| !p.trim().is_empty()).count() as i64
+            }
+            _ => 0,
         })
-        .unwrap_or(0)
+        .sum()
 }

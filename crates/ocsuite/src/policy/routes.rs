@@ -85,6 +85,7 @@ pub async fn save(
     ctx: Admin,
     ApiJson(input): ApiJson<PolicyIn>,
 ) -> Result<Json<Version>> {
+    ctx.deny_support("changing the company's policy")?;
     let note = input.note.trim();
     if note.chars().count() > 500 {
         return Err(AppError::invalid(
@@ -135,7 +136,12 @@ pub async fn diff(
     Path(version): Path<i64>,
     ApiQuery(q): ApiQuery<DiffQuery>,
 ) -> Result<Json<DiffOut>> {
-    let from = q.against.unwrap_or((version - 1).max(0));
+    if version < 0 || q.against.is_some_and(|a| a < 0) {
+        return Err(AppError::NotFound("policy version"));
+    }
+    let from = q
+        .against
+        .unwrap_or_else(|| version.saturating_sub(1).max(0));
     let mut tx = state.store.tenant_read(&ctx.tenant_id).await?;
     let a = versions::get(&mut tx, from).await?;
     let b = versions::get(&mut tx, version).await?;
@@ -162,6 +168,7 @@ pub async fn rollback(
     ctx: Admin,
     ApiJson(input): ApiJson<RollbackIn>,
 ) -> Result<Json<Version>> {
+    ctx.deny_support("changing the company's policy")?;
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let old = versions::get(&mut tx, input.version).await?;
     let note = format!("rollback to version {}", input.version);
@@ -224,7 +231,7 @@ pub async fn simulate(
     }
     let engine = &state.policies.engine;
     let draft = match input.draft.as_deref() {
-        Some(text) => Some(engine.check_company(text).map_err(versions::refused)?),
+        Some(text) => Some(versions::checked(&state.policies, text)?),
         None => None,
     };
     let company = ctx.tenant_id.to_string();
@@ -379,7 +386,7 @@ pub async fn decisions(
                 "SELECT id, action, allowed, principal_type, principal_id, policies, version, question, created_at ",
                 "FROM policy_decisions WHERE tenant_id = $1 AND ($2 = 'any' OR allowed = $3) ",
                 "AND ($4 = '' OR action = $4) AND ($5 = '' OR principal_id = $5) AND ($6 = '' OR id < $6) ",
-                "AND ($7 = '' OR policies LIKE $7) ORDER BY id DESC LIMIT $8"
+                "AND ($7 = '' OR policies LIKE $7 ESCAPE '\\') ORDER BY id DESC LIMIT $8"
             ))
             .bind(decision.0)
             .bind(decision.1)
@@ -389,7 +396,7 @@ pub async fn decisions(
             .bind(if policy.is_empty() {
                 String::new()
             } else {
-                format!("%\"{policy}\"%")
+                format!("%\"{}\"%", policy.replace('_', "\\_"))
             })
             .bind(i64::from(limit)),
         )

@@ -99,6 +99,70 @@ pub fn refused(e: CheckError) -> AppError {
     }
 }
 
+/// Deepest nesting of brackets, or longest run of `!`/`-`, a policy may have. Cedar's
+/// parser recurses without a stack check; a hostile text could otherwise overflow the
+/// stack and take the process down.
+const MAX_NESTING: usize = 64;
+
+/// Refuses texts too long or too deeply nested before Cedar parses them.
+fn shape(text: &str) -> Result<()> {
+    if text.len() > MAX_TEXT {
+        return Err(AppError::invalid(
+            "text",
+            format!("a policy is at most {MAX_TEXT} bytes"),
+        ));
+    }
+    let (mut depth, mut deepest, mut run, mut longest) = (0usize, 0usize, 0usize, 0usize);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'/') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+            }
+            '(' | '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if c == '!' || c == '-' {
+            run += 1;
+            longest = longest.max(run);
+        } else if !c.is_whitespace() {
+            run = 0;
+        }
+    }
+    if deepest > MAX_NESTING || longest > MAX_NESTING {
+        return Err(AppError::invalid(
+            "text",
+            format!("a policy may nest at most {MAX_NESTING} levels deep"),
+        ));
+    }
+    Ok(())
+}
+
+/// A policy text checked for shape, then by Cedar against the schema and the floors.
+pub fn checked(policies: &Policies, text: &str) -> Result<cedar_policy::PolicySet> {
+    shape(text)?;
+    policies.engine.check_company(text).map_err(refused)
+}
+
 /// Checks and saves `text` as the next version; it takes effect at once.
 pub async fn save(
     policies: &Policies,
@@ -107,13 +171,7 @@ pub async fn save(
     text: &str,
     note: &str,
 ) -> Result<Version> {
-    if text.len() > MAX_TEXT {
-        return Err(AppError::invalid(
-            "text",
-            format!("a policy is at most {MAX_TEXT} bytes"),
-        ));
-    }
-    policies.engine.check_company(text).map_err(refused)?;
+    checked(policies, text)?;
     let (last,): (Option<i64>,) = tx
         .fetch_one(scoped(
             "SELECT MAX(version) FROM policy_versions WHERE tenant_id = $1",
@@ -132,7 +190,14 @@ pub async fn save(
         .bind(ctx.actor.id())
         .bind(now),
     )
-    .await?;
+    .await
+    .map_err(|e| match e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => AppError::Conflict(
+            "another change to the policy was saved at the same moment; reload and try again"
+                .into(),
+        ),
+        e => e.into(),
+    })?;
     crate::audit::record(
         tx,
         ctx,

@@ -133,9 +133,7 @@ pub async fn integrate(
         let put = cross_tenant::log_nodes_put(&tx)
             .bind(serde_json::to_string(&new_nodes).map_err(AppError::internal)?);
         tx.execute(put).await?;
-        let set = cross_tenant::receipts_set_seq(&tx)
-            .bind(serde_json::to_string(&seqs).map_err(AppError::internal)?);
-        tx.execute(set).await?;
+        cross_tenant::receipts_set_seq(&mut tx, &seqs).await?;
         let new_size_i = i64::try_from(new_size).map_err(AppError::internal)?;
         tx.execute(
             scoped("UPDATE log_heads SET size = $2, updated_at = $3 WHERE tenant_id = $1")

@@ -78,7 +78,7 @@ pub async fn list(
     }
     let before = match q.before.as_deref() {
         Some(b) => ReceiptId::parse(b)
-            .ok_or_else(|| AppError::invalid("before", "before must be a receipt id (rcp_…)"))?
+            .ok_or_else(|| AppError::invalid("before", "before must be a receipt id (rct_…)"))?
             .to_string(),
         None => String::new(),
     };
@@ -276,8 +276,9 @@ struct ReceiptRow {
 
 /// One receipt, its inclusion proof and the signed checkpoint it proves against.
 #[utoipa::path(get, path = "/receipts/{id}", tag = "receipts",
-    params(("id" = String, Path, description = "Receipt id (rcp_…)")),
-    responses((status = 200, body = ReceiptOut), (status = 404, body = crate::error::ErrorBody)))]
+    params(("id" = String, Path, description = "Receipt id (rct_…)")),
+    responses((status = 200, body = ReceiptOut), (status = 404, body = crate::error::ErrorBody),
+        (status = 503, body = crate::error::ErrorBody, description = "not in the signed log yet; retry")))]
 pub async fn get_one(
     State(state): State<AppState>,
     ctx: Admin,
@@ -286,7 +287,7 @@ pub async fn get_one(
     let not_found = || AppError::NotFound("receipt");
     let id = ReceiptId::parse(&id).ok_or_else(not_found)?;
     // A receipt committed just after an integration waits for the next one: integrate
-    // again once.
+    // again (three tries in all).
     let mut tries = 0;
     let (row, index, inclusion, cp) = loop {
         tries += 1;

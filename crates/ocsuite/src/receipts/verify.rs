@@ -172,6 +172,14 @@ fn check_archive(
     if !errors.is_empty() {
         return Err(errors);
     }
+    let bundle_tenant = serde_json::from_slice::<Bundle>(receipts)
+        .map(|b| b.tenant)
+        .unwrap_or_default();
+    if bundle_tenant != tenant {
+        return Err(vec![format!(
+            "the manifest is for {tenant} but the receipts are of {bundle_tenant}"
+        )]);
+    }
     lines.push(format!(
         "manifest of {tenant} signed by {by}; {} files match their hashes",
         listed.len()

@@ -209,12 +209,23 @@ pub async fn create_invite(
 ) -> Result<(StatusCode, Json<InviteCreated>)> {
     ctx.deny_support("inviting people (the invite would outlast the session)")?;
     let email = normalize_email(&input.email)?;
-    let mut tx = state.store.tenant(&ctx.tenant_id).await?;
+    let role = input.role.unwrap_or(Role::Member);
+    let tx = state.store.tenant(&ctx.tenant_id).await?;
+    // An invitation grants a role: the policy decides it like a role change.
+    let resource = crate::policy::Resource {
+        kind: "member".into(),
+        id: email.clone(),
+        operation: "create".into(),
+        target_role: role.as_str().into(),
+        ..Default::default()
+    };
+    let mut tx =
+        crate::policy::authorize(&state.policies, tx, &ctx, "member.role_change", resource).await?;
     state
         .plans
         .ensure_room(&mut tx, crate::plans::Limit::Seats, 1)
         .await?;
-    let out = invites::create(&mut tx, &ctx, &email, input.role.unwrap_or(Role::Member)).await?;
+    let out = invites::create(&mut tx, &ctx, &email, role).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(out)))
 }

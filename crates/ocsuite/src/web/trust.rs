@@ -30,6 +30,8 @@ struct DecisionRow {
 #[template(path = "trust.html")]
 struct TrustPage {
     shell: Shell,
+    schema: &'static str,
+    floors: &'static str,
     is_admin: bool,
     current: Option<crate::policy::versions::Version>,
     versions: Vec<VersionRow>,
@@ -44,6 +46,8 @@ pub async fn page(State(state): State<AppState>, v: Viewer) -> Result<Response, 
     if !v.role.at_least(Role::Admin) {
         return Ok(render(&TrustPage {
             shell,
+            schema: crate::policy::texts::SCHEMA,
+            floors: crate::policy::texts::FLOORS,
             is_admin: false,
             current: None,
             versions: Vec::new(),
@@ -78,7 +82,7 @@ pub async fn page(State(state): State<AppState>, v: Viewer) -> Result<Response, 
         .await?
         .into_iter()
         .map(|d| DecisionRow {
-            at: d.at.format("%m-%d %H:%M").to_string(),
+            at: d.at.format("%Y-%m-%d %H:%M UTC").to_string(),
             allowed: d.allowed,
             who: format!("{} {}", d.principal_type.replace('_', " "), d.principal_id),
             policies: if d.policies.is_empty() {
@@ -103,14 +107,27 @@ pub async fn page(State(state): State<AppState>, v: Viewer) -> Result<Response, 
                 r.index.map_or_else(|| "…".into(), |s| s.to_string()),
                 r.action,
                 r.actor_type.replace('_', " "),
-                format!("{} {}", r.created_at.format("%m-%d %H:%M"), r.id),
+                format!("{} {}", r.created_at.format("%Y-%m-%d %H:%M UTC"), r.id),
             )
         })
         .collect();
-    let exports = crate::exports::list(&mut tx).await?;
+    let now = chrono::Utc::now();
+    let exports = crate::exports::list(&mut tx)
+        .await?
+        .into_iter()
+        .map(|mut e| {
+            // Past its window before housekeeping dropped the bytes.
+            if e.status == "ready" && e.expires_at.is_some_and(|t| t <= now) {
+                e.status = "expired".into();
+            }
+            e
+        })
+        .collect();
     tx.commit().await?;
     Ok(render(&TrustPage {
         shell,
+        schema: crate::policy::texts::SCHEMA,
+        floors: crate::policy::texts::FLOORS,
         is_admin: true,
         current: Some(current),
         versions,

@@ -73,7 +73,13 @@ async fn the_default_policy_decides_and_logs(app: TestApp) {
     // The Trust page shows the policy, the decision and the signed log.
     let (s, html) = app.page(&u.token, "/trust").await;
     assert_eq!(s, StatusCode::OK);
-    for want in ["data-policy", "default.admins-manage", "api_key.create", "data-receipts", "Start an export"] {
+    for want in [
+        "data-policy",
+        "default.admins-manage",
+        "api_key.create",
+        "data-receipts",
+        "Start an export",
+    ] {
         assert!(html.contains(want), "{want} missing from the Trust page");
     }
     // A member is stopped by the role check before the policy, as before.
@@ -210,6 +216,33 @@ async fn bad_policies_are_refused_with_positions(app: TestApp) {
     let (s, _) = me
         .put("/api/v1/policy", json!({"text": "x".repeat(70_000)}))
         .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    // Hostile nesting is refused before Cedar's recursive parser sees it.
+    let deep = format!(
+        "@id(\"d\")\npermit(principal, action, resource) when {{ {}true{} }};",
+        "(".repeat(5000),
+        ")".repeat(5000)
+    );
+    for (path, body) in [
+        ("/api/v1/policy", json!({"text": deep})),
+        ("/api/v1/policy/simulate", json!({"draft": deep})),
+    ] {
+        let (s, v) = if path.ends_with("simulate") {
+            me.post(path, body).await
+        } else {
+            me.put(path, body).await
+        };
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("nest"),
+            "{v}"
+        );
+    }
+    let bangs = format!(
+        "@id(\"d\")\npermit(principal, action, resource) when {{ {}true }};",
+        "!".repeat(5000)
+    );
+    let (s, _) = me.put("/api/v1/policy", json!({"text": bangs})).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     let (s, _) = me.put("/api/v1/policy", json!({"text": 5})).await;
     assert!(s.is_client_error());

@@ -442,9 +442,9 @@ async fn receipts_bad_input(app: TestApp) {
     app.add_member(&u, &t, &member, "member").await;
     let me = app.as_(&u).tenant(&t);
     for (path, status) in [
-        ("/api/v1/receipts/rcp_nope", StatusCode::NOT_FOUND),
+        ("/api/v1/receipts/rct_nope", StatusCode::NOT_FOUND),
         (
-            "/api/v1/receipts/rcp_00000000000000000000000000000000",
+            "/api/v1/receipts/rct_00000000000000000000000000000000",
             StatusCode::NOT_FOUND,
         ),
         ("/api/v1/receipts?limit=0", StatusCode::UNPROCESSABLE_ENTITY),

@@ -145,8 +145,13 @@ fn figures(output: &Value) -> String {
         return output.to_string().chars().take(200).collect();
     };
     let currency = obj.get("currency").and_then(Value::as_str);
-    let parts: Vec<String> = obj
-        .iter()
+    // In name order: JSON objects keep their insertion order in this build (a
+    // dependency turns on serde_json's `preserve_order`), and the summary should not
+    // depend on how a module built its output.
+    let mut fields: Vec<(&String, &Value)> = obj.iter().collect();
+    fields.sort_by(|a, b| a.0.cmp(b.0));
+    let parts: Vec<String> = fields
+        .into_iter()
         .filter(|(k, v)| {
             (v.is_number() || v.is_string() || v.is_boolean()) && k.as_str() != "currency"
         })

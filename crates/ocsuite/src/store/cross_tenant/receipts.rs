@@ -27,7 +27,7 @@ pub fn log_nodes_get(tx: &TenantTx) -> Sql {
     } else {
         scoped(
             "SELECT n.level, n.idx, n.hash FROM json_each($2) e \
-             JOIN log_nodes n ON n.tenant_id = $1 AND n.level = json_extract(e.value, '$[0]') AND n.idx = json_extract(e.value, '$[1]')",
+             CROSS JOIN log_nodes n ON n.tenant_id = $1 AND n.level = json_extract(e.value, '$[0]') AND n.idx = json_extract(e.value, '$[1]')",
         )
     }
 }
@@ -47,19 +47,32 @@ pub fn log_nodes_put(tx: &TenantTx) -> Sql {
     }
 }
 
-/// Gives receipts their positions from the JSON array `$2` of `[id, seq]`.
-pub fn receipts_set_seq(tx: &TenantTx) -> Sql {
+/// Gives receipts their positions. PostgreSQL: one statement joining a JSON array of
+/// `[id, seq]`. SQLite plans `UPDATE … FROM` with the target table outermost (a scan of
+/// the company's receipts per batch), so there each receipt gets its own primary-key
+/// update, sent together with the writer's next trip.
+pub async fn receipts_set_seq(tx: &mut TenantTx, seqs: &[(&str, u64)]) -> Result<()> {
     if tx.is_postgres() {
-        scoped(
-            "UPDATE receipts r SET seq = CAST(e.value->>1 AS BIGINT) FROM json_array_elements(CAST($2 AS json)) e \
-             WHERE r.tenant_id = $1 AND r.id = e.value->>0 AND r.seq IS NULL",
+        let json = serde_json::to_string(seqs).unwrap_or_else(|_| "[]".into());
+        tx.execute(
+            scoped(
+                "UPDATE receipts r SET seq = CAST(e.value->>1 AS BIGINT) FROM json_array_elements(CAST($2 AS json)) e \
+                 WHERE r.tenant_id = $1 AND r.id = e.value->>0 AND r.seq IS NULL",
+            )
+            .bind(json),
         )
-    } else {
-        scoped(
-            "UPDATE receipts SET seq = json_extract(e.value, '$[1]') FROM json_each($2) e \
-             WHERE receipts.tenant_id = $1 AND receipts.id = json_extract(e.value, '$[0]') AND receipts.seq IS NULL",
-        )
+        .await?;
+        return Ok(());
     }
+    for (id, seq) in seqs {
+        tx.defer(
+            scoped("UPDATE receipts SET seq = $2 WHERE tenant_id = $1 AND id = $3 AND seq IS NULL")
+                .bind(i64::try_from(*seq).unwrap_or(i64::MAX))
+                .bind(*id),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Companies with receipts that have no position yet.
