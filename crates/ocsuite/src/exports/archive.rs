@@ -97,7 +97,8 @@ pub struct Manifest {
     pub files: Vec<ManifestFile>,
     /// Tables left out, and why.
     pub left_out: Vec<(String, String)>,
-    /// Audit entries written while the export read, not yet in the signed log.
+    /// Audit entries and policy decisions written while the export read, not yet in the
+    /// signed log.
     pub unsealed_audit_ids: Vec<String>,
 }
 
@@ -143,11 +144,12 @@ async fn snapshot(
     let mut audit_ids = Vec::new();
     for (table, q) in EXPORTED {
         let rows: Vec<JsonRow> = tx.fetch_all(scoped(q)).await?;
-        if *table == "audit_log" {
-            audit_ids = rows
-                .iter()
-                .filter_map(|r| r.0.get("id").and_then(Value::as_str).map(str::to_owned))
-                .collect();
+        // Audit entries and policy decisions are each sealed by a receipt.
+        if *table == "audit_log" || *table == "policy_decisions" {
+            audit_ids.extend(
+                rows.iter()
+                    .filter_map(|r| r.0.get("id").and_then(Value::as_str).map(str::to_owned)),
+            );
         }
         let (bytes, n) = jsonl(rows)?;
         files.push((format!("data/{table}.jsonl"), bytes, Some(n)));

@@ -74,6 +74,10 @@ pub fn verify_file(path: &Path, keys: &[String]) -> Outcome {
             Ok(n) => lines.push(format!("{n} audit entries match their receipts")),
             Err(errors) => return fail(errors),
         }
+        match check_decisions(&b, &audit) {
+            Ok(n) => lines.push(format!("{n} policy decisions match their receipts")),
+            Err(errors) => return fail(errors),
+        }
     }
     lines.push("OK".into());
     Outcome { ok: true, lines }
@@ -186,6 +190,10 @@ fn check_archive(
     ));
     let audit = files.get("data/audit_log.jsonl").map(|b| Audit {
         text: String::from_utf8_lossy(b).into_owned(),
+        decisions: files
+            .get("data/policy_decisions.jsonl")
+            .map(|d| String::from_utf8_lossy(d).into_owned())
+            .unwrap_or_default(),
         tenant: tenant.to_owned(),
         unsealed: manifest["unsealed_audit_ids"]
             .as_array()
@@ -202,6 +210,8 @@ fn check_archive(
 /// An archive's audit log, with what its signed manifest says about it.
 struct Audit {
     text: String,
+    /// `data/policy_decisions.jsonl`.
+    decisions: String,
     tenant: String,
     /// Entries written while the export read (not yet in the log).
     unsealed: Vec<String>,
@@ -306,4 +316,75 @@ fn parse_time(t: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
     chrono::DateTime::parse_from_rfc3339(t)
         .or_else(|_| chrono::DateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f%:z"))
         .ok()
+}
+
+/// Each policy decision against its receipt (`audit_id` = the decision's `pdc_…` id):
+/// the action, the outcome, the principal and the time; no decision without its
+/// receipt (except those written during the export) and no decision receipt without
+/// its row.
+fn check_decisions(b: &Bundle, audit: &Audit) -> Result<usize, Vec<String>> {
+    let mut sealed = HashMap::new();
+    for e in &b.entries {
+        if let Some(r) = e.fields.get("audit_id")
+            && let Ok(id) = serde_json::from_str::<String>(&r.value)
+            && id.starts_with("pdc_")
+        {
+            sealed.insert(id, e);
+        }
+    }
+    let value = |e: &bundle::BundleEntry, field: &str| {
+        e.fields
+            .get(field)
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(&r.value).ok())
+    };
+    let mut errors = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for line in audit.decisions.lines().filter(|l| !l.trim().is_empty()) {
+        let Ok(row) = serde_json::from_str::<serde_json::Value>(line) else {
+            errors.push("data/policy_decisions.jsonl has a line that is not JSON".into());
+            continue;
+        };
+        let id = row["id"].as_str().unwrap_or_default().to_owned();
+        let Some(e) = sealed.get(&id) else {
+            if !audit.unsealed.contains(&id) {
+                errors.push(format!(
+                    "policy decision {id} has no receipt: it was added outside the application"
+                ));
+            }
+            continue;
+        };
+        seen.insert(id.clone());
+        let allowed = row["allowed"]
+            .as_bool()
+            .or_else(|| row["allowed"].as_i64().map(|n| n != 0));
+        let outcome = allowed.map(|a| if a { "policy.allow" } else { "policy.deny" });
+        let same = value(e, "action").as_ref().and_then(|v| v.as_str()) == outcome
+            && value(e, "target_id").as_ref() == Some(&row["action"])
+            && value(e, "actor_type").as_ref() == Some(&row["principal_type"])
+            && value(e, "actor_id").as_ref() == Some(&row["principal_id"])
+            && row["created_at"].as_str().and_then(parse_time)
+                == value(e, "time")
+                    .as_ref()
+                    .and_then(|v| v.as_str())
+                    .and_then(parse_time);
+        if !same {
+            errors.push(format!(
+                "policy decision {id} differs from receipt {} (entry {})",
+                e.id, e.index
+            ));
+        }
+    }
+    for (id, e) in &sealed {
+        if !seen.contains(id) {
+            errors.push(format!(
+                "receipt {} (entry {}) seals policy decision {id}, which is missing from data/policy_decisions.jsonl",
+                e.id, e.index
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(seen.len())
+    } else {
+        Err(errors)
+    }
 }

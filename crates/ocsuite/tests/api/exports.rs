@@ -151,6 +151,11 @@ async fn export_round_trip(app: TestApp) {
         out.contains("audit entries match their receipts") && out.ends_with("OK\n"),
         "{out}"
     );
+    assert!(
+        out.contains("policy decisions match their receipts"),
+        "{out}"
+    );
+    assert!(file("data/policy_decisions.jsonl").contains("api_key.create"));
     let (ok, out) = verify(&zip, "export-untrusted.zip", &[]);
     assert!(ok && out.contains("warning: no trusted key"), "{out}");
 
