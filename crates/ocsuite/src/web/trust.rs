@@ -78,13 +78,29 @@ pub async fn page(State(state): State<AppState>, v: Viewer) -> Result<Response, 
             },
         })
         .collect();
+    // People by email and keys by name, not by id.
+    let mut names: std::collections::HashMap<String, String> =
+        crate::tenancy::members::list(&mut tx)
+            .await?
+            .into_iter()
+            .map(|m| (m.user_id.to_string(), m.email))
+            .collect();
+    for k in crate::tenancy::api_keys::list(&mut tx).await? {
+        names.insert(k.id.to_string(), format!("API key “{}”", k.name));
+    }
+    let who = |kind: &str, id: &str| match (kind, names.get(id)) {
+        ("support_admin", _) => "a support session".to_owned(),
+        (_, Some(n)) => n.clone(),
+        ("system", _) => "the system".to_owned(),
+        (k, None) => k.replace('_', " "),
+    };
     let decisions = crate::policy::routes::recent(&mut tx, 20)
         .await?
         .into_iter()
         .map(|d| DecisionRow {
             at: d.at.format("%Y-%m-%d %H:%M UTC").to_string(),
             allowed: d.allowed,
-            who: format!("{} {}", d.principal_type.replace('_', " "), d.principal_id),
+            who: who(&d.principal_type, &d.principal_id),
             policies: if d.policies.is_empty() {
                 "no policy permits it".into()
             } else {
@@ -106,8 +122,8 @@ pub async fn page(State(state): State<AppState>, v: Viewer) -> Result<Response, 
             (
                 r.index.map_or_else(|| "…".into(), |s| s.to_string()),
                 r.action,
-                r.actor_type.replace('_', " "),
-                format!("{} {}", r.created_at.format("%Y-%m-%d %H:%M UTC"), r.id),
+                who(&r.actor_type, &r.actor_id),
+                r.created_at.format("%Y-%m-%d %H:%M UTC").to_string(),
             )
         })
         .collect();

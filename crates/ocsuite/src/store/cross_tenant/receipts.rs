@@ -20,9 +20,12 @@ pub fn log_head_for_update(tx: &TenantTx) -> Sql {
 /// (level, idx, hex hash).
 pub fn log_nodes_get(tx: &TenantTx) -> Sql {
     if tx.is_postgres() {
+        // LATERAL: one primary-key probe per wanted node whatever plan a prepared
+        // statement settles on (a generic plan may otherwise scan the whole tree).
         scoped(
             "SELECT n.level, n.idx, n.hash FROM json_array_elements(CAST($2 AS json)) e \
-             JOIN log_nodes n ON n.tenant_id = $1 AND n.level = CAST(e.value->>0 AS BIGINT) AND n.idx = CAST(e.value->>1 AS BIGINT)",
+             CROSS JOIN LATERAL (SELECT level, idx, hash FROM log_nodes WHERE tenant_id = $1 \
+               AND level = CAST(e.value->>0 AS BIGINT) AND idx = CAST(e.value->>1 AS BIGINT)) n",
         )
     } else {
         scoped(
@@ -53,6 +56,10 @@ pub fn log_nodes_put(tx: &TenantTx) -> Sql {
 /// update, sent together with the writer's next trip.
 pub async fn receipts_set_seq(tx: &mut TenantTx, seqs: &[(&str, u64)]) -> Result<()> {
     if tx.is_postgres() {
+        // A generic plan for a prepared UPDATE … FROM may hash-join the whole log; this
+        // transaction plans each statement for its own arguments.
+        tx.execute(sql("SET LOCAL plan_cache_mode = force_custom_plan"))
+            .await?;
         let json = serde_json::to_string(seqs).unwrap_or_else(|_| "[]".into());
         tx.execute(
             scoped(
