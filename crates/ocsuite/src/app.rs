@@ -18,9 +18,9 @@ use crate::error::AppError;
 use crate::state::AppState;
 use crate::{
     agents, alerts, approvals, audit, auth, banner, board, bookkeeping, chat, connectors, console,
-    demo, digests, email, exports, flags, impersonation, knowledge, leadtracker, metrics, modules,
-    notifications, openapi, ops, owner_invites, plans, policy, queue, realtime, receipts, security,
-    tasks, tenancy, triggers, usage, webhooks,
+    demo, digests, email, erasures, exports, flags, impersonation, knowledge, leadtracker, metrics,
+    modules, notifications, openapi, ops, owner_invites, plans, policy, queue, realtime, receipts,
+    retention, security, tasks, tenancy, triggers, usage, webhooks,
 };
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -63,6 +63,8 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(receipts::routes::router())
         .merge(policy::routes::router())
         .merge(exports::routes::router())
+        .merge(retention::routes::router())
+        .merge(erasures::routes::router())
         .merge(knowledge::routes::router(
             state.meter.largest_knowledge_file(),
         ))

@@ -332,6 +332,11 @@ typed_id!(
     ExportId,
     "exp"
 );
+typed_id!(
+    /// A request to erase one person from a company, approved by a second admin.
+    ErasureId,
+    "era"
+);
 
 #[cfg(test)]
 mod tests {

@@ -23,6 +23,7 @@ pub mod crypto;
 pub mod demo;
 pub mod digests;
 pub mod email;
+pub mod erasures;
 pub mod error;
 pub mod eval;
 pub mod exports;
@@ -47,6 +48,7 @@ pub mod policy;
 pub mod queue;
 pub mod realtime;
 pub mod receipts;
+pub mod retention;
 pub mod security;
 pub mod state;
 pub mod store;
@@ -279,6 +281,11 @@ impl Background {
                 {
                     tracing::warn!(error = %e, "pruning expired OAuth states failed");
                 }
+                if n.is_multiple_of(60)
+                    && let Err(e) = retention::apply_all(&meter_state).await
+                {
+                    tracing::warn!(error = %e, "applying retention failed");
+                }
                 if n.is_multiple_of(10)
                     && let Err(e) = expire_exports(&store).await
                 {
@@ -371,6 +378,7 @@ impl Background {
             std::sync::Arc::new(triggers::run::RunTrigger::new(state)),
             std::sync::Arc::new(console::deletion::PurgeTenant::new(state)),
             std::sync::Arc::new(exports::BuildExport::new(state)),
+            std::sync::Arc::new(erasures::job::ErasePerson::new(state)),
             std::sync::Arc::new(webhooks::deliver::DeliverWebhook::new(
                 state.crypto.clone(),
                 state.config.mcp_private_allowed(),

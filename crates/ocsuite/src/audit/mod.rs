@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::auth::ClientMeta;
 use crate::error::{AppError, Result};
-use crate::ids::{AuditId, UserId};
+use crate::ids::{AuditId, ReceiptId, UserId};
 use crate::store::{TenantTx, Tx, scoped, sql};
 use crate::tenancy::TenantCtx;
 
@@ -36,6 +36,7 @@ pub async fn record(
         ctx.meta.request_id.clone(),
     )
     .await
+    .map(|_| ())
 }
 
 /// Writes one audit row for a change the system made on its own (a worker finishing a
@@ -47,6 +48,20 @@ pub async fn record_system(
     target_id: &str,
     details: Value,
 ) -> Result<()> {
+    record_system_sealed(tx, action, target_type, target_id, details)
+        .await
+        .map(|_| ())
+}
+
+/// [`record_system`], returning the id of the receipt that seals the row (a job that
+/// ends with a receipt names it).
+pub async fn record_system_sealed(
+    tx: &mut TenantTx,
+    action: &str,
+    target_type: &str,
+    target_id: &str,
+    details: Value,
+) -> Result<ReceiptId> {
     insert(
         tx,
         ("system", "worker"),
@@ -67,7 +82,7 @@ pub(crate) async fn insert(
     target_id: &str,
     details: Value,
     request_id: Option<String>,
-) -> Result<()> {
+) -> Result<ReceiptId> {
     // Microseconds: what PostgreSQL keeps, so the receipt's time equals the row's.
     let (id, at, details) = (
         AuditId::new(),
@@ -90,7 +105,7 @@ pub(crate) async fn insert(
     )
     .await?;
     // Its signed receipt, in the same transaction.
-    crate::receipts::append(
+    let receipt = crate::receipts::append(
         tx,
         &crate::receipts::Entry {
             audit_id: id.as_str(),
@@ -103,7 +118,7 @@ pub(crate) async fn insert(
         },
     )
     .await?;
-    Ok(())
+    Ok(receipt)
 }
 
 /// Writes one row of the platform's own audit log: an operator's action that belongs

@@ -92,7 +92,9 @@ const MANIFEST: &str = concat!(
         log_checkpoints,
         exports,
         policy_versions,
-        policy_decisions
+        policy_decisions,
+        retention_settings,
+        erasures
     )
 );
 

@@ -77,6 +77,8 @@ pub const EXPORTED: &[(&str, &str)] = export_tables!(
     impersonations,
     policy_versions,
     policy_decisions,
+    retention_settings,
+    erasures,
 );
 
 /// One file of the archive, as the manifest lists it.

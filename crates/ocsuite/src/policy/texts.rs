@@ -24,7 +24,8 @@ pub const SCHEMA: &str = r#"namespace Ocsuite {
   entity Agent in [Company] { role: String, company: String };
   entity Resource in [Company] {
     company: String,
-    // task, capability, connector, api_key, member, mcp_server, trigger, webhook, export
+    // task, capability, connector, api_key, member, mcp_server, trigger, webhook, export,
+    // retention, erasure
     kind: String,
     // create, update or delete where an action has several.
     operation: String,
@@ -41,7 +42,8 @@ pub const SCHEMA: &str = r#"namespace Ocsuite {
   };
   action "task.approve", "task.reject", "capability.run", "connector.connect",
     "connector.disconnect", "api_key.create", "member.role_change", "mcp.register",
-    "trigger.edit", "webhook.edit", "export.create"
+    "trigger.edit", "webhook.edit", "export.create", "retention.update", "erasure.request",
+    "erasure.approve"
     appliesTo { principal: [User, ApiKey, Agent], resource: [Resource], context: Ctx };
 }
 "#;
@@ -59,6 +61,9 @@ pub const ACTIONS: &[&str] = &[
     "trigger.edit",
     "webhook.edit",
     "export.create",
+    "retention.update",
+    "erasure.request",
+    "erasure.approve",
 ];
 
 /// Platform floors: forbid policies no company can loosen (a forbid overrides every
@@ -74,6 +79,14 @@ when { context.impersonated };
 @id("floor.support-no-webhook-secrets")
 forbid(principal, action == Ocsuite::Action::"webhook.edit", resource)
 when { context.impersonated && resource.operation == "create" };
+
+@id("floor.support-no-erasure")
+forbid(
+  principal,
+  action in [Ocsuite::Action::"erasure.request", Ocsuite::Action::"erasure.approve"],
+  resource
+)
+when { context.impersonated };
 
 @id("floor.support-no-owners")
 forbid(principal, action == Ocsuite::Action::"member.role_change", resource)
@@ -101,6 +114,22 @@ pub const FLOOR_PROBES: &[(&str, &str, &str, bool, &str, &str)] = &[
         "",
     ),
     (
+        "floor.support-no-erasure",
+        "erasure.request",
+        "admin",
+        true,
+        "create",
+        "",
+    ),
+    (
+        "floor.support-no-erasure",
+        "erasure.approve",
+        "admin",
+        true,
+        "update",
+        "",
+    ),
+    (
         "floor.support-no-owners",
         "member.role_change",
         "admin",
@@ -113,8 +142,9 @@ pub const FLOOR_PROBES: &[(&str, &str, &str, bool, &str, &str)] = &[
 /// Every company's policy until its admins save their own: today's role rules, so
 /// behaviour is what it was before policies existed. The handlers still check roles by
 /// type; approval roles per side effect stay in Settings.
-pub const DEFAULT_POLICY: &str = r#"// Owners and admins manage the company's connections, keys, people, automations and
-// exports. A support session never mints credentials or makes owners.
+pub const DEFAULT_POLICY: &str = r#"// Owners and admins manage the company's connections, keys, people, automations,
+// exports, retention and erasures. A support session never mints credentials, makes
+// owners or erases people.
 @id("default.admins-manage")
 permit(
   principal,
@@ -122,7 +152,9 @@ permit(
     Ocsuite::Action::"connector.connect", Ocsuite::Action::"connector.disconnect",
     Ocsuite::Action::"api_key.create", Ocsuite::Action::"member.role_change",
     Ocsuite::Action::"mcp.register", Ocsuite::Action::"trigger.edit",
-    Ocsuite::Action::"webhook.edit", Ocsuite::Action::"export.create"
+    Ocsuite::Action::"webhook.edit", Ocsuite::Action::"export.create",
+    Ocsuite::Action::"retention.update", Ocsuite::Action::"erasure.request",
+    Ocsuite::Action::"erasure.approve"
   ],
   resource
 )
@@ -131,7 +163,8 @@ unless {
   context.impersonated && (
     action == Ocsuite::Action::"api_key.create" ||
     (action == Ocsuite::Action::"webhook.edit" && resource.operation == "create") ||
-    (action == Ocsuite::Action::"member.role_change" && resource.target_role == "owner")
+    (action == Ocsuite::Action::"member.role_change" && resource.target_role == "owner") ||
+    action == Ocsuite::Action::"erasure.request" || action == Ocsuite::Action::"erasure.approve"
   )
 };
 

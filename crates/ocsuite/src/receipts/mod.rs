@@ -164,6 +164,26 @@ pub async fn append(tx: &mut TenantTx, entry: &Entry<'_>) -> Result<ReceiptId> {
     Ok(id)
 }
 
+/// Keeps only `keep` of a receipt's shown fields: the others lose their value and salt
+/// and keep their commitment, so the leaf (and every proof over the log) is unchanged and
+/// an export shows them as hidden. Retention and erasures call it in the transaction
+/// that changes the audit entry the receipt seals.
+pub async fn redact(
+    tx: &mut TenantTx,
+    id: &str,
+    keep: &BTreeMap<String, Revealed>,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    tx.execute(
+        scoped("UPDATE receipts SET fields = $3, purged_at = $4 WHERE tenant_id = $1 AND id = $2")
+            .bind(id)
+            .bind(serde_json::to_string(keep).map_err(AppError::internal)?)
+            .bind(at),
+    )
+    .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

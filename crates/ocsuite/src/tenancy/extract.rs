@@ -118,9 +118,7 @@ impl FromRequestParts<AppState> for TenantCtx {
             tx.commit().await?;
         }
         let read = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS)
-            || WHILE_SUSPENDED
-                .iter()
-                .any(|p| parts.uri.path().ends_with(p));
+            || allowed_while_suspended(parts.uri.path());
         if !read && let Some(reason) = state.suspensions.reason(&ctx.tenant_id) {
             return Err(crate::console::suspended_error(&reason));
         }
@@ -128,8 +126,11 @@ impl FromRequestParts<AppState> for TenantCtx {
     }
 }
 
-/// Writes a suspended company may still make: taking its data out.
-const WHILE_SUSPENDED: &[&str] = &["/exports"];
+/// Writes a suspended company may still make: taking its data out, and erasing a
+/// person (a legal duty that does not wait for the account to be in good standing).
+fn allowed_while_suspended(path: &str) -> bool {
+    path.ends_with("/exports") || path.contains("/erasures")
+}
 
 fn no_tenant() -> AppError {
     AppError::bad_request(

@@ -16,7 +16,7 @@ use crate::helpers::{TestApp, User, temp_dir};
 use crate::tasks::owner;
 
 /// Runs `ocsuite receipts verify` on `bytes`; returns (passed, output).
-fn verify(bytes: &[u8], name: &str, keys: &[String]) -> (bool, String) {
+pub fn verify(bytes: &[u8], name: &str, keys: &[String]) -> (bool, String) {
     let path: PathBuf = temp_dir().join(name);
     std::fs::write(&path, bytes).unwrap();
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ocsuite"));
@@ -30,7 +30,7 @@ fn verify(bytes: &[u8], name: &str, keys: &[String]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-async fn keys(app: &TestApp) -> Vec<String> {
+pub async fn keys(app: &TestApp) -> Vec<String> {
     let (_, k) = app.anon().get("/.well-known/ocsuite-log-keys").await;
     k["keys"]
         .as_array()
@@ -41,7 +41,7 @@ async fn keys(app: &TestApp) -> Vec<String> {
 }
 
 /// Asks for an export and waits for it to be ready; returns its row.
-async fn export(app: &TestApp, u: &User, t: &str) -> Value {
+pub async fn export(app: &TestApp, u: &User, t: &str) -> Value {
     let (s, v) = app
         .as_(u)
         .tenant(t)
@@ -70,7 +70,7 @@ async fn export(app: &TestApp, u: &User, t: &str) -> Value {
     }
 }
 
-async fn download(app: &TestApp, u: &User, t: &str, id: &str) -> (StatusCode, Vec<u8>) {
+pub async fn download(app: &TestApp, u: &User, t: &str, id: &str) -> (StatusCode, Vec<u8>) {
     let res = app
         .http
         .get(app.url(&format!("/api/v1/exports/{id}/download")))
@@ -83,7 +83,7 @@ async fn download(app: &TestApp, u: &User, t: &str, id: &str) -> (StatusCode, Ve
     (s, res.bytes().await.unwrap().to_vec())
 }
 
-fn unzip(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+pub fn unzip(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
     let mut z = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
     (0..z.len())
         .map(|i| {

@@ -42,7 +42,7 @@ fn b64h(s: &Value) -> H {
     B64.decode(s.as_str().unwrap()).unwrap().try_into().unwrap()
 }
 
-fn hashes(v: &Value) -> Vec<H> {
+pub fn hashes(v: &Value) -> Vec<H> {
     v.as_array().unwrap().iter().map(b64h).collect()
 }
 

@@ -108,3 +108,15 @@ pub async fn expire_exports(tx: &mut Tx, now: chrono::DateTime<chrono::Utc>) -> 
         .await
     }
 }
+
+/// Companies that set a retention window.
+pub async fn retention_tenants(tx: &mut Tx) -> Result<Vec<String>> {
+    let q = if tx.is_postgres() {
+        sql("SELECT tenant_id FROM ocsuite_retention_tenants()")
+    } else {
+        sql("SELECT tenant_id FROM retention_settings WHERE conversations_days IS NOT NULL \
+             OR events_days IS NOT NULL OR audit_details_days IS NOT NULL")
+    };
+    let rows: Vec<(String,)> = tx.fetch_all(q).await?;
+    Ok(rows.into_iter().map(|(t,)| t).collect())
+}
