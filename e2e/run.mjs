@@ -557,6 +557,37 @@ try {
     a.problems.length = 0;
   });
 
+  await step("retention windows are set, and erasing a person waits for a second admin", async () => {
+    const { page } = a;
+    await page.goto(`${base}/trust`);
+    await page.fill("#ret-conv", "365");
+    await page.fill("#ret-audit", "7");
+    await page.click("[data-retention] button:has-text('Save')");
+    // Audit details are kept at least 30 days: the field says so.
+    await page.locator("[data-retention] [data-error-for='audit_details_days']", { hasText: "between 30" }).waitFor();
+    await page.fill("#ret-audit", "730");
+    await Promise.all([
+      page.waitForNavigation(),
+      page.click("[data-retention] button:has-text('Save')"),
+    ]);
+    assert.equal(await page.inputValue("#ret-conv"), "365");
+    assert.equal(await page.inputValue("#ret-audit"), "730");
+    assert.equal(await page.inputValue("#ret-events"), "", "an empty box keeps for ever");
+    await page.fill("#era-email", "former.client@outside.example");
+    await page.fill("#era-reason", "Asked to be forgotten (email of 3 December)");
+    await Promise.all([
+      page.waitForNavigation(),
+      page.click("button:has-text('Ask for approval')"),
+    ]);
+    const item = page.locator("[data-erasures] li", { hasText: "f…@outside.example" });
+    await item.waitFor();
+    assert.match(await item.innerText(), /requested[\s\S]*Waiting for another admin/);
+    assert.equal(await item.locator("button:has-text('Approve')").count(), 0, "the one who asked cannot approve");
+    await shot(page, "30-retention-erasure.png", true);
+    assert.deepEqual(a.problems.map((p) => p.match(/status of (\d+)/)?.[1]), ["422"], a.problems.join("; "));
+    a.problems.length = 0;
+  });
+
   await step("an invited member signs up through the link and joins", async () => {
     const { page } = a;
     await page.goto(`${base}/settings`);

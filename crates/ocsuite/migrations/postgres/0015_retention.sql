@@ -70,3 +70,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
      WHERE s.conversations_days IS NOT NULL OR s.events_days IS NOT NULL
         OR s.audit_details_days IS NOT NULL;
 $$;
+
+-- A purged company's closing receipt, in the platform's (HQ company's) log: its
+-- manifest and the company log's last signed checkpoint.
+ALTER TABLE tenant_deletions ADD COLUMN receipt_id TEXT;

@@ -49,3 +49,7 @@ CREATE TABLE erasures (
 CREATE UNIQUE INDEX erasures_open ON erasures (tenant_id, subject_hash)
     WHERE status IN ('requested', 'approved');
 CREATE INDEX erasures_recent ON erasures (tenant_id, requested_at);
+
+-- A purged company's closing receipt, in the platform's (HQ company's) log: its
+-- manifest and the company log's last signed checkpoint.
+ALTER TABLE tenant_deletions ADD COLUMN receipt_id TEXT;

@@ -4,7 +4,10 @@
 //! many rows went) on the request and in the platform audit log.
 //!
 //! The purge job lives in the reserved HQ company's queue: the company being deleted
-//! may be suspended (its own queue paused), and its own job rows go with it.
+//! may be suspended (its own queue paused), and its own job rows go with it. It ends
+//! with a receipt in the HQ company's own signed log (`tenant.purged`): the manifest,
+//! who asked and who approved, and the company log's last signed checkpoint, so
+//! receipts the company exported before can still be shown to belong to that log.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -130,6 +133,8 @@ pub struct Deletion {
     #[serde(skip)]
     #[sqlx(rename = "manifest")]
     pub manifest_text: Option<String>,
+    /// The closing receipt in the platform's (HQ company's) log, once purged.
+    pub receipt_id: Option<String>,
 }
 
 fn finish(mut d: Deletion, now: DateTime<Utc>) -> Deletion {
@@ -148,7 +153,7 @@ pub async fn get(tx: &mut Tx, id: &DeletionId) -> Result<Deletion> {
         .fetch_optional(
             sql(concat!(
                 "SELECT id, target_tenant, tenant_name, reason, requested_by, requested_at, expires_at, ",
-                "status, approved_by, approved_at, purged_at, manifest FROM tenant_deletions WHERE id = $1"
+                "status, approved_by, approved_at, purged_at, manifest, receipt_id FROM tenant_deletions WHERE id = $1"
             ))
             .bind(id),
         )
@@ -163,7 +168,7 @@ pub async fn list(tx: &mut Tx, limit: i64) -> Result<Vec<Deletion>> {
         .fetch_all(
             sql(concat!(
                 "SELECT id, target_tenant, tenant_name, reason, requested_by, requested_at, expires_at, ",
-                "status, approved_by, approved_at, purged_at, manifest FROM tenant_deletions ",
+                "status, approved_by, approved_at, purged_at, manifest, receipt_id FROM tenant_deletions ",
                 "ORDER BY requested_at DESC, id DESC LIMIT $1"
             ))
             .bind(limit),
@@ -336,6 +341,9 @@ impl PurgeTenant {
         let d = get(&mut tx, &id).await?;
         tx.commit().await?;
         if d.status == "purged" {
+            if d.receipt_id.is_none() {
+                self.seal(&d, None).await?;
+            }
             return Ok(json!({ "already": true }));
         }
         if d.status != "approved" {
@@ -343,8 +351,11 @@ impl PurgeTenant {
         }
         let tenant = TenantId::parse(&d.target_tenant)
             .ok_or_else(|| AppError::internal("a deletion names a malformed tenant"))?;
+        // The company's log, complete and signed, before it goes.
+        crate::receipts::routes::integrate(&self.state, &tenant).await?;
         // One transaction: the company goes, and its request says so with the manifest.
         let mut tx = self.state.store.tenant(&tenant).await?;
+        let last = crate::receipts::log::latest_checkpoint(&mut tx).await?;
         let manifest = Value::Object(purge(&mut tx).await?);
         let now = Utc::now();
         tx.execute(
@@ -365,7 +376,42 @@ impl PurgeTenant {
         .await?;
         tx.commit().await?;
         self.state.suspensions.set(&tenant, None);
+        let mut d = d;
+        d.manifest = Some(manifest.clone());
+        self.seal(&d, last).await?;
         Ok(manifest)
+    }
+
+    /// The closing receipt, in the HQ company's log, and its id on the request (one
+    /// transaction, so a retry never seals twice).
+    async fn seal(
+        &self,
+        d: &Deletion,
+        last: Option<crate::receipts::log::CheckpointOut>,
+    ) -> Result<()> {
+        let hq = TenantId::parse(crate::tenancy::HQ_TENANT)
+            .ok_or_else(|| AppError::internal("the HQ tenant id is malformed"))?;
+        let mut tx = self.state.store.tenant(&hq).await?;
+        let receipt = crate::audit::record_system_sealed(
+            &mut tx,
+            "tenant.purged",
+            "tenant",
+            &d.target_tenant,
+            json!({
+                "deletion_id": d.id, "name": d.tenant_name, "requested_by": d.requested_by,
+                "approved_by": d.approved_by, "removed": d.manifest,
+                "last_checkpoint": last.map(|c| json!({ "origin": c.origin, "size": c.size, "root": c.root, "note": c.note })),
+            }),
+        )
+        .await?;
+        tx.execute(
+            sql("UPDATE tenant_deletions SET receipt_id = $2 WHERE id = $1 AND receipt_id IS NULL")
+                .bind(d.id.as_str())
+                .bind(&receipt),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 

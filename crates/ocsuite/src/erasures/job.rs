@@ -29,8 +29,8 @@ use serde_json::{Map, Value, json};
 use super::{ERASE_QUEUE, get, mark_failed, owner_refused};
 use crate::error::{AppError, Result};
 use crate::ids::{ErasureId, TenantId};
-use crate::queue::worker::{Handler, Outcome, Resolution, Start};
 use crate::queue::Claimed;
+use crate::queue::worker::{Handler, Outcome, Resolution, Start};
 use crate::realtime::Event;
 use crate::receipts::Revealed;
 use crate::state::AppState;
@@ -180,21 +180,25 @@ async fn erase(tx: &mut TenantTx, email: &str, user: Option<&str>) -> Result<Map
     count(
         "audit_log.target_id",
         tx.execute(
-            scoped("UPDATE audit_log SET target_id = 'erased' WHERE tenant_id = $1 \
-                    AND (target_id LIKE $2 ESCAPE '\\' OR lower(target_id) LIKE $3 ESCAPE '\\')")
-                .bind(user_like.as_str())
-                .bind(email_like.as_str()),
+            scoped(
+                "UPDATE audit_log SET target_id = 'erased' WHERE tenant_id = $1 \
+                    AND (target_id LIKE $2 ESCAPE '\\' OR lower(target_id) LIKE $3 ESCAPE '\\')",
+            )
+            .bind(user_like.as_str())
+            .bind(email_like.as_str()),
         )
         .await?,
     );
     count(
         "audit_log.details",
         tx.execute(
-            scoped("UPDATE audit_log SET details = $4 WHERE tenant_id = $1 \
-                    AND (details LIKE $2 ESCAPE '\\' OR lower(details) LIKE $3 ESCAPE '\\')")
-                .bind(user_like.as_str())
-                .bind(email_like.as_str())
-                .bind(REDACTED),
+            scoped(
+                "UPDATE audit_log SET details = $4 WHERE tenant_id = $1 \
+                    AND (details LIKE $2 ESCAPE '\\' OR lower(details) LIKE $3 ESCAPE '\\')",
+            )
+            .bind(user_like.as_str())
+            .bind(email_like.as_str())
+            .bind(REDACTED),
         )
         .await?,
     );
@@ -209,25 +213,32 @@ async fn erase(tx: &mut TenantTx, email: &str, user: Option<&str>) -> Result<Map
     count(
         "policy_decisions.question",
         tx.execute(
-            scoped("UPDATE policy_decisions SET question = $4 WHERE tenant_id = $1 \
-                    AND (question LIKE $2 ESCAPE '\\' OR lower(question) LIKE $3 ESCAPE '\\')")
-                .bind(user_like.as_str())
-                .bind(email_like.as_str())
-                .bind(REDACTED),
+            scoped(
+                "UPDATE policy_decisions SET question = $4 WHERE tenant_id = $1 \
+                    AND (question LIKE $2 ESCAPE '\\' OR lower(question) LIKE $3 ESCAPE '\\')",
+            )
+            .bind(user_like.as_str())
+            .bind(email_like.as_str())
+            .bind(REDACTED),
         )
         .await?,
     );
     count(
         "events",
         tx.execute(
-            scoped("DELETE FROM events WHERE tenant_id = $1 \
-                    AND (data LIKE $2 ESCAPE '\\' OR lower(data) LIKE $3 ESCAPE '\\')")
-                .bind(user_like.as_str())
-                .bind(email_like.as_str()),
+            scoped(
+                "DELETE FROM events WHERE tenant_id = $1 \
+                    AND (data LIKE $2 ESCAPE '\\' OR lower(data) LIKE $3 ESCAPE '\\')",
+            )
+            .bind(user_like.as_str())
+            .bind(email_like.as_str()),
         )
         .await?,
     );
-    count("receipts", redact_receipts(tx, email, user, &email_like, &user_like).await?);
+    count(
+        "receipts",
+        redact_receipts(tx, email, user, &email_like, &user_like).await?,
+    );
     // What is the person's own.
     for (table, q) in EMAIL_ROWS {
         count(table, tx.execute(scoped(q).bind(email)).await?);
@@ -237,7 +248,10 @@ async fn erase(tx: &mut TenantTx, email: &str, user: Option<&str>) -> Result<Map
             count(table, tx.execute(scoped(q).bind(user_like.as_str())).await?);
         }
         for (column, q) in BY_PERSON {
-            count(column, tx.execute(scoped(q).bind(user_like.as_str())).await?);
+            count(
+                column,
+                tx.execute(scoped(q).bind(user_like.as_str())).await?,
+            );
         }
     }
     Ok(manifest
@@ -282,8 +296,10 @@ async fn redact_receipts(
     }
     if let Some(u) = user {
         tx.execute(
-            scoped("UPDATE receipts SET actor_id = 'erased' WHERE tenant_id = $1 AND actor_id = $2")
-                .bind(u),
+            scoped(
+                "UPDATE receipts SET actor_id = 'erased' WHERE tenant_id = $1 AND actor_id = $2",
+            )
+            .bind(u),
         )
         .await?;
     }
@@ -317,7 +333,8 @@ impl ErasePerson {
                     .bind(&job.erasure_id),
             )
             .await?;
-        let email = email.ok_or_else(|| AppError::Conflict("the request holds no address".into()))?;
+        let email =
+            email.ok_or_else(|| AppError::Conflict("the request holds no address".into()))?;
         if let Some(u) = &e.user_id {
             let role: Option<(String,)> = tx
                 .fetch_optional(

@@ -254,8 +254,15 @@ pub async fn request(state: &AppState, ctx: &TenantCtx, input: &ErasureIn) -> Re
         Err(e) => return Err(e.into()),
     }
     // The address stays out of the log: the request names only itself.
-    crate::audit::record(&mut tx, ctx, "erasure.request", "erasure", id.as_str(), json!({}))
-        .await?;
+    crate::audit::record(
+        &mut tx,
+        ctx,
+        "erasure.request",
+        "erasure",
+        id.as_str(),
+        json!({}),
+    )
+    .await?;
     let out = get(&mut tx, &id, now).await?;
     tx.commit().await?;
     Ok(out)
@@ -312,8 +319,15 @@ pub async fn approve(state: &AppState, ctx: &TenantCtx, id: &ErasureId) -> Resul
             "this request was decided meanwhile".into(),
         ));
     }
-    crate::audit::record(&mut tx, ctx, "erasure.approve", "erasure", id.as_str(), json!({}))
-        .await?;
+    crate::audit::record(
+        &mut tx,
+        ctx,
+        "erasure.approve",
+        "erasure",
+        id.as_str(),
+        json!({}),
+    )
+    .await?;
     tx.commit().await?;
     if let Err(err) = queue(state, &ctx.tenant_id, id).await {
         let mut tx = state.store.tenant(&ctx.tenant_id).await?;
@@ -367,8 +381,15 @@ pub async fn cancel(state: &AppState, ctx: &TenantCtx, id: &ErasureId) -> Result
             .bind(id),
     )
     .await?;
-    crate::audit::record(&mut tx, ctx, "erasure.cancel", "erasure", id.as_str(), json!({}))
-        .await?;
+    crate::audit::record(
+        &mut tx,
+        ctx,
+        "erasure.cancel",
+        "erasure",
+        id.as_str(),
+        json!({}),
+    )
+    .await?;
     let out = get(&mut tx, id, now).await?;
     tx.commit().await?;
     Ok(out)

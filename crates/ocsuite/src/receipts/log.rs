@@ -54,8 +54,7 @@ pub async fn fetch_nodes(tx: &mut TenantTx, keys: &[NodeKey]) -> Result<HashMap<
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
-    let arg = serde_json::to_string(keys).map_err(AppError::internal)?;
-    let q = cross_tenant::log_nodes_get(tx).bind(arg);
+    let q = cross_tenant::log_nodes_get(tx, keys);
     let rows: Vec<(i64, i64, String)> = tx.fetch_all(q).await?;
     let mut out = HashMap::with_capacity(rows.len());
     for (level, idx, h) in rows {

@@ -77,7 +77,11 @@ impl RetentionIn {
         };
         window("conversations_days", self.conversations_days, 1)?;
         window("events_days", self.events_days, 1)?;
-        window("audit_details_days", self.audit_details_days, MIN_AUDIT_DAYS)
+        window(
+            "audit_details_days",
+            self.audit_details_days,
+            MIN_AUDIT_DAYS,
+        )
     }
 }
 
@@ -273,9 +277,13 @@ async fn drop_details(tx: &mut TenantTx, cutoff: DateTime<Utc>) -> Result<(u64, 
         }
     }
     let q = if inclusive {
-        scoped("UPDATE audit_log SET details = $3 WHERE tenant_id = $1 AND created_at <= $2 AND created_at >= $4 AND details <> $3")
+        scoped(
+            "UPDATE audit_log SET details = $3 WHERE tenant_id = $1 AND created_at <= $2 AND created_at >= $4 AND details <> $3",
+        )
     } else {
-        scoped("UPDATE audit_log SET details = $3 WHERE tenant_id = $1 AND created_at < $2 AND created_at >= $4 AND details <> $3")
+        scoped(
+            "UPDATE audit_log SET details = $3 WHERE tenant_id = $1 AND created_at < $2 AND created_at >= $4 AND details <> $3",
+        )
     };
     let audit = tx
         .execute(q.bind(bound).bind(REDACTED_DETAILS).bind(from))
@@ -286,7 +294,8 @@ async fn drop_details(tx: &mut TenantTx, cutoff: DateTime<Utc>) -> Result<(u64, 
         bound
     };
     tx.execute(
-        scoped("UPDATE retention_settings SET details_through = $2 WHERE tenant_id = $1").bind(through),
+        scoped("UPDATE retention_settings SET details_through = $2 WHERE tenant_id = $1")
+            .bind(through),
     )
     .await?;
     Ok((audit, receipts, more))

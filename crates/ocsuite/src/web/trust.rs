@@ -1,6 +1,8 @@
 //! `/trust`: what a company can check about what was done in its name. The policy in
 //! force with its versions (edit, diff, roll back), the latest policy decisions, the
-//! signed log's newest checkpoint and receipts, and exports of everything it owns.
+//! signed log's newest checkpoint and receipts, exports of everything it owns, its
+//! retention windows and erasures of one person (asked by one admin, approved by
+//! another).
 //! Admins only; the JSON API does every check again.
 
 use askama::Template;
@@ -39,6 +41,18 @@ struct TrustPage {
     checkpoint: Option<crate::receipts::log::CheckpointOut>,
     receipts: Vec<(String, String, String, String)>,
     exports: Vec<crate::exports::ExportOut>,
+    retention: crate::retention::Retention,
+    erasures: Vec<ErasureRow>,
+}
+
+/// An erasure request in words, and whether the viewer may approve it.
+struct ErasureRow {
+    e: crate::erasures::ErasureOut,
+    asked_by: String,
+    approved_by: String,
+    /// How many rows went or changed, once done.
+    removed: u64,
+    can_approve: bool,
 }
 
 pub async fn page(State(state): State<AppState>, v: Viewer) -> Result<Response, Redirected> {
@@ -55,6 +69,8 @@ pub async fn page(State(state): State<AppState>, v: Viewer) -> Result<Response, 
             checkpoint: None,
             receipts: Vec::new(),
             exports: Vec::new(),
+            retention: Default::default(),
+            erasures: Vec::new(),
         }));
     }
     crate::receipts::routes::integrate(&state, &v.tenant).await?;
@@ -139,6 +155,28 @@ pub async fn page(State(state): State<AppState>, v: Viewer) -> Result<Response, 
             e
         })
         .collect();
+    let retention = crate::retention::get(&mut tx).await?;
+    let me = v.user.id.to_string();
+    let erasures = crate::erasures::list(&mut tx, state.clock.now())
+        .await?
+        .into_iter()
+        .map(|e| ErasureRow {
+            asked_by: who("user", &e.requested_by),
+            approved_by: e
+                .approved_by
+                .as_deref()
+                .map(|a| who("user", a))
+                .unwrap_or_default(),
+            removed: e
+                .manifest
+                .as_ref()
+                .and_then(|m| m.as_object())
+                .map(|m| m.values().filter_map(|n| n.as_u64()).sum())
+                .unwrap_or(0),
+            can_approve: e.status == "requested" && e.requested_by != me,
+            e,
+        })
+        .collect();
     tx.commit().await?;
     Ok(render(&TrustPage {
         shell,
@@ -151,5 +189,7 @@ pub async fn page(State(state): State<AppState>, v: Viewer) -> Result<Response, 
         checkpoint,
         receipts,
         exports,
+        retention,
+        erasures,
     }))
 }

@@ -213,6 +213,46 @@ async fn a_deletion_needs_a_second_super_admin_and_removes_every_row(app: TestAp
     let done = wait_purged(&app, &ann, &id).await;
     let manifest = done["manifest"].as_object().unwrap();
     assert_eq!(manifest["tenants"], 1, "{done}");
+    // It closes with a receipt in the platform's own log: the manifest and the company
+    // log's last signed checkpoint.
+    let mut sealed = done.clone();
+    for _ in 0..100 {
+        if sealed["receipt_id"].is_string() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        sealed = app
+            .as_(&ann)
+            .get(&format!("/api/v1/admin/deletions/{id}"))
+            .await
+            .1;
+    }
+    let receipt = sealed["receipt_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{sealed}"));
+    let hq = ocsuite::ids::TenantId::parse(ocsuite::tenancy::HQ_TENANT).unwrap();
+    let mut tx = app.state.store.tenant_read(&hq).await.unwrap();
+    let (action, fields): (String, String) = tx
+        .fetch_one(
+            ocsuite::store::scoped(
+                "SELECT action, fields FROM receipts WHERE tenant_id = $1 AND id = $2",
+            )
+            .bind(receipt),
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(action, "tenant.purged");
+    let fields: Value = serde_json::from_str(&fields).unwrap();
+    let details: Value =
+        serde_json::from_str(fields["details"]["value"].as_str().unwrap()).unwrap();
+    assert_eq!(details["removed"]["tenants"], 1, "{details}");
+    assert!(
+        details["last_checkpoint"]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains(&a)),
+        "{details}"
+    );
     for (table, n) in before
         .iter()
         .filter(|(t, n)| *n > 0 && t != "_knowledge_fts")

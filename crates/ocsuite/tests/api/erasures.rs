@@ -70,7 +70,10 @@ async fn erasure_needs_two_admins_and_leaves_proofs(app: TestApp) {
         )
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("owner"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("owner"),
+        "{v}"
+    );
 
     let (s, asked) = app
         .as_(&ann)
@@ -106,14 +109,23 @@ async fn erasure_needs_two_admins_and_leaves_proofs(app: TestApp) {
     let done = wait_done(&app, &ann, &t, &id).await;
     let removed = &done["manifest"];
     assert_eq!(removed["memberships"], 1, "{done}");
-    assert!(removed["conversations"].as_u64().is_some_and(|n| n >= 1), "{done}");
+    assert!(
+        removed["conversations"].as_u64().is_some_and(|n| n >= 1),
+        "{done}"
+    );
     assert!(removed["tasks.created_by"].as_u64().unwrap() >= 1, "{done}");
-    assert!(removed["audit_log.actor_id"].as_u64().unwrap() >= 1, "{done}");
+    assert!(
+        removed["audit_log.actor_id"].as_u64().unwrap() >= 1,
+        "{done}"
+    );
     assert!(removed["receipts"].as_u64().unwrap() >= 1, "{done}");
 
     // She is no longer in the company.
     let (s, _) = app.as_(&mia).tenant(&t).get("/api/v1/tasks").await;
-    assert!(s == StatusCode::FORBIDDEN || s == StatusCode::NOT_FOUND, "{s}");
+    assert!(
+        s == StatusCode::FORBIDDEN || s == StatusCode::NOT_FOUND,
+        "{s}"
+    );
     let (_, members) = app.as_(&own).tenant(&t).get("/api/v1/members").await;
     assert!(!members.to_string().contains(&mia.id), "{members}");
     let (_, task_now) = app
@@ -138,8 +150,16 @@ async fn erasure_needs_two_admins_and_leaves_proofs(app: TestApp) {
     assert_eq!(details["approved_by"], ben.id.as_str());
 
     // Nothing the company keeps names her, and the export still verifies.
-    let (_, audit) = app.as_(&own).tenant(&t).get("/api/v1/audit?limit=500").await;
-    let (_, bundle) = app.as_(&own).tenant(&t).get("/api/v1/receipts/export").await;
+    let (_, audit) = app
+        .as_(&own)
+        .tenant(&t)
+        .get("/api/v1/audit?limit=500")
+        .await;
+    let (_, bundle) = app
+        .as_(&own)
+        .tenant(&t)
+        .get("/api/v1/receipts/export")
+        .await;
     let (_, listed) = app.as_(&own).tenant(&t).get("/api/v1/erasures").await;
     for text in [audit.to_string(), bundle.to_string(), listed.to_string()] {
         assert!(!text.contains(&mia.id), "{text}");
@@ -157,7 +177,11 @@ async fn erasure_needs_two_admins_and_leaves_proofs(app: TestApp) {
     assert!(out.contains("audit entries match their receipts"), "{out}");
 
     // Asking again for the same person is a new request; the old one stays done.
-    let (s, again) = app.as_(&ann).tenant(&t).post("/api/v1/erasures", body).await;
+    let (s, again) = app
+        .as_(&ann)
+        .tenant(&t)
+        .post("/api/v1/erasures", body)
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{again}");
     assert_eq!(again["has_account"], false, "nothing of hers is left");
     // A waiting request expires after 72 hours.

@@ -48,7 +48,9 @@ async fn retention_settings_checked_and_audited(app: TestApp) {
         let (s, v) = me.put("/api/v1/retention", body.clone()).await;
         assert!(s.is_client_error(), "{body}: {s} {v}");
         assert!(
-            v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
             "{v}"
         );
     }
@@ -85,7 +87,8 @@ async fn retention_settings_checked_and_audited(app: TestApp) {
         .get("/api/v1/policy/decisions?action=retention.update")
         .await;
     assert!(
-        d.as_array().is_some_and(|a| !a.is_empty() && a[0]["allowed"] == true),
+        d.as_array()
+            .is_some_and(|a| !a.is_empty() && a[0]["allowed"] == true),
         "{d}"
     );
 
@@ -152,7 +155,14 @@ async fn proves(app: &TestApp, u: &User, t: &str, id: &str) -> Value {
 async fn retention_drops_old_data_and_proofs_hold(app: TestApp) {
     let (u, t) = owner(&app, "old@a.example").await;
     let me = app.as_(&u).tenant(&t);
-    let (s, evs) = chat(&app, &u, &t, "cfo", json!({"message": "What is our runway?"})).await;
+    let (s, evs) = chat(
+        &app,
+        &u,
+        &t,
+        "cfo",
+        json!({"message": "What is our runway?"}),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     let conversation = evs[0].1["conversation_id"].as_str().unwrap().to_owned();
     app.api_key(&u, &t, "member").await;
@@ -171,7 +181,10 @@ async fn retention_drops_old_data_and_proofs_hold(app: TestApp) {
     // Nothing is old yet.
     let (s, v) = me.post("/api/v1/retention/apply", json!({})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(v, json!({"conversations": 0, "events": 0, "audit_details": 0, "receipts": 0}));
+    assert_eq!(
+        v,
+        json!({"conversations": 0, "events": 0, "audit_details": 0, "receipts": 0})
+    );
 
     // Forty days on.
     app.state.clock.advance(Duration::days(40));
@@ -179,16 +192,28 @@ async fn retention_drops_old_data_and_proofs_hold(app: TestApp) {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["conversations"], 1, "{v}");
     assert!(v["audit_details"].as_u64().unwrap() >= 3, "{v}");
-    assert!(v["receipts"].as_u64().unwrap() >= v["audit_details"].as_u64().unwrap(), "{v}");
-    let (s, _) = me.get(&format!("/api/v1/conversations/{conversation}")).await;
+    assert!(
+        v["receipts"].as_u64().unwrap() >= v["audit_details"].as_u64().unwrap(),
+        "{v}"
+    );
+    let (s, _) = me
+        .get(&format!("/api/v1/conversations/{conversation}"))
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     // The old entry lost its details in the audit log and in its receipt; the receipt
     // still proves, its details now only a commitment.
     let (_, audit) = me.get("/api/v1/audit?limit=200").await;
     let rows = audit.as_array().unwrap();
-    let key_row = rows.iter().find(|r| r["action"] == "api_key.create").unwrap();
-    assert_eq!(key_row["details"], json!({"redacted": "retention"}), "{key_row}");
+    let key_row = rows
+        .iter()
+        .find(|r| r["action"] == "api_key.create")
+        .unwrap();
+    assert_eq!(
+        key_row["details"],
+        json!({"redacted": "retention"}),
+        "{key_row}"
+    );
     let after = proves(&app, &u, &t, &old_receipt).await;
     assert!(after["fields"].get("details").is_none(), "{after}");
     assert_eq!(after["fields"]["action"], before["fields"]["action"]);
@@ -201,7 +226,10 @@ async fn retention_drops_old_data_and_proofs_hold(app: TestApp) {
         .iter()
         .find(|r| r["action"] == "retention.applied")
         .unwrap_or_else(|| panic!("{audit}"));
-    assert_eq!(applied["details"]["removed"]["conversations"], 1, "{applied}");
+    assert_eq!(
+        applied["details"]["removed"]["conversations"], 1,
+        "{applied}"
+    );
     // A second pass finds nothing more.
     let (_, again) = me.post("/api/v1/retention/apply", json!({})).await;
     assert_eq!(
