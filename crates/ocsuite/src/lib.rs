@@ -223,10 +223,12 @@ pub fn check_services(config: &Config) -> Result<(), config::ConfigError> {
     Ok(())
 }
 
-/// Drops the archives of exports whose download window has passed.
+/// Drops the archives of exports whose download window has passed, and the addresses
+/// of erasure requests nobody approved in time.
 async fn expire_exports(store: &Store) -> error::Result<u64> {
     let mut tx = store.platform().await?;
-    let n = exports::expire(&mut tx).await?;
+    let n = exports::expire(&mut tx).await?
+        + store::cross_tenant::expire_erasures(&mut tx, chrono::Utc::now()).await?;
     tx.commit().await?;
     Ok(n)
 }

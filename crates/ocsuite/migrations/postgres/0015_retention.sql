@@ -71,6 +71,16 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
         OR s.audit_details_days IS NOT NULL;
 $$;
 
+-- Requests nobody approved in time forget the address they named.
+CREATE FUNCTION ocsuite_expire_erasures(p_now TIMESTAMPTZ)
+RETURNS BIGINT
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = public AS $$
+    WITH x AS (
+        UPDATE erasures SET status = 'expired', email = NULL, user_id = NULL
+         WHERE status = 'requested' AND expires_at <= p_now RETURNING 1)
+    SELECT count(*) FROM x;
+$$;
+
 -- A purged company's closing receipt, in the platform's (HQ company's) log: its
 -- manifest and the company log's last signed checkpoint.
 ALTER TABLE tenant_deletions ADD COLUMN receipt_id TEXT;

@@ -11,6 +11,7 @@
 //! Requesting and approving are privileged actions (`erasure.request`,
 //! `erasure.approve`); a support session may do neither (a platform floor).
 
+pub mod erase;
 pub mod job;
 pub mod routes;
 
@@ -20,11 +21,11 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::error::{AppError, Result};
-use crate::ids::{ErasureId, TenantId};
+use crate::ids::{ApiKeyId, ErasureId, TenantId};
 use crate::queue::NewJob;
 use crate::state::AppState;
 use crate::store::{TenantTx, scoped};
-use crate::tenancy::TenantCtx;
+use crate::tenancy::{Actor, TenantCtx};
 
 /// How long a request waits for its second admin.
 pub const APPROVAL_WINDOW_HOURS: i64 = 72;
@@ -117,8 +118,12 @@ fn subject_hash(tenant: &TenantId, email: &str) -> String {
 
 fn checked(input: &ErasureIn) -> Result<(String, String)> {
     let email = input.email.trim().to_lowercase();
+    // Quotes and backslashes are refused: JSON escapes them, and an erasure finds the
+    // address in stored JSON by its plain text.
     let ok = email.len() <= 254
-        && !email.chars().any(|c| c.is_control() || c.is_whitespace())
+        && !email
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '"' || c == '\\')
         && email
             .split_once('@')
             .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@'));
@@ -223,7 +228,7 @@ pub async fn request(state: &AppState, ctx: &TenantCtx, input: &ErasureIn) -> Re
     }
     let now = state.clock.now();
     tx.execute(
-        scoped("UPDATE erasures SET status = 'expired' WHERE tenant_id = $1 AND status = 'requested' AND expires_at <= $2")
+        scoped("UPDATE erasures SET status = 'expired', email = NULL, user_id = NULL WHERE tenant_id = $1 AND status = 'requested' AND expires_at <= $2")
             .bind(now),
     )
     .await?;
@@ -268,13 +273,24 @@ pub async fn request(state: &AppState, ctx: &TenantCtx, input: &ErasureIn) -> Re
     Ok(out)
 }
 
-/// A different admin approves: 403 for the one who asked, 410 once the window has
-/// passed, 409 unless it waits. Queues the job in the HQ company's queue.
+/// A different admin approves, signed in as a person: 403 for the one who asked (also
+/// through an API key they made) and for API keys, 410 once the window has passed,
+/// 409 unless it waits. Queues the job in the HQ company's queue.
 pub async fn approve(state: &AppState, ctx: &TenantCtx, id: &ErasureId) -> Result<ErasureOut> {
+    // A person approves, never a key: a key would let whoever made it approve their own
+    // request.
+    let Actor::User(approver) = &ctx.actor else {
+        return Err(AppError::Detailed {
+            status: axum::http::StatusCode::FORBIDDEN,
+            code: "person_required",
+            message: "an erasure is approved by a signed-in admin, not with an API key".into(),
+            details: json!({}),
+        });
+    };
     let now = state.clock.now();
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let e = get(&mut tx, id, now).await?;
-    if e.requested_by == ctx.actor.id() {
+    if person_behind(&mut tx, &e.requested_by).await? == approver.as_str() {
         return Err(AppError::Detailed {
             status: axum::http::StatusCode::FORBIDDEN,
             code: "same_admin",
@@ -342,6 +358,19 @@ pub async fn approve(state: &AppState, ctx: &TenantCtx, id: &ErasureId) -> Resul
     Ok(out)
 }
 
+/// The person an actor id stands for: an API key's maker, or the id itself.
+async fn person_behind(tx: &mut TenantTx, actor: &str) -> Result<String> {
+    if !actor.starts_with(ApiKeyId::PREFIX) {
+        return Ok(actor.to_owned());
+    }
+    let row: Option<(String,)> = tx
+        .fetch_optional(
+            scoped("SELECT created_by FROM api_keys WHERE tenant_id = $1 AND id = $2").bind(actor),
+        )
+        .await?;
+    Ok(row.map_or_else(|| actor.to_owned(), |(by,)| by))
+}
+
 async fn queue(state: &AppState, tenant: &TenantId, id: &ErasureId) -> Result<()> {
     let hq = TenantId::parse(crate::tenancy::HQ_TENANT)
         .ok_or_else(|| AppError::internal("the HQ tenant id is malformed"))?;
@@ -365,11 +394,19 @@ async fn queue(state: &AppState, tenant: &TenantId, id: &ErasureId) -> Result<()
     Ok(())
 }
 
-/// Withdraws a waiting request (any admin).
+/// Withdraws a waiting request (any admin; as `erasure.request` for the policy).
 pub async fn cancel(state: &AppState, ctx: &TenantCtx, id: &ErasureId) -> Result<ErasureOut> {
     let now = state.clock.now();
     let mut tx = state.store.tenant(&ctx.tenant_id).await?;
     let e = get(&mut tx, id, now).await?;
+    let mut tx = crate::policy::authorize(
+        &state.policies,
+        tx,
+        ctx,
+        "erasure.request",
+        resource(id, "cancel"),
+    )
+    .await?;
     if e.status != "requested" {
         return Err(AppError::Conflict(format!(
             "this request is {}, not waiting for approval",

@@ -88,6 +88,28 @@ pub async fn start(
         ));
     }
     let mut tx = state.store.tenant(&tenant).await?;
+    let exists: Option<(String,)> = tx
+        .fetch_optional(crate::store::scoped("SELECT id FROM tenants WHERE id = $1"))
+        .await?;
+    if exists.is_none() {
+        return Err(AppError::NotFound("tenant"));
+    }
+    // The company's policy may refuse support sessions (`support.start`).
+    let as_support = crate::tenancy::TenantCtx {
+        tenant_id: tenant.clone(),
+        role: crate::tenancy::Role::Admin,
+        actor: crate::tenancy::Actor::SupportAdmin(me.user.id.clone()),
+        meta: meta.clone(),
+    };
+    let resource = crate::policy::Resource {
+        kind: "support".into(),
+        id: tenant.to_string(),
+        operation: "create".into(),
+        ..Default::default()
+    };
+    let mut tx =
+        crate::policy::authorize(&state.policies, tx, &as_support, "support.start", resource)
+            .await?;
     let (imp, events) = super::start(
         &mut tx,
         &Start {

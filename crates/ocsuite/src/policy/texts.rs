@@ -25,7 +25,7 @@ pub const SCHEMA: &str = r#"namespace Ocsuite {
   entity Resource in [Company] {
     company: String,
     // task, capability, connector, api_key, member, mcp_server, trigger, webhook, export,
-    // retention, erasure
+    // retention, erasure, support (an operator's support session)
     kind: String,
     // create, update or delete where an action has several.
     operation: String,
@@ -43,7 +43,7 @@ pub const SCHEMA: &str = r#"namespace Ocsuite {
   action "task.approve", "task.reject", "capability.run", "connector.connect",
     "connector.disconnect", "api_key.create", "member.role_change", "mcp.register",
     "trigger.edit", "webhook.edit", "export.create", "retention.update", "erasure.request",
-    "erasure.approve"
+    "erasure.approve", "support.start"
     appliesTo { principal: [User, ApiKey, Agent], resource: [Resource], context: Ctx };
 }
 "#;
@@ -64,6 +64,7 @@ pub const ACTIONS: &[&str] = &[
     "retention.update",
     "erasure.request",
     "erasure.approve",
+    "support.start",
 ];
 
 /// Platform floors: forbid policies no company can loosen (a forbid overrides every
@@ -80,10 +81,13 @@ when { context.impersonated };
 forbid(principal, action == Ocsuite::Action::"webhook.edit", resource)
 when { context.impersonated && resource.operation == "create" };
 
-@id("floor.support-no-erasure")
+@id("floor.support-no-deletion")
 forbid(
   principal,
-  action in [Ocsuite::Action::"erasure.request", Ocsuite::Action::"erasure.approve"],
+  action in [
+    Ocsuite::Action::"erasure.request", Ocsuite::Action::"erasure.approve",
+    Ocsuite::Action::"retention.update"
+  ],
   resource
 )
 when { context.impersonated };
@@ -114,7 +118,15 @@ pub const FLOOR_PROBES: &[(&str, &str, &str, bool, &str, &str)] = &[
         "",
     ),
     (
-        "floor.support-no-erasure",
+        "floor.support-no-deletion",
+        "retention.update",
+        "admin",
+        true,
+        "update",
+        "",
+    ),
+    (
+        "floor.support-no-deletion",
         "erasure.request",
         "admin",
         true,
@@ -122,7 +134,7 @@ pub const FLOOR_PROBES: &[(&str, &str, &str, bool, &str, &str)] = &[
         "",
     ),
     (
-        "floor.support-no-erasure",
+        "floor.support-no-deletion",
         "erasure.approve",
         "admin",
         true,
@@ -144,7 +156,7 @@ pub const FLOOR_PROBES: &[(&str, &str, &str, bool, &str, &str)] = &[
 /// type; approval roles per side effect stay in Settings.
 pub const DEFAULT_POLICY: &str = r#"// Owners and admins manage the company's connections, keys, people, automations,
 // exports, retention and erasures. A support session never mints credentials, makes
-// owners or erases people.
+// owners, erases people or shortens what is kept.
 @id("default.admins-manage")
 permit(
   principal,
@@ -164,9 +176,16 @@ unless {
     action == Ocsuite::Action::"api_key.create" ||
     (action == Ocsuite::Action::"webhook.edit" && resource.operation == "create") ||
     (action == Ocsuite::Action::"member.role_change" && resource.target_role == "owner") ||
-    action == Ocsuite::Action::"erasure.request" || action == Ocsuite::Action::"erasure.approve"
+    action == Ocsuite::Action::"erasure.request" || action == Ocsuite::Action::"erasure.approve" ||
+    action == Ocsuite::Action::"retention.update"
   )
 };
+
+// A platform operator may open a support session ("view as", audited, the owners
+// told). A company that wants none forbids it here.
+@id("default.support-sessions")
+permit(principal, action == Ocsuite::Action::"support.start", resource)
+when { context.impersonated };
 
 // Members and above run capabilities and decide proposals (the approval roles in
 // Settings say which role each side effect needs).

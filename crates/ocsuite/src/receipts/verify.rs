@@ -269,8 +269,18 @@ fn check_audit(b: &Bundle, audit: &Audit) -> Result<usize, Vec<String>> {
             "target_id",
             "request_id",
         ] {
-            // A field dropped by retention or an erasure shows only its commitment.
-            if e.fields.contains_key(field) && value(e, field).as_ref() != Some(&row[field]) {
+            // Only an erasure drops an actor or a target from a receipt, and the entry
+            // then says `erased`; nothing else may be missing.
+            if !e.fields.contains_key(field) {
+                if !(matches!(field, "actor_id" | "target_id") && row[field] == "erased") {
+                    errors.push(format!(
+                        "audit entry {id}: receipt {} (entry {}) hides its {field}, which only an erasure may (the entry then says \"erased\")",
+                        e.id, e.index
+                    ));
+                }
+                continue;
+            }
+            if value(e, field).as_ref() != Some(&row[field]) {
                 errors.push(format!(
                     "audit entry {id}: its {field} differs from receipt {} (entry {})",
                     e.id, e.index
@@ -280,7 +290,15 @@ fn check_audit(b: &Bundle, audit: &Audit) -> Result<usize, Vec<String>> {
         let details: Option<serde_json::Value> = row["details"]
             .as_str()
             .and_then(|d| serde_json::from_str(d).ok());
-        if e.fields.contains_key("details") && details != value(e, "details") {
+        if !e.fields.contains_key("details") {
+            // Dropped by retention or an erasure: the entry's details say which.
+            if details.as_ref().is_none_or(|d| d.get("redacted").is_none()) {
+                errors.push(format!(
+                    "audit entry {id}: receipt {} (entry {}) hides its details, but the entry's are not marked redacted",
+                    e.id, e.index
+                ));
+            }
+        } else if details != value(e, "details") {
             errors.push(format!(
                 "audit entry {id}: its details differ from receipt {} (entry {})",
                 e.id, e.index
@@ -288,8 +306,7 @@ fn check_audit(b: &Bundle, audit: &Audit) -> Result<usize, Vec<String>> {
         }
         let time = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).and_then(parse_time);
         if time(Some(&row["created_at"])).is_none()
-            || (e.fields.contains_key("time")
-                && time(Some(&row["created_at"])) != time(value(e, "time").as_ref()))
+            || time(Some(&row["created_at"])) != time(value(e, "time").as_ref())
         {
             errors.push(format!(
                 "audit entry {id}: its time differs from receipt {} (entry {})",
@@ -360,21 +377,22 @@ fn check_decisions(b: &Bundle, audit: &Audit) -> Result<usize, Vec<String>> {
             .as_bool()
             .or_else(|| row["allowed"].as_i64().map(|n| n != 0));
         let outcome = allowed.map(|a| if a { "policy.allow" } else { "policy.deny" });
-        // Each field the receipt still shows (an erasure may have dropped some).
-        let agrees = |field: &str, expected: &serde_json::Value| {
-            !e.fields.contains_key(field) || value(e, field).as_ref() == Some(expected)
+        // An erasure may drop the principal (the decision then says `erased`); every
+        // other field must be shown and agree.
+        let principal = if e.fields.contains_key("actor_id") {
+            value(e, "actor_id").as_ref() == Some(&row["principal_id"])
+        } else {
+            row["principal_id"] == "erased"
         };
-        let same = (!e.fields.contains_key("action")
-            || value(e, "action").as_ref().and_then(|v| v.as_str()) == outcome)
-            && agrees("target_id", &row["action"])
-            && agrees("actor_type", &row["principal_type"])
-            && agrees("actor_id", &row["principal_id"])
-            && (!e.fields.contains_key("time")
-                || row["created_at"].as_str().and_then(parse_time)
-                    == value(e, "time")
-                        .as_ref()
-                        .and_then(|v| v.as_str())
-                        .and_then(parse_time));
+        let same = value(e, "action").as_ref().and_then(|v| v.as_str()) == outcome
+            && value(e, "target_id").as_ref() == Some(&row["action"])
+            && value(e, "actor_type").as_ref() == Some(&row["principal_type"])
+            && principal
+            && row["created_at"].as_str().and_then(parse_time)
+                == value(e, "time")
+                    .as_ref()
+                    .and_then(|v| v.as_str())
+                    .and_then(parse_time);
         if !same {
             errors.push(format!(
                 "policy decision {id} differs from receipt {} (entry {})",

@@ -5,7 +5,7 @@
 //! (and on demand, `POST /retention/apply`): conversations untouched for longer than
 //! their window go with their messages; events older than theirs go; audit entries
 //! older than theirs lose their details, in the audit log and in their receipts at
-//! once. A receipt keeps every field's commitment, so its leaf, and every proof over
+//! once (and policy decisions their question). A receipt keeps every field's commitment, so its leaf, and every proof over
 //! the log, is unchanged; an export shows the dropped details as hidden.
 //!
 //! A pass that removes anything leaves a `retention.applied` audit entry (and so a
@@ -224,6 +224,9 @@ pub async fn apply(state: &AppState, tenant: &TenantId, now: DateTime<Utc>) -> R
 /// its receipts never disagree. Returns the counts and whether more remain.
 async fn drop_details(tx: &mut TenantTx, cutoff: DateTime<Utc>) -> Result<(u64, u64, bool)> {
     type Row = (String, String, DateTime<Utc>);
+    // One rewrite of the company's receipts at a time (another process's pass, an
+    // erasure); the watermark is read under the lock.
+    cross_tenant::lock_redactions(tx).await?;
     let (from,): (Option<DateTime<Utc>>,) = tx
         .fetch_one(scoped(
             "SELECT details_through FROM retention_settings WHERE tenant_id = $1",
@@ -287,6 +290,18 @@ async fn drop_details(tx: &mut TenantTx, cutoff: DateTime<Utc>) -> Result<(u64, 
     };
     let audit = tx
         .execute(q.bind(bound).bind(REDACTED_DETAILS).bind(from))
+        .await?;
+    // A decision's question (with the caller's address) goes with its receipt's details.
+    let q = if inclusive {
+        scoped(
+            "UPDATE policy_decisions SET question = $3 WHERE tenant_id = $1 AND created_at <= $2 AND created_at >= $4 AND question <> $3",
+        )
+    } else {
+        scoped(
+            "UPDATE policy_decisions SET question = $3 WHERE tenant_id = $1 AND created_at < $2 AND created_at >= $4 AND question <> $3",
+        )
+    };
+    tx.execute(q.bind(bound).bind(REDACTED_DETAILS).bind(from))
         .await?;
     let through = if inclusive {
         bound + Duration::microseconds(1)

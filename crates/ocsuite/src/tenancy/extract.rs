@@ -118,7 +118,12 @@ impl FromRequestParts<AppState> for TenantCtx {
             tx.commit().await?;
         }
         let read = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS)
-            || allowed_while_suspended(parts.uri.path());
+            || allowed_while_suspended(
+                parts
+                    .extensions
+                    .get::<axum::extract::OriginalUri>()
+                    .map_or_else(|| parts.uri.path(), |u| u.path()),
+            );
         if !read && let Some(reason) = state.suspensions.reason(&ctx.tenant_id) {
             return Err(crate::console::suspended_error(&reason));
         }
@@ -129,7 +134,8 @@ impl FromRequestParts<AppState> for TenantCtx {
 /// Writes a suspended company may still make: taking its data out, and erasing a
 /// person (a legal duty that does not wait for the account to be in good standing).
 fn allowed_while_suspended(path: &str) -> bool {
-    path.ends_with("/exports") || path.contains("/erasures")
+    let path = path.strip_prefix("/api/v1").unwrap_or(path);
+    path == "/exports" || path == "/erasures" || path.starts_with("/erasures/")
 }
 
 fn no_tenant() -> AppError {

@@ -16,8 +16,52 @@ use crate::tasks::{owner, start, wait_status};
 
 dual!(
     erasure_needs_two_admins_and_leaves_proofs,
-    erasures_isolated_and_bad_input
+    erasures_isolated_and_bad_input,
+    a_receipt_may_hide_only_what_an_erasure_drops
 );
+
+/// Someone with database access rewrites an audit entry and drops the changed field
+/// from its receipt, as if erased: the export's check names the entry.
+async fn a_receipt_may_hide_only_what_an_erasure_drops(app: TestApp) {
+    let (u, t) = owner(&app, "tamper@era.example").await;
+    app.api_key(&u, &t, "member").await;
+    let tenant = ocsuite::ids::TenantId::parse(&t).unwrap();
+    let mut tx = app.state.store.tenant(&tenant).await.unwrap();
+    let rows: Vec<(String, String)> = tx
+        .fetch_all(ocsuite::store::scoped(
+            "SELECT id, fields FROM receipts WHERE tenant_id = $1 AND action = 'api_key.create'",
+        ))
+        .await
+        .unwrap();
+    let (rid, fields) = rows.into_iter().next().unwrap();
+    let mut f: Value = serde_json::from_str(&fields).unwrap();
+    let audit_id: String = serde_json::from_str(f["audit_id"]["value"].as_str().unwrap()).unwrap();
+    f.as_object_mut().unwrap().remove("action");
+    tx.execute(
+        ocsuite::store::scoped("UPDATE receipts SET fields = $3 WHERE tenant_id = $1 AND id = $2")
+            .bind(rid.as_str())
+            .bind(f.to_string()),
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        ocsuite::store::scoped(
+            "UPDATE audit_log SET action = 'api_key.revoke' WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(audit_id.as_str()),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let ready = export(&app, &u, &t).await;
+    let (_, zip) = download(&app, &u, &t, ready["id"].as_str().unwrap()).await;
+    let (ok, out) = verify(&zip, "hidden.zip", &keys(&app).await);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!("audit entry {audit_id}")) && out.contains("hides its action"),
+        "{out}"
+    );
+}
 
 async fn wait_done(app: &TestApp, u: &User, t: &str, id: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -203,6 +247,7 @@ async fn erasures_isolated_and_bad_input(app: TestApp) {
         (json!({"email": "not-an-address", "reason": "x"}), "email"),
         (json!({"email": "a b@c.example", "reason": "x"}), "email"),
         (json!({"email": "a@b@c", "reason": "x"}), "email"),
+        (json!({"email": "o\"n@x.example", "reason": "x"}), "email"),
         (json!({"email": "x@y.example", "reason": "  "}), "reason"),
         (
             json!({"email": "x@y.example", "reason": "é".repeat(501)}),
@@ -261,6 +306,48 @@ async fn erasures_isolated_and_bad_input(app: TestApp) {
     assert_eq!(list, json!([]));
     let (s, _) = app.as_(&bob).tenant(&a).get("/api/v1/erasures").await;
     assert!(s == StatusCode::FORBIDDEN || s == StatusCode::NOT_FOUND);
+
+    // An outside contact: a CRM lead of A's.
+    let (s, v) = me
+        .post(
+            "/api/v1/leadtracker/leads",
+            json!({"name": "Someone Else", "email": "Someone.Else@outside.example"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // Dual control holds through API keys: a key cannot approve, and the one who made
+    // the key that asked cannot either; another admin can.
+    let (_, key) = app.api_key(&ann, &a, "admin").await;
+    let (s, by_key) = app
+        .as_(&key)
+        .tenant(&a)
+        .post(
+            "/api/v1/erasures",
+            json!({"email": "someone.else@outside.example", "reason": "asked by email"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{by_key}");
+    let approve = format!(
+        "/api/v1/erasures/{}/approve",
+        by_key["id"].as_str().unwrap()
+    );
+    let (s, v) = me.post(&approve, json!({})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["error"]["code"], "same_admin", "{v}");
+    let (s, v) = app.as_(&key).tenant(&a).post(&approve, json!({})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["error"]["code"], "person_required", "{v}");
+    let other = app.signup("other-admin@iso-era.example").await;
+    app.add_member(&ann, &a, &other, "admin").await;
+    let (s, v) = app.as_(&other).tenant(&a).post(&approve, json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let done = wait_done(&app, &ann, &a, by_key["id"].as_str().unwrap()).await;
+    assert_eq!(done["manifest"]["leads"], 1, "{done}");
+    let (_, leads) = me.get("/api/v1/leadtracker/leads").await;
+    let (_, audit) = me.get("/api/v1/audit?limit=500").await;
+    for text in [leads.to_string(), audit.to_string()] {
+        assert!(!text.to_lowercase().contains("someone.else"), "{text}");
+    }
 
     // Cancelled: it cannot be approved, and its address is gone.
     let (s, v) = me

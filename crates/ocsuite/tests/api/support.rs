@@ -42,7 +42,45 @@ dual!(
     support_sessions_enter_one_company_audited_and_limited,
     support_sessions_end_on_exit_logout_and_expiry,
     bad_support_sessions_are_refused,
+    a_company_policy_can_refuse_support_sessions,
 );
+
+async fn a_company_policy_can_refuse_support_sessions(app: TestApp) {
+    let root = root(&app, "root@no-support.example").await;
+    let (alice, a) = owner(&app, "alice@no-support.example").await;
+    let me = app.as_(&alice).tenant(&a);
+    let (_, schema) = me.get("/api/v1/policy/schema").await;
+    let text = format!(
+        "{}\n@id(\"no-support\")\nforbid(principal, action == Ocsuite::Action::\"support.start\", resource);\n",
+        schema["default_policy"].as_str().unwrap()
+    );
+    let (s, v) = me.put("/api/v1/policy", json!({"text": text})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = start(&app, &root, &a).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["error"]["code"], "policy_denied", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-support"),
+        "{v}"
+    );
+    // The refusal is in the company's decision log; no session was opened.
+    let (_, d) = me
+        .get("/api/v1/policy/decisions?action=support.start")
+        .await;
+    assert_eq!(d[0]["allowed"], false, "{d}");
+    let (_, list) = me.get("/api/v1/impersonations").await;
+    assert_eq!(list["items"], json!([]), "{list}");
+    // Rolled back to the default, support may enter again.
+    let (s, v) = me
+        .post("/api/v1/policy/rollback", json!({"version": 0}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = start(&app, &root, &a).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
 
 async fn support_sessions_enter_one_company_audited_and_limited(app: TestApp) {
     let root = root(&app, "root@support.example").await;
@@ -86,6 +124,27 @@ async fn support_sessions_enter_one_company_audited_and_limited(app: TestApp) {
     let (s, v) = support.patch(&mia_role, json!({"role": "owner"})).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
     assert_eq!(v["error"]["code"], "impersonation_forbidden");
+    // Nor erase anyone, nor shorten what is kept: a platform floor of the policy.
+    let (s, v) = support
+        .put("/api/v1/retention", json!({"conversations_days": 1}))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["error"]["code"], "policy_denied", "{v}");
+    let (s, v) = support
+        .post(
+            "/api/v1/erasures",
+            json!({"email": mia.email, "reason": "support tidy-up"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["error"]["code"], "policy_denied", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("floor.support-no-deletion"),
+        "{v}"
+    );
     let (s, v) = start(&app, &root, &b).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
     assert_eq!(v["error"]["code"], "impersonation_forbidden");

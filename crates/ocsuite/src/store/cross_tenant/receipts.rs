@@ -127,3 +127,36 @@ pub async fn retention_tenants(tx: &mut Tx) -> Result<Vec<String>> {
     let rows: Vec<(String,)> = tx.fetch_all(q).await?;
     Ok(rows.into_iter().map(|(t,)| t).collect())
 }
+
+/// Serialises the transactions that rewrite a company's stored receipts (the retention
+/// pass, erasures), so neither puts back a field the other dropped: a transaction-level
+/// advisory lock on PostgreSQL; SQLite has one writer already.
+pub async fn lock_redactions(tx: &mut TenantTx) -> Result<()> {
+    if tx.is_postgres() {
+        tx.execute(scoped(
+            "SELECT pg_advisory_xact_lock(hashtext('ocsuite-redactions/' || $1))",
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// Closes erasure requests nobody approved in time, in every company, dropping the
+/// address they named.
+pub async fn expire_erasures(tx: &mut Tx, now: chrono::DateTime<chrono::Utc>) -> Result<u64> {
+    if tx.is_postgres() {
+        let (n,): (i64,) = tx
+            .fetch_one(sql("SELECT ocsuite_expire_erasures($1)").bind(now))
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    } else {
+        tx.execute(
+            sql(
+                "UPDATE erasures SET status = 'expired', email = NULL, user_id = NULL \
+                 WHERE status = 'requested' AND expires_at <= $1",
+            )
+            .bind(now),
+        )
+        .await
+    }
+}
