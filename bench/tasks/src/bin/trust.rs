@@ -88,12 +88,11 @@ async fn main() -> Res<()> {
 
     // 1. Policy evaluation.
     let engine = &state.policies.engine;
-    let set = engine
-        .check_company(&format!(
-            "{}\n{EXTRA}",
-            ocsuite::policy::texts::DEFAULT_POLICY
-        ))
-        .map_err(|e| format!("{e:?}"))?;
+    let text = format!("{}\n{EXTRA}", ocsuite::policy::texts::DEFAULT_POLICY);
+    engine.check_company(&text).map_err(|e| format!("{e:?}"))?;
+    // What a request evaluates: the floors and the company's policy, split by action.
+    let set = engine.compile_saved(&text);
+    let count = set.all.policies().count();
     let qs = questions();
     let mut allowed = 0;
     for q in &qs {
@@ -110,7 +109,7 @@ async fn main() -> Res<()> {
     times.sort_by(|a, b| a.total_cmp(b));
     let p99 = ms(&times, 99.0);
     println!(
-        "policy evaluation: {decisions} decisions over 25 policies, p50 {:.1} µs, p99 {p99:.1} µs ({allowed}/1000 questions allowed; target p99 <= 50 µs)",
+        "policy evaluation: {decisions} decisions over {count} policies, p50 {:.1} µs, p99 {p99:.1} µs ({allowed}/1000 questions allowed; target p99 <= 50 µs)",
         ms(&times, 50.0)
     );
     ok &= p99 <= 50.0;

@@ -6,8 +6,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use cedar_policy::{
-    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId,
-    PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+    ActionConstraint, Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName,
+    EntityUid, PolicyId, PolicySet, Request, RestrictedExpression, Schema, ValidationMode,
+    Validator,
 };
 use miette::Diagnostic;
 use serde::{Deserialize, Serialize};
@@ -94,7 +95,34 @@ pub struct Engine {
     floors: PolicySet,
     default: Arc<PolicySet>,
     /// Floors plus the default, for companies without their own policy.
-    default_combined: Arc<PolicySet>,
+    default_combined: Arc<Compiled>,
+    /// The schema's entity types, parsed once (parsing a name per request was a good
+    /// share of an evaluation's time).
+    types: Types,
+}
+
+struct Types {
+    company: EntityTypeName,
+    user: EntityTypeName,
+    api_key: EntityTypeName,
+    agent: EntityTypeName,
+    resource: EntityTypeName,
+    action: EntityTypeName,
+}
+
+impl Types {
+    fn new() -> Result<Self, String> {
+        let t =
+            |n: &str| EntityTypeName::from_str(&format!("Ocsuite::{n}")).map_err(|e| e.to_string());
+        Ok(Self {
+            company: t("Company")?,
+            user: t("User")?,
+            api_key: t("ApiKey")?,
+            agent: t("Agent")?,
+            resource: t("Resource")?,
+            action: t("Action")?,
+        })
+    }
 }
 
 fn line_col(src: &str, byte: usize) -> (usize, usize) {
@@ -174,6 +202,58 @@ pub fn parse(src: &str) -> Result<PolicySet, Vec<Problem>> {
     })
 }
 
+/// Policies to evaluate for one action.
+pub trait ForAction {
+    fn for_action(&self, action: &str) -> &PolicySet;
+}
+
+impl ForAction for PolicySet {
+    fn for_action(&self, _action: &str) -> &PolicySet {
+        self
+    }
+}
+
+/// A policy set split by action: a request evaluates only the policies whose scope
+/// can match its action (Cedar evaluates every policy it is given, and most name one
+/// or a few actions). The answer is the same: a policy out of scope is neither
+/// satisfied nor in error.
+pub struct Compiled {
+    pub all: PolicySet,
+    by_action: HashMap<&'static str, PolicySet>,
+}
+
+impl Compiled {
+    pub fn new(all: PolicySet) -> Self {
+        let mut by_action = HashMap::new();
+        for a in ACTIONS {
+            let mut part = PolicySet::new();
+            for p in all.policies() {
+                let names = |u: &EntityUid| {
+                    let id: &str = u.id().as_ref();
+                    id == *a
+                };
+                let applies = match p.action_constraint() {
+                    ActionConstraint::Any => true,
+                    ActionConstraint::Eq(u) => names(&u),
+                    ActionConstraint::In(list) => list.iter().any(names),
+                };
+                if applies {
+                    // Ids are unique in `all`, so none clashes here.
+                    let _ = part.add(p.clone());
+                }
+            }
+            by_action.insert(*a, part);
+        }
+        Self { all, by_action }
+    }
+}
+
+impl ForAction for Compiled {
+    fn for_action(&self, action: &str) -> &PolicySet {
+        self.by_action.get(action).unwrap_or(&self.all)
+    }
+}
+
 fn merge(a: &PolicySet, b: &PolicySet) -> PolicySet {
     let mut out = a.clone();
     for p in b.policies() {
@@ -198,12 +278,13 @@ impl Engine {
                 return Err(format!("built-in policies do not validate: {msgs:?}"));
             }
         }
-        let default_combined = Arc::new(merge(&floors, &default));
+        let default_combined = Arc::new(Compiled::new(merge(&floors, &default)));
         Ok(Self {
             validator,
             floors,
             default: Arc::new(default),
             default_combined,
+            types: Types::new()?,
         })
     }
 
@@ -211,7 +292,7 @@ impl Engine {
         self.default.clone()
     }
 
-    pub fn default_combined(&self) -> Arc<PolicySet> {
+    pub fn default_combined(&self) -> Arc<Compiled> {
         self.default_combined.clone()
     }
 
@@ -278,8 +359,8 @@ impl Engine {
     /// A saved company text with the floors, for evaluation. It passed
     /// [`Engine::check_company`] when saved; if it no longer parses (a schema change),
     /// the floors alone stand, so nothing is permitted until an admin saves it again.
-    pub fn compile_saved(&self, src: &str) -> PolicySet {
-        match parse(src) {
+    pub fn compile_saved(&self, src: &str) -> Compiled {
+        Compiled::new(match parse(src) {
             Ok(set) => merge(&self.floors, &set),
             Err(problems) => {
                 tracing::error!(
@@ -288,12 +369,12 @@ impl Engine {
                 );
                 self.floors.clone()
             }
-        }
+        })
     }
 
     /// Evaluates `q` in company `company` against `set` (floors included by the
     /// caller). Anything malformed, and any evaluation error, denies.
-    pub fn evaluate(&self, set: &PolicySet, company: &str, q: &Question) -> Answer {
+    pub fn evaluate(&self, set: &impl ForAction, company: &str, q: &Question) -> Answer {
         match self.try_evaluate(set, company, q) {
             Ok(a) => a,
             Err(e) => Answer {
@@ -304,21 +385,28 @@ impl Engine {
         }
     }
 
-    fn try_evaluate(&self, set: &PolicySet, company: &str, q: &Question) -> Result<Answer, String> {
+    fn try_evaluate(
+        &self,
+        set: &impl ForAction,
+        company: &str,
+        q: &Question,
+    ) -> Result<Answer, String> {
         if !ACTIONS.contains(&q.action.as_str()) {
             return Err(format!("unknown action {:?}", q.action));
         }
-        let uid = |ty: &str, id: &str| {
-            EntityTypeName::from_str(&format!("Ocsuite::{ty}"))
-                .map(|t| EntityUid::from_type_name_and_id(t, EntityId::new(id)))
-                .map_err(|e| e.to_string())
+        let t = &self.types;
+        let uid = |ty: &EntityTypeName, id: &str| {
+            Ok::<_, String>(EntityUid::from_type_name_and_id(
+                ty.clone(),
+                EntityId::new(id),
+            ))
         };
         let s = |v: &str| RestrictedExpression::new_string(v.to_owned());
-        let company_uid = uid("Company", company)?;
+        let company_uid = uid(&t.company, company)?;
         let principal_ty = match q.principal.kind.as_str() {
-            "user" | "support_admin" => "User",
-            "api_key" => "ApiKey",
-            "agent" => "Agent",
+            "user" | "support_admin" => &t.user,
+            "api_key" => &t.api_key,
+            "agent" => &t.agent,
             other => return Err(format!("unknown principal type {other:?}")),
         };
         let principal_uid = uid(principal_ty, &q.principal.id)?;
@@ -327,7 +415,7 @@ impl Engine {
             ("role".to_owned(), s(&q.principal.role)),
             ("company".to_owned(), s(principal_company)),
         ]);
-        if principal_ty == "User" {
+        if principal_ty == &t.user {
             attrs.insert("email".into(), s(&q.principal.email));
         }
         let principal = Entity::new(
@@ -337,7 +425,7 @@ impl Engine {
         )
         .map_err(|e| e.to_string())?;
         let r = &q.resource;
-        let resource_uid = uid("Resource", if r.id.is_empty() { "-" } else { &r.id })?;
+        let resource_uid = uid(&t.resource, if r.id.is_empty() { "-" } else { &r.id })?;
         let resource_company = r.company.as_deref().unwrap_or(company);
         let resource = Entity::new(
             resource_uid.clone(),
@@ -373,7 +461,7 @@ impl Engine {
             None,
         )
         .map_err(|e| e.to_string())?;
-        let action = uid("Action", &q.action)?;
+        let action = uid(&t.action, &q.action)?;
         let c = &q.context;
         let context = Context::from_pairs([
             ("mfa".to_owned(), RestrictedExpression::new_bool(c.mfa)),
@@ -391,7 +479,8 @@ impl Engine {
         .map_err(|e| e.to_string())?;
         let request = Request::new(principal_uid, action, resource_uid, context, None)
             .map_err(|e| e.to_string())?;
-        let response = Authorizer::new().is_authorized(&request, set, &entities);
+        let response =
+            Authorizer::new().is_authorized(&request, set.for_action(&q.action), &entities);
         let mut policies: Vec<String> = response
             .diagnostics()
             .reason()
@@ -449,26 +538,26 @@ mod tests {
     fn built_ins_parse_and_mirror_roles() {
         let e = Engine::new().expect("built-in texts");
         let set = e.default_combined();
-        let a = e.evaluate(&set, "ten_1", &q("api_key.create", "admin", false));
+        let a = e.evaluate(&*set, "ten_1", &q("api_key.create", "admin", false));
         assert!(a.allowed, "{a:?}");
         assert_eq!(a.policies, ["default.admins-manage"]);
         assert!(
-            !e.evaluate(&set, "ten_1", &q("api_key.create", "member", false))
+            !e.evaluate(&*set, "ten_1", &q("api_key.create", "member", false))
                 .allowed
         );
-        let a = e.evaluate(&set, "ten_1", &q("api_key.create", "admin", true));
+        let a = e.evaluate(&*set, "ten_1", &q("api_key.create", "admin", true));
         assert!(!a.allowed);
         assert_eq!(a.policies, ["floor.support-no-credentials"]);
         assert!(
-            e.evaluate(&set, "ten_1", &q("capability.run", "member", false))
+            e.evaluate(&*set, "ten_1", &q("capability.run", "member", false))
                 .allowed
         );
         assert!(
-            !e.evaluate(&set, "ten_1", &q("capability.run", "viewer", false))
+            !e.evaluate(&*set, "ten_1", &q("capability.run", "viewer", false))
                 .allowed
         );
         assert!(
-            !e.evaluate(&set, "ten_1", &q("no.such", "owner", false))
+            !e.evaluate(&*set, "ten_1", &q("no.such", "owner", false))
                 .allowed
         );
     }

@@ -17,13 +17,12 @@ pub mod versions;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cedar_policy::PolicySet;
 use chrono::{Datelike, Timelike, Utc};
 use serde_json::json;
 use tokio::sync::RwLock;
 
 use engine::Engine;
-pub use engine::{Answer, Circumstances, Principal, Question, Resource};
+pub use engine::{Answer, Circumstances, Compiled, Principal, Question, Resource};
 
 use crate::error::{AppError, Result};
 use crate::ids::{DecisionId, TenantId};
@@ -33,7 +32,7 @@ use crate::tenancy::{Actor, TenantCtx};
 /// The engine and each company's compiled policy, by version.
 pub struct Policies {
     pub engine: Engine,
-    cache: RwLock<HashMap<TenantId, (i64, Arc<PolicySet>)>>,
+    cache: RwLock<HashMap<TenantId, (i64, Arc<Compiled>)>>,
 }
 
 impl Policies {
@@ -46,7 +45,7 @@ impl Policies {
 
     /// The company's policy in force (floors included) and its version (0: the
     /// default). One indexed read when the cached version is current.
-    pub async fn current(&self, tx: &mut TenantTx) -> Result<(i64, Arc<PolicySet>)> {
+    pub async fn current(&self, tx: &mut TenantTx) -> Result<(i64, Arc<Compiled>)> {
         let (version,): (Option<i64>,) = tx
             .fetch_one(scoped(
                 "SELECT MAX(version) FROM policy_versions WHERE tenant_id = $1",
@@ -131,7 +130,7 @@ pub async fn authorize(
 ) -> Result<TenantTx> {
     let q = question(&mut tx, ctx, action, resource).await?;
     let (version, set) = policies.current(&mut tx).await?;
-    let answer = policies.engine.evaluate(&set, tx.tenant_id().as_str(), &q);
+    let answer = policies.engine.evaluate(&*set, tx.tenant_id().as_str(), &q);
     record(&mut tx, ctx, &q, &answer, version).await?;
     if answer.allowed {
         return Ok(tx);

@@ -248,7 +248,7 @@ pub async fn simulate(
                 ),
             ));
         }
-        current = Some(engine.evaluate(&set, &company, q));
+        current = Some(engine.evaluate(&*set, &company, q));
         draft_answer = draft.as_ref().map(|d| engine.evaluate(d, &company, q));
     }
     let mut changed = Vec::new();
