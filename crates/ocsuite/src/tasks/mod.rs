@@ -247,7 +247,8 @@ pub async fn insert_finished(
     outcome: std::result::Result<&Value, &str>,
     audit: AuditEntry<'_>,
 ) -> Result<Vec<Event>> {
-    let now = Utc::now();
+    // Microseconds: what PostgreSQL keeps, so the receipt's time equals the audit row's.
+    let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
     let (status, result, error) = match outcome {
         Ok(v) => (Status::Succeeded, Some(v.to_string()), None),
         Err(e) => (Status::Failed, None, Some(e)),
@@ -275,6 +276,7 @@ pub async fn insert_finished(
             .iter()
             .map(|(seq, kind, data)| json!({"seq": seq, "kind": kind, "data": data.to_string()}))
             .collect();
+        let (audit_id, details) = (crate::ids::AuditId::new(), audit.details.to_string());
         let q = crate::store::cross_tenant::add_finished_task(tx)
             .bind(id)
             .bind(t.capability)
@@ -288,14 +290,28 @@ pub async fn insert_finished(
             .bind(error)
             .bind(t.meeting_id)
             .bind(t.conversation_id)
-            .bind(crate::ids::AuditId::new())
+            .bind(&audit_id)
             .bind(audit.actor.0)
             .bind(audit.actor.1)
             .bind(audit.action)
-            .bind(audit.details.to_string())
+            .bind(details.as_str())
             .bind(topic.as_str())
             .bind(Value::Array(rows).to_string());
         let ids: Vec<(i64,)> = tx.fetch_all(q).await?;
+        // The audit entry's signed receipt, as `audit::insert` writes for every other.
+        crate::receipts::append(
+            tx,
+            &crate::receipts::Entry {
+                audit_id: audit_id.as_str(),
+                actor: audit.actor,
+                action: audit.action,
+                target: ("task", id.as_str()),
+                details: &details,
+                request_id: None,
+                at: now,
+            },
+        )
+        .await?;
         return Ok(timeline
             .into_iter()
             .zip(ids)

@@ -177,6 +177,13 @@ async fn a_read_runs_a_write_is_proposed_and_its_outcome_reaches_the_next_turn(d
         .await;
     assert_eq!(v["task"]["status"], "succeeded", "{v}");
     assert_eq!(v["task"]["created_by"], "agent:cmo");
+    // Its audit entry is sealed into a receipt like every other (on both databases).
+    let (_, receipts) = app
+        .as_(&u)
+        .tenant(&t)
+        .get("/api/v1/receipts?action=task.succeeded")
+        .await;
+    assert_eq!(receipts.as_array().map(Vec::len), Some(1), "{receipts}");
     let conversation = evs[0].1["conversation_id"].as_str().unwrap().to_owned();
     assert_eq!(v["task"]["conversation_id"], conversation.as_str());
     let write_task = write["task_id"].as_str().unwrap().to_owned();
