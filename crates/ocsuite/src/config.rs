@@ -157,6 +157,13 @@ pub struct Config {
     pub queue_retry_base_ms: u32,
     /// Days realtime events are kept for resume.
     pub events_retention_days: u32,
+    /// Where `serve` writes a backup every `backup_every_minutes` (see `ocsuite
+    /// backup`); unset: no scheduled backups. Set it on one node only.
+    pub backup_dir: Option<PathBuf>,
+    /// Minutes between scheduled backups: the most data a restore can lose (RPO).
+    pub backup_every_minutes: u32,
+    /// Scheduled backups kept in `backup_dir`; older ones are deleted.
+    pub backup_keep: u32,
     /// OpenAI-compatible API base (…/v1). Any such server works: Fireworks, OpenAI,
     /// Ollama, vLLM, llama.cpp server, LiteLLM.
     pub llm_base_url: String,
@@ -296,6 +303,9 @@ impl Default for Config {
             queue_poll_ms: 1000,
             queue_retry_base_ms: 1000,
             events_retention_days: 7,
+            backup_dir: None,
+            backup_every_minutes: 15,
+            backup_keep: 96,
             llm_base_url: "https://api.fireworks.ai/inference/v1".into(),
             llm_api_key: None,
             llm_model: "accounts/fireworks/models/qwen3-235b-a22b-instruct-2507".into(),
@@ -417,6 +427,8 @@ impl Config {
             ("QUEUE_POLL_MS", self.queue_poll_ms as u64),
             ("QUEUE_RETRY_BASE_MS", self.queue_retry_base_ms as u64),
             ("EVENTS_RETENTION_DAYS", self.events_retention_days as u64),
+            ("BACKUP_EVERY_MINUTES", self.backup_every_minutes as u64),
+            ("BACKUP_KEEP", self.backup_keep as u64),
             (
                 "LLM_CONNECT_TIMEOUT_SECS",
                 self.llm_connect_timeout_secs as u64,

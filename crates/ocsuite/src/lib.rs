@@ -11,6 +11,7 @@ pub mod app;
 pub mod approvals;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod banner;
 pub mod board;
 pub mod bookkeeping;
@@ -53,6 +54,7 @@ pub mod security;
 pub mod state;
 pub mod store;
 pub mod tasks;
+pub mod telemetry;
 pub mod tenancy;
 pub mod triggers;
 pub mod usage;
@@ -147,7 +149,7 @@ pub async fn prepare(config: Config) -> Result<AppState, StartError> {
         );
     }
     // Install the metrics recorder before the first request is counted.
-    ops::metrics_handle();
+    telemetry::handle();
     store::migrate(&config).await?;
     let store = Store::connect(&config.database_url, config.db_max_connections).await?;
     crypto::secrets::ensure_initial_version(&store)
@@ -442,6 +444,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let bg = Background::start(&state);
     let store = state.store.clone();
+    let backups = tokio::spawn(backup::scheduled(state.config.clone()));
     let app = app::router(state);
     // Streams (SSE chat answers, events) write many small frames; without TCP_NODELAY
     // Nagle's algorithm holds each one until the previous is acknowledged, and a
@@ -457,6 +460,7 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await;
+    backups.abort();
     bg.stop(Duration::from_secs(20)).await;
     store.close().await;
     result

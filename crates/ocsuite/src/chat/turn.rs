@@ -40,6 +40,7 @@ pub async fn start(
     message: &str,
     conversation_id: Option<&str>,
 ) -> Result<mpsc::Receiver<TurnEvent>> {
+    let began = std::time::Instant::now();
     let text = message.trim();
     if text.is_empty() {
         return Err(AppError::bad_request(
@@ -125,6 +126,7 @@ pub async fn start(
         tools: toolbox.specs(),
     };
     let upstream = state.llm.stream(request.clone());
+    crate::telemetry::chat_overhead(began.elapsed());
     // The question, the conversation and the token hold are written and committed beside
     // the stream, so neither the response nor the first token waits for them. The budget
     // check above holds the tenant lock in this same transaction until that commit.

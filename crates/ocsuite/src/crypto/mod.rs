@@ -33,6 +33,12 @@ impl MasterKey {
     pub fn from_bytes(b: [u8; 32]) -> Self {
         Self(b)
     }
+
+    /// The key as `OCSUITE_MASTER_KEY` spells it, for a file only its owner reads
+    /// (`ocsuite backup --with-master-key`).
+    pub fn to_base64(&self) -> String {
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, self.0)
+    }
 }
 
 impl fmt::Debug for MasterKey {

@@ -124,6 +124,79 @@ pub struct RotationReport {
     pub log_keys: u64,
 }
 
+/// Decrypts every stored secret (tenant secrets, two-factor seeds, receipt-log signing
+/// keys) and keeps none of them: proof that `crypto`'s master key opens what the
+/// database holds, which a restore checks before it says it worked. Runs on the owner
+/// connection like [`rotate`]. Returns how many were opened; fails naming the first
+/// few that were not.
+pub async fn verify_all(owner: &Store, crypto: &Crypto) -> Result<u64> {
+    let mut opened = 0u64;
+    let mut failed: Vec<String> = Vec::new();
+    let mut tx = owner.platform_read().await?;
+    let (mut after_tenant, mut after_id) = (String::new(), String::new());
+    loop {
+        let rows: Vec<SecretRow> =
+            cross_tenant::secrets_after(&mut tx, &after_tenant, &after_id).await?;
+        let Some(last) = rows.last() else {
+            break;
+        };
+        (after_tenant, after_id) = (last.tenant_id.clone(), last.id.clone());
+        for r in &rows {
+            let Ok(tenant) = TenantId::try_from(r.tenant_id.clone()) else {
+                failed.push(format!("secret {} (bad company id)", r.id));
+                continue;
+            };
+            let binding = Binding {
+                purpose: &r.purpose,
+                row_id: &r.id,
+            };
+            match crypto.decrypt(KeyScope::Tenant(&tenant), binding, &r.ciphertext) {
+                Ok(_) => opened += 1,
+                Err(_) => failed.push(format!("secret {} of {}", r.id, r.tenant_id)),
+            }
+        }
+    }
+    let users: Vec<(String, Vec<u8>)> = tx
+        .fetch_all(sql(
+            "SELECT id, totp_secret FROM users WHERE totp_secret IS NOT NULL",
+        ))
+        .await?;
+    for (id, ct) in users {
+        let Ok(user) = UserId::try_from(id.clone()) else {
+            failed.push(format!("two-factor seed of {id} (bad user id)"));
+            continue;
+        };
+        match crypto.decrypt(KeyScope::Platform, crate::auth::totp::binding(&user), &ct) {
+            Ok(_) => opened += 1,
+            Err(_) => failed.push(format!("two-factor seed of {id}")),
+        }
+    }
+    let keys: Vec<(String, Vec<u8>)> = tx
+        .fetch_all(sql("SELECT id, private_key FROM log_keys"))
+        .await?;
+    for (id, ct) in keys {
+        let binding = Binding {
+            purpose: LOG_KEY_PURPOSE,
+            row_id: &id,
+        };
+        match crypto.decrypt(KeyScope::Platform, binding, &ct) {
+            Ok(_) => opened += 1,
+            Err(_) => failed.push(format!("log signing key {id}")),
+        }
+    }
+    tx.commit().await?;
+    if !failed.is_empty() {
+        let n = failed.len();
+        failed.truncate(5);
+        return Err(AppError::Internal(format!(
+            "{n} stored secrets do not decrypt with this master key: {}{}",
+            failed.join(", "),
+            if n > 5 { ", …" } else { "" }
+        )));
+    }
+    Ok(opened)
+}
+
 #[derive(sqlx::FromRow)]
 struct SecretRow {
     tenant_id: String,

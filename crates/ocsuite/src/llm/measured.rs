@@ -115,9 +115,11 @@ impl Provider for Measured {
         let mut upstream = self.inner.stream(req);
         let (tx, rx) = mpsc::channel(64);
         let stats = self.stats.clone();
+        let provider = self.inner.name();
         tokio::spawn(async move {
             let mut first = None;
             let mut failed = true;
+            let mut tokens = None;
             while let Some(ev) = upstream.recv().await {
                 if first.is_none() && matches!(ev, StreamEvent::Delta(_) | StreamEvent::ToolCall(_))
                 {
@@ -126,6 +128,7 @@ impl Provider for Measured {
                 match &ev {
                     StreamEvent::Done { .. } => failed = false,
                     StreamEvent::Error(_) => failed = true,
+                    StreamEvent::Usage(u) => tokens = Some((u.prompt_tokens, u.completion_tokens)),
                     _ => {}
                 }
                 if tx.send(ev).await.is_err() {
@@ -135,6 +138,7 @@ impl Provider for Measured {
             }
             let total = started.elapsed();
             stats.record(&model, first.unwrap_or(total), total, failed);
+            crate::telemetry::llm_call(provider, &model, first, failed, tokens);
         });
         rx
     }

@@ -71,6 +71,8 @@ impl OpenAi {
             .pool_max_idle_per_host(64)
             .build()
             .unwrap_or_default();
+        // The gauge exists from the start, so an alert on it has a series to watch.
+        crate::telemetry::circuit("openai", false);
         Self {
             inner: std::sync::Arc::new(Inner {
                 settings,
@@ -206,6 +208,7 @@ impl Inner {
             Some(_) => {
                 // Half-open: let this call through; one more failure reopens.
                 b.open_until = None;
+                crate::telemetry::circuit("openai", false);
                 b.failures = BREAKER_THRESHOLD - 1;
                 Ok(())
             }
@@ -221,6 +224,7 @@ impl Inner {
             b.failures += 1;
             if b.failures >= BREAKER_THRESHOLD {
                 b.open_until = Some(Instant::now() + BREAKER_OPEN);
+                crate::telemetry::circuit("openai", true);
             }
         }
     }

@@ -2,38 +2,15 @@
 
 pub mod ratelimit;
 
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::auth::ClientMeta;
 use crate::state::AppState;
-
-/// The process-wide Prometheus recorder (metrics macros use one global recorder, and
-/// tests start many apps in one process).
-pub fn metrics_handle() -> Option<PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full("http_request_duration_seconds".into()),
-                    &[
-                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                        5.0,
-                    ],
-                )
-                .ok()?
-                .install_recorder()
-                .ok()
-        })
-        .clone()
-}
 
 /// Counts requests and records latency by method, route template and status.
 pub async fn track(req: Request, next: Next) -> Response {
@@ -94,13 +71,48 @@ pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderM
             return res;
         }
     }
-    let body = metrics_handle().map(|h| h.render()).unwrap_or_default();
+    sample(&state).await;
+    let body = crate::telemetry::handle()
+        .map(|h| h.render())
+        .unwrap_or_default();
     let mut res = body.into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     res
+}
+
+/// Reads the gauges that describe the shared database (queue depths and age, pool
+/// use) just before they are rendered. A database that does not answer in two seconds
+/// leaves the last reading in place: the scrape itself must not hang on it.
+async fn sample(state: &AppState) {
+    for (pool, open, idle, max) in state.store.pool_stats() {
+        crate::telemetry::pool_read(pool, open, idle, max);
+    }
+    let read = async {
+        let mut tx = state.store.platform_read().await?;
+        crate::store::cross_tenant::queue_stats(&mut tx, chrono::Utc::now()).await
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(2), read).await {
+        Ok(Ok(rows)) => {
+            let depths: Vec<_> = rows
+                .iter()
+                .map(|r| crate::telemetry::QueueGauge {
+                    queue: &r.0,
+                    status: &r.1,
+                    jobs: r.2,
+                })
+                .collect();
+            let oldest: Vec<(String, f64)> = rows
+                .iter()
+                .filter_map(|r| Some((r.0.clone(), r.3?)))
+                .collect();
+            crate::telemetry::queue_read(&depths, &oldest);
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "reading queue figures for /metrics failed"),
+        Err(_) => tracing::warn!("reading queue figures for /metrics took over 2 s"),
+    }
 }
 
 /// Middleware for the auth routes: limit by client IP.

@@ -156,6 +156,7 @@ struct ClaimRow {
     payload: String,
     attempts: i64,
     max_attempts: i64,
+    run_at: DateTime<Utc>,
 }
 
 /// Claims the next runnable job of `queue`; returns it with the claiming transaction,
@@ -217,6 +218,7 @@ pub async fn claim_in(
     let until = now + Duration::from_std(lease).map_err(AppError::internal)?;
     let token = uuid::Uuid::new_v4().simple().to_string();
     let q = cross_tenant::claim_job(tx);
+    let began = std::time::Instant::now();
     let row: Option<ClaimRow> = tx
         .fetch_optional(
             q.bind(queue)
@@ -226,9 +228,11 @@ pub async fn claim_in(
                 .bind(until),
         )
         .await?;
+    crate::telemetry::job_claimed(queue, began.elapsed());
     let Some(r) = row else {
         return Ok(None);
     };
+    crate::telemetry::job_started(queue, (now - r.run_at).to_std().unwrap_or_default());
     let (Some(tenant_id), Some(id)) = (TenantId::parse(&r.tenant_id), JobId::parse(&r.id)) else {
         return Err(AppError::Internal(format!("malformed job row {}", r.id)));
     };

@@ -6,7 +6,7 @@
 //! lease-lost one is dropped mid-flight.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures_util::future::BoxFuture;
@@ -93,6 +93,19 @@ pub enum Resolution {
         error: String,
     },
     Cancelled,
+}
+
+impl Resolution {
+    /// Its name in `ocsuite_queue_jobs_finished_total`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Succeeded { .. } => "succeeded",
+            Self::Retrying { .. } => "retrying",
+            Self::Dead { .. } => "dead",
+            Self::Failed { .. } => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// The work behind one queue.
@@ -362,6 +375,7 @@ async fn run_job(
             match why {
                 Interrupt::LeaseLost => {
                     tracing::warn!(job = %job.id, "lease lost; another worker owns this job now");
+                    crate::telemetry::job_finished(job.queue, "lease_lost", None);
                     return None;
                 }
                 Interrupt::Cancel => Outcome::Cancelled,
@@ -385,60 +399,77 @@ async fn run_job(
                     .unwrap_or_default(),
         },
     };
+    let began = Instant::now();
     if !*stop.borrow() {
         match resolve_and_claim(s, &h, &job, &resolution).await {
-            Ok(next) => return next,
+            Ok((held, next)) => {
+                finished(&job, &resolution, held, began);
+                return next;
+            }
             // Nothing of it was kept: record the outcome alone below.
             Err(e) => {
                 tracing::warn!(error = %e, job = %job.id, "settling a job and claiming the next failed")
             }
         }
     }
-    if let Err(e) = resolve(s, h.as_ref(), &job, &resolution).await {
+    match resolve(s, h.as_ref(), &job, &resolution).await {
+        Ok(held) => finished(&job, &resolution, held, began),
         // The lease will expire and the reaper will settle the job.
-        tracing::warn!(error = %e, job = %job.id, "recording a job outcome failed");
+        Err(e) => tracing::warn!(error = %e, job = %job.id, "recording a job outcome failed"),
     }
     None
 }
 
-/// Applies `resolution` to the job and its row in one transaction.
+/// Counts an attempt that was recorded (`held`), or found its lease lost, with the time
+/// its settling transaction took since `began`.
+fn finished(job: &Claimed, resolution: &Resolution, held: bool, began: Instant) {
+    if held {
+        crate::telemetry::job_finished(job.queue, resolution.outcome(), Some(began.elapsed()));
+    } else {
+        crate::telemetry::job_finished(job.queue, "lease_lost", None);
+    }
+}
+
+/// Applies `resolution` to the job and its row in one transaction; false when the
+/// lease was lost (nothing is recorded).
 async fn resolve(
     s: &Shared,
     h: &dyn Handler,
     job: &Claimed,
     resolution: &Resolution,
-) -> Result<()> {
-    if let Some((tx, events)) = settle_in_tx(s, h, job, resolution).await? {
-        tx.commit().await?;
-        published(s, resolution, events);
-    }
-    Ok(())
+) -> Result<bool> {
+    let Some((tx, events)) = settle_in_tx(s, h, job, resolution).await? else {
+        return Ok(false);
+    };
+    tx.commit().await?;
+    published(s, resolution, events);
+    Ok(true)
 }
 
 /// [`resolve`], then claims and starts the queue's next job in the same transaction: one
 /// commit and, on SQLite, one writer turn fewer per job. Any error drops the whole
-/// transaction, so the caller records the outcome alone.
+/// transaction, so the caller records the outcome alone. The flag is [`resolve`]'s.
 async fn resolve_and_claim(
     s: &Shared,
     h: &Arc<dyn Handler>,
     job: &Claimed,
     resolution: &Resolution,
-) -> Result<Option<Started>> {
+) -> Result<(bool, Option<Started>)> {
     let Some((tx, events)) = settle_in_tx(s, h.as_ref(), job, resolution).await? else {
-        return Ok(None);
+        return Ok((false, None));
     };
     let mut tx = tx.into_platform();
     let Some(next) = claim_in(&mut tx, h.queue(), &s.cfg.name, s.cfg.lease).await? else {
         tx.commit().await?;
         published(s, resolution, events);
-        return Ok(None);
+        return Ok((true, None));
     };
     let tx = tx.entered_tenant(&next.tenant_id);
     let started = start_claimed(s, h, next, tx, events).await?;
     if let Resolution::Retrying { .. } = resolution {
         s.wake.notify_one();
     }
-    Ok(started)
+    Ok((true, started))
 }
 
 /// Applies `resolution` inside a new transaction of the job's tenant and returns it,
@@ -518,6 +549,7 @@ async fn reap(s: &Shared) -> Result<()> {
         let events = h.settle(&mut tx, &job, &resolution).await?;
         tx.commit().await?;
         s.bus.after_commit(events);
+        crate::telemetry::job_finished(job.queue, resolution.outcome(), None);
         tracing::warn!(job = %job.id, tenant = %tenant, "recovered a job from an expired lease");
     }
     s.wake.notify_one();

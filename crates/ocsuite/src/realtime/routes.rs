@@ -118,6 +118,8 @@ struct Conn {
     subs: HashMap<String, Sub>,
     /// Ids sent during replays, so the live copy of the same event is not sent twice.
     replayed: HashSet<i64>,
+    /// Counts the connection (and the events it missed) in `/metrics`.
+    live: crate::telemetry::Connection,
 }
 
 enum Flow {
@@ -136,6 +138,7 @@ async fn session(state: AppState, tenant: TenantId, socket: WebSocket) {
         socket,
         subs: HashMap::new(),
         replayed: HashSet::new(),
+        live: crate::telemetry::Connection::open("websocket"),
     };
     let mut window = (Instant::now(), 0u32);
     let mut ping = tokio::time::interval(PING_EVERY);
@@ -164,7 +167,10 @@ async fn session(state: AppState, tenant: TenantId, socket: WebSocket) {
             }
             ev = rx.recv() => match ev {
                 Ok(ev) => if c.on_events(ev, &mut rx).await.is_err() { break Flow::Continue },
-                Err(RecvError::Lagged(_)) => if Box::pin(c.catch_up()).await.is_err() { break Flow::Continue },
+                Err(RecvError::Lagged(n)) => {
+                    c.live.dropped(n);
+                    if Box::pin(c.catch_up()).await.is_err() { break Flow::Continue }
+                }
                 Err(RecvError::Closed) => break Flow::Close(close_code::AWAY, "server shutting down"),
             },
             _ = ping.tick() => {
@@ -309,7 +315,8 @@ impl Conn {
         for _ in 0..64 {
             match rx.try_recv() {
                 Ok(ev) => self.on_event(&ev).await?,
-                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => {
+                    self.live.dropped(n);
                     self.socket.flush().await?;
                     // Boxed: the replay's database futures are large, and inline they
                     // would be copied into every event's delivery (see `session`).
@@ -443,6 +450,7 @@ pub async fn events(
     let mut live = state.bus.subscribe(&ctx.tenant_id);
     let tenant = ctx.tenant_id.clone();
     tokio::spawn(async move {
+        let counted = crate::telemetry::Connection::open("sse");
         let mut last = after.unwrap_or(i64::MAX);
         let mut sent: HashSet<i64> = HashSet::new();
         let send = |ev: &Event| {
@@ -471,12 +479,15 @@ pub async fn events(
         loop {
             let ev = match live.recv().await {
                 Ok(ev) => vec![(*ev).clone()],
-                Err(RecvError::Lagged(_)) => match state.store.tenant_read(&tenant).await {
-                    Ok(mut tx) => replay_by_id(&mut tx, &topics, last.min(i64::MAX - 1))
-                        .await
-                        .unwrap_or_default(),
-                    Err(_) => Vec::new(),
-                },
+                Err(RecvError::Lagged(n)) => {
+                    counted.dropped(n);
+                    match state.store.tenant_read(&tenant).await {
+                        Ok(mut tx) => replay_by_id(&mut tx, &topics, last.min(i64::MAX - 1))
+                            .await
+                            .unwrap_or_default(),
+                        Err(_) => Vec::new(),
+                    }
+                }
                 Err(RecvError::Closed) => return,
             };
             for ev in ev {

@@ -439,6 +439,32 @@ impl Store {
         Ok(())
     }
 
+    /// Each pool's `(name, open connections, idle, most it opens)`, for `/metrics`.
+    pub fn pool_stats(&self) -> Vec<(&'static str, u32, usize, u32)> {
+        match &self.pools {
+            Pools::Postgres(p) => vec![(
+                "app",
+                p.size(),
+                p.num_idle(),
+                p.options().get_max_connections(),
+            )],
+            Pools::Sqlite { read, write } => vec![
+                (
+                    "read",
+                    read.size(),
+                    read.num_idle(),
+                    read.options().get_max_connections(),
+                ),
+                (
+                    "write",
+                    write.size(),
+                    write.num_idle(),
+                    write.options().get_max_connections(),
+                ),
+            ],
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         match self.pools {
             Pools::Sqlite { .. } => Backend::Sqlite,

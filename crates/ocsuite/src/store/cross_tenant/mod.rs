@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use super::{Row, Sql, TenantTx, Tx, UserTx, scoped, sql};
 use crate::ids::{TenantId, UserId};
 
+pub mod backup;
 mod console;
 mod receipts;
 pub use console::*;
@@ -43,12 +44,12 @@ pub async fn job_ready(tx: &mut Tx, queue: &str, now: DateTime<Utc>) -> Result<b
 
 /// Claims the next runnable job of a queue in any tenant, honouring paused tenants and
 /// each tenant's concurrency limit. Binds: queue, worker, lease token, now, lease end.
-/// Returns `tenant_id, id, payload, attempts, max_attempts`. On PostgreSQL the claim
+/// Returns `tenant_id, id, payload, attempts, max_attempts, run_at`. On PostgreSQL the claim
 /// also sets `app.tenant_id` to the job's tenant for the rest of the transaction.
 pub fn claim_job(tx: &Tx) -> Sql {
     if tx.is_postgres() {
         sql(
-            "SELECT tenant_id, id, payload, attempts, max_attempts FROM ocsuite_claim_job($1, $2, $3, $4, $5)",
+            "SELECT tenant_id, id, payload, attempts, max_attempts, run_at FROM ocsuite_claim_job($1, $2, $3, $4, $5)",
         )
     } else {
         sql(
@@ -63,7 +64,7 @@ pub fn claim_job(tx: &Tx) -> Sql {
                        GROUP BY r.tenant_id, t.job_concurrency \
                       HAVING count(*) >= t.job_concurrency) \
                 ORDER BY c.priority DESC, c.run_at, c.id LIMIT 1) \
-             RETURNING tenant_id, id, payload, attempts, max_attempts",
+             RETURNING tenant_id, id, payload, attempts, max_attempts, run_at",
         )
     }
 }
@@ -92,6 +93,23 @@ pub async fn queue_depths(tx: &mut Tx) -> Result<Vec<(String, String, i64)>> {
         sql("SELECT queue, status, count(*) FROM jobs GROUP BY queue, status")
     };
     tx.fetch_all(q).await
+}
+
+/// Job counts by queue and status across tenants, with the age in seconds of each
+/// queue's oldest job that is due and not started (`None` for other statuses): the
+/// figures `/metrics` reports. `(queue, status, count, oldest due age)`.
+pub async fn queue_stats(
+    tx: &mut Tx,
+    now: DateTime<Utc>,
+) -> Result<Vec<(String, String, i64, Option<f64>)>> {
+    let q = if tx.is_postgres() {
+        sql("SELECT queue, status, jobs, oldest_due_secs FROM ocsuite_queue_stats($1)")
+    } else {
+        sql("SELECT queue, status, count(*), \
+                    max(CASE WHEN status = 'ready' AND run_at <= $1 THEN (julianday($1) - julianday(run_at)) * 86400.0 END) \
+               FROM jobs GROUP BY queue, status")
+    };
+    tx.fetch_all(q.bind(now)).await
 }
 
 // ---- Retention and sweeps ------------------------------------------------------------
@@ -180,6 +198,18 @@ pub async fn secrets_below<T: Row>(tx: &mut Tx, version: i64) -> Result<Vec<T>> 
     tx.fetch_all(
         sql("SELECT tenant_id, id, purpose, ciphertext FROM tenant_secrets WHERE key_version < $1 ORDER BY tenant_id, id LIMIT 200")
             .bind(version),
+    )
+    .await
+}
+
+/// Up to 500 tenant secrets after `(tenant_id, id)` in key order, for a pass that
+/// reads them all: `tenant_id, id, purpose, ciphertext`.
+pub async fn secrets_after<T: Row>(tx: &mut Tx, tenant: &str, id: &str) -> Result<Vec<T>> {
+    tx.fetch_all(
+        sql("SELECT tenant_id, id, purpose, ciphertext FROM tenant_secrets \
+              WHERE tenant_id > $1 OR (tenant_id = $1 AND id > $2) ORDER BY tenant_id, id LIMIT 500")
+            .bind(tenant)
+            .bind(id),
     )
     .await
 }
