@@ -160,7 +160,8 @@ pub struct Config {
     /// Where `serve` writes a backup every `backup_every_minutes` (see `ocsuite
     /// backup`); unset: no scheduled backups. Set it on one node only.
     pub backup_dir: Option<PathBuf>,
-    /// Minutes between scheduled backups: the most data a restore can lose (RPO).
+    /// Minutes between scheduled backups. The most data a restore can lose (RPO) is this
+    /// plus one backup's duration: 10 keeps it within the 15-minute objective.
     pub backup_every_minutes: u32,
     /// Scheduled backups kept in `backup_dir`; older ones are deleted.
     pub backup_keep: u32,
@@ -304,7 +305,7 @@ impl Default for Config {
             queue_retry_base_ms: 1000,
             events_retention_days: 7,
             backup_dir: None,
-            backup_every_minutes: 15,
+            backup_every_minutes: 10,
             backup_keep: 96,
             llm_base_url: "https://api.fireworks.ai/inference/v1".into(),
             llm_api_key: None,
