@@ -29,6 +29,7 @@ mod knowledge;
 mod leadtracker;
 mod llm;
 mod mcp;
+mod nodes;
 mod oidc;
 mod openapi;
 mod ops;

@@ -46,7 +46,7 @@ pub async fn next(ws: &mut Ws) -> Option<Value> {
 }
 
 /// Collects events until one of `kind` arrives.
-async fn events_until(ws: &mut Ws, kind: &str) -> Vec<Value> {
+pub async fn events_until(ws: &mut Ws, kind: &str) -> Vec<Value> {
     let mut out = Vec::new();
     loop {
         let m = next(ws).await.expect("socket closed early");
@@ -220,7 +220,7 @@ async fn websocket_closes_garbage_and_floods_only(app: TestApp) {
 }
 
 /// Reads SSE `data:` payloads until one has `kind`.
-async fn sse_until(res: reqwest::Response, kind: &str) -> Vec<(i64, Value)> {
+pub async fn sse_until(res: reqwest::Response, kind: &str) -> Vec<(i64, Value)> {
     let mut stream = res.bytes_stream();
     let mut buf = String::new();
     let mut out = Vec::new();
