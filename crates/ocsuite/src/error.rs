@@ -113,6 +113,7 @@ impl AppError {
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Rejected { status, .. } | Self::Detailed { status, .. } => *status,
             Self::Database(e) if is_unique_violation(e) => StatusCode::CONFLICT,
+            Self::Database(e) if unavailable(e).is_some() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -132,8 +133,41 @@ impl AppError {
             Self::Unavailable(_) => "unavailable",
             Self::Rejected { code, .. } | Self::Detailed { code, .. } => code,
             Self::Database(e) if is_unique_violation(e) => "conflict",
+            Self::Database(e) if unavailable(e).is_some() => "unavailable",
             Self::Database(_) | Self::Internal(_) => "internal",
         }
+    }
+}
+
+/// Why the database cannot serve for now, when that is the failure: the disk is full,
+/// the file is read-only, or PostgreSQL is restarting or unreachable. These answer 503
+/// with `Retry-After`, not 500: nothing is wrong with the request, and the same request
+/// succeeds once the operator (or the restart) has fixed it.
+pub fn unavailable(e: &sqlx::Error) -> Option<&'static str> {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            Some("the database is unreachable; retry in a few seconds")
+        }
+        sqlx::Error::Database(d) => {
+            let code = d.code();
+            let code = code.as_deref().unwrap_or_default();
+            // SQLite primary result codes (extended codes keep them in the low byte).
+            let sqlite = d
+                .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+                .and_then(|_| code.parse::<i64>().ok())
+                .map(|c| c & 0xff);
+            match sqlite {
+                Some(13) => Some("the server's disk is full; writes resume once space is freed"),
+                Some(8) => Some("the database is read-only; writes resume once it is writable"),
+                // PostgreSQL: admin shutdown, crash shutdown, cannot connect now, and
+                // the connection-exception class.
+                _ if code.starts_with("57P") || code.starts_with("08") => {
+                    Some("the database is restarting; retry in a few seconds")
+                }
+                _ => None,
+            }
+        }
+        _ => None,
     }
 }
 
@@ -168,6 +202,9 @@ impl IntoResponse for AppError {
             tracing::error!(error = %self, "request failed");
             match &self {
                 Self::Unavailable(m) => format!("service unavailable: {m}"),
+                Self::Database(e) if let Some(why) = unavailable(e) => {
+                    format!("service unavailable: {why}")
+                }
                 _ => "internal error; the request id in the x-request-id header identifies it in the server log".to_owned(),
             }
         } else if let Self::Database(_) = self {
@@ -195,6 +232,7 @@ impl IntoResponse for AppError {
         let mut res = (status, axum::Json(body)).into_response();
         let retry_after = match &self {
             Self::TooManyRequests { retry_after } => Some(retry_after.as_secs().max(1)),
+            Self::Database(e) if unavailable(e).is_some() => Some(2),
             Self::Detailed { details, .. } => details["retry_after_seconds"].as_u64(),
             _ => None,
         };

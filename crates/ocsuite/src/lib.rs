@@ -445,6 +445,11 @@ pub async fn serve(
     let bg = Background::start(&state);
     let store = state.store.clone();
     let backups = tokio::spawn(backup::scheduled(state.config.clone()));
+    let bus = state.bus.clone();
+    let shutdown = async move {
+        shutdown.await;
+        bus.close();
+    };
     let app = app::router(state);
     // Streams (SSE chat answers, events) write many small frames; without TCP_NODELAY
     // Nagle's algorithm holds each one until the previous is acknowledged, and a

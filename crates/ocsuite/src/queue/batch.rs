@@ -55,12 +55,23 @@ pub(super) async fn run(s: Arc<Shared>, slots: usize, mut stop: watch::Receiver<
     let mut ended: Vec<Ended> = Vec::new();
     // The last cycle found no more jobs: wait for a wake-up, a poll or an ended attempt.
     let mut idle = false;
+    // Queues a claim found empty, skipped until the next wake-up or poll: a busy loop
+    // claims from the queues that have work, not an empty statement per idle queue per
+    // cycle (on SQLite each one is a turn of the only writer).
+    let mut empty = vec![false; s.handlers.len()];
+    let mut looked = Instant::now();
     loop {
         let notified = s.wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         while let Some(r) = attempts.try_join_next() {
             ended.extend(joined(r));
+        }
+        if futures_util::FutureExt::now_or_never(notified.as_mut()).is_some()
+            || looked.elapsed() >= s.cfg.poll
+        {
+            empty.fill(false);
+            looked = Instant::now();
         }
         let stopping = *stop.borrow();
         let free = if stopping {
@@ -74,14 +85,20 @@ pub(super) async fn run(s: Arc<Shared>, slots: usize, mut stop: watch::Receiver<
             }
             tokio::select! {
                 Some(r) = attempts.join_next(), if !attempts.is_empty() => ended.extend(joined(r)),
-                _ = &mut notified, if free > 0 => idle = false,
-                _ = tokio::time::sleep(s.cfg.poll), if free > 0 => idle = false,
+                _ = &mut notified, if free > 0 => {
+                    idle = false;
+                    empty.fill(false);
+                }
+                _ = tokio::time::sleep(s.cfg.poll), if free > 0 => {
+                    idle = false;
+                    empty.fill(false);
+                }
                 _ = stop.changed() => {}
             }
             continue;
         }
         let batch = std::mem::take(&mut ended);
-        match cycle(&s, &batch, free).await {
+        match cycle(&s, &batch, free, &mut empty).await {
             Ok(started) => {
                 idle = started.len() < free;
                 for (h, job, timeout, prepared) in started {
@@ -118,15 +135,23 @@ fn joined(r: std::result::Result<Ended, tokio::task::JoinError>) -> Option<Ended
 
 /// One transaction: records every attempt in `batch`, then claims and starts up to
 /// `free` jobs. Publishes the events once it commits; returns the started jobs.
-async fn cycle(s: &Shared, batch: &[Ended], free: usize) -> Result<Vec<Started>> {
+///
+/// `empty` marks the queues not to claim from; a queue found empty is marked.
+async fn cycle(
+    s: &Shared,
+    batch: &[Ended],
+    free: usize,
+    empty: &mut [bool],
+) -> Result<Vec<Started>> {
     let began = Instant::now();
     // SQLite: look as a reader first, so an idle poll does not take the one writer.
-    let mut empty: Vec<bool> = vec![false; s.handlers.len()];
     if batch.is_empty() && s.store.backend() == crate::store::Backend::Sqlite {
         let mut look = s.store.platform_read().await?;
         let now = Utc::now();
         for (i, h) in s.handlers.iter().enumerate() {
-            empty[i] = !cross_tenant::job_ready(&mut look, h.queue(), now).await?;
+            if !empty[i] {
+                empty[i] = !cross_tenant::job_ready(&mut look, h.queue(), now).await?;
+            }
         }
         drop(look);
         if empty.iter().all(|e| *e) {

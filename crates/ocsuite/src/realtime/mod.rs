@@ -293,6 +293,8 @@ pub struct Bus {
     /// On PostgreSQL: carries committed events to the other processes.
     relay: Option<Arc<relay::Relay>>,
     tenants: Mutex<HashMap<TenantId, broadcast::Sender<Arc<Event>>>>,
+    /// Set by [`Bus::close`]: the server is shutting down.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Bus {
@@ -302,6 +304,7 @@ impl Bus {
         Self {
             relay,
             tenants: Mutex::new(HashMap::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -311,6 +314,10 @@ impl Bus {
 
     pub fn subscribe(&self, tenant: &TenantId) -> broadcast::Receiver<Arc<Event>> {
         let mut map = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            // Shutting down: a receiver whose channel is already closed.
+            return broadcast::channel(1).1;
+        }
         map.entry(tenant.clone())
             .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
             .subscribe()
@@ -338,6 +345,18 @@ impl Bus {
             }
             self.deliver(ev);
         }
+    }
+
+    /// Ends every live subscription (WebSocket sessions close with "server shutting
+    /// down", SSE streams end) and refuses new ones. Called when the server starts to
+    /// shut down: a graceful shutdown waits for every response to finish, and a live
+    /// stream never would, so one open browser tab held a restart until the
+    /// orchestrator's kill.
+    pub fn close(&self) {
+        let mut map = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        map.clear();
     }
 
     /// Drops channels nobody listens to any more.

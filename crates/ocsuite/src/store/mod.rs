@@ -383,12 +383,25 @@ impl Store {
             // No ping before each use: a connection to a local file does not go stale,
             // and the ping is one more trip to the connection's thread per transaction
             // (inside the writer's turn, for writes).
+            let file = opts.get_filename().display().to_string();
+            // SQLite's own message ("unable to open database file") names neither the
+            // file nor the likely cause.
+            let opening = |e: sqlx::Error| {
+                sqlx::Error::Configuration(
+                    format!(
+                        "cannot open the SQLite database {file}: {e}. Check that its folder exists, \
+                         is writable by this user, and is not on a read-only or full disk"
+                    )
+                    .into(),
+                )
+            };
             let read = SqlitePoolOptions::new()
                 .max_connections(max_connections.max(1))
                 .min_connections(1)
                 .test_before_acquire(false)
                 .connect_with(opts.clone())
-                .await?;
+                .await
+                .map_err(opening)?;
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)

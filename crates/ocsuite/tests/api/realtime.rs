@@ -372,3 +372,46 @@ async fn topics_of_another_tenant_are_never_delivered(app: TestApp) {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+/// A server told to stop ends its live streams: a graceful shutdown waits for every
+/// response, and an open SSE stream or WebSocket would otherwise hold it for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutting_down_ends_live_streams() {
+    let app = TestApp::start(crate::helpers::Db::Sqlite).await.unwrap();
+    let (u, t) = owner(&app, "bye@x.example").await;
+    let mut ws = connect(&app, &u.token, &t).await;
+    send(&mut ws, json!({"type": "subscribe", "topic": "tasks"})).await;
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "subscribed");
+    let res = app
+        .http
+        .get(app.url("/api/v1/events?topics=tasks"))
+        .bearer_auth(&u.token)
+        .header("x-tenant-id", &t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    drop(app);
+    let mut stream = res.bytes_stream();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = stream.next().await {
+            if chunk.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the SSE stream outlived the shutdown");
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) => return None,
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.reason.to_string()),
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .expect("the WebSocket outlived the shutdown");
+    assert_eq!(closed.as_deref(), Some("server shutting down"));
+}
