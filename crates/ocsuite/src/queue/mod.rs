@@ -21,9 +21,8 @@
 //!   it is one `UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED)` inside the
 //!   `ocsuite_claim_job` function, so many workers in many processes claim concurrently
 //!   without blocking each other; on SQLite the claim runs under `BEGIN IMMEDIATE`.
-//!   Workers claim and record in batches: one transaction records every attempt that
-//!   ended and claims as many jobs as there are free slots ([`claim_in`]; see `batch`),
-//!   so a commit (and on PostgreSQL its WAL flush) is shared by many jobs.
+//!   A worker that just finished a job claims the next one in the transaction that
+//!   records the outcome ([`claim_in`]; see `worker`), saving a commit per job.
 //!   The concurrency limit is exact: on PostgreSQL a tenant within 32 slots of its
 //!   limit has its claims serialised by an advisory lock held until the claim commits
 //!   (tenants further from it claim in parallel).
@@ -46,7 +45,6 @@
 //! enqueue-in-the-caller's-transaction guarantee. See docs/decisions.md.
 
 pub mod admin;
-mod batch;
 mod wake;
 pub mod worker;
 
@@ -180,6 +178,17 @@ pub async fn claim(
             return Ok(None);
         }
     }
+    claim_without_look(store, queue, worker, lease).await
+}
+
+/// [`claim`] without the reader's look first: for a worker that just finished a job of
+/// this queue, which most likely has more.
+pub async fn claim_without_look(
+    store: &Store,
+    queue: &'static str,
+    worker: &str,
+    lease: std::time::Duration,
+) -> Result<Option<(Claimed, TenantTx)>> {
     let mut tx = store.platform().await?;
     match claim_in(&mut tx, queue, worker, lease).await? {
         Some(job) => {

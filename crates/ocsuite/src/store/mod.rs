@@ -278,18 +278,6 @@ impl Tx {
         }
     }
 
-    /// Continues this transaction as `tenant`'s: on PostgreSQL it sets `app.tenant_id`
-    /// for the rest of the transaction (row-level security then shows that tenant's rows
-    /// only). For work that spans tenants in one commit, such as the queue settling a
-    /// batch of jobs; go back with [`TenantTx::into_platform`] before the next tenant.
-    pub async fn enter_tenant(mut self, tenant: &TenantId) -> Result<TenantTx, sqlx::Error> {
-        if self.is_postgres() {
-            self.execute(sql("SELECT set_config('app.tenant_id', $1, true)").bind(tenant.as_str()))
-                .await?;
-        }
-        Ok(self.entered_tenant(tenant))
-    }
-
     /// True on PostgreSQL.
     pub fn is_postgres(&self) -> bool {
         matches!(self.conn, Conn::PgTx(_) | Conn::PgPooled(_))
