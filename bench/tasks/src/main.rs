@@ -22,22 +22,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use ocsuite::ids::TenantId;
 use ocsuite::store::sql;
-use ocsuite_bench_tasks::{Res, Server, backend, env_num, percentile};
+use ocsuite_bench_tasks::{
+    Delivery, Res, Server, backend, env_num, ms, percentile, record_bus, subscribe_tasks,
+};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-/// A server message as the fan-out subscribers read it.
-#[derive(serde::Deserialize)]
-struct Incoming<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    at: Option<&'a str>,
-    id: Option<i64>,
-}
 
 struct Api {
     base: String,
@@ -191,9 +181,6 @@ async fn main() -> Res<()> {
         )
         .await?;
     tx.commit().await?;
-    let ms = |a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Utc>| {
-        (b - a).num_microseconds().unwrap_or(0) as f64 / 1000.0
-    };
     let mut to_start: Vec<f64> = rows.iter().map(|(c, s, _)| ms(*c, *s)).collect();
     let mut to_finish: Vec<f64> = rows.iter().map(|(c, _, f)| ms(*c, *f)).collect();
     to_start.sort_by(f64::total_cmp);
@@ -264,80 +251,11 @@ async fn main() -> Res<()> {
     // When each event reached the server's bus (after its commit), to split a delivery's
     // latency into commit (event time → bus) and fan-out (bus → subscriber). Subscribed
     // before the WebSocket sessions, so it is woken first.
-    let mut bus_rx = state.bus.subscribe(&tenant_id);
-    let on_bus = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
-    let bus_task = {
-        let on_bus = on_bus.clone();
-        tokio::spawn(async move {
-            while let Ok(ev) = bus_rx.recv().await {
-                let now = chrono::Utc::now();
-                if let Ok(mut m) = on_bus.lock() {
-                    m.insert(ev.id, (ev.at, now));
-                }
-            }
-        })
-    };
+    let (on_bus, bus_task) = record_bus(&state, &tenant_id);
     eprintln!("[bench] opening {subscribers} WebSocket subscribers");
-    let ws_url = format!("{}/api/v1/ws", base.replace("http://", "ws://"));
-    // (event id, event time → received, in ms, when received).
-    let (lat_tx, mut lat_rx) =
-        tokio::sync::mpsc::unbounded_channel::<(i64, f64, chrono::DateTime<chrono::Utc>)>();
-    let ready = Arc::new(AtomicUsize::new(0));
-    let mut subs = Vec::new();
-    for _ in 0..subscribers {
-        let mut req = ws_url.as_str().into_client_request()?;
-        req.headers_mut()
-            .insert("authorization", format!("Bearer {}", api.token).parse()?);
-        req.headers_mut().insert("x-tenant-id", tenant.parse()?);
-        // A small read buffer: tungstenite zero-fills the whole buffer (128 KiB by
-        // default) before each read, which would make the subscribers, not the server,
-        // the measured cost.
-        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-            .read_buffer_size(4096);
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async_with_config(req, Some(config), false).await?;
-        ws.send(Message::Text(
-            json!({"type": "subscribe", "topic": "tasks"})
-                .to_string()
-                .into(),
-        ))
-        .await?;
-        let (lat_tx, ready) = (lat_tx.clone(), ready.clone());
-        subs.push(tokio::spawn(async move {
-            while let Some(Ok(m)) = ws.next().await {
-                if let Message::Text(t) = m {
-                    let now = chrono::Utc::now();
-                    // Only the fields the bench needs, borrowed: a subscriber that builds a
-                    // whole JSON tree per event would spend the shared CPU the server's
-                    // fan-out is measured on.
-                    let Ok(msg) = serde_json::from_str::<Incoming<'_>>(&t) else {
-                        continue;
-                    };
-                    match msg.kind {
-                        "subscribed" => {
-                            ready.fetch_add(1, Ordering::Relaxed);
-                        }
-                        "event" => {
-                            if let Some(at) = msg
-                                .at
-                                .and_then(|a| chrono::DateTime::parse_from_rfc3339(a).ok())
-                            {
-                                let d = (now - at.with_timezone(&chrono::Utc))
-                                    .num_microseconds()
-                                    .unwrap_or(0);
-                                let _ = lat_tx.send((msg.id.unwrap_or(0), d as f64 / 1000.0, now));
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }));
-    }
+    let (lat_tx, mut lat_rx) = tokio::sync::mpsc::unbounded_channel::<Delivery>();
+    let subs = subscribe_tasks(&server, subscribers, 0, &lat_tx).await?;
     drop(lat_tx);
-    while ready.load(Ordering::Relaxed) < subscribers {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     eprintln!("[bench] running {fanout_tasks} tasks to {subscribers} subscribers");
     for _ in 0..fanout_tasks {
         api.post(
@@ -356,11 +274,11 @@ async fn main() -> Res<()> {
     let mut deliveries = Vec::new();
     let mut fanout = Vec::new();
     let mut delivered = std::collections::HashSet::new();
-    while let Ok((id, l, received)) = lat_rx.try_recv() {
-        deliveries.push(l);
-        delivered.insert(id);
-        if let Some((_, bus)) = on_bus.get(&id) {
-            fanout.push((received - *bus).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+    while let Ok(d) = lat_rx.try_recv() {
+        deliveries.push(d.ms);
+        delivered.insert(d.id);
+        if let Some((_, bus)) = on_bus.get(&d.id) {
+            fanout.push(ms(*bus, d.received));
         }
     }
     deliveries.sort_by(f64::total_cmp);
@@ -368,7 +286,7 @@ async fn main() -> Res<()> {
     let mut commit: Vec<f64> = on_bus
         .iter()
         .filter(|(id, _)| delivered.contains(*id))
-        .map(|(_, (at, bus))| (*bus - *at).num_microseconds().unwrap_or(0) as f64 / 1000.0)
+        .map(|(_, (at, bus))| ms(*at, *bus))
         .collect();
     commit.sort_by(f64::total_cmp);
     let expected = subscribers * fanout_tasks * 3;

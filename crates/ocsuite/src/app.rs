@@ -114,13 +114,15 @@ pub fn router(state: AppState) -> Router {
                         .get(&REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default();
-                    tracing::info_span!(
+                    let span = tracing::info_span!(
                         "http",
                         method = %req.method(),
                         path = %redact_path(req.uri().path()),
                         request_id = %request_id,
                         tenant_id = tracing::field::Empty,
-                    )
+                    );
+                    crate::telemetry::traces::continue_request(&span, req.headers());
+                    span
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )

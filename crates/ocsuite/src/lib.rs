@@ -151,7 +151,7 @@ pub async fn prepare(config: Config) -> Result<AppState, StartError> {
     // Install the metrics recorder before the first request is counted.
     telemetry::handle();
     store::migrate(&config).await?;
-    let store = Store::connect(&config.database_url, config.db_max_connections).await?;
+    let store = Store::connect_runtime(&config).await?;
     crypto::secrets::ensure_initial_version(&store)
         .await
         .map_err(|e| StartError::Other(e.to_string()))?;
@@ -249,7 +249,7 @@ impl Background {
             state.bus.clone(),
             state.jobs_wake.clone(),
         ))];
-        if let (Some(relay), Some(pool)) = (state.bus.relay(), state.store.pg_pool()) {
+        if let (Some(relay), Some(pool)) = (state.bus.relay(), state.store.notify_pool()) {
             tasks.extend(relay.start(pool.clone()));
         }
         if state.store.backend() == store::Backend::Sqlite {

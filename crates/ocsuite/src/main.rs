@@ -107,19 +107,35 @@ enum KeysCommand {
     Rotate,
 }
 
-fn init_logging(format: LogFormat, default: &str) {
+/// Logs to stderr, and spans to an OTLP collector when `OTEL_EXPORTER_OTLP_ENDPOINT` is
+/// set (see `ocsuite::telemetry::traces`); the exporter is returned to be flushed at exit.
+fn init_logging(
+    format: LogFormat,
+    default: &str,
+) -> Result<Option<ocsuite::telemetry::traces::Exporter>, String> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Json => fmt
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .init(),
-        LogFormat::Pretty => builder.init(),
-    }
+            .boxed(),
+        LogFormat::Pretty => fmt.boxed(),
+    };
+    let (otel, exporter) = match ocsuite::telemetry::traces::layer()? {
+        Some((layer, exporter)) => (Some(layer), Some(exporter)),
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .with(filter)
+        .init();
+    Ok(exporter)
 }
 
 #[tokio::main]
@@ -149,7 +165,13 @@ async fn main() -> ExitCode {
     };
     // The evaluation prints a table; the server it starts only speaks up about problems.
     let quiet = matches!(cli.command, Some(Command::Eval { .. }));
-    init_logging(config.log_format, if quiet { "warn" } else { "info" });
+    let traces = match init_logging(config.log_format, if quiet { "warn" } else { "info" }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
         Command::Worker => {
@@ -183,6 +205,10 @@ async fn main() -> ExitCode {
             command: ReceiptsCommand::Verify { .. },
         } => Ok(()),
     };
+    if let Some(t) = traces {
+        // Blocks while the last batch is sent; off the runtime's threads.
+        let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -84,10 +84,7 @@ fn backend(config: &Config) -> Backend {
 }
 
 fn owner_url(config: &Config) -> &str {
-    config
-        .migration_database_url
-        .as_deref()
-        .unwrap_or(&config.database_url)
+    config.owner_database_url()
 }
 
 /// The check value a manifest stores for `key`.

@@ -199,11 +199,7 @@ pub async fn admin_rotate(
 ) -> Result<secrets::RotationReport, crate::error::AppError> {
     let key = crate::master_key(&config).map_err(crate::error::AppError::internal)?;
     crate::store::migrate(&config).await?;
-    let owner_url = config
-        .migration_database_url
-        .as_deref()
-        .unwrap_or(&config.database_url);
-    let owner = crate::store::Store::connect(owner_url, 2).await?;
+    let owner = crate::store::Store::connect(config.owner_database_url(), 2).await?;
     secrets::ensure_initial_version(&owner).await?;
     let report = secrets::rotate(&owner, &Crypto::new(key)).await;
     owner.close().await;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::{ChatRequest, LlmError, Provider, StreamEvent, compat};
 
@@ -111,11 +112,22 @@ impl Provider for Measured {
 
     fn stream(&self, req: ChatRequest) -> mpsc::Receiver<StreamEvent> {
         let model = req.model.clone();
+        let provider = self.inner.name();
+        // A child of the request's or job's span; it lasts until the stream ends.
+        let span = tracing::info_span!(
+            "llm.chat",
+            gen_ai.system = provider,
+            gen_ai.request.model = %model,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            first_token_ms = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
         let started = Instant::now();
-        let mut upstream = self.inner.stream(req);
+        let mut upstream = span.in_scope(|| self.inner.stream(req));
         let (tx, rx) = mpsc::channel(64);
         let stats = self.stats.clone();
-        let provider = self.inner.name();
+        let traced = span.clone();
         tokio::spawn(async move {
             let mut first = None;
             let mut failed = true;
@@ -139,7 +151,16 @@ impl Provider for Measured {
             let total = started.elapsed();
             stats.record(&model, first.unwrap_or(total), total, failed);
             crate::telemetry::llm_call(provider, &model, first, failed, tokens);
-        });
+            if let Some((input, output)) = tokens {
+                traced.record("gen_ai.usage.input_tokens", input);
+                traced.record("gen_ai.usage.output_tokens", output);
+            }
+            if let Some(f) = first {
+                traced.record("first_token_ms", f.as_millis() as u64);
+            }
+            traced.record("error", failed);
+        }
+        .instrument(span));
         rx
     }
 
@@ -152,7 +173,13 @@ impl Provider for Measured {
         model: &'a str,
         texts: &'a [String],
     ) -> futures_util::future::BoxFuture<'a, Result<Vec<Vec<f32>>, LlmError>> {
-        self.inner.embed(model, texts)
+        let span = tracing::info_span!(
+            "llm.embed",
+            gen_ai.system = self.inner.name(),
+            gen_ai.request.model = %model,
+            inputs = texts.len(),
+        );
+        Box::pin(self.inner.embed(model, texts).instrument(span))
     }
 }
 

@@ -59,6 +59,7 @@ use crate::error::{AppError, Result};
 use crate::ids::{JobId, TenantId};
 use crate::store::cross_tenant;
 use crate::store::{Affected, Store, TenantTx, Tx, scoped};
+use crate::telemetry::traces::TRACE_KEY;
 
 pub const EXECUTE_TASK: &str = "execute-task";
 pub const SYNC_CONNECTOR: &str = "sync-connector";
@@ -103,9 +104,15 @@ pub struct NewJob<'a> {
 }
 
 /// Adds a job inside the caller's transaction. Call [`Wake::notify_one`] once it commits.
-pub async fn enqueue(tx: &mut TenantTx, job: NewJob<'_>) -> Result<JobId> {
+pub async fn enqueue(tx: &mut TenantTx, mut job: NewJob<'_>) -> Result<JobId> {
     let id = job.id.cloned().unwrap_or_default();
     let now = Utc::now();
+    // The trace this job continues, when traces are exported (see telemetry::traces).
+    if let (Some(tp), Value::Object(fields)) =
+        (crate::telemetry::traces::traceparent(), &mut job.payload)
+    {
+        fields.insert(TRACE_KEY.to_owned(), Value::String(tp));
+    }
     tx.defer(
         scoped(
             "INSERT INTO jobs (tenant_id, id, queue, payload, priority, run_at, status, attempts, max_attempts, created_at, updated_at) \
@@ -134,6 +141,8 @@ pub struct Claimed {
     pub attempts: u32,
     pub max_attempts: u32,
     pub token: String,
+    /// The W3C `traceparent` of the request that queued it, when traced.
+    pub trace: Option<String>,
 }
 
 impl Claimed {
@@ -141,6 +150,19 @@ impl Claimed {
     pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
         T::deserialize(&self.payload).ok()
     }
+}
+
+/// A stored payload, and the trace it carries (taken out: handlers see their own type).
+fn read_payload(stored: &str) -> (Value, Option<String>) {
+    let mut payload: Value = serde_json::from_str(stored).unwrap_or(Value::Null);
+    let trace = match &mut payload {
+        Value::Object(fields) => match fields.remove(TRACE_KEY) {
+            Some(Value::String(tp)) => Some(tp),
+            _ => None,
+        },
+        _ => None,
+    };
+    (payload, trace)
 }
 
 /// A job's payload as stored, from its queue's own type.
@@ -236,7 +258,7 @@ pub async fn claim_in(
     let (Some(tenant_id), Some(id)) = (TenantId::parse(&r.tenant_id), JobId::parse(&r.id)) else {
         return Err(AppError::Internal(format!("malformed job row {}", r.id)));
     };
-    let payload = serde_json::from_str(&r.payload).unwrap_or(Value::Null);
+    let (payload, trace) = read_payload(&r.payload);
     Ok(Some(Claimed {
         tenant_id,
         id,
@@ -245,6 +267,7 @@ pub async fn claim_in(
         attempts: r.attempts.max(0) as u32,
         max_attempts: r.max_attempts.max(1) as u32,
         token,
+        trace,
     }))
 }
 
@@ -398,14 +421,16 @@ pub async fn take_expired(tx: &mut TenantTx, id: &JobId) -> Result<Option<Claime
         .await?;
     Ok(row.and_then(|(queue, payload, attempts, max_attempts)| {
         let queue = QUEUES.into_iter().find(|q| *q == queue)?;
+        let (payload, trace) = read_payload(&payload);
         Some(Claimed {
             tenant_id: tenant,
             id: id.clone(),
             queue,
-            payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+            payload,
             attempts: attempts.max(0) as u32,
             max_attempts: max_attempts.max(1) as u32,
             token,
+            trace,
         })
     }))
 }

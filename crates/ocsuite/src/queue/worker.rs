@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::{
     Claimed, backoff, claim, claim_in, claim_without_look, complete, dead_letter, expired, held,
@@ -327,7 +328,21 @@ async fn run_job(
     prepared: Value,
     stop: &watch::Receiver<bool>,
 ) -> Option<Started> {
-    let mut run = tokio::spawn(h.clone().run(job.clone(), prepared));
+    // The attempt's span: a child of the request that queued the job, when traced.
+    let span = tracing::info_span!(
+        "job",
+        queue = job.queue,
+        job_id = %job.id,
+        tenant_id = %job.tenant_id,
+        attempt = job.attempts,
+        outcome = tracing::field::Empty,
+    );
+    crate::telemetry::traces::continue_trace(&span, job.trace.as_deref());
+    let mut run = tokio::spawn(
+        h.clone()
+            .run(job.clone(), prepared)
+            .instrument(span.clone()),
+    );
     // Renews the lease every third of it, and stops the attempt when the handler says
     // it was cancelled: at once when the cancellation's event arrives on the bus, or at
     // the next renewal should that event be missed.
@@ -399,6 +414,7 @@ async fn run_job(
                     .unwrap_or_default(),
         },
     };
+    span.record("outcome", resolution.outcome());
     let began = Instant::now();
     if !*stop.borrow() {
         match resolve_and_claim(s, &h, &job, &resolution).await {

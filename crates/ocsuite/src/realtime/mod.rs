@@ -369,7 +369,7 @@ impl Bus {
 /// Listens for other processes' events and job wake-ups on PostgreSQL until the process
 /// stops; events go to `bus`, wake-ups to `jobs`. Reconnects after a dropped connection.
 pub async fn listen(store: Store, bus: Arc<Bus>, jobs: Arc<crate::queue::Wake>) {
-    let (Some(pool), Some(relay)) = (store.pg_pool().cloned(), bus.relay().cloned()) else {
+    let (Some(pool), Some(relay)) = (store.notify_pool().cloned(), bus.relay().cloned()) else {
         return;
     };
     loop {

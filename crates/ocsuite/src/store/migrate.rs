@@ -16,11 +16,7 @@ static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 
 /// Applies pending migrations and grants the runtime role its privileges.
 pub async fn migrate(config: &Config) -> Result<(), sqlx::Error> {
-    let owner_url = config
-        .migration_database_url
-        .as_deref()
-        .unwrap_or(&config.database_url);
-    let owner = Store::connect(owner_url, 2).await?;
+    let owner = Store::connect(config.owner_database_url(), 2).await?;
     if let Some(pool) = owner.sqlite_pool() {
         SQLITE.run(pool).await?;
     } else if let Some(pool) = owner.pg_pool() {

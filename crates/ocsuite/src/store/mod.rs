@@ -20,27 +20,25 @@ mod json_row;
 mod migrate;
 mod sql;
 mod sqlite_write;
+mod tx;
 
-use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{FromRow, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
 
 pub use json_row::JsonRow;
 pub use migrate::{
     RoleCheck, VacuumCheck, check_runtime_role, check_vacuum, migrate, rls_violations,
 };
 pub use sql::{Arg, Sql, scoped, sql};
+pub use tx::{Affected, InsertedId, Later, Row, TenantTx, Tx, UserTx};
 
 use crate::ids::{TenantId, UserId};
-use sql::bind_all;
+use tx::Conn;
 
 /// Which engine a [`Store`] runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,281 +68,16 @@ const WAL_RESTART_FRAMES: i64 = 4096;
 #[derive(Clone)]
 pub struct Store {
     pools: Pools,
+    /// Named (cached, prepared once per connection) statements; false behind a
+    /// transaction pooler. See [`Store::connect_runtime`].
+    named_statements: bool,
+    /// A direct connection for LISTEN and NOTIFY when the pool goes through a pooler
+    /// (`OCSUITE_DATABASE_LISTEN_URL`); `None`: the pool itself.
+    listen: Option<PgPool>,
     /// SQLite allows one writer at a time. Writers queue here, in order, instead of
     /// racing for the file lock: SQLite's own busy handler retries with sleeps of up to
     /// 100 ms, which under load turns microsecond transactions into long stalls.
     sqlite_writer: Arc<tokio::sync::Semaphore>,
-}
-
-/// What a deferred statement reports, once it ran: SQLite sends deferred statements with
-/// the transaction's next trip or its commit, so their results arrive only then.
-#[derive(Clone, Debug)]
-pub struct Later<T>(Arc<std::sync::OnceLock<T>>);
-
-impl<T> Default for Later<T> {
-    fn default() -> Self {
-        Self(Arc::default())
-    }
-}
-
-impl<T: Copy> Later<T> {
-    pub fn get(&self) -> Option<T> {
-        self.0.get().copied()
-    }
-    fn set(&self, v: T) {
-        let _ = self.0.set(v);
-    }
-}
-
-/// The id an insert returned ([`Tx::defer_insert`]).
-pub type InsertedId = Later<i64>;
-/// How many rows a statement changed ([`Tx::defer_counted`]).
-pub type Affected = Later<u64>;
-
-/// A row type decodable from both backends.
-pub trait Row: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin {}
-impl<T> Row for T where T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
-{}
-
-enum Conn {
-    SqliteWrite(sqlite_write::WriteConn),
-    SqlitePooled(PoolConnection<Sqlite>),
-    PgTx(Transaction<'static, Postgres>),
-    PgPooled(PoolConnection<Postgres>),
-}
-
-/// A connection or transaction in some scope; see the module docs.
-pub struct Tx {
-    conn: Conn,
-    /// Set in a tenant transaction: the `$1` of every [`scoped`] query.
-    tenant: Option<TenantId>,
-}
-
-macro_rules! run {
-    ($self:ident, $q:ident, |$query:ident, $exec:ident| $body:expr) => {
-        match &mut $self.conn {
-            // Each caller of `run!` hands SQLite writes to `sqlite_write` first.
-            Conn::SqliteWrite(_) => Err(sqlx::Error::Protocol(
-                "a SQLite write reached the generic path".into(),
-            )),
-            Conn::SqlitePooled(c) => {
-                let $exec = &mut **c;
-                let $query = $q;
-                $body
-            }
-            Conn::PgTx(t) => {
-                let $exec = &mut **t;
-                let $query = $q;
-                $body
-            }
-            Conn::PgPooled(c) => {
-                let $exec = &mut **c;
-                let $query = $q;
-                $body
-            }
-        }
-    };
-}
-
-impl Tx {
-    /// Binds the transaction's tenant as `$1` of a [`scoped`] query.
-    fn scope(&self, mut q: Sql) -> Result<Sql, sqlx::Error> {
-        if q.scoped {
-            let Some(tenant) = &self.tenant else {
-                return Err(sqlx::Error::Protocol(format!(
-                    "a tenant-scoped query ran outside a tenant transaction: {}",
-                    q.text
-                )));
-            };
-            q.args.insert(0, Arg::Text(tenant.as_str().to_owned()));
-            q.scoped = false;
-        }
-        Ok(q)
-    }
-
-    /// Runs a statement; returns the number of rows it affected.
-    pub async fn execute(&mut self, q: Sql) -> Result<u64, sqlx::Error> {
-        let q = self.scope(q)?;
-        if let Conn::SqliteWrite(w) = &mut self.conn {
-            return w.execute(q).await;
-        }
-        run!(self, q, |q, exec| {
-            Ok(bind_all!(sqlx::query(q.text), q.args)
-                .execute(exec)
-                .await?
-                .rows_affected())
-        })
-    }
-
-    /// Runs a statement that returns no rows and whose effect the caller does not check,
-    /// at the latest when the transaction commits. SQLite sends it with the next statement
-    /// or the commit (one trip instead of two; see `sqlite_write`); PostgreSQL runs it now.
-    /// An error it causes is reported by the call that sends it.
-    pub async fn defer(&mut self, q: Sql) -> Result<(), sqlx::Error> {
-        let q = self.scope(q)?;
-        if let Conn::SqliteWrite(w) = &mut self.conn {
-            w.defer(q);
-            return Ok(());
-        }
-        self.execute(q).await.map(|_| ())
-    }
-
-    /// [`Tx::defer`] for an insert ending in `RETURNING id`: the id is in the returned
-    /// cell once the insert ran (on PostgreSQL at once, on SQLite by the commit).
-    pub async fn defer_insert(&mut self, q: Sql) -> Result<InsertedId, sqlx::Error> {
-        let q = self.scope(q)?;
-        if let Conn::SqliteWrite(w) = &mut self.conn {
-            return Ok(w.defer_insert(q));
-        }
-        let (id,): (i64,) = self.fetch_one(q).await?;
-        let cell = InsertedId::default();
-        cell.set(id);
-        Ok(cell)
-    }
-
-    /// [`Tx::defer`] for a statement whose count of changed rows decides whether the
-    /// transaction may commit: the count is in the returned cell once the statement ran
-    /// (on PostgreSQL at once, on SQLite with the next trip; [`Tx::flush`] forces one).
-    /// The caller checks it before committing, and drops the transaction to undo
-    /// whatever ran after it when the count is wrong.
-    pub async fn defer_counted(&mut self, q: Sql) -> Result<Affected, sqlx::Error> {
-        let q = self.scope(q)?;
-        if let Conn::SqliteWrite(w) = &mut self.conn {
-            return Ok(w.defer_counted(q));
-        }
-        let n = self.execute(q).await?;
-        let cell = Affected::default();
-        cell.set(n);
-        Ok(cell)
-    }
-
-    /// Sends the deferred statements now (a no-op where nothing is deferred).
-    pub async fn flush(&mut self) -> Result<(), sqlx::Error> {
-        if let Conn::SqliteWrite(w) = &mut self.conn {
-            return w.flush().await;
-        }
-        Ok(())
-    }
-
-    pub async fn fetch_optional<T: Row>(&mut self, q: Sql) -> Result<Option<T>, sqlx::Error> {
-        let q = self.scope(q)?;
-        if let Conn::SqliteWrite(w) = &mut self.conn {
-            return Ok(w.fetch_all(q).await?.into_iter().next());
-        }
-        run!(self, q, |q, exec| {
-            bind_all!(sqlx::query_as::<_, T>(q.text), q.args)
-                .fetch_optional(exec)
-                .await
-        })
-    }
-
-    pub async fn fetch_one<T: Row>(&mut self, q: Sql) -> Result<T, sqlx::Error> {
-        self.fetch_optional(q)
-            .await?
-            .ok_or(sqlx::Error::RowNotFound)
-    }
-
-    pub async fn fetch_all<T: Row>(&mut self, q: Sql) -> Result<Vec<T>, sqlx::Error> {
-        let q = self.scope(q)?;
-        if let Conn::SqliteWrite(w) = &mut self.conn {
-            return w.fetch_all(q).await;
-        }
-        run!(self, q, |q, exec| {
-            bind_all!(sqlx::query_as::<_, T>(q.text), q.args)
-                .fetch_all(exec)
-                .await
-        })
-    }
-
-    /// Commits a transaction; a plain read connection just returns to the pool.
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        match self.conn {
-            Conn::SqliteWrite(w) => w.commit().await,
-            Conn::PgTx(t) => t.commit().await,
-            Conn::SqlitePooled(_) | Conn::PgPooled(_) => Ok(()),
-        }
-    }
-}
-
-impl Tx {
-    /// Continues this transaction as `tenant`'s, for a platform operation that learns its
-    /// tenant from its own result and has already set `app.tenant_id` in this transaction
-    /// (the queue's claim function does, in the same statement).
-    pub fn entered_tenant(mut self, tenant: &TenantId) -> TenantTx {
-        self.tenant = Some(tenant.clone());
-        TenantTx {
-            tx: self,
-            tenant: tenant.clone(),
-        }
-    }
-
-    /// True on PostgreSQL.
-    pub fn is_postgres(&self) -> bool {
-        matches!(self.conn, Conn::PgTx(_) | Conn::PgPooled(_))
-    }
-}
-
-/// A transaction bound to one tenant. Tenant store functions take this, and bind
-/// [`TenantTx::tenant_id`] into every query.
-pub struct TenantTx {
-    tx: Tx,
-    tenant: TenantId,
-}
-
-impl TenantTx {
-    pub fn tenant_id(&self) -> &TenantId {
-        &self.tenant
-    }
-    /// Continues this transaction unscoped, for the queue's claim of another job right
-    /// after settling one (its claim function sets the next tenant itself). Until then
-    /// PostgreSQL still holds this tenant's setting.
-    pub fn into_platform(self) -> Tx {
-        let mut tx = self.tx;
-        tx.tenant = None;
-        tx
-    }
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
-    }
-}
-
-impl Deref for TenantTx {
-    type Target = Tx;
-    fn deref(&self) -> &Tx {
-        &self.tx
-    }
-}
-impl DerefMut for TenantTx {
-    fn deref_mut(&mut self) -> &mut Tx {
-        &mut self.tx
-    }
-}
-
-/// A transaction that sees one user's memberships across tenants.
-pub struct UserTx {
-    tx: Tx,
-    user: UserId,
-}
-
-impl UserTx {
-    pub fn user_id(&self) -> &UserId {
-        &self.user
-    }
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
-    }
-}
-
-impl Deref for UserTx {
-    type Target = Tx;
-    fn deref(&self) -> &Tx {
-        &self.tx
-    }
-}
-impl DerefMut for UserTx {
-    fn deref_mut(&mut self) -> &mut Tx {
-        &mut self.tx
-    }
 }
 
 impl Store {
@@ -398,6 +131,8 @@ impl Store {
                 .await?;
             Ok(Self {
                 pools: Pools::Sqlite { read, write },
+                named_statements: true,
+                listen: None,
                 sqlite_writer: Arc::new(tokio::sync::Semaphore::new(1)),
             })
         } else {
@@ -414,9 +149,40 @@ impl Store {
                 .await?;
             Ok(Self {
                 pools: Pools::Postgres(pool),
+                named_statements: true,
+                listen: None,
                 sqlite_writer: Arc::new(tokio::sync::Semaphore::new(1)),
             })
         }
+    }
+
+    /// The server's and workers' pool, as configured: behind a transaction-pooling
+    /// proxy (`OCSUITE_DATABASE_POOLED`) statements go unnamed, since a named one stays
+    /// on whichever server connection the proxy lent for one transaction, and reads run
+    /// in a transaction too (between sqlx's parse and execute the proxy could switch
+    /// server connections otherwise). LISTEN and NOTIFY use
+    /// `OCSUITE_DATABASE_LISTEN_URL`, a direct connection, when it is set.
+    pub async fn connect_runtime(config: &crate::config::Config) -> Result<Self, sqlx::Error> {
+        let mut store = Self::connect(&config.database_url, config.db_max_connections).await?;
+        if store.backend() == Backend::Postgres {
+            store.named_statements = !config.database_pooled;
+            if let Some(url) = &config.database_listen_url {
+                let opts = PgConnectOptions::from_str(url)?;
+                store.listen = Some(
+                    PgPoolOptions::new()
+                        .max_connections(2)
+                        .acquire_timeout(Duration::from_secs(10))
+                        .connect_lazy_with(opts),
+                );
+            }
+        }
+        Ok(store)
+    }
+
+    /// Where LISTEN and NOTIFY go on PostgreSQL: the direct listen connection when one
+    /// is configured, else the pool; `None` on SQLite.
+    pub(crate) fn notify_pool(&self) -> Option<&PgPool> {
+        self.listen.as_ref().or(self.pg_pool())
     }
 
     /// Keeps the SQLite WAL short; the server calls it four times a second. A no-op on
@@ -514,11 +280,13 @@ impl Store {
                         permit,
                     )),
                     tenant: None,
+                    named_statements: true,
                 }
             }
             Pools::Postgres(p) => Tx {
                 conn: Conn::PgTx(p.begin().await?),
                 tenant: None,
+                named_statements: self.named_statements,
             },
         })
     }
@@ -528,20 +296,26 @@ impl Store {
         self.begin_write().await
     }
 
-    /// A plain connection for reads of platform tables.
+    /// A plain connection for reads of platform tables (a transaction behind a
+    /// pooler; see [`Store::connect_runtime`]).
     pub async fn platform_read(&self) -> Result<Tx, sqlx::Error> {
         let conn = match &self.pools {
             Pools::Sqlite { read: p, .. } => Conn::SqlitePooled(p.acquire().await?),
+            Pools::Postgres(p) if !self.named_statements => Conn::PgTx(p.begin().await?),
             Pools::Postgres(p) => Conn::PgPooled(p.acquire().await?),
         };
-        Ok(Tx { conn, tenant: None })
+        Ok(Tx {
+            conn,
+            tenant: None,
+            named_statements: self.named_statements,
+        })
     }
 
     /// A write transaction scoped to `tenant`.
     pub async fn tenant(&self, tenant: &TenantId) -> Result<TenantTx, sqlx::Error> {
         let tx = match &self.pools {
             Pools::Sqlite { .. } => self.begin_write().await?,
-            Pools::Postgres(p) => begin_scoped(p, "app.tenant_id", tenant.as_str()).await?,
+            Pools::Postgres(p) => begin_scoped(p, "app.tenant_id", tenant.as_str(), self.named_statements).await?,
         };
         Ok(tx.entered_tenant(tenant))
     }
@@ -552,8 +326,9 @@ impl Store {
             Pools::Sqlite { read: p, .. } => Tx {
                 conn: Conn::SqlitePooled(p.acquire().await?),
                 tenant: None,
+                named_statements: true,
             },
-            Pools::Postgres(p) => begin_scoped(p, "app.tenant_id", tenant.as_str()).await?,
+            Pools::Postgres(p) => begin_scoped(p, "app.tenant_id", tenant.as_str(), self.named_statements).await?,
         };
         Ok(tx.entered_tenant(tenant))
     }
@@ -580,8 +355,9 @@ impl Store {
             Pools::Sqlite { read: p, .. } => Tx {
                 conn: Conn::SqlitePooled(p.acquire().await?),
                 tenant: None,
+                named_statements: true,
             },
-            Pools::Postgres(p) => begin_scoped(p, "app.user_id", user.as_str()).await?,
+            Pools::Postgres(p) => begin_scoped(p, "app.user_id", user.as_str(), self.named_statements).await?,
         };
         Ok(UserTx {
             tx,
@@ -609,7 +385,12 @@ impl Store {
 /// `BEGIN` and the transaction-local setting in one round trip. The value is spliced
 /// into the SQL text (the simple-query protocol takes no parameters), so it must be a
 /// typed id: a prefix, `_` and 32 hex digits, which cannot break out of the literal.
-async fn begin_scoped(p: &PgPool, key: &'static str, value: &str) -> Result<Tx, sqlx::Error> {
+async fn begin_scoped(
+    p: &PgPool,
+    key: &'static str,
+    value: &str,
+    named_statements: bool,
+) -> Result<Tx, sqlx::Error> {
     if !value
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
@@ -622,5 +403,6 @@ async fn begin_scoped(p: &PgPool, key: &'static str, value: &str) -> Result<Tx, 
     Ok(Tx {
         conn: Conn::PgTx(p.begin_with(sqlx::AssertSqlSafe(begin)).await?),
         tenant: None,
+        named_statements,
     })
 }

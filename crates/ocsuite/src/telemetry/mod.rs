@@ -11,6 +11,8 @@
 //! a rate over a series that does not exist yet is no rate at all, and an alert on it
 //! would stay silent until the first failure it should have caught.
 
+pub mod traces;
+
 use std::sync::OnceLock;
 use std::time::Duration;
 
