@@ -118,23 +118,21 @@ fn init_logging(
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // The filter (RUST_LOG) chooses what is logged; traces choose their own spans.
     let fmt = match format {
         LogFormat::Json => fmt
             .json()
             .flatten_event(true)
             .with_current_span(true)
+            .with_filter(filter)
             .boxed(),
-        LogFormat::Pretty => fmt.boxed(),
+        LogFormat::Pretty => fmt.with_filter(filter).boxed(),
     };
     let (otel, exporter) = match ocsuite::telemetry::traces::layer()? {
         Some((layer, exporter)) => (Some(layer), Some(exporter)),
         None => (None, None),
     };
-    tracing_subscriber::registry()
-        .with(fmt)
-        .with(otel)
-        .with(filter)
-        .init();
+    tracing_subscriber::registry().with(fmt).with(otel).init();
     Ok(exporter)
 }
 

@@ -494,6 +494,40 @@ mod tests {
         };
         assert!(c.validate().is_ok());
         assert!(Config::default().validate().is_ok());
+        let pg = |pooled: bool, listen: Option<&str>| Config {
+            database_url: "postgres://app@127.0.0.1:6432/ocsuite".into(),
+            database_pooled: pooled,
+            database_listen_url: listen.map(str::to_owned),
+            ..Config::default()
+        };
+        let e = pg(true, None).validate().unwrap_err().0;
+        assert!(
+            e.contains("OCSUITE_DATABASE_LISTEN_URL: is required"),
+            "{e}"
+        );
+        let c = pg(true, Some("postgres://app@127.0.0.1:5432/ocsuite"));
+        assert!(c.validate().is_ok());
+        assert_eq!(
+            c.owner_database_url(),
+            "postgres://app@127.0.0.1:5432/ocsuite",
+            "migrations bypass the pooler"
+        );
+        let e = pg(false, Some("mysql://x")).validate().unwrap_err().0;
+        assert!(
+            e.contains("OCSUITE_DATABASE_LISTEN_URL: must start with"),
+            "{e}"
+        );
+        let sqlite = Config {
+            database_pooled: true,
+            ..Config::default()
+        };
+        assert!(
+            sqlite
+                .validate()
+                .unwrap_err()
+                .0
+                .contains("OCSUITE_DATABASE_POOLED")
+        );
     }
 
     #[test]

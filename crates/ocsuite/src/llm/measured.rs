@@ -128,39 +128,44 @@ impl Provider for Measured {
         let (tx, rx) = mpsc::channel(64);
         let stats = self.stats.clone();
         let traced = span.clone();
-        tokio::spawn(async move {
-            let mut first = None;
-            let mut failed = true;
-            let mut tokens = None;
-            while let Some(ev) = upstream.recv().await {
-                if first.is_none() && matches!(ev, StreamEvent::Delta(_) | StreamEvent::ToolCall(_))
-                {
-                    first = Some(started.elapsed());
+        tokio::spawn(
+            async move {
+                let mut first = None;
+                let mut failed = true;
+                let mut tokens = None;
+                while let Some(ev) = upstream.recv().await {
+                    if first.is_none()
+                        && matches!(ev, StreamEvent::Delta(_) | StreamEvent::ToolCall(_))
+                    {
+                        first = Some(started.elapsed());
+                    }
+                    match &ev {
+                        StreamEvent::Done { .. } => failed = false,
+                        StreamEvent::Error(_) => failed = true,
+                        StreamEvent::Usage(u) => {
+                            tokens = Some((u.prompt_tokens, u.completion_tokens))
+                        }
+                        _ => {}
+                    }
+                    if tx.send(ev).await.is_err() {
+                        // The reader went away: not the model's failure.
+                        return;
+                    }
                 }
-                match &ev {
-                    StreamEvent::Done { .. } => failed = false,
-                    StreamEvent::Error(_) => failed = true,
-                    StreamEvent::Usage(u) => tokens = Some((u.prompt_tokens, u.completion_tokens)),
-                    _ => {}
+                let total = started.elapsed();
+                stats.record(&model, first.unwrap_or(total), total, failed);
+                crate::telemetry::llm_call(provider, &model, first, failed, tokens);
+                if let Some((input, output)) = tokens {
+                    traced.record("gen_ai.usage.input_tokens", input);
+                    traced.record("gen_ai.usage.output_tokens", output);
                 }
-                if tx.send(ev).await.is_err() {
-                    // The reader went away: not the model's failure.
-                    return;
+                if let Some(f) = first {
+                    traced.record("first_token_ms", f.as_millis() as u64);
                 }
+                traced.record("error", failed);
             }
-            let total = started.elapsed();
-            stats.record(&model, first.unwrap_or(total), total, failed);
-            crate::telemetry::llm_call(provider, &model, first, failed, tokens);
-            if let Some((input, output)) = tokens {
-                traced.record("gen_ai.usage.input_tokens", input);
-                traced.record("gen_ai.usage.output_tokens", output);
-            }
-            if let Some(f) = first {
-                traced.record("first_token_ms", f.as_millis() as u64);
-            }
-            traced.record("error", failed);
-        }
-        .instrument(span));
+            .instrument(span),
+        );
         rx
     }
 

@@ -315,7 +315,9 @@ impl Store {
     pub async fn tenant(&self, tenant: &TenantId) -> Result<TenantTx, sqlx::Error> {
         let tx = match &self.pools {
             Pools::Sqlite { .. } => self.begin_write().await?,
-            Pools::Postgres(p) => begin_scoped(p, "app.tenant_id", tenant.as_str(), self.named_statements).await?,
+            Pools::Postgres(p) => {
+                begin_scoped(p, "app.tenant_id", tenant.as_str(), self.named_statements).await?
+            }
         };
         Ok(tx.entered_tenant(tenant))
     }
@@ -328,7 +330,9 @@ impl Store {
                 tenant: None,
                 named_statements: true,
             },
-            Pools::Postgres(p) => begin_scoped(p, "app.tenant_id", tenant.as_str(), self.named_statements).await?,
+            Pools::Postgres(p) => {
+                begin_scoped(p, "app.tenant_id", tenant.as_str(), self.named_statements).await?
+            }
         };
         Ok(tx.entered_tenant(tenant))
     }
@@ -357,7 +361,9 @@ impl Store {
                 tenant: None,
                 named_statements: true,
             },
-            Pools::Postgres(p) => begin_scoped(p, "app.user_id", user.as_str(), self.named_statements).await?,
+            Pools::Postgres(p) => {
+                begin_scoped(p, "app.user_id", user.as_str(), self.named_statements).await?
+            }
         };
         Ok(UserTx {
             tx,

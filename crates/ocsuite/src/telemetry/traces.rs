@@ -32,9 +32,12 @@ pub const TRACE_KEY: &str = "traceparent";
 
 /// Whether the environment asks for traces.
 pub fn wanted() -> bool {
-    ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
-        .iter()
-        .any(|k| std::env::var(k).is_ok_and(|v| !v.trim().is_empty()))
+    [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ]
+    .iter()
+    .any(|k| std::env::var(k).is_ok_and(|v| !v.trim().is_empty()))
 }
 
 /// The exporting half, kept by `main` to flush what is buffered at exit.
@@ -78,7 +81,14 @@ where
         .with_resource(resource)
         .build();
     let tracer = provider.tracer("ocsuite");
-    let layer = tracing_opentelemetry::layer().with_tracer(tracer).boxed();
+    // Our own spans at INFO and above, whatever RUST_LOG says about logs: a quiet log
+    // should not mean an empty trace.
+    let spans =
+        tracing_subscriber::filter::Targets::new().with_target("ocsuite", tracing::Level::INFO);
+    let layer = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(spans)
+        .boxed();
     Ok(Some((layer, Exporter { provider })))
 }
 
