@@ -6,6 +6,7 @@
 //!    to the last commit.
 //! 2. Drain: the same number queued behind the kill switch, then released: what the
 //!    workers alone sustain.
+//!    Then the same number again, submitted 100 per request (`POST /tasks/execute-many`).
 //! 3. Paced latency: `BENCH_RATE` tasks/s for `BENCH_RATE_SECS` seconds; enqueue-to-start
 //!    (task `created_at` → `started_at`) percentiles at that steady load.
 //! 4. Fan-out: `BENCH_SUBSCRIBERS` WebSocket clients subscribe to the `tasks` topic;
@@ -55,19 +56,28 @@ impl Api {
     }
 }
 
-/// Queues `n` no-op tasks from `clients` concurrent HTTP clients.
-async fn enqueue_echo(api: &Arc<Api>, clients: usize, n: usize) -> Res<()> {
+/// Queues `n` no-op tasks from `clients` concurrent HTTP clients, `batch` per request
+/// (1: `POST /tasks/execute`; more: `POST /tasks/execute-many`).
+async fn enqueue_echo(api: &Arc<Api>, clients: usize, n: usize, batch: usize) -> Res<()> {
     let next = Arc::new(AtomicUsize::new(0));
     let mut handles = Vec::new();
     for _ in 0..clients {
         let (api, next) = (api.clone(), next.clone());
         handles.push(tokio::spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < n {
-                api.post(
-                    "/api/v1/tasks/execute",
-                    json!({"capability": "diagnostics.echo", "input": {}}),
-                )
-                .await?;
+            let echo = json!({"capability": "diagnostics.echo", "input": {}});
+            loop {
+                let first = next.fetch_add(batch, Ordering::Relaxed);
+                if first >= n {
+                    break;
+                }
+                let take = batch.min(n - first);
+                if batch == 1 {
+                    api.post("/api/v1/tasks/execute", echo.clone()).await?;
+                } else {
+                    let tasks = vec![echo.clone(); take];
+                    api.post("/api/v1/tasks/execute-many", json!({ "tasks": tasks }))
+                        .await?;
+                }
             }
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
         }));
@@ -169,7 +179,7 @@ async fn main() -> Res<()> {
     // --- throughput -------------------------------------------------------------------
     eprintln!("[bench] {backend}: {tasks} no-op tasks from {clients} clients, {workers} workers");
     let started = Instant::now();
-    enqueue_echo(&api, clients, tasks).await?;
+    enqueue_echo(&api, clients, tasks, 1).await?;
     let enqueued_in = started.elapsed();
     wait_succeeded(&state, &tenant_id, tasks, started).await?;
     let total = started.elapsed();
@@ -190,11 +200,19 @@ async fn main() -> Res<()> {
     // --- drain: the workers alone, on a backlog queued behind the kill switch ----------
     eprintln!("[bench] drain: {tasks} tasks queued while paused, then resumed");
     api.post("/api/v1/queues/pause", json!({})).await?;
-    enqueue_echo(&api, clients, tasks).await?;
+    enqueue_echo(&api, clients, tasks, 1).await?;
     let drain_started = Instant::now();
     api.post("/api/v1/queues/resume", json!({})).await?;
     wait_succeeded(&state, &tenant_id, 2 * tasks, drain_started).await?;
     let drain_rate = tasks as f64 / drain_started.elapsed().as_secs_f64();
+
+    // --- bulk: the saturated load again, submitted 100 per request ---------------------
+    let bulk_clients = (clients / 8).max(1);
+    eprintln!("[bench] bulk: {tasks} tasks, 100 per request, from {bulk_clients} clients");
+    let bulk_started = Instant::now();
+    enqueue_echo(&api, bulk_clients, tasks, 100).await?;
+    wait_succeeded(&state, &tenant_id, 3 * tasks, bulk_started).await?;
+    let bulk_rate = tasks as f64 / bulk_started.elapsed().as_secs_f64();
 
     // --- paced: enqueue-to-start latency at a steady offered load ----------------------
     eprintln!("[bench] paced: {paced_rate} tasks/s for {paced_secs} s");
@@ -320,6 +338,12 @@ async fn main() -> Res<()> {
     row(
         "enqueue rate (requests/s)",
         format!("{:.0}", tasks as f64 / enqueued_in.as_secs_f64()),
+        "",
+        true,
+    );
+    row(
+        "tasks/s end to end, 100 per request",
+        format!("{bulk_rate:.0}"),
         "",
         true,
     );

@@ -95,6 +95,40 @@ impl AppError {
         }
     }
 
+    /// This error as about item `index` of the request's list `list`: a client's
+    /// mistake (4xx) names the item in its message (`tasks[3]: …`) and carries
+    /// `index` (and the field, where there is one) in `details`; server-side failures
+    /// pass through unchanged, since they are about no item.
+    pub fn at_item(self, list: &str, index: usize) -> Self {
+        let status = self.status();
+        if !status.is_client_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            return self;
+        }
+        let code = self.code();
+        let (field, mut details) = match &self {
+            Self::Invalid { field, .. } => (Some(*field), serde_json::Value::Null),
+            Self::Detailed { details, .. } => (None, details.clone()),
+            _ => (None, serde_json::Value::Null),
+        };
+        let prefix = match field {
+            Some(f) => format!("{list}[{index}].{f}"),
+            None => format!("{list}[{index}]"),
+        };
+        if !details.is_object() {
+            details = serde_json::json!({});
+        }
+        details["index"] = index.into();
+        if let Some(f) = field {
+            details["field"] = f.into();
+        }
+        Self::Detailed {
+            status,
+            code,
+            message: format!("{prefix}: {self}"),
+            details,
+        }
+    }
+
     pub fn internal(e: impl std::fmt::Display) -> Self {
         Self::Internal(e.to_string())
     }

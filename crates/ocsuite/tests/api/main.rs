@@ -48,6 +48,7 @@ mod store;
 mod support;
 mod suspension;
 mod tasks;
+mod tasks_many;
 mod tenancy;
 mod tools;
 mod traces;
