@@ -36,6 +36,10 @@
 //!   process (`pg_notify('ocsuite_jobs')`, batched, after commit; see
 //!   `crate::realtime::relay` for why not inside the transaction). Every worker also
 //!   polls, so a lost wake-up delays a job by at most one poll interval.
+//! - **Traces.** When traces are exported, [`enqueue`] writes the current request's W3C
+//!   `traceparent` into the payload (key `traceparent`), and the claim takes it out into
+//!   [`Claimed::trace`], so the worker's span continues the request's trace
+//!   (`crate::telemetry::traces`).
 //! - **Retries** back off exponentially from `queue_retry_base_ms` with jitter, capped at
 //!   ten minutes, up to the job's `max_attempts` (from the capability).
 //!
