@@ -14,18 +14,20 @@
 //!   a paused tenant's backlog (they did: every claim filtered out every waiting job of
 //!   every paused tenant). The claim still skips paused tenants, for a job queued in the
 //!   instant the switch was thrown.
-//! - **Claiming** takes the highest-priority, oldest `ready` job whose `run_at` has come,
-//!   skipping tenants whose kill switch is on and tenants already running as many jobs as
-//!   their concurrency limit (so one tenant's backlog cannot take every worker). The claim
-//!   sets a random lease token and a lease expiry and counts the attempt. On PostgreSQL
-//!   it is one `UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED)` inside the
-//!   `ocsuite_claim_job` function, so many workers in many processes claim concurrently
-//!   without blocking each other; on SQLite the claim runs under `BEGIN IMMEDIATE`.
-//!   A worker that just finished a job claims the next one in the transaction that
-//!   records the outcome ([`claim_in`]; see `worker`), saving a commit per job.
-//!   The concurrency limit is exact: on PostgreSQL a tenant within 32 slots of its
-//!   limit has its claims serialised by an advisory lock held until the claim commits
-//!   (tenants further from it claim in parallel).
+//! - **Claiming** takes the highest-priority, oldest `ready` jobs whose `run_at` has come,
+//!   skipping tenants whose kill switch is on and giving no tenant more jobs than its
+//!   concurrency limit leaves free (so one tenant's backlog cannot take every worker).
+//!   Each claimed job gets a random lease token and a lease expiry, and its attempt is
+//!   counted. Claims are batched: [`claim_many`] takes up to as many jobs as the worker
+//!   has free slots in one statement (on PostgreSQL the `ocsuite_claim_jobs` function,
+//!   `FOR UPDATE SKIP LOCKED`, so many workers in many processes claim concurrently
+//!   without blocking each other; on SQLite one statement under `BEGIN IMMEDIATE`).
+//!   The concurrency limit is exact: on PostgreSQL a tenant near its limit has its claims
+//!   serialised by an advisory lock held until the claim commits.
+//! - **Settling is batched too.** The dispatcher (`dispatch`) records every attempt that
+//!   ended since its last round, and claims their successors, in one transaction: the
+//!   finished jobs' rows go in one statement per tenant ([`complete_many`]), and the
+//!   transaction enters each tenant's scope in turn. See `dispatch` for the round.
 //! - **Leases.** A worker renews its lease while it runs the job. Every change it makes
 //!   afterwards is conditional on its lease token, so a worker that lost its lease (it
 //!   stalled, or was presumed dead) cannot record an outcome: the job ends once. A
@@ -49,6 +51,8 @@
 //! enqueue-in-the-caller's-transaction guarantee. See docs/decisions.md.
 
 pub mod admin;
+mod attempt;
+mod dispatch;
 mod wake;
 pub mod worker;
 
@@ -183,96 +187,98 @@ struct ClaimRow {
     attempts: i64,
     max_attempts: i64,
     run_at: DateTime<Utc>,
+    lease_token: String,
 }
 
-/// Claims the next runnable job of `queue`; returns it with the claiming transaction,
-/// already inside the job's tenant scope, so the caller records "started" atomically.
+/// Claims up to `limit` runnable jobs of `queue` inside `tx`, which may already hold
+/// other work (the dispatcher settles the jobs that ended and claims their successors in
+/// one transaction). The batch can span tenants; enter each job's tenant
+/// ([`Tx::enter_tenant`]) before touching its rows.
+pub async fn claim_many(
+    tx: &mut Tx,
+    queue: &'static str,
+    worker: &str,
+    lease: std::time::Duration,
+    limit: usize,
+) -> Result<Vec<Claimed>> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let now = Utc::now();
+    let until = now + Duration::from_std(lease).map_err(AppError::internal)?;
+    let q = cross_tenant::claim_jobs(tx);
+    let began = std::time::Instant::now();
+    let rows: Vec<ClaimRow> = tx
+        .fetch_all(
+            q.bind(queue)
+                .bind(worker)
+                .bind(now)
+                .bind(until)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX)),
+        )
+        .await?;
+    crate::telemetry::job_claimed(queue, began.elapsed());
+    let mut jobs = Vec::with_capacity(rows.len());
+    for r in rows {
+        crate::telemetry::job_started(queue, (now - r.run_at).to_std().unwrap_or_default());
+        let (Some(tenant_id), Some(id)) = (TenantId::parse(&r.tenant_id), JobId::parse(&r.id))
+        else {
+            return Err(AppError::Internal(format!("malformed job row {}", r.id)));
+        };
+        let (payload, trace) = read_payload(&r.payload);
+        jobs.push(Claimed {
+            tenant_id,
+            id,
+            queue,
+            payload,
+            attempts: r.attempts.max(0) as u32,
+            max_attempts: r.max_attempts.max(1) as u32,
+            token: r.lease_token,
+            trace,
+        });
+    }
+    Ok(jobs)
+}
+
+/// Claims the next runnable job of `queue` in a transaction of its own; returns it with
+/// that transaction, already in the job's tenant scope, so the caller records "started"
+/// atomically. (Workers claim in batches; this serves one-off callers and tests.)
 pub async fn claim(
     store: &Store,
     queue: &'static str,
     worker: &str,
     lease: std::time::Duration,
 ) -> Result<Option<(Claimed, TenantTx)>> {
-    if store.backend() == crate::store::Backend::Sqlite {
-        // A claim takes SQLite's single writer. Look first, as a reader (WAL readers
-        // never wait), so idle workers polling empty queues do not queue up behind
-        // the writes that do the work.
-        let mut look = store.platform_read().await?;
-        let ready = cross_tenant::job_ready(&mut look, queue, Utc::now()).await?;
-        drop(look);
-        if !ready {
-            return Ok(None);
-        }
-    }
-    claim_without_look(store, queue, worker, lease).await
-}
-
-/// [`claim`] without the reader's look first: for a worker that just finished a job of
-/// this queue, which most likely has more.
-pub async fn claim_without_look(
-    store: &Store,
-    queue: &'static str,
-    worker: &str,
-    lease: std::time::Duration,
-) -> Result<Option<(Claimed, TenantTx)>> {
     let mut tx = store.platform().await?;
-    match claim_in(&mut tx, queue, worker, lease).await? {
-        Some(job) => {
-            // On PostgreSQL the claim function has set app.tenant_id; SQLite has no
-            // setting.
-            let tx = tx.entered_tenant(&job.tenant_id);
-            Ok(Some((job, tx)))
-        }
-        None => {
-            tx.commit().await?;
-            Ok(None)
-        }
-    }
-}
-
-/// Claims the next runnable job of `queue` inside `tx` (which may already hold other
-/// work: a worker settles its last job and claims the next in one transaction). On
-/// PostgreSQL a claim leaves `app.tenant_id` set to the job's tenant; continue with
-/// [`Tx::entered_tenant`].
-pub async fn claim_in(
-    tx: &mut Tx,
-    queue: &'static str,
-    worker: &str,
-    lease: std::time::Duration,
-) -> Result<Option<Claimed>> {
-    let now = Utc::now();
-    let until = now + Duration::from_std(lease).map_err(AppError::internal)?;
-    let token = uuid::Uuid::new_v4().simple().to_string();
-    let q = cross_tenant::claim_job(tx);
-    let began = std::time::Instant::now();
-    let row: Option<ClaimRow> = tx
-        .fetch_optional(
-            q.bind(queue)
-                .bind(worker)
-                .bind(token.as_str())
-                .bind(now)
-                .bind(until),
-        )
-        .await?;
-    crate::telemetry::job_claimed(queue, began.elapsed());
-    let Some(r) = row else {
+    let Some(job) = claim_many(&mut tx, queue, worker, lease, 1).await?.pop() else {
+        tx.commit().await?;
         return Ok(None);
     };
-    crate::telemetry::job_started(queue, (now - r.run_at).to_std().unwrap_or_default());
-    let (Some(tenant_id), Some(id)) = (TenantId::parse(&r.tenant_id), JobId::parse(&r.id)) else {
-        return Err(AppError::Internal(format!("malformed job row {}", r.id)));
-    };
-    let (payload, trace) = read_payload(&r.payload);
-    Ok(Some(Claimed {
-        tenant_id,
-        id,
-        queue,
-        payload,
-        attempts: r.attempts.max(0) as u32,
-        max_attempts: r.max_attempts.max(1) as u32,
-        token,
-        trace,
-    }))
+    let tx = tx.enter_tenant(&job.tenant_id).await?;
+    Ok(Some((job, tx)))
+}
+
+/// Whether `queue` has a job ready to run in any tenant: a reader's look, so idle
+/// workers polling empty queues neither take SQLite's one writer nor open a write
+/// transaction on PostgreSQL.
+pub async fn ready(store: &Store, queue: &str) -> Result<bool> {
+    let mut look = store.platform_read().await?;
+    let ready = cross_tenant::job_ready(&mut look, queue, Utc::now()).await?;
+    look.commit().await?;
+    Ok(ready)
+}
+
+/// Removes finished jobs of the transaction's tenant in one statement, each only while
+/// it is still under the lease it was claimed with; returns the lease tokens that were
+/// (a job whose token is missing belongs to another worker now: record nothing for it).
+pub async fn complete_many(tx: &mut TenantTx, jobs: &[&Claimed]) -> Result<Vec<String>> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tokens: Vec<&str> = jobs.iter().map(|j| j.token.as_str()).collect();
+    let q = cross_tenant::complete_jobs(tx).bind(Value::from(tokens).to_string());
+    let held: Vec<(String,)> = tx.fetch_all(q).await?;
+    Ok(held.into_iter().map(|(t,)| t).collect())
 }
 
 /// Extends the lease; false when the job is no longer this worker's.

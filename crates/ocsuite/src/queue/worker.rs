@@ -1,12 +1,11 @@
-//! Workers: loops that claim jobs, run them under a renewed lease, and record outcomes.
+//! Workers: what a queue's handler does with a job, and the loops that run them.
 //!
-//! Each worker loop holds at most one job at a time, so a process with `workers = N` runs
-//! up to N jobs concurrently. A job's run is spawned as its own task so a panicking module
-//! is caught (as a retryable failure), a timed-out one is abandoned, and a cancelled or
-//! lease-lost one is dropped mid-flight.
+//! A process with `workers = N` runs up to N attempts at once. One dispatcher claims and
+//! records them in batches (`dispatch`), each attempt runs as its own task under a renewed
+//! lease (`attempt`), and a reaper recovers the jobs of workers that stopped renewing.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use futures_util::future::BoxFuture;
@@ -15,12 +14,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::Instrument;
 
-use super::{
-    Claimed, backoff, claim, claim_in, claim_without_look, complete, dead_letter, expired, held,
-    renew, retry_at, take_expired,
-};
+use super::{Claimed, complete, dead_letter, expired, held, retry_at, take_expired};
 use crate::error::{AppError, Result};
 use crate::realtime::{Bus, Event};
 use crate::store::{Store, TenantTx};
@@ -114,6 +109,22 @@ pub trait Handler: Send + Sync + 'static {
     fn queue(&self) -> &'static str;
     /// Called inside the claim's transaction.
     fn start<'a>(&'a self, tx: &'a mut TenantTx, job: &'a Claimed) -> BoxFuture<'a, Result<Start>>;
+    /// Starts jobs of this queue and of `tx`'s tenant claimed in one round, in order; one
+    /// [`Start`] per job. By default one by one with [`Handler::start`]; a busy queue
+    /// overrides it to write the batch with a few array-bound statements.
+    fn start_many<'a>(
+        &'a self,
+        tx: &'a mut TenantTx,
+        jobs: &'a [Claimed],
+    ) -> BoxFuture<'a, Result<Vec<Start>>> {
+        Box::pin(async move {
+            let mut started = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                started.push(self.start(tx, job).await?);
+            }
+            Ok(started)
+        })
+    }
     /// One attempt, outside any transaction.
     fn run(self: Arc<Self>, job: Claimed, prepared: Value) -> BoxFuture<'static, Outcome>;
     /// Records the resolution on the job's row, inside the transaction that applies it.
@@ -123,6 +134,22 @@ pub trait Handler: Send + Sync + 'static {
         job: &'a Claimed,
         resolution: &'a Resolution,
     ) -> BoxFuture<'a, Result<Vec<Event>>>;
+    /// Records the resolutions of jobs of this queue and of `tx`'s tenant that ended in
+    /// one round, in order. By default one by one with [`Handler::settle`]; a busy queue
+    /// overrides it to write the common outcome for the whole batch at once.
+    fn settle_many<'a>(
+        &'a self,
+        tx: &'a mut TenantTx,
+        ended: &'a [(&'a Claimed, &'a Resolution)],
+    ) -> BoxFuture<'a, Result<Vec<Event>>> {
+        Box::pin(async move {
+            let mut events = Vec::new();
+            for (job, resolution) in ended {
+                events.extend(self.settle(tx, job, resolution).await?);
+            }
+            Ok(events)
+        })
+    }
     /// Polled with each lease renewal; true stops the attempt as cancelled. By default
     /// a job cannot be cancelled once it runs.
     fn cancel_requested<'a>(
@@ -166,12 +193,13 @@ impl WorkerConfig {
     }
 }
 
-struct Shared {
-    store: Store,
-    bus: Arc<Bus>,
-    wake: Arc<super::Wake>,
-    handlers: Vec<Arc<dyn Handler>>,
-    cfg: WorkerConfig,
+/// What the dispatcher, the attempts and the reaper share.
+pub(super) struct Shared {
+    pub store: Store,
+    pub bus: Arc<Bus>,
+    pub wake: Arc<super::Wake>,
+    pub handlers: Vec<Arc<dyn Handler>>,
+    pub cfg: WorkerConfig,
 }
 
 /// Running worker loops; [`Workers::shutdown`] stops them after their current job.
@@ -198,9 +226,7 @@ impl Workers {
             cfg,
         });
         if shared.cfg.concurrency > 0 {
-            for _ in 0..shared.cfg.concurrency {
-                set.spawn(worker_loop(shared.clone(), rx.clone()));
-            }
+            set.spawn(super::dispatch::dispatch(shared.clone(), rx.clone()));
             set.spawn(reaper_loop(shared.clone(), rx.clone()));
         }
         Self { stop, set }
@@ -218,237 +244,9 @@ impl Workers {
     }
 }
 
-async fn worker_loop(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    // The queue of the job this loop just ran: it most likely has more.
-    let mut busy: Option<&'static str> = None;
-    // The next job, claimed in the transaction that settled the last one.
-    let mut next: Option<Started> = None;
-    loop {
-        // A job already claimed runs even when stopping (it claims nothing after it).
-        if *stop.borrow() && next.is_none() {
-            return;
-        }
-        let notified = s.wake.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let claimed = match next.take() {
-            Some(started) => Ok(Some(started)),
-            None => claim_any(&s, busy).await,
-        };
-        match claimed {
-            Ok(Some((h, job, timeout, prepared))) => {
-                busy = Some(h.queue());
-                next = run_job(&s, h, job, timeout, prepared, &stop).await;
-            }
-            Ok(None) => {
-                busy = None;
-                tokio::select! {
-                    _ = notified => {}
-                    _ = tokio::time::sleep(s.cfg.poll) => {}
-                    _ = stop.changed() => return,
-                }
-            }
-            Err(e) => {
-                busy = None;
-                tracing::warn!(error = %e, "claiming a job failed");
-                tokio::select! {
-                    _ = tokio::time::sleep(s.cfg.poll) => {}
-                    _ = stop.changed() => return,
-                }
-            }
-        }
-    }
-}
-
-/// A claimed, started job: its handler, the job, its timeout and the handler's notes.
-type Started = (Arc<dyn Handler>, Claimed, Duration, Value);
-
-/// Claims from each handler's queue in turn; starts the first job found.
-async fn claim_any(s: &Shared, busy: Option<&'static str>) -> Result<Option<Started>> {
-    for h in &s.handlers {
-        let claimed = if busy == Some(h.queue()) {
-            claim_without_look(&s.store, h.queue(), &s.cfg.name, s.cfg.lease).await?
-        } else {
-            claim(&s.store, h.queue(), &s.cfg.name, s.cfg.lease).await?
-        };
-        let Some((job, tx)) = claimed else {
-            continue;
-        };
-        if let Some(started) = start_claimed(s, h, job, tx, Vec::new()).await? {
-            return Ok(Some(started));
-        }
-    }
-    Ok(None)
-}
-
-/// Lets the handler start a job claimed in `tx`, commits, then publishes `earlier`
-/// (events of work done before the claim in the same transaction) and the start's
-/// events. `None` when the handler skipped the job (it is removed as cancelled).
-async fn start_claimed(
-    s: &Shared,
-    h: &Arc<dyn Handler>,
-    job: Claimed,
-    mut tx: TenantTx,
-    mut earlier: Vec<Event>,
-) -> Result<Option<Started>> {
-    match h.start(&mut tx, &job).await? {
-        Start::Run {
-            timeout,
-            events,
-            prepared,
-        } => {
-            tx.commit().await?;
-            earlier.extend(events);
-            s.bus.after_commit(earlier);
-            Ok(Some((h.clone(), job, timeout, prepared)))
-        }
-        Start::Skip { events } => {
-            complete(&mut tx, &job).await?;
-            earlier.extend(events);
-            earlier.extend(h.settle(&mut tx, &job, &Resolution::Cancelled).await?);
-            tx.commit().await?;
-            s.bus.after_commit(earlier);
-            Ok(None)
-        }
-    }
-}
-
-enum Interrupt {
-    LeaseLost,
-    Cancel,
-}
-
-/// Runs one attempt and settles it; unless the workers are stopping, returns the
-/// queue's next job, claimed and started in the settling transaction.
-async fn run_job(
-    s: &Shared,
-    h: Arc<dyn Handler>,
-    job: Claimed,
-    timeout: Duration,
-    prepared: Value,
-    stop: &watch::Receiver<bool>,
-) -> Option<Started> {
-    // The attempt's span: a child of the request that queued the job, when traced.
-    let span = tracing::info_span!(
-        "job",
-        queue = job.queue,
-        job_id = %job.id,
-        tenant_id = %job.tenant_id,
-        attempt = job.attempts,
-        outcome = tracing::field::Empty,
-    );
-    crate::telemetry::traces::continue_trace(&span, job.trace.as_deref());
-    let mut run = tokio::spawn(
-        h.clone()
-            .run(job.clone(), prepared)
-            .instrument(span.clone()),
-    );
-    // Renews the lease every third of it, and stops the attempt when the handler says
-    // it was cancelled: at once when the cancellation's event arrives on the bus, or at
-    // the next renewal should that event be missed.
-    let mut events = s.bus.subscribe(&job.tenant_id);
-    let watchdog = async {
-        let mut tick = tokio::time::interval(s.cfg.lease / 3);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    match renew(&s.store, &job, s.cfg.lease).await {
-                        Ok(false) => return Interrupt::LeaseLost,
-                        Ok(true) => {}
-                        // A database blip: keep running; the next renewal may succeed, and
-                        // if the lease does expire the job is simply retried.
-                        Err(e) => tracing::warn!(error = %e, job = %job.id, "lease renewal failed"),
-                    }
-                    if matches!(h.cancel_requested(&s.store, &job).await, Ok(true)) {
-                        return Interrupt::Cancel;
-                    }
-                }
-                ev = events.recv() => match ev {
-                    Ok(ev) if h.is_cancellation(&job, &ev) => return Interrupt::Cancel,
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    // The bus is gone (shutting down): rely on the renewals.
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                        std::future::pending::<()>().await;
-                    }
-                },
-            }
-        }
-    };
-    let outcome = tokio::select! {
-        r = &mut run => match r {
-            Ok(o) => o,
-            Err(e) if e.is_panic() => Outcome::Failed { error: "the module panicked".into(), retryable: true },
-            Err(_) => Outcome::Failed { error: "the attempt was aborted".into(), retryable: true },
-        },
-        _ = tokio::time::sleep(timeout) => {
-            run.abort();
-            Outcome::Failed { error: format!("timed out after {} s", timeout.as_secs_f32()), retryable: true }
-        }
-        why = watchdog => {
-            run.abort();
-            match why {
-                Interrupt::LeaseLost => {
-                    tracing::warn!(job = %job.id, "lease lost; another worker owns this job now");
-                    crate::telemetry::job_finished(job.queue, "lease_lost", None);
-                    return None;
-                }
-                Interrupt::Cancel => Outcome::Cancelled,
-            }
-        }
-    };
-    let resolution = match outcome {
-        Outcome::Succeeded { output, summary } => Resolution::Succeeded { output, summary },
-        Outcome::Cancelled => Resolution::Cancelled,
-        Outcome::Failed {
-            error,
-            retryable: false,
-        } => Resolution::Failed { error },
-        Outcome::Failed { error, .. } if job.attempts >= job.max_attempts => {
-            Resolution::Dead { error }
-        }
-        Outcome::Failed { error, .. } => Resolution::Retrying {
-            error,
-            at: Utc::now()
-                + chrono::Duration::from_std(backoff(s.cfg.retry_base_ms, job.attempts))
-                    .unwrap_or_default(),
-        },
-    };
-    span.record("outcome", resolution.outcome());
-    let began = Instant::now();
-    if !*stop.borrow() {
-        match resolve_and_claim(s, &h, &job, &resolution).await {
-            Ok((held, next)) => {
-                finished(&job, &resolution, held, began);
-                return next;
-            }
-            // Nothing of it was kept: record the outcome alone below.
-            Err(e) => {
-                tracing::warn!(error = %e, job = %job.id, "settling a job and claiming the next failed")
-            }
-        }
-    }
-    match resolve(s, h.as_ref(), &job, &resolution).await {
-        Ok(held) => finished(&job, &resolution, held, began),
-        // The lease will expire and the reaper will settle the job.
-        Err(e) => tracing::warn!(error = %e, job = %job.id, "recording a job outcome failed"),
-    }
-    None
-}
-
-/// Counts an attempt that was recorded (`held`), or found its lease lost, with the time
-/// its settling transaction took since `began`.
-fn finished(job: &Claimed, resolution: &Resolution, held: bool, began: Instant) {
-    if held {
-        crate::telemetry::job_finished(job.queue, resolution.outcome(), Some(began.elapsed()));
-    } else {
-        crate::telemetry::job_finished(job.queue, "lease_lost", None);
-    }
-}
-
 /// Applies `resolution` to the job and its row in one transaction; false when the
 /// lease was lost (nothing is recorded).
-async fn resolve(
+pub(super) async fn resolve(
     s: &Shared,
     h: &dyn Handler,
     job: &Claimed,
@@ -460,32 +258,6 @@ async fn resolve(
     tx.commit().await?;
     published(s, resolution, events);
     Ok(true)
-}
-
-/// [`resolve`], then claims and starts the queue's next job in the same transaction: one
-/// commit and, on SQLite, one writer turn fewer per job. Any error drops the whole
-/// transaction, so the caller records the outcome alone. The flag is [`resolve`]'s.
-async fn resolve_and_claim(
-    s: &Shared,
-    h: &Arc<dyn Handler>,
-    job: &Claimed,
-    resolution: &Resolution,
-) -> Result<(bool, Option<Started>)> {
-    let Some((tx, events)) = settle_in_tx(s, h.as_ref(), job, resolution).await? else {
-        return Ok((false, None));
-    };
-    let mut tx = tx.into_platform();
-    let Some(next) = claim_in(&mut tx, h.queue(), &s.cfg.name, s.cfg.lease).await? else {
-        tx.commit().await?;
-        published(s, resolution, events);
-        return Ok((true, None));
-    };
-    let tx = tx.entered_tenant(&next.tenant_id);
-    let started = start_claimed(s, h, next, tx, events).await?;
-    if let Resolution::Retrying { .. } = resolution {
-        s.wake.notify_one();
-    }
-    Ok((true, started))
 }
 
 /// Applies `resolution` inside a new transaction of the job's tenant and returns it,

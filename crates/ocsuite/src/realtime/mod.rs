@@ -201,6 +201,57 @@ pub async fn record(
     })
 }
 
+/// One event for [`record_many`]: its topic, position, kind and data.
+pub struct NewEvent {
+    pub topic: String,
+    pub seq: i64,
+    pub kind: &'static str,
+    pub data: Value,
+}
+
+/// [`record`] for many events in one statement (the queue starts and settles jobs in
+/// batches); returns them in the order given.
+pub async fn record_many(tx: &mut TenantTx, events: Vec<NewEvent>) -> Result<Vec<Event>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tenant = tx.tenant_id().clone();
+    let at = Utc::now();
+    let rows: Vec<Value> = events
+        .iter()
+        .map(|e| {
+            serde_json::json!({"topic": e.topic, "seq": e.seq, "kind": e.kind, "data": e.data.to_string()})
+        })
+        .collect();
+    let q = cross_tenant::insert_events(tx)
+        .bind(Value::from(rows).to_string())
+        .bind(at);
+    let ids: Vec<(i64, String, i64)> = tx.fetch_all(q).await?;
+    let id_of: HashMap<(&str, i64), i64> = ids
+        .iter()
+        .map(|(id, topic, seq)| ((topic.as_str(), *seq), *id))
+        .collect();
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
+        let Some(&id) = id_of.get(&(e.topic.as_str(), e.seq)) else {
+            return Err(AppError::Internal(format!(
+                "event {}#{} was not inserted",
+                e.topic, e.seq
+            )));
+        };
+        out.push(Event::stored(
+            tenant.clone(),
+            id,
+            &e.topic,
+            e.seq,
+            e.kind,
+            e.data,
+            at,
+        ));
+    }
+    Ok(out)
+}
+
 #[derive(sqlx::FromRow)]
 struct EventRow {
     id: i64,

@@ -212,15 +212,30 @@ impl Tx {
 }
 
 impl Tx {
-    /// Continues this transaction as `tenant`'s, for a platform operation that learns its
-    /// tenant from its own result and has already set `app.tenant_id` in this transaction
-    /// (the queue's claim function does, in the same statement).
+    /// Continues this transaction as `tenant`'s, when `app.tenant_id` is already set to it
+    /// in this transaction (by the `BEGIN` that opened it; see [`Tx::enter_tenant`]
+    /// otherwise).
     pub fn entered_tenant(mut self, tenant: &TenantId) -> TenantTx {
         self.tenant = Some(tenant.clone());
         TenantTx {
             tx: self,
             tenant: tenant.clone(),
         }
+    }
+
+    /// Continues this transaction as `tenant`'s, setting its scope first (PostgreSQL's
+    /// transaction-local `app.tenant_id`; SQLite has no setting). For the queue, which
+    /// settles and starts the jobs of several tenants in one transaction, one tenant
+    /// after the other.
+    pub async fn enter_tenant(mut self, tenant: &TenantId) -> Result<TenantTx, sqlx::Error> {
+        if self.is_postgres() {
+            self.execute(
+                super::sql::sql("SELECT set_config('app.tenant_id', $1, true)")
+                    .bind(tenant.as_str()),
+            )
+            .await?;
+        }
+        Ok(self.entered_tenant(tenant))
     }
 
     /// True on PostgreSQL.
@@ -240,9 +255,9 @@ impl TenantTx {
     pub fn tenant_id(&self) -> &TenantId {
         &self.tenant
     }
-    /// Continues this transaction unscoped, for the queue's claim of another job right
-    /// after settling one (its claim function sets the next tenant itself). Until then
-    /// PostgreSQL still holds this tenant's setting.
+    /// Continues this transaction unscoped, for the queue, which moves on to another
+    /// tenant's jobs with [`Tx::enter_tenant`]. Until then PostgreSQL still holds this
+    /// tenant's setting.
     pub fn into_platform(self) -> Tx {
         let mut tx = self.tx;
         tx.tenant = None;

@@ -43,7 +43,7 @@ impl ExecuteTask {
     }
 }
 
-fn task_of(job: &Claimed) -> Option<TaskId> {
+pub(super) fn task_of(job: &Claimed) -> Option<TaskId> {
     job.payload_as::<super::TaskJob>().map(|j| j.task_id)
 }
 
@@ -73,32 +73,25 @@ impl Handler for ExecuteTask {
             else {
                 return Ok(Start::Skip { events: vec![] });
             };
-            let version = Version::parse(&t.version).map_err(AppError::internal)?;
-            // A built-in's timeout is in the registry; whether its module is still
-            // enabled is checked by the attempt, outside this transaction, which holds
-            // the SQLite writer. An MCP tool's spec is in the database.
-            let (timeout, problem) = match self.state.registry.capability(&t.capability, &version) {
-                Some(r) => (Duration::from_secs(r.spec.timeout_secs.into()), None),
-                None => {
-                    match modules::resolve(&self.state.registry, tx, &t.capability, Some(&version))
-                        .await
-                    {
-                        Ok(r) => (Duration::from_secs(r.spec.timeout_secs.into()), None),
-                        // Run anyway: the attempt reports why it cannot, as the task's error.
-                        Err(e) => (Duration::from_secs(60), Some(e.to_string())),
-                    }
-                }
-            };
-            Start::run(
-                timeout,
-                vec![ev],
-                &Prepared {
-                    capability: t.capability,
-                    version: t.version,
-                    input: t.input,
-                    problem,
-                },
-            )
+            self.prepare(tx, ev, t).await
+        })
+    }
+
+    fn start_many<'a>(
+        &'a self,
+        tx: &'a mut TenantTx,
+        jobs: &'a [Claimed],
+    ) -> BoxFuture<'a, Result<Vec<Start>>> {
+        Box::pin(async move {
+            let mut marked = super::batch::mark_running_many(tx, jobs).await?;
+            let mut starts = Vec::with_capacity(jobs.len());
+            for m in marked.iter_mut() {
+                starts.push(match m.take() {
+                    Some((ev, t)) => self.prepare(tx, ev, t).await?,
+                    None => Start::Skip { events: vec![] },
+                });
+            }
+            Ok(starts)
         })
     }
 
@@ -219,6 +212,33 @@ impl Handler for ExecuteTask {
         })
     }
 
+    fn settle_many<'a>(
+        &'a self,
+        tx: &'a mut TenantTx,
+        ended: &'a [(&'a Claimed, &'a Resolution)],
+    ) -> BoxFuture<'a, Result<Vec<Event>>> {
+        Box::pin(async move {
+            // Successes, the bulk of a busy queue, are written together; the rest one by one.
+            let mut events = Vec::new();
+            let mut succeeded = Vec::new();
+            for &(job, resolution) in ended {
+                match (task_of(job), resolution) {
+                    (Some(id), Resolution::Succeeded { output, summary }) => {
+                        succeeded.push(super::batch::Succeeded {
+                            job,
+                            id,
+                            output,
+                            summary: summary.as_deref(),
+                        })
+                    }
+                    _ => events.extend(self.settle(tx, job, resolution).await?),
+                }
+            }
+            events.extend(super::batch::succeeded_many(tx, &succeeded).await?);
+            Ok(events)
+        })
+    }
+
     fn is_cancellation(&self, job: &Claimed, event: &Event) -> bool {
         event.kind == "cancel_requested"
             && task_of(job).is_some_and(|id| event.topic.strip_prefix("task:") == Some(id.as_str()))
@@ -242,6 +262,37 @@ impl Handler for ExecuteTask {
 }
 
 impl ExecuteTask {
+    /// What a task marked running needs for its attempt: its timeout, and why it cannot
+    /// run (unknown or disabled) if that is already known.
+    async fn prepare(&self, tx: &mut TenantTx, ev: Event, t: super::Runnable) -> Result<Start> {
+        let version = Version::parse(&t.version).map_err(AppError::internal)?;
+        // A built-in's timeout is in the registry; whether its module is still enabled
+        // is checked by the attempt, outside this transaction, which holds the SQLite
+        // writer. An MCP tool's spec is in the database.
+        let (timeout, problem) = match self.state.registry.capability(&t.capability, &version) {
+            Some(r) => (Duration::from_secs(r.spec.timeout_secs.into()), None),
+            None => {
+                match modules::resolve(&self.state.registry, tx, &t.capability, Some(&version))
+                    .await
+                {
+                    Ok(r) => (Duration::from_secs(r.spec.timeout_secs.into()), None),
+                    // Run anyway: the attempt reports why it cannot, as the task's error.
+                    Err(e) => (Duration::from_secs(60), Some(e.to_string())),
+                }
+            }
+        };
+        Start::run(
+            timeout,
+            vec![ev],
+            &Prepared {
+                capability: t.capability,
+                version: t.version,
+                input: t.input,
+                problem,
+            },
+        )
+    }
+
     async fn attempt(&self, job: &Claimed, prepared: Value) -> Result<Outcome> {
         let Prepared {
             capability,

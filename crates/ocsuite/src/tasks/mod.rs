@@ -8,6 +8,7 @@
 //! events are the task's timeline and the realtime stream at once. State changes are
 //! audited.
 
+mod batch;
 pub mod execute;
 pub mod gauge;
 pub mod handler;

@@ -39,6 +39,7 @@ mod plans;
 mod policy;
 mod postgres;
 mod queue;
+mod queue_batch;
 mod realtime;
 mod receipts;
 mod retention;

@@ -19,98 +19,13 @@ use crate::ids::{TenantId, UserId};
 
 pub mod backup;
 mod console;
+mod queue;
 mod receipts;
 pub use console::*;
+pub use queue::*;
 pub use receipts::*;
 
 type Result<T> = std::result::Result<T, sqlx::Error>;
-
-// ---- The job queue -------------------------------------------------------------------
-
-/// Whether `queue` has a job ready to run, in any tenant (SQLite's look, as a reader,
-/// before it takes the one writer for a claim).
-pub async fn job_ready(tx: &mut Tx, queue: &str, now: DateTime<Utc>) -> Result<bool> {
-    let ready: Option<(i64,)> = tx
-        .fetch_optional(
-            sql(
-                "SELECT 1 FROM jobs WHERE queue = $1 AND status = 'ready' AND run_at <= $2 LIMIT 1",
-            )
-            .bind(queue)
-            .bind(now),
-        )
-        .await?;
-    Ok(ready.is_some())
-}
-
-/// Claims the next runnable job of a queue in any tenant, honouring paused tenants and
-/// each tenant's concurrency limit. Binds: queue, worker, lease token, now, lease end.
-/// Returns `tenant_id, id, payload, attempts, max_attempts, run_at`. On PostgreSQL the claim
-/// also sets `app.tenant_id` to the job's tenant for the rest of the transaction.
-pub fn claim_job(tx: &Tx) -> Sql {
-    if tx.is_postgres() {
-        sql(
-            "SELECT tenant_id, id, payload, attempts, max_attempts, run_at FROM ocsuite_claim_job($1, $2, $3, $4, $5)",
-        )
-    } else {
-        sql(
-            "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_token = $3, lease_until = $5, worker = $2, updated_at = $4 \
-             WHERE (tenant_id, id) = ( \
-               SELECT c.tenant_id, c.id FROM jobs c \
-                WHERE c.queue = $1 AND c.status = 'ready' AND c.run_at <= $4 \
-                  AND c.tenant_id NOT IN (SELECT t.id FROM tenants t WHERE t.jobs_paused_at IS NOT NULL) \
-                  AND c.tenant_id NOT IN ( \
-                      SELECT r.tenant_id FROM jobs r JOIN tenants t ON t.id = r.tenant_id \
-                       WHERE r.status = 'running' \
-                       GROUP BY r.tenant_id, t.job_concurrency \
-                      HAVING count(*) >= t.job_concurrency) \
-                ORDER BY c.priority DESC, c.run_at, c.id LIMIT 1) \
-             RETURNING tenant_id, id, payload, attempts, max_attempts, run_at",
-        )
-    }
-}
-
-/// Jobs of any tenant whose lease ran out before `now`: `(tenant_id, id)`.
-pub async fn expired_leases(
-    tx: &mut Tx,
-    now: DateTime<Utc>,
-    limit: i64,
-) -> Result<Vec<(String, String)>> {
-    let q = if tx.is_postgres() {
-        sql("SELECT tenant_id, id FROM ocsuite_expired_leases($1, $2)")
-    } else {
-        sql(
-            "SELECT tenant_id, id FROM jobs WHERE status = 'running' AND lease_until < $1 ORDER BY lease_until LIMIT $2",
-        )
-    };
-    tx.fetch_all(q.bind(now).bind(limit)).await
-}
-
-/// Job counts by queue and status across tenants: `(queue, status, count)`.
-pub async fn queue_depths(tx: &mut Tx) -> Result<Vec<(String, String, i64)>> {
-    let q = if tx.is_postgres() {
-        sql("SELECT queue, status, jobs FROM ocsuite_queue_depths()")
-    } else {
-        sql("SELECT queue, status, count(*) FROM jobs GROUP BY queue, status")
-    };
-    tx.fetch_all(q).await
-}
-
-/// Job counts by queue and status across tenants, with the age in seconds of each
-/// queue's oldest job that is due and not started (`None` for other statuses): the
-/// figures `/metrics` reports. `(queue, status, count, oldest due age)`.
-pub async fn queue_stats(
-    tx: &mut Tx,
-    now: DateTime<Utc>,
-) -> Result<Vec<(String, String, i64, Option<f64>)>> {
-    let q = if tx.is_postgres() {
-        sql("SELECT queue, status, jobs, oldest_due_secs FROM ocsuite_queue_stats($1)")
-    } else {
-        sql("SELECT queue, status, count(*), \
-                    max(CASE WHEN status = 'ready' AND run_at <= $1 THEN (julianday($1) - julianday(run_at)) * 86400.0 END) \
-               FROM jobs GROUP BY queue, status")
-    };
-    tx.fetch_all(q.bind(now)).await
-}
 
 // ---- Retention and sweeps ------------------------------------------------------------
 
