@@ -74,6 +74,56 @@ pub async fn record_system_sealed(
     .await
 }
 
+/// [`record_system`] for many entries at once (a queue round's outcomes): one insert of
+/// the audit rows and one of their receipts, all with the same time. Each entry is
+/// `(action, target_type, target_id, details)`.
+pub async fn record_system_many(
+    tx: &mut TenantTx,
+    entries: &[(&str, &str, &str, Value)],
+) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let (actor_type, actor_id) = ("system", "worker");
+    let at = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
+    let rows: Vec<(AuditId, String)> = entries
+        .iter()
+        .map(|(_, _, _, details)| (AuditId::new(), details.to_string()))
+        .collect();
+    let json_rows: Vec<Value> = entries
+        .iter()
+        .zip(&rows)
+        .map(|((action, target_type, target_id, _), (id, details))| {
+            serde_json::json!({
+                "id": id, "actor_type": actor_type, "actor_id": actor_id, "action": action,
+                "target_type": target_type, "target_id": target_id, "details": details,
+                "request_id": null,
+            })
+        })
+        .collect();
+    let q = crate::store::cross_tenant::insert_audit_entries(tx)
+        .bind(Value::from(json_rows).to_string())
+        .bind(at);
+    tx.defer(q).await?;
+    let receipts: Vec<crate::receipts::Entry<'_>> = entries
+        .iter()
+        .zip(&rows)
+        .map(
+            |((action, target_type, target_id, _), (id, details))| crate::receipts::Entry {
+                audit_id: id.as_str(),
+                actor: (actor_type, actor_id),
+                action,
+                target: (target_type, target_id),
+                details,
+                request_id: None,
+                at,
+            },
+        )
+        .collect();
+    crate::receipts::append_many(tx, at, &receipts).await?;
+    Ok(())
+}
+
 pub(crate) async fn insert(
     tx: &mut TenantTx,
     (actor_type, actor_id): (&str, &str),

@@ -275,8 +275,11 @@ pub async fn complete_many(tx: &mut TenantTx, jobs: &[&Claimed]) -> Result<Vec<S
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
+    let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
     let tokens: Vec<&str> = jobs.iter().map(|j| j.token.as_str()).collect();
-    let q = cross_tenant::complete_jobs(tx).bind(Value::from(tokens).to_string());
+    let q = cross_tenant::complete_jobs(tx)
+        .bind(Value::from(ids).to_string())
+        .bind(Value::from(tokens).to_string());
     let held: Vec<(String,)> = tx.fetch_all(q).await?;
     Ok(held.into_iter().map(|(t,)| t).collect())
 }

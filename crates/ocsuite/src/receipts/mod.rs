@@ -124,6 +124,62 @@ pub struct Entry<'a> {
 /// Seals `entry` into a receipt of the transaction's company, written with the
 /// transaction (deferred on SQLite like the audit row it accompanies).
 pub async fn append(tx: &mut TenantTx, entry: &Entry<'_>) -> Result<ReceiptId> {
+    let (id, row) = prepare(tx.tenant_id(), entry)?;
+    tx.defer(
+        scoped(
+            "INSERT INTO receipts (tenant_id, id, seq, action, actor_type, actor_id, created_at, fields, commitments, leaf_hash) \
+             VALUES ($1, $2, NULL, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&id)
+        .bind(entry.action)
+        .bind(entry.actor.0)
+        .bind(entry.actor.1)
+        .bind(entry.at)
+        .bind(row.fields)
+        .bind(row.commitments)
+        .bind(row.leaf_hash),
+    )
+    .await?;
+    Ok(id)
+}
+
+/// [`append`] for entries that share one time (a queue round's outcomes), in one
+/// statement.
+pub async fn append_many(
+    tx: &mut TenantTx,
+    at: DateTime<Utc>,
+    entries: &[Entry<'_>],
+) -> Result<Vec<ReceiptId>> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ids = Vec::with_capacity(entries.len());
+    let mut rows = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let (id, row) = prepare(tx.tenant_id(), &Entry { at, ..*entry })?;
+        rows.push(serde_json::json!({
+            "id": id, "action": entry.action, "actor_type": entry.actor.0,
+            "actor_id": entry.actor.1, "fields": row.fields,
+            "commitments": row.commitments, "leaf_hash": row.leaf_hash,
+        }));
+        ids.push(id);
+    }
+    let q = crate::store::cross_tenant::insert_receipts(tx)
+        .bind(serde_json::Value::from(rows).to_string())
+        .bind(at);
+    tx.defer(q).await?;
+    Ok(ids)
+}
+
+/// A sealed receipt's stored columns, as text.
+struct Row {
+    fields: String,
+    commitments: String,
+    leaf_hash: String,
+}
+
+/// Seals `entry` under a new receipt id.
+fn prepare(tenant: &TenantId, entry: &Entry<'_>) -> Result<(ReceiptId, Row)> {
     let id = ReceiptId::new();
     let text = |s: &str| serde_json::Value::from(s).to_string();
     let fields = [
@@ -140,28 +196,18 @@ pub async fn append(tx: &mut TenantTx, entry: &Entry<'_>) -> Result<ReceiptId> {
         ),
         ("time", text(&entry.at.to_rfc3339())),
     ];
-    let sealed = seal(tx.tenant_id(), &id, &fields);
+    let sealed = seal(tenant, &id, &fields);
     let commitments: BTreeMap<&String, String> = sealed
         .commitments
         .iter()
         .map(|(k, v)| (k, B64.encode(v)))
         .collect();
-    tx.defer(
-        scoped(
-            "INSERT INTO receipts (tenant_id, id, seq, action, actor_type, actor_id, created_at, fields, commitments, leaf_hash) \
-             VALUES ($1, $2, NULL, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&id)
-        .bind(entry.action)
-        .bind(entry.actor.0)
-        .bind(entry.actor.1)
-        .bind(entry.at)
-        .bind(serde_json::to_string(&sealed.fields).map_err(AppError::internal)?)
-        .bind(serde_json::to_string(&commitments).map_err(AppError::internal)?)
-        .bind(hex::encode(sealed.leaf_hash)),
-    )
-    .await?;
-    Ok(id)
+    let row = Row {
+        fields: serde_json::to_string(&sealed.fields).map_err(AppError::internal)?,
+        commitments: serde_json::to_string(&commitments).map_err(AppError::internal)?,
+        leaf_hash: hex::encode(sealed.leaf_hash),
+    };
+    Ok((id, row))
 }
 
 /// Keeps only `keep` of a receipt's shown fields: the others lose their value and salt

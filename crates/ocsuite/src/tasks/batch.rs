@@ -141,9 +141,13 @@ pub(super) async fn succeeded_many(
         found.push((&d.id, details, meeting, chat));
     }
     let recorded = realtime::record_many(tx, news).await?;
+    let entries: Vec<(&str, &str, &str, Value)> = found
+        .iter()
+        .map(|(id, details, _, _)| ("task.succeeded", "task", id.as_str(), details.clone()))
+        .collect();
+    audit::record_system_many(tx, &entries).await?;
     let mut events = Vec::with_capacity(recorded.len());
-    for (ev, (id, details, meeting, chat)) in recorded.into_iter().zip(found) {
-        audit::record_system(tx, "task.succeeded", "task", id.as_str(), details).await?;
+    for (ev, (id, _, meeting, chat)) in recorded.into_iter().zip(found) {
         if meeting.is_none() && chat {
             events
                 .extend(crate::notifications::chat_task_outcome(tx, id, "succeeded", None).await?);

@@ -64,17 +64,25 @@ pub fn claim_jobs(tx: &Tx) -> Sql {
     }
 }
 
-/// Removes the jobs of the transaction's tenant whose lease tokens are in `$2` (a JSON
-/// array of tokens), in one statement; returns the tokens found. A token missing from the
-/// result lost its lease (another worker owns that job now).
+/// Removes jobs of the transaction's tenant, each only while it is still under the lease
+/// it was claimed with. Binds `$2` a JSON array of job ids and `$3` one of their lease
+/// tokens. Returns the tokens found; a token missing from the result lost its lease
+/// (another worker owns that job now). The ids let PostgreSQL and SQLite find the rows
+/// by primary key instead of scanning the tenant's backlog for the tokens.
 pub fn complete_jobs(tx: &TenantTx) -> Sql {
     if tx.is_postgres() {
         scoped(
-            "DELETE FROM jobs WHERE tenant_id = $1 AND lease_token IN (SELECT json_array_elements_text($2::json)) RETURNING lease_token",
+            "DELETE FROM jobs WHERE tenant_id = $1 \
+                AND id = ANY (ARRAY(SELECT json_array_elements_text($2::json))) \
+                AND lease_token = ANY (ARRAY(SELECT json_array_elements_text($3::json))) \
+             RETURNING lease_token",
         )
     } else {
         scoped(
-            "DELETE FROM jobs WHERE tenant_id = $1 AND lease_token IN (SELECT value FROM json_each($2)) RETURNING lease_token",
+            "DELETE FROM jobs WHERE tenant_id = $1 \
+                AND id IN (SELECT value FROM json_each($2)) \
+                AND lease_token IN (SELECT value FROM json_each($3)) \
+             RETURNING lease_token",
         )
     }
 }
@@ -125,20 +133,25 @@ pub async fn queue_stats(
 /// Marks many tasks of the transaction's tenant `running` in one statement, each unless
 /// it is gone, cancelled or already ended. Binds: `$2` a JSON array of
 /// `{"id", "attempts"}`, `$3` now, `$4` false (not cancelled). Returns `id, event_seq,
-/// capability, version, input` of the tasks it marked.
+/// capability, version, input` of the tasks it marked. The status test is written so
+/// neither planner can use the `(tenant_id, status)` index for it (`IS TRUE`, unary `+`):
+/// with it, a busy tenant's every queued task was walked to find the few in the batch,
+/// instead of looking them up by primary key.
 pub fn start_tasks(tx: &TenantTx) -> Sql {
     if tx.is_postgres() {
         scoped(
             "UPDATE tasks t SET status = 'running', attempts = x.attempts, started_at = $3, updated_at = $3, event_seq = t.event_seq + 1 \
                FROM json_to_recordset($2::json) AS x(id TEXT, attempts BIGINT) \
-              WHERE t.tenant_id = $1 AND t.id = x.id AND t.cancel_requested = $4 AND t.status IN ('queued', 'running') \
+              WHERE t.tenant_id = $1 AND t.id = x.id AND t.cancel_requested = $4 AND (t.status IN ('queued', 'running')) IS TRUE \
+                AND t.id = ANY (ARRAY(SELECT e ->> 'id' FROM json_array_elements($2::json) e)) \
              RETURNING t.id, t.event_seq, t.capability, t.version, t.input",
         )
     } else {
         scoped(
             "UPDATE tasks SET status = 'running', attempts = x.attempts, started_at = $3, updated_at = $3, event_seq = event_seq + 1 \
                FROM (SELECT value ->> 'id' AS id, value ->> 'attempts' AS attempts FROM json_each($2)) AS x \
-              WHERE tasks.tenant_id = $1 AND tasks.id = x.id AND tasks.cancel_requested = $4 AND tasks.status IN ('queued', 'running') \
+              WHERE tasks.tenant_id = $1 AND tasks.id = x.id AND tasks.cancel_requested = $4 \
+                AND tasks.id IN (SELECT value ->> 'id' FROM json_each($2)) AND +tasks.status IN ('queued', 'running') \
              RETURNING id, event_seq, capability, version, input",
         )
     }
@@ -176,6 +189,7 @@ pub fn finish_tasks(tx: &TenantTx) -> Sql {
             "UPDATE tasks t SET status = $4, result = x.result, error = NULL, finished_at = $3, updated_at = $3, event_seq = t.event_seq + 1 \
                FROM json_to_recordset($2::json) AS x(id TEXT, result TEXT) \
               WHERE t.tenant_id = $1 AND t.id = x.id \
+                AND t.id = ANY (ARRAY(SELECT e ->> 'id' FROM json_array_elements($2::json) e)) \
              RETURNING t.id, t.event_seq, t.status, t.meeting_id, (t.conversation_id IS NOT NULL AND t.decided_by IS NOT NULL)",
         )
     } else {
@@ -183,6 +197,7 @@ pub fn finish_tasks(tx: &TenantTx) -> Sql {
             "UPDATE tasks SET status = $4, result = x.result, error = NULL, finished_at = $3, updated_at = $3, event_seq = event_seq + 1 \
                FROM (SELECT value ->> 'id' AS id, value ->> 'result' AS result FROM json_each($2)) AS x \
               WHERE tasks.tenant_id = $1 AND tasks.id = x.id \
+                AND tasks.id IN (SELECT value ->> 'id' FROM json_each($2)) \
              RETURNING id, event_seq, status, meeting_id, (conversation_id IS NOT NULL AND decided_by IS NOT NULL)",
         )
     }

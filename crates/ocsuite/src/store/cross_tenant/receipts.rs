@@ -160,3 +160,46 @@ pub async fn expire_erasures(tx: &mut Tx, now: chrono::DateTime<chrono::Utc>) ->
         .await
     }
 }
+
+/// Many audit entries of the transaction's company in one statement (the queue records
+/// a round's outcomes together). Binds `$2` a JSON array of `{"id", "actor_type",
+/// "actor_id", "action", "target_type", "target_id", "details", "request_id"}`, `$3`
+/// their time.
+pub fn insert_audit_entries(tx: &TenantTx) -> Sql {
+    if tx.is_postgres() {
+        scoped(
+            "INSERT INTO audit_log (tenant_id, id, actor_type, actor_id, action, target_type, target_id, details, request_id, created_at) \
+             SELECT $1, x.id, x.actor_type, x.actor_id, x.action, x.target_type, x.target_id, x.details, x.request_id, $3 \
+               FROM json_to_recordset($2::json) AS x(id TEXT, actor_type TEXT, actor_id TEXT, action TEXT, target_type TEXT, \
+                                                     target_id TEXT, details TEXT, request_id TEXT)",
+        )
+    } else {
+        scoped(
+            "INSERT INTO audit_log (tenant_id, id, actor_type, actor_id, action, target_type, target_id, details, request_id, created_at) \
+             SELECT $1, value ->> 'id', value ->> 'actor_type', value ->> 'actor_id', value ->> 'action', value ->> 'target_type', \
+                    value ->> 'target_id', value ->> 'details', value ->> 'request_id', $3 \
+               FROM json_each($2)",
+        )
+    }
+}
+
+/// Many receipts of the transaction's company in one statement, waiting for their
+/// positions like one appended alone. Binds `$2` a JSON array of `{"id", "action",
+/// "actor_type", "actor_id", "fields", "commitments", "leaf_hash"}`, `$3` their time.
+pub fn insert_receipts(tx: &TenantTx) -> Sql {
+    if tx.is_postgres() {
+        scoped(
+            "INSERT INTO receipts (tenant_id, id, seq, action, actor_type, actor_id, created_at, fields, commitments, leaf_hash) \
+             SELECT $1, x.id, NULL, x.action, x.actor_type, x.actor_id, $3, x.fields, x.commitments, x.leaf_hash \
+               FROM json_to_recordset($2::json) AS x(id TEXT, action TEXT, actor_type TEXT, actor_id TEXT, fields TEXT, \
+                                                     commitments TEXT, leaf_hash TEXT)",
+        )
+    } else {
+        scoped(
+            "INSERT INTO receipts (tenant_id, id, seq, action, actor_type, actor_id, created_at, fields, commitments, leaf_hash) \
+             SELECT $1, value ->> 'id', NULL, value ->> 'action', value ->> 'actor_type', value ->> 'actor_id', $3, \
+                    value ->> 'fields', value ->> 'commitments', value ->> 'leaf_hash' \
+               FROM json_each($2)",
+        )
+    }
+}
