@@ -419,13 +419,20 @@ pub async fn resolve(
     let Some(found) = candidates.into_iter().find(|c| c.spec.version == v) else {
         return Err(AppError::Internal("resolved version vanished".into()));
     };
+    usable(registry, tx, module).await?;
+    Ok(found)
+}
+
+/// Whether the tenant may run `module` now: its plan includes it and it is enabled.
+/// The error says which and how to fix it.
+pub async fn usable(registry: &Registry, tx: &mut TenantTx, module: &str) -> Result<()> {
     registry.check_plan(tx, module).await?;
     if !module_enabled(tx, module).await? {
         return Err(AppError::Conflict(format!(
             "module `{module}` is disabled for this tenant; enable it with POST /api/v1/modules/{module}/enable"
         )));
     }
-    Ok(found)
+    Ok(())
 }
 
 /// Checks `value` against `schema`; 422 listing every violation.

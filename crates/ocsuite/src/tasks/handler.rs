@@ -35,7 +35,15 @@ struct Prepared {
     input: Value,
     /// Why the capability cannot run (unknown, disabled): the attempt fails with it.
     problem: Option<String>,
+    /// A built-in whose module was found usable (in the plan, enabled) when the job
+    /// started: the attempt need not read the database again before running it.
+    #[serde(default)]
+    checked: bool,
 }
+
+/// Each module's usability, looked up once per batch of starts: `Some(problem)` when it
+/// cannot run.
+type Usable = std::collections::HashMap<String, Option<String>>;
 
 impl ExecuteTask {
     pub fn new(state: AppState) -> Self {
@@ -73,7 +81,7 @@ impl Handler for ExecuteTask {
             else {
                 return Ok(Start::Skip { events: vec![] });
             };
-            self.prepare(tx, ev, t).await
+            self.prepare(tx, ev, t, &mut Usable::new()).await
         })
     }
 
@@ -85,9 +93,10 @@ impl Handler for ExecuteTask {
         Box::pin(async move {
             let mut marked = super::batch::mark_running_many(tx, jobs).await?;
             let mut starts = Vec::with_capacity(jobs.len());
+            let mut usable = Usable::new();
             for m in marked.iter_mut() {
                 starts.push(match m.take() {
-                    Some((ev, t)) => self.prepare(tx, ev, t).await?,
+                    Some((ev, t)) => self.prepare(tx, ev, t, &mut usable).await?,
                     None => Start::Skip { events: vec![] },
                 });
             }
@@ -263,24 +272,49 @@ impl Handler for ExecuteTask {
 
 impl ExecuteTask {
     /// What a task marked running needs for its attempt: its timeout, and why it cannot
-    /// run (unknown or disabled) if that is already known.
-    async fn prepare(&self, tx: &mut TenantTx, ev: Event, t: super::Runnable) -> Result<Start> {
+    /// run (unknown, not in the plan, disabled) if that is known. A built-in's module is
+    /// checked here, once per module per batch, so the attempt of a built-in needs no
+    /// database read of its own; an MCP tool is resolved by its attempt, which needs its
+    /// server's URL and credential.
+    async fn prepare(
+        &self,
+        tx: &mut TenantTx,
+        ev: Event,
+        t: super::Runnable,
+        usable: &mut Usable,
+    ) -> Result<Start> {
         let version = Version::parse(&t.version).map_err(AppError::internal)?;
-        // A built-in's timeout is in the registry; whether its module is still enabled
-        // is checked by the attempt, outside this transaction, which holds the SQLite
-        // writer. An MCP tool's spec is in the database.
-        let (timeout, problem) = match self.state.registry.capability(&t.capability, &version) {
-            Some(r) => (Duration::from_secs(r.spec.timeout_secs.into()), None),
-            None => {
-                match modules::resolve(&self.state.registry, tx, &t.capability, Some(&version))
-                    .await
-                {
-                    Ok(r) => (Duration::from_secs(r.spec.timeout_secs.into()), None),
-                    // Run anyway: the attempt reports why it cannot, as the task's error.
-                    Err(e) => (Duration::from_secs(60), Some(e.to_string())),
+        let (timeout, problem, checked) =
+            match self.state.registry.capability(&t.capability, &version) {
+                Some(r) => {
+                    let module = r.spec.module().to_owned();
+                    let problem = match usable.get(&module) {
+                        Some(p) => p.clone(),
+                        None => {
+                            let p = match modules::usable(&self.state.registry, tx, &module).await {
+                                Ok(()) => None,
+                                Err(e) => Some(e.to_string()),
+                            };
+                            usable.insert(module, p.clone());
+                            p
+                        }
+                    };
+                    (
+                        Duration::from_secs(r.spec.timeout_secs.into()),
+                        problem,
+                        true,
+                    )
                 }
-            }
-        };
+                None => {
+                    match modules::resolve(&self.state.registry, tx, &t.capability, Some(&version))
+                        .await
+                    {
+                        Ok(r) => (Duration::from_secs(r.spec.timeout_secs.into()), None, false),
+                        // Run anyway: the attempt reports why it cannot, as the task's error.
+                        Err(e) => (Duration::from_secs(60), Some(e.to_string()), false),
+                    }
+                }
+            };
         Start::run(
             timeout,
             vec![ev],
@@ -289,6 +323,7 @@ impl ExecuteTask {
                 version: t.version,
                 input: t.input,
                 problem,
+                checked,
             },
         )
     }
@@ -299,6 +334,7 @@ impl ExecuteTask {
             version,
             input,
             problem,
+            checked,
         } = match crate::queue::worker::prepared(prepared) {
             Ok(p) => p,
             Err(failed) => return Ok(failed),
@@ -316,9 +352,15 @@ impl ExecuteTask {
             });
         }
         let version = Version::parse(&version).map_err(AppError::internal)?;
-        // Resolved again, on a reader: the module may have been disabled since the task
-        // was queued, and an MCP tool needs its server's URL and credential.
-        let (resolved, credential) = {
+        // A built-in checked when it started runs as it is. Otherwise it is resolved
+        // again, on a reader: the module may have been disabled since the task was
+        // queued, and an MCP tool needs its server's URL and credential.
+        let builtin = checked
+            .then(|| self.state.registry.capability(&capability, &version))
+            .flatten();
+        let (resolved, credential) = if let Some(r) = builtin {
+            (r, None)
+        } else {
             let mut tx = self.state.store.tenant_read(&job.tenant_id).await?;
             let r =
                 match modules::resolve(&self.state.registry, &mut tx, &capability, Some(&version))
