@@ -12,11 +12,6 @@
 //!    its jobs;
 //! 3. commits, then publishes the events in commit order and spawns the attempts.
 //!
-//! On PostgreSQL two rounds may be in flight at once (a round is mostly round trips to
-//! the database; while one waits, the next records the attempts that ended meanwhile).
-//! A job's outcome is always recorded by a later round than the one that started it,
-//! since its attempt is spawned only once that round committed.
-//!
 //! Batches form by themselves: while a round's transaction runs, attempts keep ending and
 //! wait for the next round, so the busier the queue the larger the batch, and an idle
 //! one is served at once. Job rows are touched tenant by tenant, the transaction entering
@@ -28,8 +23,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -40,33 +33,12 @@ use crate::error::Result;
 use crate::realtime::Event;
 use crate::store::Tx;
 
-/// Rounds one process keeps in flight on PostgreSQL. A round is mostly round trips, so
-/// while one waits on the database the next can record the attempts that ended in the
-/// meantime and claim their successors. SQLite has one writer: a second round would
-/// only wait for it.
-const ROUNDS_IN_FLIGHT_POSTGRES: usize = 2;
-
-/// What a round hands back: the jobs it started (`Err` when it failed and its attempts
-/// were recorded one by one), the slots it had reserved, and the queues it found drained.
-struct Round {
-    started: std::result::Result<Vec<Started>, ()>,
-    reserved: usize,
-    drained: Vec<&'static str>,
-}
-
 /// Runs until stopped: claims while slots are free, records ended attempts, and on
 /// stopping claims nothing more and returns once every running attempt is recorded.
 pub(super) async fn dispatch(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let (done, mut ended_rx) = mpsc::unbounded_channel::<Ended>();
     let mut runs = JoinSet::new();
-    let mut rounds = FuturesUnordered::new();
-    let max_rounds = if s.store.backend() == crate::store::Backend::Postgres {
-        ROUNDS_IN_FLIGHT_POSTGRES
-    } else {
-        1
-    };
     let capacity = s.cfg.concurrency as usize;
-    // Slots taken: attempts running, and slots reserved by rounds in flight.
     let mut running = 0usize;
     let mut ended: Vec<Ended> = Vec::new();
     // Queues that may have ready jobs: found by a look when woken, kept while their
@@ -81,12 +53,10 @@ pub(super) async fn dispatch(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if look && !stopping {
             look_all(&s, &mut hot).await;
         }
-        look = false;
-        // An ended attempt gives its slot back as it is received.
         while let Ok(e) = ended_rx.try_recv() {
-            running = running.saturating_sub(1);
             ended.push(e);
         }
+        running = running.saturating_sub(ended.len());
         for e in &ended {
             if !hot.contains(&e.job.queue) {
                 hot.push(e.job.queue);
@@ -97,45 +67,41 @@ pub(super) async fn dispatch(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         } else {
             capacity.saturating_sub(running)
         };
-        if rounds.len() < max_rounds && (!ended.is_empty() || (free > 0 && !hot.is_empty())) {
-            running += free;
-            let (s, ended, hot) = (s.clone(), std::mem::take(&mut ended), hot.clone());
-            rounds.push(async move {
-                let (started, drained) = cycle(&s, ended, free, &hot).await;
-                if started.is_err() {
-                    // Give the database a moment before this round's slots claim again.
-                    tokio::time::sleep(s.cfg.poll).await;
+        let mut failed = false;
+        if !ended.is_empty() || (free > 0 && !hot.is_empty()) {
+            match cycle(&s, std::mem::take(&mut ended), free, &mut hot).await {
+                Ok(started) => {
+                    running += started.len();
+                    for st in started {
+                        runs.spawn(attempt::run(s.clone(), st, done.clone()));
+                    }
                 }
-                Round {
-                    started,
-                    reserved: free,
-                    drained,
-                }
-            });
+                Err(()) => failed = true,
+            }
         }
         while runs.try_join_next().is_some() {}
-        if stopping && running == 0 && rounds.is_empty() && ended.is_empty() {
+        if stopping && running == 0 {
             return;
         }
-        // Woken or polling only matters while slots are free and no queue is known busy.
-        let idle = !stopping && running < capacity && hot.is_empty();
-        tokio::select! {
-            Some(round) = rounds.next(), if !rounds.is_empty() => {
-                let Round { started, reserved, drained } = round;
-                let started = started.unwrap_or_default();
-                running = running.saturating_sub(reserved - started.len().min(reserved));
-                for st in started {
-                    runs.spawn(attempt::run(s.clone(), st, done.clone()));
-                }
-                hot.retain(|q| !drained.contains(q));
-            }
-            Some(e) = ended_rx.recv() => {
-                running = running.saturating_sub(1);
+        look = false;
+        if stopping || running >= capacity {
+            // Only an ended attempt frees a slot (or, stopping, brings the end nearer).
+            if let Some(e) = ended_rx.recv().await {
                 ended.push(e);
             }
-            _ = &mut notified, if idle => look = true,
-            _ = tokio::time::sleep(s.cfg.poll), if idle => look = true,
-            _ = stop.changed(), if !stopping => {}
+        } else if failed {
+            tokio::select! {
+                e = ended_rx.recv() => ended.extend(e),
+                _ = tokio::time::sleep(s.cfg.poll) => look = true,
+                _ = stop.changed() => {}
+            }
+        } else if hot.is_empty() {
+            tokio::select! {
+                e = ended_rx.recv() => ended.extend(e),
+                _ = &mut notified => look = true,
+                _ = tokio::time::sleep(s.cfg.poll) => look = true,
+                _ = stop.changed() => {}
+            }
         }
     }
 }
@@ -156,21 +122,20 @@ async fn look_all(s: &Shared, hot: &mut Vec<&'static str>) {
 }
 
 /// One round: records `ended`, claims and starts up to `free` jobs from the `hot` queues,
-/// commits, publishes. Returns the started jobs and the queues whose claims came back
-/// short; on failure nothing of the round is kept and `ended` has been recorded one
-/// attempt at a time instead.
+/// commits, publishes. Returns the started jobs; on failure nothing of the round is kept
+/// and `ended` has been recorded one attempt at a time instead.
 async fn cycle(
     s: &Shared,
     ended: Vec<Ended>,
     free: usize,
-    hot: &[&'static str],
-) -> (std::result::Result<Vec<Started>, ()>, Vec<&'static str>) {
+    hot: &mut Vec<&'static str>,
+) -> std::result::Result<Vec<Started>, ()> {
     for e in ended.iter().filter(|e| e.resolution.is_none()) {
         crate::telemetry::job_finished(e.job.queue, "lease_lost", None);
     }
     let settling = ended.iter().any(|e| e.resolution.is_some());
     if !settling && (free == 0 || hot.is_empty()) {
-        return (Ok(Vec::new()), Vec::new());
+        return Ok(Vec::new());
     }
     let began = Instant::now();
     let round = async {
@@ -194,7 +159,8 @@ async fn cycle(
             if retried {
                 s.wake.notify_one();
             }
-            (Ok(started), drained)
+            hot.retain(|q| !drained.contains(q));
+            Ok(started)
         }
         Err(e) => {
             tracing::warn!(error = %e, jobs = ended.len(), "a queue round failed; recording its attempts one by one");
@@ -215,7 +181,7 @@ async fn cycle(
                     }
                 }
             }
-            (Err(()), Vec::new())
+            Err(())
         }
     }
 }
