@@ -95,7 +95,7 @@ def fmt(x, ms):
         return "n/a"
     return f"{x:,.2f}" if ms else f"{x:,.0f}"
 
-print(f"ocsuite: {ocs_tasks} tasks, {ocs_clients} HTTP clients, {ocs_workers} workers (one job per claim). "
+print(f"ocsuite: {ocs_tasks} tasks, {ocs_clients} HTTP clients, {ocs_workers} workers (batched claims and settles). "
       f"pg-boss {p['pgboss_version']}: {p['jobs']} jobs, {p['senders']} senders, {p['workers']} workers "
       f"× fetch {p['batch']}, polling {p['poll_s']} s (least allowed {p['poll_min_s']} s)"
       f"{', starts staggered' if p.get('stagger') else ''}, pool {p['pool']}. "
