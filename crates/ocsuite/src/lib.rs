@@ -238,7 +238,7 @@ async fn expire_exports(store: &Store) -> error::Result<u64> {
 /// The background work every process runs besides HTTP: the PostgreSQL listener, the
 /// job workers (when `workers > 0`) and periodic housekeeping.
 pub struct Background {
-    workers: queue::worker::Workers,
+    workers: queue::pool::Workers,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -400,7 +400,7 @@ impl Background {
                 },
             )),
         ];
-        let workers = queue::worker::Workers::start(
+        let workers = queue::pool::Workers::start(
             state.store.clone(),
             state.bus.clone(),
             state.jobs_wake.clone(),

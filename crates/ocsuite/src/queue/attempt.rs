@@ -12,8 +12,20 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::worker::{Handler, Outcome, Resolution, Shared};
-use super::{Claimed, backoff, renew};
+use super::worker::{Handler, Outcome, Resolution, WorkerConfig};
+use super::{Claimed, backoff, complete, dead_letter, held, renew, retry_at};
+use crate::error::Result;
+use crate::realtime::{Bus, Event};
+use crate::store::{Store, TenantTx};
+
+/// What the dispatcher, the attempts and the reaper share.
+pub(super) struct Shared {
+    pub store: Store,
+    pub bus: Arc<Bus>,
+    pub wake: Arc<super::Wake>,
+    pub handlers: Vec<Arc<dyn Handler>>,
+    pub cfg: WorkerConfig,
+}
 
 /// A claimed, started job: its handler, the job, its timeout and the handler's notes.
 pub(super) struct Started {
@@ -151,4 +163,62 @@ async fn attempt(
                     .unwrap_or_default(),
         },
     })
+}
+
+/// Applies `resolution` to the job and its row in one transaction; false when the
+/// lease was lost (nothing is recorded).
+pub(super) async fn resolve(
+    s: &Shared,
+    h: &dyn Handler,
+    job: &Claimed,
+    resolution: &Resolution,
+) -> Result<bool> {
+    let Some((tx, events)) = settle_in_tx(s, h, job, resolution).await? else {
+        return Ok(false);
+    };
+    tx.commit().await?;
+    published(s, resolution, events);
+    Ok(true)
+}
+
+/// Applies `resolution` inside a new transaction of the job's tenant and returns it,
+/// uncommitted, with the events to publish once it commits; `None` when the lease was
+/// lost (nothing is recorded).
+///
+/// The job's change is deferred: on SQLite it travels with the handler's first
+/// statement instead of costing a trip of its own inside the writer's turn. Should it
+/// find the lease lost (rare: this worker stalled past its lease), the transaction is
+/// dropped before commit, so the handler's changes are undone too.
+async fn settle_in_tx(
+    s: &Shared,
+    h: &dyn Handler,
+    job: &Claimed,
+    resolution: &Resolution,
+) -> Result<Option<(TenantTx, Vec<Event>)>> {
+    let mut tx = s.store.tenant(&job.tenant_id).await?;
+    let change = match resolution {
+        Resolution::Succeeded { .. } | Resolution::Failed { .. } | Resolution::Cancelled => {
+            complete(&mut tx, job).await?
+        }
+        Resolution::Retrying { error, at } => retry_at(&mut tx, job, error, *at).await?,
+        Resolution::Dead { error } => dead_letter(&mut tx, job, error).await?,
+    };
+    // Already known on PostgreSQL, where deferred statements run at once.
+    if change.get() == Some(0) {
+        return Ok(None);
+    }
+    let events = h.settle(&mut tx, job, resolution).await?;
+    if !held(&mut tx, &change).await? {
+        // Someone else owns the job now; record nothing.
+        return Ok(None);
+    }
+    Ok(Some((tx, events)))
+}
+
+/// After a settling transaction committed: its events out, and a retried job's wake-up.
+fn published(s: &Shared, resolution: &Resolution, events: Vec<Event>) {
+    s.bus.after_commit(events);
+    if let Resolution::Retrying { .. } = resolution {
+        s.wake.notify_one();
+    }
 }

@@ -27,7 +27,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::attempt::{self, Ended, Started};
-use super::worker::{Resolution, Shared, Start, resolve};
+use super::attempt::{Shared, resolve};
+use super::worker::{Resolution, Start};
 use super::{Claimed, claim_many, complete, complete_many, dead_letter, held, ready, retry_at};
 use crate::error::Result;
 use crate::realtime::Event;

@@ -53,6 +53,7 @@
 pub mod admin;
 mod attempt;
 mod dispatch;
+pub mod pool;
 mod wake;
 pub mod worker;
 

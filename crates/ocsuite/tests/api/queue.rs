@@ -119,7 +119,7 @@ async fn workers_stopping(db: Db) {
     }
     let handler: Arc<dyn worker::Handler> =
         Arc::new(ocsuite::tasks::handler::ExecuteTask::new(app.state.clone()));
-    let workers = worker::Workers::start(
+    let workers = queue::pool::Workers::start(
         store.clone(),
         app.state.bus.clone(),
         app.state.jobs_wake.clone(),
@@ -195,7 +195,7 @@ async fn lease_expiry(db: Db) {
 
     let handler: Arc<dyn worker::Handler> =
         Arc::new(ocsuite::tasks::handler::ExecuteTask::new(app.state.clone()));
-    let live = worker::Workers::start(
+    let live = queue::pool::Workers::start(
         store.clone(),
         app.state.bus.clone(),
         app.state.jobs_wake.clone(),
