@@ -15,8 +15,12 @@ use crate::error::{AppError, Result};
 use crate::ids::{CampaignId, JobId, RecipientId};
 use crate::modules::{ExecContext, Hint, Module, capability};
 use crate::queue::{self, DELIVER_EMAIL, NewJob};
-use crate::store::{TenantTx, scoped};
+use crate::store::{TenantTx, cross_tenant};
 use futures_util::future::BoxFuture;
+
+/// Most recipients one insert statement writes (the bound JSON stays well under a
+/// megabyte).
+const RECIPIENT_CHUNK: usize = 500;
 
 pub struct EmailModule {
     manifest: ModuleManifest,
@@ -228,6 +232,11 @@ pub async fn start_campaign(
     let now = Utc::now();
     let spacing_ms = 60_000 / c.rate_per_minute.max(1);
     let (mut queued, mut skipped) = (0i64, 0i64);
+    // Recipients and their delivery jobs go in a few array-bound statements, not two
+    // per person: a campaign to thousands is queued in one short transaction.
+    let mut rows = Vec::with_capacity(people.len());
+    let mut jobs = Vec::with_capacity(people.len());
+    let mut job_ids = Vec::with_capacity(people.len());
     for (email, name, company, own) in &people {
         let rid = RecipientId::new();
         let reason = if crate::leadtracker::check_email(email).is_err() {
@@ -238,40 +247,47 @@ pub async fn start_campaign(
             None
         };
         let vars = template::variables(email, name.as_deref(), company.as_deref(), own);
-        tx.execute(
-            scoped("INSERT INTO email_recipients (tenant_id, id, campaign_id, email, name, vars, status, reason, attempts) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)")
-                .bind(&rid)
-                .bind(id)
-                .bind(email)
-                .bind(name.clone())
-                .bind(serde_json::to_string(&vars).map_err(permanent)?)
-                .bind(if reason.is_some() { "skipped" } else { "pending" })
-                .bind(reason),
-        )
-        .await
-        .map_err(AppError::from)?;
+        rows.push(json!({
+            "id": rid,
+            "email": email,
+            "name": name,
+            "vars": serde_json::to_string(&vars).map_err(permanent)?,
+            "status": if reason.is_some() { "skipped" } else { "pending" },
+            "reason": reason,
+        }));
         if reason.is_some() {
             skipped += 1;
             continue;
         }
-        queue::enqueue(
-            &mut tx,
-            NewJob {
-                queue: DELIVER_EMAIL,
-                payload: queue::payload(&deliver::DeliveryJob {
-                    recipient_id: rid.clone(),
-                    campaign_id: id.clone(),
-                }),
-                priority: 0,
-                run_at: now + chrono::Duration::milliseconds(spacing_ms * queued),
-                max_attempts: deliver::MAX_ATTEMPTS,
-                id: JobId::from_hex(rid.hex()).as_ref(),
-            },
-        )
-        .await?;
+        job_ids.push(JobId::from_hex(rid.hex()));
+        jobs.push((
+            rid,
+            now + chrono::Duration::milliseconds(spacing_ms * queued),
+        ));
         queued += 1;
     }
+    for chunk in rows.chunks(RECIPIENT_CHUNK) {
+        let q = cross_tenant::add_email_recipients(&tx)
+            .bind(id)
+            .bind(Value::from(chunk.to_vec()).to_string());
+        tx.defer(q).await.map_err(AppError::from)?;
+    }
+    let jobs = jobs
+        .into_iter()
+        .zip(&job_ids)
+        .map(|((rid, run_at), job_id)| NewJob {
+            queue: DELIVER_EMAIL,
+            payload: queue::payload(&deliver::DeliveryJob {
+                recipient_id: rid,
+                campaign_id: id.clone(),
+            }),
+            priority: 0,
+            run_at,
+            max_attempts: deliver::MAX_ATTEMPTS,
+            id: job_id.as_ref(),
+        })
+        .collect();
+    queue::enqueue_many(&mut tx, jobs).await?;
     super::set_status(&mut tx, id, if queued > 0 { "sending" } else { "sent" }).await?;
     super::refresh_metrics(&mut tx).await?;
     tx.commit().await.map_err(AppError::from)?;

@@ -5,7 +5,9 @@
 //! - **One table, `jobs`.** A row is a pending (`ready`), `running` or `dead` job. It is
 //!   inserted by [`enqueue`] inside the caller's transaction, next to the row it serves
 //!   (a task), so a job exists exactly when its row does. A job that finishes is deleted
-//!   in the transaction that records its outcome on that row.
+//!   in the transaction that records its outcome on that row. Callers that create many
+//!   jobs at once (a campaign's deliveries, an event's webhook deliveries) use
+//!   [`enqueue_many`]: one statement per thousand jobs, same promises.
 //! - **Named queues** (`execute-task`, `sync-connector`, `send-email`). A job that exhausts its attempts
 //!   moves to the queue's dead-letter queue (`<queue>-dlq`) with status `dead` and its
 //!   last error, where an admin can retry or discard it.
@@ -137,6 +139,43 @@ pub async fn enqueue(tx: &mut TenantTx, mut job: NewJob<'_>) -> Result<JobId> {
     )
     .await?;
     Ok(id)
+}
+
+/// Most jobs one [`enqueue_many`] statement inserts: keeps the bound JSON to a few
+/// hundred kilobytes.
+const ENQUEUE_CHUNK: usize = 1000;
+
+/// [`enqueue`] for callers that create many jobs at once (a campaign's deliveries, an
+/// event's webhook deliveries): one statement per thousand jobs instead of one per job,
+/// in the caller's transaction. Returns the ids in order. Call [`Wake::notify_waiters`]
+/// once it commits.
+pub async fn enqueue_many(tx: &mut TenantTx, jobs: Vec<NewJob<'_>>) -> Result<Vec<JobId>> {
+    let now = Utc::now();
+    let trace = crate::telemetry::traces::traceparent();
+    let mut ids = Vec::with_capacity(jobs.len());
+    let mut rows = Vec::with_capacity(jobs.len().min(ENQUEUE_CHUNK));
+    let last = jobs.len();
+    for (i, mut job) in jobs.into_iter().enumerate() {
+        let id = job.id.cloned().unwrap_or_default();
+        if let (Some(tp), Value::Object(fields)) = (&trace, &mut job.payload) {
+            fields.insert(TRACE_KEY.to_owned(), Value::String(tp.clone()));
+        }
+        rows.push(serde_json::json!({
+            "id": id,
+            "queue": job.queue,
+            "payload": job.payload.to_string(),
+            "priority": job.priority,
+            "run_at": cross_tenant::time_text(job.run_at),
+            "max_attempts": job.max_attempts.max(1),
+        }));
+        ids.push(id);
+        if rows.len() == ENQUEUE_CHUNK || i + 1 == last {
+            let batch = Value::from(std::mem::take(&mut rows)).to_string();
+            let q = cross_tenant::insert_jobs(tx).bind(batch).bind(now);
+            tx.defer(q).await?;
+        }
+    }
+    Ok(ids)
 }
 
 /// A job a worker holds a lease on.

@@ -201,20 +201,38 @@ pub async fn publish(
             "SELECT id, format, categories FROM webhooks WHERE tenant_id = $1 AND enabled = TRUE",
         ))
         .await?;
-    let mut queued = 0;
+    let mut jobs = Vec::new();
     for (id, format, categories) in endpoints {
         let takes = serde_json::from_str::<Vec<String>>(&categories)
             .is_ok_and(|c| c.iter().any(|c| c == category));
         if takes {
-            queue_delivery(tx, &id, &format, event_type, &data, text, now).await?;
-            queued += 1;
+            let delivery = insert_delivery(tx, &id, &format, event_type, &data, text, now).await?;
+            jobs.push(delivery_job(delivery));
         }
     }
+    let queued = jobs.len();
+    // Every endpoint's job in one statement.
+    queue::enqueue_many(tx, jobs).await?;
     Ok(queued)
 }
 
 /// Writes one delivery and its job.
 pub async fn queue_delivery(
+    tx: &mut TenantTx,
+    webhook: &WebhookId,
+    format: &str,
+    event_type: &str,
+    data: &Value,
+    text: &str,
+    now: DateTime<Utc>,
+) -> Result<DeliveryId> {
+    let id = insert_delivery(tx, webhook, format, event_type, data, text, now).await?;
+    queue::enqueue(tx, delivery_job(id.clone())).await?;
+    Ok(id)
+}
+
+/// Writes one pending delivery (its job is the caller's).
+async fn insert_delivery(
     tx: &mut TenantTx,
     webhook: &WebhookId,
     format: &str,
@@ -239,21 +257,19 @@ pub async fn queue_delivery(
             .bind(now),
     )
     .await?;
-    queue::enqueue(
-        tx,
-        NewJob {
-            queue: DELIVER_WEBHOOK,
-            payload: queue::payload(&deliver::DeliveryJob {
-                delivery_id: id.clone(),
-            }),
-            priority: 0,
-            run_at: Utc::now(),
-            max_attempts: MAX_ATTEMPTS,
-            id: None,
-        },
-    )
-    .await?;
     Ok(id)
+}
+
+/// The `deliver-webhook` job of one delivery.
+fn delivery_job(delivery_id: DeliveryId) -> NewJob<'static> {
+    NewJob {
+        queue: DELIVER_WEBHOOK,
+        payload: queue::payload(&deliver::DeliveryJob { delivery_id }),
+        priority: 0,
+        run_at: Utc::now(),
+        max_attempts: MAX_ATTEMPTS,
+        id: None,
+    }
 }
 
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]

@@ -40,6 +40,7 @@ mod policy;
 mod postgres;
 mod queue;
 mod queue_batch;
+mod queue_bulk;
 mod realtime;
 mod receipts;
 mod retention;

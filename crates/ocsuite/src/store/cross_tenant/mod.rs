@@ -313,6 +313,24 @@ pub fn add_meeting_turns(tx: &TenantTx) -> Sql {
     }
 }
 
+/// Inserts a campaign's recipients in one statement. Binds: campaign id, then a JSON
+/// array of `{id, email, name, vars, status, reason}` (`vars` as JSON text).
+pub fn add_email_recipients(tx: &TenantTx) -> Sql {
+    if tx.is_postgres() {
+        scoped(
+            "INSERT INTO email_recipients (tenant_id, id, campaign_id, email, name, vars, status, reason, attempts) \
+             SELECT $1, value->>'id', $2, value->>'email', value->>'name', value->>'vars', value->>'status', value->>'reason', 0 \
+               FROM json_array_elements(CAST($3 AS json))",
+        )
+    } else {
+        scoped(
+            "INSERT INTO email_recipients (tenant_id, id, campaign_id, email, name, vars, status, reason, attempts) \
+             SELECT $1, value->>'id', $2, value->>'email', value->>'name', value->>'vars', value->>'status', value->>'reason', 0 \
+               FROM json_each($3)",
+        )
+    }
+}
+
 // ---- Knowledge -----------------------------------------------------------------------
 
 /// Keyword search over the tenant's chunks, best first: SQLite FTS5 with BM25 (weights:

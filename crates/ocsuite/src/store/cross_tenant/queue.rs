@@ -206,3 +206,35 @@ pub fn finish_tasks(tx: &TenantTx) -> Sql {
         )
     }
 }
+
+/// Queues many jobs of the transaction's tenant in one statement, as `queue::enqueue`
+/// does one: `ready`, or `paused` while the tenant's kill switch is on. Binds: `$2` a
+/// JSON array of `{"id", "queue", "payload", "priority", "run_at", "max_attempts"}`
+/// (`payload` as JSON text, `run_at` as [`time_text`]), `$3` now.
+pub fn insert_jobs(tx: &TenantTx) -> Sql {
+    if tx.is_postgres() {
+        scoped(
+            "INSERT INTO jobs (tenant_id, id, queue, payload, priority, run_at, status, attempts, max_attempts, created_at, updated_at) \
+             SELECT $1, x.id, x.queue, x.payload, x.priority, x.run_at, \
+                    (SELECT CASE WHEN jobs_paused_at IS NULL THEN 'ready' ELSE 'paused' END FROM tenants WHERE id = $1), \
+                    0, x.max_attempts, $3, $3 \
+               FROM json_to_recordset($2::json) \
+                 AS x(id TEXT, queue TEXT, payload TEXT, priority BIGINT, run_at TIMESTAMPTZ, max_attempts BIGINT)",
+        )
+    } else {
+        scoped(
+            "INSERT INTO jobs (tenant_id, id, queue, payload, priority, run_at, status, attempts, max_attempts, created_at, updated_at) \
+             SELECT $1, value ->> 'id', value ->> 'queue', value ->> 'payload', value ->> 'priority', value ->> 'run_at', \
+                    (SELECT CASE WHEN jobs_paused_at IS NULL THEN 'ready' ELSE 'paused' END FROM tenants WHERE id = $1), \
+                    0, value ->> 'max_attempts', $3, $3 \
+               FROM json_each($2)",
+        )
+    }
+}
+
+/// A time as text inside a JSON-bound batch: exactly what sqlx binds for a time on
+/// SQLite, where times are compared as text (a claim's `run_at <= now`), so a batched
+/// row sorts with rows bound one by one. PostgreSQL parses it as a `TIMESTAMPTZ`.
+pub fn time_text(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+}
