@@ -160,6 +160,7 @@ async fn act(app: &TestApp, u: &User, t: &str, n: usize) {
 dual!(
     receipts_prove_actions,
     concurrent_actions_never_fork,
+    a_backlog_is_integrated_in_chunks,
     receipts_are_isolated,
     receipts_bad_input
 );
@@ -500,4 +501,70 @@ async fn receipts_bad_input(app: TestApp) {
     let shown: Vec<&String> = e["fields"].as_object().unwrap().keys().collect();
     assert_eq!(shown, ["action", "time"]);
     assert!(e["hidden"]["details"].is_string());
+}
+
+/// A backlog larger than one SQLite integration transaction (256 receipts) goes in
+/// several, as one history every entry proves against; and a head that went past the
+/// newest checkpoint (a run stopped between two transactions) is signed by the next run.
+async fn a_backlog_is_integrated_in_chunks(app: TestApp) {
+    let (u, t) = owner(&app, "backlog@a.example").await;
+    let tenant = ocsuite::ids::TenantId::parse(&t).unwrap();
+    let at = chrono::Utc::now();
+    let audit_ids: Vec<String> = (0..700).map(|i| format!("aud_backlog_{i}")).collect();
+    let entries: Vec<_> = audit_ids
+        .iter()
+        .map(|a| ocsuite::receipts::Entry {
+            audit_id: a,
+            actor: ("user", &u.id),
+            action: "test.backlog",
+            target: ("test", "backlog"),
+            details: "{}",
+            request_id: None,
+            at,
+        })
+        .collect();
+    let mut tx = app.state.store.tenant(&tenant).await.unwrap();
+    ocsuite::receipts::append_many(&mut tx, at, &entries)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let me = app.as_(&u).tenant(&t);
+    let keys = app.anon().get("/.well-known/ocsuite-log-keys").await.1;
+    let (s, cp) = me.get("/api/v1/receipts/checkpoint").await;
+    assert_eq!(s, StatusCode::OK, "{cp}");
+    let (s, bundle) = me.get("/api/v1/receipts/export").await;
+    assert_eq!(s, StatusCode::OK, "{bundle}");
+    let all = bundle["entries"].as_array().unwrap();
+    assert!(all.len() >= 700, "{}", all.len());
+    let (size, root) = open_checkpoint(cp["note"].as_str().unwrap(), &keys);
+    assert_eq!(
+        size,
+        all.len() as u64,
+        "the newest checkpoint covers the backlog"
+    );
+    for (i, e) in all.iter().enumerate() {
+        assert_eq!(e["index"], json!(i), "positions are 0..n without gaps");
+        let leaf = leaf_of(&t, e["id"].as_str().unwrap(), &e["fields"], &e["hidden"]);
+        assert_eq!(
+            climb(i as u64, size, leaf, &hashes(&e["inclusion"])),
+            Some(root)
+        );
+    }
+
+    // The newest checkpoint is lost, as when a run stops after integrating but before
+    // signing: the next run signs the head again, with the same root.
+    let mut tx = app.state.store.tenant(&tenant).await.unwrap();
+    tx.execute(ocsuite::store::scoped(
+        "DELETE FROM log_checkpoints WHERE tenant_id = $1 AND size = (SELECT MAX(size) FROM log_checkpoints WHERE tenant_id = $1)",
+    ))
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let (s, again) = me.get("/api/v1/receipts/checkpoint").await;
+    assert_eq!(s, StatusCode::OK, "{again}");
+    assert_eq!(
+        open_checkpoint(again["note"].as_str().unwrap(), &keys),
+        (size, root)
+    );
 }
