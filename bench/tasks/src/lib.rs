@@ -25,6 +25,27 @@ pub fn env_num(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// CPU time this process has used so far (user + system, all threads), in ms, from
+/// `/proc/self/stat` (Linux; clock ticks of 10 ms). With the server, its database
+/// (SQLite) and the load generator in one process, CPU per task over a phase is the
+/// whole cost of a task, and `2 CPUs / that` its ceiling on this machine. NaN elsewhere.
+pub fn cpu_ms() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // The fields after the command name (which may hold spaces) start after ')'.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return f64::NAN;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+    match (tick(11), tick(12)) {
+        (Some(u), Some(s)) => (u + s) * 10.0,
+        _ => f64::NAN,
+    }
+}
+
 /// The `p`th percentile of an ascending slice (NaN when empty).
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {

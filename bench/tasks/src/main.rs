@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use ocsuite::ids::TenantId;
 use ocsuite::store::sql;
 use ocsuite_bench_tasks::{
-    Delivery, Res, Server, backend, env_num, ms, percentile, record_bus, subscribe_tasks,
+    Delivery, Res, Server, backend, cpu_ms, env_num, ms, percentile, record_bus, subscribe_tasks,
 };
 use serde_json::{Value, json};
 
@@ -179,10 +179,12 @@ async fn main() -> Res<()> {
     // --- throughput -------------------------------------------------------------------
     eprintln!("[bench] {backend}: {tasks} no-op tasks from {clients} clients, {workers} workers");
     let started = Instant::now();
+    let cpu_started = cpu_ms();
     enqueue_echo(&api, clients, tasks, 1).await?;
     let enqueued_in = started.elapsed();
     wait_succeeded(&state, &tenant_id, tasks, started).await?;
     let total = started.elapsed();
+    let cpu_e2e = (cpu_ms() - cpu_started) / tasks as f64;
     let mut tx = state.store.tenant_read(&tenant_id).await?;
     let rows: Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> = tx
         .fetch_all(
@@ -202,17 +204,21 @@ async fn main() -> Res<()> {
     api.post("/api/v1/queues/pause", json!({})).await?;
     enqueue_echo(&api, clients, tasks, 1).await?;
     let drain_started = Instant::now();
+    let cpu_started = cpu_ms();
     api.post("/api/v1/queues/resume", json!({})).await?;
     wait_succeeded(&state, &tenant_id, 2 * tasks, drain_started).await?;
     let drain_rate = tasks as f64 / drain_started.elapsed().as_secs_f64();
+    let cpu_drain = (cpu_ms() - cpu_started) / tasks as f64;
 
     // --- bulk: the saturated load again, submitted 100 per request ---------------------
     let bulk_clients = (clients / 8).max(1);
     eprintln!("[bench] bulk: {tasks} tasks, 100 per request, from {bulk_clients} clients");
     let bulk_started = Instant::now();
+    let cpu_started = cpu_ms();
     enqueue_echo(&api, bulk_clients, tasks, 100).await?;
     wait_succeeded(&state, &tenant_id, 3 * tasks, bulk_started).await?;
     let bulk_rate = tasks as f64 / bulk_started.elapsed().as_secs_f64();
+    let cpu_bulk = (cpu_ms() - cpu_started) / tasks as f64;
 
     // --- paced: enqueue-to-start latency at a steady offered load ----------------------
     eprintln!("[bench] paced: {paced_rate} tasks/s for {paced_secs} s");
@@ -259,6 +265,24 @@ async fn main() -> Res<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    if std::env::var("BENCH_PACED_TRACE").is_ok() {
+        // Where the tail sits in time: the slowest start of each 250 ms of the phase.
+        let first = paced_rows.iter().map(|(c, _)| *c).min();
+        let mut worst: std::collections::BTreeMap<i64, f64> = Default::default();
+        for (c, s) in &paced_rows {
+            if let (Some(s), Some(first)) = (s, first) {
+                let slot = (*c - first).num_milliseconds() / 250;
+                let w = worst.entry(slot).or_insert(0.0);
+                *w = w.max(ms(*c, *s));
+            }
+        }
+        for (slot, w) in worst.iter().filter(|(_, w)| **w > 15.0) {
+            eprintln!(
+                "[paced] {:>6} ms into the phase: slowest start {w:.1} ms",
+                slot * 250
+            );
+        }
+    }
     let mut paced: Vec<f64> = paced_rows
         .iter()
         .filter_map(|(c, s)| s.map(|s| ms(*c, s)))
@@ -350,6 +374,12 @@ async fn main() -> Res<()> {
     row(
         "drain rate (claim+run+commit/s)",
         format!("{drain_rate:.0}"),
+        "",
+        true,
+    );
+    row(
+        "CPU ms per task, this process: end to end / bulk / drain",
+        format!("{cpu_e2e:.2} / {cpu_bulk:.2} / {cpu_drain:.2}"),
         "",
         true,
     );

@@ -194,8 +194,8 @@ impl Store {
     /// load never happens, and a WAL that only grows makes every commit slower (the file
     /// grew to gigabytes in the task benchmark). So once the WAL passes
     /// [`WAL_RESTART_FRAMES`], a RESTART checkpoint runs on the writer connection, in the
-    /// writers' queue: it waits for the readers inside the WAL (their statements take
-    /// microseconds) and the next write starts the file over.
+    /// writers' queue: it waits a few milliseconds at most for the readers inside the WAL
+    /// (their statements take microseconds) and the next write starts the file over.
     pub async fn checkpoint(&self) -> Result<(), sqlx::Error> {
         let Pools::Sqlite { read, write } = &self.pools else {
             return Ok(());
@@ -212,9 +212,29 @@ impl Store {
             .acquire_owned()
             .await
             .map_err(|_| sqlx::Error::PoolClosed)?;
-        sqlx::query("PRAGMA wal_checkpoint(RESTART)")
-            .execute(write)
-            .await?;
+        // RESTART waits (in SQLite's busy handler, sleeping 1, 2, 5 … 100 ms) for every
+        // reader to leave the WAL, holding the write lock all along: with the writer's
+        // 10 s timeout, a busy moment stalled every write for hundreds of milliseconds.
+        // Wait a few milliseconds at most instead (readers that began before the copy
+        // are microseconds from done; later ones read the database file and do not
+        // block); when readers are still inside, give up and try at the next tick. A
+        // WAL four times past the mark waits up to 100 ms: it must not grow unbounded.
+        let mut conn = write.acquire().await?;
+        let wait = if frames < 4 * WAL_RESTART_FRAMES {
+            "PRAGMA busy_timeout = 5"
+        } else {
+            "PRAGMA busy_timeout = 100"
+        };
+        sqlx::query(wait).execute(&mut *conn).await?;
+        let restarted = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+            .execute(&mut *conn)
+            .await;
+        // Back to the 10 s every writer waits (as set in `connect`).
+        let restored = sqlx::query("PRAGMA busy_timeout = 10000")
+            .execute(&mut *conn)
+            .await;
+        restarted?;
+        restored?;
         Ok(())
     }
 
