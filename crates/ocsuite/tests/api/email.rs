@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use crate::helpers::{Db, Inbox, TestApp, User, smtp_sink};
 use crate::tasks::{owner, start, wait_status};
 
-async fn smtp_app(db: Db) -> Option<(TestApp, Inbox)> {
+/// An app whose email goes to a local SMTP sink, and that sink's inbox.
+pub async fn smtp_app(db: Db) -> Option<(TestApp, Inbox)> {
     let (port, inbox) = smtp_sink().await;
     let app = TestApp::start_with(db, |c| {
         c.smtp_url = Some(ocsuite::config::Secret::new(format!(

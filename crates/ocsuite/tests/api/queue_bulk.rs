@@ -11,8 +11,8 @@ use ocsuite::store::scoped;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::email::{campaign, send, wait_campaign};
-use crate::helpers::{Db, TestApp, smtp_sink};
+use crate::email::{campaign, send, smtp_app, wait_campaign};
+use crate::helpers::{Db, TestApp};
 use crate::tasks::{owner, wait_status};
 
 /// More than one statement's worth, so chunking is exercised.
@@ -26,6 +26,12 @@ async fn bulk_enqueue_keeps_order_times_scope_and_kill_switch_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_enqueue_keeps_order_times_scope_and_kill_switch_postgres() {
     bulk_enqueue(Db::Postgres).await;
+}
+
+async fn claim(tx: &mut ocsuite::store::Tx, limit: usize) -> Vec<queue::Claimed> {
+    queue::claim_many(tx, DELIVER_WEBHOOK, "bulk", Duration::from_secs(30), limit)
+        .await
+        .unwrap()
 }
 
 fn job(n: usize, run_at: chrono::DateTime<Utc>, priority: i32) -> NewJob<'static> {
@@ -86,9 +92,7 @@ async fn bulk_enqueue(db: Db) {
     // Claims honour priority and run_at: the priority-5 job first, the one due in an
     // hour never; payloads come back as given, hostile text included.
     let mut tx = store.platform().await.unwrap();
-    let first = queue::claim_many(&mut tx, DELIVER_WEBHOOK, "bulk", Duration::from_secs(30), 1)
-        .await
-        .unwrap();
+    let first = claim(&mut tx, 1).await;
     tx.commit().await.unwrap();
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].id, ids[MANY - 1]);
@@ -97,15 +101,7 @@ async fn bulk_enqueue(db: Db) {
     let mut claimed = 1;
     loop {
         let mut tx = store.platform().await.unwrap();
-        let got = queue::claim_many(
-            &mut tx,
-            DELIVER_WEBHOOK,
-            "bulk",
-            Duration::from_secs(30),
-            64,
-        )
-        .await
-        .unwrap();
+        let got = claim(&mut tx, 64).await;
         tx.commit().await.unwrap();
         let mut a = store.tenant(&ta).await.unwrap();
         let refs: Vec<_> = got.iter().collect();
@@ -132,15 +128,7 @@ async fn bulk_enqueue(db: Db) {
         .unwrap();
     tx.commit().await.unwrap();
     let mut tx = store.platform().await.unwrap();
-    let none = queue::claim_many(
-        &mut tx,
-        DELIVER_WEBHOOK,
-        "bulk",
-        Duration::from_secs(30),
-        10,
-    )
-    .await
-    .unwrap();
+    let none = claim(&mut tx, 10).await;
     tx.commit().await.unwrap();
     assert!(none.is_empty(), "a paused tenant's bulk jobs wait");
     let (s, _) = app
@@ -150,15 +138,7 @@ async fn bulk_enqueue(db: Db) {
         .await;
     assert!(s.is_success());
     let mut tx = store.platform().await.unwrap();
-    let resumed = queue::claim_many(
-        &mut tx,
-        DELIVER_WEBHOOK,
-        "bulk",
-        Duration::from_secs(30),
-        10,
-    )
-    .await
-    .unwrap();
+    let resumed = claim(&mut tx, 10).await;
     tx.commit().await.unwrap();
     assert_eq!(resumed.len(), 3);
     assert!(resumed.iter().all(|j| j.tenant_id == tb));
@@ -188,15 +168,7 @@ async fn a_long_campaign_is_queued_in_bulk_postgres() {
 /// every recipient is stored, every valid one has a delivery job spaced a minute after
 /// the last, and only the first is sent now.
 async fn long_campaign(db: Db) {
-    let (port, inbox) = smtp_sink().await;
-    let Some(app) = TestApp::start_with(db, |c| {
-        c.smtp_url = Some(ocsuite::config::Secret::new(format!(
-            "smtp://127.0.0.1:{port}"
-        )));
-        c.smtp_from = "Outreach <outreach@acme.test>".into();
-    })
-    .await
-    else {
+    let Some((app, inbox)) = smtp_app(db).await else {
         return;
     };
     let (u, t) = owner(&app, "long@campaign.example").await;
